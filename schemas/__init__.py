@@ -1,0 +1,1 @@
+"""VerTac contracts: every bus message, REST body and subject name lives in this package."""

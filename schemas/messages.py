@@ -1,0 +1,421 @@
+"""Pydantic v2 models of every bus message and REST body.
+
+Each model carries ``version``; within a version fields are only ever added, with defaults. A
+breaking change is a new model with the next version. ``make schemas`` exports them as JSON Schema
+into ``schemas/json/``, and a test fails when the committed files drift from these models.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from schemas.subjects import STREAM_ID_PATTERN
+
+StreamId = Annotated[
+    str,
+    Field(
+        pattern=STREAM_ID_PATTERN,
+        description="Stream id: letters, digits, '_' or '-', at most 64 characters.",
+        examples=["press-01"],
+    ),
+]
+SensorId = Annotated[
+    str,
+    Field(
+        min_length=1,
+        max_length=128,
+        pattern=r"^[^\s,=]+$",
+        description="Sensor id, unique within its stream; no spaces, commas or '='.",
+        examples=["pressure_1"],
+    ),
+]
+
+
+class Contract(BaseModel):
+    """Base of every contract: immutable, unknown fields rejected."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
+
+
+# --- frames -----------------------------------------------------------------------------------
+
+
+class SeriesJson(Contract):
+    """The samples of one sensor in a JSON frame."""
+
+    sensor_id: SensorId
+    values: list[float] = Field(description="Sample values in order.", max_length=10_000_000)
+    t0_ns: int | None = Field(
+        default=None, description="Timestamp of the first sample, ns since the Unix epoch."
+    )
+    period_ns: int | None = Field(
+        default=None, gt=0, description="Sampling period in ns for uniformly sampled values."
+    )
+    timestamps_ns: list[int] | None = Field(
+        default=None, description="Explicit timestamp of every sample, ns since the Unix epoch."
+    )
+    quality: list[Annotated[int, Field(ge=0, le=255)]] | None = Field(
+        default=None, description="OPC DA quality per sample (192 good); omitted means all good."
+    )
+
+    @model_validator(mode="after")
+    def _timebase(self) -> SeriesJson:
+        if self.timestamps_ns is None:
+            if self.t0_ns is None or (self.period_ns is None and len(self.values) > 1):
+                raise ValueError("give either timestamps_ns or t0_ns with period_ns")
+        elif len(self.timestamps_ns) != len(self.values):
+            raise ValueError("timestamps_ns and values differ in length")
+        if self.quality is not None and len(self.quality) != len(self.values):
+            raise ValueError("quality and values differ in length")
+        return self
+
+
+class FrameJson(Contract):
+    """A sample frame in its JSON encoding (subject ``vertac.samples.<stream_id>``)."""
+
+    version: Literal[1] = 1
+    stream_id: StreamId
+    seq: int = Field(ge=0, description="Per-stream monotonic frame number.")
+    sent_ns: int = Field(default=0, description="When the publisher sent the frame, ns.")
+    sensors: list[SeriesJson] = Field(min_length=1)
+
+
+class BinarySeriesHeader(Contract):
+    """Per-sensor entry of the msgpack header of a binary frame (see ``schemas/frames.py``)."""
+
+    id: SensorId
+    dtype: Literal["f4", "f8", "i1", "i2", "i4", "i8", "u1", "u2", "u4", "u8"] = Field(
+        description="numpy type code of the little-endian values."
+    )
+    n: int = Field(ge=0, description="Number of samples.")
+    t0: int = Field(description="Timestamp of the first sample, ns since the Unix epoch.")
+    dt: int = Field(
+        ge=0, description="Sampling period in ns; 0 means n int64 timestamps precede the values."
+    )
+    q: bool = Field(default=False, description="True when n uint8 qualities follow the values.")
+
+
+class BinaryFrameHeader(Contract):
+    """The msgpack header of a binary frame: ``b"VTF1" | uint32 LE length | header | body``."""
+
+    v: Literal[1] = 1
+    stream_id: StreamId
+    seq: int = Field(ge=0)
+    sent_ns: int = 0
+    layout: Literal["plain", "shuffled"] = Field(
+        default="plain",
+        description="shuffled: timestamps delta-encoded and arrays byte-shuffled (storage form).",
+    )
+    sensors: list[BinarySeriesHeader] = Field(min_length=1)
+
+
+# --- registry ---------------------------------------------------------------------------------
+
+
+class SensorSpec(Contract):
+    """One sensor of a registered stream."""
+
+    id: SensorId
+    name: str = Field(default="", max_length=200, description="Human-readable name.")
+    type: str = Field(
+        default="generic", max_length=64, description="pressure, temperature, flow, ..."
+    )
+    unit: str = Field(default="", max_length=32, description="Engineering unit, e.g. bar.")
+    rate_hz: float = Field(default=1.0, gt=0, le=1_000_000, description="Nominal sampling rate.")
+
+
+class StreamRegistration(Contract):
+    """Body of ``POST /api/live/register``: a machine and its sensors."""
+
+    version: Literal[1] = 1
+    device_name: str = Field(min_length=1, max_length=200, examples=["Press 1"])
+    stream_id: StreamId | None = Field(
+        default=None, description="Chosen id; derived from device_name when omitted."
+    )
+    description: str = Field(default="", max_length=2000)
+    sensors: list[SensorSpec] = Field(min_length=1, max_length=4096)
+
+    @model_validator(mode="after")
+    def _unique_sensors(self) -> StreamRegistration:
+        ids = [s.id for s in self.sensors]
+        dupes = sorted({i for i in ids if ids.count(i) > 1})
+        if dupes:
+            raise ValueError(f"sensor ids repeat: {', '.join(dupes)}")
+        return self
+
+
+class StreamRegistered(Contract):
+    """Event on ``vertac.registry.<stream_id>``: a stream was registered or updated."""
+
+    version: Literal[1] = 1
+    stream_id: StreamId
+    device_name: str
+    description: str = ""
+    sensors: list[SensorSpec]
+    registered_at: datetime
+
+
+class RegisterResponse(Contract):
+    """Answer of ``POST /api/live/register``."""
+
+    stream_id: StreamId
+    status: Literal["registered", "updated"]
+    samples_subject: str
+    control_subject: str
+    websocket: str
+
+
+# --- REST batch -------------------------------------------------------------------------------
+
+
+class BatchSample(Contract):
+    """One timestamped reading of several sensors."""
+
+    timestamp: datetime | float = Field(
+        description="ISO 8601 time, or seconds since the Unix epoch as a number."
+    )
+    values: dict[str, float] = Field(min_length=1, description="Sensor id to value.")
+    quality: dict[str, Annotated[int, Field(ge=0, le=255)]] | None = Field(
+        default=None, description="Sensor id to OPC DA quality; missing means good (192)."
+    )
+
+
+class BatchRequest(Contract):
+    """Body of ``POST /api/live/batch``."""
+
+    stream_id: StreamId
+    samples: list[BatchSample] = Field(min_length=1, max_length=100_000)
+    batch_id: str | None = Field(
+        default=None,
+        max_length=128,
+        description="Client's id of this batch; a retried batch with the same id is stored once.",
+    )
+
+
+class BufferStatus(Contract):
+    """Where the accepted batch went."""
+
+    stream: str = Field(description="JetStream stream that stored the frame.")
+    stream_seq: int = Field(description="Its sequence number in that JetStream stream.")
+    duplicate: bool = Field(description="True when JetStream had already stored this batch.")
+
+
+class BatchAccepted(Contract):
+    """Answer of ``POST /api/live/batch``, sent only after JetStream acknowledged the frame."""
+
+    ack_id: str
+    seq: int
+    samples_received: int
+    buffer_status: BufferStatus
+
+
+# --- control and lifecycle --------------------------------------------------------------------
+
+
+class CycleCommand(Contract):
+    """Command on ``vertac.control.<stream_id>``."""
+
+    version: Literal[1] = 1
+    stream_id: StreamId
+    command: Literal["cycle_start", "cycle_stop", "cycle_abort"]
+    issued_at: datetime
+    source: str = Field(default="api", description="rest, websocket, cli, ...")
+    reason: str = ""
+
+
+class CommandAccepted(Contract):
+    """Answer of ``POST /api/live/cycle/start|stop``."""
+
+    stream_id: StreamId
+    command: str
+    stream_seq: int
+
+
+class CycleStateChanged(Contract):
+    """Event on ``vertac.cycles.<stream_id>.<event>``."""
+
+    version: Literal[1] = 1
+    stream_id: StreamId
+    cycle_id: str
+    state: Literal["running", "completed", "aborted"]
+    at: datetime
+    reason: str = ""
+    samples: dict[str, int] = Field(default_factory=dict)
+
+
+class AnalysisCompleted(Contract):
+    """Event on ``vertac.analysis.<stream_id>``: a finished cycle compared with its reference."""
+
+    version: Literal[1] = 1
+    stream_id: StreamId
+    cycle_id: str
+    reference_version: int | None = None
+    health_score: float = Field(ge=0, le=100)
+    risk_class: str
+    details: dict[str, Any] = Field(default_factory=dict)
+
+
+class AlertRaised(Contract):
+    """Event on ``vertac.alerts.<stream_id>.<severity>``."""
+
+    version: Literal[1] = 1
+    alert_id: str
+    stream_id: StreamId
+    severity: Literal["info", "warning", "critical"]
+    rule: str
+    message: str
+    at: datetime
+    sensor_id: str | None = None
+
+
+class DeadLetter(Contract):
+    """A message a service could not process, on ``vertac.dlq.<service>``."""
+
+    version: Literal[1] = 1
+    service: str
+    subject: str
+    reason: str
+    field: str = Field(default="", description="The offending field, when one is known.")
+    deliveries: int = 1
+    stream_seq: int | None = Field(default=None, description="Sequence in the source stream.")
+    headers: dict[str, str] = Field(default_factory=dict)
+    payload_b64: str = Field(description="The original payload, base64.")
+    at: datetime
+
+
+# --- REST reads -------------------------------------------------------------------------------
+
+
+class StreamStatus(Contract):
+    """Answer of ``GET /api/live/stream/{id}/status``."""
+
+    stream_id: StreamId
+    registered: bool
+    device_name: str | None = None
+    sensors: list[SensorSpec] = Field(default_factory=list)
+    cycle_state: str = "idle"
+    frames_persisted: int = 0
+    samples_persisted: int = 0
+    last_seq: int | None = None
+    last_sample_at: datetime | None = None
+
+
+class HealthStatus(Contract):
+    """Answer of ``GET /api/health``."""
+
+    status: Literal["ok", "degraded"]
+    bus: str
+    database: str
+    version: str
+
+
+class ErrorDetail(Contract):
+    """One problem with a request."""
+
+    field: str
+    message: str
+
+
+class ErrorBody(Contract):
+    """Body of every 4xx/5xx answer of the REST API."""
+
+    error: str
+    details: list[ErrorDetail] = Field(default_factory=list)
+
+
+# --- WebSocket --------------------------------------------------------------------------------
+
+
+class WsSensorTrace(Contract):
+    """Decimated samples of one sensor: per bucket the time (ms), min, max and last value."""
+
+    t_ms: list[float]
+    min: list[float]
+    max: list[float]
+    last: float
+    count: int = Field(description="Raw samples the buckets summarise.")
+
+
+class WsSamples(Contract):
+    """Server → browser: decimated samples since the previous message."""
+
+    type: Literal["samples"] = "samples"
+    stream_id: StreamId
+    seq: int = Field(description="Highest frame seq included.")
+    sensors: dict[str, WsSensorTrace]
+
+
+class WsStateChange(Contract):
+    """Server → browser: a cycle lifecycle event."""
+
+    type: Literal["state_change"] = "state_change"
+    stream_id: StreamId
+    event: CycleStateChanged
+
+
+class WsAnalysisResult(Contract):
+    """Server → browser: a post-cycle analysis."""
+
+    type: Literal["analysis_result"] = "analysis_result"
+    stream_id: StreamId
+    result: AnalysisCompleted
+
+
+class WsPong(Contract):
+    """Server → browser: answer to ``ping``."""
+
+    type: Literal["pong"] = "pong"
+    ts: float
+
+
+class WsError(Contract):
+    """Server → browser: a command could not be carried out."""
+
+    type: Literal["error"] = "error"
+    error: str
+    field: str = ""
+
+
+class WsCommandAck(Contract):
+    """Server → browser: a command was published to the bus."""
+
+    type: Literal["command_ack"] = "command_ack"
+    command: str
+    stream_seq: int
+
+
+class WsCommand(Contract):
+    """Browser → server: ``ping``, ``cycle_start`` or ``cycle_stop``."""
+
+    type: Literal["ping", "cycle_start", "cycle_stop"]
+    reason: str = ""
+
+
+EXPORTED: tuple[type[BaseModel], ...] = (
+    FrameJson,
+    BinaryFrameHeader,
+    StreamRegistration,
+    StreamRegistered,
+    RegisterResponse,
+    BatchRequest,
+    BatchAccepted,
+    CycleCommand,
+    CommandAccepted,
+    CycleStateChanged,
+    AnalysisCompleted,
+    AlertRaised,
+    DeadLetter,
+    StreamStatus,
+    HealthStatus,
+    ErrorBody,
+    WsSamples,
+    WsStateChange,
+    WsAnalysisResult,
+    WsPong,
+    WsError,
+    WsCommandAck,
+    WsCommand,
+)

@@ -1,0 +1,121 @@
+"""The one place where NATS subject names, JetStream stream names and bucket names are built.
+
+Every subject is ``vertac.<kind>.<stream_id>[.<detail>]``. A stream id is a single NATS token
+(letters, digits, ``_`` and ``-``), so wildcards such as ``vertac.samples.*`` always work.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Final
+
+PREFIX: Final = "vertac"
+STREAM_ID_PATTERN: Final = r"^[A-Za-z0-9_-]{1,64}$"
+_STREAM_ID = re.compile(STREAM_ID_PATTERN)
+
+CYCLE_EVENTS: Final = ("started", "completed", "aborted")
+SEVERITIES: Final = ("info", "warning", "critical")
+
+
+class InvalidStreamId(ValueError):
+    """A stream id that cannot be a NATS subject token."""
+
+    def __init__(self, stream_id: str) -> None:
+        super().__init__(
+            f"stream_id {stream_id!r} must match {STREAM_ID_PATTERN} "
+            "(letters, digits, '_' or '-', at most 64 characters)"
+        )
+        self.stream_id = stream_id
+
+
+def check_stream_id(stream_id: str) -> str:
+    """Return ``stream_id`` unchanged, or raise :class:`InvalidStreamId`."""
+    if not _STREAM_ID.match(stream_id):
+        raise InvalidStreamId(stream_id)
+    return stream_id
+
+
+def samples(stream_id: str) -> str:
+    """Subject of the sample frames of one stream."""
+    return f"{PREFIX}.samples.{check_stream_id(stream_id)}"
+
+
+def control(stream_id: str) -> str:
+    """Subject of commands (cycle_start, cycle_stop, ...) for one stream."""
+    return f"{PREFIX}.control.{check_stream_id(stream_id)}"
+
+
+def registry(stream_id: str) -> str:
+    """Subject on which a stream's registration record is announced."""
+    return f"{PREFIX}.registry.{check_stream_id(stream_id)}"
+
+
+def cycles(stream_id: str, event: str) -> str:
+    """Subject of one cycle lifecycle event of one stream."""
+    if event not in CYCLE_EVENTS:
+        raise ValueError(f"cycle event {event!r} is not one of {CYCLE_EVENTS}")
+    return f"{PREFIX}.cycles.{check_stream_id(stream_id)}.{event}"
+
+
+def analysis(stream_id: str) -> str:
+    """Subject of the post-cycle analysis results of one stream."""
+    return f"{PREFIX}.analysis.{check_stream_id(stream_id)}"
+
+
+def alerts(stream_id: str, severity: str) -> str:
+    """Subject of alert events of one stream at one severity."""
+    if severity not in SEVERITIES:
+        raise ValueError(f"severity {severity!r} is not one of {SEVERITIES}")
+    return f"{PREFIX}.alerts.{check_stream_id(stream_id)}.{severity}"
+
+
+def dead_letter(service: str) -> str:
+    """Subject on which ``service`` parks messages it cannot process."""
+    return f"{PREFIX}.dlq.{service}"
+
+
+def all_of(kind: str) -> str:
+    """Wildcard subject covering every stream of one kind, e.g. ``vertac.samples.>``."""
+    return f"{PREFIX}.{kind}.>"
+
+
+def stream_of(subject: str) -> str:
+    """The stream id token of a ``vertac.<kind>.<stream_id>...`` subject."""
+    parts = subject.split(".")
+    if len(parts) < 3 or parts[0] != PREFIX:
+        raise ValueError(f"subject {subject!r} is not a vertac stream subject")
+    return parts[2]
+
+
+def dedup_id(stream_id: str, seq: int) -> str:
+    """The ``Nats-Msg-Id`` of frame ``seq`` of a stream: JetStream drops a repeat within its window."""
+    return f"{stream_id}:{seq}"
+
+
+@dataclass(frozen=True, slots=True)
+class JetStreamName:
+    """A JetStream stream and the subjects it captures."""
+
+    name: str
+    subjects: tuple[str, ...]
+
+
+SAMPLES: Final = JetStreamName("VERTAC_SAMPLES", (all_of("samples"),))
+CONTROL: Final = JetStreamName("VERTAC_CONTROL", (all_of("control"), all_of("registry")))
+CYCLES: Final = JetStreamName("VERTAC_CYCLES", (all_of("cycles"),))
+ANALYSIS: Final = JetStreamName("VERTAC_ANALYSIS", (all_of("analysis"),))
+ALERTS: Final = JetStreamName("VERTAC_ALERTS", (all_of("alerts"),))
+DEAD_LETTER: Final = JetStreamName("VERTAC_DLQ", (all_of("dlq"),))
+ALL_STREAMS: Final = (SAMPLES, CONTROL, CYCLES, ANALYSIS, ALERTS, DEAD_LETTER)
+
+KV_CYCLE_STATE: Final = "vertac_cycle_state"
+KV_SEQ: Final = "vertac_seq"
+KV_STREAMS: Final = "vertac_streams"
+ALL_KV: Final = (KV_CYCLE_STATE, KV_SEQ, KV_STREAMS)
+OBJ_CYCLES: Final = "vertac_cycles"
+OBJ_REFERENCES: Final = "vertac_references"
+ALL_OBJECT_STORES: Final = (OBJ_CYCLES, OBJ_REFERENCES)
+
+HEADER_CONTENT_TYPE: Final = "Content-Type"
+HEADER_MSG_ID: Final = "Nats-Msg-Id"

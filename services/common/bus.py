@@ -1,0 +1,168 @@
+"""Connecting to NATS and declaring the JetStream layout (``vertac bus init``)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import TypeVar
+
+import nats
+from nats.aio.client import Client as NatsClient
+from nats.js import JetStreamContext
+from nats.js.api import (
+    DiscardPolicy,
+    KeyValueConfig,
+    ObjectStoreConfig,
+    RetentionPolicy,
+    StorageType,
+    StreamConfig,
+)
+from nats.js.errors import BucketNotFoundError, NotFoundError
+
+from schemas import subjects
+from services.common.config import CommonSettings
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+class ServerUnreachable(RuntimeError):
+    """A server the service needs does not answer at start-up."""
+
+
+async def with_startup_retry(
+    what: str, attempt: Callable[[], Awaitable[T]], *, retry: bool, max_delay: float = 30.0
+) -> T:
+    """Run ``attempt``; on failure raise :class:`ServerUnreachable`, or retry with backoff."""
+    delay = 0.5
+    while True:
+        try:
+            return await attempt()
+        except (OSError, TimeoutError, nats.errors.Error, ConnectionError) as exc:
+            if not retry:
+                raise ServerUnreachable(f"{what} is unreachable: {exc or type(exc).__name__}") from exc
+            log.warning("%s unreachable, retrying", what, extra={"retry_in_s": delay, "error": str(exc)})
+        except Exception as exc:  # psycopg and friends raise their own OperationalError types
+            if "Operational" not in type(exc).__name__ and "Connection" not in type(exc).__name__:
+                raise
+            if not retry:
+                raise ServerUnreachable(f"{what} is unreachable: {exc}") from exc
+            log.warning("%s unreachable, retrying", what, extra={"retry_in_s": delay, "error": str(exc)})
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, max_delay)
+
+
+async def connect(settings: CommonSettings, name: str) -> NatsClient:
+    """Connect to NATS, failing fast (or retrying, per settings) when it is unreachable."""
+
+    async def attempt() -> NatsClient:
+        async def on_error(exc: Exception) -> None:
+            log.warning("nats connection problem", extra={"error": str(exc)})
+
+        return await nats.connect(
+            servers=[u.strip() for u in settings.nats_url.split(",")],
+            name=name,
+            connect_timeout=3,
+            allow_reconnect=True,
+            max_reconnect_attempts=-1,
+            reconnect_time_wait=1,
+            error_cb=on_error,
+        )
+
+    async def first() -> NatsClient:
+        # nats.connect with allow_reconnect retries forever on the first connect in some versions;
+        # one bounded attempt tells an unreachable server apart from a slow one.
+        return await asyncio.wait_for(attempt(), timeout=10)
+
+    return await with_startup_retry(f"NATS at {settings.nats_url}", first, retry=settings.startup_retry)
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    max_age_s: float
+    max_bytes: int
+
+
+def stream_configs(settings: CommonSettings) -> list[StreamConfig]:
+    """The JetStream streams VerTac uses, with explicit limits."""
+    samples = Limits(settings.samples_max_age_s, settings.samples_max_bytes)
+    events = Limits(settings.events_max_age_s, settings.events_max_bytes)
+    chosen = {
+        subjects.SAMPLES.name: (samples, "Sample frames of every stream"),
+        subjects.CONTROL.name: (events, "Commands and stream registrations"),
+        subjects.CYCLES.name: (events, "Cycle lifecycle events"),
+        subjects.ANALYSIS.name: (events, "Post-cycle analysis results"),
+        subjects.ALERTS.name: (events, "Alert events"),
+        subjects.DEAD_LETTER.name: (events, "Messages no service could process, with the reason"),
+    }
+    configs = []
+    for js_stream in subjects.ALL_STREAMS:
+        limits, description = chosen[js_stream.name]
+        configs.append(
+            StreamConfig(
+                name=js_stream.name,
+                description=description,
+                subjects=list(js_stream.subjects),
+                retention=RetentionPolicy.LIMITS,
+                storage=StorageType.FILE,
+                discard=DiscardPolicy.OLD,
+                max_age=limits.max_age_s,
+                max_bytes=limits.max_bytes,
+                max_msg_size=8 * 1024 * 1024,
+                duplicate_window=settings.duplicate_window_s,
+                num_replicas=settings.bus_replicas,
+            )
+        )
+    return configs
+
+
+async def init_bus(js: JetStreamContext, settings: CommonSettings) -> dict[str, str]:
+    """Create or update every stream, KV bucket and object store; idempotent.
+
+    Returns what was done per name ("created", "updated" or "unchanged").
+    """
+    done: dict[str, str] = {}
+    for config in stream_configs(settings):
+        assert config.name is not None
+        try:
+            current = await js.stream_info(config.name)
+        except NotFoundError:
+            await js.add_stream(config)
+            done[config.name] = "created"
+            continue
+        existing = current.config
+        same = (
+            existing.subjects == config.subjects
+            and existing.max_age == config.max_age
+            and existing.max_bytes == config.max_bytes
+            and existing.duplicate_window == config.duplicate_window
+            and existing.num_replicas == config.num_replicas
+            and existing.max_msg_size == config.max_msg_size
+        )
+        if not same:
+            await js.update_stream(config)
+        done[config.name] = "unchanged" if same else "updated"
+    for bucket in subjects.ALL_KV:
+        try:
+            await js.key_value(bucket)
+            done[bucket] = "unchanged"
+        except BucketNotFoundError:
+            await js.create_key_value(
+                KeyValueConfig(
+                    bucket=bucket, history=5, replicas=settings.bus_replicas, storage=StorageType.FILE
+                )
+            )
+            done[bucket] = "created"
+    for store in subjects.ALL_OBJECT_STORES:
+        try:
+            await js.object_store(store)
+            done[store] = "unchanged"
+        except (BucketNotFoundError, NotFoundError):
+            await js.create_object_store(
+                store,
+                ObjectStoreConfig(replicas=settings.bus_replicas, storage=StorageType.FILE),
+            )
+            done[store] = "created"
+    return done

