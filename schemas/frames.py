@@ -241,7 +241,7 @@ def _field(mapping: dict[str, Any], key: str, kind: type | tuple[type, ...], whe
     if key not in mapping:
         raise FrameError(f"{where}{key}", "is missing")
     value = mapping[key]
-    if not isinstance(value, kind) or isinstance(value, bool) and kind is int:
+    if not isinstance(value, kind) or (isinstance(value, bool) and kind is int):
         raise FrameError(f"{where}{key}", f"has the wrong type {type(value).__name__}")
     return value
 

@@ -89,7 +89,7 @@ def stream_of(subject: str) -> str:
 
 
 def dedup_id(stream_id: str, seq: int) -> str:
-    """The ``Nats-Msg-Id`` of frame ``seq`` of a stream: JetStream drops a repeat within its window."""
+    """The ``Nats-Msg-Id`` of frame ``seq``: JetStream drops a repeat within its window."""
     return f"{stream_id}:{seq}"
 
 

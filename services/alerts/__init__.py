@@ -1,0 +1,1 @@
+"""Alerts: live rules on samples and analysis results."""

@@ -1,0 +1,5 @@
+"""``python -m services.alerts``."""
+
+from services.alerts.app import main
+
+main()

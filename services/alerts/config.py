@@ -1,0 +1,15 @@
+"""Settings of the alerts service (env prefix ``VERTAC_ALERTS_``)."""
+
+from __future__ import annotations
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="VERTAC_ALERTS_", extra="ignore")
+
+    durable: str = Field(default="alerts", description="Name of the durable consumer(s).")
+    metrics_host: str = "127.0.0.1"
+    metrics_port: int = Field(default=9104, ge=0, description="/metrics port; 0 disables it.")
+    summary_every_s: float = Field(default=10.0, gt=0, description="Interval of the received log.")

@@ -1,0 +1,1 @@
+"""Analysis: compares every finished cycle with its reference — consumes cycle events."""

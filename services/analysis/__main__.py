@@ -1,0 +1,5 @@
+"""``python -m services.analysis``."""
+
+from services.analysis.app import main
+
+main()

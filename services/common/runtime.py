@@ -1,0 +1,76 @@
+"""Start-up and shutdown shared by every service process.
+
+``run_process`` sets up logging, turns SIGINT/SIGTERM into a stop event, and turns an unreachable
+server at start-up into one clear line on stderr and exit code 2.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import sys
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from nats.aio.client import Client as NatsClient
+from nats.js import JetStreamContext
+
+from services.common import logs
+from services.common.bus import ServerUnreachable, connect, init_bus
+from services.common.config import CommonSettings
+from services.common.metrics import Metrics
+
+EXIT_UNREACHABLE = 2
+
+
+@dataclass
+class Bus:
+    """A connected NATS client with the JetStream layout declared."""
+
+    nc: NatsClient
+    js: JetStreamContext
+
+    async def close(self) -> None:
+        with contextlib.suppress(Exception):
+            await self.nc.drain()
+
+
+async def open_bus(common: CommonSettings, name: str) -> Bus:
+    """Connect and declare streams, buckets and stores (every service does this at start)."""
+    nc = await connect(common, name)
+    js = nc.jetstream(timeout=10)
+    await init_bus(js, common)
+    return Bus(nc, js)
+
+
+def run_process(
+    service: str, common: CommonSettings, serve: Callable[[asyncio.Event], Awaitable[None]]
+) -> None:
+    """Run ``serve`` until SIGINT/SIGTERM; exit 2 with one line if a server is unreachable."""
+    logs.setup(service, common.log_level, common.log_json)
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await serve(stop)
+
+    try:
+        import uvloop
+
+        runner: Callable[[Awaitable[None]], None] = uvloop.run  # type: ignore[assignment]
+    except ImportError:  # pragma: no cover - uvloop is optional
+        runner = asyncio.run  # type: ignore[assignment]
+    try:
+        runner(main())
+    except ServerUnreachable as exc:
+        sys.stderr.write(f"vertac {service}: {exc}\n")
+        sys.exit(EXIT_UNREACHABLE)
+
+
+def new_metrics(service: str, host: str, port: int) -> Metrics:
+    metrics = Metrics(service)
+    metrics.serve(host, port)
+    return metrics

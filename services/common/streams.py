@@ -1,0 +1,82 @@
+"""Stream registry and per-stream sequence numbers, both kept in JetStream KV.
+
+The registry record is the source of truth (``vertac_streams``); ingest mirrors it into
+PostgreSQL's ``live_streams``. Sequence numbers come from ``vertac_seq`` with compare-and-set, so
+every publisher of a stream (edge, REST gateway replicas) draws from one monotonic counter.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime
+
+from nats.js import JetStreamContext
+from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError, NotFoundError
+from nats.js.kv import KeyValue
+
+from schemas import subjects
+from schemas.messages import StreamRegistered, StreamRegistration
+
+
+async def reserve_seq(kv: KeyValue, stream_id: str, count: int = 1) -> int:
+    """Reserve ``count`` consecutive sequence numbers of ``stream_id``; returns the first."""
+    if count < 1:
+        raise ValueError("count must be >= 1")
+    for attempt in range(100):
+        try:
+            entry = await kv.get(stream_id)
+        except (KeyNotFoundError, NotFoundError):
+            try:
+                await kv.create(stream_id, str(count).encode())
+            except KeyWrongLastSequenceError:
+                continue
+            return 0
+        current = int(entry.value or b"0")
+        try:
+            await kv.update(stream_id, str(current + count).encode(), last=entry.revision)
+        except KeyWrongLastSequenceError:
+            await asyncio.sleep(0.001 * attempt)
+            continue
+        return current
+    raise RuntimeError(f"could not reserve a sequence number for {stream_id}: too much contention")
+
+
+async def lookup(kv: KeyValue, stream_id: str) -> StreamRegistered | None:
+    """The registration of ``stream_id``, or None."""
+    try:
+        entry = await kv.get(stream_id)
+    except (KeyNotFoundError, NotFoundError):
+        return None
+    if not entry.value:
+        return None
+    return StreamRegistered.model_validate_json(entry.value)
+
+
+def derive_stream_id(device_name: str) -> str:
+    """A stream id made from a device name: 'Press 1 / Line A' -> 'press-1-line-a'."""
+    cleaned = "".join(c.lower() if c.isalnum() else "-" for c in device_name)
+    token = "-".join(part for part in cleaned.split("-") if part)[:64]
+    return subjects.check_stream_id(token or "stream")
+
+
+async def register(
+    js: JetStreamContext, kv: KeyValue, registration: StreamRegistration
+) -> tuple[StreamRegistered, bool]:
+    """Store and announce a registration; returns it and whether the stream existed before."""
+    stream_id = registration.stream_id or derive_stream_id(registration.device_name)
+    existed = await lookup(kv, stream_id) is not None
+    record = StreamRegistered(
+        stream_id=stream_id,
+        device_name=registration.device_name,
+        description=registration.description,
+        sensors=registration.sensors,
+        registered_at=datetime.now(UTC),
+    )
+    body = record.model_dump_json().encode()
+    await kv.put(stream_id, body)
+    await js.publish(
+        subjects.registry(stream_id),
+        body,
+        headers={subjects.HEADER_CONTENT_TYPE: "application/json"},
+    )
+    return record, existed

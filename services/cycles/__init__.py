@@ -1,0 +1,1 @@
+"""Cycles: the per-stream cycle state machine; consumes samples and control commands."""

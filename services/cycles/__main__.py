@@ -1,0 +1,5 @@
+"""``python -m services.cycles``."""
+
+from services.cycles.app import main
+
+main()

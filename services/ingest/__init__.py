@@ -1,0 +1,1 @@
+"""Ingest: persists every sample frame to PostgreSQL (and optionally InfluxDB)."""

@@ -1,0 +1,5 @@
+"""``python -m services.ingest``."""
+
+from services.ingest.app import main
+
+main()

@@ -1,0 +1,94 @@
+"""Wiring of the ingest service: settings, bus, database, consumers, lifespan."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from schemas import subjects
+from schemas.messages import StreamRegistered
+from services.common.config import CommonSettings
+from services.common.consumer import DurableConsumer
+from services.common.db import open_pool
+from services.common.decoding import decode_frame, model_decoder
+from services.common.runtime import new_metrics, open_bus, run_process
+from services.ingest.adapters import InfluxSink, PgFrameStore
+from services.ingest.config import Settings
+from services.ingest.handlers import (
+    PersistFrames,
+    PersistRegistrations,
+    WriteInflux,
+)
+
+SERVICE = "ingest"
+log = logging.getLogger(__name__)
+
+
+async def serve(settings: Settings, common: CommonSettings, stop: asyncio.Event) -> None:
+    """Run the ingest consumers until ``stop`` is set."""
+    metrics = new_metrics(SERVICE, settings.metrics_host, settings.metrics_port)
+    bus = await open_bus(common, f"vertac-{SERVICE}")
+    pool = await open_pool(common.database_url, retry=common.startup_retry, name=SERVICE)
+    store = PgFrameStore(pool)
+    consumers = [
+        DurableConsumer(
+            bus.js,
+            service=SERVICE,
+            durable=settings.durable,
+            stream=subjects.SAMPLES.name,
+            subject=subjects.all_of("samples"),
+            decode=decode_frame,
+            handle=PersistFrames(store, metrics, settings.durable, settings.zstd_level),
+            metrics=metrics,
+            batch=settings.batch,
+            max_deliver=common.max_deliver,
+        ),
+        DurableConsumer(
+            bus.js,
+            service=SERVICE,
+            durable=f"{settings.durable}-registry",
+            stream=subjects.CONTROL.name,
+            subject=subjects.all_of("registry"),
+            decode=model_decoder(StreamRegistered),
+            handle=PersistRegistrations(store),
+            metrics=metrics,
+            batch=64,
+            max_deliver=common.max_deliver,
+        ),
+    ]
+    sink = None
+    if settings.influx_url:
+        sink = InfluxSink(
+            settings.influx_url, settings.influx_token, settings.influx_org, settings.influx_bucket
+        )
+        durable = f"{settings.durable}-influx"
+        consumers.append(
+            DurableConsumer(
+                bus.js,
+                service=SERVICE,
+                durable=durable,
+                stream=subjects.SAMPLES.name,
+                subject=subjects.all_of("samples"),
+                decode=decode_frame,
+                handle=WriteInflux(sink, metrics, durable),
+                metrics=metrics,
+                batch=settings.influx_batch,
+                max_deliver=settings.influx_max_deliver,
+                nak_delay=settings.influx_retry_delay_s,
+            )
+        )
+    for consumer in consumers:
+        await consumer.declare()
+    log.info("ingest running", extra={"influx": bool(sink), "metrics_port": settings.metrics_port})
+    try:
+        await asyncio.gather(*(c.run(stop) for c in consumers))
+    finally:
+        await bus.close()
+        await pool.close()
+        if sink is not None:
+            sink.close()
+
+
+def main() -> None:
+    settings, common = Settings(), CommonSettings()
+    run_process(SERVICE, common, lambda stop: serve(settings, common, stop))

@@ -1,0 +1,29 @@
+"""Settings of the ingest service (env prefix ``VERTAC_INGEST_``)."""
+
+from __future__ import annotations
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="VERTAC_INGEST_", extra="ignore")
+
+    durable: str = Field(default="ingest", description="Durable consumer of the samples stream.")
+    batch: int = Field(default=128, ge=1, le=10_000, description="Frames fetched per batch.")
+    zstd_level: int = Field(
+        default=3, ge=1, le=19, description="Compression level of stored frames."
+    )
+    metrics_host: str = "127.0.0.1"
+    metrics_port: int = Field(default=9101, ge=0, description="/metrics port; 0 disables it.")
+    influx_url: str = Field(default="", description="InfluxDB URL; empty disables the sink.")
+    influx_token: str = ""
+    influx_org: str = "vertac"
+    influx_bucket: str = "vertac"
+    influx_batch: int = Field(default=16, ge=1, description="Frames per InfluxDB write.")
+    influx_max_deliver: int = Field(
+        default=200,
+        ge=1,
+        description="Write attempts before a frame's InfluxDB write is dead-lettered.",
+    )
+    influx_retry_delay_s: float = Field(default=3.0, gt=0)
