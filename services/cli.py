@@ -1,0 +1,196 @@
+"""The ``vertac`` command: run the stack, a service, the simulator; set up the bus and database."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from services.common import logs
+from services.common.bus import ServerUnreachable
+from services.common.config import CommonSettings
+
+app = typer.Typer(help="VerTac: real-time monitoring of cyclic machines.", no_args_is_help=True)
+bus_app = typer.Typer(help="The NATS JetStream layout.", no_args_is_help=True)
+db_app = typer.Typer(help="The PostgreSQL schema.", no_args_is_help=True)
+edge_app = typer.Typer(help="Edge sources that publish frames.", no_args_is_help=True)
+schemas_app = typer.Typer(help="Contracts as JSON Schema and AsyncAPI.", no_args_is_help=True)
+app.add_typer(bus_app, name="bus")
+app.add_typer(db_app, name="db")
+app.add_typer(edge_app, name="edge")
+app.add_typer(schemas_app, name="schemas")
+
+DATA = Path(".vertac")
+SERVICES = ("ingest", "cycles", "analysis", "alerts", "gateway")
+
+
+def fail(message: str, code: int = 2) -> typer.Exit:
+    typer.echo(f"vertac: {message}", err=True)
+    return typer.Exit(code)
+
+
+@app.command()
+def run(
+    data_dir: Annotated[
+        Path, typer.Option(help="Where NATS and PostgreSQL keep their data.")
+    ] = Path(".vertac"),
+    port: Annotated[int, typer.Option(help="Gateway HTTP port.")] = 8000,
+    nats_port: Annotated[int, typer.Option()] = 4222,
+    pg_port: Annotated[int, typer.Option()] = 55432,
+    simulate: Annotated[bool, typer.Option(help="Run the simulated machine.")] = True,
+    sim_sensors: Annotated[int, typer.Option(help="Sensors of the simulated machine.")] = 8,
+    sim_rate: Annotated[float, typer.Option(help="Rate of its fast sensors, Hz.")] = 100.0,
+    influx_url: Annotated[str, typer.Option(help="Also write to this InfluxDB.")] = "",
+) -> None:
+    """Run everything on this machine: nats-server, PostgreSQL, services, simulator, gateway."""
+    from services.stack import StackOptions, run_stack
+
+    options = StackOptions(
+        data_dir=data_dir,
+        gateway_port=port,
+        nats_port=nats_port,
+        pg_port=pg_port,
+        simulate=simulate,
+        sim_args=("--sensors", str(sim_sensors), "--rate", str(sim_rate)),
+        influx_url=influx_url,
+    )
+    raise typer.Exit(run_stack(options))
+
+
+@app.command()
+def service(name: Annotated[str, typer.Argument(help=f"One of: {', '.join(SERVICES)}")]) -> None:
+    """Run one service in the foreground (same as ``python -m services.<name>``)."""
+    if name not in SERVICES:
+        raise fail(f"unknown service {name!r}; choose one of {', '.join(SERVICES)}")
+    module = importlib.import_module(f"services.{name}.app")
+    module.main()
+
+
+@bus_app.command("init")
+def bus_init() -> None:
+    """Create or update JetStream streams, KV buckets and object stores (idempotent)."""
+    from services.common.runtime import open_bus
+
+    common = CommonSettings()
+    logs.setup("cli", common.log_level, common.log_json)
+
+    async def go() -> dict[str, str]:
+        from services.common.bus import init_bus
+
+        bus = await open_bus(common, "vertac-cli")
+        try:
+            return await init_bus(bus.js, common)
+        finally:
+            await bus.close()
+
+    try:
+        done = asyncio.run(go())
+    except ServerUnreachable as exc:
+        raise fail(str(exc)) from exc
+    for name, what in done.items():
+        typer.echo(f"{name:<22} {what}")
+
+
+@db_app.command("migrate")
+def db_migrate() -> None:
+    """Apply pending PostgreSQL migrations."""
+    import psycopg
+
+    from services.common.db import migrate
+
+    common = CommonSettings()
+    try:
+        applied = asyncio.run(migrate(common.database_url))
+    except psycopg.OperationalError as exc:
+        raise fail(f"PostgreSQL is unreachable: {exc}") from exc
+    typer.echo(f"applied: {', '.join(applied)}" if applied else "schema is up to date")
+
+
+@edge_app.command("simulate")
+def edge_simulate(
+    stream_id: Annotated[str, typer.Option(help="Stream id to publish.")] = "sim-01",
+    sensors: Annotated[int, typer.Option(min=1, max=4096)] = 8,
+    rate: Annotated[float, typer.Option(help="Rate of the fast sensors, Hz.")] = 100.0,
+    slow_rate: Annotated[float, typer.Option(help="Rate of temperature sensors, Hz.")] = 1.0,
+    cycle_s: Annotated[float, typer.Option(help="Length of one machine cycle, s.")] = 10.0,
+    noise: Annotated[float, typer.Option(help="Noise, share of each sensor's amplitude.")] = 0.01,
+    drift: Annotated[float, typer.Option(help="Operating-point drift per hour, share.")] = 0.02,
+    fault: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="sensor:kind[:magnitude[:start_cycle]]; kinds: "
+            "offset, drift, noise, spike, lag, stuck. Repeatable."
+        ),
+    ] = None,
+    frame_ms: Annotated[float, typer.Option(help="Time covered by one frame, ms.")] = 100.0,
+    speed: Annotated[float, typer.Option(help="1 real time; 0 as fast as possible.")] = 1.0,
+    frames: Annotated[int | None, typer.Option(help="Stop after this many frames.")] = None,
+    duration: Annotated[float | None, typer.Option(help="Stop after this many seconds.")] = None,
+    encoding: Annotated[str, typer.Option(help="binary or json")] = "binary",
+    seed: Annotated[int, typer.Option()] = 7,
+) -> None:
+    """Publish a simulated cyclic machine's frames to the bus."""
+    from edge.run import SimulateOptions, simulate
+    from edge.simulator import Fault, build_machine
+    from services.common.runtime import open_bus
+
+    if encoding not in ("binary", "json"):
+        raise fail(f"--encoding must be binary or json, not {encoding!r}")
+    common = CommonSettings()
+    logs.setup("simulator", common.log_level, common.log_json)
+    try:
+        model = build_machine(
+            stream_id=stream_id, sensors=sensors, rate_hz=rate, slow_rate_hz=slow_rate,
+            cycle_s=cycle_s, noise=noise, drift_per_hour=drift,
+            faults=tuple(Fault.parse(f) for f in fault or []), seed=seed,
+        )  # fmt: skip
+    except ValueError as exc:
+        raise fail(str(exc)) from exc
+    options = SimulateOptions(
+        frame_ms=frame_ms, speed=speed, frames=frames, duration_s=duration,
+        encoding=encoding,  # type: ignore[arg-type]
+    )  # fmt: skip
+
+    async def go() -> None:
+        import signal
+
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        bus = await open_bus(common, "vertac-simulator")
+        try:
+            result = await simulate(bus, model, options, stop=stop)
+        finally:
+            await bus.close()
+        typer.echo(
+            f"published {result.frames} frames, {result.samples} samples "
+            f"(seq {result.first_seq}..{result.last_seq}, {result.duplicates} duplicates)"
+        )
+
+    try:
+        asyncio.run(go())
+    except ServerUnreachable as exc:
+        raise fail(str(exc)) from exc
+
+
+@schemas_app.command("export")
+def schemas_export() -> None:
+    """Write JSON Schemas and the AsyncAPI document into schemas/json/."""
+    from schemas import asyncapi, export
+
+    paths = export.write()
+    (export.JSON_DIR / "asyncapi.json").write_text(asyncapi.render())
+    typer.echo(f"wrote {len(paths)} JSON Schemas and asyncapi.json to {export.JSON_DIR}")
+
+
+def main() -> None:
+    app(prog_name="vertac")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

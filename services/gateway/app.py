@@ -1,0 +1,432 @@
+"""Wiring of the gateway: FastAPI routes, WebSocket bridge, lifespan (bus, database)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import sys
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated, Any
+
+import nats.errors
+import uvicorn
+from fastapi import FastAPI, HTTPException, Query, Request, WebSocket, WebSocketDisconnect
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, JSONResponse, Response
+from nats.aio.msg import Msg
+from prometheus_client import CONTENT_TYPE_LATEST, Gauge, generate_latest
+from pydantic import ValidationError
+
+from schemas import subjects
+from schemas.asyncapi import document as asyncapi_document
+from schemas.frames import FrameError, decode
+from schemas.messages import (
+    AnalysisCompleted,
+    BatchAccepted,
+    BatchRequest,
+    BufferStatus,
+    CommandAccepted,
+    CycleCommand,
+    CycleStateChanged,
+    ErrorBody,
+    ErrorDetail,
+    HealthStatus,
+    RegisterResponse,
+    StreamRegistered,
+    StreamRegistration,
+    StreamStatus,
+    WsAnalysisResult,
+    WsCommand,
+    WsCommandAck,
+    WsError,
+    WsPong,
+    WsStateChange,
+)
+from services import __version__
+from services.common import logs
+from services.common.bus import ServerUnreachable
+from services.common.config import CommonSettings
+from services.common.db import open_pool
+from services.common.metrics import Metrics
+from services.common.runtime import EXIT_UNREACHABLE, open_bus
+from services.common.streams import lookup, register, reserve_seq
+from services.gateway.adapters import BusPort, Database
+from services.gateway.config import Settings
+from services.gateway.logic import Decimator, UnknownSensor, batch_to_frame
+
+SERVICE = "gateway"
+STATIC = Path(__file__).parent / "static"
+log = logging.getLogger(__name__)
+
+
+def error(status: int, message: str, field: str = "") -> JSONResponse:
+    details = [ErrorDetail(field=field, message=message)] if field else []
+    body = ErrorBody(error=message, details=details)
+    return JSONResponse(status_code=status, content=body.model_dump())
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, message: str, field: str = "") -> None:
+        super().__init__(message)
+        self.status, self.message, self.field = status, message, field
+
+
+def valid_stream_id(stream_id: str, field: str = "stream_id") -> str:
+    try:
+        return subjects.check_stream_id(stream_id)
+    except subjects.InvalidStreamId as exc:
+        raise ApiError(422, str(exc), field) from exc
+
+
+class Gateway:
+    """State shared by the routes: adapters, settings and metrics."""
+
+    def __init__(self, settings: Settings, port: BusPort, db: Database, metrics: Metrics) -> None:
+        self.settings = settings
+        self.port = port
+        self.db = db
+        self.metrics = metrics
+        self.ws_clients = Gauge(
+            "vertac_websocket_clients", "Open WebSocket connections", registry=metrics.registry
+        )
+
+    async def registered(self, stream_id: str) -> StreamRegistered:
+        record = await lookup(self.port.kv_streams, stream_id)
+        if record is None:
+            raise ApiError(
+                404,
+                f"stream {stream_id!r} is not registered; POST /api/live/register first",
+                "stream_id",
+            )
+        return record
+
+    async def command(self, stream_id: str, command: str, source: str, reason: str = "") -> int:
+        cmd = CycleCommand(
+            stream_id=stream_id,
+            command=command,  # type: ignore[arg-type]
+            issued_at=datetime.now(UTC),
+            source=source,
+            reason=reason,
+        )
+        ack = await self.port.publish_command(cmd)
+        self.metrics.messages_out.labels(SERVICE, "control").inc()
+        return int(ack.seq)
+
+
+def build_app(settings: Settings, common: CommonSettings) -> FastAPI:
+    """The gateway's ASGI app; the lifespan connects to the bus and the database."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        bus = await open_bus(common, f"vertac-{SERVICE}")
+        pool = await open_pool(common.database_url, retry=common.startup_retry, name=SERVICE)
+        app.state.gw = Gateway(settings, await BusPort.open(bus), Database(pool), Metrics(SERVICE))
+        app.state.bus = bus
+        log.info("gateway ready", extra={"host": settings.host, "port": settings.port})
+        try:
+            yield
+        finally:
+            await bus.close()
+            await pool.close()
+
+    app = FastAPI(
+        title="VerTac gateway",
+        version=__version__,
+        description="REST and WebSocket API of VerTac. Bus subjects: /api/asyncapi.json.",
+        lifespan=lifespan,
+        responses={422: {"model": ErrorBody}, 404: {"model": ErrorBody}},
+    )
+
+    def gw(request: Request) -> Gateway:
+        g: Gateway = request.app.state.gw
+        return g
+
+    @app.exception_handler(RequestValidationError)
+    async def on_validation(_: Request, exc: RequestValidationError) -> JSONResponse:
+        details = [
+            ErrorDetail(field=".".join(str(p) for p in e["loc"]), message=e["msg"])
+            for e in exc.errors()
+        ]
+        body = ErrorBody(error="request is not valid", details=details)
+        return JSONResponse(status_code=422, content=body.model_dump())
+
+    @app.exception_handler(ApiError)
+    async def on_api_error(_: Request, exc: ApiError) -> JSONResponse:
+        return error(exc.status, exc.message, exc.field)
+
+    @app.exception_handler(HTTPException)
+    async def on_http(_: Request, exc: HTTPException) -> JSONResponse:
+        return error(exc.status_code, str(exc.detail))
+
+    @app.exception_handler(nats.errors.Error)
+    async def on_bus_error(_: Request, exc: nats.errors.Error) -> JSONResponse:
+        log.warning("bus unavailable", extra={"error": repr(exc)})
+        return error(503, f"the message bus is unavailable ({type(exc).__name__}); retry later")
+
+    @app.post("/api/live/register", status_code=201, response_model=RegisterResponse)
+    async def register_stream(body: StreamRegistration, request: Request) -> RegisterResponse:
+        """Register a machine and its sensors (idempotent: registering again updates it)."""
+        g = gw(request)
+        record, existed = await register(g.port.bus.js, g.port.kv_streams, body)
+        g.metrics.messages_out.labels(SERVICE, "registry").inc()
+        return RegisterResponse(
+            stream_id=record.stream_id,
+            status="updated" if existed else "registered",
+            samples_subject=subjects.samples(record.stream_id),
+            control_subject=subjects.control(record.stream_id),
+            websocket=f"/api/live/ws/stream/{record.stream_id}",
+        )
+
+    @app.post("/api/live/batch", response_model=BatchAccepted)
+    async def post_batch(body: BatchRequest, request: Request) -> BatchAccepted:
+        """Accept samples as JSON; answers only after JetStream stored them as one frame."""
+        g = gw(request)
+        record = await g.registered(body.stream_id)
+        seq = await reserve_seq(g.port.kv_seq, body.stream_id)
+        try:
+            frame = batch_to_frame(body, seq, time.time_ns(), record.sensors)
+        except UnknownSensor as exc:
+            raise ApiError(422, str(exc), f"body.{exc.field}") from exc
+        except (ValueError, FrameError) as exc:
+            raise ApiError(422, str(exc), "body.samples") from exc
+        msg_id = (
+            f"{body.stream_id}:batch:{body.batch_id}"
+            if body.batch_id
+            else subjects.dedup_id(body.stream_id, seq)
+        )
+        ack = await g.port.publish_frame(frame, msg_id)
+        g.metrics.messages_out.labels(SERVICE, "samples").inc()
+        return BatchAccepted(
+            ack_id=msg_id,
+            seq=seq,
+            samples_received=frame.n_samples,
+            buffer_status=BufferStatus(
+                stream=ack.stream, stream_seq=ack.seq, duplicate=bool(ack.duplicate)
+            ),
+        )
+
+    async def cycle_command(request: Request, stream_id: str, command: str) -> CommandAccepted:
+        g = gw(request)
+        valid_stream_id(stream_id)
+        await g.registered(stream_id)
+        seq = await g.command(stream_id, command, "rest")
+        return CommandAccepted(stream_id=stream_id, command=command, stream_seq=seq)
+
+    @app.post("/api/live/cycle/start", status_code=202, response_model=CommandAccepted)
+    async def cycle_start(
+        request: Request, stream_id: Annotated[str, Query(min_length=1)]
+    ) -> CommandAccepted:
+        """Ask the cycles service to start a cycle on ``stream_id``."""
+        return await cycle_command(request, stream_id, "cycle_start")
+
+    @app.post("/api/live/cycle/stop", status_code=202, response_model=CommandAccepted)
+    async def cycle_stop(
+        request: Request, stream_id: Annotated[str, Query(min_length=1)]
+    ) -> CommandAccepted:
+        """Ask the cycles service to stop the running cycle on ``stream_id``."""
+        return await cycle_command(request, stream_id, "cycle_stop")
+
+    @app.get("/api/live/streams", response_model=list[StreamRegistered])
+    async def list_streams(request: Request) -> list[StreamRegistered]:
+        """Every registered stream."""
+        g = gw(request)
+        records = [await lookup(g.port.kv_streams, sid) for sid in await g.port.stream_ids()]
+        return [r for r in records if r is not None]
+
+    @app.get("/api/live/stream/{stream_id}/status", response_model=StreamStatus)
+    async def stream_status(stream_id: str, request: Request) -> StreamStatus:
+        """Registration, cycle state and what has been persisted of one stream."""
+        g = gw(request)
+        valid_stream_id(stream_id)
+        record = await lookup(g.port.kv_streams, stream_id)
+        persisted = await g.db.persisted(stream_id)
+        if record is None and persisted.frames == 0:
+            raise ApiError(404, f"stream {stream_id!r} is unknown", "stream_id")
+        return StreamStatus(
+            stream_id=stream_id,
+            registered=record is not None,
+            device_name=record.device_name if record else None,
+            sensors=record.sensors if record else [],
+            cycle_state=await g.port.cycle_state(stream_id),
+            frames_persisted=persisted.frames,
+            samples_persisted=persisted.samples,
+            last_seq=persisted.last_seq,
+            last_sample_at=persisted.last_sample_at,
+        )
+
+    @app.get("/api/health", response_model=HealthStatus)
+    async def health(request: Request) -> JSONResponse:
+        """``ok`` when the bus and the database answer, else 503 with what failed."""
+        g = gw(request)
+        bus_state, db_state = await asyncio.gather(g.port.healthy(), g.db.healthy())
+        ok = bus_state == "ok" and db_state == "ok"
+        body = HealthStatus(
+            status="ok" if ok else "degraded", bus=bus_state, database=db_state, version=__version__
+        )
+        return JSONResponse(status_code=200 if ok else 503, content=body.model_dump())
+
+    @app.get("/api/asyncapi.json")
+    async def asyncapi() -> dict[str, Any]:
+        """The AsyncAPI 3.0 document of the bus."""
+        return asyncapi_document()
+
+    @app.get("/metrics", include_in_schema=False)
+    async def metrics(request: Request) -> Response:
+        return Response(
+            generate_latest(gw(request).metrics.registry), media_type=CONTENT_TYPE_LATEST
+        )
+
+    @app.get("/", include_in_schema=False)
+    async def index() -> FileResponse:
+        return FileResponse(STATIC / "index.html")
+
+    @app.websocket("/api/live/ws/stream/{stream_id}")
+    async def live(websocket: WebSocket, stream_id: str) -> None:
+        g: Gateway = websocket.app.state.gw
+        await websocket.accept()
+        try:
+            valid_stream_id(stream_id)
+        except ApiError as exc:
+            await websocket.send_text(
+                WsError(error=exc.message, field="stream_id").model_dump_json()
+            )
+            await websocket.close(code=1008)
+            return
+        g.ws_clients.inc()
+        try:
+            await LiveSession(g, websocket, stream_id).run()
+        finally:
+            g.ws_clients.dec()
+
+    return app
+
+
+class LiveSession:
+    """One browser's WebSocket: bus events out, commands in."""
+
+    def __init__(self, g: Gateway, websocket: WebSocket, stream_id: str) -> None:
+        self.g = g
+        self.ws = websocket
+        self.stream_id = stream_id
+        per_send = g.settings.ws_points_per_second * g.settings.ws_interval_ms / 1000
+        self.decimator = Decimator(stream_id, max(1, math.ceil(per_send)))
+        self.outbox: asyncio.Queue[str] = asyncio.Queue(maxsize=g.settings.ws_queue)
+        self.dropped = 0
+
+    def _offer(self, text: str) -> None:
+        try:
+            self.outbox.put_nowait(text)
+        except asyncio.QueueFull:
+            self.dropped += 1  # a slow browser loses screen updates, never bus data
+
+    async def _on_samples(self, msg: Msg) -> None:
+        try:
+            self.decimator.add(decode(msg.data, msg.headers))
+        except FrameError as exc:
+            log.debug("undecodable frame skipped for the screen", extra={"error": str(exc)})
+
+    async def _on_cycle(self, msg: Msg) -> None:
+        try:
+            event = CycleStateChanged.model_validate_json(msg.data)
+        except ValidationError:
+            return
+        self._offer(WsStateChange(stream_id=self.stream_id, event=event).model_dump_json())
+
+    async def _on_analysis(self, msg: Msg) -> None:
+        try:
+            result = AnalysisCompleted.model_validate_json(msg.data)
+        except ValidationError:
+            return
+        self._offer(WsAnalysisResult(stream_id=self.stream_id, result=result).model_dump_json())
+
+    async def _pump_samples(self) -> None:
+        interval = self.g.settings.ws_interval_ms / 1000
+        while True:
+            await asyncio.sleep(interval)
+            message = self.decimator.flush()
+            if message is not None:
+                self._offer(message.model_dump_json())
+
+    async def _send(self) -> None:
+        while True:
+            await self.ws.send_text(await self.outbox.get())
+
+    async def _receive(self) -> None:
+        while True:
+            text = await self.ws.receive_text()
+            try:
+                command = WsCommand.model_validate_json(text)
+            except ValidationError as exc:
+                err = exc.errors()[0]
+                field = ".".join(str(p) for p in err["loc"])
+                self._offer(WsError(error=err["msg"], field=field).model_dump_json())
+                continue
+            if command.type == "ping":
+                self._offer(WsPong(ts=time.time()).model_dump_json())
+                continue
+            try:
+                seq = await self.g.command(
+                    self.stream_id, command.type, "websocket", command.reason
+                )
+            except nats.errors.Error as exc:
+                self._offer(WsError(error=f"bus unavailable: {exc}").model_dump_json())
+                continue
+            self._offer(WsCommandAck(command=command.type, stream_seq=seq).model_dump_json())
+
+    async def run(self) -> None:
+        nc = self.g.port.bus.nc
+        subs = [
+            await nc.subscribe(subjects.samples(self.stream_id), cb=self._on_samples),
+            await nc.subscribe(f"{subjects.PREFIX}.cycles.{self.stream_id}.*", cb=self._on_cycle),
+            await nc.subscribe(subjects.analysis(self.stream_id), cb=self._on_analysis),
+        ]
+        tasks = [
+            asyncio.create_task(self._pump_samples()),
+            asyncio.create_task(self._send()),
+            asyncio.create_task(self._receive()),
+        ]
+        try:
+            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+            for task in done:
+                exc = task.exception()
+                if exc is not None and not isinstance(exc, WebSocketDisconnect | RuntimeError):
+                    log.warning("websocket closed on error", extra={"error": repr(exc)})
+        finally:
+            for task in tasks:
+                task.cancel()
+            for sub in subs:
+                with contextlib.suppress(nats.errors.Error):
+                    await sub.unsubscribe()
+
+
+async def preflight(common: CommonSettings) -> None:
+    """Fail (or wait, with startup_retry) before serving when the bus or database is down."""
+    bus = await open_bus(common, f"vertac-{SERVICE}-preflight")
+    await bus.close()
+    pool = await open_pool(common.database_url, retry=common.startup_retry, name="preflight")
+    await pool.close()
+
+
+def main() -> None:
+    settings, common = Settings(), CommonSettings()
+    logs.setup(SERVICE, common.log_level, common.log_json)
+    try:
+        asyncio.run(preflight(common))
+    except ServerUnreachable as exc:
+        sys.stderr.write(f"vertac {SERVICE}: {exc}\n")
+        sys.exit(EXIT_UNREACHABLE)
+    config = uvicorn.Config(
+        build_app(settings, common),
+        host=settings.host,
+        port=settings.port,
+        log_config=None,
+        lifespan="on",
+        ws="websockets",
+    )
+    uvicorn.Server(config).run()

@@ -1,0 +1,21 @@
+"""Settings of the gateway (env prefix ``VERTAC_GATEWAY_``)."""
+
+from __future__ import annotations
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="VERTAC_GATEWAY_", extra="ignore")
+
+    host: str = Field(default="127.0.0.1", description="Address the HTTP server binds to.")
+    port: int = Field(default=8000, ge=0, le=65535)
+    ws_interval_ms: int = Field(
+        default=100, ge=10, le=5000, description="How often a WebSocket gets decimated samples."
+    )
+    ws_points_per_second: int = Field(
+        default=200, ge=1, le=100_000,
+        description="Buckets per sensor and second sent to a browser (min/max per bucket).",
+    )  # fmt: skip
+    ws_queue: int = Field(default=64, ge=1, description="Messages buffered per slow WebSocket.")

@@ -1,0 +1,113 @@
+"""Pure logic of the gateway: REST batches to frames, and min/max decimation for screens."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from datetime import datetime
+
+import numpy as np
+import numpy.typing as npt
+
+from schemas.frames import QUALITY_GOOD, Frame, Series
+from schemas.messages import BatchRequest, SensorSpec, WsSamples, WsSensorTrace
+
+
+class UnknownSensor(ValueError):
+    def __init__(self, field: str, sensor_id: str, known: list[str]) -> None:
+        super().__init__(f"sensor {sensor_id!r} is not registered for this stream; known: {known}")
+        self.field = field
+
+
+def to_ns(timestamp: datetime | float) -> int:
+    """Nanoseconds since the Unix epoch of an ISO time or of seconds as a number."""
+    if isinstance(timestamp, datetime):
+        if timestamp.tzinfo is None:
+            raise ValueError("timestamp needs a time zone (e.g. 'Z' or '+01:00')")
+        return round(timestamp.timestamp() * 1e9)
+    return round(float(timestamp) * 1e9)
+
+
+def batch_to_frame(
+    batch: BatchRequest, seq: int, sent_ns: int, sensors: list[SensorSpec] | None
+) -> Frame:
+    """One frame from a REST batch: one series per sensor with explicit timestamps.
+
+    Raises :class:`UnknownSensor` naming the field when ``sensors`` is given and a value names a
+    sensor that is not in it.
+    """
+    known = {s.id for s in sensors} if sensors is not None else None
+    times: dict[str, list[int]] = defaultdict(list)
+    values: dict[str, list[float]] = defaultdict(list)
+    quality: dict[str, list[int]] = defaultdict(list)
+    for i, sample in enumerate(batch.samples):
+        t = to_ns(sample.timestamp)
+        q = sample.quality or {}
+        for sensor_id, value in sample.values.items():
+            if known is not None and sensor_id not in known:
+                raise UnknownSensor(f"samples.{i}.values.{sensor_id}", sensor_id, sorted(known))
+            times[sensor_id].append(t)
+            values[sensor_id].append(value)
+            quality[sensor_id].append(q.get(sensor_id, QUALITY_GOOD))
+    series = []
+    for sensor_id in values:
+        ts = np.asarray(times[sensor_id], dtype=np.int64)
+        order = np.argsort(ts, kind="stable")
+        qs = np.asarray(quality[sensor_id], dtype=np.uint8)[order]
+        series.append(
+            Series(
+                sensor_id,
+                np.asarray(values[sensor_id], dtype=np.float64)[order],
+                int(ts[order][0]),
+                0,
+                ts[order],
+                None if bool((qs == QUALITY_GOOD).all()) else qs,
+            )
+        )
+    return Frame(batch.stream_id, seq, tuple(series), sent_ns)
+
+
+def min_max_buckets(
+    t: npt.NDArray[np.int64], v: npt.NDArray[np.float64], buckets: int
+) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+    """Time (ms) of each bucket's first sample, and min and max per bucket (NaN ignored)."""
+    n = len(v)
+    b = max(1, min(buckets, n))
+    edges = np.linspace(0, n, b + 1).astype(np.int64)[:-1]
+    return t[edges] / 1e6, np.fmin.reduceat(v, edges), np.fmax.reduceat(v, edges)
+
+
+class Decimator:
+    """Collects frames between two WebSocket sends and reduces them to min/max buckets."""
+
+    def __init__(self, stream_id: str, buckets: int) -> None:
+        self.stream_id = stream_id
+        self.buckets = buckets
+        self._t: dict[str, list[npt.NDArray[np.int64]]] = defaultdict(list)
+        self._v: dict[str, list[npt.NDArray[np.float64]]] = defaultdict(list)
+        self._seq = -1
+
+    def add(self, frame: Frame) -> None:
+        for s in frame.series:
+            if s.n:
+                self._t[s.sensor_id].append(s.timestamps())
+                self._v[s.sensor_id].append(s.values.astype(np.float64))
+        self._seq = max(self._seq, frame.seq)
+
+    def flush(self) -> WsSamples | None:
+        if not self._v:
+            return None
+        traces = {}
+        for sensor_id, chunks in self._v.items():
+            v = np.concatenate(chunks)
+            t = np.concatenate(self._t[sensor_id])
+            if len(t) > 1 and np.any(t[1:] < t[:-1]):
+                order = np.argsort(t, kind="stable")
+                t, v = t[order], v[order]
+            t_ms, lo, hi = min_max_buckets(t, v, self.buckets)
+            traces[sensor_id] = WsSensorTrace(
+                t_ms=t_ms.tolist(), min=lo.tolist(), max=hi.tolist(), last=float(v[-1]),
+                count=len(v),
+            )  # fmt: skip
+        self._t.clear()
+        self._v.clear()
+        return WsSamples(stream_id=self.stream_id, seq=self._seq, sensors=traces)

@@ -1,0 +1,209 @@
+"""``vertac run``: the whole system on one machine without Docker.
+
+Starts nats-server and PostgreSQL from their PyPI wheels with data under one folder, migrates,
+declares the bus, starts every service and the simulator as its own process (restarting any that
+dies), prints what runs where, and stops everything cleanly on Ctrl-C. A second run keeps the data.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO
+
+from services.common.bus import init_bus
+from services.common.config import CommonSettings
+from services.common.db import migrate
+from services.common.embedded import EmbeddedServerError, NatsServer, Postgres, wait_for_port
+from services.common.runtime import open_bus
+
+
+@dataclass(frozen=True, slots=True)
+class StackOptions:
+    data_dir: Path = Path(".vertac")
+    host: str = "127.0.0.1"
+    nats_port: int = 4222
+    nats_monitor_port: int = 8222
+    pg_port: int = 55432
+    gateway_port: int = 8000
+    simulate: bool = True
+    sim_args: tuple[str, ...] = ()
+    influx_url: str = ""
+
+
+@dataclass
+class Child:
+    name: str
+    args: list[str]
+    env: dict[str, str]
+    log_path: Path
+    url: str = ""
+    proc: subprocess.Popen[bytes] | None = None
+    log_file: IO[bytes] | None = None
+    restarts: int = 0
+    started_at: float = 0.0
+
+    def start(self) -> None:
+        self.log_file = self.log_path.open("ab")
+        self.proc = subprocess.Popen(
+            self.args, env=self.env, stdout=self.log_file, stderr=subprocess.STDOUT
+        )
+        self.started_at = time.monotonic()
+
+    def stop(self, timeout: float = 10) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        if self.log_file is not None:
+            self.log_file.close()
+
+
+@dataclass
+class Stack:
+    options: StackOptions
+    nats: NatsServer = field(init=False)
+    pg: Postgres = field(init=False)
+    children: list[Child] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        root = self.options.data_dir.resolve()
+        self.nats = NatsServer(
+            root / "nats", self.options.nats_port, self.options.nats_monitor_port, self.options.host
+        )
+        self.pg = Postgres(root / "pg", self.options.pg_port, self.options.host)
+
+    def _env(self) -> dict[str, str]:
+        env = dict(os.environ)
+        env.update(
+            VERTAC_NATS_URL=self.nats.url,
+            VERTAC_DATABASE_URL=self.pg.url,
+            VERTAC_STARTUP_RETRY="true",
+            VERTAC_LOG_JSON="true",
+            VERTAC_GATEWAY_HOST=self.options.host,
+            VERTAC_GATEWAY_PORT=str(self.options.gateway_port),
+        )
+        if self.options.influx_url:
+            env["VERTAC_INGEST_INFLUX_URL"] = self.options.influx_url
+        return env
+
+    def _plan(self) -> list[Child]:
+        logs = self.options.data_dir.resolve() / "logs"
+        logs.mkdir(parents=True, exist_ok=True)
+        env = self._env()
+        py = sys.executable
+        host = self.options.host
+        plan = [
+            Child("ingest", [py, "-m", "services.ingest"], env, logs / "ingest.log",
+                  f"http://{host}:9101/metrics"),
+            Child("cycles", [py, "-m", "services.cycles"], env, logs / "cycles.log",
+                  f"http://{host}:9102/metrics"),
+            Child("analysis", [py, "-m", "services.analysis"], env, logs / "analysis.log",
+                  f"http://{host}:9103/metrics"),
+            Child("alerts", [py, "-m", "services.alerts"], env, logs / "alerts.log",
+                  f"http://{host}:9104/metrics"),
+            Child("gateway", [py, "-m", "services.gateway"], env, logs / "gateway.log",
+                  f"http://{host}:{self.options.gateway_port}/"),
+        ]  # fmt: skip
+        if self.options.simulate:
+            plan.append(
+                Child(
+                    "simulator",
+                    [py, "-m", "services.cli", "edge", "simulate", *self.options.sim_args],
+                    env,
+                    logs / "simulator.log",
+                    "stream sim-01",
+                )
+            )
+        return plan
+
+    async def _prepare(self) -> None:
+        await migrate(self.pg.url)
+        common = CommonSettings(nats_url=self.nats.url, database_url=self.pg.url)
+        bus = await open_bus(common, "vertac-run")
+        await init_bus(bus.js, common)
+        await bus.close()
+
+    def start(self) -> None:
+        say(f"VerTac: data in {self.options.data_dir.resolve()}")
+        self.nats.start()
+        say(
+            f"  nats-server   {self.nats.url}  (monitor http://{self.nats.host}:{self.nats.monitor_port})"
+        )
+        self.pg.start()
+        say(f"  PostgreSQL    {self.pg.url}")
+        asyncio.run(self._prepare())
+        say("  migrations applied, JetStream streams and buckets declared")
+        self.children = self._plan()
+        for child in self.children:
+            child.start()
+        wait_for_port(self.options.host, self.options.gateway_port, 60, None)
+        for child in self.children:
+            say(f"  {child.name:<13} pid {child.proc.pid if child.proc else '-':<7} {child.url}  "
+                f"log {child.log_path}")  # fmt: skip
+        say(
+            f"\nOpen http://{self.options.host}:{self.options.gateway_port}/ — Ctrl-C stops everything."
+        )
+
+    def supervise(self, stop: list[bool]) -> None:
+        """Restart a child that died, with backoff, until ``stop[0]`` turns true."""
+        while not stop[0]:
+            for child in self.children:
+                if child.proc is not None and child.proc.poll() is not None and not stop[0]:
+                    code = child.proc.returncode
+                    if child.name == "simulator" and code == 0:
+                        continue  # a simulator given --frames or --duration ends by itself
+                    delay = min(30.0, 2.0 ** min(child.restarts, 5))
+                    say(f"  {child.name} exited with {code}; restarting in {delay:.0f} s "
+                        f"(see {child.log_path})")  # fmt: skip
+                    time.sleep(delay)
+                    child.restarts += 1
+                    if child.log_file is not None:
+                        child.log_file.close()
+                    child.start()
+            time.sleep(0.5)
+
+    def stop(self) -> None:
+        say("\nstopping ...")
+        for child in reversed(self.children):
+            child.stop()
+        self.pg.stop()
+        self.nats.stop()
+        say("stopped; data kept in " + str(self.options.data_dir.resolve()))
+
+
+def say(text: str) -> None:
+    sys.stdout.write(text + "\n")
+    sys.stdout.flush()
+
+
+def run_stack(options: StackOptions) -> int:
+    """Run until Ctrl-C or SIGTERM; returns the exit code."""
+    stack = Stack(options)
+    stop = [False]
+
+    def on_signal(signum: int, _frame: object) -> None:
+        stop[0] = True
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    try:
+        stack.start()
+        stack.supervise(stop)
+    except (EmbeddedServerError, OSError) as exc:
+        say(f"vertac run: {exc}")
+        return 2
+    finally:
+        with contextlib.suppress(Exception):
+            stack.stop()
+    return 0
