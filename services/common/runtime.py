@@ -33,7 +33,8 @@ class Bus:
 
     async def close(self) -> None:
         with contextlib.suppress(Exception):
-            await self.nc.drain()
+            await self.nc.flush(timeout=2)
+            await self.nc.close()
 
 
 async def open_bus(common: CommonSettings, name: str) -> Bus:

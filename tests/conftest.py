@@ -1,0 +1,205 @@
+"""Fixtures that start real servers: nats-server (JetStream) and PostgreSQL from their PyPI wheels,
+VictoriaMetrics from Debian's package for the InfluxDB line-protocol path.
+
+Servers named by environment variables are used instead when set:
+``VERTAC_TEST_NATS_URL`` (an otherwise idle server) and ``VERTAC_TEST_PG_ADMIN_URL`` (a superuser URL;
+every test gets its own database), ``VERTAC_TEST_VICTORIA_URL``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import shutil
+import subprocess
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import psycopg
+import pytest
+import uvicorn
+
+from services.common.config import CommonSettings
+from services.common.db import migrate
+from services.common.embedded import NatsServer, Postgres, free_port, wait_for_port
+from services.common.runtime import Bus, open_bus
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+
+
+@dataclass
+class PgCluster:
+    admin_url: str
+    server: Postgres | None
+
+    def new_database(self) -> str:
+        name = f"t_{uuid.uuid4().hex[:12]}"
+        if self.server is not None:
+            return self.server.create_database(name)
+        with psycopg.connect(self.admin_url, autocommit=True) as conn:
+            conn.execute(f'CREATE DATABASE "{name}"')
+        info = psycopg.conninfo.conninfo_to_dict(self.admin_url)
+        info["dbname"] = name
+        return psycopg.conninfo.make_conninfo(**info)
+
+    def restart(self) -> None:
+        assert self.server is not None, "restart needs the embedded server"
+        self.server.stop()
+        self.server.start()
+
+
+@pytest.fixture(scope="session")
+def pg_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PgCluster]:
+    url = os.environ.get("VERTAC_TEST_PG_ADMIN_URL")
+    if url:
+        yield PgCluster(url, None)
+        return
+    server = Postgres(tmp_path_factory.mktemp("pg") / "data", port=free_port()).start()
+    try:
+        yield PgCluster(server.admin_url(), server)
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def nats_server(tmp_path: Path) -> Iterator[NatsServer | str]:
+    """A fresh nats-server with JetStream for each test (or the one named by the environment)."""
+    url = os.environ.get("VERTAC_TEST_NATS_URL")
+    if url:
+        yield url
+        return
+    server = NatsServer(tmp_path / "nats", port=free_port(), monitor_port=free_port()).start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+async def database_url(pg_cluster: PgCluster) -> str:
+    url = pg_cluster.new_database()
+    await migrate(url)
+    return url
+
+
+@pytest.fixture
+def common(nats_server: NatsServer | str, database_url: str) -> CommonSettings:
+    url = nats_server if isinstance(nats_server, str) else nats_server.url
+    return CommonSettings(nats_url=url, database_url=database_url, max_deliver=3)
+
+
+@pytest.fixture
+async def bus(common: CommonSettings) -> AsyncIterator[Bus]:
+    b = await open_bus(common, "vertac-test")
+    try:
+        yield b
+    finally:
+        await b.close()
+
+
+@pytest.fixture
+def stream_id() -> str:
+    return f"t-{uuid.uuid4().hex[:10]}"
+
+
+class Running:
+    """Services running as tasks in the test's event loop, stopped at teardown."""
+
+    def __init__(self) -> None:
+        self.stop = asyncio.Event()
+        self.tasks: list[asyncio.Task[None]] = []
+
+    def start(self, coro: object) -> asyncio.Task[None]:
+        task = asyncio.ensure_future(coro)  # type: ignore[arg-type]
+        self.tasks.append(task)
+        return task
+
+    async def close(self) -> None:
+        self.stop.set()
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(asyncio.gather(*self.tasks, return_exceptions=True), 15)
+        for task in self.tasks:
+            task.cancel()
+
+
+@pytest.fixture
+async def running() -> AsyncIterator[Running]:
+    r = Running()
+    try:
+        yield r
+    finally:
+        await r.close()
+
+
+@pytest.fixture
+async def gateway(common: CommonSettings) -> AsyncIterator[str]:
+    """The gateway served by uvicorn on a free port; yields its base URL."""
+    from services.gateway.app import build_app
+    from services.gateway.config import Settings
+
+    port = free_port()
+    settings = Settings(port=port, ws_interval_ms=50)
+    config = uvicorn.Config(
+        build_app(settings, common), host="127.0.0.1", port=port, log_config=None, ws="websockets"
+    )
+    server = uvicorn.Server(config)
+    task = asyncio.ensure_future(server.serve())
+    for _ in range(200):
+        if server.started:
+            break
+        if task.done():
+            task.result()
+        await asyncio.sleep(0.05)
+    assert server.started, "gateway did not start"
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        await asyncio.wait_for(task, 15)
+
+
+@dataclass
+class Victoria:
+    url: str
+
+
+@pytest.fixture(scope="session")
+def victoria(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Victoria]:
+    url = os.environ.get("VERTAC_TEST_VICTORIA_URL")
+    if url:
+        yield Victoria(url)
+        return
+    binary = shutil.which("victoria-metrics") or (
+        "/usr/bin/victoria-metrics" if Path("/usr/bin/victoria-metrics").exists() else None
+    )
+    if binary is None:
+        pytest.skip("victoria-metrics is not installed (apt-get install victoria-metrics)")
+    port = free_port()
+    data = tmp_path_factory.mktemp("victoria")
+    proc = subprocess.Popen(
+        [binary, f"-storageDataPath={data}", f"-httpListenAddr=127.0.0.1:{port}",
+         "-search.latencyOffset=0s", "-loggerLevel=WARN"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        wait_for_port("127.0.0.1", port, 30, None)
+        yield Victoria(f"http://127.0.0.1:{port}")
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+async def eventually(check, timeout: float = 20.0, interval: float = 0.1):  # type: ignore[no-untyped-def]
+    """Await ``check()`` until it returns a truthy value; returns that value or fails."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    last = None
+    while asyncio.get_running_loop().time() < deadline:
+        last = await check()
+        if last:
+            return last
+        await asyncio.sleep(interval)
+    raise AssertionError(f"condition not met within {timeout} s (last: {last!r})")
