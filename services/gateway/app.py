@@ -427,6 +427,6 @@ def main() -> None:
         port=settings.port,
         log_config=None,
         lifespan="on",
-        ws="websockets",
+        ws="websockets-sansio",
     )
     uvicorn.Server(config).run()
