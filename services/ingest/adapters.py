@@ -116,7 +116,10 @@ class InfluxSink:
     def __init__(self, url: str, token: str, org: str, bucket: str) -> None:
         self.bucket = bucket
         self.org = org
-        self.client = InfluxDBClient(url=url, token=token or "none", org=org, timeout=10_000)
+        # retries are ours (nak with delay), so a failing sink never stalls inside a write
+        self.client = InfluxDBClient(
+            url=url, token=token or "none", org=org, timeout=10_000, retries=False
+        )
         self.api = self.client.write_api(write_options=SYNCHRONOUS)
 
     async def write(self, lines: bytes) -> None:
