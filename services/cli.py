@@ -41,6 +41,9 @@ def run(
     port: Annotated[int, typer.Option(help="Gateway HTTP port.")] = 8000,
     nats_port: Annotated[int, typer.Option()] = 4222,
     pg_port: Annotated[int, typer.Option()] = 55432,
+    metrics_base_port: Annotated[
+        int, typer.Option(help="ingest, cycles, analysis, alerts serve /metrics from here on.")
+    ] = 9101,
     simulate: Annotated[bool, typer.Option(help="Run the simulated machine.")] = True,
     sim_sensors: Annotated[int, typer.Option(help="Sensors of the simulated machine.")] = 8,
     sim_rate: Annotated[float, typer.Option(help="Rate of its fast sensors, Hz.")] = 100.0,
@@ -54,6 +57,7 @@ def run(
         gateway_port=port,
         nats_port=nats_port,
         pg_port=pg_port,
+        metrics_base_port=metrics_base_port,
         simulate=simulate,
         sim_args=("--sensors", str(sim_sensors), "--rate", str(sim_rate)),
         influx_url=influx_url,

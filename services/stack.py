@@ -33,6 +33,7 @@ class StackOptions:
     nats_monitor_port: int = 8222
     pg_port: int = 55432
     gateway_port: int = 8000
+    metrics_base_port: int = 9101
     simulate: bool = True
     sim_args: tuple[str, ...] = ()
     influx_url: str = ""
@@ -93,6 +94,8 @@ class Stack:
             VERTAC_GATEWAY_HOST=self.options.host,
             VERTAC_GATEWAY_PORT=str(self.options.gateway_port),
         )
+        for i, name in enumerate(("INGEST", "CYCLES", "ANALYSIS", "ALERTS")):
+            env[f"VERTAC_{name}_METRICS_PORT"] = str(self.options.metrics_base_port + i)
         if self.options.influx_url:
             env["VERTAC_INGEST_INFLUX_URL"] = self.options.influx_url
         return env
@@ -104,17 +107,14 @@ class Stack:
         py = sys.executable
         host = self.options.host
         plan = [
-            Child("ingest", [py, "-m", "services.ingest"], env, logs / "ingest.log",
-                  f"http://{host}:9101/metrics"),
-            Child("cycles", [py, "-m", "services.cycles"], env, logs / "cycles.log",
-                  f"http://{host}:9102/metrics"),
-            Child("analysis", [py, "-m", "services.analysis"], env, logs / "analysis.log",
-                  f"http://{host}:9103/metrics"),
-            Child("alerts", [py, "-m", "services.alerts"], env, logs / "alerts.log",
-                  f"http://{host}:9104/metrics"),
-            Child("gateway", [py, "-m", "services.gateway"], env, logs / "gateway.log",
-                  f"http://{host}:{self.options.gateway_port}/"),
+            Child(name, [py, "-m", f"services.{name}"], env, logs / f"{name}.log",
+                  f"http://{host}:{self.options.metrics_base_port + i}/metrics")
+            for i, name in enumerate(("ingest", "cycles", "analysis", "alerts"))
         ]  # fmt: skip
+        plan.append(
+            Child("gateway", [py, "-m", "services.gateway"], env, logs / "gateway.log",
+                  f"http://{host}:{self.options.gateway_port}/")
+        )  # fmt: skip
         if self.options.simulate:
             plan.append(
                 Child(

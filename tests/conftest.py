@@ -144,7 +144,11 @@ async def gateway(common: CommonSettings) -> AsyncIterator[str]:
     port = free_port()
     settings = Settings(port=port, ws_interval_ms=50)
     config = uvicorn.Config(
-        build_app(settings, common), host="127.0.0.1", port=port, log_config=None, ws="websockets-sansio"
+        build_app(settings, common),
+        host="127.0.0.1",
+        port=port,
+        log_config=None,
+        ws="websockets-sansio",
     )
     server = uvicorn.Server(config)
     task = asyncio.ensure_future(server.serve())

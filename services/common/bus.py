@@ -7,6 +7,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TypeVar
+from urllib.parse import urlsplit
 
 import nats
 from nats.aio.client import Client as NatsClient
@@ -29,7 +30,10 @@ T = TypeVar("T")
 
 
 class ServerUnreachable(RuntimeError):
-    """A server the service needs does not answer at start-up."""
+    """A server the service needs does not answer at start-up (message on one line)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(" ".join(message.split()))
 
 
 async def with_startup_retry(
@@ -78,13 +82,32 @@ async def connect(settings: CommonSettings, name: str) -> NatsClient:
         )
 
     async def first() -> NatsClient:
-        # nats.connect with allow_reconnect retries forever on the first connect in some versions;
-        # one bounded attempt tells an unreachable server apart from a slow one.
+        # nats.connect with reconnects enabled keeps trying an absent server; a plain TCP probe
+        # first tells "nothing listens there" apart at once.
+        await _probe_any([u.strip() for u in settings.nats_url.split(",")])
         return await asyncio.wait_for(attempt(), timeout=10)
 
     return await with_startup_retry(
         f"NATS at {settings.nats_url}", first, retry=settings.startup_retry
     )
+
+
+async def _probe_any(urls: list[str]) -> None:
+    errors = []
+    for url in urls:
+        parsed = urlsplit(url if "://" in url else f"nats://{url}")
+        try:
+            _, writer = await asyncio.wait_for(
+                asyncio.open_connection(parsed.hostname or "127.0.0.1", parsed.port or 4222), 3
+            )
+        except (OSError, TimeoutError) as exc:
+            errors.append(
+                f"{parsed.netloc}: {exc.strerror if isinstance(exc, OSError) and exc.strerror else type(exc).__name__}"
+            )
+            continue
+        writer.close()
+        return
+    raise ConnectionRefusedError("; ".join(errors))
 
 
 @dataclass(frozen=True, slots=True)

@@ -46,7 +46,11 @@ async def test_register_then_batch_is_persisted(
             "stream_id": stream_id,
             "samples": [
                 {"timestamp": "2026-01-01T00:00:00Z", "values": {"pressure": 1.5, "temp": 20.0}},
-                {"timestamp": 1767225600.1, "values": {"pressure": 2.5}, "quality": {"pressure": 64}},
+                {
+                    "timestamp": 1767225600.1,
+                    "values": {"pressure": 2.5},
+                    "quality": {"pressure": 64},
+                },
             ],
         }
         r = await client.post("/api/live/batch", json=body)

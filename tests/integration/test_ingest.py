@@ -80,7 +80,9 @@ async def test_json_and_binary_frames_are_both_accepted(
 ) -> None:
     running.start(serve(ingest_settings(), common, running.stop))
     a = Frame(stream_id, 0, (Series("p", np.array([1.5, 2.5]), 10, 5),))
-    b = Frame(stream_id, 1, (Series("p", np.array([3.5]), 20, 0, np.array([20]), np.array([64], "u1")),))
+    b = Frame(
+        stream_id, 1, (Series("p", np.array([3.5]), 20, 0, np.array([20]), np.array([64], "u1")),)
+    )
     await FramePublisher(bus.js, encoding="binary").publish(a)
     json_pub = FramePublisher(bus.js, encoding="json")
     await json_pub.publish(b)

@@ -1,0 +1,202 @@
+"""Services as real processes: crash and restart, unreachable servers, the whole `vertac run`."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from edge.run import SimulateOptions, simulate
+from edge.simulator import build_machine
+from schemas.frames import Frame
+from services.common.config import CommonSettings
+from services.common.embedded import NatsServer, free_port
+from tests.conftest import REPO, eventually
+from tests.helpers import frame_count, stats, stored_frames
+
+pytestmark = pytest.mark.e2e
+
+
+def service_env(common: CommonSettings, **extra: str) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(
+        VERTAC_NATS_URL=common.nats_url,
+        VERTAC_DATABASE_URL=common.database_url,
+        VERTAC_INGEST_METRICS_PORT="0",
+        VERTAC_LOG_JSON="true",
+        **extra,
+    )
+    return env
+
+
+def start_service(name: str, env: dict[str, str]) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [sys.executable, "-m", f"services.{name}"],
+        env=env, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    )  # fmt: skip
+
+
+async def test_ingest_killed_mid_stream_and_restarted_loses_and_duplicates_nothing(
+    bus, common: CommonSettings, stream_id: str
+) -> None:
+    env = service_env(common)
+    ingest = start_service("ingest", env)
+    sent: list[Frame] = []
+    model = build_machine(stream_id=stream_id, sensors=16, rate_hz=1000)
+    publishing = asyncio.ensure_future(
+        simulate(bus, model, SimulateOptions(speed=20, frames=600), on_frame=sent.append)
+    )
+    try:
+
+        async def some_stored() -> bool:
+            return await frame_count(common.database_url, stream_id) > 50
+
+        await eventually(some_stored)
+        ingest.send_signal(signal.SIGKILL)
+        ingest.wait(10)
+        at_kill = await frame_count(common.database_url, stream_id)
+        await asyncio.sleep(1.0)  # frames keep arriving on the bus while ingest is down
+        ingest = start_service("ingest", env)
+        await publishing
+
+        async def all_stored() -> bool:
+            return await frame_count(common.database_url, stream_id) == 600
+
+        await eventually(all_stored, timeout=60)
+    finally:
+        ingest.terminate()
+        ingest.wait(10)
+    assert 0 < at_kill < 600
+    stored = await stored_frames(common.database_url, stream_id)
+    assert [f.seq for f in stored] == [f.seq for f in sent]
+    assert all(a.equals(b) for a, b in zip(stored, sent, strict=True))
+    assert await stats(common.database_url, stream_id) == (600, sum(f.n_samples for f in sent))
+
+
+@pytest.mark.parametrize("service", ["ingest", "cycles", "analysis", "alerts", "gateway"])
+def test_a_service_exits_with_one_clear_line_when_nats_is_unreachable(service: str) -> None:
+    dead = f"nats://127.0.0.1:{free_port()}"
+    env = {**os.environ, "VERTAC_NATS_URL": dead, "VERTAC_STARTUP_RETRY": "false"}
+    result = subprocess.run(
+        [sys.executable, "-m", f"services.{service}"],
+        env=env, cwd=REPO, capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert result.returncode == 2
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"vertac {service}: NATS at {dead} is unreachable")
+    assert "Traceback" not in result.stderr
+
+
+def test_ingest_exits_with_one_clear_line_when_postgresql_is_unreachable(
+    nats_server: NatsServer,
+) -> None:
+    env = {
+        **os.environ,
+        "VERTAC_NATS_URL": nats_server.url,
+        "VERTAC_DATABASE_URL": f"postgresql://vertac@127.0.0.1:{free_port()}/vertac",
+        "VERTAC_INGEST_METRICS_PORT": "0",
+    }
+    result = subprocess.run(
+        [sys.executable, "-m", "services.ingest"],
+        env=env, cwd=REPO, capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1].startswith("vertac ingest: PostgreSQL at")
+    assert "Traceback" not in result.stderr
+
+
+async def test_with_startup_retry_a_service_waits_for_the_bus(
+    tmp_path: Path, database_url: str, stream_id: str
+) -> None:
+    port = free_port()
+    common = CommonSettings(nats_url=f"nats://127.0.0.1:{port}", database_url=database_url)
+    ingest = start_service("ingest", service_env(common, VERTAC_STARTUP_RETRY="true"))
+    try:
+        await asyncio.sleep(2)
+        assert ingest.poll() is None, "ingest gave up instead of retrying"
+        server = NatsServer(tmp_path / "late-nats", port=port, monitor_port=free_port()).start()
+        try:
+            from services.common.runtime import open_bus
+
+            bus = await open_bus(common, "test")
+            model = build_machine(stream_id=stream_id, sensors=2)
+            await simulate(bus, model, SimulateOptions(speed=0, frames=5))
+            await bus.close()
+
+            async def stored() -> bool:
+                return await frame_count(database_url, stream_id) == 5
+
+            await eventually(stored, timeout=40)
+        finally:
+            server.stop()
+    finally:
+        ingest.terminate()
+        ingest.wait(10)
+
+
+def _get(url: str) -> httpx.Response | None:
+    try:
+        return httpx.get(url, timeout=2)
+    except httpx.HTTPError:
+        return None
+
+
+def _wait(check, timeout: float = 90):  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(0.3)
+    raise AssertionError("timed out")
+
+
+def test_vertac_run_brings_up_the_whole_system_and_keeps_data_across_runs(tmp_path: Path) -> None:
+    ports = {"port": free_port(), "nats": free_port(), "pg": free_port(), "metrics": free_port()}
+    data = tmp_path / "data"
+    args = [
+        sys.executable, "-m", "services.cli", "run", "--data-dir", str(data),
+        "--port", str(ports["port"]), "--nats-port", str(ports["nats"]),
+        "--pg-port", str(ports["pg"]), "--metrics-base-port", str(ports["metrics"]),
+    ]  # fmt: skip
+    base = f"http://127.0.0.1:{ports['port']}"
+    seen = []
+    for _ in range(2):
+        proc = subprocess.Popen(args, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        try:
+
+            def persisted() -> int | None:
+                r = _get(f"{base}/api/live/stream/sim-01/status")
+                if r is None or r.status_code != 200:
+                    return None
+                n = r.json()["samples_persisted"]
+                return n if n > (seen[-1] if seen else 0) else None
+
+            seen.append(_wait(persisted))
+            health = _get(f"{base}/api/health")
+            assert health is not None and health.json()["status"] == "ok"
+            metrics = _get(f"http://127.0.0.1:{ports['metrics']}/metrics")
+            assert metrics is not None and "vertac_samples_persisted_total" in metrics.text
+        finally:
+            proc.send_signal(signal.SIGINT)
+            out, _ = proc.communicate(timeout=60)
+        text = out.decode()
+        assert proc.returncode == 0, text
+        for name in ("nats-server", "PostgreSQL", "ingest", "cycles", "analysis", "alerts",
+                     "gateway", "simulator"):  # fmt: skip
+            assert name in text
+        assert "stopped; data kept" in text
+    assert seen[1] > seen[0]  # the second run continued on the first run's data
+    cycles_log = (data / "logs" / "cycles.log").read_text()
+    assert '"durable": "cycles-control"' in cycles_log
+    leftovers = subprocess.run(
+        ["pgrep", "-f", str(data)], capture_output=True, text=True, check=False
+    )
+    assert leftovers.stdout.strip() == "", "processes left running after Ctrl-C"
