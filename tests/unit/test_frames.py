@@ -1,0 +1,161 @@
+"""Frame encodings: round trips and errors that name the field."""
+
+from __future__ import annotations
+
+import json
+
+import msgpack
+import numpy as np
+import pytest
+
+from schemas.frames import (
+    CONTENT_TYPE_BINARY,
+    CONTENT_TYPE_JSON,
+    Frame,
+    FrameError,
+    Series,
+    decode,
+    decode_binary,
+    decode_json,
+    encode_binary,
+    to_json_model,
+)
+
+
+def mixed_rate_frame() -> Frame:
+    rng = np.random.default_rng(3)
+    return Frame(
+        "press-01",
+        42,
+        (
+            Series("pressure", rng.normal(100, 1, 1000).astype("f4"), 1_000_000_000, 1_000_000),
+            Series("count", np.arange(5, dtype="i2"), 1_000_000_000, 200_000_000),
+            Series(
+                "temp",
+                np.array([20.5, 20.6]),
+                1_000_000_000,
+                0,
+                np.array([1_000_000_000, 1_700_000_003], dtype=np.int64),
+                np.array([192, 64], dtype=np.uint8),
+            ),
+        ),
+        sent_ns=123,
+    )
+
+
+@pytest.mark.parametrize("shuffled", [False, True])
+def test_binary_round_trip_keeps_values_timestamps_quality_and_dtype(shuffled: bool) -> None:
+    frame = mixed_rate_frame()
+    back = decode_binary(encode_binary(frame, shuffled=shuffled))
+    assert back.equals(frame)
+    assert back.sent_ns == 123
+    assert [s.values.dtype.str for s in back.series] == ["<f4", "<i2", "<f8"]
+    assert back.series[2].qualities().tolist() == [192, 64]
+    assert back.series[0].qualities().tolist() == [192] * 1000
+
+
+def test_json_round_trip_and_content_type_choose_the_decoder() -> None:
+    frame = mixed_rate_frame()
+    payload = to_json_model(frame).model_dump_json().encode()
+    assert decode_json(payload).equals(frame)
+    assert decode(payload, {"Content-Type": CONTENT_TYPE_JSON}).equals(frame)
+    binary = encode_binary(frame)
+    assert decode(binary, {"Content-Type": CONTENT_TYPE_BINARY}).equals(frame)
+    assert decode(binary, None).equals(frame)  # no header: the magic bytes decide
+
+
+def test_an_unknown_content_type_is_named() -> None:
+    with pytest.raises(FrameError) as err:
+        decode(b"{}", {"Content-Type": "text/csv"})
+    assert err.value.field == "Content-Type"
+
+
+def test_timestamps_of_uniform_series_follow_the_period() -> None:
+    s = Series("p", np.zeros(4), 10, 5)
+    assert s.timestamps().tolist() == [10, 15, 20, 25]
+    assert (s.first_ns(), s.last_ns()) == (10, 25)
+
+
+def _tamper(frame: Frame, **changes: object) -> bytes:
+    raw = encode_binary(frame)
+    header_len = int.from_bytes(raw[4:8], "little")
+    header = msgpack.unpackb(raw[8 : 8 + header_len])
+    for key, value in changes.items():
+        if key.startswith("sensor0_"):
+            header["sensors"][0][key.removeprefix("sensor0_")] = value
+        else:
+            header[key] = value
+    new = msgpack.packb(header)
+    return raw[:4] + len(new).to_bytes(4, "little") + new + raw[8 + header_len :]
+
+
+@pytest.mark.parametrize(
+    ("payload", "field"),
+    [
+        (b"xx", "frame"),
+        (b"NOPE" + bytes(8), "frame"),
+        (b"VTF1" + (1000).to_bytes(4, "little"), "header"),
+        ("v", "v"),
+        ("sensor0_dtype", "sensors[0].dtype"),
+        ("sensor0_n", "sensors[0].n"),
+        ("seq", "seq"),
+        ("stream_id", "stream_id"),
+    ],
+)
+def test_broken_binary_frames_name_the_field(payload: object, field: str) -> None:
+    frame = Frame("s", 1, (Series("p", np.zeros(3), 0, 1),))
+    values = {"v": 2, "sensor0_dtype": "c16", "sensor0_n": 99, "seq": -1, "stream_id": "a.b"}
+    data = _tamper(frame, **{payload: values[payload]}) if isinstance(payload, str) else payload
+    with pytest.raises(FrameError) as err:
+        decode_binary(data)  # type: ignore[arg-type]
+    assert err.value.field == field
+
+
+def test_trailing_bytes_are_rejected() -> None:
+    frame = Frame("s", 1, (Series("p", np.zeros(3), 0, 1),))
+    with pytest.raises(FrameError, match="left over"):
+        decode_binary(encode_binary(frame) + b"\0")
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"stream_id": "s", "seq": 1, "sensors": []}, "sensors"),
+        ({"stream_id": "s", "seq": -1, "sensors": [{"sensor_id": "p", "values": [1], "t0_ns": 0}]},
+         "seq"),
+        ({"stream_id": "s", "seq": 1, "sensors": [{"sensor_id": "p", "values": [1, 2]}]},
+         "sensors.0"),
+        ({"stream_id": "s", "seq": 1,
+          "sensors": [{"sensor_id": "p", "values": [1], "timestamps_ns": [1, 2]}]}, "sensors.0"),
+        ({"stream_id": "s", "seq": 1,
+          "sensors": [{"sensor_id": "p", "values": [1], "t0_ns": 0, "quality": [300]}]},
+         "sensors.0.quality.0"),
+    ],
+)  # fmt: skip
+def test_broken_json_frames_name_the_field(body: dict, field: str) -> None:
+    with pytest.raises(FrameError) as err:
+        decode_json(json.dumps(body).encode())
+    assert err.value.field == field
+
+
+def test_duplicate_sensor_ids_and_mismatched_lengths_are_refused() -> None:
+    with pytest.raises(FrameError, match="repeat"):
+        Frame("s", 0, (Series("p", np.zeros(1), 0, 1), Series("p", np.zeros(1), 0, 1)))
+    with pytest.raises(FrameError, match="quality"):
+        Series("p", np.zeros(2), 0, 1, None, np.zeros(3, dtype=np.uint8))
+
+
+def test_the_storage_form_compresses_noisy_float32_below_four_bytes_a_sample() -> None:
+    import zstandard
+
+    rng = np.random.default_rng(0)
+    frame = Frame(
+        "s",
+        0,
+        tuple(
+            Series(f"s{i}", (50 + rng.normal(0, 0.5, 1000)).astype("f4"), 0, 1_000_000)
+            for i in range(16)
+        ),
+    )
+    stored = zstandard.ZstdCompressor(level=3).compress(encode_binary(frame, shuffled=True))
+    assert len(stored) / frame.n_samples < 4

@@ -1,0 +1,70 @@
+"""Gateway logic: REST batches to frames and min/max decimation."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import numpy as np
+import pytest
+
+from schemas.frames import Frame, Series
+from schemas.messages import BatchRequest, SensorSpec
+from services.gateway.logic import Decimator, UnknownSensor, batch_to_frame, min_max_buckets
+
+
+def test_a_batch_becomes_one_series_per_sensor_sorted_by_time() -> None:
+    batch = BatchRequest(
+        stream_id="s",
+        samples=[
+            {"timestamp": 2.0, "values": {"a": 2.0, "b": 20.0}},
+            {"timestamp": datetime(1970, 1, 1, 0, 0, 1, tzinfo=UTC), "values": {"a": 1.0},
+             "quality": {"a": 0}},
+        ],
+    )  # fmt: skip
+    frame = batch_to_frame(batch, 9, 0, None)
+    a = next(s for s in frame.series if s.sensor_id == "a")
+    assert a.values.tolist() == [1.0, 2.0]
+    assert a.timestamps().tolist() == [1_000_000_000, 2_000_000_000]
+    assert a.qualities().tolist() == [0, 192]
+    assert frame.seq == 9
+    assert frame.n_samples == 3
+
+
+def test_an_unregistered_sensor_is_named() -> None:
+    batch = BatchRequest(stream_id="s", samples=[{"timestamp": 1, "values": {"zz": 1}}])
+    with pytest.raises(UnknownSensor) as err:
+        batch_to_frame(batch, 0, 0, [SensorSpec(id="a")])
+    assert err.value.field == "samples.0.values.zz"
+
+
+def test_naive_timestamps_are_refused() -> None:
+    batch = BatchRequest(stream_id="s", samples=[{"timestamp": "2026-01-01T00:00:00", "values": {"a": 1}}])
+    with pytest.raises(ValueError, match="time zone"):
+        batch_to_frame(batch, 0, 0, None)
+
+
+def test_min_max_buckets_keep_every_extreme() -> None:
+    v = np.sin(np.linspace(0, 20, 10_000))
+    v[1234] = 50.0
+    v[8765] = -50.0
+    t = np.arange(10_000, dtype=np.int64) * 1_000_000
+    t_ms, lo, hi = min_max_buckets(t, v, 100)
+    assert len(t_ms) == 100
+    assert hi.max() == 50.0
+    assert lo.min() == -50.0
+    assert np.all(lo <= hi)
+
+
+def test_decimator_merges_frames_and_passes_short_series_unchanged() -> None:
+    d = Decimator("s", buckets=10)
+    d.add(Frame("s", 1, (Series("fast", np.arange(500.0), 0, 1_000_000),
+                         Series("slow", np.array([7.0]), 0, 1)),))  # fmt: skip
+    d.add(Frame("s", 2, (Series("fast", np.arange(500.0, 1000.0), 500_000_000, 1_000_000),)))
+    msg = d.flush()
+    assert msg is not None
+    assert msg.seq == 2
+    assert len(msg.sensors["fast"].t_ms) == 10
+    assert msg.sensors["fast"].count == 1000
+    assert msg.sensors["fast"].max[-1] == 999.0
+    assert msg.sensors["slow"].min == [7.0]
+    assert d.flush() is None
