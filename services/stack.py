@@ -151,9 +151,8 @@ class Stack:
         for child in self.children:
             say(f"  {child.name:<13} pid {child.proc.pid if child.proc else '-':<7} {child.url}  "
                 f"log {child.log_path}")  # fmt: skip
-        say(
-            f"\nOpen http://{self.options.host}:{self.options.gateway_port}/ — Ctrl-C stops everything."
-        )
+        url = f"http://{self.options.host}:{self.options.gateway_port}/"
+        say(f"\nOpen {url} for the live view; Ctrl-C stops everything.")
 
     def supervise(self, stop: list[bool]) -> None:
         """Restart a child that died, with backoff, until ``stop[0]`` turns true."""

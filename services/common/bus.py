@@ -101,9 +101,8 @@ async def _probe_any(urls: list[str]) -> None:
                 asyncio.open_connection(parsed.hostname or "127.0.0.1", parsed.port or 4222), 3
             )
         except (OSError, TimeoutError) as exc:
-            errors.append(
-                f"{parsed.netloc}: {exc.strerror if isinstance(exc, OSError) and exc.strerror else type(exc).__name__}"
-            )
+            said = exc.strerror if isinstance(exc, OSError) and exc.strerror else type(exc).__name__
+            errors.append(f"{parsed.netloc}: {said}")
             continue
         writer.close()
         return

@@ -17,7 +17,7 @@ _LOCK_ID = 0x5E47AC  # advisory lock: one migrator at a time
 def migration_files() -> list[tuple[str, str]]:
     """(version, SQL) of every migration, in order."""
     folder = resources.files("services.common") / "migrations"
-    files = sorted(f for f in folder.iterdir() if f.name.endswith(".sql"))
+    files = sorted((f for f in folder.iterdir() if f.name.endswith(".sql")), key=lambda f: f.name)
     return [(f.name.removesuffix(".sql"), f.read_text()) for f in files]
 
 

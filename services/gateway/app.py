@@ -109,7 +109,7 @@ class Gateway:
     async def command(self, stream_id: str, command: str, source: str, reason: str = "") -> int:
         cmd = CycleCommand(
             stream_id=stream_id,
-            command=command,  # type: ignore[arg-type]
+            command=command,
             issued_at=datetime.now(UTC),
             source=source,
             reason=reason,

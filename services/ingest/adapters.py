@@ -7,8 +7,9 @@ import json
 from typing import Protocol
 
 import psycopg
-from influxdb_client import InfluxDBClient
+from influxdb_client.client.influxdb_client import InfluxDBClient
 from influxdb_client.client.write_api import SYNCHRONOUS
+from influxdb_client.domain.write_precision import WritePrecision
 from psycopg_pool import AsyncConnectionPool
 
 from schemas.messages import StreamRegistered
@@ -127,10 +128,14 @@ class InfluxSink:
             return
         try:
             await asyncio.to_thread(
-                self.api.write, bucket=self.bucket, org=self.org, record=lines, write_precision="ns"
+                self.api.write,
+                bucket=self.bucket,
+                org=self.org,
+                record=lines,
+                write_precision=WritePrecision.NS,  # type: ignore[arg-type]
             )
         except Exception as exc:  # influxdb-client raises ApiException, urllib3 and OS errors alike
             raise TransientError(f"InfluxDB write failed: {exc}") from exc
 
     def close(self) -> None:
-        self.client.close()
+        self.client.close()  # type: ignore[no-untyped-call]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from typing import Any
 
 from schemas import subjects
 from schemas.messages import StreamRegistered
@@ -30,7 +31,7 @@ async def serve(settings: Settings, common: CommonSettings, stop: asyncio.Event)
     bus = await open_bus(common, f"vertac-{SERVICE}")
     pool = await open_pool(common.database_url, retry=common.startup_retry, name=SERVICE)
     store = PgFrameStore(pool)
-    consumers = [
+    consumers: list[DurableConsumer[Any]] = [
         DurableConsumer(
             bus.js,
             service=SERVICE,

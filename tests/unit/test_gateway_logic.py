@@ -38,7 +38,9 @@ def test_an_unregistered_sensor_is_named() -> None:
 
 
 def test_naive_timestamps_are_refused() -> None:
-    batch = BatchRequest(stream_id="s", samples=[{"timestamp": "2026-01-01T00:00:00", "values": {"a": 1}}])
+    batch = BatchRequest(
+        stream_id="s", samples=[{"timestamp": "2026-01-01T00:00:00", "values": {"a": 1}}]
+    )
     with pytest.raises(ValueError, match="time zone"):
         batch_to_frame(batch, 0, 0, None)
 

@@ -10,8 +10,13 @@ from services.ingest.logic import from_payload, influx_lines, to_row
 
 
 def test_rows_hold_the_frame_and_its_time_span() -> None:
-    frame = Frame("s", 3, (Series("a", np.arange(10.0), 1_000, 10),
-                           Series("b", np.ones(2, "f4"), 5_000, 0, np.array([5_000, 9_000])))  # fmt: skip
+    frame = Frame(
+        "s",
+        3,
+        (
+            Series("a", np.arange(10.0), 1_000, 10),
+            Series("b", np.ones(2, "f4"), 5_000, 0, np.array([5_000, 9_000])),
+        ),
     )
     row = to_row(frame, zstandard.ZstdCompressor())
     assert (row.seq, row.t_first_ns, row.t_last_ns, row.n_samples, row.n_sensors) == (

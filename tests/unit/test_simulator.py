@@ -14,8 +14,12 @@ def test_sensors_keep_their_own_rate_and_frames_join_without_gaps() -> None:
     model = build_machine(sensors=8, rate_hz=1000, slow_rate_hz=1)
     sim = Simulation(model, 0)
     frames = [sim.frame(i, i * NS // 10, (i + 1) * NS // 10) for i in range(20)]
-    fast = np.concatenate([s.timestamps() for f in frames for s in f.series if s.sensor_id == "pressure_1"])
-    slow = np.concatenate([s.timestamps() for f in frames for s in f.series if s.sensor_id == "temperature_1"])
+    fast = np.concatenate(
+        [s.timestamps() for f in frames for s in f.series if s.sensor_id == "pressure_1"]
+    )
+    slow = np.concatenate(
+        [s.timestamps() for f in frames for s in f.series if s.sensor_id == "temperature_1"]
+    )
     assert len(fast) == 2000
     assert np.all(np.diff(fast) == 1_000_000)
     assert slow.tolist() == [0, NS]

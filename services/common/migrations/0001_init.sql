@@ -19,7 +19,7 @@ CREATE TABLE IF NOT EXISTS live_frames (
     n_samples   integer NOT NULL,
     n_sensors   integer NOT NULL,
     payload     bytea  NOT NULL,
-    received_at timestamptz NOT NULL DEFAULT now(),
+    received_at timestamptz NOT NULL DEFAULT clock_timestamp(),
     PRIMARY KEY (stream_id, seq)
 );
 -- The payload is compressed already: keep PostgreSQL from trying again.
