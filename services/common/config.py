@@ -40,6 +40,9 @@ class CommonSettings(BaseSettings):
         default=False,
         description="Retry unreachable servers with backoff at start instead of exiting.",
     )
+    auto_migrate: bool = Field(
+        default=True, description="ingest and gateway apply pending migrations at start."
+    )
     log_level: str = Field(default="INFO")
     log_json: bool | None = Field(
         default=None, description="JSON logs; default: when not a terminal."

@@ -48,7 +48,9 @@ async def migrate(url: str) -> list[str]:
     return applied
 
 
-async def open_pool(url: str, *, retry: bool, name: str, max_size: int = 4) -> AsyncConnectionPool:
+async def open_pool(
+    url: str, *, retry: bool, name: str, max_size: int = 4, migrate_first: bool = False
+) -> AsyncConnectionPool:
     """Open a pool once the database answers (or fail fast when ``retry`` is off)."""
 
     async def probe() -> None:
@@ -56,6 +58,8 @@ async def open_pool(url: str, *, retry: bool, name: str, max_size: int = 4) -> A
         await conn.close()
 
     await with_startup_retry(f"PostgreSQL at {_redact(url)}", probe, retry=retry)
+    if migrate_first:
+        await migrate(url)
     pool = AsyncConnectionPool(
         url,
         min_size=1,

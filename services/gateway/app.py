@@ -125,7 +125,12 @@ def build_app(settings: Settings, common: CommonSettings) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         bus = await open_bus(common, f"vertac-{SERVICE}")
-        pool = await open_pool(common.database_url, retry=common.startup_retry, name=SERVICE)
+        pool = await open_pool(
+            common.database_url,
+            retry=common.startup_retry,
+            name=SERVICE,
+            migrate_first=common.auto_migrate,
+        )
         app.state.gw = Gateway(settings, await BusPort.open(bus), Database(pool), Metrics(SERVICE))
         app.state.bus = bus
         log.info("gateway ready", extra={"host": settings.host, "port": settings.port})

@@ -29,7 +29,12 @@ async def serve(settings: Settings, common: CommonSettings, stop: asyncio.Event)
     """Run the ingest consumers until ``stop`` is set."""
     metrics = new_metrics(SERVICE, settings.metrics_host, settings.metrics_port)
     bus = await open_bus(common, f"vertac-{SERVICE}")
-    pool = await open_pool(common.database_url, retry=common.startup_retry, name=SERVICE)
+    pool = await open_pool(
+        common.database_url,
+        retry=common.startup_retry,
+        name=SERVICE,
+        migrate_first=common.auto_migrate,
+    )
     store = PgFrameStore(pool)
     consumers: list[DurableConsumer[Any]] = [
         DurableConsumer(
