@@ -13,7 +13,7 @@ from edge.simulator import MachineModel, Simulation
 from schemas import subjects
 from schemas.frames import Frame
 from services.common.runtime import Bus
-from services.common.streams import register, reserve_seq
+from services.common.streams import register, release_seq, reserve_seq
 
 log = logging.getLogger(__name__)
 
@@ -93,6 +93,7 @@ async def simulate(
         next_seq += 1
         i += 1
     await publisher.flush()
+    await release_seq(kv_seq, model.stream_id, block_end, next_seq)
     result.duplicates, result.retries = publisher.duplicates, publisher.retries
     log.info("simulation stopped", extra={"frames": result.frames, "samples": result.samples})
     return result

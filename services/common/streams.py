@@ -41,6 +41,24 @@ async def reserve_seq(kv: KeyValue, stream_id: str, count: int = 1) -> int:
     raise RuntimeError(f"could not reserve a sequence number for {stream_id}: too much contention")
 
 
+async def release_seq(kv: KeyValue, stream_id: str, reserved_end: int, next_seq: int) -> bool:
+    """Give back the unused tail ``next_seq..reserved_end`` of a reservation, if nobody reserved
+    after it, so a cleanly stopped publisher leaves no gap in ``seq``. Returns True if released."""
+    if next_seq >= reserved_end:
+        return False
+    try:
+        entry = await kv.get(stream_id)
+    except (KeyNotFoundError, NotFoundError):
+        return False
+    if int(entry.value or b"0") != reserved_end:
+        return False
+    try:
+        await kv.update(stream_id, str(next_seq).encode(), last=entry.revision)
+    except KeyWrongLastSequenceError:
+        return False
+    return True
+
+
 async def lookup(kv: KeyValue, stream_id: str) -> StreamRegistered | None:
     """The registration of ``stream_id``, or None."""
     try:

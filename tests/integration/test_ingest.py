@@ -192,3 +192,37 @@ async def test_frames_survive_a_database_restart(
     await eventually(all_stored, timeout=60)
     stored = {f.seq: f for f in await stored_frames(common.database_url, stream_id)}
     assert all(stored[f.seq].equals(f) for f in sent)
+
+
+async def test_frames_survive_a_bus_restart(
+    common: CommonSettings, running, stream_id: str, nats_server
+) -> None:
+    if isinstance(nats_server, str):
+        pytest.skip("needs the embedded nats-server to restart it")
+    from services.common.runtime import open_bus
+
+    running.start(serve(ingest_settings(), common, running.stop))
+    model = build_machine(stream_id=stream_id, sensors=4, rate_hz=100)
+    sent: list[Frame] = []
+    publisher_bus = await open_bus(common, "test-publisher")
+    await simulate(publisher_bus, model, SimulateOptions(speed=0, frames=40), on_frame=sent.append)
+    await publisher_bus.close()
+
+    async def first() -> bool:
+        return await frame_count(common.database_url, stream_id) == 40
+
+    await eventually(first)
+    nats_server.stop()
+    nats_server.start()  # same port, same store: JetStream keeps streams and consumers
+    publisher_bus = await open_bus(common, "test-publisher-2")
+    await simulate(publisher_bus, model, SimulateOptions(speed=0, frames=40), on_frame=sent.append)
+    await publisher_bus.close()
+
+    async def all_stored() -> bool:
+        return await frame_count(common.database_url, stream_id) == 80
+
+    await eventually(all_stored, timeout=60)
+    stored = await stored_frames(common.database_url, stream_id)
+    # a cleanly stopped publisher hands back unused sequence numbers: no gap in seq
+    assert [f.seq for f in stored] == list(range(80))
+    assert await stats(common.database_url, stream_id) == (80, sum(f.n_samples for f in sent))
