@@ -1,0 +1,55 @@
+"""Bus set-up and the set-up commands against real servers."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from schemas import subjects
+from services.common.bus import init_bus
+from services.common.config import CommonSettings
+from tests.conftest import REPO
+
+pytestmark = pytest.mark.integration
+
+
+async def test_bus_init_is_idempotent_and_applies_changed_limits(
+    bus, common: CommonSettings
+) -> None:
+    again = await init_bus(bus.js, common)
+    assert set(again.values()) == {"unchanged"}
+    assert set(again) >= {s.name for s in subjects.ALL_STREAMS} | set(subjects.ALL_KV)
+    changed = common.model_copy(update={"samples_max_age_s": 3600.0, "duplicate_window_s": 30.0})
+    result = await init_bus(bus.js, changed)
+    assert result[subjects.SAMPLES.name] == "updated"
+    info = await bus.js.stream_info(subjects.SAMPLES.name)
+    assert info.config.max_age == 3600
+    assert info.config.duplicate_window == 30
+    assert info.config.max_bytes == common.samples_max_bytes
+
+
+def test_bus_init_and_db_migrate_commands(common: CommonSettings, pg_cluster) -> None:
+    fresh_db = pg_cluster.new_database()
+    env = {**os.environ, "VERTAC_NATS_URL": common.nats_url, "VERTAC_DATABASE_URL": fresh_db}
+    run = [sys.executable, "-m", "services.cli"]
+    out = subprocess.run(
+        [*run, "bus", "init"], env=env, cwd=REPO, capture_output=True, text=True, check=True
+    )
+    assert "VERTAC_SAMPLES" in out.stdout
+    out = subprocess.run(
+        [*run, "db", "migrate"], env=env, cwd=REPO, capture_output=True, text=True, check=True
+    )
+    assert "applied: 0001_init" in out.stdout
+    out = subprocess.run(
+        [*run, "db", "migrate"], env=env, cwd=REPO, capture_output=True, text=True, check=True
+    )
+    assert "up to date" in out.stdout
+    bad = {**env, "VERTAC_NATS_URL": "nats://127.0.0.1:1"}
+    out = subprocess.run(
+        [*run, "bus", "init"], env=bad, cwd=REPO, capture_output=True, text=True, check=False
+    )
+    assert out.returncode == 2
+    assert "vertac: NATS at nats://127.0.0.1:1 is unreachable" in out.stderr
