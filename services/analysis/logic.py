@@ -1,0 +1,496 @@
+"""Comparing a cycle with its reference: pure numpy, no I/O, no clock.
+
+Both are put on a common base of ``n_points`` samples over the cycle (normalised time). Per
+sensor, with ``m`` the reference mean shape and ``s`` its per-point normal spread:
+
+- euclidean ``||x - m||``, DTW with a Sakoe-Chiba band (:mod:`services.analysis.dtw`);
+- point-wise deviation: max, mean, where, share of points outside ``m ± k·s``;
+- ``offset`` = mean(x) - mean(m), judged against a drift-aware tolerance (see
+  :func:`offset_tolerance`), and the level-free ``shape_z`` = RMS((x - x̄) - (m - m̄)) / s;
+- ``severity`` = sqrt(offset_z² + shape_z²) (about 1 for a normal cycle);
+- timing vs magnitude from the warping path: of the squared Euclidean difference E², the part
+  DTW removes (E² - DTW²) is timing, the rest magnitude.
+
+The cycle's deviation ``D`` = 0.7·max(severity) + 0.3·RMS(severity), and the health score is
+``100 · exp(-max(0, D - 1.5) / 4)``: 100 for a normal cycle, about 60 at D = 3.5, 25 at D = 7,
+falling monotonically. Risk: low ≥ 80 > medium ≥ 60 > high ≥ 40 > critical.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import numpy.typing as npt
+
+from schemas.messages import (
+    AnalysisCompleted,
+    FirstDeviation,
+    Recommendation,
+    SensorDeviation,
+    SensorStats,
+)
+from services.analysis.dtw import dtw_distance, dtw_path
+
+Array = npt.NDArray[np.float64]
+NS = 1_000_000_000
+SLOW_TYPES = frozenset({"temperature", "humidity", "level"})
+
+
+@dataclass(frozen=True, slots=True)
+class Params:
+    """Tuning of the comparison; every field is a service setting."""
+
+    band_share: float = 0.05  # Sakoe-Chiba radius as a share of the common base
+    envelope_k: float = 3.0  # envelope half-width in units of normal spread
+    drift_share_slow: float = 0.03  # slow sensors may drift by this share of their level
+    slow_accuracy_share: float = 0.002  # slow sensors' accuracy, share of level (PT100 class A)
+    first_run_share: float = 0.01  # a deviation must last this share of the cycle to count
+    qualify_below: float = 0.98  # completeness under which the score is qualified
+
+
+@dataclass(frozen=True, slots=True)
+class SensorReference:
+    """Reference of one sensor on the common base."""
+
+    sensor_id: str
+    mean: Array
+    spread: Array  # normal per-point spread (already floored)
+    level_spread: float  # spread of per-cycle mean levels among the reference cycles
+    sensor_type: str = "generic"
+    unit: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Reference:
+    stream_id: str
+    version: int
+    duration_s: float
+    sensors: dict[str, SensorReference]
+
+    @property
+    def n_points(self) -> int:
+        return len(next(iter(self.sensors.values())).mean)
+
+
+@dataclass(frozen=True, slots=True)
+class CycleData:
+    """A recorded cycle: per sensor its timestamps (ns) and values."""
+
+    stream_id: str
+    cycle_id: str
+    start_ns: int
+    end_ns: int
+    sensors: dict[str, tuple[npt.NDArray[np.int64], Array]]
+    aborted: bool = False
+    end_reason: str = ""
+    completeness: float = 1.0
+    gaps: int = 0
+    sensor_types: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def duration_s(self) -> float:
+        return (self.end_ns - self.start_ns) / NS
+
+
+def resample(
+    t_ns: npt.NDArray[np.int64], values: Array, start_ns: int, span_ns: int, n: int
+) -> Array:
+    """``values`` linearly interpolated at ``n`` points spread evenly over [start, start + span]."""
+    if len(values) == 0:
+        return np.full(n, np.nan)
+    grid = np.linspace(0.0, 1.0, n)
+    pos = (np.asarray(t_ns, dtype=np.float64) - start_ns) / span_ns
+    return np.interp(grid, pos, np.asarray(values, dtype=np.float64))
+
+
+def on_common_base(cycle: CycleData, reference: Reference) -> dict[str, Array]:
+    """The cycle's sensors on the reference's base. A completed cycle is stretched to its own
+    duration (a slow cycle shows as a duration difference and as timing, not as a wrong shape);
+    an aborted one keeps absolute time, so its recorded part meets the matching part of the
+    reference and the rest is left out (NaN)."""
+    n = reference.n_points
+    out = {}
+    for sensor_id in reference.sensors:
+        if sensor_id not in cycle.sensors:
+            continue
+        t, v = cycle.sensors[sensor_id]
+        if cycle.aborted:
+            span = round(reference.duration_s * NS)
+            x = resample(t, v, cycle.start_ns, span, n)
+            covered = np.linspace(0, 1, n) <= (cycle.end_ns - cycle.start_ns) / span
+            x[~covered] = np.nan
+        else:
+            x = resample(t, v, cycle.start_ns, max(cycle.end_ns - cycle.start_ns, 1), n)
+        out[sensor_id] = x
+    return out
+
+
+def noise_level(x: Array) -> float:
+    """Standard deviation of white noise in ``x``, from its first differences (robust: MAD)."""
+    d = np.diff(x[np.isfinite(x)])
+    if len(d) < 2:
+        return 0.0
+    return float(1.4826 * np.median(np.abs(d - np.median(d))) / np.sqrt(2))
+
+
+def spread_floor(mean: Array) -> float:
+    """Smallest spread used: 0.1 % of the reference's range, never zero."""
+    span = float(np.nanmax(mean) - np.nanmin(mean)) if len(mean) else 0.0
+    return max(1e-3 * span, 1e-6 * max(1.0, float(np.nanmax(np.abs(mean)))), 1e-9)
+
+
+def barycenter(series: list[Array], radius: int, max_iter: int = 30, tol: float = 1e-5) -> Array:
+    """DTW barycenter averaging (Petitjean et al.), the same iteration as tslearn's
+    ``dtw_barycenter_averaging`` with a Sakoe-Chiba band, on the banded kernel."""
+    stack = np.vstack(series)
+    bary: Array = stack.mean(axis=0)
+    n = len(bary)
+    last_cost = np.inf
+    for _ in range(max_iter):
+        sums = np.zeros(n)
+        counts = np.zeros(n)
+        cost = 0.0
+        for x in series:
+            path, d = dtw_path(bary, x, radius)
+            np.add.at(sums, path[:, 0], x[path[:, 1]])
+            np.add.at(counts, path[:, 0], 1.0)
+            cost += d * d
+        bary = np.asarray(sums / counts, dtype=np.float64)
+        cost /= len(series)
+        if last_cost - cost < tol:
+            break
+        last_cost = cost
+    return bary
+
+
+def build_reference(
+    cycles: list[CycleData],
+    *,
+    version: int,
+    n_points: int,
+    params: Params = Params(),
+    units: dict[str, str] | None = None,
+) -> Reference:
+    """A reference from one or more good cycles: DBA mean shape and per-point normal spread."""
+    if not cycles:
+        raise ValueError("a reference needs at least one cycle")
+    duration = float(np.median([c.duration_s for c in cycles]))
+    radius = max(1, round(params.band_share * n_points))
+    common = set.intersection(*(set(c.sensors) for c in cycles))
+    if not common:
+        raise ValueError("the chosen cycles share no sensor")
+    types = {k: v for c in cycles for k, v in c.sensor_types.items()}
+    sensors = {}
+    for sensor_id in sorted(common):
+        series = [
+            resample(*c.sensors[sensor_id], c.start_ns, max(c.end_ns - c.start_ns, 1), n_points)
+            for c in cycles
+        ]
+        mean = barycenter(series, radius) if len(series) > 1 else series[0]
+        floor = spread_floor(mean)
+        noise = float(np.median([noise_level(x) for x in series]))
+        if len(series) > 1:
+            residuals = np.full((len(series), n_points), np.nan)
+            for row, x in enumerate(series):
+                path, _ = dtw_path(mean, x, radius)
+                # residual at each reference point: the aligned cycle value nearest in the path
+                residuals[row, path[:, 0]] = x[path[:, 1]] - mean[path[:, 0]]
+            per_point = np.sqrt(np.nanmean(residuals**2, axis=0))
+            # few cycles give a noisy estimate: shrink towards the typical spread
+            typical = float(np.median(per_point))
+            spread = np.sqrt(per_point**2 + (0.5 * typical) ** 2 + noise**2 + floor**2)
+            level_spread = float(np.std([x.mean() for x in series], ddof=1))
+        else:
+            spread = np.full(n_points, np.sqrt(noise**2 + floor**2))
+            level_spread = 0.0
+        sensor_type = types.get(sensor_id, "generic")
+        if sensor_type in SLOW_TYPES:
+            # differences below a slow sensor's accuracy say nothing about the machine
+            accuracy = params.slow_accuracy_share * abs(float(np.mean(mean)))
+            spread = np.sqrt(spread**2 + accuracy**2)
+        sensors[sensor_id] = SensorReference(
+            sensor_id=sensor_id,
+            mean=mean,
+            spread=spread,
+            level_spread=level_spread,
+            sensor_type=sensor_type,
+            unit=(units or {}).get(sensor_id, ""),
+        )
+    return Reference(cycles[0].stream_id, version, duration, sensors)
+
+
+def offset_tolerance(ref: SensorReference, params: Params) -> float:
+    """How far a cycle's mean level may sit from the reference's before it counts.
+
+    Normal level scatter among the reference cycles and the typical spread always count; slow
+    sensors (temperature, ...) also get ``drift_share_slow`` of their level, because their operating
+    point drifts over hours (warm-up) without anything being wrong."""
+    typical = float(np.median(ref.spread))
+    tol = float(np.sqrt((3 * ref.level_spread) ** 2 + typical**2))
+    if ref.sensor_type in SLOW_TYPES:
+        tol = float(np.hypot(tol, params.drift_share_slow * abs(float(np.mean(ref.mean)))))
+    return max(tol, spread_floor(ref.mean))
+
+
+def stats(x: Array) -> SensorStats:
+    x = x[np.isfinite(x)]
+    if len(x) == 0:
+        return SensorStats(min=0.0, max=0.0, mean=0.0, std=0.0, rms=0.0)
+    return SensorStats(
+        min=float(x.min()),
+        max=float(x.max()),
+        mean=float(x.mean()),
+        std=float(x.std()),
+        rms=float(np.sqrt(np.mean(x * x))),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class _Compared:
+    deviation: SensorDeviation
+    exceed: npt.NDArray[np.bool_]  # per point: outside the envelope (drift-compensated for slow)
+    z: Array
+
+
+def classify(
+    dev: Array, z_shape: Array, offset_z: float, shape_z: float, timing_share: float
+) -> str:
+    """The deviation pattern of one sensor (see README, "Recommendations")."""
+    severity = float(np.hypot(offset_z, shape_z))
+    if severity < 2.0:
+        return "normal"
+    if offset_z >= 2.0 and shape_z < 2.0:
+        return "offset"
+    n = len(dev)
+    outside = np.abs(z_shape) > 3
+    if np.max(np.abs(z_shape)) > 6 and outside.mean() < 0.03:
+        return "spike"
+    if timing_share > 0.6:
+        return "lag"
+    t = np.linspace(-1, 1, n)
+    resid = dev - dev.mean()
+    slope = float(np.dot(t, resid) / np.dot(t, t))
+    trend_share = float(np.sum((slope * t) ** 2) / max(np.sum(resid**2), 1e-30))
+    if trend_share > 0.6:
+        return "drift"
+    rough = noise_level(resid)
+    smooth = float(np.std(np.convolve(resid, np.ones(9) / 9, mode="same")))
+    if rough > 2 * smooth:
+        return "noise"
+    return "shape"
+
+
+def compare_sensor(x: Array, ref: SensorReference, duration_s: float, params: Params) -> _Compared:
+    ok = np.isfinite(x)
+    xs, m, s = x[ok], ref.mean[ok], ref.spread[ok]
+    n = len(xs)
+    dev = xs - m
+    offset = float(dev.mean())
+    tol = offset_tolerance(ref, params)
+    offset_z = abs(offset) / tol
+    slow = ref.sensor_type in SLOW_TYPES
+    t = np.linspace(-1.0, 1.0, n)
+    # slow sensors also drift within a cycle while warming up: their in-cycle trend is judged
+    # against the same tolerance as their level, and left out of the shape
+    slope = float(np.dot(t, dev - offset) / np.dot(t, t)) if slow and n > 1 else 0.0
+    trend_z = abs(slope) / tol
+    shape_dev = dev - offset - slope * t
+    z_shape = shape_dev / s
+    shape_z = float(np.sqrt(np.mean(z_shape**2)))
+    severity = float(np.sqrt(offset_z**2 + trend_z**2 + shape_z**2))
+    radius = max(1, round(params.band_share * n))
+    dtw = dtw_distance(xs, m, radius)
+    # timing vs magnitude: the level difference is magnitude; of the level-free difference, the
+    # part that warping removes is timing (DTW alone would also "explain" an offset on a ramp)
+    path, dtw_shape = dtw_path(xs - xs.mean(), m - m.mean(), radius)
+    euclid_sq = float(np.sum(dev**2))
+    level_sq = n * offset * offset
+    shape_sq = max(0.0, euclid_sq - level_sq)
+    timing_sq = max(0.0, shape_sq - dtw_shape * dtw_shape)
+    timing = min(1.0, timing_sq / euclid_sq) if euclid_sq > 0 else 0.0
+    lag_s = float(np.max(np.abs(path[:, 0] - path[:, 1]))) / max(len(ref.mean) - 1, 1) * duration_s
+    if slow:  # only what exceeds the drift tolerance counts towards leaving the envelope
+        excess_offset = np.sign(offset) * max(0.0, abs(offset) - tol)
+        excess_slope = np.sign(slope) * max(0.0, abs(slope) - tol)
+        judged = shape_dev + excess_offset + excess_slope * t
+    else:
+        judged = dev
+    z = np.abs(judged) / (params.envelope_k * s)
+    exceed = np.zeros(len(x), dtype=bool)
+    exceed[ok] = z > 1
+    z_full = np.zeros(len(x))
+    z_full[ok] = z
+    worst = int(np.argmax(np.abs(dev)))
+    pattern = classify(dev, z_shape, float(np.hypot(offset_z, trend_z)), shape_z, timing)
+    deviation = SensorDeviation(
+        sensor_id=ref.sensor_id,
+        sensor_type=ref.sensor_type,
+        unit=ref.unit,
+        euclidean=float(np.sqrt(euclid_sq)),
+        dtw=dtw,
+        max_deviation=float(abs(dev[worst])),
+        max_deviation_at_s=float(np.flatnonzero(ok)[worst] / max(len(x) - 1, 1) * duration_s),
+        mean_deviation=float(np.mean(np.abs(dev))),
+        outside_envelope_share=float(np.mean(np.abs(dev) > params.envelope_k * s)),
+        offset=offset,
+        offset_z=offset_z,
+        shape_z=shape_z,
+        severity=severity,
+        timing_share=timing,
+        magnitude_share=1.0 - timing if euclid_sq > 0 else 0.0,
+        max_lag_s=lag_s,
+        pattern=pattern,
+        contribution=0.0,
+        cycle_stats=stats(xs),
+        reference_stats=stats(m),
+    )
+    return _Compared(deviation, exceed, z_full)
+
+
+def first_deviation(
+    compared: dict[str, _Compared], duration_s: float, params: Params
+) -> FirstDeviation | None:
+    """The sensor whose envelope exceedance that lasts long enough starts first."""
+    best: tuple[int, float, str] | None = None
+    for sensor_id, c in compared.items():
+        n = len(c.exceed)
+        run = max(3, int(np.ceil(params.first_run_share * n)))
+        if n < run:
+            continue
+        window = np.convolve(c.exceed.astype(np.int64), np.ones(run, dtype=np.int64), mode="valid")
+        starts = np.flatnonzero(window == run)
+        if len(starts) == 0:
+            continue
+        i = int(starts[0])
+        z = float(c.z[i : i + run].max())
+        if best is None or (i, -z) < (best[0], -best[1]):
+            best = (i, z, sensor_id)
+    if best is None:
+        return None
+    n = len(next(iter(compared.values())).exceed)
+    return FirstDeviation(sensor_id=best[2], at_s=best[0] / max(n - 1, 1) * duration_s, z=best[1])
+
+
+def health_score(severities: list[float]) -> float:
+    """0-100 from the sensors' severities (module docstring)."""
+    if not severities:
+        return 100.0
+    sev = np.asarray(severities)
+    d = 0.7 * float(sev.max()) + 0.3 * float(np.sqrt(np.mean(sev**2)))
+    return float(100.0 * np.exp(-max(0.0, d - 1.5) / 4.0))
+
+
+def risk_class(score: float) -> str:
+    if score >= 80:
+        return "low"
+    if score >= 60:
+        return "medium"
+    if score >= 40:
+        return "high"
+    return "critical"
+
+
+_ADVICE: dict[tuple[str, str], str] = {
+    ("temperature", "offset"): "Temperature level is off: check the cooler, coolant flow and fan.",
+    ("temperature", "drift"): "Temperature keeps rising within the cycle: check cooling capacity.",
+    ("pressure", "offset"): "Pressure level is off: check the relief valve setting and the pump.",
+    ("pressure", "lag"): "Pressure builds late: check valve switching and the accumulator charge.",
+    ("pressure", "spike"): "Pressure spikes: check for hydraulic shocks and valve chatter.",
+    ("pressure", "shape"): "Pressure curve changed shape: check valves, pump and accumulator.",
+    ("flow", "offset"): "Flow is off: check pump wear and internal leakage.",
+    ("flow", "lag"): "Flow reacts late: check the control valve response.",
+    ("vibration", "noise"): "Vibration got noisier: inspect bearings, coupling and mounting.",
+    ("vibration", "offset"): "Vibration level rose: inspect the pump and motor bearings.",
+    ("position", "lag"): "The axis moves late: check valve response and the drive.",
+    ("power", "offset"): "Power draw changed: check for friction, leakage or a failing motor.",
+    ("efficiency", "shape"): "Efficiency curve changed: check valve switching and pump leakage.",
+    ("efficiency", "offset"): "Efficiency dropped: check pump leakage and the cooler.",
+}
+_GENERIC: dict[str, str] = {
+    "offset": "The level is shifted: check the sensor's calibration and the process set point.",
+    "drift": "The value drifts within the cycle: check for heating, wear or a loosening part.",
+    "spike": "Short spikes: check wiring, grounding and sudden mechanical events.",
+    "lag": "The signal runs late: check actuator response and control timing.",
+    "noise": "More noise than usual: check wiring and shielding, then mechanical wear.",
+    "shape": "The signal's shape changed: compare with the reference to find the phase.",
+}
+
+
+def recommendations(deviations: list[SensorDeviation]) -> list[Recommendation]:
+    """Advice for each sensor that matters (contribution ≥ 10 %) and deviates."""
+    out = []
+    for d in deviations:
+        if d.pattern == "normal" or d.contribution < 10:
+            continue
+        text = _ADVICE.get((d.sensor_type, d.pattern)) or _GENERIC[d.pattern]
+        unit = f" {d.unit}" if d.unit else ""
+        evidence = (
+            f"{d.sensor_id}: {d.pattern}, offset {d.offset:+.3g}{unit} "
+            f"({d.offset_z:.1f}x tolerance), shape {d.shape_z:.1f}x normal spread, "
+            f"max deviation {d.max_deviation:.3g}{unit} at {d.max_deviation_at_s:.1f} s, "
+            f"{d.outside_envelope_share:.0%} outside the envelope, timing share {d.timing_share:.0%}, contribution {d.contribution:.0f} %"
+        )
+        out.append(
+            Recommendation(sensor_id=d.sensor_id, pattern=d.pattern, text=text, evidence=evidence)
+        )
+    return out
+
+
+def analyse(cycle: CycleData, reference: Reference, params: Params = Params()) -> AnalysisCompleted:
+    """Compare ``cycle`` with ``reference``: metrics per sensor, ranking, score, advice."""
+    base = on_common_base(cycle, reference)
+    duration = reference.duration_s if cycle.aborted else cycle.duration_s
+    compared = {
+        sid: compare_sensor(x, reference.sensors[sid], duration, params)
+        for sid, x in base.items()
+        if np.isfinite(x).sum() >= 2
+    }
+    devs = [c.deviation for c in compared.values()]
+    weights = np.array([d.severity**2 for d in devs])
+    total = float(weights.sum())
+    ranked = sorted(
+        (
+            d.model_copy(
+                update={"contribution": 100.0 * w / total if total > 0 else 100.0 / len(devs)}
+            )
+            for d, w in zip(devs, weights, strict=True)
+        ),
+        key=lambda d: d.contribution,
+        reverse=True,
+    )
+    score = health_score([d.severity for d in ranked])
+    missing = sorted(set(reference.sensors) - set(compared))
+    notes = []
+    if cycle.completeness < params.qualify_below or cycle.gaps:
+        notes.append(f"data {cycle.completeness:.0%} complete, {cycle.gaps} gaps")
+    if missing:
+        notes.append(f"no data for {', '.join(missing)}")
+    if cycle.aborted:
+        notes.append(f"cycle aborted ({cycle.end_reason}); compared over its recorded part")
+    timing = (
+        float(
+            np.average(
+                [d.timing_share for d in ranked], weights=[d.contribution + 1e-9 for d in ranked]
+            )
+        )
+        if ranked
+        else 0.0
+    )
+    return AnalysisCompleted(
+        stream_id=cycle.stream_id,
+        cycle_id=cycle.cycle_id,
+        reference_version=reference.version,
+        health_score=score,
+        risk_class=risk_class(score),
+        aborted=cycle.aborted,
+        end_reason=cycle.end_reason,
+        qualified=bool(notes),
+        qualification="; ".join(notes),
+        duration_s=cycle.duration_s,
+        reference_duration_s=reference.duration_s,
+        timing_share=timing,
+        sensors=ranked,
+        first_deviation=first_deviation(compared, duration, params),
+        recommendations=recommendations(ranked),
+    )

@@ -1,0 +1,52 @@
+"""The banded DTW kernel gives tslearn's results."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from tslearn.barycenters import dtw_barycenter_averaging
+from tslearn.metrics import dtw as tslearn_dtw
+from tslearn.metrics import dtw_path as tslearn_path
+
+from services.analysis.dtw import dtw_distance, dtw_path
+from services.analysis.logic import barycenter
+
+
+@pytest.mark.parametrize(("n", "radius"), [(1, 0), (2, 1), (40, 0), (60, 3), (120, 12), (200, 199)])
+def test_distance_and_path_equal_tslearn_with_a_sakoe_chiba_band(n: int, radius: int) -> None:
+    rng = np.random.default_rng(n + radius)
+    x, y = np.cumsum(rng.normal(size=n)), np.cumsum(rng.normal(size=n))
+    expected = tslearn_dtw(x, y, global_constraint="sakoe_chiba", sakoe_chiba_radius=radius)
+    assert dtw_distance(x, y, radius) == pytest.approx(expected, rel=1e-12, abs=1e-12)
+    path, distance = dtw_path(x, y, radius)
+    t_path, t_distance = tslearn_path(
+        x, y, global_constraint="sakoe_chiba", sakoe_chiba_radius=radius
+    )
+    assert distance == pytest.approx(t_distance, rel=1e-12, abs=1e-12)
+    assert [tuple(p) for p in path] == [tuple(p) for p in t_path]
+    assert np.all(np.abs(path[:, 0] - path[:, 1]) <= radius)
+
+
+def test_a_pure_time_shift_has_small_dtw_and_large_euclidean() -> None:
+    t = np.linspace(0, 1, 500)
+    x = np.exp(-(((t - 0.40) / 0.05) ** 2))
+    y = np.exp(-(((t - 0.45) / 0.05) ** 2))
+    euclid = float(np.linalg.norm(x - y))
+    assert dtw_distance(x, y, 50) < 0.05 * euclid
+
+
+def test_barycenter_equals_tslearn_dba() -> None:
+    rng = np.random.default_rng(5)
+    base = np.sin(np.linspace(0, 3 * np.pi, 50))
+    series = [np.roll(base, k) + rng.normal(0, 0.05, 50) for k in (-2, 0, 1, 3)]
+    ours = barycenter(series, radius=5)
+    theirs = dtw_barycenter_averaging(
+        np.stack(series)[:, :, None],
+        metric_params={"global_constraint": "sakoe_chiba", "sakoe_chiba_radius": 5},
+    ).ravel()
+    assert ours == pytest.approx(theirs, abs=1e-6)
+
+
+def test_series_of_different_length_are_refused() -> None:
+    with pytest.raises(ValueError, match="same length"):
+        dtw_distance(np.zeros(3), np.zeros(4), 1)
