@@ -429,7 +429,8 @@ def recommendations(deviations: list[SensorDeviation]) -> list[Recommendation]:
             f"{d.sensor_id}: {d.pattern}, offset {d.offset:+.3g}{unit} "
             f"({d.offset_z:.1f}x tolerance), shape {d.shape_z:.1f}x normal spread, "
             f"max deviation {d.max_deviation:.3g}{unit} at {d.max_deviation_at_s:.1f} s, "
-            f"{d.outside_envelope_share:.0%} outside the envelope, timing share {d.timing_share:.0%}, contribution {d.contribution:.0f} %"
+            f"{d.outside_envelope_share:.0%} outside the envelope, "
+            f"timing share {d.timing_share:.0%}, contribution {d.contribution:.0f} %"
         )
         out.append(
             Recommendation(sensor_id=d.sensor_id, pattern=d.pattern, text=text, evidence=evidence)
