@@ -36,8 +36,9 @@ fmt: $(STAMP) ## Format and auto-fix the code
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
-bench: $(STAMP) ## End-to-end ingest benchmark on the embedded stack (prints figures)
+bench: $(STAMP) ## Benchmarks: end-to-end ingest on the embedded stack, cycle analysis (prints figures)
 	$(BIN)/python -m tests.bench.ingest
+	$(BIN)/python -m tests.bench.analysis
 
 schemas: $(STAMP) ## Re-export JSON Schemas and the AsyncAPI document into schemas/json/
 	$(BIN)/vertac schemas export

@@ -16,43 +16,47 @@ _INF = np.inf
 
 
 @numba.njit(cache=True, nogil=True)
-def _banded_cost(
-    x: npt.NDArray[np.float64], y: npt.NDArray[np.float64], radius: int
-) -> npt.NDArray[np.float64]:
-    # acc[i, k] holds the cumulative cost of cell (i, j = i + k - radius)
+def _banded(
+    x: npt.NDArray[np.float64], y: npt.NDArray[np.float64], radius: int, want_path: bool
+) -> tuple[float, npt.NDArray[np.uint8]]:
+    """Cumulative cost with two rolling rows of the band; with ``want_path`` also the step taken
+    into every cell (0 diagonal, 1 from above, 2 from the left), chosen with tslearn's priority."""
     n = x.shape[0]
     width = 2 * radius + 1
-    acc = np.full((n, width), _INF)
+    prev = np.full(width + 1, _INF)  # one spare cell keeps k + 1 in range
+    row = np.full(width + 1, _INF)
+    steps = np.zeros((n if want_path else 1, width), dtype=np.uint8)
     run = 0.0
     for j in range(min(n - 1, radius) + 1):  # first row: only moves to the right
         d = x[0] - y[j]
         run += d * d
-        acc[0, j + radius] = run
+        prev[j + radius] = run
+        if want_path:
+            steps[0, j + radius] = 2
     for i in range(1, n):
         xi = x[i]
         j_lo = max(0, i - radius)
         j_hi = min(n - 1, i + radius)
-        prev = acc[i - 1]
-        row = acc[i]
+        for k in range(width + 1):
+            row[k] = _INF
         left = _INF
         for j in range(j_lo, j_hi + 1):
             k = j - i + radius
-            best = prev[k]  # (i-1, j-1), +inf where it is outside the band
-            if k + 1 < width and prev[k + 1] < best:  # (i-1, j)
-                best = prev[k + 1]
-            if left < best:  # (i, j-1)
-                best = left
-            if j == 0:
-                best = prev[k + 1]
+            diag = prev[k] if j > 0 else _INF
+            up = prev[k + 1]
+            best = min(diag, min(up, left))  # branch-free: ties are frequent on flat signals
             d = xi - y[j]
+            if want_path:
+                steps[i, k] = np.uint8(diag > best) * (np.uint8(1) + np.uint8(up > best))
             left = d * d + best
             row[k] = left
-    return acc
+        prev, row = row, prev
+    return prev[radius], steps
 
 
 @numba.njit(cache=True, nogil=True)
-def _backtrack(acc: npt.NDArray[np.float64], radius: int) -> npt.NDArray[np.int64]:
-    n = acc.shape[0]
+def _backtrack(steps: npt.NDArray[np.uint8], radius: int) -> npt.NDArray[np.int64]:
+    n = steps.shape[0]
     path = np.empty((2 * n, 2), dtype=np.int64)
     i, j = n - 1, n - 1
     m = 0
@@ -62,13 +66,10 @@ def _backtrack(acc: npt.NDArray[np.float64], radius: int) -> npt.NDArray[np.int6
         m += 1
         if i == 0 and j == 0:
             break
-        k = j - i + radius
-        diag = acc[i - 1, k] if i > 0 and j > 0 else _INF
-        up = acc[i - 1, k + 1] if i > 0 and k + 1 < acc.shape[1] else _INF
-        left = acc[i, k - 1] if j > 0 and k > 0 else _INF
-        if diag <= up and diag <= left:
+        step = steps[i, j - i + radius]
+        if step == 0:
             i, j = i - 1, j - 1
-        elif up <= left:
+        elif step == 1:
             i = i - 1
         else:
             j = j - 1
@@ -88,8 +89,8 @@ def _check(
 def dtw_distance(x: npt.ArrayLike, y: npt.ArrayLike, radius: int) -> float:
     """DTW distance with a Sakoe-Chiba band of ``radius`` samples."""
     a, b, r = _check(x, y, radius)
-    acc = _banded_cost(a, b, r)
-    return float(np.sqrt(acc[-1, r]))
+    total, _ = _banded(a, b, r, False)
+    return float(np.sqrt(total))
 
 
 def dtw_path(
@@ -97,8 +98,8 @@ def dtw_path(
 ) -> tuple[npt.NDArray[np.int64], float]:
     """Optimal warping path (pairs ``(i, j)``) and the DTW distance."""
     a, b, r = _check(x, y, radius)
-    acc = _banded_cost(a, b, r)
-    return _backtrack(acc, r), float(np.sqrt(acc[-1, r]))
+    total, steps = _banded(a, b, r, True)
+    return _backtrack(steps, r), float(np.sqrt(total))
 
 
 def warm_up() -> None:

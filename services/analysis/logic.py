@@ -18,6 +18,7 @@ falling monotonically. Risk: low ≥ 80 > medium ≥ 60 > high ≥ 40 > critical
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -47,6 +48,7 @@ class Params:
     slow_accuracy_share: float = 0.002  # slow sensors' accuracy, share of level (PT100 class A)
     first_run_share: float = 0.01  # a deviation must last this share of the cycle to count
     qualify_below: float = 0.98  # completeness under which the score is qualified
+    workers: int = 2  # sensors compared in parallel (the DTW kernels release the GIL)
 
 
 @dataclass(frozen=True, slots=True)
@@ -442,11 +444,17 @@ def analyse(cycle: CycleData, reference: Reference, params: Params = Params()) -
     """Compare ``cycle`` with ``reference``: metrics per sensor, ranking, score, advice."""
     base = on_common_base(cycle, reference)
     duration = reference.duration_s if cycle.aborted else cycle.duration_s
-    compared = {
-        sid: compare_sensor(x, reference.sensors[sid], duration, params)
-        for sid, x in base.items()
-        if np.isfinite(x).sum() >= 2
-    }
+    usable = [(sid, x) for sid, x in base.items() if np.isfinite(x).sum() >= 2]
+
+    def one(item: tuple[str, Array]) -> _Compared:
+        return compare_sensor(item[1], reference.sensors[item[0]], duration, params)
+
+    if params.workers > 1 and len(usable) > 1:
+        with ThreadPoolExecutor(max_workers=params.workers) as pool:
+            results = list(pool.map(one, usable))
+    else:
+        results = [one(item) for item in usable]
+    compared = {sid: r for (sid, _), r in zip(usable, results, strict=True)}
     devs = [c.deviation for c in compared.values()]
     weights = np.array([d.severity**2 for d in devs])
     total = float(weights.sum())
