@@ -234,16 +234,92 @@ class CommandAccepted(Contract):
     stream_seq: int
 
 
+class CycleConfig(Contract):
+    """How cycles of one stream start and end (KV ``vertac_cycle_config``, REST
+    ``PUT /api/live/stream/{id}/cycle-config``). Manual commands always work as well."""
+
+    version: Literal[1] = 1
+    trigger: Literal["manual", "signal"] = Field(
+        default="manual",
+        description="manual: commands only; signal: a sensor crossing thresholds (a digital "
+        "'cycle active' input is start_above 0.5, stop_below 0.5).",
+    )
+    signal_sensor: str | None = Field(default=None, description="Sensor that drives the trigger.")
+    start_above: float | None = Field(
+        default=None, description="Start when the value rises to this."
+    )
+    stop_below: float | None = Field(
+        default=None, description="Stop when the value falls to this (hysteresis: <= start_above)."
+    )
+    debounce_s: float = Field(default=0.0, ge=0, description="A crossing must hold this long.")
+    gap_timeout_s: float = Field(default=5.0, gt=0, description="No data this long aborts a cycle.")
+    min_duration_s: float = Field(default=0.0, ge=0, description="Shorter cycles end aborted.")
+    max_duration_s: float = Field(default=3600.0, gt=0, description="Longer cycles are aborted.")
+    stop_grace_s: float = Field(
+        default=2.0, ge=0, description="After a stop command, wait this long for in-flight data."
+    )
+
+    @model_validator(mode="after")
+    def _consistent(self) -> CycleConfig:
+        if self.trigger == "signal":
+            if not self.signal_sensor or self.start_above is None or self.stop_below is None:
+                raise ValueError("a signal trigger needs signal_sensor, start_above and stop_below")
+            if self.stop_below > self.start_above:
+                raise ValueError("stop_below must not exceed start_above (hysteresis)")
+        if self.min_duration_s >= self.max_duration_s:
+            raise ValueError("min_duration_s must be below max_duration_s")
+        return self
+
+
+class CycleStateRecord(Contract):
+    """Cycle state of one stream, kept in KV ``vertac_cycle_state`` under the stream id, so a
+    restarted or second ``cycles`` instance continues where the last one stopped."""
+
+    version: Literal[1] = 1
+    stream_id: StreamId
+    state: Literal["idle", "running", "stopping"] = "idle"
+    cycle_no: int = 0
+    cycle_id: str | None = None
+    started_ns: int | None = None
+    start_js_seq: int | None = None
+    start_reason: str = ""
+    stop_at_ns: int | None = None
+    stop_state: Literal["completed", "aborted"] = "completed"
+    stop_reason: str = ""
+    stop_requested_ns: int | None = Field(default=None, description="Wall clock of the stop.")
+    last_js_seq: int = Field(default=0, description="Last samples message applied (idempotency).")
+    last_seq: int = -1
+    last_data_ns: int | None = None
+    last_arrival_ns: int | None = None
+    candidate_since_ns: int | None = Field(default=None, description="Debounce of the trigger.")
+    frames: int = 0
+    gaps: int = 0
+    late_frames: int = 0
+    replayed_frames: int = 0
+
+
 class CycleStateChanged(Contract):
-    """Event on ``vertac.cycles.<stream_id>.<event>``."""
+    """Event on ``vertac.cycles.<stream_id>.<event>``: a cycle started, completed or aborted."""
 
     version: Literal[1] = 1
     stream_id: StreamId
     cycle_id: str
     state: Literal["running", "completed", "aborted"]
     at: datetime
-    reason: str = ""
-    samples: dict[str, int] = Field(default_factory=dict)
+    reason: str = Field(default="", description="Why it ended (or what started it).")
+    cycle_no: int = 0
+    started_at: datetime | None = None
+    ended_at: datetime | None = None
+    duration_s: float | None = None
+    samples: dict[str, int] = Field(default_factory=dict, description="Samples per sensor.")
+    frames: int = 0
+    gaps: int = Field(default=0, description="Frames missing from the seq sequence.")
+    late_frames: int = Field(default=0, description="Frames that arrived out of order.")
+    replayed_frames: int = Field(default=0, description="Frames seen twice with the same seq.")
+    completeness: float = Field(default=1.0, ge=0, le=1)
+    recording: str | None = Field(
+        default=None, description="Object name of the recorded samples in 'vertac_cycles'."
+    )
 
 
 class SensorStats(Contract):
@@ -468,6 +544,8 @@ EXPORTED: tuple[type[BaseModel], ...] = (
     BatchAccepted,
     CycleCommand,
     CommandAccepted,
+    CycleConfig,
+    CycleStateRecord,
     CycleStateChanged,
     AnalysisCompleted,
     AlertRaised,

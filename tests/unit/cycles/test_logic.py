@@ -1,0 +1,177 @@
+"""The cycle state machine."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from schemas.messages import CycleConfig, CycleStateRecord
+from services.cycles.logic import (
+    Ended,
+    FrameInfo,
+    Ignored,
+    Started,
+    first_held,
+    on_command,
+    on_frame,
+    on_tick,
+)
+
+NS = 1_000_000_000
+MS = 1_000_000
+MANUAL = CycleConfig(gap_timeout_s=2, min_duration_s=1, max_duration_s=60, stop_grace_s=1)
+SIGNAL = CycleConfig(trigger="signal", signal_sensor="active", start_above=0.5, stop_below=0.5,
+                     debounce_s=0.05, gap_timeout_s=2)  # fmt: skip
+
+
+def frame(
+    i: int, values: list[float] | None = None, js: int | None = None, seq: int | None = None
+) -> FrameInfo:
+    """Frame i covers [i*100 ms, (i+1)*100 ms) with 10 samples of the signal."""
+    t = i * 100 * MS + np.arange(10, dtype=np.int64) * 10 * MS
+    v = np.asarray(values if values is not None else [0.0] * 10, dtype=np.float64)
+    return FrameInfo(
+        seq if seq is not None else i, js if js is not None else i + 1, int(t[0]), int(t[-1]), t, v
+    )
+
+
+def run(state, cfg, frames):
+    outs = []
+    for f in frames:
+        state, out = on_frame(state, cfg, f, f.last_ns)
+        outs.extend(out)
+    return state, outs
+
+
+def test_manual_start_and_stop_complete_a_cycle_after_in_flight_data() -> None:
+    s = CycleStateRecord(stream_id="p")
+    s, _ = run(s, MANUAL, [frame(i) for i in range(3)])
+    s, out = on_command(s, MANUAL, "cycle_start", 250 * MS, "", 300 * MS)
+    assert isinstance(out[0], Started)
+    assert out[0].at_ns == 250 * MS
+    assert out[0].start_js_seq == 3  # the frame covering the start is recorded too
+    s, _ = run(s, MANUAL, [frame(i) for i in range(3, 20)])
+    s, out = on_command(s, MANUAL, "cycle_stop", 2150 * MS, "", 2000 * MS)
+    assert out == []
+    assert s.state == "stopping"
+    s, out = run(s, MANUAL, [frame(20), frame(21)])
+    (ended,) = out
+    assert isinstance(ended, Ended)
+    assert (ended.state, ended.start_ns, ended.end_ns, ended.end_js_seq) == (
+        "completed",
+        250 * MS,
+        2150 * MS,
+        22,
+    )
+    assert s.state == "idle"
+
+
+def test_stop_without_more_data_ends_after_the_grace_period() -> None:
+    s = CycleStateRecord(stream_id="p")
+    s, _ = on_command(s, MANUAL, "cycle_start", 0, "", 0)
+    s, _ = run(s, MANUAL, [frame(i) for i in range(15)])
+    s, _ = on_command(s, MANUAL, "cycle_stop", 5 * NS, "", 1500 * MS)
+    s, out = on_tick(s, MANUAL, 2000 * MS)
+    assert out == []
+    s, out = on_tick(s, MANUAL, 2600 * MS)
+    assert isinstance(out[0], Ended)
+    assert out[0].end_ns == frame(14).last_ns  # the data it has, not the requested time
+
+
+def test_commands_in_the_wrong_state_are_ignored_with_a_reason() -> None:
+    s = CycleStateRecord(stream_id="p")
+    _, out = on_command(s, MANUAL, "cycle_stop", 0, "", 0)
+    assert isinstance(out[0], Ignored)
+    s, _ = on_command(s, MANUAL, "cycle_start", 0, "", 0)
+    _, out = on_command(s, MANUAL, "cycle_start", 1, "", 1)
+    assert "while running" in out[0].reason
+
+
+def test_signal_trigger_with_hysteresis_and_debounce() -> None:
+    s = CycleStateRecord(stream_id="p")
+    glitch = [0, 0, 1, 0, 0, 0, 0, 0, 0, 0]  # 10 ms high: shorter than the 50 ms debounce
+    rising = [0, 0, 0, 1, 1, 1, 1, 1, 1, 1]
+    high = [1.0] * 10
+    falling = [1, 1, 0, 0, 0, 0, 0, 0, 0, 0]
+    s, out = run(
+        s,
+        SIGNAL,
+        [frame(0, glitch), frame(1, rising), frame(2, high), frame(3, high), frame(4, falling)],
+    )
+    started, ended = out
+    assert isinstance(started, Started)
+    assert started.at_ns == 130 * MS  # when the signal rose, confirmed 50 ms later
+    assert isinstance(ended, Ended)
+    assert ended.end_ns == 420 * MS
+    assert ended.state == "completed"
+
+
+def test_debounce_carries_across_frames() -> None:
+    s = CycleStateRecord(stream_id="p")
+    late_rise = [0, 0, 0, 0, 0, 0, 0, 0, 1, 1]  # high at 80 ms, 20 ms held at the end
+    s, out = run(s, SIGNAL, [frame(0, late_rise), frame(1, [1.0] * 10)])
+    assert isinstance(out[0], Started)
+    assert out[0].at_ns == 80 * MS
+
+
+def test_a_short_cycle_ends_aborted() -> None:
+    s = CycleStateRecord(stream_id="p")
+    cfg = SIGNAL.model_copy(update={"min_duration_s": 1.0})
+    up_down = [0, 1, 1, 1, 1, 1, 1, 0, 0, 0]
+    _, out = run(s, cfg, [frame(0, up_down), frame(1)])
+    ended = next(o for o in out if isinstance(o, Ended))
+    assert ended.state == "aborted"
+    assert "shorter than the minimum" in ended.reason
+
+
+def test_a_data_gap_aborts_the_running_cycle_at_the_last_data() -> None:
+    s = CycleStateRecord(stream_id="p")
+    s, _ = on_command(s, MANUAL, "cycle_start", 0, "", 0)
+    s, _ = run(s, MANUAL, [frame(i) for i in range(5)])
+    s, out = run(s, MANUAL, [frame(40)])  # 3.5 s later
+    (ended,) = [o for o in out if isinstance(o, Ended)]
+    assert ended.state == "aborted"
+    assert "data gap of 3.5 s" in ended.reason
+    assert ended.end_ns == frame(4).last_ns
+
+
+def test_silence_aborts_on_tick_and_maximum_duration_is_enforced() -> None:
+    s = CycleStateRecord(stream_id="p")
+    s, _ = on_command(s, MANUAL, "cycle_start", 0, "", 0)
+    s, _ = run(s, MANUAL, [frame(i) for i in range(3)])
+    _, out = on_tick(s, MANUAL, 3 * NS)
+    assert out[0].state == "aborted"
+    assert "no data" in out[0].reason
+    cfg = MANUAL.model_copy(update={"max_duration_s": 1.0})
+    s2 = CycleStateRecord(stream_id="p")
+    s2, _ = on_command(s2, cfg, "cycle_start", 0, "", 0)
+    _, out = run(s2, cfg, [frame(i) for i in range(12)])
+    ended = next(o for o in out if isinstance(o, Ended))
+    assert "longer than the maximum" in ended.reason
+    assert ended.end_ns == NS
+
+
+def test_redelivered_messages_change_nothing_and_gaps_are_counted() -> None:
+    s = CycleStateRecord(stream_id="p")
+    s, _ = on_command(s, MANUAL, "cycle_start", 0, "", 0)
+    s, _ = run(s, MANUAL, [frame(0), frame(1), frame(4, js=5)])
+    before = s
+    s, out = run(s, MANUAL, [frame(1, js=2)])  # redelivery of an applied message
+    assert (s, out) == (before, [])
+    s, _ = run(s, MANUAL, [frame(2, js=6), frame(4, js=7)])  # late, then a repeat of seq 4
+    assert (s.frames, s.gaps, s.late_frames, s.replayed_frames) == (5, 2, 1, 1)
+
+
+@pytest.mark.parametrize(
+    ("mask", "carried", "expected"),
+    [
+        ([0, 0, 0], None, (None, None)),
+        ([0, 1, 1, 1, 1], None, (3, 10)),
+        ([1, 1, 0, 1, 1], None, (None, 30)),
+        ([1, 1, 0, 0, 0], -15, (1, -15)),
+        ([1, 1, 0, 0, 0], -25, (0, -25)),
+    ],
+)
+def test_first_held(mask, carried, expected) -> None:
+    t = np.arange(len(mask), dtype=np.int64) * 10
+    assert first_held(t, np.asarray(mask, dtype=bool), carried, 20) == expected
