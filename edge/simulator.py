@@ -112,8 +112,10 @@ def build_machine(
     drift_per_hour: float = 0.02,
     faults: tuple[Fault, ...] = (),
     seed: int = 7,
+    active_signal: bool = False,
 ) -> MachineModel:
-    """A machine with ``sensors`` sensors; temperatures sample at ``slow_rate_hz``."""
+    """A machine with ``sensors`` sensors; temperatures sample at ``slow_rate_hz``. With
+    ``active_signal`` it also has a digital ``cycle_active`` input (1 while the machine works)."""
     if sensors < 1:
         raise ValueError("sensors must be >= 1")
     models = []
@@ -125,6 +127,8 @@ def build_machine(
         models.append(
             SensorModel(f"{kind}_{counts[kind]}", kind, unit, rate, base, amp, noise * amp)
         )
+    if active_signal:
+        models.append(SensorModel("cycle_active", "digital", "", rate_hz, 0.0, 1.0, 0.0, "u1"))
     known = {m.id for m in models}
     for f in faults:
         if f.sensor_id not in known:
@@ -195,6 +199,9 @@ class Simulation:
         shape = profile((phase - shift) % 1.0)
         drift = self.model.drift_per_hour * sensor.amplitude * elapsed / 3600.0
         noise = self.rng.normal(0.0, 1.0, len(t)) * (sensor.noise + extra_noise)
+        if sensor.type == "digital":
+            return Series(sensor.id, (shape > 0).astype(np.uint8), int(t[0]) if len(t) else from_ns,
+                          period)  # fmt: skip
         values = sensor.base + sensor.amplitude * shape + drift + noise + gain_offset
         if stuck.any():
             frozen_at = np.argmax(stuck)

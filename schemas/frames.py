@@ -30,6 +30,7 @@ from typing import Any, Final
 import msgpack
 import numpy as np
 import numpy.typing as npt
+import zstandard
 from pydantic import ValidationError
 
 from schemas.messages import FrameJson, SeriesJson
@@ -302,6 +303,21 @@ def decode_binary(data: bytes) -> Frame:
         series=tuple(series),
         sent_ns=int(header.get("sent_ns", 0) or 0),
     )
+
+
+def pack(frame: Frame, level: int = 3) -> bytes:
+    """The storage form of ``frame``: the shuffled binary layout, zstd-compressed. Used for
+    ``live_frames.payload`` and for recorded cycles in the ``vertac_cycles`` object store."""
+    return zstandard.ZstdCompressor(level=level).compress(encode_binary(frame, shuffled=True))
+
+
+def unpack(data: bytes) -> Frame:
+    """The frame stored by :func:`pack`."""
+    try:
+        raw = zstandard.ZstdDecompressor().decompress(data)
+    except zstandard.ZstdError as exc:
+        raise FrameError("payload", f"is not zstd-compressed ({exc})") from exc
+    return decode_binary(raw)
 
 
 def from_json_model(model: FrameJson) -> Frame:

@@ -135,6 +135,9 @@ def edge_simulate(
     duration: Annotated[float | None, typer.Option(help="Stop after this many seconds.")] = None,
     encoding: Annotated[str, typer.Option(help="binary or json")] = "binary",
     seed: Annotated[int, typer.Option()] = 7,
+    active_signal: Annotated[
+        bool, typer.Option(help="Add a digital cycle_active input (1 while the machine works).")
+    ] = True,
 ) -> None:
     """Publish a simulated cyclic machine's frames to the bus."""
     from edge.run import SimulateOptions, simulate
@@ -150,6 +153,7 @@ def edge_simulate(
             stream_id=stream_id, sensors=sensors, rate_hz=rate, slow_rate_hz=slow_rate,
             cycle_s=cycle_s, noise=noise, drift_per_hour=drift,
             faults=tuple(Fault.parse(f) for f in fault or []), seed=seed,
+            active_signal=active_signal,
         )  # fmt: skip
     except ValueError as exc:
         raise fail(str(exc)) from exc

@@ -12,4 +12,5 @@ class Settings(BaseSettings):
     durable: str = Field(default="cycles", description="Name of the durable consumer(s).")
     metrics_host: str = "127.0.0.1"
     metrics_port: int = Field(default=9102, ge=0, description="/metrics port; 0 disables it.")
-    summary_every_s: float = Field(default=10.0, gt=0, description="Interval of the received log.")
+    batch: int = Field(default=256, ge=1, description="Frames fetched per batch.")
+    tick_s: float = Field(default=0.5, gt=0, description="How often timeouts are checked.")

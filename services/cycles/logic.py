@@ -12,10 +12,12 @@ JetStream sequence was already applied changes nothing, so redelivery after a cr
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
+from schemas.frames import Frame, Series
 from schemas.messages import CycleConfig, CycleStateRecord
 
 NS = 1_000_000_000
@@ -339,3 +341,90 @@ def on_tick(
         )
         return state, [ended]
     return state, []
+
+
+@dataclass(frozen=True, slots=True)
+class Recording:
+    """The samples of one cycle, gathered from the frames that cover it."""
+
+    frame: Frame  # one series per sensor, explicit timestamps; seq = cycle number
+    samples: dict[str, int]
+    frames: int
+    gaps: int
+    late_frames: int
+    replayed_frames: int
+    completeness: float
+
+
+def record(
+    stream_id: str, cycle_no: int, start_ns: int, end_ns: int, frames: list[Frame]
+) -> Recording:
+    """Cut ``frames`` (in bus order) to [start_ns, end_ns] and join them per sensor.
+
+    Completeness counts frames missing from the ``seq`` run that covers the cycle; a frame seen
+    twice is kept once, a frame out of order is counted late (and placed by its timestamps).
+    """
+    seen: set[int] = set()
+    replayed = late = 0
+    highest = -1
+    parts_t: dict[str, list[npt.NDArray[np.int64]]] = {}
+    parts_v: dict[str, list[npt.NDArray[Any]]] = {}
+    parts_q: dict[str, list[npt.NDArray[np.uint8]]] = {}
+    used: list[int] = []
+    for f in frames:
+        if f.seq in seen:
+            replayed += 1
+            continue
+        seen.add(f.seq)
+        if f.seq < highest:
+            late += 1
+        highest = max(highest, f.seq)
+        inside = False
+        for s in f.series:
+            t = s.timestamps()
+            keep = (t >= start_ns) & (t <= end_ns)
+            if not keep.any():
+                continue
+            inside = True
+            parts_t.setdefault(s.sensor_id, []).append(t[keep])
+            parts_v.setdefault(s.sensor_id, []).append(s.values[keep])
+            parts_q.setdefault(s.sensor_id, []).append(s.qualities()[keep])
+        if inside:
+            used.append(f.seq)
+    series = []
+    for sensor_id in parts_t:
+        t = np.concatenate(parts_t[sensor_id])
+        order = np.argsort(t, kind="stable")
+        series.append(
+            Series(
+                sensor_id,
+                np.concatenate(parts_v[sensor_id])[order],
+                int(t[order][0]),
+                0,
+                t[order],
+                np.concatenate(parts_q[sensor_id])[order],
+            )
+        )
+    if not series:
+        series = [Series("none", np.zeros(0), start_ns, 0, np.zeros(0, dtype=np.int64))]
+    expected = (max(used) - min(used) + 1) if used else 0
+    gaps = expected - len(used)
+    return Recording(
+        frame=Frame(stream_id, cycle_no, tuple(series)),
+        samples={s.sensor_id: s.n for s in series if s.sensor_id in parts_t},
+        frames=len(used),
+        gaps=gaps,
+        late_frames=late,
+        replayed_frames=replayed,
+        completeness=len(used) / expected if expected else 0.0,
+    )
+
+
+def signal_of(
+    frame: Frame, sensor_id: str | None
+) -> tuple[npt.NDArray[np.int64] | None, npt.NDArray[np.float64] | None]:
+    """Timestamps and values of the trigger sensor in ``frame`` (None when absent)."""
+    for s in frame.series:
+        if s.sensor_id == sensor_id:
+            return s.timestamps(), s.values.astype(np.float64)
+    return None, None

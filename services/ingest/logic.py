@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 import zstandard
 
-from schemas.frames import Frame, decode_binary, encode_binary
+from schemas.frames import Frame, encode_binary, unpack
 
 MEASUREMENT = "sensor_readings"
 
@@ -40,7 +40,7 @@ def to_row(frame: Frame, compressor: zstandard.ZstdCompressor) -> FrameRow:
 
 def from_payload(payload: bytes) -> Frame:
     """The frame stored in a ``live_frames.payload``."""
-    return decode_binary(zstandard.ZstdDecompressor().decompress(payload))
+    return unpack(payload)
 
 
 def _escape_tag(value: str) -> str:

@@ -1,0 +1,191 @@
+"""The cycles service's outside systems: KV state and config, JetStream (frames, events),
+the object store of recordings, and PostgreSQL's ``live_cycles``."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+
+import nats.errors
+import psycopg
+from nats.js import JetStreamContext
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError, NotFoundError
+from nats.js.kv import KeyValue
+from nats.js.object_store import ObjectStore
+from psycopg_pool import AsyncConnectionPool
+
+from schemas import subjects
+from schemas.frames import Frame, FrameError, decode, pack
+from schemas.messages import CycleConfig, CycleStateChanged, CycleStateRecord
+from services.common.consumer import TransientError
+
+NS = 1_000_000_000
+
+
+def _dt(ns: int | None) -> datetime | None:
+    return None if ns is None else datetime.fromtimestamp(ns / NS, UTC)
+
+
+class StateStore:
+    """Cycle state per stream in KV, updated with compare-and-set."""
+
+    def __init__(self, kv: KeyValue) -> None:
+        self.kv = kv
+
+    async def load(self, stream_id: str) -> tuple[CycleStateRecord, int | None]:
+        try:
+            entry = await self.kv.get(stream_id)
+        except (KeyNotFoundError, NotFoundError):
+            return CycleStateRecord(stream_id=stream_id), None
+        return CycleStateRecord.model_validate_json(entry.value or b"{}"), entry.revision
+
+    async def save(self, record: CycleStateRecord, revision: int | None) -> int:
+        body = record.model_dump_json().encode()
+        try:
+            if revision is None:
+                return int(await self.kv.create(record.stream_id, body))
+            return int(await self.kv.update(record.stream_id, body, last=revision))
+        except KeyWrongLastSequenceError as exc:
+            raise TransientError(f"cycle state of {record.stream_id} changed meanwhile") from exc
+
+    async def streams(self) -> list[str]:
+        try:
+            return list(await self.kv.keys())
+        except nats.js.errors.NoKeysError:
+            return []
+
+
+class ConfigStore:
+    """Per-stream :class:`CycleConfig` in KV (manual triggering when none is set)."""
+
+    def __init__(self, kv: KeyValue) -> None:
+        self.kv = kv
+
+    async def get(self, stream_id: str) -> CycleConfig:
+        try:
+            entry = await self.kv.get(stream_id)
+        except (KeyNotFoundError, NotFoundError):
+            return CycleConfig()
+        return CycleConfig.model_validate_json(entry.value or b"{}")
+
+
+class FrameReader:
+    """Reads a stream's frames back from JetStream by stream sequence."""
+
+    def __init__(self, js: JetStreamContext) -> None:
+        self.js = js
+
+    async def between(self, stream_id: str, first_js_seq: int, last_js_seq: int) -> list[Frame]:
+        config = ConsumerConfig(
+            deliver_policy=DeliverPolicy.BY_START_SEQUENCE,
+            opt_start_seq=max(1, first_js_seq),
+            ack_policy=AckPolicy.NONE,
+            inactive_threshold=30.0,
+            filter_subject=subjects.samples(stream_id),
+        )
+        sub = await self.js.pull_subscribe(
+            subjects.samples(stream_id), stream=subjects.SAMPLES.name, config=config
+        )
+        frames: list[Frame] = []
+        try:
+            while True:
+                try:
+                    msgs = await sub.fetch(512, timeout=1.0)
+                except (nats.errors.TimeoutError, TimeoutError):
+                    break
+                done = False
+                for msg in msgs:
+                    if msg.metadata.sequence.stream > last_js_seq:
+                        done = True
+                        break
+                    try:
+                        frames.append(decode(msg.data, msg.headers))
+                    except FrameError:
+                        continue  # ingest dead-letters it; a recording just lacks it
+                if done:
+                    break
+        finally:
+            await sub.unsubscribe()
+        return frames
+
+
+class Recordings:
+    """Recorded cycles in the ``vertac_cycles`` object store, in the frame storage form."""
+
+    def __init__(self, store: ObjectStore) -> None:
+        self.store = store
+
+    async def put(self, cycle_id: str, frame: Frame) -> str:
+        await self.store.put(cycle_id, pack(frame))
+        return cycle_id
+
+
+class Events:
+    """Cycle lifecycle events on the bus, de-duplicated by cycle id and event."""
+
+    def __init__(self, js: JetStreamContext) -> None:
+        self.js = js
+
+    async def publish(self, event: CycleStateChanged) -> None:
+        name = {"running": "started", "completed": "completed", "aborted": "aborted"}[event.state]
+        await self.js.publish(
+            subjects.cycles(event.stream_id, name),
+            event.model_dump_json().encode(),
+            headers={
+                subjects.HEADER_CONTENT_TYPE: "application/json",
+                subjects.HEADER_MSG_ID: f"{event.cycle_id}:{name}",
+            },
+        )
+
+
+_UPSERT = """
+INSERT INTO live_cycles (cycle_id, stream_id, state, started_at, ended_at, duration_s, end_reason,
+    samples, cycle_no, frames, gaps, late_frames, replayed_frames, completeness, recording,
+    start_reason, updated_at)
+VALUES (%(cycle_id)s, %(stream_id)s, %(state)s, %(started_at)s, %(ended_at)s, %(duration_s)s,
+    %(end_reason)s, %(samples)s::jsonb, %(cycle_no)s, %(frames)s, %(gaps)s, %(late_frames)s,
+    %(replayed_frames)s, %(completeness)s, %(recording)s, %(start_reason)s, now())
+ON CONFLICT (cycle_id) DO UPDATE SET
+    state = EXCLUDED.state, ended_at = EXCLUDED.ended_at, duration_s = EXCLUDED.duration_s,
+    end_reason = EXCLUDED.end_reason, samples = EXCLUDED.samples, frames = EXCLUDED.frames,
+    gaps = EXCLUDED.gaps, late_frames = EXCLUDED.late_frames,
+    replayed_frames = EXCLUDED.replayed_frames, completeness = EXCLUDED.completeness,
+    recording = EXCLUDED.recording, updated_at = now()
+WHERE live_cycles.state = 'running'
+"""
+
+
+class CycleRows:
+    """``live_cycles``: one row per cycle, written when it starts and when it ends."""
+
+    def __init__(self, pool: AsyncConnectionPool) -> None:
+        self.pool = pool
+
+    async def upsert(self, event: CycleStateChanged, start_reason: str = "") -> None:
+        row = {
+            "cycle_id": event.cycle_id,
+            "stream_id": event.stream_id,
+            "state": event.state,
+            "started_at": event.started_at,
+            "ended_at": event.ended_at,
+            "duration_s": event.duration_s,
+            "end_reason": event.reason if event.state != "running" else "",
+            "samples": json.dumps(event.samples),
+            "cycle_no": event.cycle_no,
+            "frames": event.frames,
+            "gaps": event.gaps,
+            "late_frames": event.late_frames,
+            "replayed_frames": event.replayed_frames,
+            "completeness": event.completeness,
+            "recording": event.recording,
+            "start_reason": start_reason,
+        }
+        try:
+            async with self.pool.connection() as conn:
+                await conn.execute(_UPSERT, row)
+        except (psycopg.OperationalError, TimeoutError) as exc:
+            raise TransientError(f"PostgreSQL: {exc}") from exc
+
+
+__all__ = ["ConfigStore", "CycleRows", "Events", "FrameReader", "Recordings", "StateStore", "_dt"]

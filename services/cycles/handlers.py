@@ -1,0 +1,162 @@
+"""Thin handlers of the cycles service: load state, step the state machine, carry out outputs."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import defaultdict
+from collections.abc import Callable
+
+from schemas.frames import Frame
+from schemas.messages import CycleCommand, CycleStateChanged, CycleStateRecord
+from services.common.consumer import Delivery
+from services.cycles.adapters import (
+    ConfigStore,
+    CycleRows,
+    Events,
+    FrameReader,
+    Recordings,
+    StateStore,
+    _dt,
+)
+from services.cycles.logic import (
+    NS,
+    Ended,
+    FrameInfo,
+    Ignored,
+    Output,
+    Started,
+    on_command,
+    on_frame,
+    on_tick,
+    record,
+    signal_of,
+)
+
+log = logging.getLogger(__name__)
+
+
+class CycleEngine:
+    """Applies frames, commands and time to each stream's state, one stream at a time."""
+
+    def __init__(
+        self,
+        states: StateStore,
+        configs: ConfigStore,
+        reader: FrameReader,
+        recordings: Recordings,
+        events: Events,
+        rows: CycleRows,
+        clock: Callable[[], int] = time.time_ns,
+    ) -> None:
+        self.states = states
+        self.configs = configs
+        self.reader = reader
+        self.recordings = recordings
+        self.events = events
+        self.rows = rows
+        self.clock = clock
+        self.locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
+        self.known: set[str] = set()
+
+    async def on_frames(self, batch: list[Delivery[Frame]]) -> None:
+        by_stream: dict[str, list[Delivery[Frame]]] = defaultdict(list)
+        for d in batch:
+            by_stream[d.item.stream_id].append(d)
+        for stream_id, deliveries in by_stream.items():
+            self.known.add(stream_id)
+            async with self.locks[stream_id]:
+                state, revision = await self.states.load(stream_id)
+                cfg = await self.configs.get(stream_id)
+                for d in deliveries:
+                    t, v = (
+                        signal_of(d.item, cfg.signal_sensor)
+                        if cfg.trigger == "signal"
+                        else (None, None)
+                    )
+                    info = FrameInfo(
+                        d.item.seq, d.msg.metadata.sequence.stream, d.item.first_ns(),
+                        d.item.last_ns(), t, v,
+                    )  # fmt: skip
+                    before = state
+                    state, outputs = on_frame(state, cfg, info, self.clock())
+                    await self._carry_out(before, outputs)
+                await self.states.save(state, revision)
+
+    async def on_commands(self, batch: list[Delivery[CycleCommand]]) -> None:
+        for d in batch:
+            cmd = d.item
+            self.known.add(cmd.stream_id)
+            async with self.locks[cmd.stream_id]:
+                state, revision = await self.states.load(cmd.stream_id)
+                cfg = await self.configs.get(cmd.stream_id)
+                at_ns = round(cmd.issued_at.timestamp() * NS)
+                before = state
+                state, outputs = on_command(
+                    state, cfg, cmd.command, at_ns, cmd.reason, self.clock()
+                )
+                await self._carry_out(before, outputs)
+                await self.states.save(state, revision)
+
+    async def tick(self) -> None:
+        for stream_id in list(self.known):
+            async with self.locks[stream_id]:
+                state, revision = await self.states.load(stream_id)
+                if state.state == "idle":
+                    continue
+                cfg = await self.configs.get(stream_id)
+                before = state
+                state, outputs = on_tick(state, cfg, self.clock())
+                if outputs:
+                    await self._carry_out(before, outputs)
+                    await self.states.save(state, revision)
+
+    async def run_ticks(self, stop: asyncio.Event, every_s: float = 0.5) -> None:
+        self.known.update(await self.states.streams())
+        while not stop.is_set():
+            try:
+                await self.tick()
+            except Exception:  # the tick loop must outlive one bad stream; it is logged
+                log.exception("tick failed")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), every_s)
+
+    async def _carry_out(self, before: CycleStateRecord, outputs: list[Output]) -> None:
+        for out in outputs:
+            if isinstance(out, Ignored):
+                log.info(
+                    "command ignored", extra={"stream_id": before.stream_id, "reason": out.reason}
+                )
+            elif isinstance(out, Started):
+                event = CycleStateChanged(
+                    stream_id=before.stream_id, cycle_id=out.cycle_id, state="running",
+                    at=_dt(out.at_ns), reason=out.reason, cycle_no=out.cycle_no,
+                    started_at=_dt(out.at_ns),
+                )  # fmt: skip
+                await self.rows.upsert(event, out.reason)
+                await self.events.publish(event)
+                log.info("cycle started", extra={"cycle_id": out.cycle_id, "reason": out.reason})
+            elif isinstance(out, Ended):
+                await self._finish(before.stream_id, out)
+
+    async def _finish(self, stream_id: str, ended: Ended) -> None:
+        frames = await self.reader.between(stream_id, ended.start_js_seq, ended.end_js_seq)
+        rec = record(stream_id, ended.cycle_no, ended.start_ns, ended.end_ns, frames)
+        name = await self.recordings.put(ended.cycle_id, rec.frame)
+        event = CycleStateChanged(
+            stream_id=stream_id, cycle_id=ended.cycle_id, state=ended.state,
+            at=_dt(ended.end_ns), reason=ended.reason, cycle_no=ended.cycle_no,
+            started_at=_dt(ended.start_ns), ended_at=_dt(ended.end_ns),
+            duration_s=(ended.end_ns - ended.start_ns) / NS, samples=rec.samples, frames=rec.frames,
+            gaps=rec.gaps, late_frames=rec.late_frames, replayed_frames=rec.replayed_frames,
+            completeness=rec.completeness, recording=name,
+        )  # fmt: skip
+        await self.rows.upsert(event)
+        await self.events.publish(event)
+        log.info(
+            "cycle ended",
+            extra={"cycle_id": ended.cycle_id, "state": ended.state, "reason": ended.reason,
+                   "frames": rec.frames, "completeness": round(rec.completeness, 4)},
+        )  # fmt: skip
