@@ -3,39 +3,74 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 
 from schemas import subjects
 from schemas.messages import CycleStateChanged
+from services.analysis.adapters import RecordingStore, References, Registry, Results
 from services.analysis.config import Settings
+from services.analysis.dtw import warm_up
+from services.analysis.handlers import AnalyseCycles
+from services.analysis.logic import Params
 from services.common.config import CommonSettings
+from services.common.consumer import DurableConsumer
+from services.common.db import open_pool
 from services.common.decoding import model_decoder
-from services.common.listener import Subscription, serve_listener
-from services.common.runtime import run_process
+from services.common.runtime import new_metrics, open_bus, run_process
 
 SERVICE = "analysis"
+log = logging.getLogger(__name__)
 
 
-def subscriptions(settings: Settings) -> list[Subscription]:
-    return [
-        Subscription(
-            settings.durable,
-            subjects.CYCLES.name,
-            subjects.all_of("cycles"),
-            model_decoder(CycleStateChanged),
-        ),
-    ]
+def params_of(settings: Settings) -> Params:
+    return Params(
+        band_share=settings.band_share,
+        envelope_k=settings.envelope_k,
+        drift_share_slow=settings.drift_share_slow,
+        workers=settings.workers,
+    )
 
 
 async def serve(settings: Settings, common: CommonSettings, stop: asyncio.Event) -> None:
-    await serve_listener(
-        SERVICE,
-        subscriptions(settings),
-        common,
-        stop,
-        metrics_host=settings.metrics_host,
-        metrics_port=settings.metrics_port,
-        summary_every_s=settings.summary_every_s,
+    """Analyse finished cycles until ``stop`` is set."""
+    await asyncio.to_thread(warm_up)  # compile the DTW kernels before the first cycle
+    metrics = new_metrics(SERVICE, settings.metrics_host, settings.metrics_port)
+    bus = await open_bus(common, f"vertac-{SERVICE}")
+    pool = await open_pool(
+        common.database_url,
+        retry=common.startup_retry,
+        name=SERVICE,
+        migrate_first=common.auto_migrate,
     )
+    handler = AnalyseCycles(
+        RecordingStore(await bus.js.object_store(subjects.OBJ_CYCLES)),
+        References(pool),
+        Registry(await bus.js.key_value(subjects.KV_STREAMS)),
+        Results(bus.js, pool),
+        params_of(settings),
+        settings.n_points,
+        settings.auto_reference_cycles,
+    )
+    consumer = DurableConsumer(
+        bus.js,
+        service=SERVICE,
+        durable=settings.durable,
+        stream=subjects.CYCLES.name,
+        subject=subjects.all_of("cycles"),
+        decode=model_decoder(CycleStateChanged),
+        handle=handler,
+        metrics=metrics,
+        batch=8,
+        max_deliver=common.max_deliver,
+        ack_wait=120,
+    )
+    await consumer.declare()
+    log.info("analysis running", extra={"durable": settings.durable})
+    try:
+        await consumer.run(stop)
+    finally:
+        await bus.close()
+        await pool.close()
 
 
 def main() -> None:

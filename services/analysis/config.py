@@ -9,7 +9,18 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="VERTAC_ANALYSIS_", extra="ignore")
 
-    durable: str = Field(default="analysis", description="Name of the durable consumer(s).")
+    durable: str = Field(default="analysis", description="Durable consumer of cycle events.")
     metrics_host: str = "127.0.0.1"
     metrics_port: int = Field(default=9103, ge=0, description="/metrics port; 0 disables it.")
-    summary_every_s: float = Field(default=10.0, gt=0, description="Interval of the received log.")
+    n_points: int = Field(default=2000, ge=16, le=100_000, description="Common time base, points.")
+    band_share: float = Field(default=0.05, gt=0, le=1, description="Sakoe-Chiba band, share.")
+    envelope_k: float = Field(default=3.0, gt=0, description="Envelope half-width, spreads.")
+    drift_share_slow: float = Field(
+        default=0.03, ge=0, description="Level drift slow sensors may show, share of level."
+    )
+    workers: int = Field(default=2, ge=1, description="Sensors compared in parallel.")
+    auto_reference_cycles: int = Field(
+        default=3,
+        ge=0,
+        description="With no reference yet, build one from the first N completed cycles; 0: never.",
+    )

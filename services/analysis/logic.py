@@ -18,12 +18,16 @@ falling monotonically. Risk: low ≥ 80 > medium ≥ 60 > high ≥ 40 > critical
 
 from __future__ import annotations
 
+import io
+import json
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
+from schemas.frames import Frame
 from schemas.messages import (
     AnalysisCompleted,
     FirstDeviation,
@@ -502,4 +506,76 @@ def analyse(cycle: CycleData, reference: Reference, params: Params = Params()) -
         sensors=ranked,
         first_deviation=first_deviation(compared, duration, params),
         recommendations=recommendations(ranked),
+    )
+
+
+def reference_to_bytes(reference: Reference) -> bytes:
+    """A reference as a compressed ``.npz``: per sensor its mean and spread, plus metadata."""
+    meta = {
+        "stream_id": reference.stream_id,
+        "version": reference.version,
+        "duration_s": reference.duration_s,
+        "sensors": {
+            sid: {"level_spread": r.level_spread, "sensor_type": r.sensor_type, "unit": r.unit}
+            for sid, r in reference.sensors.items()
+        },
+    }
+    arrays: dict[str, npt.NDArray[Any]] = {
+        "meta": np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
+    }
+    for i, r in enumerate(reference.sensors.values()):
+        arrays[f"mean_{i}"] = r.mean
+        arrays[f"spread_{i}"] = r.spread
+    buffer = io.BytesIO()
+    np.savez_compressed(buffer, **arrays)  # type: ignore[arg-type]
+    return buffer.getvalue()
+
+
+def reference_from_bytes(data: bytes) -> Reference:
+    """The reference stored by :func:`reference_to_bytes`."""
+    with np.load(io.BytesIO(data)) as npz:
+        meta = json.loads(npz["meta"].tobytes())
+        sensors = {
+            sid: SensorReference(
+                sensor_id=sid,
+                mean=npz[f"mean_{i}"],
+                spread=npz[f"spread_{i}"],
+                level_spread=float(info["level_spread"]),
+                sensor_type=str(info["sensor_type"]),
+                unit=str(info["unit"]),
+            )
+            for i, (sid, info) in enumerate(meta["sensors"].items())
+        }
+    return Reference(meta["stream_id"], int(meta["version"]), float(meta["duration_s"]), sensors)
+
+
+def cycle_from_recording(
+    recording: Frame,
+    *,
+    cycle_id: str,
+    start_ns: int,
+    end_ns: int,
+    aborted: bool = False,
+    end_reason: str = "",
+    completeness: float = 1.0,
+    gaps: int = 0,
+    sensor_types: dict[str, str] | None = None,
+) -> CycleData:
+    """The :class:`CycleData` of a recorded cycle (good-quality samples only)."""
+    sensors = {}
+    for s in recording.series:
+        good = s.qualities() >= 192
+        if s.n and good.any():
+            sensors[s.sensor_id] = (s.timestamps()[good], s.values[good].astype(np.float64))
+    return CycleData(
+        stream_id=recording.stream_id,
+        cycle_id=cycle_id,
+        start_ns=start_ns,
+        end_ns=end_ns,
+        sensors=sensors,
+        aborted=aborted,
+        end_reason=end_reason,
+        completeness=completeness,
+        gaps=gaps,
+        sensor_types=sensor_types or {},
     )

@@ -1,0 +1,164 @@
+"""The analysis service's outside systems: recordings (object store), references and results
+(PostgreSQL), the stream registry (KV) and the analysis subject."""
+
+from __future__ import annotations
+
+import psycopg
+from nats.js import JetStreamContext
+from nats.js.kv import KeyValue
+from nats.js.object_store import ObjectStore
+from psycopg_pool import AsyncConnectionPool
+
+from schemas import subjects
+from schemas.frames import Frame, unpack
+from schemas.messages import AnalysisCompleted
+from services.analysis.logic import Reference, reference_from_bytes, reference_to_bytes
+from services.common.consumer import BadMessage, TransientError
+from services.common.streams import lookup
+
+
+class RecordingStore:
+    def __init__(self, store: ObjectStore) -> None:
+        self.store = store
+
+    async def get(self, name: str) -> Frame:
+        try:
+            result = await self.store.get(name)
+        except Exception as exc:  # nats-py raises several types for a missing object
+            raise BadMessage(
+                "recording", f"recording {name!r} is not in the object store: {exc}"
+            ) from exc
+        return unpack(result.data or b"")
+
+
+class Registry:
+    def __init__(self, kv: KeyValue) -> None:
+        self.kv = kv
+
+    async def sensors(self, stream_id: str) -> tuple[dict[str, str], dict[str, str]]:
+        """Sensor types and units of a registered stream (empty when unregistered)."""
+        record = await lookup(self.kv, stream_id)
+        if record is None:
+            return {}, {}
+        return {s.id: s.type for s in record.sensors}, {s.id: s.unit for s in record.sensors}
+
+
+def _transient(exc: Exception) -> TransientError:
+    return TransientError(f"PostgreSQL: {exc}")
+
+
+class References:
+    """Versioned references in ``live_references`` (one active per stream)."""
+
+    def __init__(self, pool: AsyncConnectionPool) -> None:
+        self.pool = pool
+
+    async def active(self, stream_id: str) -> Reference | None:
+        try:
+            async with self.pool.connection() as conn:
+                cur = await conn.execute(
+                    "SELECT data FROM live_references WHERE stream_id = %s AND active", (stream_id,)
+                )
+                row = await cur.fetchone()
+        except (psycopg.OperationalError, TimeoutError) as exc:
+            raise _transient(exc) from exc
+        return reference_from_bytes(row[0]) if row else None
+
+    async def save(
+        self, reference: Reference, source_cycles: list[str], *, activate: bool, description: str
+    ) -> int:
+        """Store ``reference`` as the stream's next version; returns the version."""
+        try:
+            async with self.pool.connection() as conn, conn.transaction():
+                await conn.execute(
+                    "SELECT pg_advisory_xact_lock(hashtext(%s))", (reference.stream_id,)
+                )
+                cur = await conn.execute(
+                    "SELECT coalesce(max(version), 0) + 1 FROM live_references"
+                    " WHERE stream_id = %s",
+                    (reference.stream_id,),
+                )
+                row = await cur.fetchone()
+                version = int(row[0]) if row else 1
+                versioned = Reference(
+                    reference.stream_id, version, reference.duration_s, reference.sensors
+                )
+                if activate:
+                    await conn.execute(
+                        "UPDATE live_references SET active = false WHERE stream_id = %s AND active",
+                        (reference.stream_id,),
+                    )
+                await conn.execute(
+                    "INSERT INTO live_references (stream_id, version, active, source_cycles,"
+                    " n_points, duration_s, description, data)"
+                    " VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
+                    (
+                        reference.stream_id,
+                        version,
+                        activate,
+                        source_cycles,
+                        versioned.n_points,
+                        versioned.duration_s,
+                        description,
+                        reference_to_bytes(versioned),
+                    ),
+                )
+        except (psycopg.OperationalError, TimeoutError) as exc:
+            raise _transient(exc) from exc
+        return version
+
+    async def completed_cycles(self, stream_id: str, limit: int) -> list[tuple[str, str, int, int]]:
+        """(cycle_id, recording, start ns, end ns) of the stream's first completed cycles."""
+        try:
+            async with self.pool.connection() as conn:
+                cur = await conn.execute(
+                    "SELECT cycle_id, recording, started_at, ended_at FROM live_cycles"
+                    " WHERE stream_id = %s"
+                    " AND state = 'completed' AND recording IS NOT NULL"
+                    " ORDER BY started_at LIMIT %s",
+                    (stream_id, limit),
+                )
+                return [
+                    (r[0], r[1], round(r[2].timestamp() * 1e9), round(r[3].timestamp() * 1e9))
+                    for r in await cur.fetchall()
+                ]
+        except (psycopg.OperationalError, TimeoutError) as exc:
+            raise _transient(exc) from exc
+
+
+class Results:
+    """Analyses on the bus and in ``live_deviations`` (idempotent per cycle and version)."""
+
+    def __init__(self, js: JetStreamContext, pool: AsyncConnectionPool) -> None:
+        self.js = js
+        self.pool = pool
+
+    async def store(self, result: AnalysisCompleted) -> None:
+        version = result.reference_version or 0
+        try:
+            async with self.pool.connection() as conn:
+                await conn.execute(
+                    "INSERT INTO live_deviations (cycle_id, reference_version, stream_id,"
+                    " health_score, risk_class, result) VALUES (%s, %s, %s, %s, %s, %s::jsonb)"
+                    " ON CONFLICT (cycle_id, reference_version) DO UPDATE SET"
+                    " health_score = EXCLUDED.health_score, risk_class = EXCLUDED.risk_class,"
+                    " result = EXCLUDED.result",
+                    (
+                        result.cycle_id,
+                        version,
+                        result.stream_id,
+                        result.health_score,
+                        result.risk_class,
+                        result.model_dump_json(),
+                    ),
+                )
+        except (psycopg.OperationalError, TimeoutError) as exc:
+            raise _transient(exc) from exc
+        await self.js.publish(
+            subjects.analysis(result.stream_id),
+            result.model_dump_json().encode(),
+            headers={
+                subjects.HEADER_CONTENT_TYPE: "application/json",
+                subjects.HEADER_MSG_ID: f"{result.cycle_id}:{version}",
+            },
+        )
