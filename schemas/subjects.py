@@ -70,6 +70,16 @@ def alerts(stream_id: str, severity: str) -> str:
     return f"{PREFIX}.alerts.{check_stream_id(stream_id)}.{severity}"
 
 
+REFERENCE_OPS: Final = ("create", "activate", "dry_run", "list", "get")
+
+
+def references(stream_id: str, op: str) -> str:
+    """Request-reply subject of reference management (answered by the analysis service)."""
+    if op not in REFERENCE_OPS:
+        raise ValueError(f"reference operation {op!r} is not one of {REFERENCE_OPS}")
+    return f"{PREFIX}.references.{check_stream_id(stream_id)}.{op}"
+
+
 def dead_letter(service: str) -> str:
     """Subject on which ``service`` parks messages it cannot process."""
     return f"{PREFIX}.dlq.{service}"

@@ -18,6 +18,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
+from nats.js.errors import KeyWrongLastSequenceError
+
+from schemas import subjects
+from schemas.messages import CycleConfig
 from services.common.bus import init_bus
 from services.common.config import CommonSettings
 from services.common.db import migrate
@@ -132,6 +136,14 @@ class Stack:
         common = CommonSettings(nats_url=self.nats.url, database_url=self.pg.url)
         bus = await open_bus(common, "vertac-run")
         await init_bus(bus.js, common)
+        if self.options.simulate:
+            # the simulated machine has a digital cycle_active input: cycles start and stop on it
+            kv = await bus.js.key_value(subjects.KV_CYCLE_CONFIG)
+            demo = CycleConfig(
+                trigger="signal", signal_sensor="cycle_active", start_above=0.5, stop_below=0.5
+            )
+            with contextlib.suppress(KeyWrongLastSequenceError):
+                await kv.create("sim-01", demo.model_dump_json().encode())
         await bus.close()
 
     def start(self) -> None:

@@ -118,12 +118,24 @@ class Running:
         self.tasks.append(task)
         return task
 
+    def failures(self) -> list[BaseException]:
+        return [
+            t.exception()  # type: ignore[misc]
+            for t in self.tasks
+            if t.done() and not t.cancelled() and t.exception() is not None
+        ]
+
     async def close(self) -> None:
         self.stop.set()
         with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(asyncio.gather(*self.tasks, return_exceptions=True), 15)
         for task in self.tasks:
             task.cancel()
+        failed = self.failures()
+        if failed:
+            raise AssertionError(
+                f"a service running in the test failed: {failed[0]!r}"
+            ) from failed[0]
 
 
 @pytest.fixture

@@ -3,6 +3,10 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, LiteralString
+
 import psycopg
 from nats.js import JetStreamContext
 from nats.js.kv import KeyValue
@@ -162,3 +166,106 @@ class Results:
                 subjects.HEADER_MSG_ID: f"{result.cycle_id}:{version}",
             },
         )
+
+
+@dataclass(frozen=True, slots=True)
+class StoredCycle:
+    cycle_id: str
+    recording: str
+    start_ns: int
+    end_ns: int
+    state: str
+    end_reason: str
+    completeness: float
+    gaps: int
+
+
+@dataclass(frozen=True, slots=True)
+class StoredReference:
+    stream_id: str
+    version: int
+    active: bool
+    source_cycles: list[str]
+    n_points: int
+    duration_s: float
+    description: str
+    created_at: datetime
+    data: bytes | None
+
+
+_CYCLES_BY_ID = (
+    "SELECT cycle_id, recording, started_at, ended_at, state, end_reason, completeness, gaps"
+    " FROM live_cycles WHERE stream_id = %s AND cycle_id = ANY(%s)"
+    " AND recording IS NOT NULL AND ended_at IS NOT NULL"
+)
+_RECENT_CYCLES = (
+    "SELECT cycle_id, recording, started_at, ended_at, state, end_reason, completeness, gaps"
+    " FROM live_cycles WHERE stream_id = %s AND recording IS NOT NULL AND ended_at IS NOT NULL"
+    " ORDER BY started_at DESC LIMIT %s"
+)
+_REFERENCES = (
+    "SELECT stream_id, version, active, source_cycles, n_points, duration_s, description,"
+    " created_at, CASE WHEN %s THEN data END FROM live_references"
+    " WHERE stream_id = %s AND (%s::int IS NULL OR version = %s::int) ORDER BY version"
+)
+
+
+def _stored_cycle(r: tuple[Any, ...]) -> StoredCycle:
+    return StoredCycle(
+        r[0], r[1], round(r[2].timestamp() * 1e9), round(r[3].timestamp() * 1e9), r[4], r[5],
+        float(r[6]), int(r[7]),
+    )  # fmt: skip
+
+
+class Catalogue:
+    """Reads and small writes behind reference management."""
+
+    def __init__(self, pool: AsyncConnectionPool) -> None:
+        self.pool = pool
+
+    async def _rows(self, sql: LiteralString, params: tuple[Any, ...]) -> list[tuple[Any, ...]]:
+        try:
+            async with self.pool.connection() as conn:
+                cur = await conn.execute(sql, params)
+                return list(await cur.fetchall())
+        except (psycopg.OperationalError, TimeoutError) as exc:
+            raise _transient(exc) from exc
+
+    async def cycles(self, stream_id: str, cycle_ids: list[str]) -> list[StoredCycle]:
+        rows = await self._rows(_CYCLES_BY_ID, (stream_id, cycle_ids))
+        return [_stored_cycle(r) for r in rows]
+
+    async def recent(self, stream_id: str, limit: int) -> list[StoredCycle]:
+        rows = await self._rows(_RECENT_CYCLES, (stream_id, limit))
+        return [_stored_cycle(r) for r in rows]
+
+    async def references(
+        self, stream_id: str, version: int | None = None, *, with_data: bool = False
+    ) -> list[StoredReference]:
+        rows = await self._rows(_REFERENCES, (with_data, stream_id, version, version))
+        return [
+            StoredReference(r[0], r[1], r[2], list(r[3]), r[4], r[5], r[6], r[7], r[8])
+            for r in rows
+        ]
+
+    async def activate(self, stream_id: str, version: int) -> bool:
+        try:
+            async with self.pool.connection() as conn, conn.transaction():
+                cur = await conn.execute(
+                    "SELECT 1 FROM live_references WHERE stream_id = %s AND version = %s",
+                    (stream_id, version),
+                )
+                if await cur.fetchone() is None:
+                    return False
+                await conn.execute(
+                    "UPDATE live_references SET active = false WHERE stream_id = %s AND active",
+                    (stream_id,),
+                )
+                await conn.execute(
+                    "UPDATE live_references SET active = true"
+                    " WHERE stream_id = %s AND version = %s",
+                    (stream_id, version),
+                )
+        except (psycopg.OperationalError, TimeoutError) as exc:
+            raise _transient(exc) from exc
+        return True

@@ -5,12 +5,14 @@ from __future__ import annotations
 import asyncio
 import logging
 
+from nats.aio.msg import Msg
+
 from schemas import subjects
-from schemas.messages import CycleStateChanged
-from services.analysis.adapters import RecordingStore, References, Registry, Results
+from schemas.messages import CycleStateChanged, ErrorBody
+from services.analysis.adapters import Catalogue, RecordingStore, References, Registry, Results
 from services.analysis.config import Settings
 from services.analysis.dtw import warm_up
-from services.analysis.handlers import AnalyseCycles
+from services.analysis.handlers import AnalyseCycles, ReferenceService
 from services.analysis.logic import Params
 from services.common.config import CommonSettings
 from services.common.consumer import DurableConsumer
@@ -42,15 +44,36 @@ async def serve(settings: Settings, common: CommonSettings, stop: asyncio.Event)
         name=SERVICE,
         migrate_first=common.auto_migrate,
     )
+    recordings = RecordingStore(await bus.js.object_store(subjects.OBJ_CYCLES))
+    registry = Registry(await bus.js.key_value(subjects.KV_STREAMS))
+    references = References(pool)
     handler = AnalyseCycles(
-        RecordingStore(await bus.js.object_store(subjects.OBJ_CYCLES)),
-        References(pool),
-        Registry(await bus.js.key_value(subjects.KV_STREAMS)),
+        recordings,
+        references,
+        registry,
         Results(bus.js, pool),
         params_of(settings),
         settings.n_points,
         settings.auto_reference_cycles,
     )
+    service = ReferenceService(
+        Catalogue(pool), references, recordings, registry, params_of(settings), settings.n_points
+    )
+
+    async def on_request(msg: Msg) -> None:
+        op = msg.subject.rsplit(".", 1)[-1]
+        try:
+            status, body = await service.handle(op, msg.data)
+        except Exception as exc:  # a request must always get an answer; the cause is logged
+            log.exception("reference request failed", extra={"subject": msg.subject})
+            status, body = (
+                503,
+                ErrorBody(error=f"analysis could not answer: {exc}").model_dump_json().encode(),
+            )
+        if msg.reply:
+            await bus.nc.publish(msg.reply, body, headers={"Vertac-Status": str(status)})
+
+    await bus.nc.subscribe(f"{subjects.PREFIX}.references.*.*", queue=SERVICE, cb=on_request)
     consumer = DurableConsumer(
         bus.js,
         service=SERVICE,

@@ -4,9 +4,32 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from typing import Any
 
-from schemas.messages import CycleStateChanged
-from services.analysis.adapters import RecordingStore, References, Registry, Results
+from pydantic import BaseModel, ValidationError
+
+from schemas.messages import (
+    ActivateReference,
+    CreateReference,
+    CycleStateChanged,
+    DryRunCycle,
+    DryRunReference,
+    DryRunResult,
+    ErrorBody,
+    ErrorDetail,
+    ListReferences,
+    ReferenceInfo,
+    ReferenceSensor,
+)
+from services.analysis.adapters import (
+    Catalogue,
+    RecordingStore,
+    References,
+    Registry,
+    Results,
+    StoredCycle,
+    StoredReference,
+)
 from services.analysis.logic import (
     CycleData,
     Params,
@@ -14,6 +37,7 @@ from services.analysis.logic import (
     analyse,
     build_reference,
     cycle_from_recording,
+    reference_from_bytes,
 )
 from services.common.consumer import Delivery
 
@@ -132,3 +156,204 @@ class AnalyseCycles:
         if event.cycle_id in ids:
             return None  # a cycle that makes up the reference is not compared with itself
         return await self.references.active(event.stream_id)
+
+
+class RequestError(Exception):
+    """A reference request that cannot be served; ``status`` is the HTTP-like code."""
+
+    def __init__(self, status: int, message: str, field: str = "") -> None:
+        super().__init__(message)
+        self.status, self.message, self.field = status, message, field
+
+
+class ReferenceService:
+    """Answers ``vertac.references.<stream_id>.<op>`` requests."""
+
+    def __init__(
+        self,
+        catalogue: Catalogue,
+        references: References,
+        recordings: RecordingStore,
+        registry: Registry,
+        params: Params,
+        n_points: int,
+    ) -> None:
+        self.catalogue = catalogue
+        self.references = references
+        self.recordings = recordings
+        self.registry = registry
+        self.params = params
+        self.n_points = n_points
+
+    async def _cycles(self, stream_id: str, cycle_ids: list[str]) -> list[CycleData]:
+        found = {c.cycle_id: c for c in await self.catalogue.cycles(stream_id, cycle_ids)}
+        missing = [c for c in cycle_ids if c not in found]
+        if missing:
+            raise RequestError(
+                404, f"no recorded cycle {', '.join(missing)} on {stream_id}", "cycle_ids"
+            )
+        not_good = [c for c in cycle_ids if found[c].state != "completed"]
+        if not_good:
+            raise RequestError(
+                422, f"only completed cycles make a reference: {', '.join(not_good)}", "cycle_ids"
+            )
+        types, _ = await self.registry.sensors(stream_id)
+        return [await self._load(found[c], types) for c in cycle_ids]
+
+    async def _load(self, c: StoredCycle, types: dict[str, str]) -> CycleData:
+        return cycle_from_recording(
+            await self.recordings.get(c.recording),
+            cycle_id=c.cycle_id,
+            start_ns=c.start_ns,
+            end_ns=c.end_ns,
+            aborted=c.state == "aborted",
+            end_reason=c.end_reason,
+            completeness=c.completeness,
+            gaps=c.gaps,
+            sensor_types=types,
+        )
+
+    async def _build(self, stream_id: str, cycle_ids: list[str]) -> Reference:
+        cycles = await self._cycles(stream_id, cycle_ids)
+        _, units = await self.registry.sensors(stream_id)
+        try:
+            return await asyncio.to_thread(
+                build_reference,
+                cycles,
+                version=0,
+                n_points=self.n_points,
+                params=self.params,
+                units=units,
+            )
+        except ValueError as exc:
+            raise RequestError(422, str(exc), "cycle_ids") from exc
+
+    def _info(self, stored: StoredReference, *, curves: bool) -> ReferenceInfo:
+        ref = reference_from_bytes(stored.data) if stored.data is not None else None
+        return ReferenceInfo(
+            stream_id=stored.stream_id,
+            reference_version=stored.version,
+            active=stored.active,
+            source_cycles=stored.source_cycles,
+            n_points=stored.n_points,
+            duration_s=stored.duration_s,
+            description=stored.description,
+            created_at=stored.created_at,
+            sensors=sorted(ref.sensors) if ref else [],
+            curves=[
+                ReferenceSensor(
+                    sensor_id=r.sensor_id,
+                    sensor_type=r.sensor_type,
+                    unit=r.unit,
+                    mean=r.mean.tolist(),
+                    lower=(r.mean - self.params.envelope_k * r.spread).tolist(),
+                    upper=(r.mean + self.params.envelope_k * r.spread).tolist(),
+                )
+                for r in ref.sensors.values()
+            ]
+            if ref is not None and curves
+            else None,
+        )
+
+    async def _one(self, stream_id: str, version: int, *, curves: bool) -> ReferenceInfo:
+        stored = await self.catalogue.references(stream_id, version, with_data=True)
+        if not stored:
+            raise RequestError(
+                404, f"{stream_id} has no reference version {version}", "reference_version"
+            )
+        return self._info(stored[0], curves=curves)
+
+    async def create(self, req: CreateReference) -> ReferenceInfo:
+        reference = await self._build(req.stream_id, req.cycle_ids)
+        version = await self.references.save(
+            reference, req.cycle_ids, activate=req.activate, description=req.description
+        )
+        return await self._one(req.stream_id, version, curves=False)
+
+    async def activate(self, req: ActivateReference) -> ReferenceInfo:
+        if not await self.catalogue.activate(req.stream_id, req.reference_version):
+            raise RequestError(
+                404,
+                f"{req.stream_id} has no reference version {req.reference_version}",
+                "reference_version",
+            )
+        return await self._one(req.stream_id, req.reference_version, curves=False)
+
+    async def list(self, req: ListReferences) -> list[ReferenceInfo]:
+        if req.reference_version is not None:
+            return [await self._one(req.stream_id, req.reference_version, curves=True)]
+        return [
+            self._info(r, curves=False)
+            for r in await self.catalogue.references(req.stream_id, with_data=True)
+        ]
+
+    async def dry_run(self, req: DryRunReference) -> DryRunResult:
+        if req.reference_version is not None:
+            stored = await self.catalogue.references(
+                req.stream_id, req.reference_version, with_data=True
+            )
+            if not stored or stored[0].data is None:
+                raise RequestError(
+                    404,
+                    f"{req.stream_id} has no reference version {req.reference_version}",
+                    "reference_version",
+                )
+            candidate = reference_from_bytes(stored[0].data)
+            name = f"version {req.reference_version}"
+        else:
+            candidate = await self._build(req.stream_id, req.cycle_ids)
+            name = f"made from {len(req.cycle_ids)} cycles"
+        types, _ = await self.registry.sensors(req.stream_id)
+        results = []
+        for stored_cycle in await self.catalogue.recent(req.stream_id, req.last_n):
+            cycle = await self._load(stored_cycle, types)
+            result = await asyncio.to_thread(analyse, cycle, candidate, self.params)
+            results.append(
+                DryRunCycle(
+                    cycle_id=cycle.cycle_id,
+                    health_score=result.health_score,
+                    risk_class=result.risk_class,
+                    top_sensor=result.sensors[0].sensor_id if result.sensors else None,
+                )
+            )
+        scores = [r.health_score for r in results]
+        return DryRunResult(
+            stream_id=req.stream_id,
+            candidate=name,
+            cycles=results,
+            mean_score=sum(scores) / len(scores) if scores else None,
+            alerts=sum(1 for s in scores if s < req.alert_below),
+        )
+
+    async def handle(self, op: str, data: bytes) -> tuple[int, bytes]:
+        """Serve one request; returns a status code and a JSON body."""
+        models: dict[str, type[BaseModel]] = {
+            "create": CreateReference,
+            "activate": ActivateReference,
+            "dry_run": DryRunReference,
+            "list": ListReferences,
+            "get": ListReferences,
+        }
+        if op not in models:
+            return 404, ErrorBody(
+                error=f"unknown reference operation {op!r}"
+            ).model_dump_json().encode()
+        try:
+            req = models[op].model_validate_json(data)
+            answer: Any = await getattr(self, "list" if op == "get" else op)(req)
+        except ValidationError as exc:
+            details = [
+                ErrorDetail(field=".".join(str(p) for p in e["loc"]), message=e["msg"])
+                for e in exc.errors()
+            ]
+            return 422, ErrorBody(
+                error="request is not valid", details=details
+            ).model_dump_json().encode()
+        except RequestError as exc:
+            details = [ErrorDetail(field=exc.field, message=exc.message)] if exc.field else []
+            return exc.status, ErrorBody(
+                error=exc.message, details=details
+            ).model_dump_json().encode()
+        if isinstance(answer, list):
+            return 200, ("[" + ",".join(a.model_dump_json() for a in answer) + "]").encode()
+        return 200, answer.model_dump_json().encode()

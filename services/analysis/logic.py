@@ -40,6 +40,8 @@ from services.analysis.dtw import dtw_distance, dtw_path
 Array = npt.NDArray[np.float64]
 NS = 1_000_000_000
 SLOW_TYPES = frozenset({"temperature", "humidity", "level"})
+# status inputs (a cycle-active bit, a step counter) tell the machine's state, not its health
+STATUS_TYPES = frozenset({"digital", "status", "counter", "state"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,6 +95,7 @@ class CycleData:
     completeness: float = 1.0
     gaps: int = 0
     sensor_types: dict[str, str] = field(default_factory=dict)
+    boundary_jitter_s: float = 0.0  # how far start and end may sit off (trigger resolution)
 
     @property
     def duration_s(self) -> float:
@@ -182,11 +185,23 @@ def build_reference(
     if not cycles:
         raise ValueError("a reference needs at least one cycle")
     duration = float(np.median([c.duration_s for c in cycles]))
+    # cycle boundaries wobble by a trigger sample or so; where the signal is steep that alone
+    # moves values a lot, so the envelope is widened by slope x the boundary jitter
+    jitter_s = float(
+        np.hypot(
+            np.std([c.duration_s for c in cycles], ddof=1) if len(cycles) > 1 else 0.0,
+            float(np.median([c.boundary_jitter_s for c in cycles])),
+        )
+    )
     radius = max(1, round(params.band_share * n_points))
-    common = set.intersection(*(set(c.sensors) for c in cycles))
-    if not common:
-        raise ValueError("the chosen cycles share no sensor")
     types = {k: v for c in cycles for k, v in c.sensor_types.items()}
+    common = {
+        sid
+        for sid in set.intersection(*(set(c.sensors) for c in cycles))
+        if types.get(sid, "generic") not in STATUS_TYPES
+    }
+    if not common:
+        raise ValueError("the chosen cycles share no process sensor")
     sensors = {}
     for sensor_id in sorted(common):
         series = [
@@ -210,6 +225,8 @@ def build_reference(
         else:
             spread = np.full(n_points, np.sqrt(noise**2 + floor**2))
             level_spread = 0.0
+        slope = np.gradient(mean) * (n_points - 1) / max(duration, 1e-9)  # unit per second
+        spread = np.sqrt(spread**2 + (slope * jitter_s) ** 2)
         sensor_type = types.get(sensor_id, "generic")
         if sensor_type in SLOW_TYPES:
             # differences below a slow sensor's accuracy say nothing about the machine
@@ -561,12 +578,15 @@ def cycle_from_recording(
     gaps: int = 0,
     sensor_types: dict[str, str] | None = None,
 ) -> CycleData:
-    """The :class:`CycleData` of a recorded cycle (good-quality samples only)."""
+    """The :class:`CycleData` of a recorded cycle (good-quality samples only). Its boundaries came
+    from a sampled trigger, so they are uncertain by about half the finest sampling period."""
     sensors = {}
     for s in recording.series:
         good = s.qualities() >= 192
         if s.n and good.any():
             sensors[s.sensor_id] = (s.timestamps()[good], s.values[good].astype(np.float64))
+    intervals = [float(np.median(np.diff(t))) for t, _ in sensors.values() if len(t) > 1]
+    finest = min(intervals) if intervals else 0.0
     return CycleData(
         stream_id=recording.stream_id,
         cycle_id=cycle_id,
@@ -578,4 +598,5 @@ def cycle_from_recording(
         completeness=completeness,
         gaps=gaps,
         sensor_types=sensor_types or {},
+        boundary_jitter_s=0.5 * finest / NS,
     )

@@ -5,16 +5,24 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 import psycopg
 from nats.js.api import PubAck
-from nats.js.errors import KeyNotFoundError, NoKeysError, NotFoundError
+from nats.js.errors import KeyNotFoundError, NoKeysError, NotFoundError, ObjectNotFoundError
 from nats.js.kv import KeyValue
+from nats.js.object_store import ObjectStore
 from psycopg_pool import AsyncConnectionPool
 
 from schemas import subjects
-from schemas.frames import CONTENT_TYPE_BINARY, Frame, encode_binary
-from schemas.messages import CycleCommand
+from schemas.frames import CONTENT_TYPE_BINARY, Frame, encode_binary, unpack
+from schemas.messages import (
+    AnalysisCompleted,
+    CycleCommand,
+    CycleConfig,
+    CycleDetail,
+    CycleSummary,
+)
 from services.common.runtime import Bus
 
 
@@ -30,12 +38,20 @@ class BusPort:
     """What the gateway does on the bus."""
 
     def __init__(
-        self, bus: Bus, kv_streams: KeyValue, kv_seq: KeyValue, kv_state: KeyValue
+        self,
+        bus: Bus,
+        kv_streams: KeyValue,
+        kv_seq: KeyValue,
+        kv_state: KeyValue,
+        kv_config: KeyValue,
+        recordings: ObjectStore,
     ) -> None:
         self.bus = bus
         self.kv_streams = kv_streams
         self.kv_seq = kv_seq
         self.kv_state = kv_state
+        self.kv_config = kv_config
+        self.recordings = recordings
 
     @classmethod
     async def open(cls, bus: Bus) -> BusPort:
@@ -44,7 +60,31 @@ class BusPort:
             await bus.js.key_value(subjects.KV_STREAMS),
             await bus.js.key_value(subjects.KV_SEQ),
             await bus.js.key_value(subjects.KV_CYCLE_STATE),
+            await bus.js.key_value(subjects.KV_CYCLE_CONFIG),
+            await bus.js.object_store(subjects.OBJ_CYCLES),
         )
+
+    async def cycle_config(self, stream_id: str) -> CycleConfig:
+        try:
+            entry = await self.kv_config.get(stream_id)
+        except (KeyNotFoundError, NotFoundError):
+            return CycleConfig()
+        return CycleConfig.model_validate_json(entry.value or b"{}")
+
+    async def set_cycle_config(self, stream_id: str, config: CycleConfig) -> None:
+        await self.kv_config.put(stream_id, config.model_dump_json().encode())
+
+    async def recording(self, name: str) -> Frame | None:
+        try:
+            result = await self.recordings.get(name)
+        except (NotFoundError, ObjectNotFoundError):
+            return None
+        return unpack(result.data or b"")
+
+    async def reference_request(self, stream_id: str, op: str, body: bytes) -> tuple[int, bytes]:
+        """Ask the analysis service; (status, JSON body)."""
+        reply = await self.bus.nc.request(subjects.references(stream_id, op), body, timeout=120)
+        return int((reply.headers or {}).get("Vertac-Status", "200")), reply.data
 
     async def publish_frame(self, frame: Frame, msg_id: str) -> PubAck:
         return await self.bus.js.publish(
@@ -117,3 +157,68 @@ class Database:
         except (psycopg.Error, TimeoutError) as exc:
             return f"error: {exc}"
         return "ok"
+
+
+_CYCLE_LIST = """
+SELECT c.cycle_id, c.stream_id, c.cycle_no, c.state, c.started_at, c.ended_at, c.duration_s,
+       c.end_reason, c.samples, c.frames, c.gaps, c.completeness,
+       d.health_score, d.risk_class, d.reference_version
+FROM live_cycles c
+LEFT JOIN LATERAL (
+    SELECT health_score, risk_class, reference_version FROM live_deviations
+    WHERE cycle_id = c.cycle_id ORDER BY created_at DESC LIMIT 1
+) d ON true
+WHERE c.stream_id = %s ORDER BY c.started_at DESC LIMIT %s
+"""
+_CYCLE_ONE = """
+SELECT c.cycle_id, c.stream_id, c.cycle_no, c.state, c.started_at, c.ended_at, c.duration_s,
+       c.end_reason, c.samples, c.frames, c.gaps, c.completeness,
+       d.health_score, d.risk_class, d.reference_version, d.result, c.recording
+FROM live_cycles c
+LEFT JOIN LATERAL (
+    SELECT health_score, risk_class, reference_version, result FROM live_deviations
+    WHERE cycle_id = c.cycle_id ORDER BY created_at DESC LIMIT 1
+) d ON true
+WHERE c.cycle_id = %s
+"""
+
+
+def _summary(r: tuple[Any, ...]) -> CycleSummary:
+    return CycleSummary(
+        cycle_id=r[0],
+        stream_id=r[1],
+        cycle_no=r[2],
+        state=r[3],
+        started_at=r[4],
+        ended_at=r[5],
+        duration_s=r[6],
+        end_reason=r[7],
+        samples=r[8] or {},
+        frames=r[9],
+        gaps=r[10],
+        completeness=r[11],
+        health_score=r[12],
+        risk_class=r[13],
+        reference_version=r[14],
+    )
+
+
+class CycleQueries:
+    """Cycles and their analyses, read for the REST API."""
+
+    def __init__(self, pool: AsyncConnectionPool) -> None:
+        self.pool = pool
+
+    async def list(self, stream_id: str, limit: int) -> list[CycleSummary]:
+        async with self.pool.connection() as conn:
+            cur = await conn.execute(_CYCLE_LIST, (stream_id, limit))
+            return [_summary(r) for r in await cur.fetchall()]
+
+    async def one(self, cycle_id: str) -> tuple[CycleDetail, str | None] | None:
+        async with self.pool.connection() as conn:
+            cur = await conn.execute(_CYCLE_ONE, (cycle_id,))
+            r = await cur.fetchone()
+        if r is None:
+            return None
+        analysis = AnalysisCompleted.model_validate(r[15]) if r[15] else None
+        return CycleDetail(cycle=_summary(r), analysis=analysis), r[16]

@@ -18,7 +18,7 @@ import nats.errors
 import uvicorn
 from fastapi import FastAPI, HTTPException, Query, Request, WebSocket, WebSocketDisconnect
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse, Response
 from nats.aio.msg import Msg
 from prometheus_client import CONTENT_TYPE_LATEST, Gauge, generate_latest
 from pydantic import ValidationError
@@ -27,16 +27,27 @@ from schemas import subjects
 from schemas.asyncapi import document as asyncapi_document
 from schemas.frames import FrameError, decode
 from schemas.messages import (
+    ActivateReference,
     AnalysisCompleted,
     BatchAccepted,
     BatchRequest,
     BufferStatus,
     CommandAccepted,
+    CreateReference,
     CycleCommand,
+    CycleConfig,
+    CycleDetail,
     CycleStateChanged,
+    CycleSummary,
+    DryRunBody,
+    DryRunReference,
+    DryRunResult,
     ErrorBody,
     ErrorDetail,
     HealthStatus,
+    ListReferences,
+    NewReferenceBody,
+    ReferenceInfo,
     RegisterResponse,
     StreamRegistered,
     StreamRegistration,
@@ -56,9 +67,15 @@ from services.common.db import open_pool
 from services.common.metrics import Metrics
 from services.common.runtime import EXIT_UNREACHABLE, open_bus
 from services.common.streams import lookup, register, reserve_seq
-from services.gateway.adapters import BusPort, Database
+from services.gateway.adapters import BusPort, CycleQueries, Database
 from services.gateway.config import Settings
-from services.gateway.logic import Decimator, UnknownSensor, batch_to_frame
+from services.gateway.logic import (
+    Decimator,
+    UnknownSensor,
+    batch_to_frame,
+    recording_csv,
+    recording_json,
+)
 
 SERVICE = "gateway"
 STATIC = Path(__file__).parent / "static"
@@ -87,10 +104,18 @@ def valid_stream_id(stream_id: str, field: str = "stream_id") -> str:
 class Gateway:
     """State shared by the routes: adapters, settings and metrics."""
 
-    def __init__(self, settings: Settings, port: BusPort, db: Database, metrics: Metrics) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        port: BusPort,
+        db: Database,
+        cycles: CycleQueries,
+        metrics: Metrics,
+    ) -> None:
         self.settings = settings
         self.port = port
         self.db = db
+        self.cycles = cycles
         self.metrics = metrics
         self.ws_clients = Gauge(
             "vertac_websocket_clients", "Open WebSocket connections", registry=metrics.registry
@@ -131,7 +156,9 @@ def build_app(settings: Settings, common: CommonSettings) -> FastAPI:
             name=SERVICE,
             migrate_first=common.auto_migrate,
         )
-        app.state.gw = Gateway(settings, await BusPort.open(bus), Database(pool), Metrics(SERVICE))
+        app.state.gw = Gateway(
+            settings, await BusPort.open(bus), Database(pool), CycleQueries(pool), Metrics(SERVICE)
+        )
         app.state.bus = bus
         log.info("gateway ready", extra={"host": settings.host, "port": settings.port})
         try:
@@ -264,6 +291,117 @@ def build_app(settings: Settings, common: CommonSettings) -> FastAPI:
             last_seq=persisted.last_seq,
             last_sample_at=persisted.last_sample_at,
         )
+
+    @app.get("/api/live/stream/{stream_id}/cycle-config", response_model=CycleConfig)
+    async def get_cycle_config(stream_id: str, request: Request) -> CycleConfig:
+        """How cycles of this stream start and end (manual when never set)."""
+        valid_stream_id(stream_id)
+        return await gw(request).port.cycle_config(stream_id)
+
+    @app.put("/api/live/stream/{stream_id}/cycle-config", response_model=CycleConfig)
+    async def put_cycle_config(stream_id: str, body: CycleConfig, request: Request) -> CycleConfig:
+        """Set the cycle trigger and limits; the cycles service applies it from the next frame."""
+        g = gw(request)
+        record = await g.registered(valid_stream_id(stream_id))
+        if body.signal_sensor and body.signal_sensor not in {s.id for s in record.sensors}:
+            raise ApiError(
+                422, f"sensor {body.signal_sensor!r} is not registered", "body.signal_sensor"
+            )
+        await g.port.set_cycle_config(stream_id, body)
+        return body
+
+    @app.get("/api/live/stream/{stream_id}/cycles", response_model=list[CycleSummary])
+    async def list_cycles(
+        stream_id: str, request: Request, limit: Annotated[int, Query(ge=1, le=1000)] = 50
+    ) -> list[CycleSummary]:
+        """Recent cycles, newest first, with their health score."""
+        return await gw(request).cycles.list(valid_stream_id(stream_id), limit)
+
+    @app.get("/api/live/cycles/{cycle_id}", response_model=CycleDetail)
+    async def get_cycle(cycle_id: str, request: Request) -> CycleDetail:
+        """One cycle and its latest analysis."""
+        found = await gw(request).cycles.one(cycle_id)
+        if found is None:
+            raise ApiError(404, f"cycle {cycle_id!r} is unknown", "cycle_id")
+        return found[0]
+
+    @app.get("/api/live/cycles/{cycle_id}/samples", response_model=None)
+    async def cycle_samples(
+        cycle_id: str,
+        request: Request,
+        format: Annotated[str, Query(pattern="^(json|csv)$")] = "json",
+    ) -> Response:
+        """The recorded samples of a finished cycle, as JSON columns or CSV rows."""
+        g = gw(request)
+        found = await g.cycles.one(cycle_id)
+        if found is None:
+            raise ApiError(404, f"cycle {cycle_id!r} is unknown", "cycle_id")
+        name = found[1]
+        frame = await g.port.recording(name) if name else None
+        if frame is None:
+            raise ApiError(
+                409, f"cycle {cycle_id!r} has no recording yet (still running?)", "cycle_id"
+            )
+        if format == "csv":
+            return PlainTextResponse(
+                recording_csv(frame),
+                media_type="text/csv",
+                headers={"Content-Disposition": f'attachment; filename="{cycle_id}.csv"'},
+            )
+        return JSONResponse({"cycle_id": cycle_id, "sensors": recording_json(frame)})
+
+    async def ask_analysis(stream_id: str, op: str, body: bytes, request: Request) -> Response:
+        try:
+            status, data = await gw(request).port.reference_request(stream_id, op, body)
+        except nats.errors.NoRespondersError:
+            return error(503, "the analysis service is not running; start it and retry")
+        except nats.errors.TimeoutError:
+            return error(504, "the analysis service did not answer in time")
+        return Response(data, status_code=status, media_type="application/json")
+
+    @app.get("/api/live/stream/{stream_id}/references", response_model=list[ReferenceInfo])
+    async def list_references(stream_id: str, request: Request) -> Response:
+        """Every reference version of a stream."""
+        body = ListReferences(stream_id=valid_stream_id(stream_id)).model_dump_json().encode()
+        return await ask_analysis(stream_id, "list", body, request)
+
+    @app.get(
+        "/api/live/stream/{stream_id}/references/{version}", response_model=list[ReferenceInfo]
+    )
+    async def get_reference(stream_id: str, version: int, request: Request) -> Response:
+        """One reference version with its mean curves and envelopes."""
+        req = ListReferences(stream_id=valid_stream_id(stream_id), reference_version=version)
+        return await ask_analysis(stream_id, "get", req.model_dump_json().encode(), request)
+
+    @app.post(
+        "/api/live/stream/{stream_id}/references", status_code=201, response_model=ReferenceInfo
+    )
+    async def create_reference(
+        stream_id: str, body: NewReferenceBody, request: Request
+    ) -> Response:
+        """A new reference version from one or more good cycles (DTW barycenter + envelope)."""
+        req = CreateReference(stream_id=valid_stream_id(stream_id), **body.model_dump())
+        answer = await ask_analysis(stream_id, "create", req.model_dump_json().encode(), request)
+        if answer.status_code == 200:
+            answer.status_code = 201
+        return answer
+
+    @app.post(
+        "/api/live/stream/{stream_id}/references/{version}/activate", response_model=ReferenceInfo
+    )
+    async def activate_reference(stream_id: str, version: int, request: Request) -> Response:
+        """Make a reference version the one new cycles are compared with."""
+        req = ActivateReference(stream_id=valid_stream_id(stream_id), reference_version=version)
+        return await ask_analysis(stream_id, "activate", req.model_dump_json().encode(), request)
+
+    @app.post("/api/live/stream/{stream_id}/references/dry-run", response_model=DryRunResult)
+    async def dry_run_reference(stream_id: str, body: DryRunBody, request: Request) -> Response:
+        """Scores and alert count a candidate reference would have given the last cycles."""
+        try:
+            req = DryRunReference(stream_id=valid_stream_id(stream_id), **body.model_dump())
+        except ValidationError as exc:
+            raise ApiError(422, exc.errors()[0]["msg"], "body") from exc
+        return await ask_analysis(stream_id, "dry_run", req.model_dump_json().encode(), request)
 
     @app.get("/api/health", response_model=HealthStatus)
     async def health(request: Request) -> JSONResponse:

@@ -111,3 +111,33 @@ class Decimator:
         self._t.clear()
         self._v.clear()
         return WsSamples(stream_id=self.stream_id, seq=self._seq, sensors=traces)
+
+
+def recording_csv(frame: Frame) -> str:
+    """A recorded cycle as CSV, one row per sample: timestamp_ns, time (UTC), sensor, value,
+    quality. Built column-wise with numpy string operations."""
+    add = np.strings.add
+    parts = []
+    for s in frame.series:
+        if not s.n:
+            continue
+        ts = s.timestamps()
+        iso = np.datetime_as_string(ts.astype("datetime64[ns]"), unit="ms")
+        row = add(add(ts.astype(str), ","), add(iso, "Z,"))
+        row = add(add(row, s.sensor_id + ","), s.values.astype(np.float64).astype(str))
+        parts.append(add(add(row, ","), s.qualities().astype(str)))
+    body = "\n".join(np.concatenate(parts).tolist()) if parts else ""
+    return "timestamp_ns,time_utc,sensor_id,value,quality\n" + body + ("\n" if body else "")
+
+
+def recording_json(frame: Frame) -> dict[str, dict[str, list[float] | list[int]]]:
+    """A recorded cycle as JSON-ready columns per sensor."""
+    return {
+        s.sensor_id: {
+            "timestamps_ns": s.timestamps().tolist(),
+            "values": s.values.astype(np.float64).tolist(),
+            "quality": s.qualities().tolist(),
+        }
+        for s in frame.series
+        if s.n
+    }

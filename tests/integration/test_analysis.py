@@ -31,7 +31,9 @@ async def test_an_injected_fault_is_ranked_first_and_an_abort_is_marked(
 
     await bus.nc.subscribe(f"vertac.analysis.{stream_id}", cb=on_result)
     running.start(serve_cycles(CyclesSettings(metrics_port=0, tick_s=0.1), common, running.stop))
-    running.start(serve_analysis(AnalysisSettings(metrics_port=0, n_points=500), common, running.stop))
+    running.start(
+        serve_analysis(AnalysisSettings(metrics_port=0, n_points=500), common, running.stop)
+    )
     model = build_machine(stream_id=stream_id, sensors=6, rate_hz=100, cycle_s=4, active_signal=True,
                           faults=(Fault("pressure_2", "offset", 8.0, 4),))  # fmt: skip
     # cycles 0-2 make the reference, 3 is healthy, 4 has the fault, 5 is cut off by silence

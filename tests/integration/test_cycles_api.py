@@ -1,0 +1,103 @@
+"""REST for cycles and references, with gateway, cycles and analysis running on real servers."""
+
+from __future__ import annotations
+
+import csv
+import io
+
+import httpx
+import pytest
+
+from edge.run import SimulateOptions, simulate
+from edge.simulator import Fault, build_machine
+from services.analysis.app import serve as serve_analysis
+from services.analysis.config import Settings as AnalysisSettings
+from services.common.config import CommonSettings
+from services.cycles.app import serve as serve_cycles
+from services.cycles.config import Settings as CyclesSettings
+from tests.conftest import eventually
+
+pytestmark = pytest.mark.integration
+
+
+async def test_cycles_samples_and_references_over_rest(
+    gateway: str, bus, common: CommonSettings, running, stream_id: str
+) -> None:
+    running.start(serve_cycles(CyclesSettings(metrics_port=0, tick_s=0.1), common, running.stop))
+    running.start(serve_analysis(AnalysisSettings(metrics_port=0, n_points=400,
+                                                  auto_reference_cycles=0), common, running.stop))  # fmt: skip
+    model = build_machine(stream_id=stream_id, sensors=4, rate_hz=50, cycle_s=4, active_signal=True,
+                          faults=(Fault("flow_1", "offset", 6.0, 3),))  # fmt: skip
+    async with httpx.AsyncClient(base_url=gateway, timeout=60) as client:
+        r = await client.get(f"/api/live/stream/{stream_id}/cycle-config")
+        assert r.status_code == 200
+        assert r.json()["trigger"] == "manual"
+        await client.post("/api/live/register", json=model.registration().model_dump(mode="json"))
+        bad = {"trigger": "signal", "signal_sensor": "nope", "start_above": 0.5, "stop_below": 0.5}
+        r = await client.put(f"/api/live/stream/{stream_id}/cycle-config", json=bad)
+        assert r.status_code == 422
+        assert r.json()["details"][0]["field"] == "body.signal_sensor"
+        r = await client.put(f"/api/live/stream/{stream_id}/cycle-config",
+                             json={**bad, "signal_sensor": "cycle_active", "stop_below": 0.9})  # fmt: skip
+        assert r.status_code == 422  # hysteresis the wrong way round
+        r = await client.put(f"/api/live/stream/{stream_id}/cycle-config",
+                             json={**bad, "signal_sensor": "cycle_active"})  # fmt: skip
+        assert r.status_code == 200
+        await simulate(bus, model, SimulateOptions(speed=0, frames=170))  # 4 cycles, the 4th faulty
+
+        async def four() -> list | None:
+            rows = (await client.get(f"/api/live/stream/{stream_id}/cycles")).json()
+            done = [c for c in rows if c["state"] == "completed"]
+            return done if len(done) == 4 else None
+
+        cycles = list(reversed(await eventually(four, timeout=30)))
+        assert all(c["health_score"] is None for c in cycles)  # no reference yet
+        first = cycles[0]["cycle_id"]
+        r = await client.get(f"/api/live/cycles/{first}/samples", params={"format": "csv"})
+        assert r.status_code == 200
+        assert r.headers["content-type"].startswith("text/csv")
+        rows = list(csv.DictReader(io.StringIO(r.text)))
+        assert len(rows) == sum(cycles[0]["samples"].values())
+        assert {row["sensor_id"] for row in rows} == set(cycles[0]["samples"])
+        js = (await client.get(f"/api/live/cycles/{first}/samples")).json()
+        assert len(js["sensors"]["pressure_1"]["values"]) == cycles[0]["samples"]["pressure_1"]
+
+        async def analysis_ready() -> bool:
+            return (await client.get(f"/api/live/stream/{stream_id}/references")).status_code == 200
+
+        await eventually(analysis_ready)
+        body = {"cycle_ids": [c["cycle_id"] for c in cycles[:2]], "description": "first two"}
+        r = await client.post(f"/api/live/stream/{stream_id}/references", json=body)
+        assert r.status_code == 201, r.text
+        assert r.json()["reference_version"] == 1
+        assert r.json()["active"] is False
+        r = await client.post(f"/api/live/stream/{stream_id}/references/dry-run",
+                              json={"reference_version": 1, "last_n": 4, "alert_below": 60})  # fmt: skip
+        assert r.status_code == 200, r.text
+        dry = r.json()
+        scores = {c["cycle_id"]: c for c in dry["cycles"]}
+        assert scores[cycles[3]["cycle_id"]]["top_sensor"] == "flow_1"
+        assert scores[cycles[3]["cycle_id"]]["health_score"] < 60
+        assert scores[cycles[2]["cycle_id"]]["health_score"] > 85, scores[cycles[2]["cycle_id"]]
+        assert dry["alerts"] == 1
+        r = await client.post(f"/api/live/stream/{stream_id}/references/1/activate")
+        assert r.status_code == 200
+        assert r.json()["active"] is True
+        r = await client.get(f"/api/live/stream/{stream_id}/references/1")
+        (ref,) = r.json()
+        curve = next(c for c in ref["curves"] if c["sensor_id"] == "pressure_1")
+        assert len(curve["mean"]) == 400
+        assert all(
+            lo <= m <= hi
+            for lo, m, hi in zip(curve["lower"], curve["mean"], curve["upper"], strict=True)
+        )
+
+        r = await client.post(
+            f"/api/live/stream/{stream_id}/references", json={"cycle_ids": ["nope"]}
+        )
+        assert r.status_code == 404
+        assert r.json()["details"][0]["field"] == "cycle_ids"
+        r = await client.post(f"/api/live/stream/{stream_id}/references/dry-run", json={})
+        assert r.status_code == 422
+        r = await client.get("/api/live/cycles/unknown-cycle")
+        assert r.status_code == 404
