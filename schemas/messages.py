@@ -292,6 +292,11 @@ class CycleStateRecord(Contract):
     last_data_ns: int | None = None
     last_arrival_ns: int | None = None
     candidate_since_ns: int | None = Field(default=None, description="Debounce of the trigger.")
+    recent: list[tuple[int, int]] = Field(
+        default_factory=list,
+        description="(JetStream sequence, first sample ns) of the last frames, so a cycle started "
+        "by a command also records frames applied just before the command arrived.",
+    )
     frames: int = 0
     gaps: int = 0
     late_frames: int = 0

@@ -76,6 +76,11 @@ class FrameReader:
     def __init__(self, js: JetStreamContext) -> None:
         self.js = js
 
+    async def last_seq(self) -> int:
+        """The newest sequence number in the samples stream."""
+        info = await self.js.stream_info(subjects.SAMPLES.name)
+        return int(info.state.last_seq)
+
     async def between(self, stream_id: str, first_js_seq: int, last_js_seq: int) -> list[Frame]:
         config = ConsumerConfig(
             deliver_policy=DeliverPolicy.BY_START_SEQUENCE,

@@ -22,6 +22,7 @@ from services.cycles.adapters import (
     _dt,
 )
 from services.cycles.logic import (
+    END_OF_STREAM,
     NS,
     Ended,
     FrameInfo,
@@ -142,7 +143,10 @@ class CycleEngine:
                 await self._finish(before.stream_id, out)
 
     async def _finish(self, stream_id: str, ended: Ended) -> None:
-        frames = await self.reader.between(stream_id, ended.start_js_seq, ended.end_js_seq)
+        last = ended.end_js_seq
+        if last == END_OF_STREAM:
+            last = await self.reader.last_seq()
+        frames = await self.reader.between(stream_id, ended.start_js_seq, last)
         rec = record(stream_id, ended.cycle_no, ended.start_ns, ended.end_ns, frames)
         name = await self.recordings.put(ended.cycle_id, rec.frame)
         event = CycleStateChanged(

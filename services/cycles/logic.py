@@ -21,6 +21,8 @@ from schemas.frames import Frame, Series
 from schemas.messages import CycleConfig, CycleStateRecord
 
 NS = 1_000_000_000
+RECENT = 64  # frames remembered for command-started cycles
+END_OF_STREAM = 2**63 - 1  # record up to whatever the bus holds now (cut by time anyway)
 
 
 @dataclass(frozen=True, slots=True)
@@ -196,6 +198,7 @@ def on_frame(
         )
     state = state.model_copy(
         update={
+            "recent": [*state.recent[-(RECENT - 1) :], (frame.js_seq, frame.first_ns)],
             "last_js_seq": frame.js_seq,
             "last_seq": max(state.last_seq, frame.seq),
             "last_data_ns": max(state.last_data_ns or frame.last_ns, frame.last_ns),
@@ -272,11 +275,25 @@ def on_command(
 ) -> tuple[CycleStateRecord, list[Output]]:
     """Apply ``cycle_start``, ``cycle_stop`` or ``cycle_abort`` issued at ``at_ns``."""
     if command == "cycle_start":
+        out: list[Output] = []
+        if state.state == "stopping" and state.stop_at_ns is not None and at_ns >= state.stop_at_ns:
+            # the next cycle begins: the stopping one is complete, whatever data is still in flight
+            state, ended = _end(
+                state, cfg, state.stop_at_ns, END_OF_STREAM, state.stop_state, state.stop_reason
+            )
+            out.append(ended)
         if state.state != "idle":
             return state, [Ignored(f"cycle_start while {state.state} ({state.cycle_id})")]
-        # the frame that covers at_ns may already be applied: record from it on
-        new, started = _start(state, at_ns, max(state.last_js_seq, 1), reason or "start command")
-        return new.model_copy(update={"last_arrival_ns": now_ns}), [started]
+        # frames covering at_ns may already be applied: record from the last one starting before
+        before = [js for js, first in state.recent if first <= at_ns]
+        if before:
+            first_js = before[-1]
+        elif state.recent:
+            first_js = state.recent[0][0]
+        else:
+            first_js = state.last_js_seq + 1
+        new, started = _start(state, at_ns, max(first_js, 1), reason or "start command")
+        return new.model_copy(update={"last_arrival_ns": now_ns}), [*out, started]
     if command in ("cycle_stop", "cycle_abort"):
         if state.state != "running":
             return state, [Ignored(f"{command} while {state.state}")]

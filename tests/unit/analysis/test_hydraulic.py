@@ -8,22 +8,21 @@ import numpy as np
 import pytest
 
 from services.analysis.logic import analyse, build_reference
-from tests.hydraulic import SENSORS, load_rig
+from tests.hydraulic import UNITS, load_rig, rig_cycle
 
 
 @pytest.fixture(scope="module")
 def rig_and_reference():
     rig = load_rig()
     healthy = rig.rows(cooler=100, valve=100, pump=0, accumulator=130, stable=0)
-    units = {s: unit for s, (_, unit) in SENSORS.items()}
     reference = build_reference(
-        [rig.cycle(r) for r in healthy], version=1, n_points=60, units=units
+        [rig_cycle(rig, r) for r in healthy], version=1, n_points=60, units=UNITS
     )
     return rig, reference
 
 
 def scores(rig, reference, rows) -> list[float]:
-    return [analyse(rig.cycle(r), reference).health_score for r in rows]
+    return [analyse(rig_cycle(rig, r), reference).health_score for r in rows]
 
 
 def test_healthy_cycles_score_high_even_while_warming_up(rig_and_reference) -> None:
@@ -66,6 +65,8 @@ def test_scores_fall_as_a_component_degrades(rig_and_reference, component: str, 
 )
 def test_the_top_ranked_sensor_is_one_the_fault_moves(rig_and_reference, levels, moved) -> None:
     rig, reference = rig_and_reference
-    tops = Counter(analyse(rig.cycle(r), reference).sensors[0].sensor_id for r in rig.rows(*levels))
+    tops = Counter(
+        analyse(rig_cycle(rig, r), reference).sensors[0].sensor_id for r in rig.rows(*levels)
+    )
     share = sum(n for sensor, n in tops.items() if sensor in moved) / sum(tops.values())
     assert share >= 0.9, tops

@@ -175,3 +175,19 @@ def test_redelivered_messages_change_nothing_and_gaps_are_counted() -> None:
 def test_first_held(mask, carried, expected) -> None:
     t = np.arange(len(mask), dtype=np.int64) * 10
     assert first_held(t, np.asarray(mask, dtype=bool), carried, 20) == expected
+
+
+def test_a_start_while_stopping_completes_the_previous_cycle_first() -> None:
+    from services.cycles.logic import END_OF_STREAM
+
+    s = CycleStateRecord(stream_id="p")
+    s, _ = run(s, MANUAL, [frame(i) for i in range(3)])
+    s, _ = on_command(s, MANUAL, "cycle_start", 0, "", 0)
+    s, _ = on_command(s, MANUAL, "cycle_stop", 5 * NS, "", 0)  # its data has not arrived yet
+    s, out = on_command(s, MANUAL, "cycle_start", 5 * NS, "", 0)
+    ended, started = out
+    assert isinstance(ended, Ended)
+    assert (ended.end_ns, ended.end_js_seq) == (5 * NS, END_OF_STREAM)
+    assert isinstance(started, Started)
+    assert started.at_ns == 5 * NS
+    assert s.state == "running"
