@@ -185,6 +185,63 @@ def edge_simulate(
         raise fail(str(exc)) from exc
 
 
+@edge_app.command("replay-hydraulic")
+def edge_replay_hydraulic(
+    folder: Annotated[Path, typer.Option(help="Folder of the hydraulic-1hz data set.")],
+    rows: Annotated[
+        str, typer.Option(help="Rows to replay: 'all', 'healthy', or numbers like 0-9,893,900.")
+    ] = "all",
+    stream_id: Annotated[str, typer.Option()] = "hydraulic-rig",
+    speed: Annotated[
+        float, typer.Option(help="1 real time (61 s a cycle); 0 as fast as possible.")
+    ] = 0.0,
+) -> None:
+    """Replay cycles of the hydraulic test rig as a live stream (with a cycle_active input)."""
+    from edge.replay import DataSetError, load_hydraulic, replay_hydraulic
+    from services.common.runtime import open_bus
+
+    common = CommonSettings()
+    logs.setup("replay", common.log_level, common.log_json)
+    try:
+        data = load_hydraulic(folder)
+    except DataSetError as exc:
+        raise fail(str(exc)) from exc
+    try:
+        chosen = parse_rows(rows, data)
+    except ValueError as exc:
+        raise fail(f"--rows: {exc}") from exc
+
+    async def go() -> int:
+        bus = await open_bus(common, "vertac-replay")
+        try:
+            return await replay_hydraulic(bus, data, chosen, stream_id=stream_id, speed=speed)
+        finally:
+            await bus.close()
+
+    try:
+        sent = asyncio.run(go())
+    except ServerUnreachable as exc:
+        raise fail(str(exc)) from exc
+    typer.echo(f"replayed {len(chosen)} cycles in {sent} frames on stream {stream_id}")
+
+
+def parse_rows(text: str, data: object) -> list[int]:
+    """'all', 'healthy' or a list of numbers and ranges (``0-9,893``)."""
+    total = len(data.profile)  # type: ignore[attr-defined]
+    if text == "all":
+        return list(range(total))
+    if text == "healthy":
+        return [int(r) for r in data.rows(100, 100, 0, 130)]  # type: ignore[attr-defined]
+    chosen: list[int] = []
+    for part in text.split(","):
+        lo, _, hi = part.strip().partition("-")
+        first, last = int(lo), int(hi or lo)
+        if not 0 <= first <= last < total:
+            raise ValueError(f"{part!r} is outside 0-{total - 1}")
+        chosen.extend(range(first, last + 1))
+    return chosen
+
+
 @schemas_app.command("export")
 def schemas_export() -> None:
     """Write JSON Schemas and the AsyncAPI document into schemas/json/."""

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
+
 import psycopg
 import pytest
+import websockets
 
 from edge.run import SimulateOptions, simulate
 from edge.simulator import Fault, build_machine
@@ -20,7 +24,7 @@ pytestmark = pytest.mark.integration
 
 
 async def test_an_injected_fault_is_ranked_first_and_an_abort_is_marked(
-    bus, common: CommonSettings, running, stream_id: str
+    bus, common: CommonSettings, running, stream_id: str, gateway: str
 ) -> None:
     await set_config(bus, stream_id, CycleConfig(trigger="signal", signal_sensor="cycle_active",
                                                  start_above=0.5, stop_below=0.5, gap_timeout_s=1))  # fmt: skip
@@ -36,13 +40,30 @@ async def test_an_injected_fault_is_ranked_first_and_an_abort_is_marked(
     )
     model = build_machine(stream_id=stream_id, sensors=6, rate_hz=100, cycle_s=4, active_signal=True,
                           faults=(Fault("pressure_2", "offset", 8.0, 4),))  # fmt: skip
+    ws_url = gateway.replace("http", "ws") + f"/api/live/ws/stream/{stream_id}"
+    browser: list[dict] = []
+
+    async def listen() -> None:
+        async with websockets.connect(ws_url, max_size=None) as ws:
+            async for text in ws:
+                browser.append(json.loads(text))
+
+    listener = asyncio.ensure_future(listen())
+    await asyncio.sleep(0.5)
     # cycles 0-2 make the reference, 3 is healthy, 4 has the fault, 5 is cut off by silence
     await simulate(bus, model, SimulateOptions(speed=0, frames=227))
 
     async def three() -> bool:
-        return len(results) >= 3
+        return len(results) >= 3 and sum(m["type"] == "analysis_result" for m in browser) >= 3
 
     await eventually(three, timeout=60)
+    listener.cancel()
+    changes = [m["event"]["state"] for m in browser if m["type"] == "state_change"]
+    assert changes.count("completed") == 5
+    assert "running" in changes
+    assert "aborted" in changes
+    shown = [m["result"]["cycle_id"] for m in browser if m["type"] == "analysis_result"]
+    assert shown == [r.cycle_id for r in results[:3]]
     healthy, faulty, cut = results[:3]
     assert healthy.reference_version == 1
     assert healthy.health_score > 85
