@@ -108,10 +108,17 @@ def trigger() -> CycleConfig:
 
 
 def cycle_frames(
-    data: HydraulicData, row: int, stream_id: str, start_ns: int, first_seq: int, frame_s: int
+    data: HydraulicData,
+    row: int,
+    stream_id: str,
+    start_ns: int,
+    first_seq: int,
+    frame_s: int,
+    lead_idle: bool = False,
 ) -> list[Frame]:
     """The frames of one replayed cycle starting at ``start_ns``; the last one also carries the
-    idle second after the cycle, where ``cycle_active`` drops to 0."""
+    idle second after the cycle, where ``cycle_active`` drops to 0 (and with ``lead_idle`` the
+    first one the idle second before it, so the very first cycle starts on a rising edge)."""
     frames = []
     offsets = list(range(0, CYCLE_S, frame_s))
     for i, offset in enumerate(offsets):
@@ -124,10 +131,13 @@ def cycle_frames(
             )
             for s in SENSORS
         ]
+        ts = start_ns + (offset + np.arange(frame_s, dtype=np.int64)) * NS
         active = np.ones(frame_s, dtype=np.uint8)
+        if i == 0 and lead_idle:
+            ts, active = np.insert(ts, 0, start_ns - NS), np.insert(active, 0, 0)
         if i == len(offsets) - 1:
-            active = np.append(active, np.uint8(0))
-        series.append(Series(ACTIVE, active, start_ns + offset * NS, NS))
+            ts, active = np.append(ts, start_ns + CYCLE_S * NS), np.append(active, np.uint8(0))
+        series.append(Series(ACTIVE, active, int(ts[0]), 0, ts))
         frames.append(Frame(stream_id, first_seq + i, tuple(series), time.time_ns()))
     return frames
 
@@ -161,7 +171,9 @@ async def replay_hydraulic(
     sent = 0
     for k, row in enumerate(rows):
         t0 = start + k * SLOT_S * NS
-        for frame in cycle_frames(data, row, stream_id, t0, first + k * per_cycle, frame_s):
+        for frame in cycle_frames(
+            data, row, stream_id, t0, first + k * per_cycle, frame_s, lead_idle=k == 0
+        ):
             if speed > 0:
                 due = wall0 + (frame.series[0].last_ns() - start) / NS / speed
                 await asyncio.sleep(max(0.0, due - time.monotonic()))

@@ -292,6 +292,10 @@ class CycleStateRecord(Contract):
     last_data_ns: int | None = None
     last_arrival_ns: int | None = None
     candidate_since_ns: int | None = Field(default=None, description="Debounce of the trigger.")
+    armed: bool = Field(
+        default=False,
+        description="The trigger signal was low since the last cycle, so a rise starts one.",
+    )
     recent: list[tuple[int, int]] = Field(
         default_factory=list,
         description="(JetStream sequence, first sample ns) of the last frames, so a cycle started "

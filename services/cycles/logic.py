@@ -92,6 +92,7 @@ def _start(
             "stop_state": "completed",
             "stop_requested_ns": None,
             "candidate_since_ns": None,
+            "armed": False,
             "frames": 0,
             "gaps": 0,
             "late_frames": 0,
@@ -244,6 +245,14 @@ def _signal(
     out: list[Output] = []
     i = 0
     while i < len(t) and state.state in ("idle", "running"):
+        if state.state == "idle" and not state.armed:
+            # a cycle starts on a rising edge: a signal already high when watching began (or
+            # still high after a cycle ended on a limit) must go low first
+            low = np.flatnonzero(v[i:] <= cfg.stop_below)
+            if len(low) == 0:
+                break
+            i += int(low[0])
+            state = state.model_copy(update={"armed": True, "candidate_since_ns": None})
         mask = v[i:] >= cfg.start_above if state.state == "idle" else v[i:] <= cfg.stop_below
         k, since = first_held(t[i:], mask, state.candidate_since_ns, debounce)
         if k is None:
@@ -265,6 +274,7 @@ def _signal(
                 "completed",
                 f"{cfg.signal_sensor} <= {cfg.stop_below:g}",
             )
+            state = state.model_copy(update={"armed": True})  # it fell: the next rise may start
             out.append(ended)
         i += k + 1
     return state, out

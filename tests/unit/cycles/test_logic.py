@@ -191,3 +191,15 @@ def test_a_start_while_stopping_completes_the_previous_cycle_first() -> None:
     assert isinstance(started, Started)
     assert started.at_ns == 5 * NS
     assert s.state == "running"
+
+
+def test_a_signal_already_high_at_start_waits_for_a_rising_edge() -> None:
+    s = CycleStateRecord(stream_id="p")
+    high, low = [1.0] * 10, [0.0] * 10
+    s, out = run(s, SIGNAL, [frame(0, high), frame(1, high)])
+    assert out == []  # watching began in the middle of a cycle: not a whole cycle
+    s, out = run(s, SIGNAL, [frame(2, low), frame(3, high), frame(4, low), frame(5, high)])
+    started = [o for o in out if isinstance(o, Started)]
+    ended = [o for o in out if isinstance(o, Ended)]
+    assert [o.at_ns for o in started] == [300 * MS, 500 * MS]
+    assert [o.end_ns for o in ended] == [400 * MS]
