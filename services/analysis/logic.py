@@ -67,6 +67,7 @@ class SensorReference:
     level_spread: float  # spread of per-cycle mean levels among the reference cycles
     sensor_type: str = "generic"
     unit: str = ""
+    coverage: npt.NDArray[np.bool_] | None = None  # points every reference cycle had data for
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,6 +114,20 @@ def resample(
     return np.interp(grid, pos, np.asarray(values, dtype=np.float64))
 
 
+def sample_span(
+    t_ns: npt.NDArray[np.int64], start_ns: int, span_ns: int, n: int
+) -> npt.NDArray[np.bool_]:
+    """Which of ``n`` grid points over [start, start + span] lie between the first and the last
+    sample: outside that span a value would be extrapolated, so it is not compared."""
+    if len(t_ns) == 0:
+        return np.zeros(n, dtype=bool)
+    grid = np.linspace(0.0, 1.0, n)
+    half_step = 0.5 / max(n - 1, 1)
+    first = (float(t_ns[0]) - start_ns) / span_ns
+    last = (float(t_ns[-1]) - start_ns) / span_ns
+    return (grid >= first - half_step) & (grid <= last + half_step)
+
+
 def on_common_base(cycle: CycleData, reference: Reference) -> dict[str, Array]:
     """The cycle's sensors on the reference's base. A completed cycle is stretched to its own
     duration (a slow cycle shows as a duration difference and as timing, not as a wrong shape);
@@ -130,7 +145,9 @@ def on_common_base(cycle: CycleData, reference: Reference) -> dict[str, Array]:
             covered = np.linspace(0, 1, n) <= (cycle.end_ns - cycle.start_ns) / span
             x[~covered] = np.nan
         else:
-            x = resample(t, v, cycle.start_ns, max(cycle.end_ns - cycle.start_ns, 1), n)
+            span = max(cycle.end_ns - cycle.start_ns, 1)
+            x = resample(t, v, cycle.start_ns, span, n)
+            x[~sample_span(t, cycle.start_ns, span, n)] = np.nan
         out[sensor_id] = x
     return out
 
@@ -208,6 +225,14 @@ def build_reference(
             resample(*c.sensors[sensor_id], c.start_ns, max(c.end_ns - c.start_ns, 1), n_points)
             for c in cycles
         ]
+        coverage = np.logical_and.reduce(
+            [
+                sample_span(
+                    c.sensors[sensor_id][0], c.start_ns, max(c.end_ns - c.start_ns, 1), n_points
+                )
+                for c in cycles
+            ]
+        )
         mean = barycenter(series, radius) if len(series) > 1 else series[0]
         floor = spread_floor(mean)
         noise = float(np.median([noise_level(x) for x in series]))
@@ -239,6 +264,7 @@ def build_reference(
             level_spread=level_spread,
             sensor_type=sensor_type,
             unit=(units or {}).get(sensor_id, ""),
+            coverage=coverage,
         )
     return Reference(cycles[0].stream_id, version, duration, sensors)
 
@@ -306,6 +332,8 @@ def classify(
 
 def compare_sensor(x: Array, ref: SensorReference, duration_s: float, params: Params) -> _Compared:
     ok = np.isfinite(x)
+    if ref.coverage is not None and ref.coverage.any():
+        ok &= ref.coverage
     xs, m, s = x[ok], ref.mean[ok], ref.spread[ok]
     n = len(xs)
     dev = xs - m
@@ -543,6 +571,8 @@ def reference_to_bytes(reference: Reference) -> bytes:
     for i, r in enumerate(reference.sensors.values()):
         arrays[f"mean_{i}"] = r.mean
         arrays[f"spread_{i}"] = r.spread
+        if r.coverage is not None:
+            arrays[f"cover_{i}"] = r.coverage
     buffer = io.BytesIO()
     np.savez_compressed(buffer, **arrays)  # type: ignore[arg-type]
     return buffer.getvalue()
@@ -560,6 +590,7 @@ def reference_from_bytes(data: bytes) -> Reference:
                 level_spread=float(info["level_spread"]),
                 sensor_type=str(info["sensor_type"]),
                 unit=str(info["unit"]),
+                coverage=npz[f"cover_{i}"] if f"cover_{i}" in npz.files else None,
             )
             for i, (sid, info) in enumerate(meta["sensors"].items())
         }
