@@ -16,9 +16,8 @@ from services.analysis.handlers import AnalyseCycles, ReferenceService
 from services.analysis.logic import Params
 from services.common.config import CommonSettings
 from services.common.consumer import DurableConsumer
-from services.common.db import open_pool
 from services.common.decoding import model_decoder
-from services.common.runtime import new_metrics, open_bus, run_process
+from services.common.runtime import open_service, run_process
 
 SERVICE = "analysis"
 log = logging.getLogger(__name__)
@@ -36,13 +35,8 @@ def params_of(settings: Settings) -> Params:
 async def serve(settings: Settings, common: CommonSettings, stop: asyncio.Event) -> None:
     """Analyse finished cycles until ``stop`` is set."""
     await asyncio.to_thread(warm_up)  # compile the DTW kernels before the first cycle
-    metrics = new_metrics(SERVICE, settings.metrics_host, settings.metrics_port)
-    bus = await open_bus(common, f"vertac-{SERVICE}")
-    pool = await open_pool(
-        common.database_url,
-        retry=common.startup_retry,
-        name=SERVICE,
-        migrate_first=common.auto_migrate,
+    metrics, bus, pool = await open_service(
+        SERVICE, common, settings.metrics_host, settings.metrics_port
     )
     recordings = RecordingStore(await bus.js.object_store(subjects.OBJ_CYCLES))
     registry = Registry(await bus.js.key_value(subjects.KV_STREAMS))

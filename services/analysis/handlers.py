@@ -45,6 +45,23 @@ log = logging.getLogger(__name__)
 NS = 1_000_000_000
 
 
+async def load_cycle(
+    recordings: RecordingStore, c: StoredCycle, types: dict[str, str]
+) -> CycleData:
+    """A stored cycle's recording as :class:`CycleData`."""
+    return cycle_from_recording(
+        await recordings.get(c.recording),
+        cycle_id=c.cycle_id,
+        start_ns=c.start_ns,
+        end_ns=c.end_ns,
+        aborted=c.state == "aborted",
+        end_reason=c.end_reason,
+        completeness=c.completeness,
+        gaps=c.gaps,
+        sensor_types=types,
+    )
+
+
 class AnalyseCycles:
     """For each completed or aborted cycle: load its recording, compare, publish and store."""
 
@@ -74,21 +91,20 @@ class AnalyseCycles:
             await self.one(event)
 
     async def load(self, event: CycleStateChanged, recording: str) -> CycleData:
-        frame = await self.recordings.get(recording)
-        types, _ = await self.registry.sensors(event.stream_id)
         assert event.started_at is not None
         assert event.ended_at is not None
-        return cycle_from_recording(
-            frame,
+        stored = StoredCycle(
             cycle_id=event.cycle_id,
+            recording=recording,
             start_ns=round(event.started_at.timestamp() * NS),
             end_ns=round(event.ended_at.timestamp() * NS),
-            aborted=event.state == "aborted",
+            state=event.state,
             end_reason=event.reason if event.state == "aborted" else "",
             completeness=event.completeness,
             gaps=event.gaps,
-            sensor_types=types,
         )
+        types, _ = await self.registry.sensors(event.stream_id)
+        return await load_cycle(self.recordings, stored, types)
 
     async def one(self, event: CycleStateChanged) -> None:
         assert event.recording is not None
@@ -201,17 +217,7 @@ class ReferenceService:
         return [await self._load(found[c], types) for c in cycle_ids]
 
     async def _load(self, c: StoredCycle, types: dict[str, str]) -> CycleData:
-        return cycle_from_recording(
-            await self.recordings.get(c.recording),
-            cycle_id=c.cycle_id,
-            start_ns=c.start_ns,
-            end_ns=c.end_ns,
-            aborted=c.state == "aborted",
-            end_reason=c.end_reason,
-            completeness=c.completeness,
-            gaps=c.gaps,
-            sensor_types=types,
-        )
+        return await load_cycle(self.recordings, c, types)
 
     async def _build(self, stream_id: str, cycle_ids: list[str]) -> Reference:
         cycles = await self._cycles(stream_id, cycle_ids)

@@ -15,10 +15,12 @@ from dataclasses import dataclass
 
 from nats.aio.client import Client as NatsClient
 from nats.js import JetStreamContext
+from psycopg_pool import AsyncConnectionPool
 
 from services.common import logs
 from services.common.bus import ServerUnreachable, connect, init_bus
 from services.common.config import CommonSettings
+from services.common.db import open_pool
 from services.common.metrics import Metrics
 
 EXIT_UNREACHABLE = 2
@@ -69,6 +71,22 @@ def run_process(
     except ServerUnreachable as exc:
         sys.stderr.write(f"vertac {service}: {exc}\n")
         sys.exit(EXIT_UNREACHABLE)
+
+
+async def open_service(
+    service: str, common: CommonSettings, metrics_host: str, metrics_port: int
+) -> tuple[Metrics, Bus, AsyncConnectionPool]:
+    """What a database-backed service opens at start: metrics, the bus (declared) and a pool
+    (after migrating, unless ``VERTAC_AUTO_MIGRATE`` is off)."""
+    metrics = new_metrics(service, metrics_host, metrics_port)
+    bus = await open_bus(common, f"vertac-{service}")
+    pool = await open_pool(
+        common.database_url,
+        retry=common.startup_retry,
+        name=service,
+        migrate_first=common.auto_migrate,
+    )
+    return metrics, bus, pool
 
 
 def new_metrics(service: str, host: str, port: int) -> Metrics:

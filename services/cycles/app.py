@@ -9,9 +9,8 @@ from schemas import subjects
 from schemas.messages import CycleCommand
 from services.common.config import CommonSettings
 from services.common.consumer import DurableConsumer
-from services.common.db import open_pool
 from services.common.decoding import decode_frame, model_decoder
-from services.common.runtime import new_metrics, open_bus, run_process
+from services.common.runtime import open_service, run_process
 from services.cycles.adapters import (
     ConfigStore,
     CycleRows,
@@ -29,13 +28,8 @@ log = logging.getLogger(__name__)
 
 async def serve(settings: Settings, common: CommonSettings, stop: asyncio.Event) -> None:
     """Run the cycle state machines until ``stop`` is set."""
-    metrics = new_metrics(SERVICE, settings.metrics_host, settings.metrics_port)
-    bus = await open_bus(common, f"vertac-{SERVICE}")
-    pool = await open_pool(
-        common.database_url,
-        retry=common.startup_retry,
-        name=SERVICE,
-        migrate_first=common.auto_migrate,
+    metrics, bus, pool = await open_service(
+        SERVICE, common, settings.metrics_host, settings.metrics_port
     )
     engine = CycleEngine(
         StateStore(await bus.js.key_value(subjects.KV_CYCLE_STATE)),

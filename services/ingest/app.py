@@ -10,9 +10,8 @@ from schemas import subjects
 from schemas.messages import StreamRegistered
 from services.common.config import CommonSettings
 from services.common.consumer import DurableConsumer
-from services.common.db import open_pool
 from services.common.decoding import decode_frame, model_decoder
-from services.common.runtime import new_metrics, open_bus, run_process
+from services.common.runtime import open_service, run_process
 from services.ingest.adapters import InfluxSink, PgFrameStore
 from services.ingest.config import Settings
 from services.ingest.handlers import (
@@ -27,13 +26,8 @@ log = logging.getLogger(__name__)
 
 async def serve(settings: Settings, common: CommonSettings, stop: asyncio.Event) -> None:
     """Run the ingest consumers until ``stop`` is set."""
-    metrics = new_metrics(SERVICE, settings.metrics_host, settings.metrics_port)
-    bus = await open_bus(common, f"vertac-{SERVICE}")
-    pool = await open_pool(
-        common.database_url,
-        retry=common.startup_retry,
-        name=SERVICE,
-        migrate_first=common.auto_migrate,
+    metrics, bus, pool = await open_service(
+        SERVICE, common, settings.metrics_host, settings.metrics_port
     )
     store = PgFrameStore(pool)
     consumers: list[DurableConsumer[Any]] = [
