@@ -38,6 +38,11 @@ CHANNELS: tuple[tuple[str, str, str, type[Any]], ...] = (
      "Result of comparing a finished cycle with its reference.", messages.AnalysisCompleted),
     ("vertac.alerts.{stream_id}.{severity}", "alerts",
      f"Alert events; severity is one of {', '.join(subjects.SEVERITIES)}.", messages.AlertRaised),
+    ("vertac.references.{stream_id}.{op}", "references",
+     "Request-reply, answered by the analysis service: op is create (CreateReference), activate "
+     "(ActivateReference), dry_run (DryRunReference), list or get (ListReferences). The reply is "
+     "ReferenceInfo, a list of them, DryRunResult or ErrorBody, with header Vertac-Status.",
+     messages.CreateReference),
     ("vertac.dlq.{service}", "dead-letter",
      "Messages a service could not process, with the reason and the original payload.",
      messages.DeadLetter),

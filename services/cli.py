@@ -18,10 +18,12 @@ bus_app = typer.Typer(help="The NATS JetStream layout.", no_args_is_help=True)
 db_app = typer.Typer(help="The PostgreSQL schema.", no_args_is_help=True)
 edge_app = typer.Typer(help="Edge sources that publish frames.", no_args_is_help=True)
 schemas_app = typer.Typer(help="Contracts as JSON Schema and AsyncAPI.", no_args_is_help=True)
+cycle_app = typer.Typer(help="Cycle commands for a stream.", no_args_is_help=True)
 app.add_typer(bus_app, name="bus")
 app.add_typer(db_app, name="db")
 app.add_typer(edge_app, name="edge")
 app.add_typer(schemas_app, name="schemas")
+app.add_typer(cycle_app, name="cycle")
 
 DATA = Path(".vertac")
 SERVICES = ("ingest", "cycles", "analysis", "alerts", "gateway")
@@ -240,6 +242,59 @@ def parse_rows(text: str, data: object) -> list[int]:
             raise ValueError(f"{part!r} is outside 0-{total - 1}")
         chosen.extend(range(first, last + 1))
     return chosen
+
+
+def _cycle_command(stream_id: str, command: str, reason: str) -> None:
+    from datetime import UTC, datetime
+
+    from schemas import subjects
+    from schemas.messages import CycleCommand
+    from services.common.runtime import open_bus
+
+    try:
+        subjects.check_stream_id(stream_id)
+    except subjects.InvalidStreamId as exc:
+        raise fail(str(exc)) from exc
+    cmd = CycleCommand(
+        stream_id=stream_id,
+        command=command,
+        issued_at=datetime.now(UTC),
+        source="cli",
+        reason=reason,
+    )
+    common = CommonSettings()
+
+    async def go() -> int:
+        bus = await open_bus(common, "vertac-cli")
+        try:
+            ack = await bus.js.publish(subjects.control(stream_id), cmd.model_dump_json().encode())
+            return int(ack.seq)
+        finally:
+            await bus.close()
+
+    try:
+        seq = asyncio.run(go())
+    except ServerUnreachable as exc:
+        raise fail(str(exc)) from exc
+    typer.echo(f"{command} for {stream_id} published (control stream sequence {seq})")
+
+
+@cycle_app.command("start")
+def cycle_start(stream_id: str, reason: str = "") -> None:
+    """Start a cycle on STREAM_ID now."""
+    _cycle_command(stream_id, "cycle_start", reason)
+
+
+@cycle_app.command("stop")
+def cycle_stop(stream_id: str, reason: str = "") -> None:
+    """Stop the running cycle on STREAM_ID (it completes)."""
+    _cycle_command(stream_id, "cycle_stop", reason)
+
+
+@cycle_app.command("abort")
+def cycle_abort(stream_id: str, reason: str = "") -> None:
+    """Abort the running cycle on STREAM_ID (it ends aborted, with the reason)."""
+    _cycle_command(stream_id, "cycle_abort", reason)
 
 
 @schemas_app.command("export")

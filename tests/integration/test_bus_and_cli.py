@@ -53,3 +53,31 @@ def test_bus_init_and_db_migrate_commands(common: CommonSettings, pg_cluster) ->
     )
     assert out.returncode == 2
     assert "vertac: NATS at nats://127.0.0.1:1 is unreachable" in out.stderr
+
+
+def test_cycle_commands_from_the_cli_reach_the_control_subject(
+    common: CommonSettings, stream_id: str
+) -> None:
+    import asyncio
+
+    from schemas.messages import CycleCommand
+    from services.common.runtime import open_bus
+
+    env = {**os.environ, "VERTAC_NATS_URL": common.nats_url}
+    run = [sys.executable, "-m", "services.cli", "cycle"]
+    for verb in ("start", "stop", "abort"):
+        out = subprocess.run([*run, verb, stream_id, "--reason", "from the test"], env=env, cwd=REPO,
+                             capture_output=True, text=True, check=True)  # fmt: skip
+        assert f"cycle_{verb} for {stream_id} published" in out.stdout
+
+    async def read() -> list[CycleCommand]:
+        bus = await open_bus(common, "t")
+        sub = await bus.js.pull_subscribe(subjects.control(stream_id), durable="t-cli")
+        msgs = await sub.fetch(3, timeout=5)
+        await bus.close()
+        return [CycleCommand.model_validate_json(m.data) for m in msgs]
+
+    commands = asyncio.run(read())
+    assert [c.command for c in commands] == ["cycle_start", "cycle_stop", "cycle_abort"]
+    assert {c.source for c in commands} == {"cli"}
+    assert {c.reason for c in commands} == {"from the test"}
