@@ -37,7 +37,7 @@ CHANNELS: tuple[tuple[str, str, str, type[Any]], ...] = (
     ("vertac.analysis.{stream_id}", "analysis",
      "Result of comparing a finished cycle with its reference.", messages.AnalysisCompleted),
     ("vertac.alerts.{stream_id}.{severity}", "alerts",
-     f"Alert events; severity is one of {', '.join(subjects.SEVERITIES)}.", messages.AlertRaised),
+     f"Alert events; severity is one of {', '.join(subjects.SEVERITIES)}.", messages.AlertChanged),
     ("vertac.references.{stream_id}.{op}", "references",
      "Request-reply, answered by the analysis service: op is create (CreateReference), activate "
      "(ActivateReference), dry_run (DryRunReference), list or get (ListReferences). The reply is "

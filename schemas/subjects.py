@@ -80,6 +80,11 @@ def references(stream_id: str, op: str) -> str:
     return f"{PREFIX}.references.{check_stream_id(stream_id)}.{op}"
 
 
+def alert_control(stream_id: str, op: str) -> str:
+    """Request-reply subject of alert operations (``ack``), answered by the alerts service."""
+    return f"{PREFIX}.alertctl.{check_stream_id(stream_id)}.{op}"
+
+
 def dead_letter(service: str) -> str:
     """Subject on which ``service`` parks messages it cannot process."""
     return f"{PREFIX}.dlq.{service}"
@@ -123,7 +128,16 @@ KV_CYCLE_STATE: Final = "vertac_cycle_state"
 KV_SEQ: Final = "vertac_seq"
 KV_STREAMS: Final = "vertac_streams"
 KV_CYCLE_CONFIG: Final = "vertac_cycle_config"
-ALL_KV: Final = (KV_CYCLE_STATE, KV_SEQ, KV_STREAMS, KV_CYCLE_CONFIG)
+KV_ALERT_RULES: Final = "vertac_alert_rules"
+KV_ALERT_STATE: Final = "vertac_alert_state"
+ALL_KV: Final = (
+    KV_CYCLE_STATE,
+    KV_SEQ,
+    KV_STREAMS,
+    KV_CYCLE_CONFIG,
+    KV_ALERT_RULES,
+    KV_ALERT_STATE,
+)
 OBJ_CYCLES: Final = "vertac_cycles"
 OBJ_REFERENCES: Final = "vertac_references"
 ALL_OBJECT_STORES: Final = (OBJ_CYCLES, OBJ_REFERENCES)

@@ -27,7 +27,7 @@ def test_every_message_model_carries_a_version() -> None:
 
     bus_models = [
         messages.FrameJson, messages.StreamRegistered, messages.CycleCommand,
-        messages.CycleStateChanged, messages.AnalysisCompleted, messages.AlertRaised,
+        messages.CycleStateChanged, messages.AnalysisCompleted, messages.AlertChanged,
         messages.DeadLetter, messages.StreamRegistration,
     ]  # fmt: skip
     for model in bus_models:

@@ -1,0 +1,125 @@
+"""Alert rules and lifecycle."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from schemas.messages import AlertRule
+from services.alerts.logic import (
+    RuleState,
+    acknowledge,
+    hysteresis,
+    on_frame_arrival,
+    on_samples,
+    on_tick,
+)
+
+MS = 1_000_000
+NS = 1_000_000_000
+
+
+def samples(values, t0_ms=0, step_ms=10):
+    t = t0_ms * MS + np.arange(len(values), dtype=np.int64) * step_ms * MS
+    return t, np.asarray(values, dtype=np.float64)
+
+
+def limit(**kw) -> AlertRule:
+    return AlertRule(rule_id="p-hi", stream_id="s", kind="limit", sensor_id="p", **kw)
+
+
+def test_a_limit_violation_raises_once_and_clears_when_back() -> None:
+    rule = limit(hi=10.0, deadband=1.0)
+    s = RuleState()
+    s, out = on_samples(rule, s, *samples([5, 9, 11, 12, 10.5, 9.5, 8.9, 5]), 0)
+    assert [(o.state, o.at_ns) for o in out] == [("raised", 20 * MS), ("cleared", 60 * MS)]
+    assert out[0].value == 11
+    assert out[0].severity == "warning"
+
+
+def test_delay_on_ignores_short_violations() -> None:
+    rule = limit(hi=10.0, delay_on_ms=50)
+    _s, out = on_samples(rule, RuleState(), *samples([11, 11, 5, 11, 11, 11, 11, 11, 11, 5]), 0)
+    assert [(o.state, o.at_ns) for o in out] == [("raised", 80 * MS), ("cleared", 90 * MS)]
+
+
+def test_a_condition_carries_across_frames() -> None:
+    rule = limit(hi=10.0, delay_on_ms=50)
+    s, out = on_samples(rule, RuleState(), *samples([5, 5, 11, 11]), 0)
+    assert out == []
+    s, out = on_samples(rule, s, *samples([11, 11, 11, 11], t0_ms=40), 0)
+    assert [(o.state, o.at_ns) for o in out] == [("raised", 70 * MS)]  # 50 ms after 20 ms
+
+
+def test_hihi_escalates_to_critical() -> None:
+    rule = limit(hi=10.0, hihi=20.0)
+    _s, out = on_samples(rule, RuleState(), *samples([11, 12, 25, 25]), 0)
+    assert [(o.state, o.severity) for o in out] == [("raised", "critical")]
+
+
+def test_a_flapping_signal_gives_one_alert_with_a_count() -> None:
+    rule = limit(hi=10.0)
+    s = RuleState()
+    ids = set()
+    for k in range(5):
+        s, out = on_samples(rule, s, *samples([11, 11, 5, 5], t0_ms=k * 100), 0)
+        ids |= {o.alert_id for o in out}
+    assert len(ids) == 1
+    assert s.occurrences == 5
+    assert s.alert_state == "cleared"
+    s, out = on_samples(rule, s, *samples([11], t0_ms=120_000), 0)  # long after: a new alert
+    assert out[0].alert_id != next(iter(ids))
+    assert out[0].occurrences == 1
+
+
+def test_acknowledge_then_clear() -> None:
+    rule = limit(hi=10.0)
+    s, _ = on_samples(rule, RuleState(), *samples([11, 12]), 0)
+    s, out = acknowledge(s, "ada", "on it", 5)
+    assert (out[0].state, out[0].user, out[0].comment) == ("acknowledged", "ada", "on it")
+    assert s.alert_state == "acknowledged"
+    s, out = on_samples(rule, s, *samples([5], t0_ms=30), 0)
+    assert out[0].state == "cleared"
+
+
+def test_rate_of_change() -> None:
+    rule = AlertRule(rule_id="r", stream_id="s", kind="rate", sensor_id="p", max_rate=100.0)
+    _s, out = on_samples(rule, RuleState(), *samples([0, 0.5, 1.0, 5.0, 5.2, 5.4]), 0)  # 400/s jump
+    assert [o.state for o in out] == ["raised", "cleared"]
+
+
+def test_flatline_detects_a_stuck_sensor() -> None:
+    rule = AlertRule(
+        rule_id="f", stream_id="s", kind="flatline", sensor_id="p", flat_s=0.05, flat_band=0.001
+    )
+    t, v = samples([1, 2, 3, 3, 3, 3, 3, 3, 3, 4])
+    _s, out = on_samples(rule, RuleState(), t, v, 0)
+    assert [(o.state, o.at_ns) for o in out] == [("raised", 70 * MS), ("cleared", 90 * MS)]
+
+
+def test_data_gap_raises_on_silence_and_clears_on_data() -> None:
+    rule = AlertRule(rule_id="g", stream_id="s", kind="data_gap", gap_s=2.0)
+    s, _ = on_frame_arrival(rule, RuleState(), 0)
+    s, out = on_tick(rule, s, 1 * NS)
+    assert out == []
+    s, out = on_tick(rule, s, 3 * NS)
+    assert out[0].state == "raised"
+    assert "no data for 3.0 s" in out[0].message
+    s, out = on_frame_arrival(rule, s, 4 * NS)
+    assert out[0].state == "cleared"
+
+
+def test_rules_name_what_they_miss() -> None:
+    with pytest.raises(ValueError, match="a rate rule needs max_rate"):
+        AlertRule(rule_id="r", stream_id="s", kind="rate", sensor_id="p")
+    with pytest.raises(ValueError, match="at least one of hi"):
+        limit()
+    with pytest.raises(ValueError, match="hihi must not be below hi"):
+        limit(hi=10, hihi=5)
+
+
+def test_hysteresis_helper() -> None:
+    on = np.array([0, 1, 0, 0, 0, 0], bool)
+    off = np.array([0, 0, 0, 1, 0, 0], bool)
+    assert hysteresis(on, off, False).tolist() == [False, True, True, False, False, False]
+    assert hysteresis(on, off, True).tolist() == [True, True, True, False, False, False]
