@@ -726,6 +726,14 @@ class WsAnalysisResult(Contract):
     result: AnalysisCompleted
 
 
+class WsAlert(Contract):
+    """Server → browser: an alert was raised, acknowledged or cleared."""
+
+    type: Literal["alert"] = "alert"
+    stream_id: StreamId
+    alert: AlertChanged
+
+
 class WsPong(Contract):
     """Server → browser: answer to ``ping``."""
 
@@ -788,6 +796,7 @@ EXPORTED: tuple[type[BaseModel], ...] = (
     WsSamples,
     WsStateChange,
     WsAnalysisResult,
+    WsAlert,
     WsPong,
     WsError,
     WsCommandAck,

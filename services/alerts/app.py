@@ -3,42 +3,102 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import logging
+from typing import Any
+
+from nats.aio.msg import Msg
 
 from schemas import subjects
-from schemas.messages import AnalysisCompleted
+from schemas.messages import AnalysisCompleted, CycleStateChanged
+from services.alerts.adapters import Alerts, Rules, RuleStates
 from services.alerts.config import Settings
+from services.alerts.handlers import AlertEngine
 from services.common.config import CommonSettings
+from services.common.consumer import DurableConsumer
 from services.common.decoding import decode_frame, model_decoder
-from services.common.listener import Subscription, serve_listener
-from services.common.runtime import run_process
+from services.common.runtime import open_service, run_process
 
 SERVICE = "alerts"
-
-
-def subscriptions(settings: Settings) -> list[Subscription]:
-    return [
-        Subscription(
-            settings.durable, subjects.SAMPLES.name, subjects.all_of("samples"), decode_frame
-        ),
-        Subscription(
-            f"{settings.durable}-analysis",
-            subjects.ANALYSIS.name,
-            subjects.all_of("analysis"),
-            model_decoder(AnalysisCompleted),
-        ),
-    ]
+log = logging.getLogger(__name__)
 
 
 async def serve(settings: Settings, common: CommonSettings, stop: asyncio.Event) -> None:
-    await serve_listener(
-        SERVICE,
-        subscriptions(settings),
-        common,
-        stop,
-        metrics_host=settings.metrics_host,
-        metrics_port=settings.metrics_port,
-        summary_every_s=settings.summary_every_s,
+    """Evaluate alert rules until ``stop`` is set."""
+    metrics, bus, pool = await open_service(
+        SERVICE, common, settings.metrics_host, settings.metrics_port
     )
+    engine = AlertEngine(
+        Rules(await bus.js.key_value(subjects.KV_ALERT_RULES)),
+        RuleStates(await bus.js.key_value(subjects.KV_ALERT_STATE)),
+        Alerts(bus.js, pool),
+        settings.reraise_window_s,
+    )
+    await engine.refresh()
+    consumers: list[DurableConsumer[Any]] = [
+        DurableConsumer(
+            bus.js,
+            service=SERVICE,
+            durable=settings.durable,
+            stream=subjects.SAMPLES.name,
+            subject=subjects.all_of("samples"),
+            decode=decode_frame,
+            handle=engine.on_frames,
+            batch=settings.batch,
+            metrics=metrics,
+            max_deliver=common.max_deliver,
+        ),
+        DurableConsumer(
+            bus.js,
+            service=SERVICE,
+            durable=f"{settings.durable}-analysis",
+            stream=subjects.ANALYSIS.name,
+            subject=subjects.all_of("analysis"),
+            decode=model_decoder(AnalysisCompleted),
+            handle=engine.on_analyses,
+            batch=16,
+            metrics=metrics,
+            max_deliver=common.max_deliver,
+        ),
+        DurableConsumer(
+            bus.js,
+            service=SERVICE,
+            durable=f"{settings.durable}-cycles",
+            stream=subjects.CYCLES.name,
+            subject=subjects.all_of("cycles"),
+            decode=model_decoder(CycleStateChanged),
+            handle=engine.on_cycles,
+            batch=16,
+            metrics=metrics,
+            max_deliver=common.max_deliver,
+        ),
+    ]
+    for consumer in consumers:
+        await consumer.declare()
+
+    async def on_control(msg: Msg) -> None:
+        stream_id = subjects.stream_of(msg.subject)
+        try:
+            status, body = await engine.acknowledge(stream_id, msg.data)
+        except Exception as exc:  # a request must always get an answer; the cause is logged
+            log.exception("alert request failed", extra={"subject": msg.subject})
+            status, body = 503, {"error": f"alerts could not answer: {exc}"}
+        if msg.reply:
+            await bus.nc.publish(
+                msg.reply, json.dumps(body).encode(), headers={"Vertac-Status": str(status)}
+            )
+
+    await bus.nc.subscribe(f"{subjects.PREFIX}.alertctl.*.ack", queue=SERVICE, cb=on_control)
+    log.info("alerts running", extra={"consumers": [c.durable for c in consumers]})
+    try:
+        await asyncio.gather(
+            *(c.run(stop) for c in consumers),
+            engine.run_ticks(stop, settings.tick_s),
+            engine.run_refresh(stop, settings.rules_refresh_s),
+        )
+    finally:
+        await bus.close()
+        await pool.close()
 
 
 def main() -> None:

@@ -17,6 +17,7 @@ from psycopg_pool import AsyncConnectionPool
 from schemas import subjects
 from schemas.frames import CONTENT_TYPE_BINARY, Frame, encode_binary, unpack
 from schemas.messages import (
+    AlertRule,
     AnalysisCompleted,
     CycleCommand,
     CycleConfig,
@@ -222,3 +223,71 @@ class CycleQueries:
             return None
         analysis = AnalysisCompleted.model_validate(r[15]) if r[15] else None
         return CycleDetail(cycle=_summary(r), analysis=analysis), r[16]
+
+
+class AlertQueries:
+    """Alerts and their history, read for the REST API."""
+
+    def __init__(self, pool: AsyncConnectionPool) -> None:
+        self.pool = pool
+
+    async def find(
+        self, stream_id: str | None, state: str | None, severity: str | None, limit: int
+    ) -> list[dict[str, Any]]:
+        async with self.pool.connection() as conn:
+            cur = await conn.execute(
+                "SELECT alert_id, stream_id, rule, rule_kind, sensor_id, severity, state, message,"
+                " occurrences, value, raised_at, acknowledged_at, acknowledged_by, comment,"
+                " cleared_at FROM live_alerts"
+                " WHERE (%(s)s::text IS NULL OR stream_id = %(s)s)"
+                " AND (%(st)s::text IS NULL OR state = %(st)s)"
+                " AND (%(sv)s::text IS NULL OR severity = %(sv)s)"
+                " ORDER BY raised_at DESC LIMIT %(n)s",
+                {"s": stream_id, "st": state, "sv": severity, "n": limit},
+            )
+            names = [c.name for c in cur.description or []]
+            return [dict(zip(names, row, strict=True)) for row in await cur.fetchall()]
+
+    async def history(self, alert_id: str) -> list[dict[str, Any]]:
+        async with self.pool.connection() as conn:
+            cur = await conn.execute(
+                "SELECT state, at, occurrences, severity, message, value, by_user, comment"
+                " FROM live_alert_history WHERE alert_id = %s ORDER BY at, occurrences",
+                (alert_id,),
+            )
+            names = [c.name for c in cur.description or []]
+            return [dict(zip(names, row, strict=True)) for row in await cur.fetchall()]
+
+
+class AlertRulesKv:
+    """Alert rules in KV ``vertac_alert_rules`` (the alerts service re-reads them)."""
+
+    def __init__(self, kv: KeyValue) -> None:
+        self.kv = kv
+
+    async def of_stream(self, stream_id: str) -> list[AlertRule]:
+        try:
+            keys = [k for k in await self.kv.keys() if k.startswith(f"{stream_id}.")]
+        except NoKeysError:
+            return []
+        rules = []
+        for key in sorted(keys):
+            try:
+                entry = await self.kv.get(key)
+            except (KeyNotFoundError, NotFoundError):
+                continue
+            if entry.value:
+                rules.append(AlertRule.model_validate_json(entry.value))
+        return rules
+
+    async def put(self, rule: AlertRule) -> None:
+        await self.kv.put(f"{rule.stream_id}.{rule.rule_id}", rule.model_dump_json().encode())
+
+    async def delete(self, stream_id: str, rule_id: str) -> bool:
+        key = f"{stream_id}.{rule_id}"
+        try:
+            await self.kv.get(key)
+        except (KeyNotFoundError, NotFoundError):
+            return False
+        await self.kv.delete(key)
+        return True

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import math
 import sys
@@ -27,7 +28,10 @@ from schemas import subjects
 from schemas.asyncapi import document as asyncapi_document
 from schemas.frames import FrameError, decode
 from schemas.messages import (
+    AcknowledgeAlert,
     ActivateReference,
+    AlertChanged,
+    AlertRule,
     AnalysisCompleted,
     BatchAccepted,
     BatchRequest,
@@ -52,6 +56,7 @@ from schemas.messages import (
     StreamRegistered,
     StreamRegistration,
     StreamStatus,
+    WsAlert,
     WsAnalysisResult,
     WsCommand,
     WsCommandAck,
@@ -67,7 +72,7 @@ from services.common.db import open_pool
 from services.common.metrics import Metrics
 from services.common.runtime import EXIT_UNREACHABLE, open_bus
 from services.common.streams import lookup, register, reserve_seq
-from services.gateway.adapters import BusPort, CycleQueries, Database
+from services.gateway.adapters import AlertQueries, AlertRulesKv, BusPort, CycleQueries, Database
 from services.gateway.config import Settings
 from services.gateway.logic import (
     Decimator,
@@ -110,12 +115,16 @@ class Gateway:
         port: BusPort,
         db: Database,
         cycles: CycleQueries,
+        alerts: AlertQueries,
+        rules: AlertRulesKv,
         metrics: Metrics,
     ) -> None:
         self.settings = settings
         self.port = port
         self.db = db
         self.cycles = cycles
+        self.alerts = alerts
+        self.rules = rules
         self.metrics = metrics
         self.ws_clients = Gauge(
             "vertac_websocket_clients", "Open WebSocket connections", registry=metrics.registry
@@ -157,7 +166,13 @@ def build_app(settings: Settings, common: CommonSettings) -> FastAPI:
             migrate_first=common.auto_migrate,
         )
         app.state.gw = Gateway(
-            settings, await BusPort.open(bus), Database(pool), CycleQueries(pool), Metrics(SERVICE)
+            settings,
+            await BusPort.open(bus),
+            Database(pool),
+            CycleQueries(pool),
+            AlertQueries(pool),
+            AlertRulesKv(await bus.js.key_value(subjects.KV_ALERT_RULES)),
+            Metrics(SERVICE),
         )
         app.state.bus = bus
         log.info("gateway ready", extra={"host": settings.host, "port": settings.port})
@@ -403,6 +418,76 @@ def build_app(settings: Settings, common: CommonSettings) -> FastAPI:
             raise ApiError(422, exc.errors()[0]["msg"], "body") from exc
         return await ask_analysis(stream_id, "dry_run", req.model_dump_json().encode(), request)
 
+    @app.get("/api/live/stream/{stream_id}/alert-rules", response_model=list[AlertRule])
+    async def list_alert_rules(stream_id: str, request: Request) -> list[AlertRule]:
+        """The stream's alert rules."""
+        return await gw(request).rules.of_stream(valid_stream_id(stream_id))
+
+    @app.put("/api/live/stream/{stream_id}/alert-rules/{rule_id}", response_model=AlertRule)
+    async def put_alert_rule(
+        stream_id: str, rule_id: str, body: dict[str, Any], request: Request
+    ) -> AlertRule:
+        """Create or replace a rule (``stream_id`` and ``rule_id`` come from the path)."""
+        g = gw(request)
+        record = await g.registered(valid_stream_id(stream_id))
+        try:
+            rule = AlertRule.model_validate({**body, "stream_id": stream_id, "rule_id": rule_id})
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            field = ".".join(str(p) for p in err["loc"]) or "body"
+            raise ApiError(422, err["msg"], f"body.{field}" if field != "body" else field) from exc
+        if rule.sensor_id and rule.sensor_id not in {s.id for s in record.sensors}:
+            raise ApiError(422, f"sensor {rule.sensor_id!r} is not registered", "body.sensor_id")
+        await g.rules.put(rule)
+        return rule
+
+    @app.delete("/api/live/stream/{stream_id}/alert-rules/{rule_id}", status_code=204)
+    async def delete_alert_rule(stream_id: str, rule_id: str, request: Request) -> Response:
+        """Remove a rule."""
+        if not await gw(request).rules.delete(valid_stream_id(stream_id), rule_id):
+            raise ApiError(404, f"no rule {rule_id!r} on {stream_id}", "rule_id")
+        return Response(status_code=204)
+
+    @app.get("/api/live/alerts")
+    async def list_alerts(
+        request: Request,
+        stream_id: str | None = None,
+        state: Annotated[str | None, Query(pattern="^(raised|acknowledged|cleared)$")] = None,
+        severity: Annotated[str | None, Query(pattern="^(info|warning|critical)$")] = None,
+        limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    ) -> list[dict[str, Any]]:
+        """Alerts, newest first, filtered by stream, state and severity."""
+        return await gw(request).alerts.find(stream_id, state, severity, limit)
+
+    @app.get("/api/live/alerts/{alert_id}/history")
+    async def alert_history(alert_id: str, request: Request) -> list[dict[str, Any]]:
+        """Every transition of one alert."""
+        rows = await gw(request).alerts.history(alert_id)
+        if not rows:
+            raise ApiError(404, f"alert {alert_id!r} is unknown", "alert_id")
+        return rows
+
+    @app.post("/api/live/alerts/{alert_id}/ack")
+    async def ack_alert(alert_id: str, body: AcknowledgeAlert, request: Request) -> Response:
+        """Acknowledge an alert, with who and why."""
+        stream_id = alert_id.split(".", 1)[0]
+        payload = json.dumps({"alert_id": alert_id, **body.model_dump()}).encode()
+        try:
+            reply = await gw(request).port.bus.nc.request(
+                subjects.alert_control(valid_stream_id(stream_id, "alert_id"), "ack"),
+                payload,
+                timeout=30,
+            )
+        except nats.errors.NoRespondersError:
+            return error(503, "the alerts service is not running; start it and retry")
+        except nats.errors.TimeoutError:
+            return error(504, "the alerts service did not answer in time")
+        status = int((reply.headers or {}).get("Vertac-Status", "200"))
+        answer = json.loads(reply.data)
+        if status != 200:
+            return error(status, answer.get("error", "acknowledge failed"), "alert_id")
+        return JSONResponse(answer)
+
     @app.get("/api/health", response_model=HealthStatus)
     async def health(request: Request) -> JSONResponse:
         """``ok`` when the bus and the database answer, else 503 with what failed."""
@@ -488,6 +573,13 @@ class LiveSession:
             return
         self._offer(WsAnalysisResult(stream_id=self.stream_id, result=result).model_dump_json())
 
+    async def _on_alert(self, msg: Msg) -> None:
+        try:
+            event = AlertChanged.model_validate_json(msg.data)
+        except ValidationError:
+            return
+        self._offer(WsAlert(stream_id=self.stream_id, alert=event).model_dump_json())
+
     async def _pump_samples(self) -> None:
         interval = self.g.settings.ws_interval_ms / 1000
         while True:
@@ -528,6 +620,7 @@ class LiveSession:
             await nc.subscribe(subjects.samples(self.stream_id), cb=self._on_samples),
             await nc.subscribe(f"{subjects.PREFIX}.cycles.{self.stream_id}.*", cb=self._on_cycle),
             await nc.subscribe(subjects.analysis(self.stream_id), cb=self._on_analysis),
+            await nc.subscribe(f"{subjects.PREFIX}.alerts.{self.stream_id}.*", cb=self._on_alert),
         ]
         tasks = [
             asyncio.create_task(self._pump_samples()),

@@ -1,0 +1,149 @@
+"""The alerts service's outside systems: rules and rule state in KV, alert events on the bus,
+``live_alerts`` and ``live_alert_history`` in PostgreSQL."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import nats.js.errors
+import psycopg
+from nats.js import JetStreamContext
+from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError, NotFoundError
+from nats.js.kv import KeyValue
+from psycopg_pool import AsyncConnectionPool
+
+from schemas import subjects
+from schemas.messages import AlertChanged, AlertRule
+from services.alerts.logic import RuleState
+from services.common.consumer import TransientError
+
+NS = 1_000_000_000
+
+
+def _dt(ns: int | None) -> datetime | None:
+    return None if ns is None else datetime.fromtimestamp(ns / NS, UTC)
+
+
+def rule_key(stream_id: str, rule_id: str) -> str:
+    return f"{stream_id}.{rule_id}"
+
+
+class Rules:
+    """Alert rules in KV ``vertac_alert_rules`` under ``<stream_id>.<rule_id>``."""
+
+    def __init__(self, kv: KeyValue) -> None:
+        self.kv = kv
+
+    async def all(self) -> list[AlertRule]:
+        try:
+            keys = await self.kv.keys()
+        except nats.js.errors.NoKeysError:
+            return []
+        rules = []
+        for key in keys:
+            try:
+                entry = await self.kv.get(key)
+            except (KeyNotFoundError, NotFoundError):
+                continue
+            if entry.value:
+                rules.append(AlertRule.model_validate_json(entry.value))
+        return rules
+
+
+class RuleStates:
+    """Per-rule state in KV ``vertac_alert_state``, updated with compare-and-set."""
+
+    def __init__(self, kv: KeyValue) -> None:
+        self.kv = kv
+
+    async def load(self, rule: AlertRule) -> tuple[RuleState, int | None]:
+        try:
+            entry = await self.kv.get(rule_key(rule.stream_id, rule.rule_id))
+        except (KeyNotFoundError, NotFoundError):
+            return RuleState(), None
+        return RuleState.model_validate_json(entry.value or b"{}"), entry.revision
+
+    async def save(self, rule: AlertRule, state: RuleState, revision: int | None) -> None:
+        key = rule_key(rule.stream_id, rule.rule_id)
+        body = state.model_dump_json().encode()
+        try:
+            if revision is None:
+                await self.kv.create(key, body)
+            else:
+                await self.kv.update(key, body, last=revision)
+        except KeyWrongLastSequenceError as exc:
+            raise TransientError(f"state of rule {key} changed meanwhile") from exc
+
+
+_UPSERT = """
+INSERT INTO live_alerts (alert_id, stream_id, severity, rule, rule_kind, sensor_id, message,
+    state, occurrences, raised_at, acknowledged_at, cleared_at, value, acknowledged_by, comment,
+    updated_at)
+VALUES (%(alert_id)s, %(stream_id)s, %(severity)s, %(rule)s, %(kind)s, %(sensor_id)s, %(message)s,
+    %(state)s, %(occurrences)s, %(raised_at)s, %(ack_at)s, %(cleared_at)s, %(value)s, %(by)s,
+    %(comment)s, now())
+ON CONFLICT (alert_id) DO UPDATE SET
+    severity = EXCLUDED.severity, message = EXCLUDED.message, state = EXCLUDED.state,
+    occurrences = greatest(live_alerts.occurrences, EXCLUDED.occurrences),
+    acknowledged_at = coalesce(EXCLUDED.acknowledged_at, live_alerts.acknowledged_at),
+    cleared_at = CASE WHEN EXCLUDED.state = 'raised' THEN NULL
+                      ELSE coalesce(EXCLUDED.cleared_at, live_alerts.cleared_at) END,
+    value = CASE WHEN EXCLUDED.state = 'raised' THEN EXCLUDED.value ELSE live_alerts.value END,
+    acknowledged_by = coalesce(EXCLUDED.acknowledged_by, live_alerts.acknowledged_by),
+    comment = CASE WHEN EXCLUDED.comment <> '' THEN EXCLUDED.comment ELSE live_alerts.comment END,
+    updated_at = now()
+"""
+_HISTORY = """
+INSERT INTO live_alert_history (alert_id, state, at, occurrences, severity, message, value,
+    by_user, comment)
+VALUES (%(alert_id)s, %(state)s, %(at)s, %(occurrences)s, %(severity)s, %(message)s, %(value)s,
+    %(by)s, %(comment)s)
+ON CONFLICT DO NOTHING
+"""
+
+
+class Alerts:
+    """Alert events: the bus first, then the rows (both idempotent)."""
+
+    def __init__(self, js: JetStreamContext, pool: AsyncConnectionPool) -> None:
+        self.js = js
+        self.pool = pool
+
+    async def record(self, event: AlertChanged) -> None:
+        at_ns = round(event.at.timestamp() * NS)
+        dedup = f"{event.alert_id}:{event.state}:{event.occurrences}:{at_ns}"
+        await self.js.publish(
+            subjects.alerts(event.stream_id, event.severity),
+            event.model_dump_json().encode(),
+            headers={
+                subjects.HEADER_CONTENT_TYPE: "application/json",
+                subjects.HEADER_MSG_ID: dedup,
+            },
+        )
+        row = {
+            "alert_id": event.alert_id,
+            "stream_id": event.stream_id,
+            "severity": event.severity,
+            "rule": event.rule_id,
+            "kind": event.kind,
+            "sensor_id": event.sensor_id,
+            "message": event.message,
+            "state": event.state,
+            "occurrences": event.occurrences,
+            "raised_at": event.raised_at or event.at,
+            "ack_at": event.at if event.state == "acknowledged" else None,
+            "cleared_at": event.at if event.state == "cleared" else None,
+            "value": event.value,
+            "by": event.acknowledged_by,
+            "comment": event.comment,
+            "at": event.at,
+        }
+        try:
+            async with self.pool.connection() as conn, conn.transaction():
+                await conn.execute(_UPSERT, row)
+                await conn.execute(_HISTORY, row)
+        except (psycopg.OperationalError, TimeoutError) as exc:
+            raise TransientError(f"PostgreSQL: {exc}") from exc
+
+
+__all__ = ["Alerts", "RuleStates", "Rules", "_dt", "rule_key"]

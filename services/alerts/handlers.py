@@ -1,0 +1,204 @@
+"""Thin handlers of the alerts service: rules against frames, analyses, cycle ends and time."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from schemas.frames import Frame
+from schemas.messages import AlertChanged, AlertRule, AnalysisCompleted, CycleStateChanged
+from services.alerts.adapters import Alerts, Rules, RuleStates, _dt
+from services.alerts.logic import (
+    RuleState,
+    Transition,
+    acknowledge,
+    on_analysis,
+    on_cycle,
+    on_frame_arrival,
+    on_samples,
+    on_tick,
+)
+from services.common.consumer import Delivery
+
+log = logging.getLogger(__name__)
+NS = 1_000_000_000
+SAMPLE_KINDS = ("limit", "rate", "flatline")
+
+
+class AlertEngine:
+    """Keeps the rules, applies inputs rule by rule, records what changed."""
+
+    def __init__(
+        self,
+        rules: Rules,
+        states: RuleStates,
+        alerts: Alerts,
+        reraise_window_s: float,
+        clock: Callable[[], int] = time.time_ns,
+    ) -> None:
+        self.rules = rules
+        self.states = states
+        self.alerts = alerts
+        self.window = reraise_window_s
+        self.clock = clock
+        self.by_stream: dict[str, list[AlertRule]] = {}
+        self.locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
+
+    async def refresh(self) -> None:
+        by_stream: dict[str, list[AlertRule]] = defaultdict(list)
+        for rule in await self.rules.all():
+            by_stream[rule.stream_id].append(rule)
+        self.by_stream = dict(by_stream)
+
+    async def run_refresh(self, stop: asyncio.Event, every_s: float) -> None:
+        while not stop.is_set():
+            try:
+                await self.refresh()
+            except Exception:  # a bad rule record must not stop the loop; it is logged
+                log.exception("reading alert rules failed")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), every_s)
+
+    async def _record(self, rule: AlertRule, transitions: list[Transition]) -> None:
+        for t in transitions:
+            event = AlertChanged(
+                alert_id=t.alert_id,
+                stream_id=rule.stream_id,
+                rule_id=rule.rule_id,
+                kind=rule.kind,
+                severity=t.severity,
+                state=t.state,
+                message=t.message,
+                at=_dt(t.at_ns),
+                sensor_id=rule.sensor_id,
+                value=t.value,
+                occurrences=t.occurrences,
+                raised_at=_dt(t.raised_at_ns),
+                acknowledged_by=t.user,
+                comment=t.comment,
+            )
+            await self.alerts.record(event)
+            log.info(
+                "alert", extra={"alert_id": t.alert_id, "state": t.state, "msg_text": t.message}
+            )
+
+    async def _apply(
+        self,
+        rule: AlertRule,
+        step: Callable[..., tuple[RuleState, list[Transition]]],
+        *args: Any,
+    ) -> None:
+        state, revision = await self.states.load(rule)
+        new, transitions = step(rule, state, *args)
+        await self._record(rule, transitions)
+        if new != state:
+            await self.states.save(rule, new, revision)
+
+    async def on_frames(self, batch: list[Delivery[Frame]]) -> None:
+        by_stream: dict[str, list[Frame]] = defaultdict(list)
+        for d in batch:
+            by_stream[d.item.stream_id].append(d.item)
+        now = self.clock()
+        for stream_id, frames in by_stream.items():
+            rules = self.by_stream.get(stream_id, [])
+            if not rules:
+                continue
+            async with self.locks[stream_id]:
+                for rule in rules:
+                    if rule.kind == "data_gap":
+                        await self._apply(rule, on_frame_arrival, now)
+                    elif rule.kind in SAMPLE_KINDS:
+                        t, v = _series(frames, rule.sensor_id)
+                        if len(t):
+                            await self._apply(rule, on_samples, t, v, now, self.window)
+
+    async def on_analyses(self, batch: list[Delivery[AnalysisCompleted]]) -> None:
+        for d in batch:
+            result = d.item
+            at = self.clock()
+            async with self.locks[result.stream_id]:
+                for rule in self.by_stream.get(result.stream_id, []):
+                    if rule.kind in ("health", "contribution"):
+                        await self._apply(rule, on_analysis, result, at, self.window)
+
+    async def on_cycles(self, batch: list[Delivery[CycleStateChanged]]) -> None:
+        for d in batch:
+            event = d.item
+            if event.state == "running":
+                continue
+            at = round(event.at.timestamp() * NS)
+            async with self.locks[event.stream_id]:
+                for rule in self.by_stream.get(event.stream_id, []):
+                    if rule.kind == "abnormal_stop":
+                        await self._apply(rule, on_cycle, event, at, self.window)
+
+    async def tick(self) -> None:
+        now = self.clock()
+        for stream_id, rules in self.by_stream.items():
+            gaps = [r for r in rules if r.kind == "data_gap"]
+            if not gaps:
+                continue
+            async with self.locks[stream_id]:
+                for rule in gaps:
+                    await self._apply(rule, on_tick, now, self.window)
+
+    async def run_ticks(self, stop: asyncio.Event, every_s: float) -> None:
+        while not stop.is_set():
+            try:
+                await self.tick()
+            except Exception:  # the tick loop must outlive one failing write; it is logged
+                log.exception("alert tick failed")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), every_s)
+
+    async def acknowledge(self, stream_id: str, body: bytes) -> tuple[int, dict[str, str]]:
+        """Handle an ``ack`` request: ``{"alert_id", "user", "comment"}``."""
+        try:
+            request = json.loads(body)
+            alert_id, user = str(request["alert_id"]), str(request["user"])
+            comment = str(request.get("comment", ""))
+        except (ValueError, KeyError, TypeError):
+            return 422, {"error": "an ack needs alert_id and user"}
+        rule = next(
+            (
+                r
+                for r in self.by_stream.get(stream_id, [])
+                if alert_id.startswith(f"{stream_id}.{r.rule_id}.")
+            ),
+            None,
+        )
+        if rule is None:
+            return 404, {"error": f"no rule of {stream_id} owns alert {alert_id!r}"}
+        async with self.locks[stream_id]:
+            state, revision = await self.states.load(rule)
+            if state.alert_id != alert_id:
+                return 409, {"error": f"alert {alert_id!r} is no longer the rule's current alert"}
+            new, transitions = acknowledge(state, user, comment, self.clock())
+            if not transitions:
+                return 409, {"error": f"alert {alert_id!r} is already {state.alert_state}"}
+            await self._record(rule, transitions)
+            await self.states.save(rule, new, revision)
+        return 200, {"alert_id": alert_id, "state": new.alert_state}
+
+
+def _series(frames: list[Frame], sensor_id: str | None) -> tuple[np.ndarray, np.ndarray]:
+    ts, vs = [], []
+    for f in frames:
+        for s in f.series:
+            if s.sensor_id == sensor_id and s.n:
+                good = s.qualities() >= 192
+                ts.append(s.timestamps()[good])
+                vs.append(s.values[good].astype(np.float64))
+    if not ts:
+        return np.zeros(0, dtype=np.int64), np.zeros(0)
+    t, v = np.concatenate(ts), np.concatenate(vs)
+    order = np.argsort(t, kind="stable")
+    return t[order], v[order]

@@ -1,0 +1,97 @@
+"""Alerts against real servers: limits raise and clear, flapping counts, acknowledge, browser."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import httpx
+import pytest
+import websockets
+
+from services.alerts.app import serve as serve_alerts
+from services.alerts.config import Settings as AlertsSettings
+from services.common.config import CommonSettings
+from tests.conftest import eventually
+
+pytestmark = pytest.mark.integration
+
+
+def samples(values: list[float], t0: float) -> list[dict]:
+    return [{"timestamp": t0 + 0.1 * i, "values": {"pressure": v}} for i, v in enumerate(values)]
+
+
+async def test_limit_alerts_raise_clear_flap_and_are_acknowledged(
+    gateway: str, bus, common: CommonSettings, running, stream_id: str
+) -> None:
+    running.start(serve_alerts(AlertsSettings(metrics_port=0, rules_refresh_s=0.1, tick_s=0.1),
+                               common, running.stop))  # fmt: skip
+    async with httpx.AsyncClient(base_url=gateway, timeout=30) as client:
+        reg = {"device_name": "Press", "stream_id": stream_id, "sensors": [{"id": "pressure", "unit": "bar"}]}
+        assert (await client.post("/api/live/register", json=reg)).status_code == 201
+        r = await client.put(f"/api/live/stream/{stream_id}/alert-rules/p-high", json={"kind": "limit"})
+        assert r.status_code == 422
+        assert "a limit rule needs sensor_id" in r.json()["error"]
+        r = await client.put(f"/api/live/stream/{stream_id}/alert-rules/p-high",
+                             json={"kind": "limit", "sensor_id": "nope", "hi": 100})  # fmt: skip
+        assert r.json()["details"][0]["field"] == "body.sensor_id"
+        rule = {"kind": "limit", "sensor_id": "pressure", "hi": 100, "hihi": 200, "deadband": 5}
+        r = await client.put(f"/api/live/stream/{stream_id}/alert-rules/p-high", json=rule)
+        assert r.status_code == 200, r.text
+        assert [x["rule_id"] for x in (await client.get(f"/api/live/stream/{stream_id}/alert-rules")).json()] == ["p-high"]
+        await asyncio.sleep(0.5)  # the alerts service re-reads its rules
+
+        ws = await websockets.connect(gateway.replace("http", "ws") + f"/api/live/ws/stream/{stream_id}")
+        t0 = 1_800_000_000.0
+        await client.post("/api/live/batch", json={"stream_id": stream_id,
+                                                   "samples": samples([50, 150, 160, 97, 94, 50], t0)})  # fmt: skip
+
+        async def alerts() -> list[dict]:
+            return (await client.get("/api/live/alerts", params={"stream_id": stream_id})).json()
+
+        async def cleared() -> list[dict] | None:
+            rows = await alerts()
+            return rows if rows and rows[0]["state"] == "cleared" else None
+
+        (first,) = await eventually(cleared)
+        assert first["severity"] == "warning"
+        assert first["value"] == 150
+        history = (await client.get(f"/api/live/alerts/{first['alert_id']}/history")).json()
+        assert [h["state"] for h in history] == ["raised", "cleared"]
+
+        # flapping: five more crossings within the re-raise window -> the same alert, counted
+        for k in range(5):
+            await client.post("/api/live/batch", json={"stream_id": stream_id,
+                                                       "samples": samples([150, 50], t0 + 1 + k)})  # fmt: skip
+
+        async def counted() -> list[dict] | None:
+            rows = await alerts()
+            return rows if rows[0]["occurrences"] == 6 and rows[0]["state"] == "cleared" else None
+
+        rows = await eventually(counted)
+        assert len(rows) == 1
+
+        # raised and staying high, escalating to critical; then acknowledged
+        await client.post("/api/live/batch", json={"stream_id": stream_id,
+                                                   "samples": samples([150, 250, 260], t0 + 10)})  # fmt: skip
+
+        async def raised() -> list[dict] | None:
+            rows = await alerts()
+            return rows if rows[0]["state"] == "raised" and rows[0]["severity"] == "critical" else None
+
+        (alert,) = await eventually(raised)
+        r = await client.post(f"/api/live/alerts/{alert['alert_id']}/ack", json={"user": "ada", "comment": "valve checked"})
+        assert r.status_code == 200, r.text
+        assert r.json()["state"] == "acknowledged"
+        r = await client.post(f"/api/live/alerts/{alert['alert_id']}/ack", json={"user": "ada"})
+        assert r.status_code == 409
+        (acked,) = await alerts()
+        assert (acked["state"], acked["acknowledged_by"], acked["comment"]) == ("acknowledged", "ada", "valve checked")
+        r = await client.post("/api/live/alerts/nope.x.1/ack", json={"user": "ada"})
+        assert r.status_code in (404, 422)
+
+        seen = []
+        while len([m for m in seen if m["type"] == "alert"]) < 3:
+            seen.append(json.loads(await asyncio.wait_for(ws.recv(), 10)))
+        await ws.close()
+        assert {m["alert"]["state"] for m in seen if m["type"] == "alert"} >= {"raised", "cleared"}
