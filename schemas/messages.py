@@ -579,6 +579,10 @@ class AlertRule(Contract):
     deadband: float = Field(default=0.0, ge=0, description="Hysteresis before the alert clears.")
     enabled: bool = True
     description: str = Field(default="", max_length=500)
+    notify: list[Literal["webhook", "email"]] | None = Field(
+        default=None,
+        description="Channels for this rule's alerts; unset: every channel, by severity.",
+    )
 
     @model_validator(mode="after")
     def _fields_for_kind(self) -> AlertRule:

@@ -10,10 +10,11 @@ from typing import Any
 from nats.aio.msg import Msg
 
 from schemas import subjects
-from schemas.messages import AnalysisCompleted, CycleStateChanged
+from schemas.messages import AlertChanged, AnalysisCompleted, CycleStateChanged
 from services.alerts.adapters import Alerts, Rules, RuleStates
 from services.alerts.config import Settings
 from services.alerts.handlers import AlertEngine
+from services.alerts.notify import Channel, Email, Notifier, Webhook
 from services.common.config import CommonSettings
 from services.common.consumer import DurableConsumer
 from services.common.decoding import decode_frame, model_decoder
@@ -73,6 +74,27 @@ async def serve(settings: Settings, common: CommonSettings, stop: asyncio.Event)
             max_deliver=common.max_deliver,
         ),
     ]
+    channels = channels_of(settings)
+    if channels:
+        notifier = Notifier(
+            channels, engine.index, settings.notify_min_severity, settings.notify_max_per_minute
+        )
+        consumers.append(
+            DurableConsumer(
+                bus.js,
+                service=SERVICE,
+                durable=f"{settings.durable}-notify",
+                stream=subjects.ALERTS.name,
+                subject=subjects.all_of("alerts"),
+                decode=model_decoder(AlertChanged),
+                handle=notifier,
+                batch=50,
+                metrics=metrics,
+                max_deliver=settings.notify_max_deliver,
+                nak_delay=settings.notify_retry_delay_s,
+                linger_s=settings.notify_digest_window_s,
+            )
+        )
     for consumer in consumers:
         await consumer.declare()
 
@@ -99,6 +121,29 @@ async def serve(settings: Settings, common: CommonSettings, stop: asyncio.Event)
     finally:
         await bus.close()
         await pool.close()
+
+
+def channels_of(settings: Settings) -> list[Channel]:
+    """The notification channels the settings configure."""
+    channels: list[Channel] = []
+    if settings.webhook_url:
+        channels.append(Webhook(settings.webhook_url, settings.webhook_secret))
+    if settings.smtp_host:
+        to = [a.strip() for a in settings.mail_to.split(",") if a.strip()]
+        if not to:
+            raise ValueError("VERTAC_ALERTS_SMTP_HOST is set but VERTAC_ALERTS_MAIL_TO is empty")
+        channels.append(
+            Email(
+                settings.smtp_host,
+                settings.smtp_port,
+                settings.mail_from,
+                to,
+                settings.smtp_user,
+                settings.smtp_password,
+                settings.smtp_starttls,
+            )
+        )
+    return channels
 
 
 def main() -> None:

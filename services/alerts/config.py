@@ -18,3 +18,29 @@ class Settings(BaseSettings):
     reraise_window_s: float = Field(
         default=60.0, ge=0, description="A condition back within this re-raises the same alert."
     )
+    notify_min_severity: str = Field(
+        default="warning",
+        pattern="^(info|warning|critical)$",
+        description="Alerts of this severity or worse are notified (rules may name channels).",
+    )
+    notify_max_per_minute: int = Field(
+        default=10, ge=1, description="Messages per channel and minute; more wait for a digest."
+    )
+    notify_digest_window_s: float = Field(
+        default=2.0, ge=0, description="Events within this of each other go out as one digest."
+    )
+    notify_retry_delay_s: float = Field(
+        default=10.0, gt=0, description="Wait before a failed or over-budget notification retries."
+    )
+    notify_max_deliver: int = Field(
+        default=100, ge=1, description="Attempts before a notification is dead-lettered."
+    )
+    webhook_url: str = Field(default="", description="POST alert events here; empty: no webhook.")
+    webhook_secret: str = Field(default="", description="HMAC-SHA256 key of X-Vertac-Signature.")
+    smtp_host: str = Field(default="", description="SMTP server; empty: no e-mail.")
+    smtp_port: int = 25
+    smtp_user: str = ""
+    smtp_password: str = ""
+    smtp_starttls: bool = False
+    mail_from: str = "vertac@localhost"
+    mail_to: str = Field(default="", description="Recipients, comma separated.")

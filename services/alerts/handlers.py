@@ -50,6 +50,7 @@ class AlertEngine:
         self.window = reraise_window_s
         self.clock = clock
         self.by_stream: dict[str, list[AlertRule]] = {}
+        self.index: dict[str, AlertRule] = {}  # "<stream_id>.<rule_id>", shared with the notifier
         self.locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
 
     async def refresh(self) -> None:
@@ -57,6 +58,9 @@ class AlertEngine:
         for rule in await self.rules.all():
             by_stream[rule.stream_id].append(rule)
         self.by_stream = dict(by_stream)
+        fresh = {f"{r.stream_id}.{r.rule_id}": r for rules in by_stream.values() for r in rules}
+        self.index.clear()
+        self.index.update(fresh)
 
     async def run_refresh(self, stop: asyncio.Event, every_s: float) -> None:
         while not stop.is_set():

@@ -102,6 +102,7 @@ class DurableConsumer(Generic[T]):
         ack_wait: float = 30.0,
         nak_delay: float = 1.0,
         max_ack_pending: int = 20_000,
+        linger_s: float = 0.0,
     ) -> None:
         self.js = js
         self.service = service
@@ -117,6 +118,7 @@ class DurableConsumer(Generic[T]):
         self.ack_wait = ack_wait
         self.nak_delay = nak_delay
         self.max_ack_pending = max_ack_pending
+        self.linger_s = linger_s  # wait this long for more before handling a short batch
         self._labels = (service, durable)
         self._sub: JetStreamContext.PullSubscription | None = None
 
@@ -160,6 +162,10 @@ class DurableConsumer(Generic[T]):
                     log.warning("fetch failed", extra={"error": str(exc), "durable": self.durable})
                     await asyncio.sleep(0.5)
                     continue
+                if self.linger_s and len(msgs) < self.batch:
+                    await asyncio.sleep(self.linger_s)
+                    with contextlib.suppress(nats.errors.TimeoutError, TimeoutError):
+                        msgs += await self._sub.fetch(self.batch - len(msgs), timeout=0.2)
                 await self.process(msgs)
         finally:
             lag_task.cancel()

@@ -27,9 +27,15 @@ async def test_limit_alerts_raise_clear_flap_and_are_acknowledged(
     running.start(serve_alerts(AlertsSettings(metrics_port=0, rules_refresh_s=0.1, tick_s=0.1),
                                common, running.stop))  # fmt: skip
     async with httpx.AsyncClient(base_url=gateway, timeout=30) as client:
-        reg = {"device_name": "Press", "stream_id": stream_id, "sensors": [{"id": "pressure", "unit": "bar"}]}
+        reg = {
+            "device_name": "Press",
+            "stream_id": stream_id,
+            "sensors": [{"id": "pressure", "unit": "bar"}],
+        }
         assert (await client.post("/api/live/register", json=reg)).status_code == 201
-        r = await client.put(f"/api/live/stream/{stream_id}/alert-rules/p-high", json={"kind": "limit"})
+        r = await client.put(
+            f"/api/live/stream/{stream_id}/alert-rules/p-high", json={"kind": "limit"}
+        )
         assert r.status_code == 422
         assert "a limit rule needs sensor_id" in r.json()["error"]
         r = await client.put(f"/api/live/stream/{stream_id}/alert-rules/p-high",
@@ -38,10 +44,15 @@ async def test_limit_alerts_raise_clear_flap_and_are_acknowledged(
         rule = {"kind": "limit", "sensor_id": "pressure", "hi": 100, "hihi": 200, "deadband": 5}
         r = await client.put(f"/api/live/stream/{stream_id}/alert-rules/p-high", json=rule)
         assert r.status_code == 200, r.text
-        assert [x["rule_id"] for x in (await client.get(f"/api/live/stream/{stream_id}/alert-rules")).json()] == ["p-high"]
+        assert [
+            x["rule_id"]
+            for x in (await client.get(f"/api/live/stream/{stream_id}/alert-rules")).json()
+        ] == ["p-high"]
         await asyncio.sleep(0.5)  # the alerts service re-reads its rules
 
-        ws = await websockets.connect(gateway.replace("http", "ws") + f"/api/live/ws/stream/{stream_id}")
+        ws = await websockets.connect(
+            gateway.replace("http", "ws") + f"/api/live/ws/stream/{stream_id}"
+        )
         t0 = 1_800_000_000.0
         await client.post("/api/live/batch", json={"stream_id": stream_id,
                                                    "samples": samples([50, 150, 160, 97, 94, 50], t0)})  # fmt: skip
@@ -77,16 +88,25 @@ async def test_limit_alerts_raise_clear_flap_and_are_acknowledged(
 
         async def raised() -> list[dict] | None:
             rows = await alerts()
-            return rows if rows[0]["state"] == "raised" and rows[0]["severity"] == "critical" else None
+            return (
+                rows if rows[0]["state"] == "raised" and rows[0]["severity"] == "critical" else None
+            )
 
         (alert,) = await eventually(raised)
-        r = await client.post(f"/api/live/alerts/{alert['alert_id']}/ack", json={"user": "ada", "comment": "valve checked"})
+        r = await client.post(
+            f"/api/live/alerts/{alert['alert_id']}/ack",
+            json={"user": "ada", "comment": "valve checked"},
+        )
         assert r.status_code == 200, r.text
         assert r.json()["state"] == "acknowledged"
         r = await client.post(f"/api/live/alerts/{alert['alert_id']}/ack", json={"user": "ada"})
         assert r.status_code == 409
         (acked,) = await alerts()
-        assert (acked["state"], acked["acknowledged_by"], acked["comment"]) == ("acknowledged", "ada", "valve checked")
+        assert (acked["state"], acked["acknowledged_by"], acked["comment"]) == (
+            "acknowledged",
+            "ada",
+            "valve checked",
+        )
         r = await client.post("/api/live/alerts/nope.x.1/ack", json={"user": "ada"})
         assert r.status_code in (404, 422)
 
