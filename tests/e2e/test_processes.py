@@ -200,3 +200,63 @@ def test_vertac_run_brings_up_the_whole_system_and_keeps_data_across_runs(tmp_pa
         ["pgrep", "-f", str(data)], capture_output=True, text=True, check=False
     )
     assert leftovers.stdout.strip() == "", "processes left running after Ctrl-C"
+
+
+async def test_alerts_killed_and_restarted_neither_duplicates_nor_loses_an_alert(
+    bus, common: CommonSettings, stream_id: str
+) -> None:
+    import numpy as np
+    import psycopg
+
+    from edge.publisher import FramePublisher
+    from schemas import subjects
+    from schemas.frames import Frame, Series
+    from schemas.messages import AlertRule
+
+    kv = await bus.js.key_value(subjects.KV_ALERT_RULES)
+    rule = AlertRule(rule_id="hot", stream_id=stream_id, kind="limit", sensor_id="t", hi=50)
+    await kv.put(f"{stream_id}.hot", rule.model_dump_json().encode())
+    env = service_env(common, VERTAC_ALERTS_METRICS_PORT="0")
+    alerts = start_service("alerts", env)
+    publisher = FramePublisher(bus.js)
+
+    async def send(seq: int, values: list[float]) -> None:
+        t0 = 1_800_000_000_000_000_000 + seq * 1_000_000_000
+        await publisher.publish(Frame(stream_id, seq, (Series("t", np.asarray(values), t0, 100_000_000),)))
+        await publisher.flush()
+
+    async def history() -> list[tuple]:
+        async with await psycopg.AsyncConnection.connect(common.database_url) as conn:
+            cur = await conn.execute(
+                "SELECT h.alert_id, h.state FROM live_alert_history h"
+                " JOIN live_alerts a USING (alert_id) WHERE a.stream_id = %s ORDER BY h.at",
+                (stream_id,),
+            )
+            return await cur.fetchall()
+
+    try:
+        await send(0, [20, 60, 70])
+
+        async def raised() -> list | None:
+            rows = await history()
+            return rows if rows else None
+
+        await eventually(raised, timeout=30)
+        alerts.send_signal(signal.SIGKILL)
+        alerts.wait(10)
+        await send(1, [80, 40, 30])  # clears while the service is down
+        await send(2, [20, 20])
+        alerts = start_service("alerts", env)
+
+        async def cleared() -> list | None:
+            rows = await history()
+            return rows if len(rows) >= 2 else None
+
+        rows = await eventually(cleared, timeout=30)
+        await asyncio.sleep(1.0)
+    finally:
+        alerts.terminate()
+        alerts.wait(10)
+    rows = await history()
+    assert [state for _, state in rows] == ["raised", "cleared"]
+    assert len({alert_id for alert_id, _ in rows}) == 1
