@@ -34,6 +34,7 @@ async def serve(settings: Settings, common: CommonSettings, stop: asyncio.Event)
         RuleStates(await bus.js.key_value(subjects.KV_ALERT_STATE)),
         Alerts(bus.js, pool),
         settings.reraise_window_s,
+        settings.max_new_per_minute,
     )
     await engine.refresh()
     consumers: list[DurableConsumer[Any]] = [

@@ -18,6 +18,11 @@ class Settings(BaseSettings):
     reraise_window_s: float = Field(
         default=60.0, ge=0, description="A condition back within this re-raises the same alert."
     )
+    max_new_per_minute: int = Field(
+        default=20,
+        ge=1,
+        description="New alerts per stream and minute; beyond, one summary alert counts the rest.",
+    )
     notify_min_severity: str = Field(
         default="warning",
         pattern="^(info|warning|critical)$",

@@ -17,6 +17,7 @@ from schemas.frames import Frame
 from schemas.messages import AlertChanged, AlertRule, AnalysisCompleted, CycleStateChanged
 from services.alerts.adapters import Alerts, Rules, RuleStates, _dt
 from services.alerts.logic import (
+    RateGuard,
     RuleState,
     Transition,
     acknowledge,
@@ -42,6 +43,7 @@ class AlertEngine:
         states: RuleStates,
         alerts: Alerts,
         reraise_window_s: float,
+        max_new_per_minute: int = 20,
         clock: Callable[[], int] = time.time_ns,
     ) -> None:
         self.rules = rules
@@ -49,6 +51,7 @@ class AlertEngine:
         self.alerts = alerts
         self.window = reraise_window_s
         self.clock = clock
+        self.guard = RateGuard(max_new_per_minute)
         self.by_stream: dict[str, list[AlertRule]] = {}
         self.index: dict[str, AlertRule] = {}  # "<stream_id>.<rule_id>", shared with the notifier
         self.locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
@@ -72,27 +75,41 @@ class AlertEngine:
                 await asyncio.wait_for(stop.wait(), every_s)
 
     async def _record(self, rule: AlertRule, transitions: list[Transition]) -> None:
+        held = 0
         for t in transitions:
-            event = AlertChanged(
-                alert_id=t.alert_id,
-                stream_id=rule.stream_id,
-                rule_id=rule.rule_id,
-                kind=rule.kind,
-                severity=t.severity,
-                state=t.state,
-                message=t.message,
-                at=_dt(t.at_ns),
-                sensor_id=rule.sensor_id,
-                value=t.value,
-                occurrences=t.occurrences,
-                raised_at=_dt(t.raised_at_ns),
-                acknowledged_by=t.user,
-                comment=t.comment,
-            )
-            await self.alerts.record(event)
-            log.info(
-                "alert", extra={"alert_id": t.alert_id, "state": t.state, "msg_text": t.message}
-            )
+            if not self.guard.admit(rule.stream_id, t):
+                held += t.state == "raised"
+                continue
+            await self._publish(rule.stream_id, rule.rule_id, rule.kind, rule.sensor_id, t)
+        if held:
+            await self._summary(rule.stream_id, self.clock(), held)
+
+    async def _summary(self, stream_id: str, now: int, held: int) -> None:
+        t = self.guard.summary_for(stream_id, now, held)
+        if t is not None:
+            await self._publish(stream_id, "_rate", "rate_limit", None, t)
+
+    async def _publish(
+        self, stream_id: str, rule_id: str, kind: str, sensor_id: str | None, t: Transition
+    ) -> None:
+        event = AlertChanged(
+            alert_id=t.alert_id,
+            stream_id=stream_id,
+            rule_id=rule_id,
+            kind=kind,
+            severity=t.severity,
+            state=t.state,
+            message=t.message,
+            at=_dt(t.at_ns),
+            sensor_id=sensor_id,
+            value=t.value,
+            occurrences=t.occurrences,
+            raised_at=_dt(t.raised_at_ns),
+            acknowledged_by=t.user,
+            comment=t.comment,
+        )
+        await self.alerts.record(event)
+        log.info("alert", extra={"alert_id": t.alert_id, "state": t.state, "msg_text": t.message})
 
     async def _apply(
         self,
@@ -146,6 +163,8 @@ class AlertEngine:
 
     async def tick(self) -> None:
         now = self.clock()
+        for stream_id in list(self.guard.summary):
+            await self._summary(stream_id, now, 0)
         for stream_id, rules in self.by_stream.items():
             gaps = [r for r in rules if r.kind == "data_gap"]
             if not gaps:

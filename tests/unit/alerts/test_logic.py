@@ -123,3 +123,23 @@ def test_hysteresis_helper() -> None:
     off = np.array([0, 0, 0, 1, 0, 0], bool)
     assert hysteresis(on, off, False).tolist() == [False, True, True, False, False, False]
     assert hysteresis(on, off, True).tolist() == [True, True, True, False, False, False]
+
+
+def test_the_rate_guard_holds_back_a_flood_and_summarises_it() -> None:
+    from services.alerts.logic import RateGuard, Transition
+
+    guard = RateGuard(per_minute=3)
+
+    def raised(i: int, at_s: float) -> Transition:
+        return Transition(f"s.r{i}.1", "raised", int(at_s * NS), "warning", "x", 1, int(at_s * NS))
+
+    admitted = [guard.admit("s", raised(i, i)) for i in range(5)]
+    assert admitted == [True, True, True, False, False]
+    summary = guard.summary_for("s", 5 * NS, 2)
+    assert (summary.state, summary.occurrences) == ("raised", 2)
+    assert "2 alerts held back" in summary.message
+    cleared = Transition("s.r4.1", "cleared", 6 * NS, "warning", "x", 1, 4 * NS)
+    assert guard.admit("s", cleared) is False  # its raise was held back, so is its clear
+    assert guard.summary_for("s", 30 * NS, 0) is None
+    assert guard.summary_for("s", 70 * NS, 0).state == "cleared"
+    assert guard.admit("s", raised(9, 130)) is True
