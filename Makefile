@@ -36,9 +36,10 @@ fmt: $(STAMP) ## Format and auto-fix the code
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
-bench: $(STAMP) ## Benchmarks: end-to-end ingest on the embedded stack, cycle analysis (prints figures)
+bench: $(STAMP) ## Benchmarks: ingest on the embedded stack, cycle analysis, alert latency (prints figures)
 	$(BIN)/python -m tests.bench.ingest
 	$(BIN)/python -m tests.bench.analysis
+	$(BIN)/python -m tests.bench.alerts
 
 schemas: $(STAMP) ## Re-export JSON Schemas and the AsyncAPI document into schemas/json/
 	$(BIN)/vertac schemas export

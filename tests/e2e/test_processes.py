@@ -222,7 +222,9 @@ async def test_alerts_killed_and_restarted_neither_duplicates_nor_loses_an_alert
 
     async def send(seq: int, values: list[float]) -> None:
         t0 = 1_800_000_000_000_000_000 + seq * 1_000_000_000
-        await publisher.publish(Frame(stream_id, seq, (Series("t", np.asarray(values), t0, 100_000_000),)))
+        await publisher.publish(
+            Frame(stream_id, seq, (Series("t", np.asarray(values), t0, 100_000_000),))
+        )
         await publisher.flush()
 
     async def history() -> list[tuple]:
