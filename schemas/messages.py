@@ -547,7 +547,7 @@ class DryRunResult(Contract):
 
 
 RuleKind = Literal[
-    "limit", "rate", "flatline", "data_gap", "health", "contribution", "abnormal_stop"
+    "limit", "rate", "flatline", "data_gap", "envelope", "health", "contribution", "abnormal_stop"
 ]
 
 
@@ -573,6 +573,9 @@ class AlertRule(Contract):
         default=0.0, ge=0, description="flatline: changes below this count as none."
     )
     gap_s: float | None = Field(default=None, gt=0, description="data_gap: no frames this long.")
+    envelope_k: float = Field(
+        default=3.0, gt=0, description="envelope: half-width in normal spreads of the reference."
+    )
     health_below: float | None = Field(default=None, ge=0, le=100)
     contribution_above: float | None = Field(default=None, ge=0, le=100)
     delay_on_ms: int = Field(default=0, ge=0, description="The condition must hold this long.")
@@ -590,6 +593,7 @@ class AlertRule(Contract):
             "limit": ("sensor_id",),
             "rate": ("sensor_id", "max_rate"),
             "flatline": ("sensor_id", "flat_s"),
+            "envelope": ("sensor_id",),
             "data_gap": ("gap_s",),
             "health": ("health_below",),
             "contribution": ("contribution_above",),

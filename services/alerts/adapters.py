@@ -13,9 +13,10 @@ from nats.js.kv import KeyValue
 from psycopg_pool import AsyncConnectionPool
 
 from schemas import subjects
-from schemas.messages import AlertChanged, AlertRule
+from schemas.messages import AlertChanged, AlertRule, CycleStateRecord
 from services.alerts.logic import RuleState
 from services.common.consumer import TransientError
+from services.common.references import Reference, reference_from_bytes
 
 NS = 1_000_000_000
 
@@ -146,4 +147,37 @@ class Alerts:
             raise TransientError(f"PostgreSQL: {exc}") from exc
 
 
-__all__ = ["Alerts", "RuleStates", "Rules", "_dt", "rule_key"]
+class CycleContext:
+    """Whether a stream's cycle is running (KV ``vertac_cycle_state``) and its active reference
+    (``live_references``, cached for ``ttl_s``), for the envelope rule."""
+
+    def __init__(self, kv_state: KeyValue, pool: AsyncConnectionPool, ttl_s: float = 5.0) -> None:
+        self.kv_state = kv_state
+        self.pool = pool
+        self.ttl_s = ttl_s
+        self._refs: dict[str, tuple[float, Reference | None]] = {}
+
+    async def running_since(self, stream_id: str) -> int | None:
+        try:
+            entry = await self.kv_state.get(stream_id)
+        except (KeyNotFoundError, NotFoundError):
+            return None
+        record = CycleStateRecord.model_validate_json(entry.value or b"{}")
+        return record.started_ns if record.state in ("running", "stopping") else None
+
+    async def reference(self, stream_id: str, now: float) -> Reference | None:
+        cached = self._refs.get(stream_id)
+        # a missing reference is looked for again soon: the first one is built while cycles run
+        if cached is not None and now - cached[0] < (self.ttl_s if cached[1] else 1.0):
+            return cached[1]
+        try:
+            async with self.pool.connection() as conn:
+                cur = await conn.execute(
+                    "SELECT data FROM live_references WHERE stream_id = %s AND active", (stream_id,)
+                )
+                row = await cur.fetchone()
+        except (psycopg.OperationalError, TimeoutError) as exc:
+            raise TransientError(f"PostgreSQL: {exc}") from exc
+        reference = reference_from_bytes(row[0]) if row else None
+        self._refs[stream_id] = (now, reference)
+        return reference

@@ -11,7 +11,7 @@ from nats.aio.msg import Msg
 
 from schemas import subjects
 from schemas.messages import AlertChanged, AnalysisCompleted, CycleStateChanged
-from services.alerts.adapters import Alerts, Rules, RuleStates
+from services.alerts.adapters import Alerts, CycleContext, Rules, RuleStates
 from services.alerts.config import Settings
 from services.alerts.handlers import AlertEngine
 from services.alerts.notify import Channel, Email, Notifier, Webhook
@@ -35,6 +35,7 @@ async def serve(settings: Settings, common: CommonSettings, stop: asyncio.Event)
         Alerts(bus.js, pool),
         settings.reraise_window_s,
         settings.max_new_per_minute,
+        CycleContext(await bus.js.key_value(subjects.KV_CYCLE_STATE), pool),
     )
     await engine.refresh()
     consumers: list[DurableConsumer[Any]] = [

@@ -15,7 +15,7 @@ import numpy as np
 
 from schemas.frames import Frame
 from schemas.messages import AlertChanged, AlertRule, AnalysisCompleted, CycleStateChanged
-from services.alerts.adapters import Alerts, Rules, RuleStates, _dt
+from services.alerts.adapters import Alerts, CycleContext, Rules, RuleStates, _dt
 from services.alerts.logic import (
     RateGuard,
     RuleState,
@@ -23,6 +23,7 @@ from services.alerts.logic import (
     acknowledge,
     on_analysis,
     on_cycle,
+    on_envelope,
     on_frame_arrival,
     on_samples,
     on_tick,
@@ -44,6 +45,7 @@ class AlertEngine:
         alerts: Alerts,
         reraise_window_s: float,
         max_new_per_minute: int = 20,
+        context: CycleContext | None = None,
         clock: Callable[[], int] = time.time_ns,
     ) -> None:
         self.rules = rules
@@ -52,6 +54,7 @@ class AlertEngine:
         self.window = reraise_window_s
         self.clock = clock
         self.guard = RateGuard(max_new_per_minute)
+        self.context = context
         self.by_stream: dict[str, list[AlertRule]] = {}
         self.index: dict[str, AlertRule] = {}  # "<stream_id>.<rule_id>", shared with the notifier
         self.locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
@@ -136,6 +139,16 @@ class AlertEngine:
                 for rule in rules:
                     if rule.kind == "data_gap":
                         await self._apply(rule, on_frame_arrival, now)
+                    elif rule.kind == "envelope" and self.context is not None:
+                        t, v = _series(frames, rule.sensor_id)
+                        if len(t):
+                            started = await self.context.running_since(stream_id)
+                            ref = await self.context.reference(stream_id, time.monotonic())
+                            sensor = ref.sensors.get(rule.sensor_id or "") if ref else None
+                            duration = ref.duration_s if ref else 0.0
+                            await self._apply(
+                                rule, on_envelope, t, v, started, sensor, duration, now, self.window
+                            )
                     elif rule.kind in SAMPLE_KINDS:
                         t, v = _series(frames, rule.sensor_id)
                         if len(t):

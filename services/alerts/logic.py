@@ -18,6 +18,7 @@ import numpy.typing as npt
 from pydantic import BaseModel, ConfigDict
 
 from schemas.messages import AlertRule, AnalysisCompleted, CycleStateChanged
+from services.common.references import SensorReference
 
 NS = 1_000_000_000
 Bools = npt.NDArray[np.bool_]
@@ -282,6 +283,49 @@ def on_samples(
             window,
         )
     return s, []
+
+
+def on_envelope(
+    rule: AlertRule,
+    s: RuleState,
+    t: npt.NDArray[np.int64],
+    v: npt.NDArray[np.float64],
+    started_ns: int | None,
+    reference: SensorReference | None,
+    duration_s: float,
+    now_ns: int,
+    reraise_window_s: float = 60.0,
+) -> tuple[RuleState, list[Transition]]:
+    """Samples of a running cycle against the reference's envelope at the same point of the
+    cycle (mean ± envelope_k · spread; time since the cycle started over the reference's
+    duration). Outside a running cycle, or past the reference's end, nothing is judged."""
+    s = s.model_copy(update={"last_arrival_ns": now_ns})
+    if not rule.enabled or len(t) == 0:
+        return s, []
+    n = len(reference.mean) if reference is not None else 0
+    if started_ns is None or reference is None or n < 2 or duration_s <= 0:
+        inside = np.zeros(len(t), dtype=bool)
+        return _timeline(rule, s, t, inside, v, inside, "", round(reraise_window_s * NS))
+    pos = (t - started_ns) / (duration_s * NS)
+    idx = np.clip(np.rint(pos * (n - 1)).astype(np.int64), 0, n - 1)
+    judged = (pos >= 0) & (pos <= 1)
+    if reference.coverage is not None:
+        judged &= reference.coverage[idx]
+    half = rule.envelope_k * reference.spread[idx]
+    outside = judged & (np.abs(v - reference.mean[idx]) > half)
+    back = ~judged | (np.abs(v - reference.mean[idx]) <= np.maximum(half - rule.deadband, 0))
+    active = hysteresis(outside, back & ~outside, s.condition)
+    name = rule.sensor_id or "value"
+    return _timeline(
+        rule,
+        s,
+        t,
+        active,
+        v,
+        np.zeros(len(t), dtype=bool),
+        f"{name} outside the reference envelope",
+        round(reraise_window_s * NS),
+    )
 
 
 def on_tick(

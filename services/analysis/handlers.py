@@ -33,13 +33,12 @@ from services.analysis.adapters import (
 from services.analysis.logic import (
     CycleData,
     Params,
-    Reference,
     analyse,
     build_reference,
     cycle_from_recording,
-    reference_from_bytes,
 )
 from services.common.consumer import Delivery
+from services.common.references import Reference, reference_from_bytes
 
 log = logging.getLogger(__name__)
 NS = 1_000_000_000

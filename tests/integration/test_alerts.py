@@ -115,3 +115,59 @@ async def test_limit_alerts_raise_clear_flap_and_are_acknowledged(
             seen.append(json.loads(await asyncio.wait_for(ws.recv(), 10)))
         await ws.close()
         assert {m["alert"]["state"] for m in seen if m["type"] == "alert"} >= {"raised", "cleared"}
+
+
+async def test_the_envelope_rule_fires_during_a_faulty_cycle(
+    bus, common: CommonSettings, running, stream_id: str
+) -> None:
+    from edge.run import SimulateOptions, simulate
+    from edge.simulator import Fault, build_machine
+    from schemas import subjects
+    from schemas.messages import AlertChanged, AlertRule, CycleConfig, CycleStateChanged
+    from services.analysis.app import serve as serve_analysis
+    from services.analysis.config import Settings as AnalysisSettings
+    from services.cycles.app import serve as serve_cycles
+    from services.cycles.config import Settings as CyclesSettings
+
+    kv_config = await bus.js.key_value(subjects.KV_CYCLE_CONFIG)
+    await kv_config.put(stream_id, CycleConfig(trigger="signal", signal_sensor="cycle_active",
+                                               start_above=0.5, stop_below=0.5).model_dump_json().encode())  # fmt: skip
+    kv_rules = await bus.js.key_value(subjects.KV_ALERT_RULES)
+    rule = AlertRule(
+        rule_id="env", stream_id=stream_id, kind="envelope", sensor_id="flow_1", delay_on_ms=50
+    )
+    await kv_rules.put(f"{stream_id}.env", rule.model_dump_json().encode())
+    alerts: list[AlertChanged] = []
+    ends: list[CycleStateChanged] = []
+
+    async def on_alert(msg) -> None:
+        alerts.append(AlertChanged.model_validate_json(msg.data))
+
+    async def on_cycle(msg) -> None:
+        ends.append(CycleStateChanged.model_validate_json(msg.data))
+
+    await bus.nc.subscribe(f"vertac.alerts.{stream_id}.*", cb=on_alert)
+    await bus.nc.subscribe(f"vertac.cycles.{stream_id}.completed", cb=on_cycle)
+    running.start(serve_cycles(CyclesSettings(metrics_port=0, tick_s=0.1), common, running.stop))
+    running.start(
+        serve_analysis(AnalysisSettings(metrics_port=0, n_points=400), common, running.stop)
+    )
+    running.start(
+        serve_alerts(AlertsSettings(metrics_port=0, rules_refresh_s=0.1), common, running.stop)
+    )
+    model = build_machine(stream_id=stream_id, sensors=4, rate_hz=50, cycle_s=4, active_signal=True,
+                          faults=(Fault("flow_1", "offset", 8.0, 4),))  # fmt: skip
+    # 3 reference cycles, 1 normal one, 1 faulty one; paced so the reference exists in time
+    await simulate(bus, model, SimulateOptions(speed=2, frames=200))
+
+    async def five() -> bool:
+        return len(ends) >= 5
+
+    await eventually(five, timeout=30)
+    raised = [a for a in alerts if a.state == "raised"]
+    assert raised, "no envelope alert during the faulty cycle"
+    alert = raised[0]
+    assert ends[3].ended_at < alert.at < ends[4].ended_at  # during the faulty cycle
+    assert alert.kind == "envelope"
+    assert alert.sensor_id == "flow_1"
+    assert "outside the reference envelope" in alert.message

@@ -143,3 +143,23 @@ def test_the_rate_guard_holds_back_a_flood_and_summarises_it() -> None:
     assert guard.summary_for("s", 30 * NS, 0) is None
     assert guard.summary_for("s", 70 * NS, 0).state == "cleared"
     assert guard.admit("s", raised(9, 130)) is True
+
+
+def test_the_envelope_rule_judges_a_running_cycle_against_its_reference() -> None:
+    from services.alerts.logic import on_envelope
+    from services.common.references import SensorReference
+
+    ref = SensorReference(
+        "p", mean=np.linspace(0, 100, 101), spread=np.full(101, 1.0), level_spread=0.0
+    )
+    rule = AlertRule(rule_id="env", stream_id="s", kind="envelope", sensor_id="p", envelope_k=3)
+    t = np.arange(0, 10, dtype=np.int64) * NS  # cycle of 10 s started at 0
+    normal = np.linspace(0, 90, 10)
+    s, out = on_envelope(rule, RuleState(), t, normal, 0, ref, 10.0, 0)
+    assert out == []
+    off = normal.copy()
+    off[6:] += 10  # leaves the envelope at 6 s
+    s, out = on_envelope(rule, RuleState(), t, off, 0, ref, 10.0, 0)
+    assert [(o.state, o.at_ns) for o in out] == [("raised", 6 * NS)]
+    s, out = on_envelope(rule, s, t + 20 * NS, off, None, ref, 10.0, 0)  # no cycle running
+    assert [o.state for o in out] == ["cleared"]

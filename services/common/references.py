@@ -1,0 +1,87 @@
+"""References ("golden" cycles) as arrays, and their storage form in ``live_references.data``.
+
+Shared by the analysis service (which builds and uses them) and the alerts service (whose
+envelope rule checks a running cycle against them). Storage: a compressed ``.npz`` with, per
+sensor ``i``, ``mean_i``, ``spread_i`` and ``cover_i`` on the common base, and ``meta`` (JSON:
+stream, version, duration, and per sensor its level spread, type and unit).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+Array = npt.NDArray[np.float64]
+
+
+@dataclass(frozen=True, slots=True)
+class SensorReference:
+    """Reference of one sensor on the common base."""
+
+    sensor_id: str
+    mean: Array
+    spread: Array  # normal per-point spread (already floored)
+    level_spread: float  # spread of per-cycle mean levels among the reference cycles
+    sensor_type: str = "generic"
+    unit: str = ""
+    coverage: npt.NDArray[np.bool_] | None = None  # points every reference cycle had data for
+
+
+@dataclass(frozen=True, slots=True)
+class Reference:
+    stream_id: str
+    version: int
+    duration_s: float
+    sensors: dict[str, SensorReference]
+
+    @property
+    def n_points(self) -> int:
+        return len(next(iter(self.sensors.values())).mean)
+
+
+def reference_to_bytes(reference: Reference) -> bytes:
+    """A reference as a compressed ``.npz``: per sensor its mean and spread, plus metadata."""
+    meta = {
+        "stream_id": reference.stream_id,
+        "version": reference.version,
+        "duration_s": reference.duration_s,
+        "sensors": {
+            sid: {"level_spread": r.level_spread, "sensor_type": r.sensor_type, "unit": r.unit}
+            for sid, r in reference.sensors.items()
+        },
+    }
+    arrays: dict[str, npt.NDArray[Any]] = {
+        "meta": np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
+    }
+    for i, r in enumerate(reference.sensors.values()):
+        arrays[f"mean_{i}"] = r.mean
+        arrays[f"spread_{i}"] = r.spread
+        if r.coverage is not None:
+            arrays[f"cover_{i}"] = r.coverage
+    buffer = io.BytesIO()
+    np.savez_compressed(buffer, **arrays)  # type: ignore[arg-type]
+    return buffer.getvalue()
+
+
+def reference_from_bytes(data: bytes) -> Reference:
+    """The reference stored by :func:`reference_to_bytes`."""
+    with np.load(io.BytesIO(data)) as npz:
+        meta = json.loads(npz["meta"].tobytes())
+        sensors = {
+            sid: SensorReference(
+                sensor_id=sid,
+                mean=npz[f"mean_{i}"],
+                spread=npz[f"spread_{i}"],
+                level_spread=float(info["level_spread"]),
+                sensor_type=str(info["sensor_type"]),
+                unit=str(info["unit"]),
+                coverage=npz[f"cover_{i}"] if f"cover_{i}" in npz.files else None,
+            )
+            for i, (sid, info) in enumerate(meta["sensors"].items())
+        }
+    return Reference(meta["stream_id"], int(meta["version"]), float(meta["duration_s"]), sensors)
