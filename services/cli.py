@@ -9,6 +9,7 @@ from typing import Annotated
 
 import typer
 
+from schemas.messages import AlertRule
 from services.common import logs
 from services.common.bus import ServerUnreachable
 from services.common.config import CommonSettings
@@ -19,11 +20,13 @@ db_app = typer.Typer(help="The PostgreSQL schema.", no_args_is_help=True)
 edge_app = typer.Typer(help="Edge sources that publish frames.", no_args_is_help=True)
 schemas_app = typer.Typer(help="Contracts as JSON Schema and AsyncAPI.", no_args_is_help=True)
 cycle_app = typer.Typer(help="Cycle commands for a stream.", no_args_is_help=True)
+alerts_app = typer.Typer(help="Alert rules.", no_args_is_help=True)
 app.add_typer(bus_app, name="bus")
 app.add_typer(db_app, name="db")
 app.add_typer(edge_app, name="edge")
 app.add_typer(schemas_app, name="schemas")
 app.add_typer(cycle_app, name="cycle")
+app.add_typer(alerts_app, name="alerts")
 
 DATA = Path(".vertac")
 SERVICES = ("ingest", "cycles", "analysis", "alerts", "gateway")
@@ -295,6 +298,61 @@ def cycle_stop(stream_id: str, reason: str = "") -> None:
 def cycle_abort(stream_id: str, reason: str = "") -> None:
     """Abort the running cycle on STREAM_ID (it ends aborted, with the reason)."""
     _cycle_command(stream_id, "cycle_abort", reason)
+
+
+def load_rules_file(path: Path) -> list[AlertRule]:
+    """Rules from a YAML (or JSON) file: a list of rules, or ``{"rules": [...]}``. Raises
+    ValueError naming the rule and the field that is wrong."""
+    import yaml
+    from pydantic import ValidationError
+
+    try:
+        data = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as exc:
+        raise ValueError(f"{path}: {exc}") from exc
+    if isinstance(data, dict):
+        data = data.get("rules")
+    if not isinstance(data, list):
+        raise ValueError(f"{path}: expected a list of rules (or a 'rules:' key holding one)")
+    rules: list[AlertRule] = []
+    for i, item in enumerate(data):
+        try:
+            rules.append(AlertRule.model_validate(item))
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            where = ".".join(str(p) for p in err["loc"]) or "rule"
+            name = item.get("rule_id", "?") if isinstance(item, dict) else "?"
+            raise ValueError(f"{path}: rule {i} ({name}), {where}: {err['msg']}") from exc
+    return rules
+
+
+@alerts_app.command("load")
+def alerts_load(path: Annotated[Path, typer.Argument(help="YAML or JSON file of rules.")]) -> None:
+    """Create or replace the alert rules of a file (each names its stream_id and rule_id)."""
+    from schemas import subjects
+    from services.common.runtime import open_bus
+
+    try:
+        rules = load_rules_file(path)
+    except ValueError as exc:
+        raise fail(str(exc)) from exc
+    common = CommonSettings()
+
+    async def go() -> None:
+        bus = await open_bus(common, "vertac-cli")
+        try:
+            kv = await bus.js.key_value(subjects.KV_ALERT_RULES)
+            for rule in rules:
+                key = f"{rule.stream_id}.{rule.rule_id}"
+                await kv.put(key, rule.model_dump_json().encode())
+        finally:
+            await bus.close()
+
+    try:
+        asyncio.run(go())
+    except ServerUnreachable as exc:
+        raise fail(str(exc)) from exc
+    typer.echo(f"loaded {len(rules)} alert rules from {path}")
 
 
 @schemas_app.command("export")

@@ -81,3 +81,35 @@ def test_cycle_commands_from_the_cli_reach_the_control_subject(
     assert [c.command for c in commands] == ["cycle_start", "cycle_stop", "cycle_abort"]
     assert {c.source for c in commands} == {"cli"}
     assert {c.reason for c in commands} == {"from the test"}
+
+
+def test_alert_rules_load_from_a_file_with_errors_named(common: CommonSettings, tmp_path) -> None:
+    import asyncio
+
+    from schemas.messages import AlertRule
+    from services.common.runtime import open_bus
+
+    env = {**os.environ, "VERTAC_NATS_URL": common.nats_url}
+    run = [sys.executable, "-m", "services.cli", "alerts", "load"]
+    out = subprocess.run([*run, str(REPO / "deploy" / "alert-rules.example.yaml")], env=env, cwd=REPO,
+                         capture_output=True, text=True, check=True)  # fmt: skip
+    assert "loaded 8 alert rules" in out.stdout
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("- {stream_id: s, rule_id: r, kind: limit, sensor_id: p, hi: 5, hihi: 1}\n")
+    out = subprocess.run(
+        [*run, str(bad)], env=env, cwd=REPO, capture_output=True, text=True, check=False
+    )
+    assert out.returncode == 2
+    assert "rule 0 (r)" in out.stderr
+    assert "hihi must not be below hi" in out.stderr
+
+    async def stored() -> list[str]:
+        bus = await open_bus(common, "t")
+        kv = await bus.js.key_value(subjects.KV_ALERT_RULES)
+        keys = sorted(await kv.keys())
+        entry = await kv.get("sim-01.pressure-high")
+        await bus.close()
+        assert AlertRule.model_validate_json(entry.value).hihi == 180
+        return keys
+
+    assert len(asyncio.run(stored())) == 8

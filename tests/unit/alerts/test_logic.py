@@ -163,3 +163,68 @@ def test_the_envelope_rule_judges_a_running_cycle_against_its_reference() -> Non
     assert [(o.state, o.at_ns) for o in out] == [("raised", 6 * NS)]
     s, out = on_envelope(rule, s, t + 20 * NS, off, None, ref, 10.0, 0)  # no cycle running
     assert [o.state for o in out] == ["cleared"]
+
+
+def _analysis(score: float, top: str = "p", contribution: float = 80.0, pattern: str = "offset"):
+    from schemas.messages import AnalysisCompleted, SensorDeviation, SensorStats
+
+    stats = SensorStats(min=0, max=1, mean=0.5, std=0.1, rms=0.5)
+    dev = SensorDeviation(
+        sensor_id=top,
+        euclidean=1,
+        dtw=1,
+        max_deviation=1,
+        max_deviation_at_s=1,
+        mean_deviation=1,
+        outside_envelope_share=0.5,
+        offset=1,
+        offset_z=3,
+        shape_z=1,
+        severity=3,
+        timing_share=0,
+        magnitude_share=1,
+        max_lag_s=0,
+        pattern=pattern,
+        contribution=contribution,
+        cycle_stats=stats,
+        reference_stats=stats,
+    )
+    return AnalysisCompleted(
+        stream_id="s", cycle_id="c1", health_score=score, risk_class="x", sensors=[dev]
+    )
+
+
+def test_health_and_contribution_rules_judge_each_analysis() -> None:
+    from services.alerts.logic import on_analysis
+
+    health = AlertRule(rule_id="h", stream_id="s", kind="health", health_below=60, deadband=5)
+    s, out = on_analysis(health, RuleState(), _analysis(40), 1)
+    assert out[0].state == "raised"
+    assert "health 40 < 60" in out[0].message
+    s, out = on_analysis(health, s, _analysis(62), 2)
+    assert out == []  # inside the deadband
+    s, out = on_analysis(health, s, _analysis(90), 3)
+    assert out[0].state == "cleared"
+    share = AlertRule(rule_id="c", stream_id="s", kind="contribution", contribution_above=60)
+    s, out = on_analysis(share, RuleState(), _analysis(50, "valve", 75), 1)
+    assert "valve makes 75 %" in out[0].message
+    _, out = on_analysis(share, RuleState(), _analysis(50, "valve", 75, "normal"), 1)
+    assert out == []
+
+
+def test_an_aborted_cycle_raises_and_a_completed_one_clears() -> None:
+    from datetime import UTC, datetime
+
+    from schemas.messages import CycleStateChanged
+    from services.alerts.logic import on_cycle
+
+    rule = AlertRule(rule_id="a", stream_id="s", kind="abnormal_stop")
+    now = datetime.now(UTC)
+    aborted = CycleStateChanged(
+        stream_id="s", cycle_id="c1", state="aborted", at=now, reason="data gap of 6.0 s"
+    )
+    s, out = on_cycle(rule, RuleState(), aborted, 1)
+    assert "c1 aborted: data gap of 6.0 s" in out[0].message
+    done = CycleStateChanged(stream_id="s", cycle_id="c2", state="completed", at=now)
+    s, out = on_cycle(rule, s, done, 2)
+    assert out[0].state == "cleared"
