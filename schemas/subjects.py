@@ -85,6 +85,11 @@ def alert_control(stream_id: str, op: str) -> str:
     return f"{PREFIX}.alertctl.{check_stream_id(stream_id)}.{op}"
 
 
+def edge_status(stream_id: str) -> str:
+    """Subject on which an edge agent publishes its buffer status every few seconds."""
+    return f"{PREFIX}.edge.{check_stream_id(stream_id)}.status"
+
+
 def dead_letter(service: str) -> str:
     """Subject on which ``service`` parks messages it cannot process."""
     return f"{PREFIX}.dlq.{service}"

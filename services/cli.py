@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib
+import json
 from pathlib import Path
 from typing import Annotated
 
@@ -155,17 +156,26 @@ def edge_simulate(
     logs.setup("simulator", common.log_level, common.log_json)
     try:
         model = build_machine(
-            stream_id=stream_id, sensors=sensors, rate_hz=rate, slow_rate_hz=slow_rate,
-            cycle_s=cycle_s, noise=noise, drift_per_hour=drift,
-            faults=tuple(Fault.parse(f) for f in fault or []), seed=seed,
+            stream_id=stream_id,
+            sensors=sensors,
+            rate_hz=rate,
+            slow_rate_hz=slow_rate,
+            cycle_s=cycle_s,
+            noise=noise,
+            drift_per_hour=drift,
+            faults=tuple(Fault.parse(f) for f in fault or []),
+            seed=seed,
             active_signal=active_signal,
-        )  # fmt: skip
+        )
     except ValueError as exc:
         raise fail(str(exc)) from exc
     options = SimulateOptions(
-        frame_ms=frame_ms, speed=speed, frames=frames, duration_s=duration,
+        frame_ms=frame_ms,
+        speed=speed,
+        frames=frames,
+        duration_s=duration,
         encoding=encoding,  # type: ignore[arg-type]
-    )  # fmt: skip
+    )
 
     async def go() -> None:
         import signal
@@ -188,6 +198,96 @@ def edge_simulate(
         asyncio.run(go())
     except ServerUnreachable as exc:
         raise fail(str(exc)) from exc
+
+
+def _machine(config: Path) -> object:
+    from edge.config import ConfigError, load
+
+    try:
+        return load(config)
+    except ConfigError as exc:
+        raise fail(str(exc)) from exc
+
+
+@edge_app.command("run")
+def edge_run(config: Annotated[Path, typer.Option(help="The machine's YAML file.")]) -> None:
+    """Read a machine (Modbus TCP, CSV replay) and forward its frames through the buffer."""
+    from edge.agent import EdgeAgent
+    from edge.config import MachineConfig
+
+    machine = _machine(config)
+    assert isinstance(machine, MachineConfig)
+    common = CommonSettings()
+    logs.setup("edge", common.log_level, common.log_json)
+
+    async def go() -> None:
+        import signal
+
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        agent = EdgeAgent(machine, common)
+        await agent.run(stop)
+        typer.echo(json.dumps(agent.status()))
+
+    try:
+        asyncio.run(go())
+    except (ValueError, OSError) as exc:
+        raise fail(str(exc)) from exc
+
+
+@edge_app.command("check")
+def edge_check(config: Annotated[Path, typer.Option(help="The machine's YAML file.")]) -> None:
+    """Connect, read each sensor once and print a table."""
+    from edge.config import MachineConfig, ModbusSource
+    from edge.sources import ModbusPoller, read_csv
+
+    machine = _machine(config)
+    assert isinstance(machine, MachineConfig)
+    rows: list[tuple[str, str, str]] = []
+    if isinstance(machine.source, ModbusSource):
+        poller = ModbusPoller(machine.source, machine)
+
+        async def go() -> tuple[int, dict[str, tuple[float, int]]]:
+            try:
+                return await poller.poll_once()
+            finally:
+                poller.close()
+
+        _, values = asyncio.run(go())
+        if all(q == 0 for _, q in values.values()):
+            src = machine.source
+            raise fail(
+                f"no sensor answered at {src.host}:{src.port} (unreachable, or wrong unit ids)"
+            )
+        rows = [
+            (s.id, f"{values[s.id][0]:.6g}", "good" if values[s.id][1] else "NO ANSWER")
+            for s in machine.sensors
+        ]
+    else:
+        try:
+            _, cols = read_csv(machine.source.path, machine.sensors)
+        except (ValueError, OSError) as exc:
+            raise fail(str(exc)) from exc
+        rows = [
+            (s.id, f"{cols[s.id][0]:.6g}" if len(cols[s.id]) else "-", "good")
+            for s in machine.sensors
+        ]
+    typer.echo(f"{'sensor':<24} {'value':>14}  state")
+    for sensor_id, value, state in rows:
+        typer.echo(f"{sensor_id:<24} {value:>14}  {state}")
+
+
+@edge_app.command("status")
+def edge_status(config: Annotated[Path, typer.Option(help="The machine's YAML file.")]) -> None:
+    """Depth, size, oldest frame age, next seq, published and refused frames of the buffer."""
+    from edge.agent import status_of_file
+    from edge.config import MachineConfig
+
+    machine = _machine(config)
+    assert isinstance(machine, MachineConfig)
+    typer.echo(status_of_file(machine))
 
 
 @edge_app.command("replay-hydraulic")

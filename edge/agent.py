@@ -1,0 +1,271 @@
+"""The edge agent: read a source, cut its samples into frames, keep them in the durable buffer,
+and forward them to JetStream in order, whatever state the bus is in.
+
+``vertac edge run --config machine.yaml``. The reading side never waits for the bus: frames go
+to the buffer (committed) and the forwarder drains it when the bus answers. Status (buffer depth,
+age of the oldest frame, publish rate, refused frames, clock offset) is logged and published on
+``vertac.edge.<stream_id>.status`` every few seconds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from collections.abc import AsyncIterator
+from typing import Protocol
+
+import nats.errors
+import numpy as np
+
+from edge.buffer import BufferFull, FrameBuffer
+from edge.config import CsvSource, MachineConfig, ModbusSource
+from edge.sources import CsvReplay, ModbusPoller, Samples
+from schemas import subjects
+from schemas.frames import CONTENT_TYPE_BINARY, Frame, Series
+from services.common.bus import ServerUnreachable
+from services.common.config import CommonSettings
+from services.common.runtime import Bus, open_bus
+from services.common.streams import register, reserve_seq
+
+log = logging.getLogger(__name__)
+NS = 1_000_000_000
+
+
+class Source(Protocol):
+    def stream(self, stop: asyncio.Event) -> AsyncIterator[Samples]: ...
+
+    def close(self) -> None: ...
+
+
+def source_of(config: MachineConfig) -> Source:
+    if isinstance(config.source, ModbusSource):
+        return ModbusPoller(config.source, config)
+    if isinstance(config.source, CsvSource):
+        return CsvReplay(config.source, config)
+    raise ValueError(f"unknown source {config.source!r}")
+
+
+class FrameCutter:
+    """Collects samples and cuts a frame whenever ``period_ns`` of data time has gathered."""
+
+    def __init__(self, stream_id: str, period_ns: int) -> None:
+        self.stream_id = stream_id
+        self.period_ns = period_ns
+        self.pending = Samples()
+        self.start_ns: int | None = None
+        self.last_ns: int | None = None
+
+    def add(self, batch: Samples) -> bool:
+        """Take a batch; True when a frame's worth has gathered."""
+        for sensor, ts in batch.t.items():
+            for t, v, q in zip(ts, batch.v[sensor], batch.q[sensor], strict=True):
+                self.pending.add(sensor, t, v, q)
+                if len(t):
+                    self.start_ns = (
+                        int(t[0]) if self.start_ns is None else min(self.start_ns, int(t[0]))
+                    )
+                    self.last_ns = (
+                        int(t[-1]) if self.last_ns is None else max(self.last_ns, int(t[-1]))
+                    )
+        return (
+            self.start_ns is not None
+            and self.last_ns is not None
+            and self.last_ns - self.start_ns >= self.period_ns
+        )
+
+    def take(self) -> tuple[Series, ...] | None:
+        series = []
+        for sensor, ts in self.pending.t.items():
+            t = np.concatenate(ts)
+            if not len(t):
+                continue
+            v = np.concatenate(self.pending.v[sensor])
+            q = np.concatenate(self.pending.q[sensor])
+            good = bool((q == 192).all())
+            series.append(Series(sensor, v, int(t[0]), 0, t, None if good else q))
+        self.pending = Samples()
+        self.start_ns = self.last_ns = None
+        return tuple(series) or None
+
+
+class EdgeAgent:
+    def __init__(
+        self,
+        config: MachineConfig,
+        common: CommonSettings,
+        source: Source | None = None,
+        status_every_s: float = 5.0,
+    ) -> None:
+        self.config = config
+        self.common = common
+        self.source = source or source_of(config)
+        self.buffer = FrameBuffer(
+            config.buffer.path, config.stream_id, int(config.buffer.max_mb * 1024**2)
+        )
+        self.published_recent: list[tuple[float, int]] = []
+        self.bus: Bus | None = None
+        self.status_every_s = status_every_s
+        self.clock_offset_s: float | None = None
+
+    async def read(self, stop: asyncio.Event) -> None:
+        """Source -> frames -> buffer; never waits for the bus."""
+        cutter = FrameCutter(self.config.stream_id, round(self.config.frame_period_ms * 1e6))
+        async for batch in self.source.stream(stop):
+            if cutter.add(batch):
+                self._store(cutter)
+        self._store(cutter)
+
+    def _store(self, cutter: FrameCutter) -> None:
+        series = cutter.take()
+        if series is None:
+            return
+        try:
+            self.buffer.put(lambda seq: Frame(self.config.stream_id, seq, series, time.time_ns()))
+        except BufferFull as exc:
+            log.warning("frame refused", extra={"reason": str(exc)})
+
+    async def _connect(self, stop: asyncio.Event) -> Bus | None:
+        delay = 0.5
+        while not stop.is_set():
+            try:
+                bus = await open_bus(self.common, f"vertac-edge-{self.config.stream_id}")
+            except ServerUnreachable as exc:
+                log.warning(
+                    "bus unreachable, buffering", extra={"error": str(exc), "retry_in_s": delay}
+                )
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), delay)
+                delay = min(delay * 2, 10.0)
+                continue
+            return bus
+        return None
+
+    async def forward(self, stop: asyncio.Event, hard_stop: asyncio.Event | None = None) -> None:
+        """Buffer -> JetStream, in seq order, deleting only acknowledged frames. After ``stop``
+        it drains what is buffered; after ``hard_stop`` it gives up when the bus fails (the
+        frames stay in the buffer for the next run)."""
+        hard_stop = hard_stop or stop
+        bus = await self._connect(hard_stop)
+        if bus is None:
+            return
+        self.bus = bus
+        try:
+            kv_streams = await bus.js.key_value(subjects.KV_STREAMS)
+            await register(bus.js, kv_streams, self.config.registration())
+            if self.buffer.status().next_seq == 0:
+                # a new edge continues the stream's numbering where other publishers left it
+                self.buffer.seed_seq(
+                    await reserve_seq(
+                        await bus.js.key_value(subjects.KV_SEQ), self.config.stream_id
+                    )
+                )
+            subject = subjects.samples(self.config.stream_id)
+            while True:
+                rows = self.buffer.peek(128)
+                if not rows:
+                    if stop.is_set():
+                        return
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(stop.wait(), 0.05)
+                    continue
+                try:
+                    await asyncio.gather(
+                        *(
+                            bus.js.publish(
+                                subject,
+                                payload,
+                                timeout=5,
+                                headers={
+                                    subjects.HEADER_CONTENT_TYPE: CONTENT_TYPE_BINARY,
+                                    subjects.HEADER_MSG_ID: subjects.dedup_id(
+                                        self.config.stream_id, seq
+                                    ),
+                                },
+                            )
+                            for seq, payload in rows
+                        )
+                    )
+                except (nats.errors.Error, TimeoutError, OSError) as exc:
+                    log.warning(
+                        "publish failed, keeping frames",
+                        extra={"error": repr(exc), "depth": len(rows)},
+                    )
+                    if hard_stop.is_set():
+                        return
+                    await asyncio.sleep(1.0)
+                    continue
+                self.buffer.remove([seq for seq, _ in rows])
+                self.published_recent.append((time.monotonic(), len(rows)))
+        finally:
+            self.bus = None
+            await bus.close()
+
+    def status(self) -> dict[str, object]:
+        s = self.buffer.status()
+        now = time.monotonic()
+        self.published_recent = [(t, n) for t, n in self.published_recent if now - t < 10]
+        return {
+            "stream_id": self.config.stream_id,
+            "depth": s.depth,
+            "bytes": s.bytes,
+            "oldest_age_s": s.oldest_age_s,
+            "next_seq": s.next_seq,
+            "published": s.published,
+            "refused": s.refused,
+            "publish_rate_fps": sum(n for _, n in self.published_recent) / 10,
+            "clock_offset_s": self.clock_offset_s,
+        }
+
+    async def report(self, stop: asyncio.Event, every_s: float = 5.0) -> None:
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), every_s)
+            status = self.status()
+            log.info("edge status", extra=status)
+            if self.bus is not None and self.bus.nc.is_connected:
+                with contextlib.suppress(nats.errors.Error):
+                    await self.bus.nc.publish(
+                        subjects.edge_status(self.config.stream_id), json.dumps(status).encode()
+                    )
+
+    async def run(self, stop: asyncio.Event) -> None:
+        reading_done = asyncio.Event()
+
+        async def read_then_flag() -> None:
+            try:
+                await self.read(stop)
+            finally:
+                reading_done.set()
+
+        try:
+            await asyncio.gather(
+                read_then_flag(), self.forward(reading_done), self.report(reading_done)
+            )
+        finally:
+            self.source.close()
+            self.buffer.close()
+
+
+def status_of_file(config: MachineConfig) -> str:
+    """``vertac edge status``: what the buffer file says, as JSON."""
+    buffer = FrameBuffer(config.buffer.path, config.stream_id, int(config.buffer.max_mb * 1024**2))
+    try:
+        s = buffer.status()
+    finally:
+        buffer.close()
+    return json.dumps(
+        s.__dict__
+        if hasattr(s, "__dict__")
+        else {
+            "depth": s.depth,
+            "bytes": s.bytes,
+            "oldest_age_s": s.oldest_age_s,
+            "next_seq": s.next_seq,
+            "refused": s.refused,
+            "published": s.published,
+        },
+        indent=2,
+    )

@@ -1,0 +1,263 @@
+"""Sources of samples: Modbus TCP polling and CSV replay. Each yields batches of samples per
+sensor (timestamps in ns, values, qualities) that the agent cuts into frames."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import csv
+import logging
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+from pymodbus.client import AsyncModbusTcpClient
+from pymodbus.exceptions import ModbusException
+
+from edge.config import REGISTERS_OF, CsvSource, MachineConfig, ModbusSource, SensorConfig
+from schemas.frames import QUALITY_BAD, QUALITY_GOOD
+
+log = logging.getLogger(__name__)
+NS = 1_000_000_000
+
+
+@dataclass
+class Samples:
+    """Samples of several sensors, column-wise."""
+
+    t: dict[str, list[npt.NDArray[np.int64]]] = field(default_factory=dict)
+    v: dict[str, list[npt.NDArray[np.float64]]] = field(default_factory=dict)
+    q: dict[str, list[npt.NDArray[np.uint8]]] = field(default_factory=dict)
+
+    def add(
+        self,
+        sensor: str,
+        t: npt.NDArray[np.int64],
+        v: npt.NDArray[np.float64],
+        q: npt.NDArray[np.uint8],
+    ) -> None:
+        self.t.setdefault(sensor, []).append(t)
+        self.v.setdefault(sensor, []).append(v)
+        self.q.setdefault(sensor, []).append(q)
+
+
+# --- Modbus -------------------------------------------------------------------------------------
+
+
+def decode_registers(registers: npt.NDArray[np.uint16], sensor: SensorConfig) -> float:
+    """One value from its registers, honouring data type, word and byte order, scale and offset."""
+    words = registers.astype(">u2")
+    if sensor.word_order == "little":
+        words = words[::-1]
+    raw = words.tobytes()
+    if sensor.byte_order == "little":
+        raw = b"".join(raw[i : i + 2][::-1] for i in range(0, len(raw), 2))
+    kind = {
+        "int16": ">i2",
+        "uint16": ">u2",
+        "int32": ">i4",
+        "uint32": ">u4",
+        "float32": ">f4",
+        "float64": ">f8",
+        "bool": ">u2",
+    }[sensor.data_type]
+    value = float(np.frombuffer(raw, dtype=kind)[0])
+    if sensor.data_type == "bool":
+        value = float(value != 0)
+    return value * sensor.scale + sensor.offset
+
+
+@dataclass(frozen=True, slots=True)
+class ReadGroup:
+    """One request: a contiguous range of one register type on one unit."""
+
+    unit_id: int
+    register: str
+    start: int
+    count: int
+    sensors: tuple[SensorConfig, ...]
+
+
+def plan_reads(sensors: list[SensorConfig], max_gap: int) -> list[ReadGroup]:
+    """Merge sensors into as few requests as possible (contiguous or nearly so)."""
+    groups: list[ReadGroup] = []
+    keyed = sorted(sensors, key=lambda s: (s.unit_id, s.register_type, s.address))
+    for s in keyed:
+        width = 1 if s.register_type in ("coil", "discrete") else REGISTERS_OF[s.data_type]
+        last = groups[-1] if groups else None
+        if (
+            last
+            and last.unit_id == s.unit_id
+            and last.register == s.register_type
+            and s.address <= last.start + last.count + max_gap
+            and s.address + width - last.start <= 120
+        ):
+            end = max(last.start + last.count, s.address + width)
+            groups[-1] = ReadGroup(
+                last.unit_id, last.register, last.start, end - last.start, (*last.sensors, s)
+            )
+        else:
+            groups.append(ReadGroup(s.unit_id, s.register_type, s.address, width, (s,)))
+    return groups
+
+
+class ModbusPoller:
+    """Polls every sensor each interval; units are read concurrently, each with its own timeout,
+    so a unit that does not answer only marks its own sensors bad."""
+
+    def __init__(self, source: ModbusSource, config: MachineConfig) -> None:
+        self.source = source
+        self.config = config
+        self.groups = plan_reads(config.sensors, source.max_gap)
+        self.client = AsyncModbusTcpClient(
+            source.host,
+            port=source.port,
+            timeout=source.timeout_s,
+            retries=0,
+            reconnect_delay=0.5,
+            reconnect_delay_max=10,
+        )
+
+    async def _read(self, g: ReadGroup) -> list[int] | list[bool] | None:
+        call = {
+            "holding": self.client.read_holding_registers,
+            "input": self.client.read_input_registers,
+            "coil": self.client.read_coils,
+            "discrete": self.client.read_discrete_inputs,
+        }[g.register]
+        try:
+            rr = await asyncio.wait_for(
+                call(g.start, count=g.count, device_id=g.unit_id), self.source.timeout_s * 1.5
+            )
+        except (ModbusException, TimeoutError, OSError) as exc:
+            log.debug("modbus read failed", extra={"unit_id": g.unit_id, "error": repr(exc)})
+            return None
+        if rr.isError():
+            return None
+        return (
+            list(rr.bits[: g.count]) if g.register in ("coil", "discrete") else list(rr.registers)
+        )
+
+    async def poll_once(self) -> tuple[int, dict[str, tuple[float, int]]]:
+        """Read every sensor once: (timestamp ns, sensor -> (value, quality))."""
+        if not self.client.connected:
+            await self.client.connect()
+        t = time.time_ns()  # the edge's clock at read time
+        results = await asyncio.gather(*(self._read(g) for g in self.groups))
+        values: dict[str, tuple[float, int]] = {}
+        for g, regs in zip(self.groups, results, strict=True):
+            for s in g.sensors:
+                if regs is None:
+                    values[s.id] = (float("nan"), QUALITY_BAD)
+                    continue
+                i = s.address - g.start
+                if g.register in ("coil", "discrete"):
+                    value = float(bool(regs[i])) * s.scale + s.offset
+                else:
+                    width = REGISTERS_OF[s.data_type]
+                    value = decode_registers(np.asarray(regs[i : i + width], dtype=np.uint16), s)
+                values[s.id] = (value, QUALITY_GOOD)
+        return t, values
+
+    async def stream(self, stop: asyncio.Event) -> AsyncIterator[Samples]:
+        interval = self.config.poll_interval_ms / 1000
+        next_at = time.monotonic()
+        while not stop.is_set():
+            t, values = await self.poll_once()
+            batch = Samples()
+            stamp = np.array([t], dtype=np.int64)
+            for sensor_id, (value, quality) in values.items():
+                batch.add(sensor_id, stamp, np.array([value]), np.array([quality], dtype=np.uint8))
+            yield batch
+            next_at += interval
+            delay = next_at - time.monotonic()
+            if delay < 0:
+                next_at = time.monotonic()
+            else:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), delay)
+
+    def close(self) -> None:
+        self.client.close()
+
+
+# --- CSV replay ---------------------------------------------------------------------------------
+
+
+def read_csv(
+    path: Path, sensors: list[SensorConfig]
+) -> tuple[npt.NDArray[np.int64], dict[str, npt.NDArray[np.float64]]]:
+    """Timestamps (ns) and one column per sensor; a wrong header names the missing column."""
+    with path.open(newline="") as f:
+        rows = list(csv.reader(f))
+    if not rows:
+        raise ValueError(f"{path} is empty")
+    header, body = rows[0], rows[1:]
+    if "timestamp" not in header:
+        raise ValueError(f"{path}: no 'timestamp' column (columns: {', '.join(header)})")
+    cols = {name: i for i, name in enumerate(header)}
+    raw_t = [r[cols["timestamp"]] for r in body]
+    try:
+        t = (np.asarray(raw_t, dtype=np.float64) * NS).astype(np.int64)
+    except ValueError:
+        t = np.array(
+            [round(datetime.fromisoformat(x).timestamp() * NS) for x in raw_t], dtype=np.int64
+        )
+    values = {}
+    for s in sensors:
+        name = s.column or s.id
+        if name not in cols:
+            raise ValueError(f"{path}: no column {name!r} for sensor {s.id}")
+        col = [r[cols[name]] for r in body]
+        values[s.id] = (
+            np.asarray([float(x) if x != "" else np.nan for x in col]) * s.scale + s.offset
+        )
+    return t, values
+
+
+class CsvReplay:
+    """Replays a CSV file as a live stream, timestamps moved to now, at ``speed`` x real time."""
+
+    def __init__(self, source: CsvSource, config: MachineConfig) -> None:
+        self.source = source
+        self.config = config
+        self.t, self.values = read_csv(source.path, config.sensors)
+
+    async def stream(self, stop: asyncio.Event) -> AsyncIterator[Samples]:
+        if not len(self.t):
+            return
+        chunk_ns = round(self.config.poll_interval_ms * 1e6)
+        while not stop.is_set():
+            base = time.time_ns() - int(self.t[0])
+            wall0 = time.monotonic()
+            span = int(self.t[-1] - self.t[0])
+            for lo in range(0, span + 1, chunk_ns):
+                if stop.is_set():
+                    return
+                sel = (self.t - self.t[0] >= lo) & (self.t - self.t[0] < lo + chunk_ns)
+                if self.source.speed > 0:
+                    due = wall0 + (lo + chunk_ns) / NS / self.source.speed
+                    await asyncio.sleep(max(0.0, due - time.monotonic()))
+                else:
+                    await asyncio.sleep(0)
+                if not sel.any():
+                    continue
+                batch = Samples()
+                for sensor_id, v in self.values.items():
+                    ok = sel & np.isfinite(v)
+                    batch.add(
+                        sensor_id,
+                        self.t[ok] + base,
+                        v[ok],
+                        np.full(int(ok.sum()), QUALITY_GOOD, dtype=np.uint8),
+                    )
+                yield batch
+            if not self.source.loop:
+                return
+
+    def close(self) -> None:
+        pass

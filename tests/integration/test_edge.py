@@ -1,0 +1,275 @@
+"""The edge agent against real peers: a pymodbus server, nats-server outages, SIGKILL."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import struct
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import numpy as np
+import psycopg
+import pytest
+from pymodbus.server import ModbusTcpServer
+from pymodbus.simulator.simdata import SimData
+from pymodbus.simulator.simdevice import SimDevice
+from pymodbus.simulator.simutils import DataType
+
+from edge.agent import EdgeAgent
+from edge.config import load
+from edge.sources import Samples
+from services.common.config import CommonSettings
+from services.common.embedded import free_port
+from services.ingest.app import serve as serve_ingest
+from services.ingest.config import Settings as IngestSettings
+from tests.conftest import REPO, eventually
+from tests.helpers import stored_frames
+
+pytestmark = pytest.mark.integration
+
+
+def float_regs(value: float) -> list[int]:
+    hi, lo = struct.unpack(">HH", struct.pack(">f", value))
+    return [hi, lo]
+
+
+class Plant:
+    """A pymodbus TCP server whose values change with time: unit 1 pressure (float32 at 0) and a
+    counter (uint16 at 2); unit 2 temperature (int16 x0.1 at 10). Unit 7 does not exist."""
+
+    def __init__(self, port: int) -> None:
+        self.t0 = time.monotonic()
+        devices = [
+            SimDevice(
+                id=1,
+                simdata=[SimData(0, values=[0] * 20, datatype=DataType.REGISTERS)],
+                action=self.unit1,
+            ),
+            SimDevice(
+                id=2,
+                simdata=[SimData(0, values=[0] * 20, datatype=DataType.REGISTERS)],
+                action=self.unit2,
+            ),
+        ]
+        self.server = ModbusTcpServer(devices, address=("127.0.0.1", port))
+
+    def k(self) -> int:
+        return int((time.monotonic() - self.t0) * 50)
+
+    async def unit1(self, fc, start, address, count, registers, set_values):  # type: ignore[no-untyped-def]
+        k = self.k()
+        registers[0 - start : 3 - start] = [*float_regs(100.0 + k), k % 65536]
+
+    async def unit2(self, fc, start, address, count, registers, set_values):  # type: ignore[no-untyped-def]
+        registers[10 - start] = (200 + self.k()) % 65536
+
+    async def run(self, stop: asyncio.Event) -> None:
+        serving = asyncio.ensure_future(self.server.serve_forever())
+        await stop.wait()
+        await self.server.shutdown()
+        serving.cancel()
+
+
+@pytest.fixture
+async def plant() -> AsyncIterator[int]:
+    port = free_port()
+    p = Plant(port)
+    stop = asyncio.Event()
+    task = asyncio.ensure_future(p.run(stop))
+    await asyncio.sleep(0.3)
+    yield port
+    stop.set()
+    await asyncio.wait_for(task, 10)
+
+
+def machine_file(tmp_path: Path, stream_id: str, port: int, poll_ms: int = 20) -> Path:
+    path = tmp_path / "machine.yaml"
+    path.write_text(f"""
+stream_id: {stream_id}
+device_name: Test plant
+source: {{type: modbus, host: 127.0.0.1, port: {port}, timeout_s: 0.3}}
+poll_interval_ms: {poll_ms}
+frame_period_ms: 200
+buffer: {{path: buffer.sqlite}}
+sensors:
+  - {{id: pressure, unit: bar, register: holding, address: 0, data_type: float32, unit_id: 1}}
+  - {{id: counter, register: holding, address: 2, data_type: uint16, unit_id: 1}}
+  - {{id: temperature, unit: degC, register: input, address: 10, data_type: int16, scale: 0.1, unit_id: 2}}
+  - {{id: ghost, register: holding, address: 0, data_type: uint16, unit_id: 7}}
+""")
+    return path
+
+
+async def test_modbus_values_arrive_in_postgres_and_a_dead_unit_blocks_nothing(
+    tmp_path: Path, plant: int, bus, common: CommonSettings, running, stream_id: str
+) -> None:
+    import json
+
+    running.start(serve_ingest(IngestSettings(metrics_port=0), common, running.stop))
+    statuses: list[dict] = []
+
+    async def on_status(msg) -> None:
+        statuses.append(json.loads(msg.data))
+
+    await bus.nc.subscribe(f"vertac.edge.{stream_id}.status", cb=on_status)
+    config = load(machine_file(tmp_path, stream_id, plant))
+    stop = asyncio.Event()
+    agent = EdgeAgent(config, common, status_every_s=0.5)
+    task = asyncio.ensure_future(agent.run(stop))
+    await asyncio.sleep(3)
+    stop.set()
+    await asyncio.wait_for(task, 20)
+    frames = await stored_frames(common.database_url, stream_id)
+    assert len(frames) >= 10
+    series = {
+        sid: [s for f in frames for s in f.series if s.sensor_id == sid]
+        for sid in ("pressure", "counter", "temperature", "ghost")
+    }
+    pressure = np.concatenate([s.values for s in series["pressure"]])
+    t = np.concatenate([s.timestamps() for s in series["pressure"]])
+    assert len(pressure) >= 100  # about 50 Hz for 3 s
+    assert np.all(np.diff(t) > 0)  # timestamps of the edge's clock at read time, in order
+    assert abs(int(t[-1]) - time.time_ns()) < 10 * 1_000_000_000
+    assert pressure.min() > 100 and np.ptp(pressure) > 10  # the values change
+    temperature = np.concatenate([s.values for s in series["temperature"]])
+    assert np.all((temperature > 20) & (temperature < 7000))
+    ghost_q = np.concatenate([s.qualities() for s in series["ghost"]])
+    assert set(ghost_q.tolist()) == {0}  # the dead unit is marked bad, the others are good
+    assert set(np.concatenate([s.qualities() for s in series["pressure"]]).tolist()) == {192}
+    assert [f.seq for f in frames] == list(range(frames[0].seq, frames[0].seq + len(frames)))
+    assert statuses, "no status on the bus"
+    assert statuses[-1]["stream_id"] == stream_id
+    assert statuses[-1]["published"] > 0
+    assert statuses[-1]["refused"] == 0
+
+
+class Synthetic:
+    """16 sensors x 1 kHz in real time (what a fast DAQ would deliver)."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+
+    async def stream(self, stop: asyncio.Event):  # type: ignore[no-untyped-def]
+        start, k = time.time_ns(), 0
+        while not stop.is_set() and k < self.seconds * 10:
+            await asyncio.sleep(max(0.0, (start + (k + 1) * 100_000_000 - time.time_ns()) / 1e9))
+            batch = Samples()
+            t = start + (k * 100 + np.arange(100, dtype=np.int64)) * 1_000_000
+            for i in range(16):
+                batch.add(
+                    f"s{i}",
+                    t,
+                    (k * 100 + np.arange(100)).astype(np.float64) + i,
+                    np.full(100, 192, dtype=np.uint8),
+                )
+            yield batch
+            k += 1
+
+    def close(self) -> None:
+        pass
+
+
+async def test_a_bus_outage_loses_nothing_at_16_sensors_by_1_khz(
+    tmp_path: Path, nats_server, common: CommonSettings, running, stream_id: str
+) -> None:
+    if isinstance(nats_server, str):
+        pytest.skip("needs the embedded nats-server to stop it")
+    outage = float(os.environ.get("VERTAC_TEST_OUTAGE_S", "60"))
+    running.start(serve_ingest(IngestSettings(metrics_port=0), common, running.stop))
+    config = load(machine_file(tmp_path, stream_id, 1))
+    config = config.model_copy(update={"frame_period_ms": 100})
+    seconds = outage + 10
+    agent = EdgeAgent(config, common, Synthetic(seconds))
+    stop = asyncio.Event()
+    task = asyncio.ensure_future(agent.run(stop))
+    await asyncio.sleep(3)
+    nats_server.stop()
+    await asyncio.sleep(outage)
+    depth = agent.buffer.status().depth
+    nats_server.start()
+    await asyncio.wait_for(task, seconds + 120)
+    assert depth > outage * 5  # the frames of the outage waited in the buffer
+
+    async def all_in() -> int | None:
+        async with await psycopg.AsyncConnection.connect(common.database_url) as conn:
+            cur = await conn.execute(
+                "SELECT count(*), sum(n_samples) FROM live_frames WHERE stream_id = %s",
+                (stream_id,),
+            )
+            _n, samples = await cur.fetchone()
+        return samples if samples == seconds * 1000 * 16 else None
+
+    await eventually(all_in, timeout=120, interval=1)
+    frames = await stored_frames(common.database_url, stream_id)
+    values = np.concatenate([s.values for f in frames for s in f.series if s.sensor_id == "s0"])
+    assert np.array_equal(values, np.arange(seconds * 1000, dtype=np.float64))  # once, in order
+
+
+async def test_an_edge_killed_while_buffering_loses_nothing(
+    tmp_path: Path, plant: int, nats_server, common: CommonSettings, running, stream_id: str
+) -> None:
+    if isinstance(nats_server, str):
+        pytest.skip("needs the embedded nats-server to stop it")
+    running.start(serve_ingest(IngestSettings(metrics_port=0), common, running.stop))
+    await asyncio.sleep(1)
+    path = machine_file(tmp_path, stream_id, plant)
+    env = {**os.environ, "VERTAC_NATS_URL": common.nats_url, "VERTAC_LOG_JSON": "true"}
+    run = [sys.executable, "-m", "services.cli", "edge", "run", "--config", str(path)]
+
+    def start_edge() -> subprocess.Popen[bytes]:
+        return subprocess.Popen(
+            run, env=env, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+
+    edge = start_edge()
+    await asyncio.sleep(3)  # registered, numbering seeded, publishing
+    nats_server.stop()
+    await asyncio.sleep(3)  # buffering
+    edge.send_signal(signal.SIGKILL)
+    edge.wait(10)
+    status = subprocess.run(
+        [*run[:4], "status", "--config", str(path)],
+        env=env,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    import json
+
+    buffered = json.loads(status.stdout)
+    assert buffered["depth"] > 5
+    edge = start_edge()
+    await asyncio.sleep(2)
+    nats_server.start()
+    await asyncio.sleep(4)
+    edge.send_signal(signal.SIGTERM)
+    edge.wait(30)
+    last = json.loads(
+        subprocess.run(
+            [*run[:4], "status", "--config", str(path)],
+            env=env,
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+    )
+    assert last["depth"] == 0
+
+    async def stored() -> list | None:
+        frames = await stored_frames(common.database_url, stream_id)
+        return frames if frames and frames[-1].seq == last["next_seq"] - 1 else None
+
+    frames = await eventually(stored, timeout=60)
+    seqs = [f.seq for f in frames]
+    assert seqs == list(range(seqs[0], seqs[0] + len(seqs)))  # every frame, once, in order
+    t = np.concatenate(
+        [s.timestamps() for f in frames for s in f.series if s.sensor_id == "pressure"]
+    )
+    assert np.all(np.diff(t) > 0)
