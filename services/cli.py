@@ -247,9 +247,10 @@ def edge_check(config: Annotated[Path, typer.Option(help="The machine's YAML fil
     assert isinstance(machine, MachineConfig)
     rows: list[tuple[str, str, str]] = []
     if isinstance(machine.source, ModbusSource):
-        poller = ModbusPoller(machine.source, machine)
+        source = machine.source
 
         async def go() -> tuple[int, dict[str, tuple[float, int]]]:
+            poller = ModbusPoller(source, machine)  # the client needs a running loop
             try:
                 return await poller.poll_once()
             finally:

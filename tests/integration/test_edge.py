@@ -273,3 +273,55 @@ async def test_an_edge_killed_while_buffering_loses_nothing(
         [s.timestamps() for f in frames for s in f.series if s.sensor_id == "pressure"]
     )
     assert np.all(np.diff(t) > 0)
+
+
+def test_bad_config_and_unreachable_endpoints_give_one_clear_line(tmp_path: Path) -> None:
+    run = [sys.executable, "-m", "services.cli", "edge"]
+    bad = machine_file(tmp_path, "press-1", free_port()).read_text().replace("float32", "float17")
+    (tmp_path / "bad.yaml").write_text(bad)
+    out = subprocess.run(
+        [*run, "run", "--config", str(tmp_path / "bad.yaml")],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert out.returncode == 2
+    assert "sensors.0.data_type" in out.stderr
+    assert "Traceback" not in out.stderr
+    good = machine_file(tmp_path, "press-1", free_port())  # nothing listens there
+    out = subprocess.run(
+        [*run, "check", "--config", str(good)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert out.returncode == 2
+    assert "no sensor answered at 127.0.0.1" in out.stderr
+    assert "Traceback" not in out.stderr
+
+
+async def test_check_reads_each_sensor_once(tmp_path: Path, plant: int) -> None:
+    path = machine_file(tmp_path, "press-1", plant)
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "services.cli",
+        "edge",
+        "check",
+        "--config",
+        str(path),
+        cwd=REPO,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), 60)
+    text = out.decode()
+    assert proc.returncode == 0, err.decode()
+    lines = {line.split()[0]: line.split()[1:] for line in text.splitlines()[1:]}
+    assert float(lines["pressure"][0]) > 100
+    assert lines["pressure"][1] == "good"
+    assert lines["ghost"][1:] == ["NO", "ANSWER"]
