@@ -40,6 +40,7 @@ bench: $(STAMP) ## Benchmarks: ingest on the embedded stack, cycle analysis, ale
 	$(BIN)/python -m tests.bench.ingest
 	$(BIN)/python -m tests.bench.analysis
 	$(BIN)/python -m tests.bench.alerts
+	$(BIN)/python -m tests.bench.edge
 
 schemas: $(STAMP) ## Re-export JSON Schemas and the AsyncAPI document into schemas/json/
 	$(BIN)/vertac schemas export
