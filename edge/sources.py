@@ -20,6 +20,7 @@ from pymodbus.exceptions import ModbusException
 
 from edge.config import REGISTERS_OF, CsvSource, MachineConfig, ModbusSource, SensorConfig
 from schemas.frames import QUALITY_BAD, QUALITY_GOOD
+from services.common.timeutil import ns_of
 
 log = logging.getLogger(__name__)
 NS = 1_000_000_000
@@ -204,9 +205,7 @@ def read_csv(
     try:
         t = (np.asarray(raw_t, dtype=np.float64) * NS).astype(np.int64)
     except ValueError:
-        t = np.array(
-            [round(datetime.fromisoformat(x).timestamp() * NS) for x in raw_t], dtype=np.int64
-        )
+        t = np.array([ns_of(datetime.fromisoformat(x)) for x in raw_t], dtype=np.int64)
     values = {}
     for s in sensors:
         name = s.column or s.id

@@ -17,6 +17,7 @@ from schemas.messages import AlertChanged, AlertRule, CycleStateRecord
 from services.alerts.logic import RuleState
 from services.common.consumer import TransientError
 from services.common.references import Reference, reference_from_bytes
+from services.common.timeutil import ns_of
 
 NS = 1_000_000_000
 
@@ -111,7 +112,7 @@ class Alerts:
         self.pool = pool
 
     async def record(self, event: AlertChanged) -> None:
-        at_ns = round(event.at.timestamp() * NS)
+        at_ns = ns_of(event.at)
         dedup = f"{event.alert_id}:{event.state}:{event.occurrences}:{at_ns}"
         await self.js.publish(
             subjects.alerts(event.stream_id, event.severity),

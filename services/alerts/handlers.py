@@ -29,6 +29,7 @@ from services.alerts.logic import (
     on_tick,
 )
 from services.common.consumer import Delivery
+from services.common.timeutil import ns_of
 
 log = logging.getLogger(__name__)
 NS = 1_000_000_000
@@ -168,7 +169,7 @@ class AlertEngine:
             event = d.item
             if event.state == "running":
                 continue
-            at = round(event.at.timestamp() * NS)
+            at = ns_of(event.at)
             async with self.locks[event.stream_id]:
                 for rule in self.by_stream.get(event.stream_id, []):
                     if rule.kind == "abnormal_stop":

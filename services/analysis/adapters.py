@@ -19,6 +19,7 @@ from schemas.messages import AnalysisCompleted
 from services.common.consumer import BadMessage, TransientError
 from services.common.references import Reference, reference_from_bytes, reference_to_bytes
 from services.common.streams import lookup
+from services.common.timeutil import ns_of
 
 
 class RecordingStore:
@@ -122,10 +123,7 @@ class References:
                     " ORDER BY started_at LIMIT %s",
                     (stream_id, limit),
                 )
-                return [
-                    (r[0], r[1], round(r[2].timestamp() * 1e9), round(r[3].timestamp() * 1e9))
-                    for r in await cur.fetchall()
-                ]
+                return [(r[0], r[1], ns_of(r[2]), ns_of(r[3])) for r in await cur.fetchall()]
         except (psycopg.OperationalError, TimeoutError) as exc:
             raise _transient(exc) from exc
 
@@ -212,7 +210,7 @@ _REFERENCES = (
 
 def _stored_cycle(r: tuple[Any, ...]) -> StoredCycle:
     return StoredCycle(
-        r[0], r[1], round(r[2].timestamp() * 1e9), round(r[3].timestamp() * 1e9), r[4], r[5],
+        r[0], r[1], ns_of(r[2]), ns_of(r[3]), r[4], r[5],
         float(r[6]), int(r[7]),
     )  # fmt: skip
 

@@ -39,6 +39,7 @@ from services.analysis.logic import (
 )
 from services.common.consumer import Delivery
 from services.common.references import Reference, reference_from_bytes
+from services.common.timeutil import ns_of
 
 log = logging.getLogger(__name__)
 NS = 1_000_000_000
@@ -95,8 +96,8 @@ class AnalyseCycles:
         stored = StoredCycle(
             cycle_id=event.cycle_id,
             recording=recording,
-            start_ns=round(event.started_at.timestamp() * NS),
-            end_ns=round(event.ended_at.timestamp() * NS),
+            start_ns=ns_of(event.started_at),
+            end_ns=ns_of(event.ended_at),
             state=event.state,
             end_reason=event.reason if event.state == "aborted" else "",
             completeness=event.completeness,

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from schemas.frames import Frame
 from schemas.messages import CycleCommand, CycleStateChanged, CycleStateRecord
 from services.common.consumer import Delivery
+from services.common.timeutil import ns_of
 from services.cycles.adapters import (
     ConfigStore,
     CycleRows,
@@ -93,7 +94,7 @@ class CycleEngine:
             async with self.locks[cmd.stream_id]:
                 state, revision = await self.states.load(cmd.stream_id)
                 cfg = await self.configs.get(cmd.stream_id)
-                at_ns = round(cmd.issued_at.timestamp() * NS)
+                at_ns = ns_of(cmd.issued_at)
                 before = state
                 state, outputs = on_command(
                     state, cfg, cmd.command, at_ns, cmd.reason, self.clock()

@@ -10,6 +10,7 @@ import numpy.typing as npt
 
 from schemas.frames import QUALITY_GOOD, Frame, Series
 from schemas.messages import BatchRequest, SensorSpec, WsSamples, WsSensorTrace
+from services.common.timeutil import ns_of, ns_of_seconds
 
 
 class UnknownSensor(ValueError):
@@ -23,8 +24,8 @@ def to_ns(timestamp: datetime | float) -> int:
     if isinstance(timestamp, datetime):
         if timestamp.tzinfo is None:
             raise ValueError("timestamp needs a time zone (e.g. 'Z' or '+01:00')")
-        return round(timestamp.timestamp() * 1e9)
-    return round(float(timestamp) * 1e9)
+        return ns_of(timestamp)
+    return ns_of_seconds(float(timestamp))
 
 
 def batch_to_frame(
