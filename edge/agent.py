@@ -21,7 +21,7 @@ import nats.errors
 import numpy as np
 
 from edge.buffer import BufferFull, FrameBuffer
-from edge.config import CsvSource, MachineConfig, ModbusSource
+from edge.config import CsvSource, MachineConfig, ModbusSource, OpcUaSource
 from edge.sources import CsvReplay, ModbusPoller, Samples
 from schemas import subjects
 from schemas.frames import CONTENT_TYPE_BINARY, Frame, Series
@@ -45,6 +45,10 @@ def source_of(config: MachineConfig) -> Source:
         return ModbusPoller(config.source, config)
     if isinstance(config.source, CsvSource):
         return CsvReplay(config.source, config)
+    if isinstance(config.source, OpcUaSource):
+        from edge.opcua import OpcUaReader
+
+        return OpcUaReader(config.source, config)
     raise ValueError(f"unknown source {config.source!r}")
 
 

@@ -56,6 +56,10 @@ class SensorConfig(Strict):
     scale: float = 1.0
     offset: float = 0.0
     column: str | None = Field(default=None, description="csv: column name (default: the id).")
+    node_id: str | None = Field(default=None, description="opcua: e.g. ns=2;s=Press.Pressure")
+    browse_path: list[str] | None = Field(
+        default=None, description='opcua: from Objects, e.g. ["2:Press", "2:Pressure"].'
+    )
 
     @model_validator(mode="after")
     def _bits(self) -> SensorConfig:
@@ -74,6 +78,31 @@ class ModbusSource(Strict):
     )
 
 
+class OpcUaSecurity(Strict):
+    policy: Literal["None", "Basic256Sha256"] = "None"
+    mode: Literal["Sign", "SignAndEncrypt"] = "SignAndEncrypt"
+    certificate: Path | None = None
+    private_key: Path | None = None
+    username: str | None = None
+    password: str | None = None
+
+
+class OpcUaSource(Strict):
+    type: Literal["opcua"]
+    url: str = Field(pattern=r"^opc\.tcp://")
+    mode: Literal["subscribe", "poll"] = Field(
+        default="subscribe", description="Monitored items, or reading every poll_interval_ms."
+    )
+    sampling_interval_ms: float = Field(default=50, ge=0)
+    queue_size: int = Field(default=100, ge=0)
+    deadband: float = Field(default=0.0, ge=0, description="Absolute deadband of data changes.")
+    watchdog_s: float = Field(
+        default=10.0, gt=0, description="A subscription silent this long is recreated."
+    )
+    timeout_s: float = Field(default=4.0, gt=0)
+    security: OpcUaSecurity = OpcUaSecurity()
+
+
 class CsvSource(Strict):
     type: Literal["csv"]
     path: Path
@@ -89,7 +118,7 @@ class BufferConfig(Strict):
 class MachineConfig(Strict):
     stream_id: Annotated[str, Field(pattern=STREAM_ID_PATTERN)]
     device_name: str = ""
-    source: Annotated[ModbusSource | CsvSource, Field(discriminator="type")]
+    source: Annotated[ModbusSource | OpcUaSource | CsvSource, Field(discriminator="type")]
     poll_interval_ms: float = Field(default=100, gt=0)
     frame_period_ms: float = Field(default=1000, gt=0)
     buffer: BufferConfig
@@ -101,6 +130,10 @@ class MachineConfig(Strict):
         dupes = sorted({i for i in ids if ids.count(i) > 1})
         if dupes:
             raise ValueError(f"sensor ids repeat: {', '.join(dupes)}")
+        if isinstance(self.source, OpcUaSource):
+            missing = [s.id for s in self.sensors if not s.node_id and not s.browse_path]
+            if missing:
+                raise ValueError(f"opcua sensors need node_id or browse_path: {', '.join(missing)}")
         return self
 
     def registration(self) -> StreamRegistration:
