@@ -186,3 +186,18 @@ class OpcUaReader:
 
     def close(self) -> None:
         pass
+
+
+async def read_once(reader: OpcUaReader) -> dict[str, tuple[float, int]]:
+    """Connect, resolve every sensor and read it once: sensor -> (value, quality)."""
+    client = await reader._client()
+    try:
+        reader.by_node = await reader._resolve(client)
+        await reader._poll(client)
+    finally:
+        await client.disconnect()
+    values: dict[str, tuple[float, int]] = {}
+    while not reader.queue.empty():
+        sensor_id, _, value, quality = reader.queue.get_nowait()
+        values[sensor_id] = (value, quality)
+    return values

@@ -240,7 +240,7 @@ def edge_run(config: Annotated[Path, typer.Option(help="The machine's YAML file.
 @edge_app.command("check")
 def edge_check(config: Annotated[Path, typer.Option(help="The machine's YAML file.")]) -> None:
     """Connect, read each sensor once and print a table."""
-    from edge.config import MachineConfig, ModbusSource
+    from edge.config import MachineConfig, ModbusSource, OpcUaSource
     from edge.sources import ModbusPoller, read_csv
 
     machine = _machine(config)
@@ -264,6 +264,26 @@ def edge_check(config: Annotated[Path, typer.Option(help="The machine's YAML fil
             )
         rows = [
             (s.id, f"{values[s.id][0]:.6g}", "good" if values[s.id][1] else "NO ANSWER")
+            for s in machine.sensors
+        ]
+    elif isinstance(machine.source, OpcUaSource):
+        from edge.opcua import OpcUaReader, read_once
+
+        opc = machine.source
+
+        async def read_opc() -> dict[str, tuple[float, int]]:
+            return await read_once(OpcUaReader(opc, machine))
+
+        try:
+            opc_values = asyncio.run(read_opc())
+        except Exception as exc:  # asyncua raises many kinds; the user gets one line
+            raise fail(f"OPC-UA server {opc.url}: {exc!r}") from exc
+        rows = [
+            (
+                s.id,
+                f"{opc_values[s.id][0]:.6g}",
+                "good" if opc_values[s.id][1] == 192 else f"quality {opc_values[s.id][1]}",
+            )
             for s in machine.sensors
         ]
     else:

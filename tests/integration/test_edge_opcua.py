@@ -120,3 +120,33 @@ async def test_opcua_values_arrive_and_resume_within_10_s_after_a_server_restart
     )
     assert pressure.max() > 100
     assert set(np.concatenate([s.qualities() for f in frames for s in f.series]).tolist()) == {192}
+
+
+async def test_check_reads_each_opcua_node_once(tmp_path: Path) -> None:
+    import sys
+
+    from tests.conftest import REPO
+
+    port = free_port()
+    plc = OpcServer(port)
+    await plc.start()
+    try:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "services.cli",
+            "edge",
+            "check",
+            "--config",
+            str(machine(tmp_path, "opc-1", port)),
+            cwd=REPO,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        out, err = await asyncio.wait_for(proc.communicate(), 60)
+    finally:
+        await plc.stop()
+    assert proc.returncode == 0, err.decode()
+    rows = {line.split()[0]: line.split()[1:] for line in out.decode().splitlines()[1:]}
+    assert float(rows["pressure"][0]) >= 100
+    assert rows["temperature"][1] == "good"
