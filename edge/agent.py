@@ -21,7 +21,7 @@ import nats.errors
 import numpy as np
 
 from edge.buffer import BufferFull, FrameBuffer
-from edge.config import CsvSource, MachineConfig, ModbusSource, OpcUaSource
+from edge.config import CsvSource, MachineConfig, ModbusSource, MqttSource, OpcUaSource
 from edge.sources import CsvReplay, ModbusPoller, Samples
 from schemas import subjects
 from schemas.frames import CONTENT_TYPE_BINARY, Frame, Series
@@ -49,6 +49,10 @@ def source_of(config: MachineConfig) -> Source:
         from edge.opcua import OpcUaReader
 
         return OpcUaReader(config.source, config)
+    if isinstance(config.source, MqttSource):
+        from edge.mqtt import MqttReader
+
+        return MqttReader(config.source, config)
     raise ValueError(f"unknown source {config.source!r}")
 
 

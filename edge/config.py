@@ -60,6 +60,8 @@ class SensorConfig(Strict):
     browse_path: list[str] | None = Field(
         default=None, description='opcua: from Objects, e.g. ["2:Press", "2:Pressure"].'
     )
+    topic: str | None = Field(default=None, description="mqtt: the topic carrying this sensor.")
+    json_key: str = Field(default="value", description="mqtt: key of the value in a JSON object.")
 
     @model_validator(mode="after")
     def _bits(self) -> SensorConfig:
@@ -103,6 +105,15 @@ class OpcUaSource(Strict):
     security: OpcUaSecurity = OpcUaSecurity()
 
 
+class MqttSource(Strict):
+    type: Literal["mqtt"]
+    host: str
+    port: int = Field(default=1883, ge=1, le=65535)
+    username: str | None = None
+    password: str | None = None
+    qos: int = Field(default=1, ge=0, le=2)
+
+
 class CsvSource(Strict):
     type: Literal["csv"]
     path: Path
@@ -118,7 +129,9 @@ class BufferConfig(Strict):
 class MachineConfig(Strict):
     stream_id: Annotated[str, Field(pattern=STREAM_ID_PATTERN)]
     device_name: str = ""
-    source: Annotated[ModbusSource | OpcUaSource | CsvSource, Field(discriminator="type")]
+    source: Annotated[
+        ModbusSource | OpcUaSource | MqttSource | CsvSource, Field(discriminator="type")
+    ]
     poll_interval_ms: float = Field(default=100, gt=0)
     frame_period_ms: float = Field(default=1000, gt=0)
     buffer: BufferConfig
@@ -130,6 +143,10 @@ class MachineConfig(Strict):
         dupes = sorted({i for i in ids if ids.count(i) > 1})
         if dupes:
             raise ValueError(f"sensor ids repeat: {', '.join(dupes)}")
+        if isinstance(self.source, MqttSource):
+            missing = [s.id for s in self.sensors if not s.topic]
+            if missing:
+                raise ValueError(f"mqtt sensors need a topic: {', '.join(missing)}")
         if isinstance(self.source, OpcUaSource):
             missing = [s.id for s in self.sensors if not s.node_id and not s.browse_path]
             if missing:

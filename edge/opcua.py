@@ -15,13 +15,13 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
-import numpy as np
 from asyncua import ua
 from asyncua.client.client import Client
 from asyncua.common.node import Node
 from asyncua.ua.uaerrors import UaError
 
 from edge.config import MachineConfig, OpcUaSource, SensorConfig
+from edge.mqtt import drain
 from edge.sources import Samples
 from schemas.frames import QUALITY_BAD, QUALITY_GOOD, QUALITY_UNCERTAIN
 from services.common.timeutil import ns_of
@@ -160,24 +160,9 @@ class OpcUaReader:
             while not stop.is_set():
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), self.config.poll_interval_ms / 1000)
-                items = []
-                while not self.queue.empty():
-                    items.append(self.queue.get_nowait())
-                if not items:
+                batch = drain(self.queue)
+                if batch is None:
                     continue
-                batch = Samples()
-                by_sensor: dict[str, list[tuple[int, float, int]]] = {}
-                for sensor_id, t, v, q in items:
-                    by_sensor.setdefault(sensor_id, []).append((t, v, q))
-                for sensor_id, rows in by_sensor.items():
-                    arr = np.array(rows, dtype=object)
-                    order = np.argsort(arr[:, 0].astype(np.int64), kind="stable")
-                    batch.add(
-                        sensor_id,
-                        arr[order, 0].astype(np.int64),
-                        arr[order, 1].astype(np.float64),
-                        arr[order, 2].astype(np.uint8),
-                    )
                 yield batch
         finally:
             keeper.cancel()

@@ -240,7 +240,7 @@ def edge_run(config: Annotated[Path, typer.Option(help="The machine's YAML file.
 @edge_app.command("check")
 def edge_check(config: Annotated[Path, typer.Option(help="The machine's YAML file.")]) -> None:
     """Connect, read each sensor once and print a table."""
-    from edge.config import MachineConfig, ModbusSource, OpcUaSource
+    from edge.config import CsvSource, MachineConfig, ModbusSource, OpcUaSource
     from edge.sources import ModbusPoller, read_csv
 
     machine = _machine(config)
@@ -286,7 +286,7 @@ def edge_check(config: Annotated[Path, typer.Option(help="The machine's YAML fil
             )
             for s in machine.sensors
         ]
-    else:
+    elif isinstance(machine.source, CsvSource):
         try:
             _, cols = read_csv(machine.source.path, machine.sensors)
         except (ValueError, OSError) as exc:
@@ -295,6 +295,8 @@ def edge_check(config: Annotated[Path, typer.Option(help="The machine's YAML fil
             (s.id, f"{cols[s.id][0]:.6g}" if len(cols[s.id]) else "-", "good")
             for s in machine.sensors
         ]
+    else:
+        raise fail("check reads Modbus, OPC-UA and CSV sources; an MQTT source waits for messages")
     typer.echo(f"{'sensor':<24} {'value':>14}  state")
     for sensor_id, value, state in rows:
         typer.echo(f"{sensor_id:<24} {value:>14}  {state}")

@@ -222,3 +222,28 @@ async def eventually(check, timeout: float = 20.0, interval: float = 0.1):  # ty
             return last
         await asyncio.sleep(interval)
     raise AssertionError(f"condition not met within {timeout} s (last: {last!r})")
+
+
+@pytest.fixture
+def mosquitto(tmp_path: Path) -> Iterator[int]:
+    """A mosquitto broker on a free port (Debian's package)."""
+    binary = shutil.which("mosquitto") or (
+        "/usr/sbin/mosquitto" if Path("/usr/sbin/mosquitto").exists() else None
+    )
+    if binary is None:
+        reason = "mosquitto is not installed (apt-get install mosquitto)"
+        if os.environ.get("VERTAC_NO_SKIPS"):
+            pytest.fail(reason)
+        pytest.skip(reason)
+    port = free_port()
+    conf = tmp_path / "mosquitto.conf"
+    conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n")
+    proc = subprocess.Popen(
+        [binary, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    try:
+        wait_for_port("127.0.0.1", port, 20, None)
+        yield port
+    finally:
+        proc.terminate()
+        proc.wait(10)

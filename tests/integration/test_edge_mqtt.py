@@ -1,0 +1,78 @@
+"""The MQTT source against a real mosquitto broker."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+
+import aiomqtt
+import numpy as np
+import pytest
+
+from edge.agent import EdgeAgent
+from edge.config import load
+from services.common.config import CommonSettings
+from services.ingest.app import serve as serve_ingest
+from services.ingest.config import Settings as IngestSettings
+from tests.conftest import eventually
+from tests.helpers import stored_frames
+
+pytestmark = pytest.mark.integration
+
+
+async def test_json_messages_arrive_with_their_timestamps(
+    tmp_path: Path, mosquitto: int, common: CommonSettings, running, stream_id: str
+) -> None:
+    path = tmp_path / "mqtt.yaml"
+    path.write_text(f"""
+stream_id: {stream_id}
+source: {{type: mqtt, host: 127.0.0.1, port: {mosquitto}}}
+poll_interval_ms: 50
+frame_period_ms: 200
+buffer: {{path: mqtt.sqlite}}
+sensors:
+  - {{id: pressure, topic: plant/press/pressure}}
+  - {{id: temperature, topic: plant/press/temperature, json_key: celsius}}
+""")
+    running.start(serve_ingest(IngestSettings(metrics_port=0), common, running.stop))
+    agent = EdgeAgent(load(path), common)
+    stop = asyncio.Event()
+    task = asyncio.ensure_future(agent.run(stop))
+    await asyncio.sleep(1.5)  # connected and subscribed
+    t0 = 1_800_000_000.0
+    async with aiomqtt.Client("127.0.0.1", mosquitto) as client:
+        for k in range(50):
+            await client.publish(
+                "plant/press/pressure",
+                json.dumps({"value": 100 + k, "timestamp": t0 + k * 0.1}),
+                qos=1,
+            )
+            await client.publish(
+                "plant/press/temperature", json.dumps({"celsius": 40 + k / 10}), qos=1
+            )
+        await client.publish("plant/press/pressure", b"not json", qos=1)
+
+    async def all_in() -> bool:
+        frames = await stored_frames(common.database_url, stream_id)
+        return sum(s.n for f in frames for s in f.series if s.sensor_id == "pressure") == 51
+
+    try:
+        await eventually(all_in, timeout=20)
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 30)
+    frames = await stored_frames(common.database_url, stream_id)
+    p = [s for f in frames for s in f.series if s.sensor_id == "pressure"]
+    values = np.concatenate([s.values for s in p])
+    stamps = np.concatenate([s.timestamps() for s in p])
+    quality = np.concatenate([s.qualities() for s in p])
+    good = quality == 192
+    assert values[good].tolist() == [100.0 + k for k in range(50)]
+    assert stamps[good][0] == 1_800_000_000_000_000_000
+    assert stamps[good][-1] == 1_800_000_004_900_000_000
+    assert (~good).sum() == 1  # the bad payload is kept, marked bad
+    temps = np.concatenate(
+        [s.values for f in frames for s in f.series if s.sensor_id == "temperature"]
+    )
+    assert len(temps) == 50
