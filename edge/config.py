@@ -62,6 +62,7 @@ class SensorConfig(Strict):
     )
     topic: str | None = Field(default=None, description="mqtt: the topic carrying this sensor.")
     json_key: str = Field(default="value", description="mqtt: key of the value in a JSON object.")
+    metric: str | None = Field(default=None, description="sparkplug: the metric's name.")
 
     @model_validator(mode="after")
     def _bits(self) -> SensorConfig:
@@ -105,8 +106,17 @@ class OpcUaSource(Strict):
     security: OpcUaSecurity = OpcUaSecurity()
 
 
+class SparkplugConfig(Strict):
+    group: str = Field(min_length=1)
+    edge_node: str = Field(min_length=1)
+    device: str | None = Field(default=None, description="Only this device's DBIRTH/DDATA.")
+
+
 class MqttSource(Strict):
     type: Literal["mqtt"]
+    sparkplug: SparkplugConfig | None = Field(
+        default=None, description="Read Sparkplug B metrics instead of JSON topics."
+    )
     host: str
     port: int = Field(default=1883, ge=1, le=65535)
     username: str | None = None
@@ -144,9 +154,10 @@ class MachineConfig(Strict):
         if dupes:
             raise ValueError(f"sensor ids repeat: {', '.join(dupes)}")
         if isinstance(self.source, MqttSource):
-            missing = [s.id for s in self.sensors if not s.topic]
+            field = "metric" if self.source.sparkplug else "topic"
+            missing = [s.id for s in self.sensors if not getattr(s, field)]
             if missing:
-                raise ValueError(f"mqtt sensors need a topic: {', '.join(missing)}")
+                raise ValueError(f"mqtt sensors need a {field}: {', '.join(missing)}")
         if isinstance(self.source, OpcUaSource):
             missing = [s.id for s in self.sensors if not s.node_id and not s.browse_path]
             if missing:

@@ -17,6 +17,7 @@ from datetime import datetime
 import aiomqtt
 import numpy as np
 
+from edge import sparkplug
 from edge.config import MachineConfig, MqttSource
 from edge.sources import Samples
 from schemas.frames import QUALITY_BAD, QUALITY_GOOD
@@ -54,7 +55,9 @@ class MqttReader:
     def __init__(self, source: MqttSource, config: MachineConfig) -> None:
         self.source = source
         self.config = config
-        self.by_topic = {s.topic: s for s in config.sensors if s.topic}
+        self.by_topic = {s.topic: s for s in config.sensors if s.topic}  # JSON topics
+        self.by_metric = {s.metric: s for s in config.sensors if s.metric}
+        self.aliases: dict[int, str] = {}
         self.queue: asyncio.Queue[tuple[str, int, float, int]] = asyncio.Queue(maxsize=1_000_000)
         self.reconnects = 0
 
@@ -70,7 +73,7 @@ class MqttReader:
                     identifier=f"vertac-edge-{self.config.stream_id}",
                     clean_session=False,
                 ) as client:
-                    for topic in self.by_topic:
+                    for topic in self.topics():
                         await client.subscribe(topic, qos=self.source.qos)
                     log.info(
                         "mqtt connected",
@@ -78,11 +81,12 @@ class MqttReader:
                     )
                     delay = 0.5
                     async for message in client.messages:
-                        sensor = self.by_topic.get(str(message.topic))
-                        if sensor is None or not isinstance(message.payload, bytes | bytearray):
+                        if not isinstance(message.payload, bytes | bytearray):
                             continue
-                        t, v, q = parse(bytes(message.payload), sensor.json_key, time.time_ns())
-                        self.queue.put_nowait((sensor.id, t, v * sensor.scale + sensor.offset, q))
+                        if self.source.sparkplug is not None:
+                            self.on_sparkplug(str(message.topic), bytes(message.payload))
+                        else:
+                            self.on_json(str(message.topic), bytes(message.payload))
                         if stop.is_set():
                             return
             except aiomqtt.MqttError as exc:
@@ -94,6 +98,51 @@ class MqttReader:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), delay)
             delay = min(delay * 2, 10.0)
+
+    def topics(self) -> list[str]:
+        sp = self.source.sparkplug
+        if sp is None:
+            return list(self.by_topic)
+        tail = f"/{sp.device}" if sp.device else "/#"
+        return [f"spBv1.0/{sp.group}/+/{sp.edge_node}{tail}"]
+
+    def on_json(self, topic: str, payload: bytes) -> None:
+        sensor = self.by_topic.get(topic)
+        if sensor is None:
+            return
+        t, v, q = parse(payload, sensor.json_key, time.time_ns())
+        self.queue.put_nowait((sensor.id, t, v * sensor.scale + sensor.offset, q))
+
+    def on_sparkplug(self, topic: str, payload: bytes) -> None:
+        parts = topic.split("/")
+        if len(parts) < 4 or parts[0] != "spBv1.0":
+            return
+        kind = parts[2]
+        try:
+            decoded = sparkplug.decode(payload)
+        except sparkplug.SparkplugError as exc:
+            log.warning("bad Sparkplug payload", extra={"topic": topic, "error": str(exc)})
+            return
+        if kind in ("NBIRTH", "DBIRTH"):
+            for m in decoded.metrics:
+                if m.name is not None and m.alias is not None:
+                    self.aliases[m.alias] = m.name
+        if kind not in ("NBIRTH", "DBIRTH", "NDATA", "DDATA"):
+            return
+        now = time.time_ns()
+        for m in decoded.metrics:
+            name = m.name if m.name is not None else self.aliases.get(m.alias or -1)
+            sensor = self.by_metric.get(name) if name is not None else None
+            if sensor is None:
+                continue
+            stamp_ms = m.timestamp_ms if m.timestamp_ms is not None else decoded.timestamp_ms
+            t = stamp_ms * 1_000_000 if stamp_ms is not None else now
+            if m.value is None:
+                self.queue.put_nowait((sensor.id, t, float("nan"), QUALITY_BAD))
+            else:
+                self.queue.put_nowait(
+                    (sensor.id, t, m.value * sensor.scale + sensor.offset, QUALITY_GOOD)
+                )
 
     async def stream(self, stop: asyncio.Event) -> AsyncIterator[Samples]:
         keeper = asyncio.ensure_future(self.keep_connected(stop))

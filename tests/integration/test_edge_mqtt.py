@@ -76,3 +76,64 @@ sensors:
         [s.values for f in frames for s in f.series if s.sensor_id == "temperature"]
     )
     assert len(temps) == 50
+
+
+async def test_sparkplug_b_metrics_arrive_by_name_and_by_alias(
+    tmp_path: Path, mosquitto: int, common: CommonSettings, running, stream_id: str
+) -> None:
+    from edge import sparkplug
+
+    path = tmp_path / "sp.yaml"
+    path.write_text(f"""
+stream_id: {stream_id}
+source: {{type: mqtt, host: 127.0.0.1, port: {mosquitto}, sparkplug: {{group: plant, edge_node: press7}}}}
+poll_interval_ms: 50
+frame_period_ms: 200
+buffer: {{path: sp.sqlite}}
+sensors:
+  - {{id: pressure, metric: Hydraulics/Pressure}}
+  - {{id: speed, metric: Drive/Speed}}
+""")
+    running.start(serve_ingest(IngestSettings(metrics_port=0), common, running.stop))
+    agent = EdgeAgent(load(path), common)
+    stop = asyncio.Event()
+    task = asyncio.ensure_future(agent.run(stop))
+    await asyncio.sleep(1.5)
+    t0 = 1_800_000_000_000  # ms
+    birth = sparkplug.encode(
+        [
+            sparkplug.Metric("Hydraulics/Pressure", 1, t0, sparkplug.DOUBLE, 99.0),
+            sparkplug.Metric("Drive/Speed", 2, t0, sparkplug.DOUBLE, 0.0),
+        ],
+        t0,
+        0,
+    )
+    async with aiomqtt.Client("127.0.0.1", mosquitto) as client:
+        await client.publish("spBv1.0/plant/NBIRTH/press7", birth, qos=1)
+        for k in range(1, 21):
+            data = sparkplug.encode(
+                [
+                    sparkplug.Metric(None, 1, t0 + k * 100, sparkplug.DOUBLE, 100.0 + k),
+                    sparkplug.Metric(None, 2, t0 + k * 100, sparkplug.DOUBLE, 10.0 * k),
+                ],
+                t0 + k * 100,
+                k,
+            )
+            await client.publish("spBv1.0/plant/NDATA/press7", data, qos=1)
+        await client.publish("spBv1.0/plant/NDATA/other-node", data, qos=1)  # not ours
+
+    async def all_in() -> bool:
+        frames = await stored_frames(common.database_url, stream_id)
+        return sum(s.n for f in frames for s in f.series if s.sensor_id == "speed") == 21
+
+    try:
+        await eventually(all_in, timeout=20)
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 30)
+    frames = await stored_frames(common.database_url, stream_id)
+    p = [s for f in frames for s in f.series if s.sensor_id == "pressure"]
+    values = np.concatenate([s.values for s in p])
+    stamps = np.concatenate([s.timestamps() for s in p])
+    assert values.tolist() == [99.0] + [100.0 + k for k in range(1, 21)]
+    assert stamps[-1] == (t0 + 2000) * 1_000_000

@@ -149,3 +149,27 @@ def test_a_full_buffer_refuses_new_frames_and_counts_them(tmp_path: Path) -> Non
         buf.put(frame_maker())
     assert buf.status().refused == 1
     assert buf.status().depth == 1  # what was buffered stays
+
+
+def test_sparkplug_payloads_round_trip_and_signed_ints_decode() -> None:
+    from edge import sparkplug
+
+    payload = sparkplug.encode(
+        [
+            sparkplug.Metric("Pressure", 1, 1_700_000_000_123, sparkplug.DOUBLE, 12.5),
+            sparkplug.Metric(None, 2, None, sparkplug.DOUBLE, -3.25),
+        ],
+        timestamp_ms=1_700_000_000_000,
+        seq=7,
+    )
+    decoded = sparkplug.decode(payload)
+    assert (decoded.timestamp_ms, decoded.seq) == (1_700_000_000_000, 7)
+    assert decoded.metrics[0] == sparkplug.Metric("Pressure", 1, 1_700_000_000_123, 10, 12.5)
+    assert decoded.metrics[1].alias == 2
+    assert decoded.metrics[1].value == -3.25
+    # an Int16 of -2 as Tahu writes it: int_value (field 10) holding 65534
+    metric = bytes([0x20, 2, 0x50]) + bytes([0xFE, 0xFF, 0x03])
+    raw = bytes([0x12, len(metric)]) + metric
+    assert sparkplug.decode(raw).metrics[0].value == -2
+    with pytest.raises(sparkplug.SparkplugError):
+        sparkplug.decode(b"\x12\x05ab")
