@@ -29,6 +29,7 @@ from services.common.bus import ServerUnreachable
 from services.common.config import CommonSettings
 from services.common.runtime import Bus, open_bus
 from services.common.streams import register, reserve_seq
+from services.common.timeutil import ns_of
 
 log = logging.getLogger(__name__)
 NS = 1_000_000_000
@@ -117,6 +118,7 @@ class EdgeAgent:
         self.bus: Bus | None = None
         self.status_every_s = status_every_s
         self.clock_offset_s: float | None = None
+        self._offset_at = 0.0
 
     async def read(self, stop: asyncio.Event) -> None:
         """Source -> frames -> buffer; never waits for the bus."""
@@ -179,8 +181,9 @@ class EdgeAgent:
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(stop.wait(), 0.05)
                     continue
+                sent_ns = time.time_ns()
                 try:
-                    await asyncio.gather(
+                    acks = await asyncio.gather(
                         *(
                             bus.js.publish(
                                 subject,
@@ -207,9 +210,20 @@ class EdgeAgent:
                     continue
                 self.buffer.remove([seq for seq, _ in rows])
                 self.published_recent.append((time.monotonic(), len(rows)))
+                if time.monotonic() - self._offset_at > self.status_every_s:
+                    await self._measure_offset(bus, acks[0].seq, sent_ns, time.time_ns())
         finally:
             self.bus = None
             await bus.close()
+
+    async def _measure_offset(self, bus: Bus, stream_seq: int, sent_ns: int, acked_ns: int) -> None:
+        """Clock offset of the edge: the server's store time of a frame against the middle of
+        its publish round trip on the edge's clock (positive: the edge is behind)."""
+        self._offset_at = time.monotonic()
+        with contextlib.suppress(nats.errors.Error, TimeoutError):
+            stored = await bus.js.get_msg(subjects.SAMPLES.name, stream_seq)
+            if stored.time is not None:
+                self.clock_offset_s = (ns_of(stored.time) - (sent_ns + acked_ns) // 2) / 1e9
 
     def status(self) -> dict[str, object]:
         s = self.buffer.status()

@@ -146,6 +146,7 @@ async def test_modbus_values_arrive_in_postgres_and_a_dead_unit_blocks_nothing(
     assert statuses[-1]["stream_id"] == stream_id
     assert statuses[-1]["published"] > 0
     assert statuses[-1]["refused"] == 0
+    assert abs(statuses[-1]["clock_offset_s"]) < 0.5  # same machine, same clock
 
 
 class Synthetic:
