@@ -125,7 +125,7 @@ class MqttSource(Strict):
 
 
 class CsvSource(Strict):
-    type: Literal["csv"]
+    type: Literal["csv", "parquet"]
     path: Path
     speed: float = Field(default=1.0, ge=0)
     loop: bool = False

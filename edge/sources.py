@@ -189,6 +189,47 @@ class ModbusPoller:
 # --- CSV replay ---------------------------------------------------------------------------------
 
 
+def read_table(
+    path: Path, sensors: list[SensorConfig]
+) -> tuple[npt.NDArray[np.int64], dict[str, npt.NDArray[np.float64]]]:
+    """A CSV or Parquet file (by its suffix) as timestamps (ns) and one column per sensor."""
+    if path.suffix.lower() in (".parquet", ".pq"):
+        return read_parquet(path, sensors)
+    return read_csv(path, sensors)
+
+
+def read_parquet(
+    path: Path, sensors: list[SensorConfig]
+) -> tuple[npt.NDArray[np.int64], dict[str, npt.NDArray[np.float64]]]:
+    """A Parquet file with a ``timestamp`` column (a timestamp type, or seconds as a number)."""
+    import pyarrow.parquet as pq
+    import pyarrow.types as pat
+
+    table = pq.read_table(path)
+    if "timestamp" not in table.column_names:
+        raise ValueError(
+            f"{path}: no 'timestamp' column (columns: {', '.join(table.column_names)})"
+        )
+    column = table.column("timestamp")
+    if pat.is_timestamp(column.type):
+        t = (
+            column.cast("timestamp[ns, tz=UTC]")
+            .to_numpy()
+            .astype("datetime64[ns]")
+            .astype(np.int64)
+        )
+    else:
+        t = np.rint(column.to_numpy().astype(np.float64) * 1e6).astype(np.int64) * 1000
+    values = {}
+    for s in sensors:
+        name = s.column or s.id
+        if name not in table.column_names:
+            raise ValueError(f"{path}: no column {name!r} for sensor {s.id}")
+        raw = table.column(name).to_numpy(zero_copy_only=False).astype(np.float64)
+        values[s.id] = raw * s.scale + s.offset
+    return t, values
+
+
 def read_csv(
     path: Path, sensors: list[SensorConfig]
 ) -> tuple[npt.NDArray[np.int64], dict[str, npt.NDArray[np.float64]]]:
@@ -203,7 +244,8 @@ def read_csv(
     cols = {name: i for i, name in enumerate(header)}
     raw_t = [r[cols["timestamp"]] for r in body]
     try:
-        t = (np.asarray(raw_t, dtype=np.float64) * NS).astype(np.int64)
+        # to the microsecond a float of seconds still carries, then ns
+        t = np.rint(np.asarray(raw_t, dtype=np.float64) * 1e6).astype(np.int64) * 1000
     except ValueError:
         t = np.array([ns_of(datetime.fromisoformat(x)) for x in raw_t], dtype=np.int64)
     values = {}
@@ -224,7 +266,7 @@ class CsvReplay:
     def __init__(self, source: CsvSource, config: MachineConfig) -> None:
         self.source = source
         self.config = config
-        self.t, self.values = read_csv(source.path, config.sensors)
+        self.t, self.values = read_table(source.path, config.sensors)
 
     async def stream(self, stop: asyncio.Event) -> AsyncIterator[Samples]:
         if not len(self.t):

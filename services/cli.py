@@ -241,7 +241,7 @@ def edge_run(config: Annotated[Path, typer.Option(help="The machine's YAML file.
 def edge_check(config: Annotated[Path, typer.Option(help="The machine's YAML file.")]) -> None:
     """Connect, read each sensor once and print a table."""
     from edge.config import CsvSource, MachineConfig, ModbusSource, OpcUaSource
-    from edge.sources import ModbusPoller, read_csv
+    from edge.sources import ModbusPoller, read_table
 
     machine = _machine(config)
     assert isinstance(machine, MachineConfig)
@@ -288,7 +288,7 @@ def edge_check(config: Annotated[Path, typer.Option(help="The machine's YAML fil
         ]
     elif isinstance(machine.source, CsvSource):
         try:
-            _, cols = read_csv(machine.source.path, machine.sensors)
+            _, cols = read_table(machine.source.path, machine.sensors)
         except (ValueError, OSError) as exc:
             raise fail(str(exc)) from exc
         rows = [

@@ -326,3 +326,52 @@ async def test_check_reads_each_sensor_once(tmp_path: Path, plant: int) -> None:
     assert float(lines["pressure"][0]) > 100
     assert lines["pressure"][1] == "good"
     assert lines["ghost"][1:] == ["NO", "ANSWER"]
+
+
+@pytest.mark.parametrize("suffix", ["csv", "parquet"])
+async def test_a_file_replays_as_a_live_stream(
+    tmp_path: Path, common: CommonSettings, running, stream_id: str, suffix: str
+) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    seconds = np.round(np.arange(500) * 0.01, 2)
+    pressure = 100 + np.sin(np.arange(500) / 20)
+    data = tmp_path / f"run.{suffix}"
+    if suffix == "csv":
+        rows = ["timestamp,p,temp"] + [
+            f"{t},{float(p)!r},{20 + i / 100}"
+            for i, (t, p) in enumerate(zip(seconds, pressure, strict=True))
+        ]
+        data.write_text("\n".join(rows) + "\n")
+    else:
+        pq.write_table(
+            pa.table({"timestamp": seconds, "p": pressure, "temp": 20 + np.arange(500) / 100}), data
+        )
+    machine = tmp_path / "replay.yaml"
+    machine.write_text(f"""
+stream_id: {stream_id}
+source: {{type: {suffix}, path: {data.name}, speed: 0}}
+poll_interval_ms: 100
+frame_period_ms: 1000
+buffer: {{path: replay.sqlite}}
+sensors:
+  - {{id: pressure, column: p, unit: bar}}
+  - {{id: temp}}
+""")
+    running.start(serve_ingest(IngestSettings(metrics_port=0), common, running.stop))
+    agent = EdgeAgent(load(machine), common)
+    await asyncio.wait_for(agent.run(asyncio.Event()), 60)
+
+    async def all_in() -> list | None:
+        frames = await stored_frames(common.database_url, stream_id)
+        n = sum(s.n for f in frames for s in f.series if s.sensor_id == "pressure")
+        return frames if n == 500 else None
+
+    frames = await eventually(all_in)
+    p = [s for f in frames for s in f.series if s.sensor_id == "pressure"]
+    values = np.concatenate([s.values for s in p])
+    stamps = np.concatenate([s.timestamps() for s in p])
+    assert values == pytest.approx(pressure)
+    assert np.diff(stamps).tolist() == [10_000_000] * 499  # the file's spacing, moved to now
+    assert abs(int(stamps[0]) - time.time_ns()) < 60 * 1_000_000_000
