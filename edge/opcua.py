@@ -88,11 +88,17 @@ class OpcUaReader:
     async def _subscribe(self, client: Client) -> Any:
         sub = await client.create_subscription(self.source.sampling_interval_ms, self)
         nodes = [client.get_node(n) for n in self.by_node]
-        await sub.subscribe_data_change(  # type: ignore[call-overload]
-            nodes,
-            queuesize=self.source.queue_size,
-            sampling_interval=self.source.sampling_interval_ms,
-        )
+        if self.source.deadband > 0:
+            # absolute deadband (type 1): the server reports only changes larger than it
+            await sub.deadband_monitor(  # type: ignore[call-overload]
+                nodes, self.source.deadband, 1, self.source.queue_size
+            )
+        else:
+            await sub.subscribe_data_change(  # type: ignore[call-overload]
+                nodes,
+                queuesize=self.source.queue_size,
+                sampling_interval=self.source.sampling_interval_ms,
+            )
         return sub
 
     async def _poll(self, client: Client) -> None:

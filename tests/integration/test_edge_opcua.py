@@ -150,3 +150,31 @@ async def test_check_reads_each_opcua_node_once(tmp_path: Path) -> None:
     rows = {line.split()[0]: line.split()[1:] for line in out.decode().splitlines()[1:]}
     assert float(rows["pressure"][0]) >= 100
     assert rows["temperature"][1] == "good"
+
+
+async def test_an_absolute_deadband_drops_small_changes(
+    tmp_path: Path, common: CommonSettings, running, stream_id: str
+) -> None:
+    port = free_port()
+    plc = OpcServer(port)
+    await plc.start()
+    running.start(serve_ingest(IngestSettings(metrics_port=0), common, running.stop))
+    path = machine(tmp_path, stream_id, port)
+    path.write_text(path.read_text().replace("watchdog_s: 3", "watchdog_s: 3, deadband: 5"))
+    agent = EdgeAgent(load(path), common)
+    stop = asyncio.Event()
+    task = asyncio.ensure_future(agent.run(stop))
+    try:
+
+        async def some() -> list[float] | None:
+            frames = await stored_frames(common.database_url, stream_id)
+            values = [s.values for f in frames for s in f.series if s.sensor_id == "pressure"]
+            joined = np.concatenate(values).tolist() if values else []
+            return joined if len(joined) >= 5 else None
+
+        values = await eventually(some, timeout=30)
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 30)
+        await plc.stop()
+    assert np.all(np.diff(values) > 5)  # the server writes steps of 1; only steps over 5 arrive
