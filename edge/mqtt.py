@@ -11,15 +11,13 @@ import contextlib
 import json
 import logging
 import time
-from collections.abc import AsyncIterator
 from datetime import datetime
 
 import aiomqtt
-import numpy as np
 
 from edge import sparkplug
 from edge.config import MachineConfig, MqttSource
-from edge.sources import Samples
+from edge.sources import QueuedSource
 from schemas.frames import QUALITY_BAD, QUALITY_GOOD
 from services.common.timeutil import ns_of, ns_of_seconds
 
@@ -51,14 +49,13 @@ def parse(payload: bytes, key: str, arrival_ns: int) -> tuple[int, float, int]:
     )
 
 
-class MqttReader:
+class MqttReader(QueuedSource):
     def __init__(self, source: MqttSource, config: MachineConfig) -> None:
+        super().__init__(config)
         self.source = source
-        self.config = config
         self.by_topic = {s.topic: s for s in config.sensors if s.topic}  # JSON topics
         self.by_metric = {s.metric: s for s in config.sensors if s.metric}
         self.aliases: dict[int, str] = {}
-        self.queue: asyncio.Queue[tuple[str, int, float, int]] = asyncio.Queue(maxsize=1_000_000)
         self.reconnects = 0
 
     async def keep_connected(self, stop: asyncio.Event) -> None:
@@ -143,40 +140,3 @@ class MqttReader:
                 self.queue.put_nowait(
                     (sensor.id, t, m.value * sensor.scale + sensor.offset, QUALITY_GOOD)
                 )
-
-    async def stream(self, stop: asyncio.Event) -> AsyncIterator[Samples]:
-        keeper = asyncio.ensure_future(self.keep_connected(stop))
-        try:
-            while not stop.is_set():
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), self.config.poll_interval_ms / 1000)
-                batch = drain(self.queue)
-                if batch is not None:
-                    yield batch
-        finally:
-            keeper.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await keeper
-
-    def close(self) -> None:
-        pass
-
-
-def drain(queue: asyncio.Queue[tuple[str, int, float, int]]) -> Samples | None:
-    """Everything waiting in ``queue`` as one batch, each sensor in time order."""
-    items = []
-    while not queue.empty():
-        items.append(queue.get_nowait())
-    if not items:
-        return None
-    batch = Samples()
-    by_sensor: dict[str, list[tuple[int, float, int]]] = {}
-    for sensor_id, stamp, value, quality in items:
-        by_sensor.setdefault(sensor_id, []).append((stamp, value, quality))
-    for sensor_id, rows in by_sensor.items():
-        ts = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
-        vs = np.fromiter((r[1] for r in rows), dtype=np.float64, count=len(rows))
-        qs = np.fromiter((r[2] for r in rows), dtype=np.uint8, count=len(rows))
-        order = np.argsort(ts, kind="stable")
-        batch.add(sensor_id, ts[order], vs[order], qs[order])
-    return batch

@@ -12,7 +12,6 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator
 from typing import Any
 
 from asyncua import ua
@@ -21,8 +20,7 @@ from asyncua.common.node import Node
 from asyncua.ua.uaerrors import UaError
 
 from edge.config import MachineConfig, OpcUaSource, SensorConfig
-from edge.mqtt import drain
-from edge.sources import Samples
+from edge.sources import QueuedSource
 from schemas.frames import QUALITY_BAD, QUALITY_GOOD, QUALITY_UNCERTAIN
 from services.common.timeutil import ns_of
 
@@ -36,11 +34,10 @@ def quality_of(status: ua.StatusCode | None) -> int:
     return QUALITY_UNCERTAIN if status.is_uncertain() else QUALITY_BAD
 
 
-class OpcUaReader:
+class OpcUaReader(QueuedSource):
     def __init__(self, source: OpcUaSource, config: MachineConfig) -> None:
+        super().__init__(config)
         self.source = source
-        self.config = config
-        self.queue: asyncio.Queue[tuple[str, int, float, int]] = asyncio.Queue(maxsize=1_000_000)
         self.by_node: dict[Any, SensorConfig] = {}
         self.last_notification = time.monotonic()
         self.reconnects = 0
@@ -159,24 +156,6 @@ class OpcUaReader:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), delay)
                 delay = min(delay * 2, 5.0)
-
-    async def stream(self, stop: asyncio.Event) -> AsyncIterator[Samples]:
-        keeper = asyncio.ensure_future(self.keep_connected(stop))
-        try:
-            while not stop.is_set():
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), self.config.poll_interval_ms / 1000)
-                batch = drain(self.queue)
-                if batch is None:
-                    continue
-                yield batch
-        finally:
-            keeper.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await keeper
-
-    def close(self) -> None:
-        pass
 
 
 async def read_once(reader: OpcUaReader) -> dict[str, tuple[float, int]]:

@@ -302,3 +302,56 @@ class CsvReplay:
 
     def close(self) -> None:
         pass
+
+
+# --- sources that push (OPC-UA, MQTT) -------------------------------------------------------------
+
+
+class QueuedSource:
+    """A source whose client pushes samples into a queue from ``keep_connected``; ``stream``
+    hands them over in one batch per poll interval."""
+
+    def __init__(self, config: MachineConfig) -> None:
+        self.config = config
+        self.queue: asyncio.Queue[tuple[str, int, float, int]] = asyncio.Queue(maxsize=1_000_000)
+        self.reconnects = 0
+
+    async def keep_connected(self, stop: asyncio.Event) -> None:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    async def stream(self, stop: asyncio.Event) -> AsyncIterator[Samples]:
+        keeper = asyncio.ensure_future(self.keep_connected(stop))
+        try:
+            while not stop.is_set():
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), self.config.poll_interval_ms / 1000)
+                batch = drain(self.queue)
+                if batch is not None:
+                    yield batch
+        finally:
+            keeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await keeper
+
+    def close(self) -> None:
+        pass
+
+
+def drain(queue: asyncio.Queue[tuple[str, int, float, int]]) -> Samples | None:
+    """Everything waiting in ``queue`` as one batch, each sensor in time order."""
+    items = []
+    while not queue.empty():
+        items.append(queue.get_nowait())
+    if not items:
+        return None
+    batch = Samples()
+    by_sensor: dict[str, list[tuple[int, float, int]]] = {}
+    for sensor_id, stamp, value, quality in items:
+        by_sensor.setdefault(sensor_id, []).append((stamp, value, quality))
+    for sensor_id, rows in by_sensor.items():
+        ts = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+        vs = np.fromiter((r[1] for r in rows), dtype=np.float64, count=len(rows))
+        qs = np.fromiter((r[2] for r in rows), dtype=np.uint8, count=len(rows))
+        order = np.argsort(ts, kind="stable")
+        batch.add(sensor_id, ts[order], vs[order], qs[order])
+    return batch
