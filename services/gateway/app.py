@@ -81,6 +81,7 @@ from services.gateway.logic import (
     recording_csv,
     recording_json,
 )
+from services.gateway.report import analysis_csv, cycle_pdf
 
 SERVICE = "gateway"
 STATIC = Path(__file__).parent / "static"
@@ -487,6 +488,46 @@ def build_app(settings: Settings, common: CommonSettings) -> FastAPI:
         if status != 200:
             return error(status, answer.get("error", "acknowledge failed"), "alert_id")
         return JSONResponse(answer)
+
+    @app.get("/api/live/cycles/{cycle_id}/analysis.csv", response_model=None)
+    async def cycle_analysis_csv(cycle_id: str, request: Request) -> Response:
+        """The cycle's analysis, one row per sensor, as CSV."""
+        found = await gw(request).cycles.one(cycle_id)
+        if found is None:
+            raise ApiError(404, f"cycle {cycle_id!r} is unknown", "cycle_id")
+        return PlainTextResponse(
+            analysis_csv(found[0]),
+            media_type="text/csv",
+            headers={"Content-Disposition": f'attachment; filename="{cycle_id}-analysis.csv"'},
+        )
+
+    @app.get("/api/live/cycles/{cycle_id}/report.pdf", response_model=None)
+    async def cycle_report(cycle_id: str, request: Request) -> Response:
+        """A PDF report of the cycle: score, recommendations, sensors, overlays on the reference."""
+        g = gw(request)
+        found = await g.cycles.one(cycle_id)
+        if found is None:
+            raise ApiError(404, f"cycle {cycle_id!r} is unknown", "cycle_id")
+        detail, name = found
+        recording = await g.port.recording(name) if name else None
+        reference = None
+        version = detail.analysis.reference_version if detail.analysis else None
+        if version:
+            body = ListReferences(stream_id=detail.cycle.stream_id, reference_version=version)
+            try:
+                status, data = await g.port.reference_request(
+                    detail.cycle.stream_id, "get", body.model_dump_json().encode()
+                )
+                if status == 200:
+                    reference = ReferenceInfo.model_validate(json.loads(data)[0])
+            except nats.errors.Error:
+                log.warning("report without reference curves: analysis did not answer")
+        pdf = await asyncio.to_thread(cycle_pdf, detail, recording, reference)
+        return Response(
+            pdf,
+            media_type="application/pdf",
+            headers={"Content-Disposition": f'attachment; filename="{cycle_id}.pdf"'},
+        )
 
     @app.get("/api/health", response_model=HealthStatus)
     async def health(request: Request) -> JSONResponse:

@@ -24,10 +24,21 @@ async def test_cycles_samples_and_references_over_rest(
     gateway: str, bus, common: CommonSettings, running, stream_id: str
 ) -> None:
     running.start(serve_cycles(CyclesSettings(metrics_port=0, tick_s=0.1), common, running.stop))
-    running.start(serve_analysis(AnalysisSettings(metrics_port=0, n_points=400,
-                                                  auto_reference_cycles=0), common, running.stop))  # fmt: skip
-    model = build_machine(stream_id=stream_id, sensors=4, rate_hz=50, cycle_s=4, active_signal=True,
-                          faults=(Fault("flow_1", "offset", 6.0, 3),))  # fmt: skip
+    running.start(
+        serve_analysis(
+            AnalysisSettings(metrics_port=0, n_points=400, auto_reference_cycles=0),
+            common,
+            running.stop,
+        )
+    )
+    model = build_machine(
+        stream_id=stream_id,
+        sensors=4,
+        rate_hz=50,
+        cycle_s=4,
+        active_signal=True,
+        faults=(Fault("flow_1", "offset", 6.0, 3),),
+    )
     async with httpx.AsyncClient(base_url=gateway, timeout=60) as client:
         r = await client.get(f"/api/live/stream/{stream_id}/cycle-config")
         assert r.status_code == 200
@@ -37,11 +48,15 @@ async def test_cycles_samples_and_references_over_rest(
         r = await client.put(f"/api/live/stream/{stream_id}/cycle-config", json=bad)
         assert r.status_code == 422
         assert r.json()["details"][0]["field"] == "body.signal_sensor"
-        r = await client.put(f"/api/live/stream/{stream_id}/cycle-config",
-                             json={**bad, "signal_sensor": "cycle_active", "stop_below": 0.9})  # fmt: skip
+        r = await client.put(
+            f"/api/live/stream/{stream_id}/cycle-config",
+            json={**bad, "signal_sensor": "cycle_active", "stop_below": 0.9},
+        )
         assert r.status_code == 422  # hysteresis the wrong way round
-        r = await client.put(f"/api/live/stream/{stream_id}/cycle-config",
-                             json={**bad, "signal_sensor": "cycle_active"})  # fmt: skip
+        r = await client.put(
+            f"/api/live/stream/{stream_id}/cycle-config",
+            json={**bad, "signal_sensor": "cycle_active"},
+        )
         assert r.status_code == 200
         await simulate(bus, model, SimulateOptions(speed=0, frames=170))  # 4 cycles, the 4th faulty
 
@@ -71,8 +86,10 @@ async def test_cycles_samples_and_references_over_rest(
         assert r.status_code == 201, r.text
         assert r.json()["reference_version"] == 1
         assert r.json()["active"] is False
-        r = await client.post(f"/api/live/stream/{stream_id}/references/dry-run",
-                              json={"reference_version": 1, "last_n": 4, "alert_below": 60})  # fmt: skip
+        r = await client.post(
+            f"/api/live/stream/{stream_id}/references/dry-run",
+            json={"reference_version": 1, "last_n": 4, "alert_below": 60},
+        )
         assert r.status_code == 200, r.text
         dry = r.json()
         scores = {c["cycle_id"]: c for c in dry["cycles"]}
@@ -101,3 +118,78 @@ async def test_cycles_samples_and_references_over_rest(
         assert r.status_code == 422
         r = await client.get("/api/live/cycles/unknown-cycle")
         assert r.status_code == 404
+
+
+async def test_a_cycle_report_downloads_as_pdf_and_csv(
+    gateway: str, bus, common: CommonSettings, running, stream_id: str, tmp_path
+) -> None:
+    import shutil
+    import subprocess
+
+    from pypdf import PdfReader
+
+    running.start(serve_cycles(CyclesSettings(metrics_port=0, tick_s=0.1), common, running.stop))
+    running.start(
+        serve_analysis(AnalysisSettings(metrics_port=0, n_points=300), common, running.stop)
+    )
+    model = build_machine(
+        stream_id=stream_id,
+        sensors=6,
+        rate_hz=50,
+        cycle_s=4,
+        active_signal=True,
+        faults=(Fault("flow_1", "offset", 8.0, 3),),
+    )
+    async with httpx.AsyncClient(base_url=gateway, timeout=60) as client:
+        await client.post("/api/live/register", json=model.registration().model_dump(mode="json"))
+        await client.put(
+            f"/api/live/stream/{stream_id}/cycle-config",
+            json={
+                "trigger": "signal",
+                "signal_sensor": "cycle_active",
+                "start_above": 0.5,
+                "stop_below": 0.5,
+            },
+        )
+        await simulate(bus, model, SimulateOptions(speed=0, frames=170))
+
+        async def analysed() -> list | None:
+            rows = (await client.get(f"/api/live/stream/{stream_id}/cycles")).json()
+            done = [c for c in rows if c["health_score"] is not None]
+            return done or None
+
+        (faulty, *_) = await eventually(analysed, timeout=30)
+        r = await client.get(f"/api/live/cycles/{faulty['cycle_id']}/report.pdf")
+        assert r.status_code == 200
+        assert r.headers["content-type"] == "application/pdf"
+        pdf = tmp_path / "report.pdf"
+        pdf.write_bytes(r.content)
+        reader = PdfReader(pdf)
+        text = reader.pages[0].extract_text()
+        assert "VerTac cycle report" in text
+        assert faulty["cycle_id"] in text
+        assert "flow_1" in text  # the top sensor and its recommendation
+        assert len(reader.pages) >= 3  # summary and two pages of overlays (7 sensors)
+        if shutil.which("pdftoppm"):
+            subprocess.run(
+                [
+                    "pdftoppm",
+                    "-png",
+                    "-r",
+                    "40",
+                    "-f",
+                    "1",
+                    "-l",
+                    "2",
+                    str(pdf),
+                    str(tmp_path / "page"),
+                ],
+                check=True,
+            )
+            assert (tmp_path / "page-1.png").stat().st_size > 5_000
+            assert (tmp_path / "page-2.png").stat().st_size > 5_000
+        r = await client.get(f"/api/live/cycles/{faulty['cycle_id']}/analysis.csv")
+        rows = list(csv.DictReader(io.StringIO(r.text)))
+        assert rows[0]["sensor_id"] == "flow_1"
+        assert float(rows[0]["contribution_pct"]) > 50
+        assert sum(float(row["contribution_pct"]) for row in rows) == pytest.approx(100, abs=0.1)

@@ -1,0 +1,235 @@
+"""Cycle reports rendered on the server: a PDF (matplotlib) and CSV of the analysis.
+
+Page 1: the cycle (times, duration, completeness, reference version), the health score with its
+risk class, the first deviator, recommendations with their evidence, and the sensors ranked by
+contribution. Following pages: each sensor's cycle drawn over the reference's mean and envelope.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import textwrap
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+import numpy as np
+from matplotlib.backends.backend_pdf import PdfPages
+
+from schemas.frames import Frame
+from schemas.messages import CycleDetail, ReferenceInfo
+
+RISK_COLOURS = {"low": "#2da44e", "medium": "#d4a72c", "high": "#e16f24", "critical": "#cf222e"}
+
+
+def analysis_csv(detail: CycleDetail) -> str:
+    """One row per sensor with every metric of the analysis."""
+    out = io.StringIO()
+    writer = csv.writer(out)
+    writer.writerow(
+        [
+            "cycle_id",
+            "reference_version",
+            "health_score",
+            "risk_class",
+            "sensor_id",
+            "unit",
+            "contribution_pct",
+            "pattern",
+            "severity",
+            "offset",
+            "offset_z",
+            "shape_z",
+            "euclidean",
+            "dtw",
+            "max_deviation",
+            "max_deviation_at_s",
+            "mean_deviation",
+            "outside_envelope_share",
+            "timing_share",
+            "magnitude_share",
+            "max_lag_s",
+            "cycle_min",
+            "cycle_max",
+            "cycle_mean",
+            "cycle_std",
+            "cycle_rms",
+            "reference_mean",
+        ]
+    )
+    a = detail.analysis
+    if a is None:
+        return out.getvalue()
+    for d in a.sensors:
+        writer.writerow(
+            [
+                a.cycle_id,
+                a.reference_version,
+                f"{a.health_score:.2f}",
+                a.risk_class,
+                d.sensor_id,
+                d.unit,
+                f"{d.contribution:.2f}",
+                d.pattern,
+                f"{d.severity:.4g}",
+                f"{d.offset:.6g}",
+                f"{d.offset_z:.4g}",
+                f"{d.shape_z:.4g}",
+                f"{d.euclidean:.6g}",
+                f"{d.dtw:.6g}",
+                f"{d.max_deviation:.6g}",
+                f"{d.max_deviation_at_s:.3f}",
+                f"{d.mean_deviation:.6g}",
+                f"{d.outside_envelope_share:.4f}",
+                f"{d.timing_share:.4f}",
+                f"{d.magnitude_share:.4f}",
+                f"{d.max_lag_s:.3f}",
+                f"{d.cycle_stats.min:.6g}",
+                f"{d.cycle_stats.max:.6g}",
+                f"{d.cycle_stats.mean:.6g}",
+                f"{d.cycle_stats.std:.6g}",
+                f"{d.cycle_stats.rms:.6g}",
+                f"{d.reference_stats.mean:.6g}",
+            ]
+        )
+    return out.getvalue()
+
+
+def _summary_page(pdf: PdfPages, detail: CycleDetail) -> None:
+    c, a = detail.cycle, detail.analysis
+    fig = plt.figure(figsize=(8.27, 11.69))
+    fig.text(0.06, 0.95, "VerTac cycle report", fontsize=18, weight="bold")
+    lines = [
+        f"Stream {c.stream_id}   cycle {c.cycle_id} (no. {c.cycle_no})",
+        f"Started {c.started_at:%Y-%m-%d %H:%M:%S} UTC, duration {c.duration_s or 0:.2f} s, "
+        f"state {c.state}{' (' + c.end_reason + ')' if c.end_reason else ''}"
+        if c.started_at
+        else f"state {c.state}",
+        f"Frames {c.frames}, gaps {c.gaps}, completeness {c.completeness:.1%}",
+    ]
+    if a is not None:
+        lines.append(f"Reference version {a.reference_version}")
+        if a.qualified:
+            lines.append(f"Qualified: {a.qualification}")
+    for i, line in enumerate(lines):
+        fig.text(0.06, 0.91 - i * 0.022, line, fontsize=10)
+    if a is None:
+        fig.text(0.06, 0.75, "No analysis yet (no active reference).", fontsize=12)
+        pdf.savefig(fig)  # type: ignore[no-untyped-call]
+        plt.close(fig)
+        return
+    gauge = fig.add_axes((0.62, 0.79, 0.32, 0.14))
+    gauge.barh([0], [100], color="#eaeef2")
+    gauge.barh([0], [a.health_score], color=RISK_COLOURS.get(a.risk_class, "#57606a"))
+    gauge.set_xlim(0, 100)
+    gauge.set_yticks([])
+    gauge.set_title(f"Health {a.health_score:.0f} / 100 — risk {a.risk_class}", fontsize=11)
+    y = 0.76
+    if a.first_deviation is not None:
+        fd = a.first_deviation
+        fig.text(
+            0.06,
+            y,
+            f"First deviator: {fd.sensor_id} at {fd.at_s:.2f} s",
+            fontsize=10,
+            weight="bold",
+        )
+        y -= 0.03
+    fig.text(0.06, y, "Recommendations", fontsize=12, weight="bold")
+    y -= 0.025
+    for r in a.recommendations[:6] or []:
+        for k, line in enumerate(textwrap.wrap(f"{r.sensor_id}: {r.text}", 100)):
+            fig.text(0.07, y, line, fontsize=9, weight="bold" if k == 0 else "normal")
+            y -= 0.018
+        for line in textwrap.wrap(r.evidence, 110):
+            fig.text(0.09, y, line, fontsize=7.5, color="#57606a")
+            y -= 0.015
+        y -= 0.006
+    if not a.recommendations:
+        fig.text(0.07, y, "None: every sensor within its normal range.", fontsize=9)
+        y -= 0.02
+    table = fig.add_axes((0.06, 0.04, 0.88, max(0.1, y - 0.08)))
+    table.axis("off")
+    rows = [
+        [
+            d.sensor_id,
+            f"{d.contribution:.0f} %",
+            d.pattern,
+            f"{d.severity:.2f}",
+            f"{d.dtw:.4g}",
+            f"{d.euclidean:.4g}",
+            f"{d.max_deviation:.4g} {d.unit}",
+            f"{d.timing_share:.0%}",
+        ]
+        for d in a.sensors[:20]
+    ]
+    table.set_title("Sensors by contribution", fontsize=12, loc="left")
+    t = table.table(
+        cellText=rows,
+        colLabels=[
+            "sensor",
+            "share",
+            "pattern",
+            "severity",
+            "DTW",
+            "Euclidean",
+            "max dev",
+            "timing",
+        ],
+        loc="upper left",
+    )
+    t.auto_set_font_size(False)
+    t.set_fontsize(8)
+    pdf.savefig(fig)  # type: ignore[no-untyped-call]
+    plt.close(fig)
+
+
+def _overlay_pages(
+    pdf: PdfPages, detail: CycleDetail, recording: Frame, reference: ReferenceInfo | None
+) -> None:
+    curves = {c.sensor_id: c for c in (reference.curves or [])} if reference else {}
+    order = [d.sensor_id for d in detail.analysis.sensors] if detail.analysis else []
+    order += [s.sensor_id for s in recording.series if s.sensor_id not in order and s.n]
+    series = {s.sensor_id: s for s in recording.series}
+    start = min((s.first_ns() for s in recording.series if s.n), default=0)
+    for page in range(0, len(order), 4):
+        fig, axes = plt.subplots(4, 1, figsize=(8.27, 11.69))
+        for ax, sensor_id in zip(axes, order[page : page + 4], strict=False):
+            s = series.get(sensor_id)
+            if s is None or not s.n:
+                ax.axis("off")
+                continue
+            t = (s.timestamps() - start) / 1e9
+            duration = float(t[-1]) if len(t) else 1.0
+            ref = curves.get(sensor_id)
+            if ref is not None:
+                x = np.linspace(0, duration, len(ref.mean))
+                ax.fill_between(x, ref.lower, ref.upper, color="#ddf4ff", label="envelope")
+                ax.plot(x, ref.mean, color="#0969da", linewidth=1, label="reference")
+            ax.plot(t, s.values, color="#cf222e", linewidth=0.8, label="cycle")
+            ax.set_title(sensor_id, fontsize=10, loc="left")
+            ax.set_xlabel("s", fontsize=8)
+            ax.tick_params(labelsize=7)
+            ax.legend(fontsize=7, loc="upper right")
+        for ax in axes[len(order[page : page + 4]) :]:
+            ax.axis("off")
+        fig.tight_layout()
+        pdf.savefig(fig)  # type: ignore[no-untyped-call]
+        plt.close(fig)
+
+
+def cycle_pdf(
+    detail: CycleDetail, recording: Frame | None, reference: ReferenceInfo | None
+) -> bytes:
+    """The report as PDF bytes."""
+    out = io.BytesIO()
+    with PdfPages(out) as pdf:
+        _summary_page(pdf, detail)
+        if recording is not None:
+            _overlay_pages(pdf, detail, recording, reference)
+        info = pdf.infodict()
+        info["Title"] = f"VerTac cycle report {detail.cycle.cycle_id}"
+        info["Creator"] = "VerTac"
+    return out.getvalue()
