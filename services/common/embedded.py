@@ -165,8 +165,9 @@ class Postgres:
         ensure_prefix_permissions(_pg_bin())
         ensure_folder_permissions(_pg_bin(), 0o555)
         ensure_folder_permissions(_pg_bin().parent / "lib", 0o444)
-        for path in (self.data_dir, *self.data_dir.rglob("*")):
-            os.chown(path, entry.pw_uid, entry.pw_gid)
+        # initdb runs as that user, so only the folder we created may still belong to root; a
+        # walk over a live cluster's files would race with files PostgreSQL removes
+        os.chown(self.data_dir, entry.pw_uid, entry.pw_gid)
 
     def start(self) -> Postgres:
         self.data_dir.mkdir(parents=True, exist_ok=True)
