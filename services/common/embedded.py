@@ -31,6 +31,22 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(s.getsockname()[1])
 
 
+def free_ports(count: int, host: str = "127.0.0.1") -> int:
+    """The first of ``count`` consecutive ports that are all free right now."""
+    for _ in range(200):
+        base = free_port(host)
+        if base + count > 65535:
+            continue
+        try:
+            for p in range(base, base + count):
+                with socket.socket() as s:
+                    s.bind((host, p))
+        except OSError:
+            continue
+        return base
+    raise EmbeddedServerError(f"no {count} consecutive free ports found")
+
+
 def wait_for_port(
     host: str, port: int, timeout: float, proc: subprocess.Popen[bytes] | None
 ) -> None:

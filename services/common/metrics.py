@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_server
@@ -50,6 +51,13 @@ class Metrics:
         )
 
     def serve(self, host: str, port: int) -> None:
-        """Expose the registry over HTTP; ``port`` 0 leaves it unexposed."""
-        if port:
+        """Expose the registry over HTTP; ``port`` 0 leaves it unexposed. A port already in use
+        is logged and skipped: the data path matters more than the counters."""
+        if not port:
+            return
+        try:
             start_http_server(port, addr=host, registry=self.registry)
+        except OSError as exc:
+            logging.getLogger(__name__).error(
+                "metrics not served", extra={"host": host, "port": port, "error": str(exc)}
+            )

@@ -17,7 +17,7 @@ from edge.run import SimulateOptions, simulate
 from edge.simulator import build_machine
 from schemas.frames import Frame
 from services.common.config import CommonSettings
-from services.common.embedded import NatsServer, free_port
+from services.common.embedded import NatsServer, free_port, free_ports
 from tests.conftest import REPO, eventually
 from tests.helpers import frame_count, stats, stored_frames
 
@@ -159,7 +159,7 @@ def _wait(check, timeout: float = 90):  # type: ignore[no-untyped-def]
 
 
 def test_vertac_run_brings_up_the_whole_system_and_keeps_data_across_runs(tmp_path: Path) -> None:
-    ports = {"port": free_port(), "nats": free_port(), "pg": free_port(), "metrics": free_port()}
+    ports = {"port": free_port(), "nats": free_port(), "pg": free_port(), "metrics": free_ports(4)}
     data = tmp_path / "data"
     args = [
         sys.executable, "-m", "services.cli", "run", "--data-dir", str(data),
