@@ -5,8 +5,9 @@ from __future__ import annotations
 import asyncio
 import importlib
 import json
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, TypeVar
 
 import typer
 
@@ -14,6 +15,7 @@ from schemas.messages import AlertRule
 from services.common import logs
 from services.common.bus import ServerUnreachable
 from services.common.config import CommonSettings
+from services.common.runtime import Bus, open_bus
 
 app = typer.Typer(help="VerTac: real-time monitoring of cyclic machines.", no_args_is_help=True)
 bus_app = typer.Typer(help="The NATS JetStream layout.", no_args_is_help=True)
@@ -29,6 +31,7 @@ app.add_typer(schemas_app, name="schemas")
 app.add_typer(cycle_app, name="cycle")
 app.add_typer(alerts_app, name="alerts")
 
+T = TypeVar("T")
 DATA = Path(".vertac")
 SERVICES = ("ingest", "cycles", "analysis", "alerts", "gateway")
 
@@ -36,6 +39,22 @@ SERVICES = ("ingest", "cycles", "analysis", "alerts", "gateway")
 def fail(message: str, code: int = 2) -> typer.Exit:
     typer.echo(f"vertac: {message}", err=True)
     return typer.Exit(code)
+
+
+def on_bus(common: CommonSettings, name: str, work: Callable[[Bus], Awaitable[T]]) -> T:
+    """Run ``work`` with a connected, declared bus; an unreachable NATS is one line, exit 2."""
+
+    async def go() -> T:
+        bus = await open_bus(common, name)
+        try:
+            return await work(bus)
+        finally:
+            await bus.close()
+
+    try:
+        return asyncio.run(go())
+    except ServerUnreachable as exc:
+        raise fail(str(exc)) from exc
 
 
 @app.command()
@@ -82,24 +101,11 @@ def service(name: Annotated[str, typer.Argument(help=f"One of: {', '.join(SERVIC
 @bus_app.command("init")
 def bus_init() -> None:
     """Create or update JetStream streams, KV buckets and object stores (idempotent)."""
-    from services.common.runtime import open_bus
+    from services.common.bus import init_bus
 
     common = CommonSettings()
     logs.setup("cli", common.log_level, common.log_json)
-
-    async def go() -> dict[str, str]:
-        from services.common.bus import init_bus
-
-        bus = await open_bus(common, "vertac-cli")
-        try:
-            return await init_bus(bus.js, common)
-        finally:
-            await bus.close()
-
-    try:
-        done = asyncio.run(go())
-    except ServerUnreachable as exc:
-        raise fail(str(exc)) from exc
+    done = on_bus(common, "vertac-cli", lambda bus: init_bus(bus.js, common))
     for name, what in done.items():
         typer.echo(f"{name:<22} {what}")
 
@@ -146,9 +152,8 @@ def edge_simulate(
     ] = True,
 ) -> None:
     """Publish a simulated cyclic machine's frames to the bus."""
-    from edge.run import SimulateOptions, simulate
+    from edge.run import SimulateOptions, SimulateResult, simulate
     from edge.simulator import Fault, build_machine
-    from services.common.runtime import open_bus
 
     if encoding not in ("binary", "json"):
         raise fail(f"--encoding must be binary or json, not {encoding!r}")
@@ -177,27 +182,20 @@ def edge_simulate(
         encoding=encoding,  # type: ignore[arg-type]
     )
 
-    async def go() -> None:
+    async def run_until_stopped(bus: Bus) -> SimulateResult:
         import signal
 
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-        bus = await open_bus(common, "vertac-simulator")
-        try:
-            result = await simulate(bus, model, options, stop=stop)
-        finally:
-            await bus.close()
-        typer.echo(
-            f"published {result.frames} frames, {result.samples} samples "
-            f"(seq {result.first_seq}..{result.last_seq}, {result.duplicates} duplicates)"
-        )
+        return await simulate(bus, model, options, stop=stop)
 
-    try:
-        asyncio.run(go())
-    except ServerUnreachable as exc:
-        raise fail(str(exc)) from exc
+    result = on_bus(common, "vertac-simulator", run_until_stopped)
+    typer.echo(
+        f"published {result.frames} frames, {result.samples} samples "
+        f"(seq {result.first_seq}..{result.last_seq}, {result.duplicates} duplicates)"
+    )
 
 
 def _machine(config: Path) -> object:
@@ -326,7 +324,6 @@ def edge_replay_hydraulic(
 ) -> None:
     """Replay cycles of the hydraulic test rig as a live stream (with a cycle_active input)."""
     from edge.replay import DataSetError, load_hydraulic, replay_hydraulic
-    from services.common.runtime import open_bus
 
     common = CommonSettings()
     logs.setup("replay", common.log_level, common.log_json)
@@ -339,17 +336,11 @@ def edge_replay_hydraulic(
     except ValueError as exc:
         raise fail(f"--rows: {exc}") from exc
 
-    async def go() -> int:
-        bus = await open_bus(common, "vertac-replay")
-        try:
-            return await replay_hydraulic(bus, data, chosen, stream_id=stream_id, speed=speed)
-        finally:
-            await bus.close()
-
-    try:
-        sent = asyncio.run(go())
-    except ServerUnreachable as exc:
-        raise fail(str(exc)) from exc
+    sent = on_bus(
+        common,
+        "vertac-replay",
+        lambda bus: replay_hydraulic(bus, data, chosen, stream_id=stream_id, speed=speed),
+    )
     typer.echo(f"replayed {len(chosen)} cycles in {sent} frames on stream {stream_id}")
 
 
@@ -375,7 +366,6 @@ def _cycle_command(stream_id: str, command: str, reason: str) -> None:
 
     from schemas import subjects
     from schemas.messages import CycleCommand
-    from services.common.runtime import open_bus
 
     try:
         subjects.check_stream_id(stream_id)
@@ -390,18 +380,11 @@ def _cycle_command(stream_id: str, command: str, reason: str) -> None:
     )
     common = CommonSettings()
 
-    async def go() -> int:
-        bus = await open_bus(common, "vertac-cli")
-        try:
-            ack = await bus.js.publish(subjects.control(stream_id), cmd.model_dump_json().encode())
-            return int(ack.seq)
-        finally:
-            await bus.close()
+    async def publish(bus: Bus) -> int:
+        ack = await bus.js.publish(subjects.control(stream_id), cmd.model_dump_json().encode())
+        return int(ack.seq)
 
-    try:
-        seq = asyncio.run(go())
-    except ServerUnreachable as exc:
-        raise fail(str(exc)) from exc
+    seq = on_bus(common, "vertac-cli", publish)
     typer.echo(f"{command} for {stream_id} published (control stream sequence {seq})")
 
 
@@ -453,7 +436,6 @@ def load_rules_file(path: Path) -> list[AlertRule]:
 def alerts_load(path: Annotated[Path, typer.Argument(help="YAML or JSON file of rules.")]) -> None:
     """Create or replace the alert rules of a file (each names its stream_id and rule_id)."""
     from schemas import subjects
-    from services.common.runtime import open_bus
 
     try:
         rules = load_rules_file(path)
@@ -461,20 +443,12 @@ def alerts_load(path: Annotated[Path, typer.Argument(help="YAML or JSON file of 
         raise fail(str(exc)) from exc
     common = CommonSettings()
 
-    async def go() -> None:
-        bus = await open_bus(common, "vertac-cli")
-        try:
-            kv = await bus.js.key_value(subjects.KV_ALERT_RULES)
-            for rule in rules:
-                key = f"{rule.stream_id}.{rule.rule_id}"
-                await kv.put(key, rule.model_dump_json().encode())
-        finally:
-            await bus.close()
+    async def put_rules(bus: Bus) -> None:
+        kv = await bus.js.key_value(subjects.KV_ALERT_RULES)
+        for rule in rules:
+            await kv.put(f"{rule.stream_id}.{rule.rule_id}", rule.model_dump_json().encode())
 
-    try:
-        asyncio.run(go())
-    except ServerUnreachable as exc:
-        raise fail(str(exc)) from exc
+    on_bus(common, "vertac-cli", put_rules)
     typer.echo(f"loaded {len(rules)} alert rules from {path}")
 
 
