@@ -696,6 +696,59 @@ class ErrorBody(Contract):
     details: list[ErrorDetail] = Field(default_factory=list)
 
 
+class OverlaySensor(Contract):
+    """One sensor of a cycle over its reference, on the cycle's own time axis (seconds)."""
+
+    sensor_id: str
+    unit: str = ""
+    t_s: list[float] = Field(description="Time since cycle start of each cycle point.")
+    value: list[float] = Field(description="Cycle values (bucket means when thinned).")
+    ref_t_s: list[float] = Field(default_factory=list, description="Time of reference points.")
+    ref_mean: list[float] = Field(default_factory=list)
+    ref_lower: list[float] = Field(default_factory=list)
+    ref_upper: list[float] = Field(default_factory=list)
+
+
+class CycleOverlay(Contract):
+    """Answer of ``GET /api/live/cycles/{id}/overlay``: what the report's charts draw."""
+
+    cycle_id: str
+    reference_version: int | None = None
+    sensors: list[OverlaySensor]
+
+
+class DatasetEntryBody(Contract):
+    """Body of ``POST /api/live/datasets/{name}/cycles``: file a cycle into a dataset."""
+
+    cycle_id: str = Field(min_length=1, max_length=200)
+    label: str = Field(
+        default="", max_length=200, description="e.g. good, valve-fault, after-maintenance."
+    )
+    note: str = Field(default="", max_length=2000)
+
+
+class DatasetEntry(Contract):
+    """A cycle in a dataset."""
+
+    dataset: str
+    cycle_id: str
+    stream_id: StreamId
+    label: str
+    note: str
+    added_at: datetime
+    health_score: float | None = None
+
+
+class DatasetInfo(Contract):
+    """A dataset as listed by ``GET /api/live/datasets``."""
+
+    dataset: str
+    cycles: int
+    streams: list[str]
+    labels: dict[str, int]
+    updated_at: datetime
+
+
 # --- WebSocket --------------------------------------------------------------------------------
 
 
@@ -707,6 +760,7 @@ class WsSensorTrace(Contract):
     max: list[float]
     last: float
     count: int = Field(description="Raw samples the buckets summarise.")
+    mean: list[float] = Field(default_factory=list, description="Mean per bucket.")
 
 
 class WsSamples(Contract):
@@ -716,6 +770,10 @@ class WsSamples(Contract):
     stream_id: StreamId
     seq: int = Field(description="Highest frame seq included.")
     sensors: dict[str, WsSensorTrace]
+    sent_ms: list[float] = Field(
+        default_factory=list,
+        description="Publication time (Unix ms) of each frame included, for latency figures.",
+    )
 
 
 class WsStateChange(Contract):
@@ -792,6 +850,10 @@ EXPORTED: tuple[type[BaseModel], ...] = (
     DeadLetter,
     CycleSummary,
     CycleDetail,
+    CycleOverlay,
+    DatasetEntryBody,
+    DatasetEntry,
+    DatasetInfo,
     CreateReference,
     ActivateReference,
     DryRunReference,

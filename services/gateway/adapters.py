@@ -23,6 +23,9 @@ from schemas.messages import (
     CycleConfig,
     CycleDetail,
     CycleSummary,
+    DatasetEntry,
+    DatasetEntryBody,
+    DatasetInfo,
 )
 from services.common.runtime import Bus
 
@@ -232,8 +235,16 @@ class AlertQueries:
         self.pool = pool
 
     async def find(
-        self, stream_id: str | None, state: str | None, severity: str | None, limit: int
+        self,
+        stream_id: str | None,
+        state: str | None,
+        severity: str | None,
+        limit: int,
+        since: datetime | None = None,
+        until: datetime | None = None,
     ) -> list[dict[str, Any]]:
+        """Alerts newest first; with ``since``/``until`` only those active at some time in
+        between (raised before ``until``, not cleared before ``since``)."""
         async with self.pool.connection() as conn:
             cur = await conn.execute(
                 "SELECT alert_id, stream_id, rule, rule_kind, sensor_id, severity, state, message,"
@@ -242,8 +253,17 @@ class AlertQueries:
                 " WHERE (%(s)s::text IS NULL OR stream_id = %(s)s)"
                 " AND (%(st)s::text IS NULL OR state = %(st)s)"
                 " AND (%(sv)s::text IS NULL OR severity = %(sv)s)"
+                " AND (%(u)s::timestamptz IS NULL OR raised_at <= %(u)s)"
+                " AND (%(f)s::timestamptz IS NULL OR cleared_at IS NULL OR cleared_at >= %(f)s)"
                 " ORDER BY raised_at DESC LIMIT %(n)s",
-                {"s": stream_id, "st": state, "sv": severity, "n": limit},
+                {
+                    "s": stream_id,
+                    "st": state,
+                    "sv": severity,
+                    "n": limit,
+                    "f": since,
+                    "u": until,
+                },
             )
             names = [c.name for c in cur.description or []]
             return [dict(zip(names, row, strict=True)) for row in await cur.fetchall()]
@@ -257,6 +277,87 @@ class AlertQueries:
             )
             names = [c.name for c in cur.description or []]
             return [dict(zip(names, row, strict=True)) for row in await cur.fetchall()]
+
+
+_DATASET_ENTRIES = """
+SELECT e.dataset, e.cycle_id, e.stream_id, e.label, e.note, e.added_at, d.health_score
+FROM live_dataset_cycles e
+LEFT JOIN LATERAL (
+    SELECT health_score FROM live_deviations
+    WHERE cycle_id = e.cycle_id ORDER BY created_at DESC LIMIT 1
+) d ON true
+WHERE e.dataset = %s ORDER BY e.added_at, e.cycle_id
+"""
+
+
+class Datasets:
+    """Named, labelled collections of recorded cycles (table ``live_dataset_cycles``)."""
+
+    def __init__(self, pool: AsyncConnectionPool) -> None:
+        self.pool = pool
+
+    async def add(self, dataset: str, stream_id: str, body: DatasetEntryBody) -> DatasetEntry:
+        """File a cycle; filing it again updates label and note (idempotent)."""
+        async with self.pool.connection() as conn:
+            cur = await conn.execute(
+                "INSERT INTO live_dataset_cycles (dataset, cycle_id, stream_id, label, note)"
+                " VALUES (%s, %s, %s, %s, %s) ON CONFLICT (dataset, cycle_id) DO UPDATE"
+                " SET label = EXCLUDED.label, note = EXCLUDED.note RETURNING added_at",
+                (dataset, body.cycle_id, stream_id, body.label, body.note),
+            )
+            row = await cur.fetchone()
+        assert row is not None
+        return DatasetEntry(
+            dataset=dataset,
+            cycle_id=body.cycle_id,
+            stream_id=stream_id,
+            label=body.label,
+            note=body.note,
+            added_at=row[0],
+        )
+
+    async def entries(self, dataset: str) -> list[DatasetEntry]:
+        async with self.pool.connection() as conn:
+            cur = await conn.execute(_DATASET_ENTRIES, (dataset,))
+            rows = await cur.fetchall()
+        return [
+            DatasetEntry(
+                dataset=r[0],
+                cycle_id=r[1],
+                stream_id=r[2],
+                label=r[3],
+                note=r[4],
+                added_at=r[5],
+                health_score=r[6],
+            )
+            for r in rows
+        ]
+
+    async def remove(self, dataset: str, cycle_id: str) -> bool:
+        async with self.pool.connection() as conn:
+            cur = await conn.execute(
+                "DELETE FROM live_dataset_cycles WHERE dataset = %s AND cycle_id = %s",
+                (dataset, cycle_id),
+            )
+            return cur.rowcount > 0
+
+    async def all(self) -> list[DatasetInfo]:
+        async with self.pool.connection() as conn:
+            cur = await conn.execute(
+                "SELECT dataset, count(*), array_agg(DISTINCT stream_id), max(added_at),"
+                " jsonb_object_agg(label, n) FROM ("
+                "   SELECT dataset, stream_id, added_at, label,"
+                "          count(*) OVER (PARTITION BY dataset, label) AS n"
+                "   FROM live_dataset_cycles) x"
+                " GROUP BY dataset ORDER BY dataset"
+            )
+            rows = await cur.fetchall()
+        return [
+            DatasetInfo(
+                dataset=r[0], cycles=r[1], streams=sorted(r[2]), labels=r[4], updated_at=r[3]
+            )
+            for r in rows
+        ]
 
 
 class AlertRulesKv:

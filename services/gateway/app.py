@@ -7,6 +7,7 @@ import contextlib
 import json
 import logging
 import math
+import re
 import sys
 import time
 from collections.abc import AsyncIterator
@@ -20,6 +21,7 @@ import uvicorn
 from fastapi import FastAPI, HTTPException, Query, Request, WebSocket, WebSocketDisconnect
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse, Response
+from fastapi.staticfiles import StaticFiles
 from nats.aio.msg import Msg
 from prometheus_client import CONTENT_TYPE_LATEST, Gauge, generate_latest
 from pydantic import ValidationError
@@ -41,8 +43,12 @@ from schemas.messages import (
     CycleCommand,
     CycleConfig,
     CycleDetail,
+    CycleOverlay,
     CycleStateChanged,
     CycleSummary,
+    DatasetEntry,
+    DatasetEntryBody,
+    DatasetInfo,
     DryRunBody,
     DryRunReference,
     DryRunResult,
@@ -72,12 +78,20 @@ from services.common.db import open_pool
 from services.common.metrics import Metrics
 from services.common.runtime import EXIT_UNREACHABLE, open_bus
 from services.common.streams import lookup, register, reserve_seq
-from services.gateway.adapters import AlertQueries, AlertRulesKv, BusPort, CycleQueries, Database
+from services.gateway.adapters import (
+    AlertQueries,
+    AlertRulesKv,
+    BusPort,
+    CycleQueries,
+    Database,
+    Datasets,
+)
 from services.gateway.config import Settings
 from services.gateway.logic import (
     Decimator,
     UnknownSensor,
     batch_to_frame,
+    cycle_overlay,
     recording_csv,
     recording_json,
 )
@@ -85,6 +99,8 @@ from services.gateway.report import analysis_csv, cycle_pdf
 
 SERVICE = "gateway"
 STATIC = Path(__file__).parent / "static"
+DASHBOARD = STATIC / "app"  # the Vite build of services/gateway/web (``make web``)
+DATASET_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 log = logging.getLogger(__name__)
 
 
@@ -119,6 +135,7 @@ class Gateway:
         alerts: AlertQueries,
         rules: AlertRulesKv,
         metrics: Metrics,
+        datasets: Datasets,
     ) -> None:
         self.settings = settings
         self.port = port
@@ -127,6 +144,7 @@ class Gateway:
         self.alerts = alerts
         self.rules = rules
         self.metrics = metrics
+        self.datasets = datasets
         self.ws_clients = Gauge(
             "vertac_websocket_clients", "Open WebSocket connections", registry=metrics.registry
         )
@@ -174,6 +192,7 @@ def build_app(settings: Settings, common: CommonSettings) -> FastAPI:
             AlertQueries(pool),
             AlertRulesKv(await bus.js.key_value(subjects.KV_ALERT_RULES)),
             Metrics(SERVICE),
+            Datasets(pool),
         )
         app.state.bus = bus
         log.info("gateway ready", extra={"host": settings.host, "port": settings.port})
@@ -456,9 +475,12 @@ def build_app(settings: Settings, common: CommonSettings) -> FastAPI:
         state: Annotated[str | None, Query(pattern="^(raised|acknowledged|cleared)$")] = None,
         severity: Annotated[str | None, Query(pattern="^(info|warning|critical)$")] = None,
         limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+        since: datetime | None = None,
+        until: datetime | None = None,
     ) -> list[dict[str, Any]]:
-        """Alerts, newest first, filtered by stream, state and severity."""
-        return await gw(request).alerts.find(stream_id, state, severity, limit)
+        """Alerts, newest first, filtered by stream, state and severity; with ``since`` and
+        ``until`` (ISO times) only alerts active at some moment in between, e.g. during a cycle."""
+        return await gw(request).alerts.find(stream_id, state, severity, limit, since, until)
 
     @app.get("/api/live/alerts/{alert_id}/history")
     async def alert_history(alert_id: str, request: Request) -> list[dict[str, Any]]:
@@ -501,6 +523,47 @@ def build_app(settings: Settings, common: CommonSettings) -> FastAPI:
             headers={"Content-Disposition": f'attachment; filename="{cycle_id}-analysis.csv"'},
         )
 
+    async def reference_of(g: Gateway, detail: CycleDetail) -> ReferenceInfo | None:
+        """The reference the cycle was compared with, curves included (None when unknown)."""
+        version = detail.analysis.reference_version if detail.analysis else None
+        if not version:
+            return None
+        body = ListReferences(stream_id=detail.cycle.stream_id, reference_version=version)
+        try:
+            status, data = await g.port.reference_request(
+                detail.cycle.stream_id, "get", body.model_dump_json().encode()
+            )
+        except nats.errors.Error:
+            log.warning("cycle shown without reference curves: analysis did not answer")
+            return None
+        return ReferenceInfo.model_validate(json.loads(data)[0]) if status == 200 else None
+
+    @app.get("/api/live/cycles/{cycle_id}/overlay", response_model=CycleOverlay)
+    async def cycle_overlay_data(
+        cycle_id: str,
+        request: Request,
+        points: Annotated[int, Query(ge=10, le=20_000)] = 800,
+    ) -> CycleOverlay:
+        """Every sensor of a finished cycle (at most ``points`` per sensor) over the reference's
+        mean and envelope: the data of the report's charts."""
+        g = gw(request)
+        found = await g.cycles.one(cycle_id)
+        if found is None:
+            raise ApiError(404, f"cycle {cycle_id!r} is unknown", "cycle_id")
+        detail, name = found
+        recording = await g.port.recording(name) if name else None
+        if recording is None:
+            raise ApiError(
+                409, f"cycle {cycle_id!r} has no recording yet (still running?)", "cycle_id"
+            )
+        reference = await reference_of(g, detail)
+        order = [d.sensor_id for d in detail.analysis.sensors] if detail.analysis else []
+        record = await lookup(g.port.kv_streams, detail.cycle.stream_id)
+        units = {s.id: s.unit for s in record.sensors} if record else {}
+        return await asyncio.to_thread(
+            cycle_overlay, cycle_id, recording, reference, order, units, points
+        )
+
     @app.get("/api/live/cycles/{cycle_id}/report.pdf", response_model=None)
     async def cycle_report(cycle_id: str, request: Request) -> Response:
         """A PDF report of the cycle: score, recommendations, sensors, overlays on the reference."""
@@ -510,24 +573,60 @@ def build_app(settings: Settings, common: CommonSettings) -> FastAPI:
             raise ApiError(404, f"cycle {cycle_id!r} is unknown", "cycle_id")
         detail, name = found
         recording = await g.port.recording(name) if name else None
-        reference = None
-        version = detail.analysis.reference_version if detail.analysis else None
-        if version:
-            body = ListReferences(stream_id=detail.cycle.stream_id, reference_version=version)
-            try:
-                status, data = await g.port.reference_request(
-                    detail.cycle.stream_id, "get", body.model_dump_json().encode()
-                )
-                if status == 200:
-                    reference = ReferenceInfo.model_validate(json.loads(data)[0])
-            except nats.errors.Error:
-                log.warning("report without reference curves: analysis did not answer")
+        reference = await reference_of(g, detail)
         pdf = await asyncio.to_thread(cycle_pdf, detail, recording, reference)
         return Response(
             pdf,
             media_type="application/pdf",
             headers={"Content-Disposition": f'attachment; filename="{cycle_id}.pdf"'},
         )
+
+    def valid_dataset(name: str) -> str:
+        if not re.fullmatch(DATASET_NAME, name):
+            raise ApiError(
+                422,
+                f"dataset name {name!r}: 1-64 letters, digits, '_', '.' or '-', "
+                "starting with a letter or digit",
+                "dataset",
+            )
+        return name
+
+    @app.get("/api/live/datasets", response_model=list[DatasetInfo])
+    async def list_datasets(request: Request) -> list[DatasetInfo]:
+        """Every dataset with its size, streams and label counts."""
+        return await gw(request).datasets.all()
+
+    @app.get("/api/live/datasets/{dataset}", response_model=list[DatasetEntry])
+    async def get_dataset(dataset: str, request: Request) -> list[DatasetEntry]:
+        """The cycles of one dataset, oldest first, with label, note and health score."""
+        entries = await gw(request).datasets.entries(valid_dataset(dataset))
+        if not entries:
+            raise ApiError(404, f"dataset {dataset!r} is empty or unknown", "dataset")
+        return entries
+
+    @app.post("/api/live/datasets/{dataset}/cycles", status_code=201, response_model=DatasetEntry)
+    async def add_to_dataset(
+        dataset: str, body: DatasetEntryBody, request: Request
+    ) -> DatasetEntry:
+        """Save a finished cycle into a dataset (created on first use) with a label; saving it
+        again updates label and note. Its samples stay in the recording store."""
+        g = gw(request)
+        found = await g.cycles.one(body.cycle_id)
+        if found is None:
+            raise ApiError(404, f"cycle {body.cycle_id!r} is unknown", "body.cycle_id")
+        if found[1] is None:
+            raise ApiError(
+                409, f"cycle {body.cycle_id!r} has no recording yet (still running?)",
+                "body.cycle_id",
+            )  # fmt: skip
+        return await g.datasets.add(valid_dataset(dataset), found[0].cycle.stream_id, body)
+
+    @app.delete("/api/live/datasets/{dataset}/cycles/{cycle_id}", status_code=204)
+    async def remove_from_dataset(dataset: str, cycle_id: str, request: Request) -> Response:
+        """Take a cycle out of a dataset (the cycle itself is kept)."""
+        if not await gw(request).datasets.remove(valid_dataset(dataset), cycle_id):
+            raise ApiError(404, f"cycle {cycle_id!r} is not in dataset {dataset!r}", "cycle_id")
+        return Response(status_code=204)
 
     @app.get("/api/health", response_model=HealthStatus)
     async def health(request: Request) -> JSONResponse:
@@ -552,8 +651,14 @@ def build_app(settings: Settings, common: CommonSettings) -> FastAPI:
         )
 
     @app.get("/", include_in_schema=False)
-    async def index() -> FileResponse:
-        return FileResponse(STATIC / "index.html")
+    async def index() -> Response:
+        built = DASHBOARD / "index.html"
+        if built.is_file():
+            return FileResponse(built, headers={"Cache-Control": "no-cache"})
+        return FileResponse(STATIC / "index.html", headers={"Cache-Control": "no-cache"})
+
+    if (DASHBOARD / "assets").is_dir():
+        app.mount("/assets", StaticFiles(directory=DASHBOARD / "assets"), name="assets")
 
     @app.websocket("/api/live/ws/stream/{stream_id}")
     async def live(websocket: WebSocket, stream_id: str) -> None:

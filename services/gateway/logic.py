@@ -9,7 +9,15 @@ import numpy as np
 import numpy.typing as npt
 
 from schemas.frames import QUALITY_GOOD, Frame, Series
-from schemas.messages import BatchRequest, SensorSpec, WsSamples, WsSensorTrace
+from schemas.messages import (
+    BatchRequest,
+    CycleOverlay,
+    OverlaySensor,
+    ReferenceInfo,
+    SensorSpec,
+    WsSamples,
+    WsSensorTrace,
+)
 from services.common.timeutil import ns_of, ns_of_seconds
 
 
@@ -67,14 +75,27 @@ def batch_to_frame(
     return Frame(batch.stream_id, seq, tuple(series), sent_ns)
 
 
-def min_max_buckets(
-    t: npt.NDArray[np.int64], v: npt.NDArray[np.float64], buckets: int
-) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64], npt.NDArray[np.float64]]:
-    """Time (ms) of each bucket's first sample, and min and max per bucket (NaN ignored)."""
+Buckets = tuple[
+    npt.NDArray[np.float64],
+    npt.NDArray[np.float64],
+    npt.NDArray[np.float64],
+    npt.NDArray[np.float64],
+]
+
+
+def min_max_buckets(t: npt.NDArray[np.int64], v: npt.NDArray[np.float64], buckets: int) -> Buckets:
+    """Time (ms) of each bucket's first sample, and min, max and mean per bucket (NaN ignored
+    by min and max; a bucket of only NaN has a NaN mean)."""
     n = len(v)
     b = max(1, min(buckets, n))
-    edges = np.linspace(0, n, b + 1).astype(np.int64)[:-1]
-    return t[edges] / 1e6, np.fmin.reduceat(v, edges), np.fmax.reduceat(v, edges)
+    edges = np.linspace(0, n, b + 1).astype(np.int64)
+    starts = edges[:-1]
+    finite = np.isfinite(v)
+    sums = np.add.reduceat(np.where(finite, v, 0.0), starts)
+    counts = np.add.reduceat(finite.astype(np.int64), starts)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean = sums / counts
+    return t[starts] / 1e6, np.fmin.reduceat(v, starts), np.fmax.reduceat(v, starts), mean
 
 
 class Decimator:
@@ -86,6 +107,7 @@ class Decimator:
         self._t: dict[str, list[npt.NDArray[np.int64]]] = defaultdict(list)
         self._v: dict[str, list[npt.NDArray[np.float64]]] = defaultdict(list)
         self._seq = -1
+        self._sent_ms: list[float] = []
 
     def add(self, frame: Frame) -> None:
         for s in frame.series:
@@ -93,6 +115,8 @@ class Decimator:
                 self._t[s.sensor_id].append(s.timestamps())
                 self._v[s.sensor_id].append(s.values.astype(np.float64))
         self._seq = max(self._seq, frame.seq)
+        if frame.sent_ns:
+            self._sent_ms.append(frame.sent_ns / 1e6)
 
     def flush(self) -> WsSamples | None:
         if not self._v:
@@ -104,14 +128,15 @@ class Decimator:
             if len(t) > 1 and np.any(t[1:] < t[:-1]):
                 order = np.argsort(t, kind="stable")
                 t, v = t[order], v[order]
-            t_ms, lo, hi = min_max_buckets(t, v, self.buckets)
+            t_ms, lo, hi, mean = min_max_buckets(t, v, self.buckets)
             traces[sensor_id] = WsSensorTrace(
                 t_ms=t_ms.tolist(), min=lo.tolist(), max=hi.tolist(), last=float(v[-1]),
-                count=len(v),
+                count=len(v), mean=mean.tolist(),
             )  # fmt: skip
         self._t.clear()
         self._v.clear()
-        return WsSamples(stream_id=self.stream_id, seq=self._seq, sensors=traces)
+        sent, self._sent_ms = self._sent_ms, []
+        return WsSamples(stream_id=self.stream_id, seq=self._seq, sensors=traces, sent_ms=sent)
 
 
 def recording_csv(frame: Frame) -> str:
@@ -142,3 +167,57 @@ def recording_json(frame: Frame) -> dict[str, dict[str, list[float] | list[int]]
         for s in frame.series
         if s.n
     }
+
+
+def thin(
+    t: npt.NDArray[np.float64], v: npt.NDArray[np.float64], points: int
+) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+    """At most ``points`` points: the mean time and value of equal runs of samples."""
+    n = len(v)
+    if n <= points:
+        return t, v
+    edges = np.linspace(0, n, points + 1).astype(np.int64)
+    counts = np.diff(edges)
+    starts = edges[:-1]
+    return np.add.reduceat(t, starts) / counts, np.add.reduceat(v, starts) / counts
+
+
+def cycle_overlay(
+    cycle_id: str,
+    recording: Frame,
+    reference: ReferenceInfo | None,
+    order: list[str],
+    units: dict[str, str],
+    points: int,
+) -> CycleOverlay:
+    """Every sensor of a recorded cycle, thinned to ``points``, with the reference's mean and
+    envelope stretched over the cycle's duration (as in the PDF report). Sensors in ``order``
+    come first (the analysis ranking), the rest after it."""
+    curves = {c.sensor_id: c for c in (reference.curves or [])} if reference else {}
+    series = {s.sensor_id: s for s in recording.series if s.n}
+    names = [s for s in order if s in series] + [s for s in series if s not in order]
+    start = min((s.first_ns() for s in series.values()), default=0)
+    out = []
+    for sensor_id in names:
+        s = series[sensor_id]
+        t = (s.timestamps() - start).astype(np.float64) / 1e9
+        tt, vv = thin(t, s.values.astype(np.float64), points)
+        ref = curves.get(sensor_id)
+        extra: dict[str, list[float]] = {}
+        if ref is not None and ref.mean:
+            step = max(1, len(ref.mean) // points)
+            x = np.linspace(0.0, float(t[-1]), len(ref.mean))[::step]
+            extra = {
+                "ref_t_s": x.tolist(),
+                "ref_mean": ref.mean[::step],
+                "ref_lower": ref.lower[::step],
+                "ref_upper": ref.upper[::step],
+            }
+        unit = units.get(sensor_id) or (ref.unit if ref else "")
+        out.append(
+            OverlaySensor(
+                sensor_id=sensor_id, unit=unit, t_s=tt.tolist(), value=vv.tolist(), **extra
+            )
+        )
+    version = reference.reference_version if reference else None
+    return CycleOverlay(cycle_id=cycle_id, reference_version=version, sensors=out)

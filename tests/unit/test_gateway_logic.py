@@ -50,23 +50,72 @@ def test_min_max_buckets_keep_every_extreme() -> None:
     v[1234] = 50.0
     v[8765] = -50.0
     t = np.arange(10_000, dtype=np.int64) * 1_000_000
-    t_ms, lo, hi = min_max_buckets(t, v, 100)
+    t_ms, lo, hi, mean = min_max_buckets(t, v, 100)
     assert len(t_ms) == 100
     assert hi.max() == 50.0
     assert lo.min() == -50.0
     assert np.all(lo <= hi)
+    assert np.all((lo <= mean) & (mean <= hi))
+    assert mean[0] == pytest.approx(v[:100].mean())
+
+
+def test_bucket_means_ignore_nan_samples() -> None:
+    v = np.array([1.0, np.nan, 3.0, np.nan, np.nan, np.nan])
+    t = np.arange(6, dtype=np.int64)
+    _, lo, hi, mean = min_max_buckets(t, v, 2)
+    assert mean[0] == 2.0
+    assert np.isnan(mean[1])
+    assert lo[0] == 1.0 and hi[0] == 3.0
 
 
 def test_decimator_merges_frames_and_passes_short_series_unchanged() -> None:
     d = Decimator("s", buckets=10)
     d.add(Frame("s", 1, (Series("fast", np.arange(500.0), 0, 1_000_000),
                          Series("slow", np.array([7.0]), 0, 1)),))  # fmt: skip
-    d.add(Frame("s", 2, (Series("fast", np.arange(500.0, 1000.0), 500_000_000, 1_000_000),)))
+    d.add(
+        Frame(
+            "s", 2, (Series("fast", np.arange(500.0, 1000.0), 500_000_000, 1_000_000),),
+            sent_ns=1_700_000_000_123_000_000,
+        )
+    )  # fmt: skip
     msg = d.flush()
     assert msg is not None
     assert msg.seq == 2
+    assert msg.sent_ms == [1_700_000_000_123.0]  # the first frame carried no sent time
     assert len(msg.sensors["fast"].t_ms) == 10
     assert msg.sensors["fast"].count == 1000
     assert msg.sensors["fast"].max[-1] == 999.0
     assert msg.sensors["slow"].min == [7.0]
     assert d.flush() is None
+
+
+def test_cycle_overlay_thins_and_stretches_the_reference() -> None:
+    from datetime import UTC, datetime
+
+    from schemas.messages import ReferenceInfo, ReferenceSensor
+    from services.gateway.logic import cycle_overlay, thin
+
+    t = np.arange(1000, dtype=np.float64)
+    tt, vv = thin(t, t * 2, 100)
+    assert len(tt) == 100
+    assert tt[0] == pytest.approx(4.5) and vv[0] == pytest.approx(9.0)
+    frame = Frame(
+        "s", 0,
+        (Series("p", np.linspace(0, 1, 2000), 10**18, 5_000_000),
+         Series("q", np.ones(3), 10**18, 2_000_000_000)),
+    )  # fmt: skip
+    ref = ReferenceInfo(
+        stream_id="s", reference_version=3, active=True, source_cycles=["c"], n_points=50,
+        duration_s=9.0, description="", created_at=datetime.now(UTC), sensors=["p"],
+        curves=[ReferenceSensor(sensor_id="p", sensor_type="pressure", unit="bar",
+                                mean=[0.5] * 50, lower=[0.4] * 50, upper=[0.6] * 50)],
+    )  # fmt: skip
+    out = cycle_overlay("c1", frame, ref, ["q", "p"], {"q": "mm"}, 300)
+    assert [s.sensor_id for s in out.sensors] == ["q", "p"]
+    p = out.sensors[1]
+    assert len(p.t_s) == 300
+    assert p.unit == "bar"
+    assert p.ref_t_s[0] == 0.0 and p.ref_t_s[-1] == pytest.approx(1999 * 0.005)
+    assert len(p.ref_mean) == 50
+    assert out.sensors[0].ref_mean == [] and out.sensors[0].unit == "mm"
+    assert out.reference_version == 3
