@@ -5,7 +5,12 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help install run test test-unit lint fmt bench schemas clean
+WEB    := services/gateway/web
+WEBDEP := $(WEB)/node_modules/.installed
+APP    := services/gateway/static/app/index.html
+WEBSRC := $(wildcard $(WEB)/src/*) $(WEB)/index.html $(WEB)/vite.config.ts $(WEB)/tsconfig.json
+
+.PHONY: help install web run test test-unit test-web lint fmt bench bench-browser schemas clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -16,34 +21,53 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e ".[dev]"
 	touch $(STAMP)
 
-install: $(STAMP) ## Create .venv and install VerTac with its development tools
+install: $(STAMP) $(WEBDEP) ## Create .venv and node_modules with VerTac and its development tools
 
-run: $(STAMP) ## Run everything locally: NATS, PostgreSQL, services, simulator, gateway on :8000
+$(WEBDEP): $(WEB)/package.json $(WEB)/package-lock.json
+	@command -v npm >/dev/null || { echo "npm (Node.js >= 20) is needed to build the dashboard" >&2; exit 2; }
+	cd $(WEB) && npm ci --no-audit --no-fund
+	touch $(WEBDEP)
+
+$(APP): $(WEBDEP) $(WEBSRC)
+	cd $(WEB) && npm run --silent build
+
+web: $(APP) ## Build the dashboard (TypeScript, Vite) into services/gateway/static/app
+
+run: $(STAMP) $(APP) ## Run everything locally: NATS, PostgreSQL, services, simulator, gateway on :8000
 	$(BIN)/vertac run
 
-test: $(STAMP) ## Run unit, integration and end-to-end tests against real servers
+test: $(STAMP) $(APP) ## Run unit, integration, end-to-end and browser tests against real servers
+	cd $(WEB) && npm test --silent
 	$(BIN)/pytest
+
+test-web: $(WEBDEP) ## Only the dashboard's unit tests (Vitest)
+	cd $(WEB) && npm test --silent
 
 test-unit: $(STAMP) ## Run only the fast unit tests
 	$(BIN)/pytest tests/unit
 
-lint: $(STAMP) ## ruff check, ruff format --check and mypy --strict
+lint: $(STAMP) $(WEBDEP) ## ruff check, ruff format --check, mypy --strict and tsc
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy schemas services edge
+	cd $(WEB) && npm run --silent typecheck
 
 fmt: $(STAMP) ## Format and auto-fix the code
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
-bench: $(STAMP) ## Benchmarks: ingest on the embedded stack, cycle analysis, alert latency (prints figures)
+bench: $(STAMP) $(APP) ## Benchmarks: ingest on the embedded stack, cycle analysis, alert latency (prints figures)
 	$(BIN)/python -m tests.bench.ingest
 	$(BIN)/python -m tests.bench.analysis
 	$(BIN)/python -m tests.bench.alerts
 	$(BIN)/python -m tests.bench.edge
+	$(BIN)/python -m tests.bench.browser
+
+bench-browser: $(STAMP) $(APP) ## Only the browser benchmark (fps and publish-to-paint latency)
+	$(BIN)/python -m tests.bench.browser
 
 schemas: $(STAMP) ## Re-export JSON Schemas and the AsyncAPI document into schemas/json/
 	$(BIN)/vertac schemas export
 
 clean: ## Remove the virtualenv and caches (keeps .vertac data)
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache $(WEB)/node_modules services/gateway/static/app

@@ -1,0 +1,48 @@
+// Counters the browser benchmark and tests read from ``window.__vertac``: chart paints, animation
+// frames, and the latency from a frame's publication to the paint that shows it.
+
+export interface PerfCounters {
+  paints: number;
+  frames: number;
+  messages: number;
+  latenciesMs: number[];
+  reset(): void;
+}
+
+const MAX_LATENCIES = 200_000;
+
+export const perf: PerfCounters = {
+  paints: 0,
+  frames: 0,
+  messages: 0,
+  latenciesMs: [],
+  reset() {
+    this.paints = 0;
+    this.frames = 0;
+    this.messages = 0;
+    this.latenciesMs = [];
+  },
+};
+
+declare global {
+  interface Window {
+    __vertac: PerfCounters;
+  }
+}
+window.__vertac = perf;
+
+/** Wall-clock now in ms with sub-ms resolution (comparable with the publisher's clock). */
+export function wallNow(): number {
+  return performance.timeOrigin + performance.now();
+}
+
+/** Record, after the coming paint, the latency of frames published at ``sentMs``. */
+export function stampAfterPaint(sentMs: number[]): void {
+  if (sentMs.length === 0) return;
+  // a task queued from requestAnimationFrame runs once that frame has been rendered
+  setTimeout(() => {
+    const now = wallNow();
+    const out = perf.latenciesMs;
+    for (const sent of sentMs) if (out.length < MAX_LATENCIES) out.push(now - sent);
+  }, 0);
+}

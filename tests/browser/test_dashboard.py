@@ -1,0 +1,271 @@
+"""The dashboard in a real Chromium against a real gateway, nats-server and PostgreSQL: live data
+from the simulator, start/stop, alert acknowledge, the report of a finished cycle with its exports,
+history, "use as reference", "save as dataset", and reconnecting after the gateway restarts."""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import io
+import shutil
+import subprocess
+from typing import Any
+
+import httpx
+import pytest
+import uvicorn
+from playwright.async_api import expect
+from pypdf import PdfReader
+
+from edge.run import SimulateOptions, simulate
+from edge.simulator import Fault, build_machine
+from services.alerts.app import serve as serve_alerts
+from services.alerts.config import Settings as AlertsSettings
+from services.analysis.app import serve as serve_analysis
+from services.analysis.config import Settings as AnalysisSettings
+from services.common.config import CommonSettings
+from services.common.embedded import free_port
+from services.cycles.app import serve as serve_cycles
+from services.cycles.config import Settings as CyclesSettings
+from tests.browser.conftest import ARTIFACTS
+from tests.conftest import eventually
+
+pytestmark = pytest.mark.browser
+SIGNAL_TRIGGER = {
+    "trigger": "signal",
+    "signal_sensor": "cycle_active",
+    "start_above": 0.5,
+    "stop_below": 0.5,
+}
+
+
+async def counters(page: Any) -> dict[str, float]:
+    return await page.evaluate(
+        "({paints: __vertac.paints, messages: __vertac.messages, latencies: __vertac.latenciesMs.length})"
+    )
+
+
+async def test_live_page_shows_moving_data_and_drives_cycles_and_alerts(
+    gateway: str, bus, common: CommonSettings, running, stream_id: str, page: Any
+) -> None:
+    running.start(serve_cycles(CyclesSettings(metrics_port=0, tick_s=0.1), common, running.stop))
+    running.start(serve_alerts(AlertsSettings(metrics_port=0, rules_refresh_s=0.1, tick_s=0.1),
+                               common, running.stop))  # fmt: skip
+    model = build_machine(stream_id=stream_id, sensors=4, rate_hz=200, cycle_s=4)
+    async with httpx.AsyncClient(base_url=gateway, timeout=30) as client:
+        r = await client.post(
+            "/api/live/register", json=model.registration().model_dump(mode="json")
+        )
+        assert r.status_code == 201, r.text
+        # a rule that holds all the time, so its alert stays raised until acknowledged
+        rule = {"kind": "limit", "sensor_id": "pressure_1", "lo": 1e9, "severity": "critical"}
+        r = await client.put(f"/api/live/stream/{stream_id}/alert-rules/p-low", json=rule)
+        assert r.status_code == 200, r.text
+        await asyncio.sleep(0.3)  # the alerts service re-reads its rules
+        sim = asyncio.create_task(simulate(bus, model, SimulateOptions(speed=1, duration_s=120)))
+        try:
+            await page.goto(f"{gateway}/#/live/{stream_id}")
+            await expect(page.get_by_test_id("connection")).to_have_attribute("data-state", "open")
+            card = page.get_by_test_id("sensor-pressure_1")
+            await expect(card).not_to_have_class("sensor stale", timeout=10_000)
+            await expect(card.locator(".stats")).not_to_contain_text("min \u2013")
+            value = card.locator(".value")
+            first = await value.text_content()
+            before = await counters(page)
+            await expect(value).not_to_have_text(first or "", timeout=5_000)  # the value moves
+            await asyncio.sleep(1.0)
+            after = await counters(page)
+            assert after["paints"] > before["paints"] + 3, (before, after)
+            assert after["messages"] > before["messages"]
+            assert after["latencies"] > 0  # frames were timed from publication to paint
+            await expect(page.get_by_test_id("chart-pressure_1").locator("canvas")).to_have_count(1)
+
+            # start and stop from the page: the state comes back over the bus
+            state = page.get_by_test_id("cycle-state")
+            await expect(state).to_have_text("idle")
+            await page.get_by_test_id("start").click()
+            await expect(state).to_have_text("running", timeout=10_000)
+            await expect(page.get_by_test_id("start")).to_be_disabled()
+            await expect(page.get_by_test_id("cycle-no")).to_have_text("1")
+            await expect(page.get_by_test_id("cycle-samples")).not_to_have_text("0", timeout=5_000)
+            rows = (await client.get(f"/api/live/stream/{stream_id}/cycles")).json()
+            assert rows[0]["state"] == "running"
+            await asyncio.sleep(1.0)
+            await page.get_by_test_id("stop").click()
+            await expect(state).to_have_text("idle", timeout=10_000)
+            await expect(page.locator("#toast")).to_contain_text("Cycle 1 completed")
+
+            async def completed() -> dict | None:
+                rows = (await client.get(f"/api/live/stream/{stream_id}/cycles")).json()
+                return rows[0] if rows and rows[0]["state"] == "completed" else None
+
+            done = await eventually(completed)
+            assert done["duration_s"] >= 1.0
+
+            # the alert ticker shows the critical alert; acknowledge it from the page
+            alert = page.get_by_test_id("alert").first
+            await expect(alert).to_contain_text("critical", timeout=10_000)
+            await page.get_by_label("operator name").fill("anna")
+            await page.get_by_label("operator name").dispatch_event("change")
+            await alert.get_by_test_id("ack").click()
+            await expect(alert).to_contain_text("acknowledged")
+
+            async def acknowledged() -> dict | None:
+                rows = (
+                    await client.get("/api/live/alerts", params={"stream_id": stream_id})
+                ).json()
+                return rows[0] if rows and rows[0]["state"] == "acknowledged" else None
+
+            row = await eventually(acknowledged)
+            assert row["acknowledged_by"] == "anna"
+            assert row["rule"] == "p-low"
+        finally:
+            sim.cancel()
+
+
+async def test_a_finished_cycle_opens_its_report_with_exports_history_and_actions(
+    gateway: str, bus, common: CommonSettings, running, stream_id: str, page: Any, tmp_path
+) -> None:
+    running.start(serve_cycles(CyclesSettings(metrics_port=0, tick_s=0.1), common, running.stop))
+    running.start(
+        serve_analysis(AnalysisSettings(metrics_port=0, n_points=300), common, running.stop)
+    )
+    # the automatic reference is made from cycles 1-3; cycle 4 has an offset on flow_1
+    model = build_machine(
+        stream_id=stream_id,
+        sensors=6,
+        rate_hz=50,
+        cycle_s=4,
+        active_signal=True,
+        faults=(Fault("flow_1", "offset", 8.0, 3),),
+    )
+    async with httpx.AsyncClient(base_url=gateway, timeout=60) as client:
+        await client.post("/api/live/register", json=model.registration().model_dump(mode="json"))
+        await client.put(f"/api/live/stream/{stream_id}/cycle-config", json=SIGNAL_TRIGGER)
+        await page.goto(f"{gateway}/#/live/{stream_id}")
+        await expect(page.get_by_test_id("connection")).to_have_attribute("data-state", "open")
+        await simulate(bus, model, SimulateOptions(speed=0, frames=170))
+
+        # the analysis arrives over the WebSocket and opens the report on the live page
+        report = page.get_by_test_id("last-report")
+        await expect(report).to_be_visible(timeout=30_000)
+        top = report.get_by_test_id("top-sensors").locator("li").first
+        await expect(top).to_contain_text("flow_1", timeout=15_000)
+        await expect(report.get_by_test_id("recommendations")).to_contain_text("flow_1")
+        score = float(await report.get_by_test_id("health-score").text_content() or "nan")
+        rows = (await client.get(f"/api/live/stream/{stream_id}/cycles")).json()
+        analysed = next(c for c in rows if c["health_score"] is not None)
+        assert score == pytest.approx(analysed["health_score"], abs=0.5)
+        cycle_id = analysed["cycle_id"]
+
+        # the full report: cards with overlays, exports
+        await report.get_by_role("link", name="open full report").click()
+        full = page.get_by_test_id("report")
+        await expect(full.get_by_test_id("cycle-meta")).to_contain_text(cycle_id[:8])
+        card = full.get_by_test_id("card-flow_1")
+        await expect(card.locator("canvas")).to_have_count(1)  # the top sensor's card is open
+        await expect(card).to_contain_text("DTW distance")
+        await expect(full.get_by_test_id("first-deviator")).to_contain_text("flow_1")
+
+        async with page.expect_download() as dl:
+            await full.get_by_test_id("export-pdf").click()
+        pdf = tmp_path / "report.pdf"
+        await (await dl.value).save_as(pdf)
+        text = PdfReader(pdf).pages[0].extract_text()
+        assert "VerTac cycle report" in text and cycle_id in text and "flow_1" in text
+        pdftoppm = shutil.which("pdftoppm")
+        assert pdftoppm, "pdftoppm is needed to check the PDF (apt-get install poppler-utils)"
+        subprocess.run([pdftoppm, "-png", "-r", "50", "-f", "1", "-l", "1", str(pdf),
+                        str(tmp_path / "page")], check=True)  # fmt: skip
+        png = tmp_path / "page-1.png"
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 5_000
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        shutil.copy(png, ARTIFACTS / "report-pdf-page-1.png")
+
+        async with page.expect_download() as dl:
+            await full.get_by_test_id("export-samples").click()
+        samples_csv = tmp_path / "samples.csv"
+        await (await dl.value).save_as(samples_csv)
+        lines = list(csv.DictReader(io.StringIO(samples_csv.read_text())))
+        assert len(lines) == sum(analysed["samples"].values())
+
+        async with page.expect_download() as dl:
+            await full.get_by_test_id("export-analysis").click()
+        analysis_csv = tmp_path / "analysis.csv"
+        await (await dl.value).save_as(analysis_csv)
+        first_row = next(csv.DictReader(io.StringIO(analysis_csv.read_text())))
+        assert first_row["sensor_id"] == "flow_1"
+
+        # "save as dataset" and "use as reference"
+        await full.get_by_test_id("dataset-name").fill("flow-faults")
+        await full.get_by_test_id("dataset-label").fill("flow offset")
+        await full.get_by_test_id("save-dataset").get_by_role("button").click()
+        await expect(page.locator("#toast")).to_contain_text("Saved to dataset flow-faults")
+        (entry,) = (await client.get("/api/live/datasets/flow-faults")).json()
+        assert entry["cycle_id"] == cycle_id and entry["label"] == "flow offset"
+        assert entry["health_score"] == pytest.approx(analysed["health_score"])
+
+        page.once("dialog", lambda d: asyncio.ensure_future(d.accept()))
+        await full.get_by_test_id("use-as-reference").click()
+        await expect(page.locator("#toast")).to_contain_text("Reference v2 created")
+        refs = (await client.get(f"/api/live/stream/{stream_id}/references")).json()
+        active = [r for r in refs if r["active"]]
+        assert [r["reference_version"] for r in active] == [2]
+        assert active[0]["source_cycles"] == [cycle_id]
+
+        # history: every cycle listed, the trend drawn, a row opens its report
+        await page.goto(f"{gateway}/#/history/{stream_id}")
+        await expect(page.get_by_test_id("cycle-row")).to_have_count(len(rows))
+        await expect(page.get_by_test_id("health-trend").locator("canvas")).to_have_count(1)
+        await page.locator(f'[data-cycle-id="{cycle_id}"] a').first.click()
+        await expect(page.get_by_test_id("report").get_by_test_id("top-sensors")).to_contain_text(
+            "flow_1"
+        )
+
+
+async def test_the_page_reconnects_after_the_gateway_restarts(
+    common: CommonSettings, bus, stream_id: str, page: Any
+) -> None:
+    from services.gateway.app import build_app
+    from services.gateway.config import Settings
+
+    port = free_port()
+
+    async def serve() -> tuple[uvicorn.Server, asyncio.Task[None]]:
+        config = uvicorn.Config(
+            build_app(Settings(port=port, ws_interval_ms=50), common),
+            host="127.0.0.1", port=port, log_config=None, ws="websockets-sansio",
+        )  # fmt: skip
+        server = uvicorn.Server(config)
+        task = asyncio.ensure_future(server.serve())
+        await eventually(lambda: asyncio.sleep(0, server.started))
+        return server, task
+
+    model = build_machine(stream_id=stream_id, sensors=2, rate_hz=100, cycle_s=4)
+    server, task = await serve()
+    url = f"http://127.0.0.1:{port}"
+    async with httpx.AsyncClient(base_url=url, timeout=30) as client:
+        await client.post("/api/live/register", json=model.registration().model_dump(mode="json"))
+    sim = asyncio.create_task(simulate(bus, model, SimulateOptions(speed=1, duration_s=120)))
+    try:
+        await page.goto(f"{url}/#/live/{stream_id}")
+        pill = page.get_by_test_id("connection")
+        await expect(pill).to_have_attribute("data-state", "open")
+        await page.evaluate("window.__sameDocument = true")
+        server.should_exit = True
+        await asyncio.wait_for(task, 15)
+        await expect(pill).to_have_attribute("data-state", "waiting", timeout=10_000)
+        await expect(pill).to_contain_text("retry in")
+        server, task = await serve()
+        await expect(pill).to_have_attribute("data-state", "open", timeout=20_000)
+        assert await page.evaluate("window.__sameDocument === true")  # no reload
+        before = (await counters(page))["paints"]
+        await eventually(lambda: _more_paints(page, before), timeout=10)
+    finally:
+        sim.cancel()
+        server.should_exit = True
+        await asyncio.wait_for(task, 15)
+
+
+async def _more_paints(page: Any, before: float) -> bool:
+    return (await counters(page))["paints"] > before + 3
