@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 
 import httpx
 import pytest
@@ -14,6 +15,7 @@ from edge.simulator import build_machine
 from schemas import subjects
 from schemas.messages import CycleCommand
 from services.common.config import CommonSettings
+from services.gateway.app import DASHBOARD
 from services.ingest.app import serve as serve_ingest
 from services.ingest.config import Settings as IngestSettings
 from tests.conftest import eventually
@@ -247,4 +249,11 @@ async def test_health_asyncapi_and_metrics(gateway: str) -> None:
         assert "vertac_websocket_clients" in metrics
         page = await client.get("/")
         assert page.status_code == 200
-        assert "WebSocket" in page.text
+        if (DASHBOARD / "index.html").is_file():  # built by make web / make test
+            script = re.search(r'src="(/assets/[^"]+\.js)"', page.text)
+            assert script, page.text
+            js = await client.get(script.group(1))
+            assert js.status_code == 200
+            assert "javascript" in js.headers["content-type"]
+        else:
+            assert "make web" in page.text

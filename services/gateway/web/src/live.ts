@@ -156,6 +156,7 @@ export function mountLive(root: HTMLElement, streamId: string, ctx: LiveContext)
     let newest = -Infinity;
     for (const v of sensors.values()) if (v.window.lastTime > newest) newest = v.window.lastTime;
     if (!Number.isFinite(newest)) return;
+    const t0 = performance.now();
     const from = newest - windowS * 1000;
     for (const v of sensors.values()) {
       v.window.trim(newest - KEEP_MS);
@@ -163,6 +164,7 @@ export function mountLive(root: HTMLElement, streamId: string, ctx: LiveContext)
       v.chart.update(x, y, from / 1000, newest / 1000);
     }
     perf.paints++;
+    if (perf.drawMs.length < 100_000) perf.drawMs.push(performance.now() - t0);
     stampAfterPaint(pendingSent);
     pendingSent = [];
   }

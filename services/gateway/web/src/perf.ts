@@ -1,11 +1,13 @@
-// Counters the browser benchmark and tests read from ``window.__vertac``: chart paints, animation
-// frames, and the latency from a frame's publication to the paint that shows it.
+// Counters the browser benchmark and tests read from ``window.__vertac``: chart paints (redraws
+// with new data), animation frames, the time spent redrawing the charts, and the latency from a
+// frame's publication to the paint that shows it.
 
 export interface PerfCounters {
   paints: number;
   frames: number;
   messages: number;
   latenciesMs: number[];
+  drawMs: number[];
   reset(): void;
 }
 
@@ -16,11 +18,13 @@ export const perf: PerfCounters = {
   frames: 0,
   messages: 0,
   latenciesMs: [],
+  drawMs: [],
   reset() {
     this.paints = 0;
     this.frames = 0;
     this.messages = 0;
     this.latenciesMs = [];
+    this.drawMs = [];
   },
 };
 
