@@ -28,7 +28,7 @@ from pydantic import ValidationError
 
 from schemas import subjects
 from schemas.asyncapi import document as asyncapi_document
-from schemas.frames import FrameError, decode
+from schemas.frames import Frame, FrameError, decode
 from schemas.messages import (
     AcknowledgeAlert,
     ActivateReference,
@@ -148,6 +148,23 @@ class Gateway:
         self.ws_clients = Gauge(
             "vertac_websocket_clients", "Open WebSocket connections", registry=metrics.registry
         )
+
+    async def cycle(self, cycle_id: str, field: str = "cycle_id") -> tuple[CycleDetail, str | None]:
+        """The cycle with its latest analysis, and its recording's name; 404 when unknown."""
+        found = await self.cycles.one(cycle_id)
+        if found is None:
+            raise ApiError(404, f"cycle {cycle_id!r} is unknown", field)
+        return found
+
+    async def recorded(self, cycle_id: str) -> tuple[CycleDetail, Frame]:
+        """The cycle and its recorded samples; 409 while it has none (still running)."""
+        detail, name = await self.cycle(cycle_id)
+        frame = await self.port.recording(name) if name else None
+        if frame is None:
+            raise ApiError(
+                409, f"cycle {cycle_id!r} has no recording yet (still running?)", "cycle_id"
+            )
+        return detail, frame
 
     async def registered(self, stream_id: str) -> StreamRegistered:
         record = await lookup(self.port.kv_streams, stream_id)
@@ -355,10 +372,7 @@ def build_app(settings: Settings, common: CommonSettings) -> FastAPI:
     @app.get("/api/live/cycles/{cycle_id}", response_model=CycleDetail)
     async def get_cycle(cycle_id: str, request: Request) -> CycleDetail:
         """One cycle and its latest analysis."""
-        found = await gw(request).cycles.one(cycle_id)
-        if found is None:
-            raise ApiError(404, f"cycle {cycle_id!r} is unknown", "cycle_id")
-        return found[0]
+        return (await gw(request).cycle(cycle_id))[0]
 
     @app.get("/api/live/cycles/{cycle_id}/samples", response_model=None)
     async def cycle_samples(
@@ -367,16 +381,7 @@ def build_app(settings: Settings, common: CommonSettings) -> FastAPI:
         format: Annotated[str, Query(pattern="^(json|csv)$")] = "json",
     ) -> Response:
         """The recorded samples of a finished cycle, as JSON columns or CSV rows."""
-        g = gw(request)
-        found = await g.cycles.one(cycle_id)
-        if found is None:
-            raise ApiError(404, f"cycle {cycle_id!r} is unknown", "cycle_id")
-        name = found[1]
-        frame = await g.port.recording(name) if name else None
-        if frame is None:
-            raise ApiError(
-                409, f"cycle {cycle_id!r} has no recording yet (still running?)", "cycle_id"
-            )
+        _, frame = await gw(request).recorded(cycle_id)
         if format == "csv":
             return PlainTextResponse(
                 recording_csv(frame),
@@ -514,11 +519,9 @@ def build_app(settings: Settings, common: CommonSettings) -> FastAPI:
     @app.get("/api/live/cycles/{cycle_id}/analysis.csv", response_model=None)
     async def cycle_analysis_csv(cycle_id: str, request: Request) -> Response:
         """The cycle's analysis, one row per sensor, as CSV."""
-        found = await gw(request).cycles.one(cycle_id)
-        if found is None:
-            raise ApiError(404, f"cycle {cycle_id!r} is unknown", "cycle_id")
+        detail, _ = await gw(request).cycle(cycle_id)
         return PlainTextResponse(
-            analysis_csv(found[0]),
+            analysis_csv(detail),
             media_type="text/csv",
             headers={"Content-Disposition": f'attachment; filename="{cycle_id}-analysis.csv"'},
         )
@@ -547,15 +550,7 @@ def build_app(settings: Settings, common: CommonSettings) -> FastAPI:
         """Every sensor of a finished cycle (at most ``points`` per sensor) over the reference's
         mean and envelope: the data of the report's charts."""
         g = gw(request)
-        found = await g.cycles.one(cycle_id)
-        if found is None:
-            raise ApiError(404, f"cycle {cycle_id!r} is unknown", "cycle_id")
-        detail, name = found
-        recording = await g.port.recording(name) if name else None
-        if recording is None:
-            raise ApiError(
-                409, f"cycle {cycle_id!r} has no recording yet (still running?)", "cycle_id"
-            )
+        detail, recording = await g.recorded(cycle_id)
         reference = await reference_of(g, detail)
         order = [d.sensor_id for d in detail.analysis.sensors] if detail.analysis else []
         record = await lookup(g.port.kv_streams, detail.cycle.stream_id)
@@ -568,11 +563,8 @@ def build_app(settings: Settings, common: CommonSettings) -> FastAPI:
     async def cycle_report(cycle_id: str, request: Request) -> Response:
         """A PDF report of the cycle: score, recommendations, sensors, overlays on the reference."""
         g = gw(request)
-        found = await g.cycles.one(cycle_id)
-        if found is None:
-            raise ApiError(404, f"cycle {cycle_id!r} is unknown", "cycle_id")
-        detail, name = found
-        recording = await g.port.recording(name) if name else None
+        detail, name = await g.cycle(cycle_id)
+        recording = await g.port.recording(name) if name else None  # a report without charts
         reference = await reference_of(g, detail)
         pdf = await asyncio.to_thread(cycle_pdf, detail, recording, reference)
         return Response(
@@ -611,15 +603,13 @@ def build_app(settings: Settings, common: CommonSettings) -> FastAPI:
         """Save a finished cycle into a dataset (created on first use) with a label; saving it
         again updates label and note. Its samples stay in the recording store."""
         g = gw(request)
-        found = await g.cycles.one(body.cycle_id)
-        if found is None:
-            raise ApiError(404, f"cycle {body.cycle_id!r} is unknown", "body.cycle_id")
-        if found[1] is None:
+        detail, name = await g.cycle(body.cycle_id, "body.cycle_id")
+        if name is None:
             raise ApiError(
                 409, f"cycle {body.cycle_id!r} has no recording yet (still running?)",
                 "body.cycle_id",
             )  # fmt: skip
-        return await g.datasets.add(valid_dataset(dataset), found[0].cycle.stream_id, body)
+        return await g.datasets.add(valid_dataset(dataset), detail.cycle.stream_id, body)
 
     @app.delete("/api/live/datasets/{dataset}/cycles/{cycle_id}", status_code=204)
     async def remove_from_dataset(dataset: str, cycle_id: str, request: Request) -> Response:

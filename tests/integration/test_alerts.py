@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from datetime import datetime, timedelta
 
 import httpx
 import pytest
@@ -81,6 +82,21 @@ async def test_limit_alerts_raise_clear_flap_and_are_acknowledged(
 
         rows = await eventually(counted)
         assert len(rows) == 1
+
+        # alerts of a time span (a cycle's report asks for the alerts active during the cycle)
+        raised_at = datetime.fromisoformat(rows[0]["raised_at"])
+        cleared_at = datetime.fromisoformat(rows[0]["cleared_at"])
+        second = timedelta(seconds=1)
+
+        async def active(**span: datetime) -> list[str]:
+            params = {"stream_id": stream_id, **{k: v.isoformat() for k, v in span.items()}}
+            return [a["rule"] for a in (await client.get("/api/live/alerts", params=params)).json()]
+
+        assert await active(since=raised_at, until=cleared_at) == ["p-high"]
+        assert await active(since=cleared_at + second) == []
+        assert await active(until=raised_at - second) == []
+        r = await client.get("/api/live/alerts", params={"since": "yesterday"})
+        assert r.status_code == 422
 
         # raised and staying high, escalating to critical; then acknowledged
         await client.post("/api/live/batch", json={"stream_id": stream_id,

@@ -193,3 +193,39 @@ async def test_a_cycle_report_downloads_as_pdf_and_csv(
         assert rows[0]["sensor_id"] == "flow_1"
         assert float(rows[0]["contribution_pct"]) > 50
         assert sum(float(row["contribution_pct"]) for row in rows) == pytest.approx(100, abs=0.1)
+
+        # the report's chart data: ranked like the analysis, thinned, with the reference envelope
+        cid = faulty["cycle_id"]
+        r = await client.get(f"/api/live/cycles/{cid}/overlay", params={"points": 50})
+        assert r.status_code == 200, r.text
+        overlay = r.json()
+        assert overlay["sensors"][0]["sensor_id"] == "flow_1"
+        flow = overlay["sensors"][0]
+        assert len(flow["t_s"]) == 50 and len(flow["value"]) == 50
+        assert flow["unit"] == "l/min"
+        assert flow["ref_mean"] and len(flow["ref_lower"]) == len(flow["ref_mean"])
+        assert flow["ref_t_s"][-1] == pytest.approx(flow["t_s"][-1], rel=0.05)
+        assert (await client.get("/api/live/cycles/nope/overlay")).status_code == 404
+
+        # datasets: add, relabel (still once), list, remove; clear errors
+        r = await client.post("/api/live/datasets/bad name/cycles", json={"cycle_id": cid})
+        assert r.status_code == 422
+        assert r.json()["details"][0]["field"] == "dataset"
+        r = await client.post("/api/live/datasets/faults/cycles", json={"cycle_id": "nope"})
+        assert r.status_code == 404
+        assert r.json()["details"][0]["field"] == "body.cycle_id"
+        for label in ("offset", "flow offset"):
+            body = {"cycle_id": cid, "label": label, "note": "injected"}
+            r = await client.post("/api/live/datasets/faults/cycles", json=body)
+            assert r.status_code == 201, r.text
+        (entry,) = (await client.get("/api/live/datasets/faults")).json()
+        assert (entry["label"], entry["stream_id"]) == ("flow offset", stream_id)
+        assert entry["health_score"] == pytest.approx(faulty["health_score"])
+        listed = {d["dataset"]: d for d in (await client.get("/api/live/datasets")).json()}
+        assert listed["faults"]["cycles"] == 1
+        assert listed["faults"]["labels"] == {"flow offset": 1}
+        r = await client.delete(f"/api/live/datasets/faults/cycles/{cid}")
+        assert r.status_code == 204
+        assert (await client.get("/api/live/datasets/faults")).status_code == 404
+        r = await client.delete(f"/api/live/datasets/faults/cycles/{cid}")
+        assert r.status_code == 404
