@@ -718,8 +718,11 @@ class LiveSession:
 
     async def _pump_samples(self) -> None:
         interval = self.g.settings.ws_interval_ms / 1000
+        loop = asyncio.get_running_loop()
+        due = loop.time()
         while True:
-            await asyncio.sleep(interval)
+            due = max(due + interval, loop.time())  # a fixed cadence; never a burst to catch up
+            await asyncio.sleep(due - loop.time())
             message = self.decimator.flush()
             if message is not None:
                 self._offer(message.model_dump_json())

@@ -12,7 +12,7 @@ class Settings(BaseSettings):
     host: str = Field(default="127.0.0.1", description="Address the HTTP server binds to.")
     port: int = Field(default=8000, ge=0, le=65535)
     ws_interval_ms: int = Field(
-        default=100, ge=10, le=5000, description="How often a WebSocket gets decimated samples."
+        default=50, ge=10, le=5000, description="How often a WebSocket gets decimated samples."
     )
     ws_points_per_second: int = Field(
         default=200, ge=1, le=100_000,

@@ -2,7 +2,7 @@
 import { api, ApiError, type AlertChanged, type AlertRow, type CycleStateChanged, type SensorSpec } from "./api";
 import { LiveChart } from "./charts";
 import { duration, fmt, h, toast, when } from "./dom";
-import { perf, stampAfterPaint } from "./perf";
+import { perf, stampAfterPaint, stampArrival } from "./perf";
 import { renderReport } from "./report";
 import { LiveSocket, type ConnectionState } from "./socket";
 import { SeriesWindow, staleAfterMs } from "./window";
@@ -144,7 +144,10 @@ export function mountLive(root: HTMLElement, streamId: string, ctx: LiveContext)
       count += tr.count;
     }
     if (cycle.state === "running") cycle.samples += count;
-    if (msg.sent_ms) pendingSent.push(...msg.sent_ms);
+    if (msg.sent_ms) {
+      stampArrival(msg.sent_ms);
+      pendingSent.push(...msg.sent_ms);
+    }
     dirty = true;
   }
 

@@ -7,6 +7,7 @@ export interface PerfCounters {
   frames: number;
   messages: number;
   latenciesMs: number[];
+  arrivalsMs: number[];
   drawMs: number[];
   reset(): void;
 }
@@ -18,12 +19,14 @@ export const perf: PerfCounters = {
   frames: 0,
   messages: 0,
   latenciesMs: [],
+  arrivalsMs: [],
   drawMs: [],
   reset() {
     this.paints = 0;
     this.frames = 0;
     this.messages = 0;
     this.latenciesMs = [];
+    this.arrivalsMs = [];
     this.drawMs = [];
   },
 };
@@ -35,9 +38,20 @@ declare global {
 }
 window.__vertac = perf;
 
-/** Wall-clock now in ms with sub-ms resolution (comparable with the publisher's clock). */
+/**
+ * Wall-clock now in ms, the clock the publisher stamps frames with. (Not
+ * ``performance.timeOrigin + performance.now()``: that is monotonic time with an offset fixed at
+ * page load, and can sit tens of ms away from the system clock.)
+ */
 export function wallNow(): number {
-  return performance.timeOrigin + performance.now();
+  return Date.now();
+}
+
+/** Record when frames published at ``sentMs`` reached the page (before any drawing). */
+export function stampArrival(sentMs: number[]): void {
+  const now = wallNow();
+  const out = perf.arrivalsMs;
+  for (const sent of sentMs) if (out.length < MAX_LATENCIES) out.push(now - sent);
 }
 
 /** Record, after the coming paint, the latency of frames published at ``sentMs``. */
