@@ -145,6 +145,9 @@ async def main() -> None:
             frames = round(elapsed * 1000 / FRAME_MS)
             stop.set()
             await client_task
+            shot = REPO / "artifacts" / "browser" / "bench-live-16x1kHz.png"
+            shot.parent.mkdir(parents=True, exist_ok=True)
+            await page.screenshot(path=str(shot), full_page=True)
             got = await page.evaluate(
                 "({frames: __vertac.frames, paints: __vertac.paints, "
                 "lat: __vertac.latenciesMs, arr: __vertac.arrivalsMs, draw: __vertac.drawMs})"

@@ -269,3 +269,39 @@ async def test_the_page_reconnects_after_the_gateway_restarts(
 
 async def _more_paints(page: Any, before: float) -> bool:
     return (await counters(page))["paints"] > before + 3
+
+
+async def test_real_hydraulic_cycles_valve_fault_tops_the_report(
+    gateway: str, bus, common: CommonSettings, running, stream_id: str, page: Any
+) -> None:
+    """Real data: five healthy rig cycles make the reference; a cycle with the valve at 73 %
+    (close to failure) follows. The report in the browser names SE (efficiency) first."""
+    from edge.replay import replay_hydraulic
+    from services.ingest.app import serve as serve_ingest
+    from services.ingest.config import Settings as IngestSettings
+    from tests.hydraulic import load_rig
+
+    rig = load_rig()
+    running.start(serve_ingest(IngestSettings(metrics_port=0), common, running.stop))
+    running.start(serve_cycles(CyclesSettings(metrics_port=0, tick_s=0.1), common, running.stop))
+    running.start(serve_analysis(AnalysisSettings(metrics_port=0, n_points=60, auto_reference_cycles=5),
+                                 common, running.stop))  # fmt: skip
+    healthy = rig.rows(100, 100, 0, 130, 0).tolist()
+    valve = int(rig.rows(100, 73, 0, 130, None)[0])
+    # register first so that the page can open on the stream before the data arrives
+    await replay_hydraulic(bus, rig, healthy[:1], stream_id=stream_id)
+    await page.goto(f"{gateway}/#/live/{stream_id}")
+    await expect(page.get_by_test_id("connection")).to_have_attribute("data-state", "open")
+    await replay_hydraulic(bus, rig, [*healthy[1:], valve], stream_id=stream_id)
+
+    report = page.get_by_test_id("last-report")
+    await expect(report).to_be_visible(timeout=60_000)
+    top = report.get_by_test_id("top-sensors").locator("li").first
+    await expect(top).to_contain_text("SE", timeout=30_000)
+    score = float(await report.get_by_test_id("health-score").text_content() or "nan")
+    assert score < 60, score
+    await expect(report.get_by_test_id("risk-class")).not_to_have_text("low risk")
+    await report.get_by_role("link", name="open full report").click()
+    full = page.get_by_test_id("report")
+    await expect(full.get_by_test_id("card-SE").locator("canvas")).to_have_count(1)
+    await expect(full.get_by_test_id("cycle-meta")).to_contain_text("v1")
