@@ -717,6 +717,27 @@ class CycleOverlay(Contract):
     sensors: list[OverlaySensor]
 
 
+class AlertGroup(Contract):
+    """Alerts of one rule (and sensor) and severity, counted together."""
+
+    severity: Literal["info", "warning", "critical"]
+    rule: str
+    kind: str
+    sensor_id: str | None = None
+    alerts: int = Field(description="Distinct alerts in the group.")
+    occurrences: int = Field(description="How often their conditions came back, summed.")
+    first_raised_at: datetime
+    last_message: str
+
+
+class CycleAlerts(Contract):
+    """Answer of ``GET /api/live/cycles/{id}/alerts``: alerts active while the cycle ran, grouped
+    by severity (critical first), then rule and sensor."""
+
+    cycle_id: str
+    groups: list[AlertGroup]
+
+
 class DatasetEntryBody(Contract):
     """Body of ``POST /api/live/datasets/{name}/cycles``: file a cycle into a dataset."""
 
@@ -851,6 +872,7 @@ EXPORTED: tuple[type[BaseModel], ...] = (
     CycleSummary,
     CycleDetail,
     CycleOverlay,
+    CycleAlerts,
     DatasetEntryBody,
     DatasetEntry,
     DatasetInfo,

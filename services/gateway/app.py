@@ -40,6 +40,7 @@ from schemas.messages import (
     BufferStatus,
     CommandAccepted,
     CreateReference,
+    CycleAlerts,
     CycleCommand,
     CycleConfig,
     CycleDetail,
@@ -92,6 +93,7 @@ from services.gateway.logic import (
     UnknownSensor,
     batch_to_frame,
     cycle_overlay,
+    group_alerts,
     recording_csv,
     recording_json,
 )
@@ -165,6 +167,12 @@ class Gateway:
                 409, f"cycle {cycle_id!r} has no recording yet (still running?)", "cycle_id"
             )
         return detail, frame
+
+    async def cycle_alerts(self, detail: CycleDetail) -> CycleAlerts:
+        """Alerts of the cycle's stream that were active while it ran, grouped."""
+        c = detail.cycle
+        rows = await self.alerts.find(c.stream_id, None, None, 1000, c.started_at, c.ended_at)
+        return CycleAlerts(cycle_id=c.cycle_id, groups=group_alerts(rows))
 
     async def registered(self, stream_id: str) -> StreamRegistered:
         record = await lookup(self.port.kv_streams, stream_id)
@@ -559,6 +567,13 @@ def build_app(settings: Settings, common: CommonSettings) -> FastAPI:
             cycle_overlay, cycle_id, recording, reference, order, units, points
         )
 
+    @app.get("/api/live/cycles/{cycle_id}/alerts", response_model=CycleAlerts)
+    async def cycle_alerts(cycle_id: str, request: Request) -> CycleAlerts:
+        """Alerts active while the cycle ran, grouped by severity, rule and sensor."""
+        g = gw(request)
+        detail, _ = await g.cycle(cycle_id)
+        return await g.cycle_alerts(detail)
+
     @app.get("/api/live/cycles/{cycle_id}/report.pdf", response_model=None)
     async def cycle_report(cycle_id: str, request: Request) -> Response:
         """A PDF report of the cycle: score, recommendations, sensors, overlays on the reference."""
@@ -566,7 +581,8 @@ def build_app(settings: Settings, common: CommonSettings) -> FastAPI:
         detail, name = await g.cycle(cycle_id)
         recording = await g.port.recording(name) if name else None  # a report without charts
         reference = await reference_of(g, detail)
-        pdf = await asyncio.to_thread(cycle_pdf, detail, recording, reference)
+        alerts = await g.cycle_alerts(detail)
+        pdf = await asyncio.to_thread(cycle_pdf, detail, recording, reference, alerts)
         return Response(
             pdf,
             media_type="application/pdf",

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from collections import defaultdict
 from datetime import datetime
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
 from schemas.frames import QUALITY_GOOD, Frame, Series
 from schemas.messages import (
+    AlertGroup,
     BatchRequest,
     CycleOverlay,
     OverlaySensor,
@@ -221,3 +223,26 @@ def cycle_overlay(
         )
     version = reference.reference_version if reference else None
     return CycleOverlay(cycle_id=cycle_id, reference_version=version, sensors=out)
+
+
+SEVERITY_ORDER = {"critical": 0, "warning": 1, "info": 2}
+
+
+def group_alerts(rows: list[dict[str, Any]]) -> list[AlertGroup]:
+    """Alert rows (as ``AlertQueries.find`` gives them, newest first) grouped by severity, rule
+    and sensor; critical first, then by how often they fired."""
+    groups: dict[tuple[str, str, str | None], dict[str, Any]] = {}
+    for r in rows:
+        key = (r["severity"], r["rule"], r["sensor_id"])
+        g = groups.setdefault(key, {
+            "severity": r["severity"], "rule": r["rule"], "kind": r["rule_kind"] or r["rule"],
+            "sensor_id": r["sensor_id"], "alerts": 0, "occurrences": 0,
+            "first_raised_at": r["raised_at"], "last_message": r["message"],
+        })  # fmt: skip
+        g["alerts"] += 1
+        g["occurrences"] += r["occurrences"]
+        g["first_raised_at"] = min(g["first_raised_at"], r["raised_at"])
+    ordered = sorted(
+        groups.values(), key=lambda g: (SEVERITY_ORDER.get(g["severity"], 3), -g["occurrences"])
+    )
+    return [AlertGroup.model_validate(g) for g in ordered]

@@ -1,8 +1,9 @@
 """Cycle reports rendered on the server: a PDF (matplotlib) and CSV of the analysis.
 
 Page 1: the cycle (times, duration, completeness, reference version), the health score with its
-risk class, the first deviator, recommendations with their evidence, and the sensors ranked by
-contribution. Following pages: each sensor's cycle drawn over the reference's mean and envelope.
+risk class, the first deviator, recommendations with their evidence, the alerts active during the
+cycle (grouped), and the sensors ranked by contribution.
+Following pages: each sensor's cycle drawn over the reference's mean and envelope.
 """
 
 from __future__ import annotations
@@ -17,10 +18,12 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.backends.backend_pdf import PdfPages
+from matplotlib.figure import Figure
 
 from schemas.frames import Frame
-from schemas.messages import CycleDetail, ReferenceInfo
+from schemas.messages import CycleAlerts, CycleDetail, ReferenceInfo
 
+ALERT_COLOURS = {"critical": "#cf222e", "warning": "#9a6700", "info": "#0969da"}
 RISK_COLOURS = {"low": "#2da44e", "medium": "#d4a72c", "high": "#e16f24", "critical": "#cf222e"}
 
 
@@ -97,7 +100,29 @@ def analysis_csv(detail: CycleDetail) -> str:
     return out.getvalue()
 
 
-def _summary_page(pdf: PdfPages, detail: CycleDetail) -> None:
+def _alerts_block(fig: Figure, y: float, alerts: CycleAlerts | None) -> float:
+    """The grouped alerts of the cycle, from height ``y`` down; returns the height below it."""
+    fig.text(0.06, y, "Alerts during the cycle", fontsize=12, weight="bold")
+    y -= 0.022
+    groups = alerts.groups if alerts else []
+    for g in groups[:6]:
+        where = f" on {g.sensor_id}" if g.sensor_id else ""
+        plural = "s" if g.alerts > 1 else ""
+        line = f"{g.severity.upper()}  {g.kind}{where}: {g.alerts} alert{plural}, {g.occurrences}x"
+        fig.text(0.07, y, line, fontsize=9, color=ALERT_COLOURS.get(g.severity, "#1f2328"))
+        y -= 0.016
+        fig.text(0.09, y, textwrap.shorten(g.last_message, 110), fontsize=7.5, color="#57606a")
+        y -= 0.018
+    if len(groups) > 6:
+        fig.text(0.07, y, f"... and {len(groups) - 6} more groups", fontsize=8)
+        y -= 0.018
+    if not groups:
+        fig.text(0.07, y, "None were active while the cycle ran.", fontsize=9)
+        y -= 0.02
+    return y
+
+
+def _summary_page(pdf: PdfPages, detail: CycleDetail, alerts: CycleAlerts | None) -> None:
     c, a = detail.cycle, detail.analysis
     fig = plt.figure(figsize=(8.27, 11.69))
     fig.text(0.06, 0.95, "VerTac cycle report", fontsize=18, weight="bold")
@@ -117,6 +142,7 @@ def _summary_page(pdf: PdfPages, detail: CycleDetail) -> None:
         fig.text(0.06, 0.91 - i * 0.022, line, fontsize=10)
     if a is None:
         fig.text(0.06, 0.75, "No analysis yet (no active reference).", fontsize=12)
+        _alerts_block(fig, 0.71, alerts)
         pdf.savefig(fig)  # type: ignore[no-untyped-call]
         plt.close(fig)
         return
@@ -150,6 +176,7 @@ def _summary_page(pdf: PdfPages, detail: CycleDetail) -> None:
     if not a.recommendations:
         fig.text(0.07, y, "None: every sensor within its normal range.", fontsize=9)
         y -= 0.02
+    y = _alerts_block(fig, y - 0.01, alerts)
     table = fig.add_axes((0.06, 0.04, 0.88, max(0.1, y - 0.08)))
     table.axis("off")
     rows = [
@@ -221,12 +248,15 @@ def _overlay_pages(
 
 
 def cycle_pdf(
-    detail: CycleDetail, recording: Frame | None, reference: ReferenceInfo | None
+    detail: CycleDetail,
+    recording: Frame | None,
+    reference: ReferenceInfo | None,
+    alerts: CycleAlerts | None = None,
 ) -> bytes:
     """The report as PDF bytes."""
     out = io.BytesIO()
     with PdfPages(out) as pdf:
-        _summary_page(pdf, detail)
+        _summary_page(pdf, detail, alerts)
         if recording is not None:
             _overlay_pages(pdf, detail, recording, reference)
         info = pdf.infodict()

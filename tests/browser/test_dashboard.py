@@ -119,6 +119,24 @@ async def test_live_page_shows_moving_data_and_drives_cycles_and_alerts(
             row = await eventually(acknowledged)
             assert row["acknowledged_by"] == "anna"
             assert row["rule"] == "p-low"
+
+            # when the machine goes quiet, its sensors are marked stale
+            sim.cancel()
+            await expect(card).to_have_class("sensor stale", timeout=8_000)
+
+            # the cycle's report (not analysed: no analysis service here) lists the alert
+            # active while it ran, and so does its PDF
+            cid = done["cycle_id"]
+            groups = (await client.get(f"/api/live/cycles/{cid}/alerts")).json()["groups"]
+            assert [(g["severity"], g["rule"], g["sensor_id"]) for g in groups] == [
+                ("critical", "p-low", "pressure_1")
+            ]
+            await page.goto(f"{gateway}/#/cycle/{cid}")
+            summary = page.get_by_test_id("report").get_by_test_id("alert-summary")
+            await expect(summary).to_contain_text("limit on pressure_1: 1 alert")
+            pdf = await client.get(f"/api/live/cycles/{cid}/report.pdf")
+            text = PdfReader(io.BytesIO(pdf.content)).pages[0].extract_text()
+            assert "Alerts during the cycle" in text and "limit on pressure_1" in text
         finally:
             sim.cancel()
 

@@ -119,3 +119,30 @@ def test_cycle_overlay_thins_and_stretches_the_reference() -> None:
     assert len(p.ref_mean) == 50
     assert out.sensors[0].ref_mean == [] and out.sensors[0].unit == "mm"
     assert out.reference_version == 3
+
+
+def test_alerts_are_grouped_by_severity_rule_and_sensor() -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from services.gateway.logic import group_alerts
+
+    t = datetime(2026, 1, 1, tzinfo=UTC)
+
+    def row(rule: str, sev: str, sensor: str | None, n: int, minutes: int, msg: str) -> dict:
+        return {"rule": rule, "rule_kind": "limit", "severity": sev, "sensor_id": sensor,
+                "occurrences": n, "raised_at": t + timedelta(minutes=minutes), "message": msg}  # fmt: skip
+
+    groups = group_alerts([
+        row("p-high", "warning", "p", 1, 9, "newest"),
+        row("flat", "warning", None, 5, 8, "flat"),
+        row("p-high", "warning", "p", 3, 2, "older"),
+        row("p-high", "critical", "p", 1, 1, "hihi"),
+    ])  # fmt: skip
+    assert [(g.severity, g.rule, g.alerts, g.occurrences) for g in groups] == [
+        ("critical", "p-high", 1, 1),
+        ("warning", "flat", 1, 5),
+        ("warning", "p-high", 2, 4),
+    ]
+    assert groups[2].last_message == "newest"
+    assert groups[2].first_raised_at == t + timedelta(minutes=2)
+    assert group_alerts([]) == []

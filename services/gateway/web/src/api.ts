@@ -139,6 +139,22 @@ export interface AlertRow {
   cleared_at: string | null;
 }
 
+export interface AlertGroup {
+  severity: "info" | "warning" | "critical";
+  rule: string;
+  kind: string;
+  sensor_id: string | null;
+  alerts: number;
+  occurrences: number;
+  first_raised_at: string;
+  last_message: string;
+}
+
+export interface CycleAlerts {
+  cycle_id: string;
+  groups: AlertGroup[];
+}
+
 export interface AlertChanged {
   alert_id: string;
   stream_id: string;
@@ -224,6 +240,7 @@ export const api = {
   cycle: (cid: string) => call<CycleDetail>(`/api/live/cycles/${enc(cid)}`),
   overlay: (cid: string, points = 800) =>
     call<CycleOverlay>(`/api/live/cycles/${enc(cid)}/overlay?points=${points}`),
+  cycleAlerts: (cid: string) => call<CycleAlerts>(`/api/live/cycles/${enc(cid)}/alerts`),
   alerts: (params: Record<string, string>) =>
     call<AlertRow[]>(`/api/live/alerts?${new URLSearchParams(params).toString()}`),
   ack: (alertId: string, user: string, comment = "") =>

@@ -1,6 +1,6 @@
 // The post-cycle report: score, metadata, top sensors, first deviator, alerts, recommendations,
 // sensor cards with overlays on the reference, exports, and "use as reference" / "save as dataset".
-import { api, links, type AlertRow, type CycleDetail, type OverlaySensor, type SensorDeviation } from "./api";
+import { api, links, type AlertGroup, type CycleDetail, type OverlaySensor, type SensorDeviation } from "./api";
 import { overlayChart } from "./charts";
 import { duration, fmt, h, pct, toast, when } from "./dom";
 import { gauge } from "./gauge";
@@ -24,9 +24,7 @@ export async function renderReport(root: HTMLElement, cycleId: string, opts: Rep
   }
   const c = detail.cycle;
   const overlay = api.overlay(cycleId).catch((err: Error) => err);
-  const alertRows = api
-    .alerts({ stream_id: c.stream_id, limit: "500", ...(c.started_at ? { since: c.started_at } : {}), ...(c.ended_at ? { until: c.ended_at } : {}) })
-    .catch(() => [] as AlertRow[]);
+  const alertGroups = api.cycleAlerts(cycleId).then((a) => a.groups, (err: Error) => err);
   if (generation.get(root) !== mine) return;
 
   const a = detail.analysis;
@@ -51,8 +49,19 @@ export async function renderReport(root: HTMLElement, cycleId: string, opts: Rep
     datasetForm(cycleId),
   );
 
+  const alertBox = h("div", { "data-testid": "alert-summary" }, h("p", { class: "muted" }, "Loading alerts…"));
+  void alertGroups.then((groups) =>
+    alertBox.replaceChildren(
+      groups instanceof Error ? h("p", { class: "error" }, `Alerts unavailable: ${groups.message}`) : alertSummary(groups),
+    ),
+  );
   if (!a) {
-    root.replaceChildren(head, h("div", { class: "report-top" }, h("div", { class: "gauge-box" }, h("p", { class: "muted" }, "Not analysed yet (no reference, or the analysis is running).")), meta), exports);
+    root.replaceChildren(
+      head,
+      h("div", { class: "report-top" }, h("div", { class: "gauge-box" }, h("p", { class: "muted" }, "Not analysed yet (no reference, or the analysis is running).")), meta),
+      h("div", { class: "report-mid" }, h("div", {}, h("h3", {}, "Alerts during the cycle"), alertBox)),
+      exports,
+    );
     return;
   }
   const top = a.sensors.slice(0, 5);
@@ -71,7 +80,6 @@ export async function renderReport(root: HTMLElement, cycleId: string, opts: Rep
       ? a.recommendations.map((r) => h("li", {}, h("b", {}, r.sensor_id), `: ${r.text}`, h("div", { class: "evidence" }, r.evidence)))
       : [h("li", { class: "muted" }, "None: every sensor within its normal range.")],
   );
-  const alertBox = h("div", { "data-testid": "alert-summary" }, h("p", { class: "muted" }, "Loading alerts…"));
   const cards = h("div", { class: "cards", "data-testid": "sensor-cards" });
   root.replaceChildren(
     head,
@@ -89,7 +97,6 @@ export async function renderReport(root: HTMLElement, cycleId: string, opts: Rep
     cards,
   );
 
-  void alertRows.then((rows) => alertBox.replaceChildren(alertSummary(rows)));
   const ov = await overlay;
   if (generation.get(root) !== mine) return;
   const curves = new Map<string, OverlaySensor>(ov instanceof Error ? [] : ov.sensors.map((s) => [s.sensor_id, s]));
@@ -130,21 +137,15 @@ function row(k1: string, v1: string, k2: string, v2: string): HTMLTableRowElemen
   return h("tr", {}, h("th", {}, k1), h("td", {}, v1), h("th", {}, k2), h("td", {}, v2));
 }
 
-function alertSummary(rows: AlertRow[]): HTMLElement {
-  if (rows.length === 0) return h("p", { class: "muted" }, "No alerts were active during this cycle.");
-  const groups = new Map<string, { severity: string; kind: string; sensor: string; n: number; occurrences: number; last: string }>();
-  for (const r of rows) {
-    const key = `${r.severity}|${r.rule}|${r.sensor_id ?? ""}`;
-    const g = groups.get(key) ?? { severity: r.severity, kind: r.rule_kind || r.rule, sensor: r.sensor_id ?? "", n: 0, occurrences: 0, last: r.message };
-    g.n++;
-    g.occurrences += r.occurrences;
-    groups.set(key, g);
-  }
-  const order = { critical: 0, warning: 1, info: 2 } as Record<string, number>;
+function alertSummary(groups: AlertGroup[]): HTMLElement {
+  if (groups.length === 0) return h("p", { class: "muted" }, "No alerts were active during this cycle.");
   return h("ul", { class: "alert-groups" },
-    [...groups.values()]
-      .sort((x, y) => (order[x.severity] ?? 3) - (order[y.severity] ?? 3) || y.occurrences - x.occurrences)
-      .map((g) => h("li", { class: `sev-${g.severity}` }, h("span", { class: "sev" }, g.severity), ` ${g.kind}${g.sensor ? ` on ${g.sensor}` : ""}: ${g.n} alert${g.n > 1 ? "s" : ""}, ${g.occurrences}× — ${g.last}`)),
+    groups.map((g) =>
+      h("li", { class: `sev-${g.severity}` },
+        h("span", { class: "sev" }, g.severity),
+        ` ${g.kind}${g.sensor_id ? ` on ${g.sensor_id}` : ""}: ${g.alerts} alert${g.alerts > 1 ? "s" : ""}, ${g.occurrences}× — ${g.last_message}`,
+      ),
+    ),
   );
 }
 
