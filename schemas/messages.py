@@ -821,6 +821,14 @@ class WsAlert(Contract):
     alert: AlertChanged
 
 
+class WsReady(Contract):
+    """Server → browser, first on every connection: the gateway now forwards this stream's
+    events, so state read over REST from here on misses nothing."""
+
+    type: Literal["ready"] = "ready"
+    stream_id: StreamId
+
+
 class WsPong(Contract):
     """Server → browser: answer to ``ping``."""
 
@@ -889,6 +897,7 @@ EXPORTED: tuple[type[BaseModel], ...] = (
     WsStateChange,
     WsAnalysisResult,
     WsAlert,
+    WsReady,
     WsPong,
     WsError,
     WsCommandAck,

@@ -69,6 +69,7 @@ from schemas.messages import (
     WsCommandAck,
     WsError,
     WsPong,
+    WsReady,
     WsStateChange,
 )
 from services import __version__
@@ -777,6 +778,8 @@ class LiveSession:
             await nc.subscribe(subjects.analysis(self.stream_id), cb=self._on_analysis),
             await nc.subscribe(f"{subjects.PREFIX}.alerts.{self.stream_id}.*", cb=self._on_alert),
         ]
+        await nc.flush()  # the server has the subscriptions: tell the browser to read its state
+        self._offer(WsReady(stream_id=self.stream_id).model_dump_json())
         tasks = [
             asyncio.create_task(self._pump_samples()),
             asyncio.create_task(self._send()),

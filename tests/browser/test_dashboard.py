@@ -9,6 +9,7 @@ import csv
 import io
 import shutil
 import subprocess
+import time
 from typing import Any
 
 import httpx
@@ -294,7 +295,7 @@ async def test_real_hydraulic_cycles_valve_fault_tops_the_report(
 ) -> None:
     """Real data: five healthy rig cycles make the reference; a cycle with the valve at 73 %
     (close to failure) follows. The report in the browser names SE (efficiency) first."""
-    from edge.replay import replay_hydraulic
+    from edge.replay import SLOT_S, replay_hydraulic
     from services.ingest.app import serve as serve_ingest
     from services.ingest.config import Settings as IngestSettings
     from tests.hydraulic import load_rig
@@ -306,11 +307,14 @@ async def test_real_hydraulic_cycles_valve_fault_tops_the_report(
                                  common, running.stop))  # fmt: skip
     healthy = rig.rows(100, 100, 0, 130, 0).tolist()
     valve = int(rig.rows(100, 73, 0, 130, None)[0])
-    # register first so that the page can open on the stream before the data arrives
-    await replay_hydraulic(bus, rig, healthy[:1], stream_id=stream_id)
+    # the first cycle registers the stream, so that the page can open on it before the rest
+    # arrives; the rest continues on the same time line
+    start = time.time_ns() // 1_000_000_000 * 1_000_000_000
+    await replay_hydraulic(bus, rig, healthy[:1], stream_id=stream_id, start_ns=start)
     await page.goto(f"{gateway}/#/live/{stream_id}")
     await expect(page.get_by_test_id("connection")).to_have_attribute("data-state", "open")
-    await replay_hydraulic(bus, rig, [*healthy[1:], valve], stream_id=stream_id)
+    await replay_hydraulic(bus, rig, [*healthy[1:], valve], stream_id=stream_id,
+                           start_ns=start + SLOT_S * 1_000_000_000)  # fmt: skip
 
     report = page.get_by_test_id("last-report")
     await expect(report).to_be_visible(timeout=60_000)

@@ -197,6 +197,9 @@ async def test_websocket_receives_decimated_samples_and_answers_commands(
     await bus.nc.subscribe(subjects.control(stream_id), cb=on_cmd)
     ws_url = gateway.replace("http", "ws") + f"/api/live/ws/stream/{stream_id}"
     async with websockets.connect(ws_url) as ws:
+        # first, once subscribed: "ready" (the browser reads its state over REST from then on)
+        ready = json.loads(await asyncio.wait_for(ws.recv(), 10))
+        assert ready == {"type": "ready", "stream_id": stream_id}
         sim = asyncio.ensure_future(
             simulate(bus, model, SimulateOptions(speed=1, duration_s=1.5, frame_ms=100))
         )

@@ -59,6 +59,8 @@ export function mountLive(root: HTMLElement, streamId: string, ctx: LiveContext)
   let dirty = false;
   let raf = 0;
   let cycle = { state: "idle", no: 0, startedAt: 0, samples: 0, joinedLate: false, id: "" };
+  // what the WebSocket told since the last REST read began: newer than that read, so it wins
+  let seenLive = { cycle: false, report: false, alerts: new Set<string>() };
 
   // --- layout -------------------------------------------------------------------------------
   const stateBadge = h("span", { class: "badge state-idle", "data-testid": "cycle-state" }, "idle");
@@ -199,6 +201,7 @@ export function mountLive(root: HTMLElement, streamId: string, ctx: LiveContext)
   }
 
   function onCycle(ev: CycleStateChanged): void {
+    seenLive.cycle = true;
     if (ev.state === "running") {
       cycle = { state: "running", no: ev.cycle_no, startedAt: Date.parse(ev.started_at ?? ev.at), samples: 0, joinedLate: false, id: ev.cycle_id };
       cycleNo.textContent = String(ev.cycle_no);
@@ -277,15 +280,22 @@ export function mountLive(root: HTMLElement, streamId: string, ctx: LiveContext)
           case "state_change":
             onCycle((m as unknown as { event: CycleStateChanged }).event);
             break;
+          case "ready":
+            void load(); // (re)connected and subscribed: read the current state
+            break;
           case "analysis_result": {
+            seenLive.report = true;
             const cid = (m as unknown as { result: { cycle_id: string } }).result.cycle_id;
             lastReport.hidden = false;
             void renderReport(lastReport, cid, { compact: true });
             break;
           }
-          case "alert":
-            upsertAlert(fromEvent((m as unknown as { alert: AlertChanged }).alert));
+          case "alert": {
+            const alert = fromEvent((m as unknown as { alert: AlertChanged }).alert);
+            seenLive.alerts.add(alert.alert_id);
+            upsertAlert(alert);
             break;
+          }
           case "error":
             toast(`Gateway: ${String(m.error)}`, "error");
             break;
@@ -294,24 +304,31 @@ export function mountLive(root: HTMLElement, streamId: string, ctx: LiveContext)
     },
   );
 
+  /** Current state over REST; runs on every (re)connection, once the gateway forwards events. */
   async function load(): Promise<void> {
+    seenLive = { cycle: false, report: false, alerts: new Set<string>() };
     try {
       const status = await api.status(streamId);
       title.textContent = status.device_name ? `${status.device_name} (${streamId})` : streamId;
       status.sensors.forEach(addSensor);
-      showState(status.cycle_state);
       const [latest] = await api.cycles(streamId, 1);
-      if (latest) {
-        cycleNo.textContent = String(latest.cycle_no);
-        if (latest.state === "running" && latest.started_at) {
+      if (!seenLive.cycle) {
+        showState(status.cycle_state);
+        if (latest) cycleNo.textContent = String(latest.cycle_no);
+        if (latest?.state === "running" && latest.started_at && cycle.id !== latest.cycle_id) {
           cycle = { state: "running", no: latest.cycle_no, startedAt: Date.parse(latest.started_at), samples: 0, joinedLate: true, id: latest.cycle_id };
-        } else if (latest.health_score !== null) {
-          lastReport.hidden = false;
-          void renderReport(lastReport, latest.cycle_id, { compact: true });
         }
       }
+      if (latest && latest.state !== "running" && latest.health_score !== null && !seenLive.report && lastReport.hidden) {
+        lastReport.hidden = false;
+        void renderReport(lastReport, latest.cycle_id, { compact: true });
+      }
       const rows = await api.alerts({ stream_id: streamId, limit: "100" });
-      rows.filter((r) => r.state !== "cleared").forEach((r) => upsertAlert(fromRow(r)));
+      const current = new Map(rows.map((r) => [r.alert_id, r]));
+      for (const id of [...alerts.keys()]) {
+        if (!current.has(id) && !seenLive.alerts.has(id)) alerts.delete(id); // gone meanwhile
+      }
+      for (const r of rows) if (!seenLive.alerts.has(r.alert_id)) upsertAlert(fromRow(r));
       renderAlerts();
     } catch (err) {
       const msg = err instanceof ApiError && err.status === 404 ? `Machine ${streamId} is not known to the gateway.` : `Could not load ${streamId}: ${(err as Error).message}`;
@@ -321,7 +338,7 @@ export function mountLive(root: HTMLElement, streamId: string, ctx: LiveContext)
 
   showState("idle");
   renderAlerts();
-  void load().then(() => socket.open());
+  socket.open(); // its "ready" message triggers load()
   raf = requestAnimationFrame(draw);
   const gridTimer = window.setInterval(refreshGrid, 250);
 
