@@ -70,6 +70,7 @@ from schemas.messages import (
     WsError,
     WsPong,
     WsReady,
+    WsSamples,
     WsStateChange,
 )
 from services import __version__
@@ -352,6 +353,26 @@ def build_app(settings: Settings, common: CommonSettings) -> FastAPI:
             last_seq=persisted.last_seq,
             last_sample_at=persisted.last_sample_at,
         )
+
+    @app.get("/api/live/stream/{stream_id}/recent", response_model=WsSamples)
+    async def recent_samples(
+        stream_id: str,
+        request: Request,
+        seconds: Annotated[float, Query(gt=0, le=300)] = 30,
+    ) -> WsSamples:
+        """The last ``seconds`` of the stream's samples as the WebSocket sends them (min/max/mean
+        buckets, same density), so a page shows a full window at once instead of filling it."""
+        g = gw(request)
+        valid_stream_id(stream_id)
+        frames = await g.port.recent_frames(stream_id, seconds, limit=20_000)
+        buckets = max(1, math.ceil(g.settings.ws_points_per_second * seconds))
+        decimator = Decimator(stream_id, buckets)
+        for frame in frames:
+            decimator.add(frame)
+        message = await asyncio.to_thread(decimator.flush)
+        if message is None:
+            return WsSamples(stream_id=stream_id, seq=-1, sensors={})
+        return message.model_copy(update={"sent_ms": []})
 
     @app.get("/api/live/stream/{stream_id}/cycle-config", response_model=CycleConfig)
     async def get_cycle_config(stream_id: str, request: Request) -> CycleConfig:

@@ -65,8 +65,10 @@ async def test_live_page_shows_moving_data_and_drives_cycles_and_alerts(
         await asyncio.sleep(0.3)  # the alerts service re-reads its rules
         sim = asyncio.create_task(simulate(bus, model, SimulateOptions(speed=1, duration_s=120)))
         try:
+            await asyncio.sleep(2)  # some history: the page opens with it already drawn
             await page.goto(f"{gateway}/#/live/{stream_id}")
             await expect(page.get_by_test_id("connection")).to_have_attribute("data-state", "open")
+            await eventually(lambda: page.evaluate("__vertac.backfilled > 4 * 300"), timeout=10)
             card = page.get_by_test_id("sensor-pressure_1")
             await expect(card).not_to_have_class("sensor stale", timeout=10_000)
             await expect(card.locator(".stats")).not_to_contain_text("min \u2013")

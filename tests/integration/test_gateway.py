@@ -260,3 +260,24 @@ async def test_health_asyncapi_and_metrics(gateway: str) -> None:
             assert "javascript" in js.headers["content-type"]
         else:
             assert "make web" in page.text
+
+
+async def test_recent_samples_fill_a_window_at_once(gateway: str, bus, stream_id: str) -> None:
+    model = build_machine(stream_id=stream_id, sensors=4, rate_hz=1000)
+    sent = await simulate(bus, model, SimulateOptions(speed=0, frames=20, frame_ms=100))
+    async with httpx.AsyncClient(base_url=gateway, timeout=30) as client:
+        r = await client.get(f"/api/live/stream/{stream_id}/recent", params={"seconds": 30})
+        assert r.status_code == 200, r.text
+        recent = r.json()
+        assert recent["type"] == "samples" and recent["sent_ms"] == []
+        assert sum(t["count"] for t in recent["sensors"].values()) == sent.samples
+        p = recent["sensors"]["pressure_1"]
+        assert p["count"] == 2000  # 2 s at 1 kHz
+        assert len(p["t_ms"]) == 2000  # fewer samples than 200 buckets/s x 30 s: all of them
+        assert p["t_ms"] == sorted(p["t_ms"])
+        r = await client.get(f"/api/live/stream/{stream_id}/recent", params={"seconds": 1})
+        assert len(r.json()["sensors"]["pressure_1"]["t_ms"]) <= 200
+        r = await client.get("/api/live/stream/nobody-here/recent")
+        assert r.json()["sensors"] == {}
+        r = await client.get(f"/api/live/stream/{stream_id}/recent", params={"seconds": 0})
+        assert r.status_code == 422

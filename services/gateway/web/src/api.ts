@@ -240,6 +240,10 @@ export const api = {
   cycle: (cid: string) => call<CycleDetail>(`/api/live/cycles/${enc(cid)}`),
   overlay: (cid: string, points = 800) =>
     call<CycleOverlay>(`/api/live/cycles/${enc(cid)}/overlay?points=${points}`),
+  recent: (sid: string, seconds: number) =>
+    call<{ sensors: Record<string, { t_ms: number[]; min: number[]; max: number[]; mean: number[]; last: number }> }>(
+      `/api/live/stream/${enc(sid)}/recent?seconds=${seconds}`,
+    ),
   cycleAlerts: (cid: string) => call<CycleAlerts>(`/api/live/cycles/${enc(cid)}/alerts`),
   alerts: (params: Record<string, string>) =>
     call<AlertRow[]>(`/api/live/alerts?${new URLSearchParams(params).toString()}`),

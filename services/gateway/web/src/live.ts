@@ -304,6 +304,21 @@ export function mountLive(root: HTMLElement, streamId: string, ctx: LiveContext)
     },
   );
 
+  /** The last 30 s from the bus, so the charts open full instead of filling up. */
+  async function backfill(): Promise<void> {
+    try {
+      const recent = await api.recent(streamId, KEEP_MS / 1000 - 1);
+      for (const [id, tr] of Object.entries(recent.sensors)) {
+        const view = sensors.get(id) ?? addSensor({ id, name: id, type: "generic", unit: "", rate_hz: 1 });
+        view.window.prepend(tr.t_ms, tr.min, tr.max, tr.mean, tr.last);
+        perf.backfilled += tr.t_ms.length;
+      }
+      dirty = true;
+    } catch (err) {
+      console.warn("no backfill of the charts", err);
+    }
+  }
+
   /** Current state over REST; runs on every (re)connection, once the gateway forwards events. */
   async function load(): Promise<void> {
     seenLive = { cycle: false, report: false, alerts: new Set<string>() };
@@ -311,7 +326,10 @@ export function mountLive(root: HTMLElement, streamId: string, ctx: LiveContext)
       const status = await api.status(streamId);
       title.textContent = status.device_name ? `${status.device_name} (${streamId})` : streamId;
       status.sensors.forEach(addSensor);
-      const [latest] = await api.cycles(streamId, 1);
+      void backfill();
+      const recent = await api.cycles(streamId, 10);
+      const latest = recent[0];
+      const analysed = recent.find((c) => c.state !== "running" && c.health_score !== null);
       if (!seenLive.cycle) {
         showState(status.cycle_state);
         if (latest) cycleNo.textContent = String(latest.cycle_no);
@@ -319,9 +337,9 @@ export function mountLive(root: HTMLElement, streamId: string, ctx: LiveContext)
           cycle = { state: "running", no: latest.cycle_no, startedAt: Date.parse(latest.started_at), samples: 0, joinedLate: true, id: latest.cycle_id };
         }
       }
-      if (latest && latest.state !== "running" && latest.health_score !== null && !seenLive.report && lastReport.hidden) {
-        lastReport.hidden = false;
-        void renderReport(lastReport, latest.cycle_id, { compact: true });
+      if (analysed && !seenLive.report && lastReport.hidden) {
+        lastReport.hidden = false; // the newest analysed cycle until the next analysis arrives
+        void renderReport(lastReport, analysed.cycle_id, { compact: true });
       }
       const rows = await api.alerts({ stream_id: streamId, limit: "100" });
       const current = new Map(rows.map((r) => [r.alert_id, r]));

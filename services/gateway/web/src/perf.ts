@@ -9,6 +9,7 @@ export interface PerfCounters {
   latenciesMs: number[];
   arrivalsMs: number[];
   drawMs: number[];
+  backfilled: number;
   reset(): void;
 }
 
@@ -21,6 +22,7 @@ export const perf: PerfCounters = {
   latenciesMs: [],
   arrivalsMs: [],
   drawMs: [],
+  backfilled: 0,
   reset() {
     this.paints = 0;
     this.frames = 0;

@@ -68,7 +68,7 @@ export async function renderReport(root: HTMLElement, cycleId: string, opts: Rep
   const topList = h("ol", { class: "top-sensors", "data-testid": "top-sensors" },
     top.map((d) => h("li", {},
       h("b", {}, d.sensor_id),
-      h("span", { class: "track" }, h("span", { class: "bar", style: `width:${Math.max(1, d.contribution).toFixed(1)}%` })),
+      h("span", { class: "track" }, h("span", { class: d.pattern === "normal" ? "bar" : "bar abnormal", style: `width:${Math.max(1, d.contribution).toFixed(1)}%` })),
       h("span", {}, `${d.contribution.toFixed(0)} % · ${d.pattern}`),
     )),
   );

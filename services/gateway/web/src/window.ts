@@ -55,6 +55,36 @@ export class SeriesWindow {
     this.samples += count;
   }
 
+  /**
+   * Put older buckets in front (a backfill read over REST): only those before the oldest bucket
+   * held, so live data that came first is kept as it is.
+   */
+  prepend(t: number[], lo: number[], hi: number[], mean: number[], last: number): void {
+    const limit = this.length > 0 ? this.t[this.start] : Infinity;
+    let n = 0;
+    while (n < t.length && t[n] < limit) n++;
+    if (n === 0) return;
+    const live = this.length;
+    const cap = Math.max(this.t.length, 2 * (live + n));
+    const join = (a: Float64Array, head: ArrayLike<number>): Float64Array => {
+      const b = new Float64Array(cap);
+      for (let i = 0; i < n; i++) b[i] = head[i];
+      b.set(a.subarray(this.start, this.end), n);
+      return b;
+    };
+    const means = mean.length === t.length ? mean : t.map((_, i) => (lo[i] + hi[i]) / 2);
+    this.t = join(this.t, t);
+    this.lo = join(this.lo, lo);
+    this.hi = join(this.hi, hi);
+    this.mean = join(this.mean, means);
+    this.start = 0;
+    this.end = live + n;
+    if (live === 0) {
+      this.last = last;
+      this.lastTime = this.t[this.end - 1];
+    }
+  }
+
   /** Forget buckets older than ``oldestMs``. */
   trim(oldestMs: number): void {
     while (this.start < this.end && this.t[this.start] < oldestMs) this.start++;

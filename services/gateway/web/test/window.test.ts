@@ -47,3 +47,27 @@ describe("SeriesWindow", () => {
     expect(staleAfterMs(0.1)).toBe(30000);
   });
 });
+
+describe("SeriesWindow.prepend", () => {
+  it("puts older buckets in front and keeps live ones", () => {
+    const w = new SeriesWindow(2);
+    w.append([300, 400], [3, 4], [3, 4], [3, 4], 4, 20);
+    w.prepend([100, 200, 300, 350], [1, 2, 9, 9], [1, 2, 9, 9], [1, 2, 9, 9], 9);
+    expect(w.length).toBe(4);
+    const [x, y] = w.envelope(0);
+    expect(Array.from(x).filter((_, i) => i % 2 === 0)).toEqual([0.1, 0.2, 0.3, 0.4]);
+    expect(Array.from(y).filter((_, i) => i % 2 === 0)).toEqual([1, 2, 3, 4]);
+    expect(w.last).toBe(4); // live value wins
+    w.append([500], [5], [5], [5], 5, 10);
+    expect(w.length).toBe(5);
+  });
+
+  it("fills an empty window", () => {
+    const w = new SeriesWindow();
+    w.prepend([1, 2], [0, 1], [2, 3], [], 2.5);
+    expect(w.length).toBe(2);
+    expect(w.last).toBe(2.5);
+    expect(w.lastTime).toBe(2);
+    expect(w.stats(0).avg).toBe(1.5);
+  });
+});
