@@ -10,11 +10,7 @@ from __future__ import annotations
 import asyncio
 import os
 import statistics
-import subprocess
-import sys
-import tempfile
 import time
-from pathlib import Path
 
 import numpy as np
 
@@ -22,20 +18,12 @@ from edge.publisher import frame_message
 from schemas import subjects
 from schemas.frames import Frame, Series
 from schemas.messages import AlertChanged, AlertRule
-from services.common.config import CommonSettings
-from services.common.db import migrate
-from services.common.embedded import NatsServer, Postgres, free_port
 from services.common.runtime import open_bus
+from tests.bench.stack import embedded_stack, percentile
 
 PROBES = int(os.environ.get("VERTAC_BENCH_PROBES", "200"))
 BACKGROUND = 100_000  # samples per second
-REPO = Path(__file__).resolve().parents[2]
 NS = 1_000_000_000
-
-
-def percentile(xs: list[float], q: float) -> float:
-    ordered = sorted(xs)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
 async def background(bus, stop: asyncio.Event) -> int:  # type: ignore[no-untyped-def]
@@ -57,26 +45,15 @@ async def background(bus, stop: asyncio.Event) -> int:  # type: ignore[no-untype
 
 
 async def main() -> None:
-    root = Path(tempfile.mkdtemp(prefix="vertac-bench-alerts-"))
-    nats_server = NatsServer(root / "nats", port=free_port(), monitor_port=free_port()).start()
-    pg = Postgres(root / "pg", port=free_port()).start()
-    procs: list[subprocess.Popen[bytes]] = []
-    try:
-        common = CommonSettings(nats_url=nats_server.url, database_url=pg.url)
-        await migrate(pg.url)
+    async with embedded_stack("vertac-bench-alerts-") as stack:
+        common = stack.common
         bus = await open_bus(common, "vertac-bench")
         kv = await bus.js.key_value(subjects.KV_ALERT_RULES)
         rule = AlertRule(
             rule_id="hot", stream_id="bench-alert", kind="limit", sensor_id="p", hi=100
         )
         await kv.put("bench-alert.hot", rule.model_dump_json().encode())
-        env = {**os.environ, "VERTAC_NATS_URL": nats_server.url, "VERTAC_DATABASE_URL": pg.url,
-               "VERTAC_LOG_LEVEL": "WARNING", "VERTAC_ALERTS_RERAISE_WINDOW_S": "3600"}  # fmt: skip
-        for name in ("ingest", "alerts"):
-            out = (root / f"{name}.log").open("wb")
-            env_i = {**env, f"VERTAC_{name.upper()}_METRICS_PORT": "0"}
-            procs.append(subprocess.Popen([sys.executable, "-m", f"services.{name}"], env=env_i,
-                                          cwd=REPO, stdout=out, stderr=out))  # fmt: skip
+        stack.start("ingest", "alerts", VERTAC_ALERTS_RERAISE_WINDOW_S="3600")
         await asyncio.sleep(4)
         received: dict[int, int] = {}
 
@@ -121,13 +98,6 @@ async def main() -> None:
             f"p99 {percentile(acks, 0.99):.1f} ms"
         )
         await bus.close()
-    finally:
-        for p in procs:
-            p.terminate()
-        for p in procs:
-            p.wait(15)
-        pg.stop()
-        nats_server.stop()
 
 
 if __name__ == "__main__":

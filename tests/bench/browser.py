@@ -19,11 +19,8 @@ import asyncio
 import json
 import os
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -32,10 +29,9 @@ import websockets
 
 from edge.publisher import frame_message
 from schemas.frames import Frame, Series
-from services.common.config import CommonSettings
-from services.common.db import migrate
-from services.common.embedded import NatsServer, Postgres, free_port, wait_for_port
+from services.common.embedded import free_port, wait_for_port
 from services.common.runtime import open_bus
+from tests.bench.stack import REPO, embedded_stack, percentile
 from tests.browser.conftest import CHROMIUM_FLAGS, chromium_path
 
 SENSORS = 16
@@ -43,12 +39,6 @@ RATE_HZ = 1000
 FRAME_MS = 50
 SECONDS = float(os.environ.get("VERTAC_BENCH_BROWSER_S", "30"))
 STREAM = "bench-browser"
-REPO = Path(__file__).resolve().parents[2]
-
-
-def percentile(xs: list[float], q: float) -> float:
-    ordered = sorted(xs)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
 async def publish(bus: Any, seconds: float) -> int:
@@ -97,21 +87,10 @@ async def main() -> None:
         sys.exit("chromium is not installed (apt-get install chromium chromium-driver)")
     from playwright.async_api import async_playwright
 
-    root = Path(tempfile.mkdtemp(prefix="vertac-bench-browser-"))
-    nats_server = NatsServer(root / "nats", port=free_port(), monitor_port=free_port()).start()
-    pg = Postgres(root / "pg", port=free_port()).start()
-    procs: list[subprocess.Popen[bytes]] = []
     port = free_port()
-    try:
-        common = CommonSettings(nats_url=nats_server.url, database_url=pg.url)
-        await migrate(pg.url)
-        env = {**os.environ, "VERTAC_NATS_URL": nats_server.url, "VERTAC_DATABASE_URL": pg.url,
-               "VERTAC_LOG_LEVEL": "WARNING", "VERTAC_GATEWAY_PORT": str(port),
-               "VERTAC_GATEWAY_METRICS_PORT": "0", "VERTAC_INGEST_METRICS_PORT": "0"}  # fmt: skip
-        for name in ("ingest", "gateway"):
-            out = (root / f"{name}.log").open("wb")
-            procs.append(subprocess.Popen([sys.executable, "-m", f"services.{name}"], env=env,
-                                          cwd=REPO, stdout=out, stderr=out))  # fmt: skip
+    async with embedded_stack("vertac-bench-browser-") as stack:
+        common = stack.common
+        stack.start("ingest", "gateway", VERTAC_GATEWAY_PORT=str(port))
         wait_for_port("127.0.0.1", port, 60, None)
         base = f"http://127.0.0.1:{port}"
         sensors = [{"id": f"s{i:02d}", "unit": "bar", "rate_hz": RATE_HZ} for i in range(SENSORS)]
@@ -183,13 +162,6 @@ async def main() -> None:
                 f"  baseline, published -> WebSocket message at a plain client (no browser): "
                 f"p50 {statistics.median(plain):.0f} ms, p99 {percentile(plain, 0.99):.0f} ms"
             )
-    finally:
-        for p in procs:
-            p.terminate()
-        for p in procs:
-            p.wait(15)
-        pg.stop()
-        nats_server.stop()
 
 
 if __name__ == "__main__":

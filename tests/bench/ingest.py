@@ -14,11 +14,7 @@ from __future__ import annotations
 import asyncio
 import os
 import statistics
-import subprocess
-import sys
-import tempfile
 import time
-from pathlib import Path
 
 import nats.errors
 import psycopg
@@ -26,17 +22,14 @@ import psycopg
 from edge.publisher import frame_message
 from edge.simulator import Simulation, build_machine
 from schemas.frames import Frame
-from services.common.config import CommonSettings
-from services.common.db import migrate
-from services.common.embedded import NatsServer, Postgres, free_port
 from services.common.runtime import Bus, open_bus
+from tests.bench.stack import embedded_stack
 
 SENSORS = 16
 RATE_HZ = 1000.0
 FRAME_MS = 100
 FRAMES = int(os.environ.get("VERTAC_BENCH_FRAMES", "1500"))
 REPEATS = int(os.environ.get("VERTAC_BENCH_REPEATS", "3"))
-REPO = Path(__file__).resolve().parents[2]
 
 
 def make_frames(stream_id: str, n: int, seq0: int = 0) -> list[Frame]:
@@ -149,41 +142,14 @@ async def storage(url: str) -> tuple[float, float]:
     return total / samples, payload / samples
 
 
-def start_services(common: CommonSettings, logs: Path) -> list[subprocess.Popen[bytes]]:
-    env = {
-        **os.environ,
-        "VERTAC_NATS_URL": common.nats_url,
-        "VERTAC_DATABASE_URL": common.database_url,
-        "VERTAC_LOG_LEVEL": "WARNING",
-    }
-    procs = []
-    for name in ("ingest", "cycles", "analysis", "alerts"):
-        env_i = {**env, f"VERTAC_{name.upper()}_METRICS_PORT": str(free_port())}
-        out = (logs / f"{name}.log").open("wb")
-        procs.append(
-            subprocess.Popen(
-                [sys.executable, "-m", f"services.{name}"],
-                env=env_i,
-                cwd=REPO,
-                stdout=out,
-                stderr=out,
-            )
-        )
-    return procs
-
-
 def median(xs: list[float]) -> float:
     return statistics.median(xs)
 
 
 async def main() -> None:
-    root = Path(tempfile.mkdtemp(prefix="vertac-bench-"))
-    nats_server = NatsServer(root / "nats", port=free_port(), monitor_port=free_port()).start()
-    pg = Postgres(root / "pg", port=free_port()).start()
-    procs: list[subprocess.Popen[bytes]] = []
-    try:
-        common = CommonSettings(nats_url=nats_server.url, database_url=pg.url)
-        await migrate(pg.url)
+    async with embedded_stack("vertac-bench-") as stack:
+        common = stack.common
+        pg_url = common.database_url
         bus = await open_bus(common, "vertac-bench")
         print(
             f"VerTac ingest benchmark: {SENSORS} sensors x {RATE_HZ:.0f} Hz, {FRAME_MS} ms frames "
@@ -196,32 +162,25 @@ async def main() -> None:
             f"  baseline  JetStream publish->fetch, no processing: median {median(raw) / 1e6:6.2f} M samples/s "
             f"({median(raw) / (SENSORS * RATE_HZ * FRAME_MS / 1000):,.0f} frames/s)"
         )
-        procs = start_services(common, root)
+        stack.start("ingest", "cycles", "analysis", "alerts")
         await asyncio.sleep(3)
-        rates = [await sustained(bus, pg.url, frames_by_run[r]) for r in range(REPEATS)]
+        rates = [await sustained(bus, pg_url, frames_by_run[r]) for r in range(REPEATS)]
         print(
             f"  pipeline  persisted with ingest+cycles+analysis+alerts running: median {median(rates) / 1e6:6.2f} M samples/s "
             f"(runs: {', '.join(f'{x / 1e6:.2f}' for x in rates)}); ratio to baseline {median(rates) / median(raw):.2f}"
         )
         paced = 0.5 * median(rates) / (SENSORS * RATE_HZ * FRAME_MS / 1000)
         lat_frames = make_frames("bench-latency", int(min(600, paced * 10)))
-        p50, p99 = await latency(bus, pg.url, lat_frames, paced)
+        p50, p99 = await latency(bus, pg_url, lat_frames, paced)
         print(
             f"  latency   publish -> row written at {paced * SENSORS * RATE_HZ * FRAME_MS / 1000 / 1e6:.2f} M samples/s "
             f"(half the sustained rate): p50 {p50:.1f} ms, p99 {p99:.1f} ms"
         )
-        total, payload = await storage(pg.url)
+        total, payload = await storage(pg_url)
         print(
             f"  storage   {total:.2f} bytes/sample in PostgreSQL (table+TOAST+index), {payload:.2f} bytes/sample payload"
         )
         await bus.close()
-    finally:
-        for p in procs:
-            p.terminate()
-        for p in procs:
-            p.wait(15)
-        pg.stop()
-        nats_server.stop()
 
 
 if __name__ == "__main__":

@@ -1,0 +1,72 @@
+"""What the benchmarks share: nats-server and PostgreSQL embedded in a temporary folder, services
+started as processes against them, and percentiles."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from services.common.config import CommonSettings
+from services.common.db import migrate
+from services.common.embedded import NatsServer, Postgres, free_port
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def percentile(xs: list[float], q: float) -> float:
+    ordered = sorted(xs)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+@dataclass
+class Stack:
+    root: Path
+    common: CommonSettings
+    procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
+
+    def start(self, *services: str, **env: str) -> None:
+        """Run ``python -m services.<name>`` for each name, logging to ``<root>/<name>.log``,
+        with warnings only and no metrics endpoint; ``env`` adds or overrides variables."""
+        base = {
+            **os.environ,
+            "VERTAC_NATS_URL": self.common.nats_url,
+            "VERTAC_DATABASE_URL": self.common.database_url,
+            "VERTAC_LOG_LEVEL": "WARNING",
+            **{f"VERTAC_{name.upper()}_METRICS_PORT": "0" for name in services},
+            **env,
+        }
+        for name in services:
+            out = (self.root / f"{name}.log").open("wb")
+            self.procs.append(
+                subprocess.Popen([sys.executable, "-m", f"services.{name}"], env=base,
+                                 cwd=REPO, stdout=out, stderr=out)
+            )  # fmt: skip
+
+    def stop(self) -> None:
+        for p in self.procs:
+            p.terminate()
+        for p in self.procs:
+            p.wait(15)
+        self.procs.clear()
+
+
+@asynccontextmanager
+async def embedded_stack(prefix: str) -> AsyncIterator[Stack]:
+    """nats-server and a migrated PostgreSQL on free ports; everything is stopped on exit."""
+    root = Path(tempfile.mkdtemp(prefix=prefix))
+    nats_server = NatsServer(root / "nats", port=free_port(), monitor_port=free_port()).start()
+    pg = Postgres(root / "pg", port=free_port()).start()
+    stack = Stack(root, CommonSettings(nats_url=nats_server.url, database_url=pg.url))
+    try:
+        await migrate(pg.url)
+        yield stack
+    finally:
+        stack.stop()
+        pg.stop()
+        nats_server.stop()
