@@ -19,25 +19,18 @@ from playwright.async_api import expect
 from pypdf import PdfReader
 
 from edge.run import SimulateOptions, simulate
-from edge.simulator import Fault, build_machine
+from edge.simulator import build_machine
 from services.alerts.app import serve as serve_alerts
 from services.alerts.config import Settings as AlertsSettings
-from services.analysis.app import serve as serve_analysis
-from services.analysis.config import Settings as AnalysisSettings
 from services.common.config import CommonSettings
 from services.common.embedded import free_port
 from services.cycles.app import serve as serve_cycles
 from services.cycles.config import Settings as CyclesSettings
 from tests.browser.conftest import ARTIFACTS
 from tests.conftest import eventually
+from tests.scenarios import SIGNAL_TRIGGER, flow_offset_machine, start_cycles_and_analysis
 
 pytestmark = pytest.mark.browser
-SIGNAL_TRIGGER = {
-    "trigger": "signal",
-    "signal_sensor": "cycle_active",
-    "start_above": 0.5,
-    "stop_below": 0.5,
-}
 
 
 async def counters(page: Any) -> dict[str, float]:
@@ -147,19 +140,9 @@ async def test_live_page_shows_moving_data_and_drives_cycles_and_alerts(
 async def test_a_finished_cycle_opens_its_report_with_exports_history_and_actions(
     gateway: str, bus, common: CommonSettings, running, stream_id: str, page: Any, tmp_path
 ) -> None:
-    running.start(serve_cycles(CyclesSettings(metrics_port=0, tick_s=0.1), common, running.stop))
-    running.start(
-        serve_analysis(AnalysisSettings(metrics_port=0, n_points=300), common, running.stop)
-    )
+    start_cycles_and_analysis(running, common, n_points=300)
     # the automatic reference is made from cycles 1-3; cycle 4 has an offset on flow_1
-    model = build_machine(
-        stream_id=stream_id,
-        sensors=6,
-        rate_hz=50,
-        cycle_s=4,
-        active_signal=True,
-        faults=(Fault("flow_1", "offset", 8.0, 3),),
-    )
+    model = flow_offset_machine(stream_id)
     async with httpx.AsyncClient(base_url=gateway, timeout=60) as client:
         await client.post("/api/live/register", json=model.registration().model_dump(mode="json"))
         await client.put(f"/api/live/stream/{stream_id}/cycle-config", json=SIGNAL_TRIGGER)
@@ -304,9 +287,7 @@ async def test_real_hydraulic_cycles_valve_fault_tops_the_report(
 
     rig = load_rig()
     running.start(serve_ingest(IngestSettings(metrics_port=0), common, running.stop))
-    running.start(serve_cycles(CyclesSettings(metrics_port=0, tick_s=0.1), common, running.stop))
-    running.start(serve_analysis(AnalysisSettings(metrics_port=0, n_points=60, auto_reference_cycles=5),
-                                 common, running.stop))  # fmt: skip
+    start_cycles_and_analysis(running, common, n_points=60, auto_reference_cycles=5)
     healthy = rig.rows(100, 100, 0, 130, 0).tolist()
     valve = int(rig.rows(100, 73, 0, 130, None)[0])
     # the first cycle registers the stream, so that the page can open on it before the rest

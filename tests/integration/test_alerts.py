@@ -14,6 +14,7 @@ from services.alerts.app import serve as serve_alerts
 from services.alerts.config import Settings as AlertsSettings
 from services.common.config import CommonSettings
 from tests.conftest import eventually
+from tests.scenarios import start_cycles_and_analysis
 
 pytestmark = pytest.mark.integration
 
@@ -140,10 +141,6 @@ async def test_the_envelope_rule_fires_during_a_faulty_cycle(
     from edge.simulator import Fault, build_machine
     from schemas import subjects
     from schemas.messages import AlertChanged, AlertRule, CycleConfig, CycleStateChanged
-    from services.analysis.app import serve as serve_analysis
-    from services.analysis.config import Settings as AnalysisSettings
-    from services.cycles.app import serve as serve_cycles
-    from services.cycles.config import Settings as CyclesSettings
 
     kv_config = await bus.js.key_value(subjects.KV_CYCLE_CONFIG)
     await kv_config.put(stream_id, CycleConfig(trigger="signal", signal_sensor="cycle_active",
@@ -164,10 +161,7 @@ async def test_the_envelope_rule_fires_during_a_faulty_cycle(
 
     await bus.nc.subscribe(f"vertac.alerts.{stream_id}.*", cb=on_alert)
     await bus.nc.subscribe(f"vertac.cycles.{stream_id}.completed", cb=on_cycle)
-    running.start(serve_cycles(CyclesSettings(metrics_port=0, tick_s=0.1), common, running.stop))
-    running.start(
-        serve_analysis(AnalysisSettings(metrics_port=0, n_points=400), common, running.stop)
-    )
+    start_cycles_and_analysis(running, common, n_points=400)
     running.start(
         serve_alerts(AlertsSettings(metrics_port=0, rules_refresh_s=0.1), common, running.stop)
     )

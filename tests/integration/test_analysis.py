@@ -12,13 +12,10 @@ import websockets
 from edge.run import SimulateOptions, simulate
 from edge.simulator import Fault, build_machine
 from schemas.messages import AnalysisCompleted, CycleConfig
-from services.analysis.app import serve as serve_analysis
-from services.analysis.config import Settings as AnalysisSettings
 from services.common.config import CommonSettings
-from services.cycles.app import serve as serve_cycles
-from services.cycles.config import Settings as CyclesSettings
 from tests.conftest import eventually
 from tests.integration.test_cycles import set_config
+from tests.scenarios import start_cycles_and_analysis
 
 pytestmark = pytest.mark.integration
 
@@ -34,10 +31,7 @@ async def test_an_injected_fault_is_ranked_first_and_an_abort_is_marked(
         results.append(AnalysisCompleted.model_validate_json(msg.data))
 
     await bus.nc.subscribe(f"vertac.analysis.{stream_id}", cb=on_result)
-    running.start(serve_cycles(CyclesSettings(metrics_port=0, tick_s=0.1), common, running.stop))
-    running.start(
-        serve_analysis(AnalysisSettings(metrics_port=0, n_points=500), common, running.stop)
-    )
+    start_cycles_and_analysis(running, common, n_points=500)
     model = build_machine(stream_id=stream_id, sensors=6, rate_hz=100, cycle_s=4, active_signal=True,
                           faults=(Fault("pressure_2", "offset", 8.0, 4),))  # fmt: skip
     ws_url = gateway.replace("http", "ws") + f"/api/live/ws/stream/{stream_id}"

@@ -10,12 +10,9 @@ import pytest
 
 from edge.run import SimulateOptions, simulate
 from edge.simulator import Fault, build_machine
-from services.analysis.app import serve as serve_analysis
-from services.analysis.config import Settings as AnalysisSettings
 from services.common.config import CommonSettings
-from services.cycles.app import serve as serve_cycles
-from services.cycles.config import Settings as CyclesSettings
 from tests.conftest import eventually
+from tests.scenarios import SIGNAL_TRIGGER, flow_offset_machine, start_cycles_and_analysis
 
 pytestmark = pytest.mark.integration
 
@@ -23,14 +20,7 @@ pytestmark = pytest.mark.integration
 async def test_cycles_samples_and_references_over_rest(
     gateway: str, bus, common: CommonSettings, running, stream_id: str
 ) -> None:
-    running.start(serve_cycles(CyclesSettings(metrics_port=0, tick_s=0.1), common, running.stop))
-    running.start(
-        serve_analysis(
-            AnalysisSettings(metrics_port=0, n_points=400, auto_reference_cycles=0),
-            common,
-            running.stop,
-        )
-    )
+    start_cycles_and_analysis(running, common, n_points=400, auto_reference_cycles=0)
     model = build_machine(
         stream_id=stream_id,
         sensors=4,
@@ -128,29 +118,11 @@ async def test_a_cycle_report_downloads_as_pdf_and_csv(
 
     from pypdf import PdfReader
 
-    running.start(serve_cycles(CyclesSettings(metrics_port=0, tick_s=0.1), common, running.stop))
-    running.start(
-        serve_analysis(AnalysisSettings(metrics_port=0, n_points=300), common, running.stop)
-    )
-    model = build_machine(
-        stream_id=stream_id,
-        sensors=6,
-        rate_hz=50,
-        cycle_s=4,
-        active_signal=True,
-        faults=(Fault("flow_1", "offset", 8.0, 3),),
-    )
+    start_cycles_and_analysis(running, common, n_points=300)
+    model = flow_offset_machine(stream_id)
     async with httpx.AsyncClient(base_url=gateway, timeout=60) as client:
         await client.post("/api/live/register", json=model.registration().model_dump(mode="json"))
-        await client.put(
-            f"/api/live/stream/{stream_id}/cycle-config",
-            json={
-                "trigger": "signal",
-                "signal_sensor": "cycle_active",
-                "start_above": 0.5,
-                "stop_below": 0.5,
-            },
-        )
+        await client.put(f"/api/live/stream/{stream_id}/cycle-config", json=SIGNAL_TRIGGER)
         await simulate(bus, model, SimulateOptions(speed=0, frames=170))
 
         async def analysed() -> list | None:
