@@ -13,6 +13,7 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, PubAck
 from nats.js.errors import KeyNotFoundError, NoKeysError, NotFoundError, ObjectNotFoundError
 from nats.js.kv import KeyValue
 from nats.js.object_store import ObjectStore
+from psycopg.rows import class_row, dict_row
 from psycopg_pool import AsyncConnectionPool
 
 from schemas import subjects
@@ -278,8 +279,8 @@ class AlertQueries:
     ) -> list[dict[str, Any]]:
         """Alerts newest first; with ``since``/``until`` only those active at some time in
         between (raised before ``until``, not cleared before ``since``)."""
-        async with self.pool.connection() as conn:
-            cur = await conn.execute(
+        async with self.pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
+            await cur.execute(
                 "SELECT alert_id, stream_id, rule, rule_kind, sensor_id, severity, state, message,"
                 " occurrences, value, raised_at, acknowledged_at, acknowledged_by, comment,"
                 " cleared_at FROM live_alerts"
@@ -298,18 +299,16 @@ class AlertQueries:
                     "u": until,
                 },
             )
-            names = [c.name for c in cur.description or []]
-            return [dict(zip(names, row, strict=True)) for row in await cur.fetchall()]
+            return await cur.fetchall()
 
     async def history(self, alert_id: str) -> list[dict[str, Any]]:
-        async with self.pool.connection() as conn:
-            cur = await conn.execute(
+        async with self.pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
+            await cur.execute(
                 "SELECT state, at, occurrences, severity, message, value, by_user, comment"
                 " FROM live_alert_history WHERE alert_id = %s ORDER BY at, occurrences",
                 (alert_id,),
             )
-            names = [c.name for c in cur.description or []]
-            return [dict(zip(names, row, strict=True)) for row in await cur.fetchall()]
+            return await cur.fetchall()
 
 
 _DATASET_ENTRIES = """
@@ -323,6 +322,16 @@ WHERE e.dataset = %s ORDER BY e.added_at, e.cycle_id
 """
 
 
+_DATASETS = """
+SELECT d.dataset, count(*) AS cycles, max(d.added_at) AS updated_at,
+       array_agg(DISTINCT d.stream_id ORDER BY d.stream_id) AS streams,
+       (SELECT jsonb_object_agg(label, n) FROM (
+            SELECT label, count(*) AS n FROM live_dataset_cycles
+            WHERE dataset = d.dataset GROUP BY label) l) AS labels
+FROM live_dataset_cycles d GROUP BY d.dataset ORDER BY d.dataset
+"""
+
+
 class Datasets:
     """Named, labelled collections of recorded cycles (table ``live_dataset_cycles``)."""
 
@@ -331,40 +340,24 @@ class Datasets:
 
     async def add(self, dataset: str, stream_id: str, body: DatasetEntryBody) -> DatasetEntry:
         """File a cycle; filing it again updates label and note (idempotent)."""
-        async with self.pool.connection() as conn:
-            cur = await conn.execute(
+        rows = class_row(DatasetEntry)
+        async with self.pool.connection() as conn, conn.cursor(row_factory=rows) as cur:
+            await cur.execute(
                 "INSERT INTO live_dataset_cycles (dataset, cycle_id, stream_id, label, note)"
                 " VALUES (%s, %s, %s, %s, %s) ON CONFLICT (dataset, cycle_id) DO UPDATE"
-                " SET label = EXCLUDED.label, note = EXCLUDED.note RETURNING added_at",
+                " SET label = EXCLUDED.label, note = EXCLUDED.note"
+                " RETURNING dataset, cycle_id, stream_id, label, note, added_at",
                 (dataset, body.cycle_id, stream_id, body.label, body.note),
             )
-            row = await cur.fetchone()
-        assert row is not None
-        return DatasetEntry(
-            dataset=dataset,
-            cycle_id=body.cycle_id,
-            stream_id=stream_id,
-            label=body.label,
-            note=body.note,
-            added_at=row[0],
-        )
+            entry = await cur.fetchone()
+        assert entry is not None
+        return entry
 
     async def entries(self, dataset: str) -> list[DatasetEntry]:
-        async with self.pool.connection() as conn:
-            cur = await conn.execute(_DATASET_ENTRIES, (dataset,))
-            rows = await cur.fetchall()
-        return [
-            DatasetEntry(
-                dataset=r[0],
-                cycle_id=r[1],
-                stream_id=r[2],
-                label=r[3],
-                note=r[4],
-                added_at=r[5],
-                health_score=r[6],
-            )
-            for r in rows
-        ]
+        rows = class_row(DatasetEntry)
+        async with self.pool.connection() as conn, conn.cursor(row_factory=rows) as cur:
+            await cur.execute(_DATASET_ENTRIES, (dataset,))
+            return await cur.fetchall()
 
     async def remove(self, dataset: str, cycle_id: str) -> bool:
         async with self.pool.connection() as conn:
@@ -375,22 +368,10 @@ class Datasets:
             return cur.rowcount > 0
 
     async def all(self) -> list[DatasetInfo]:
-        async with self.pool.connection() as conn:
-            cur = await conn.execute(
-                "SELECT dataset, count(*), array_agg(DISTINCT stream_id), max(added_at),"
-                " jsonb_object_agg(label, n) FROM ("
-                "   SELECT dataset, stream_id, added_at, label,"
-                "          count(*) OVER (PARTITION BY dataset, label) AS n"
-                "   FROM live_dataset_cycles) x"
-                " GROUP BY dataset ORDER BY dataset"
-            )
-            rows = await cur.fetchall()
-        return [
-            DatasetInfo(
-                dataset=r[0], cycles=r[1], streams=sorted(r[2]), labels=r[4], updated_at=r[3]
-            )
-            for r in rows
-        ]
+        rows = class_row(DatasetInfo)
+        async with self.pool.connection() as conn, conn.cursor(row_factory=rows) as cur:
+            await cur.execute(_DATASETS)
+            return await cur.fetchall()
 
 
 class AlertRulesKv:
