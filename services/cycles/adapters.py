@@ -9,16 +9,16 @@ from datetime import UTC, datetime
 import nats.errors
 import psycopg
 from nats.js import JetStreamContext
-from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError, NotFoundError
 from nats.js.kv import KeyValue
 from nats.js.object_store import ObjectStore
 from psycopg_pool import AsyncConnectionPool
 
 from schemas import subjects
-from schemas.frames import Frame, FrameError, decode, pack
+from schemas.frames import Frame, pack
 from schemas.messages import CycleConfig, CycleStateChanged, CycleStateRecord
 from services.common.consumer import TransientError
+from services.common.streams import read_frames
 
 NS = 1_000_000_000
 
@@ -82,37 +82,7 @@ class FrameReader:
         return int(info.state.last_seq)
 
     async def between(self, stream_id: str, first_js_seq: int, last_js_seq: int) -> list[Frame]:
-        config = ConsumerConfig(
-            deliver_policy=DeliverPolicy.BY_START_SEQUENCE,
-            opt_start_seq=max(1, first_js_seq),
-            ack_policy=AckPolicy.NONE,
-            inactive_threshold=30.0,
-            filter_subject=subjects.samples(stream_id),
-        )
-        sub = await self.js.pull_subscribe(
-            subjects.samples(stream_id), stream=subjects.SAMPLES.name, config=config
-        )
-        frames: list[Frame] = []
-        try:
-            while True:
-                try:
-                    msgs = await sub.fetch(512, timeout=1.0)
-                except (nats.errors.TimeoutError, TimeoutError):
-                    break
-                done = False
-                for msg in msgs:
-                    if msg.metadata.sequence.stream > last_js_seq:
-                        done = True
-                        break
-                    try:
-                        frames.append(decode(msg.data, msg.headers))
-                    except FrameError:
-                        continue  # ingest dead-letters it; a recording just lacks it
-                if done:
-                    break
-        finally:
-            await sub.unsubscribe()
-        return frames
+        return await read_frames(self.js, stream_id, from_seq=first_js_seq, to_seq=last_js_seq)
 
 
 class Recordings:

@@ -7,9 +7,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import nats.errors
 import psycopg
-from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, PubAck
+from nats.js.api import PubAck
 from nats.js.errors import KeyNotFoundError, NoKeysError, NotFoundError, ObjectNotFoundError
 from nats.js.kv import KeyValue
 from nats.js.object_store import ObjectStore
@@ -17,7 +16,7 @@ from psycopg.rows import class_row, dict_row
 from psycopg_pool import AsyncConnectionPool
 
 from schemas import subjects
-from schemas.frames import CONTENT_TYPE_BINARY, Frame, FrameError, decode, encode_binary, unpack
+from schemas.frames import CONTENT_TYPE_BINARY, Frame, encode_binary, unpack
 from schemas.messages import (
     AlertRule,
     AnalysisCompleted,
@@ -30,6 +29,7 @@ from schemas.messages import (
     DatasetInfo,
 )
 from services.common.runtime import Bus
+from services.common.streams import read_frames
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,36 +88,9 @@ class BusPort:
         return unpack(result.data or b"")
 
     async def recent_frames(self, stream_id: str, seconds: float, limit: int) -> list[Frame]:
-        """The stream's frames that JetStream stored in the last ``seconds`` (at most ``limit``,
-        the oldest first), read with a short-lived consumer; undecodable ones are skipped."""
-        config = ConsumerConfig(
-            deliver_policy=DeliverPolicy.BY_START_TIME,
-            opt_start_time=datetime.now(UTC) - timedelta(seconds=seconds),
-            ack_policy=AckPolicy.NONE,
-            inactive_threshold=10.0,
-            filter_subject=subjects.samples(stream_id),
-            mem_storage=True,
-        )
-        sub = await self.bus.js.pull_subscribe(
-            subjects.samples(stream_id), stream=subjects.SAMPLES.name, config=config
-        )
-        frames: list[Frame] = []
-        try:
-            pending = (await sub.consumer_info()).num_pending or 0
-            while pending > 0 and len(frames) < limit:
-                try:
-                    msgs = await sub.fetch(min(512, pending, limit - len(frames)), timeout=5.0)
-                except (nats.errors.TimeoutError, TimeoutError):
-                    break
-                for msg in msgs:
-                    pending = msg.metadata.num_pending
-                    try:
-                        frames.append(decode(msg.data, msg.headers))
-                    except FrameError:
-                        continue
-        finally:
-            await sub.unsubscribe()
-        return frames
+        """The stream's frames JetStream stored in the last ``seconds`` (at most ``limit``)."""
+        since = datetime.now(UTC) - timedelta(seconds=seconds)
+        return await read_frames(self.bus.js, stream_id, since=since, limit=limit)
 
     async def reference_request(self, stream_id: str, op: str, body: bytes) -> tuple[int, bytes]:
         """Ask the analysis service; (status, JSON body)."""

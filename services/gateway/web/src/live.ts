@@ -1,5 +1,5 @@
 // Live monitoring of one stream: charts, sensor grid, cycle status with start/stop, alert ticker.
-import { api, ApiError, type AlertChanged, type AlertRow, type CycleStateChanged, type SensorSpec } from "./api";
+import { api, ApiError, type AlertChanged, type CycleStateChanged, type SensorSpec } from "./api";
 import { LiveChart } from "./charts";
 import { duration, fmt, h, toast, when } from "./dom";
 import { perf, stampAfterPaint, stampArrival } from "./perf";
@@ -58,7 +58,7 @@ export function mountLive(root: HTMLElement, streamId: string, ctx: LiveContext)
   let pendingSent: number[] = [];
   let dirty = false;
   let raf = 0;
-  let cycle = { state: "idle", no: 0, startedAt: 0, samples: 0, joinedLate: false, id: "" };
+  let cycle = { state: "idle", startedAt: 0, samples: 0, joinedLate: false, id: "" };
   // what the WebSocket told since the last REST read began: newer than that read, so it wins
   let seenLive = { cycle: false, report: false, alerts: new Set<string>() };
 
@@ -203,7 +203,7 @@ export function mountLive(root: HTMLElement, streamId: string, ctx: LiveContext)
   function onCycle(ev: CycleStateChanged): void {
     seenLive.cycle = true;
     if (ev.state === "running") {
-      cycle = { state: "running", no: ev.cycle_no, startedAt: Date.parse(ev.started_at ?? ev.at), samples: 0, joinedLate: false, id: ev.cycle_id };
+      cycle = { state: "running", startedAt: Date.parse(ev.started_at ?? ev.at), samples: 0, joinedLate: false, id: ev.cycle_id };
       cycleNo.textContent = String(ev.cycle_no);
       showState("running");
     } else {
@@ -263,7 +263,6 @@ export function mountLive(root: HTMLElement, streamId: string, ctx: LiveContext)
     }
   }
 
-  const fromRow = (r: AlertRow): ActiveAlert => ({ ...r, raised_at: r.raised_at });
   const fromEvent = (e: AlertChanged): ActiveAlert => ({ ...e, raised_at: e.raised_at ?? e.at });
 
   // --- wiring -------------------------------------------------------------------------------
@@ -334,7 +333,7 @@ export function mountLive(root: HTMLElement, streamId: string, ctx: LiveContext)
         showState(status.cycle_state);
         if (latest) cycleNo.textContent = String(latest.cycle_no);
         if (latest?.state === "running" && latest.started_at && cycle.id !== latest.cycle_id) {
-          cycle = { state: "running", no: latest.cycle_no, startedAt: Date.parse(latest.started_at), samples: 0, joinedLate: true, id: latest.cycle_id };
+          cycle = { state: "running", startedAt: Date.parse(latest.started_at), samples: 0, joinedLate: true, id: latest.cycle_id };
         }
       }
       if (analysed && !seenLive.report && lastReport.hidden) {
@@ -346,7 +345,7 @@ export function mountLive(root: HTMLElement, streamId: string, ctx: LiveContext)
       for (const id of [...alerts.keys()]) {
         if (!current.has(id) && !seenLive.alerts.has(id)) alerts.delete(id); // gone meanwhile
       }
-      for (const r of rows) if (!seenLive.alerts.has(r.alert_id)) upsertAlert(fromRow(r));
+      for (const r of rows) if (!seenLive.alerts.has(r.alert_id)) upsertAlert(r);
       renderAlerts();
     } catch (err) {
       const msg = err instanceof ApiError && err.status === 404 ? `Machine ${streamId} is not known to the gateway.` : `Could not load ${streamId}: ${(err as Error).message}`;

@@ -29,7 +29,7 @@ export async function renderReport(root: HTMLElement, cycleId: string, opts: Rep
 
   const a = detail.analysis;
   const head = h("div", { class: "report-head" },
-    h("h2", {}, `Cycle ${c.cycle_no} report`, " ", h("a", { href: `#/cycle/${encodeURIComponent(cycleId)}`, class: "small" }, opts.compact ? "open full report" : "")),
+    h("h2", {}, `Cycle ${c.cycle_no} report`, " ", opts.compact ? h("a", { href: `#/cycle/${encodeURIComponent(cycleId)}`, class: "small" }, "open full report") : null),
     h("span", { class: "muted" }, c.cycle_id),
   );
   const meta = h("dl", { class: "facts meta", "data-testid": "cycle-meta" },
