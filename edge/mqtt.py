@@ -57,6 +57,7 @@ class MqttReader(QueuedSource):
         self.by_metric = {s.metric: s for s in config.sensors if s.metric}
         self.aliases: dict[int, str] = {}
         self.reconnects = 0
+        self.subscribed = asyncio.Event()  # set once the broker has every subscription
 
     async def keep_connected(self, stop: asyncio.Event) -> None:
         delay = 0.5
@@ -72,6 +73,7 @@ class MqttReader(QueuedSource):
                 ) as client:
                     for topic in self.topics():
                         await client.subscribe(topic, qos=self.source.qos)
+                    self.subscribed.set()
                     log.info(
                         "mqtt connected",
                         extra={"host": self.source.host, "topics": len(self.by_topic)},

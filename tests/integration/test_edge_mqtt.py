@@ -39,7 +39,7 @@ sensors:
     agent = EdgeAgent(load(path), common)
     stop = asyncio.Event()
     task = asyncio.ensure_future(agent.run(stop))
-    await asyncio.sleep(1.5)  # connected and subscribed
+    await asyncio.wait_for(agent.source.subscribed.wait(), 20)  # connected and subscribed
     t0 = 1_800_000_000.0
     async with aiomqtt.Client("127.0.0.1", mosquitto) as client:
         for k in range(50):
@@ -98,7 +98,7 @@ sensors:
     agent = EdgeAgent(load(path), common)
     stop = asyncio.Event()
     task = asyncio.ensure_future(agent.run(stop))
-    await asyncio.sleep(1.5)
+    await asyncio.wait_for(agent.source.subscribed.wait(), 20)
     t0 = 1_800_000_000_000  # ms
     birth = sparkplug.encode(
         [
