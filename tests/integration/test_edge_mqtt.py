@@ -59,6 +59,13 @@ sensors:
 
     try:
         await eventually(all_in, timeout=20)
+    except AssertionError as exc:  # say where the samples stopped
+        frames = await stored_frames(common.database_url, stream_id)
+        stored = sum(s.n for f in frames for s in f.series if s.sensor_id == "pressure")
+        raise AssertionError(
+            f"{exc}; pressure samples stored {stored} of 51 in {len(frames)} frames; "
+            f"edge buffer {agent.buffer.status()}; queued {agent.source.queue.qsize()}"
+        ) from exc
     finally:
         stop.set()
         await asyncio.wait_for(task, 30)
