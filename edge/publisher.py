@@ -19,6 +19,7 @@ from schemas.frames import (
     encode_binary,
     to_json_model,
 )
+from services.common.failures import describe, is_transient
 
 log = logging.getLogger(__name__)
 Encoding = Literal["binary", "json"]
@@ -38,48 +39,95 @@ def frame_message(frame: Frame, encoding: Encoding = "binary") -> tuple[str, byt
 
 
 class FramePublisher:
-    """Publishes frames with up to ``window`` acknowledgements outstanding.
+    """Publishes frames with up to ``window`` acknowledgements outstanding, through outages.
 
-    A frame whose publish fails is published again with the same ``Nats-Msg-Id``, so JetStream
-    stores it once. ``flush()`` waits until every frame is acknowledged.
+    A frame is only handed to the connection while it is connected, so nothing piles up in the
+    client's reconnect buffer. When a publish fails for a transient reason (no answer, no stream
+    leader, connection lost) the window is drained and the frames that failed are published
+    again one at a time, oldest first, until each is acknowledged: with the same ``Nats-Msg-Id``,
+    so JetStream stores each once. ``reordered`` counts frames stored after a later frame of the
+    same window (consumers order by ``seq``). Only what can never succeed (a frame above the
+    server's payload limit) is raised. Memory stays bounded by ``window``.
     """
 
     def __init__(self, js: JetStreamContext, *, window: int = 256, encoding: Encoding = "binary",
-                 retry_delay: float = 0.5) -> None:  # fmt: skip
+                 retry_delay: float = 0.2, max_retry_delay: float = 5.0,
+                 timeout: float = 5.0) -> None:  # fmt: skip
         self.js = js
         self.window = window
         self.encoding = encoding
         self.retry_delay = retry_delay
-        self._pending: deque[tuple[asyncio.Task[PubAck], Frame]] = deque()
+        self.max_retry_delay = max_retry_delay
+        self.timeout = timeout
+        self._pending: deque[tuple[asyncio.Task[PubAck | Exception], Frame]] = deque()
         self.published = 0
         self.duplicates = 0
         self.retries = 0
+        self.reordered = 0
 
     async def publish(self, frame: Frame) -> None:
         while len(self._pending) >= self.window:
             await self._settle_oldest()
-        self._pending.append((asyncio.create_task(self._send(frame)), frame))
-
-    async def _send(self, frame: Frame) -> PubAck:
-        subject, payload, headers = frame_message(frame, self.encoding)
-        while True:
-            try:
-                return await self.js.publish(subject, payload, headers=headers, timeout=5)
-            except (nats.errors.TimeoutError, nats.errors.NoRespondersError, TimeoutError,
-                    nats.errors.ConnectionReconnectingError) as exc:  # fmt: skip
-                self.retries += 1
-                log.warning(
-                    "publish failed, retrying", extra={"seq": frame.seq, "error": repr(exc)}
-                )
-                await asyncio.sleep(self.retry_delay)
-
-    async def _settle_oldest(self) -> None:
-        task, _ = self._pending.popleft()
-        ack = await task
-        self.published += 1
-        if ack.duplicate:
-            self.duplicates += 1
+        await self._connected()
+        self._pending.append((asyncio.create_task(self._attempt(frame)), frame))
 
     async def flush(self) -> None:
         while self._pending:
             await self._settle_oldest()
+
+    async def _attempt(self, frame: Frame) -> PubAck | Exception:
+        subject, payload, headers = frame_message(frame, self.encoding)
+        try:
+            return await self.js.publish(subject, payload, headers=headers, timeout=self.timeout)
+        except Exception as exc:
+            if not is_transient(exc):
+                raise
+            return exc
+
+    async def _settle_oldest(self) -> None:
+        task, frame = self._pending.popleft()
+        result = await task
+        if not isinstance(result, Exception):
+            self._count(result)
+            return
+        failed = [(frame, result)]
+        while self._pending:  # drain the window: which of the later frames made it?
+            task, later = self._pending.popleft()
+            outcome = await task
+            if isinstance(outcome, Exception):
+                failed.append((later, outcome))
+            else:
+                self._count(outcome)
+                self.reordered += 1 if failed else 0
+        for f, exc in failed:
+            await self._until_acked(f, exc)
+
+    async def _until_acked(self, frame: Frame, first: Exception) -> None:
+        delay, exc = self.retry_delay, first
+        while True:
+            self.retries += 1
+            log.warning(
+                "publish failed, retrying", extra={"seq": frame.seq, "error": describe(exc)}
+            )
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, self.max_retry_delay)
+            await self._connected()
+            result = await self._attempt(frame)
+            if not isinstance(result, Exception):
+                self._count(result)
+                return
+            exc = result
+
+    async def _connected(self) -> None:
+        nc = getattr(self.js, "_nc", None)
+        if nc is None:
+            return
+        while not nc.is_connected:
+            if nc.is_closed:
+                raise nats.errors.ConnectionClosedError
+            await asyncio.sleep(0.05)
+
+    def _count(self, ack: PubAck) -> None:
+        self.published += 1
+        if ack.duplicate:
+            self.duplicates += 1

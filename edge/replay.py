@@ -22,6 +22,7 @@ from edge.publisher import FramePublisher
 from schemas import subjects
 from schemas.frames import Frame, Series
 from schemas.messages import CycleConfig, SensorSpec, StreamRegistration
+from services.common.failures import through_outage
 from services.common.runtime import Bus
 from services.common.streams import register, release_seq, reserve_seq
 
@@ -165,7 +166,9 @@ async def replay_hydraulic(
     await kv_config.put(stream_id, trigger().model_dump_json().encode())
     start = start_ns if start_ns is not None else time.time_ns() // NS * NS
     per_cycle = CYCLE_S // frame_s
-    first = await reserve_seq(kv_seq, stream_id, per_cycle * len(rows))
+    first = await through_outage(
+        "reserving seq", lambda: reserve_seq(kv_seq, stream_id, per_cycle * len(rows))
+    )
     publisher = FramePublisher(bus.js)
     wall0 = time.monotonic()
     sent = 0
@@ -180,5 +183,8 @@ async def replay_hydraulic(
             await publisher.publish(frame)
             sent += 1
     await publisher.flush()
-    await release_seq(kv_seq, stream_id, first + per_cycle * len(rows), first + sent)
+    await through_outage(
+        "releasing seq",
+        lambda: release_seq(kv_seq, stream_id, first + per_cycle * len(rows), first + sent),
+    )
     return sent

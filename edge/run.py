@@ -12,6 +12,7 @@ from edge.publisher import Encoding, FramePublisher
 from edge.simulator import MachineModel, Simulation
 from schemas import subjects
 from schemas.frames import Frame
+from services.common.failures import through_outage
 from services.common.runtime import Bus
 from services.common.streams import register, release_seq, reserve_seq
 
@@ -37,6 +38,7 @@ class SimulateResult:
     last_seq: int | None = None
     duplicates: int = 0
     retries: int = 0
+    reordered: int = 0
 
 
 async def simulate(
@@ -51,7 +53,7 @@ async def simulate(
     stop = stop or asyncio.Event()
     kv_seq = await bus.js.key_value(subjects.KV_SEQ)
     kv_streams = await bus.js.key_value(subjects.KV_STREAMS)
-    await register(bus.js, kv_streams, model.registration())
+    await through_outage("registering", lambda: register(bus.js, kv_streams, model.registration()))
     frame_ns = round(options.frame_ms * 1e6)
     start_ns = options.start_ns or (time.time_ns() // frame_ns) * frame_ns
     sim = Simulation(model, start_ns)
@@ -70,7 +72,9 @@ async def simulate(
         if options.duration_s is not None and i * options.frame_ms / 1000 >= options.duration_s:
             break
         if next_seq >= block_end:
-            next_seq = await reserve_seq(kv_seq, model.stream_id, options.seq_block)
+            next_seq = await through_outage(
+                "reserving seq", lambda: reserve_seq(kv_seq, model.stream_id, options.seq_block)
+            )
             block_end = next_seq + options.seq_block
         window_end = start_ns + (i + 1) * frame_ns
         if options.speed > 0:
@@ -93,7 +97,10 @@ async def simulate(
         next_seq += 1
         i += 1
     await publisher.flush()
-    await release_seq(kv_seq, model.stream_id, block_end, next_seq)
+    await through_outage(
+        "releasing seq", lambda: release_seq(kv_seq, model.stream_id, block_end, next_seq)
+    )
     result.duplicates, result.retries = publisher.duplicates, publisher.retries
+    result.reordered = publisher.reordered
     log.info("simulation stopped", extra={"frames": result.frames, "samples": result.samples})
     return result

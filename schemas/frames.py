@@ -44,6 +44,8 @@ QUALITY_UNCERTAIN: Final = 64
 QUALITY_BAD: Final = 0
 DTYPES: Final = frozenset({"f4", "f8", "i1", "i2", "i4", "i8", "u1", "u2", "u4", "u8"})
 MAX_SAMPLES_PER_SERIES: Final = 10_000_000
+INT64_MIN: Final = -(2**63)
+INT64_MAX: Final = 2**63 - 1
 _PREAMBLE = struct.Struct("<4sI")
 
 
@@ -247,6 +249,14 @@ def _field(mapping: dict[str, Any], key: str, kind: type | tuple[type, ...], whe
     return value
 
 
+def _int64(mapping: dict[str, Any], key: str, where: str, *, low: int = INT64_MIN) -> int:
+    """An integer header field that must fit a signed 64-bit column (ns timestamps, seq)."""
+    value: int = _field(mapping, key, int, where)
+    if not low <= value <= INT64_MAX:
+        raise FrameError(f"{where}{key}", f"{value} is outside {low}..{INT64_MAX}")
+    return value
+
+
 def decode_binary(data: bytes) -> Frame:
     """Decode a binary frame, raising :class:`FrameError` naming the bad field."""
     header, pos = _header(data)
@@ -270,9 +280,11 @@ def decode_binary(data: bytes) -> Frame:
         n = _field(meta, "n", int, where)
         if not 0 <= n <= MAX_SAMPLES_PER_SERIES:
             raise FrameError(f"{where}n", f"{n} is outside 0..{MAX_SAMPLES_PER_SERIES}")
-        t0 = _field(meta, "t0", int, where)
-        dt = _field(meta, "dt", int, where)
-        has_q = bool(meta.get("q", False))
+        t0 = _int64(meta, "t0", where)
+        dt = _int64(meta, "dt", where, low=0)
+        has_q = meta.get("q", False)
+        if not isinstance(has_q, bool):
+            raise FrameError(f"{where}q", f"has the wrong type {type(has_q).__name__}")
         dtype = np.dtype("<" + code)
         need = n * dtype.itemsize + (n * 8 if dt == 0 else 0) + (n if has_q else 0)
         if pos + need > len(data):
@@ -299,9 +311,9 @@ def decode_binary(data: bytes) -> Frame:
         raise FrameError("frame", f"{len(data) - pos} bytes left over after the last sensor")
     return Frame(
         stream_id=_field(header, "stream_id", str, ""),
-        seq=_field(header, "seq", int, ""),
+        seq=_int64(header, "seq", "", low=0),
         series=tuple(series),
-        sent_ns=int(header.get("sent_ns", 0) or 0),
+        sent_ns=_int64(header, "sent_ns", "") if "sent_ns" in header else 0,
     )
 
 

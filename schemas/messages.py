@@ -33,6 +33,11 @@ SensorId = Annotated[
     ),
 ]
 
+Int64 = Annotated[
+    int,
+    Field(ge=-(2**63), le=2**63 - 1, description="A signed 64-bit integer (ns timestamps, seq)."),
+]
+
 
 class Contract(BaseModel):
     """Base of every contract: immutable, unknown fields rejected."""
@@ -48,13 +53,13 @@ class SeriesJson(Contract):
 
     sensor_id: SensorId
     values: list[float] = Field(description="Sample values in order.", max_length=10_000_000)
-    t0_ns: int | None = Field(
+    t0_ns: Int64 | None = Field(
         default=None, description="Timestamp of the first sample, ns since the Unix epoch."
     )
-    period_ns: int | None = Field(
+    period_ns: Int64 | None = Field(
         default=None, gt=0, description="Sampling period in ns for uniformly sampled values."
     )
-    timestamps_ns: list[int] | None = Field(
+    timestamps_ns: list[Int64] | None = Field(
         default=None, description="Explicit timestamp of every sample, ns since the Unix epoch."
     )
     quality: list[Annotated[int, Field(ge=0, le=255)]] | None = Field(
@@ -78,8 +83,8 @@ class FrameJson(Contract):
 
     version: Literal[1] = 1
     stream_id: StreamId
-    seq: int = Field(ge=0, description="Per-stream monotonic frame number.")
-    sent_ns: int = Field(default=0, description="When the publisher sent the frame, ns.")
+    seq: Int64 = Field(ge=0, description="Per-stream monotonic frame number.")
+    sent_ns: Int64 = Field(default=0, description="When the publisher sent the frame, ns.")
     sensors: list[SeriesJson] = Field(min_length=1)
 
 
@@ -649,10 +654,22 @@ class DeadLetter(Contract):
     subject: str
     reason: str
     field: str = Field(default="", description="The offending field, when one is known.")
+    error_type: str = Field(
+        default="", description="Type of the failure (FrameError, ValueError, MaxDeliveries, ...)."
+    )
     deliveries: int = 1
+    stream: str = Field(default="", description="The JetStream stream the message came from.")
     stream_seq: int | None = Field(default=None, description="Sequence in the source stream.")
     headers: dict[str, str] = Field(default_factory=dict)
-    payload_b64: str = Field(description="The original payload, base64.")
+    payload_bytes: int = Field(default=0, description="Size of the original payload.")
+    payload_inline: bool = Field(
+        default=True,
+        description="False when the payload was too large to copy: read it from `stream` at "
+        "`stream_seq` (while the stream's retention keeps it).",
+    )
+    payload_b64: str = Field(
+        default="", description="The original payload, base64 (empty when not inline)."
+    )
     at: datetime
 
 

@@ -38,7 +38,10 @@ class Settings(BaseSettings):
         default=10.0, gt=0, description="Wait before a failed or over-budget notification retries."
     )
     notify_max_deliver: int = Field(
-        default=100, ge=1, description="Attempts before a notification is dead-lettered."
+        default=100,
+        ge=1,
+        description="Deliveries (its process died while sending it) before a "
+        "notification is dead-lettered; a failing channel is retried for as long as it fails.",
     )
     webhook_url: str = Field(default="", description="POST alert events here; empty: no webhook.")
     webhook_secret: str = Field(default="", description="HMAC-SHA256 key of X-Vertac-Signature.")

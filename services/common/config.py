@@ -34,7 +34,10 @@ class CommonSettings(BaseSettings):
         default=120, gt=0, description="JetStream de-duplication window."
     )
     max_deliver: int = Field(
-        default=5, ge=1, description="Deliveries before a message is dead-lettered."
+        default=20,
+        ge=1,
+        description="Deliveries (its process died while handling it) before a message is "
+        "dead-lettered; outages are retried in place and do not count.",
     )
     startup_retry: bool = Field(
         default=False,

@@ -1,12 +1,24 @@
-"""The durable pull-consumer loop every service runs.
+"""The durable pull-consumer loop every service runs, and how it classifies failures.
 
-Fetch a batch, decode each message (a message that does not decode goes to the dead-letter subject
-with the reason and is acknowledged), hand the decoded batch to the service's handler, and
-acknowledge only after the handler returned, i.e. after its side effects are committed. A
-transient failure naks the batch with a delay so it is redelivered; a message delivered more than
-``max_deliver`` times is dead-lettered instead of blocking its stream. When a batch fails for an
-unexpected reason its messages are retried one by one, so one poison message never drags good
-ones into the dead-letter stream.
+Fetch a batch, decode each message, hand the decoded batch to the service's handler, and
+acknowledge only after the handler returned, i.e. after its side effects are committed.
+
+Every failure belongs to one of two kinds (:func:`is_transient` tells them apart):
+
+- **poison** — the message itself is at fault (it does not decode, a value is out of range, the
+  handler raised anything that is not an outage). It is isolated from the rest of its batch,
+  sent to ``vertac.dlq.<service>`` with the exception type, message and offending field, and
+  acknowledged. A process never dies of a message.
+- **transient** — a server the handler needs is unreachable (PostgreSQL, NATS, the object store,
+  InfluxDB). The batch is retried in place with backoff for as long as the outage lasts, its
+  messages kept alive with ``in_progress`` so JetStream neither redelivers them nor counts the
+  attempts; nothing is dead-lettered for it, and ``vertac_dependency_down`` reports the outage.
+
+A message delivered more than ``max_deliver`` times (it was in flight while its process died that
+often) is dead-lettered too, so one that kills its process cannot crash-loop a service. A dead
+letter always fits on the bus: a payload above :data:`INLINE_PAYLOAD_LIMIT` is kept by reference
+(source stream and sequence) instead of inline; publishing a dead letter is retried until it
+works, and a deleted dead-letter stream is created again.
 """
 
 from __future__ import annotations
@@ -15,35 +27,35 @@ import asyncio
 import base64
 import contextlib
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Generic, TypeVar
+from typing import Final, Generic, TypeVar
 
 import nats.errors
+import nats.js.errors
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
-from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, StreamConfig
 
 from schemas import subjects
 from schemas.messages import DeadLetter
+from services.common.failures import (
+    MAX_REASON_CHARS,
+    BadMessage,
+    TransientError,
+    describe,
+    is_transient,
+)
 from services.common.metrics import Metrics
+
+__all__ = ["BadMessage", "Delivery", "DurableConsumer", "TransientError", "is_transient"]
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-
-
-class BadMessage(ValueError):
-    """A message that can never be processed; ``field`` names the offending part."""
-
-    def __init__(self, field: str, reason: str) -> None:
-        super().__init__(f"{field}: {reason}" if field else reason)
-        self.field = field
-        self.reason = reason
-
-
-class TransientError(RuntimeError):
-    """A failure that may pass (database restarting, network blip): redeliver later."""
+INLINE_PAYLOAD_LIMIT: Final = 256 * 1024
+MAX_HEADER_CHARS: Final = 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,28 +70,52 @@ Decoder = Callable[[Msg], T]
 BatchHandler = Callable[[list[Delivery[T]]], Awaitable[None]]
 
 
-def dead_letter_for(service: str, msg: Msg, reason: str, field: str = "") -> DeadLetter:
-    """The dead-letter record of ``msg``."""
-    meta = _metadata(msg)
+def dead_letter_for(
+    service: str, msg: Msg, reason: str, field: str = "", error_type: str = ""
+) -> DeadLetter:
+    """The dead-letter record of ``msg``; a large payload is kept by reference, not inline."""
+    deliveries, stream_seq, stream = _metadata(msg)
+    inline = len(msg.data) <= INLINE_PAYLOAD_LIMIT
     return DeadLetter(
         service=service,
-        subject=msg.subject,
-        reason=reason,
-        field=field,
-        deliveries=meta[0],
-        stream_seq=meta[1],
-        headers=dict(msg.headers or {}),
-        payload_b64=base64.b64encode(msg.data).decode(),
+        subject=msg.subject[:MAX_HEADER_CHARS],
+        reason=reason[:MAX_REASON_CHARS],
+        field=field[:MAX_HEADER_CHARS],
+        error_type=error_type,
+        deliveries=deliveries,
+        stream=stream,
+        stream_seq=stream_seq,
+        headers={
+            k[:MAX_HEADER_CHARS]: str(v)[:MAX_HEADER_CHARS]
+            for k, v in list((msg.headers or {}).items())[:32]
+        },
+        payload_bytes=len(msg.data),
+        payload_inline=inline,
+        payload_b64=base64.b64encode(msg.data).decode() if inline else "",
         at=datetime.now(UTC),
     )
 
 
-def _metadata(msg: Msg) -> tuple[int, int | None]:
+def _metadata(msg: Msg) -> tuple[int, int | None, str]:
     try:
         meta = msg.metadata
     except (nats.errors.NotJSMessageError, ValueError, IndexError):
-        return 1, None
-    return meta.num_delivered, meta.sequence.stream
+        return 1, None, ""
+    return meta.num_delivered, meta.sequence.stream, meta.stream
+
+
+def dead_letter_stream_config() -> StreamConfig:
+    """The dead-letter stream as a consumer recreates it when it was deleted; ``vertac bus
+    init`` (run by every service at start) sets its configured limits again."""
+    js_stream = subjects.DEAD_LETTER
+    return StreamConfig(
+        name=js_stream.name,
+        description="Messages no service could process, with the reason",
+        subjects=list(js_stream.subjects),
+        max_age=30 * 86400,
+        max_bytes=1024**3,
+        max_msg_size=8 * 1024 * 1024,
+    )
 
 
 class DurableConsumer(Generic[T]):
@@ -98,9 +134,10 @@ class DurableConsumer(Generic[T]):
         metrics: Metrics,
         batch: int = 256,
         fetch_timeout: float = 1.0,
-        max_deliver: int = 5,
+        max_deliver: int = 20,
         ack_wait: float = 30.0,
         nak_delay: float = 1.0,
+        max_retry_delay: float = 30.0,
         max_ack_pending: int = 20_000,
         linger_s: float = 0.0,
     ) -> None:
@@ -116,7 +153,10 @@ class DurableConsumer(Generic[T]):
         self.fetch_timeout = fetch_timeout
         self.max_deliver = max_deliver
         self.ack_wait = ack_wait
-        self.nak_delay = nak_delay
+        self.nak_delay = nak_delay  # first retry delay of an outage, doubling to max_retry_delay
+        self.max_retry_delay = max_retry_delay
+        self.backlog = 0  # messages waiting behind the last fetched one (JetStream's num_pending)
+        self._stop = asyncio.Event()
         self.max_ack_pending = max_ack_pending
         self.linger_s = linger_s  # wait this long for more before handling a short batch
         self._labels = (service, durable)
@@ -143,6 +183,7 @@ class DurableConsumer(Generic[T]):
 
     async def run(self, stop: asyncio.Event) -> None:
         """Process messages until ``stop`` is set."""
+        self._stop = stop
         if self._sub is None:
             await self.declare()
         assert self._sub is not None
@@ -152,6 +193,7 @@ class DurableConsumer(Generic[T]):
                 try:
                     msgs = await self._sub.fetch(self.batch, timeout=self.fetch_timeout)
                 except (nats.errors.TimeoutError, TimeoutError):
+                    self.backlog = 0
                     continue
                 except (nats.errors.ConnectionClosedError, nats.errors.ConnectionDrainingError):
                     if stop.is_set():
@@ -173,72 +215,153 @@ class DurableConsumer(Generic[T]):
                 await lag_task
 
     async def process(self, msgs: list[Msg]) -> None:
-        """Decode, dead-letter, handle and acknowledge one fetched batch."""
+        """Decode, dead-letter, handle and acknowledge one fetched batch; never raises for a
+        message's sake."""
         self.metrics.messages_in.labels(*self._labels).inc(len(msgs))
         good: list[Delivery[T]] = []
         for msg in msgs:
-            deliveries, _ = _metadata(msg)
+            deliveries, _, _ = _metadata(msg)
             if deliveries > 1:
                 self.metrics.redeliveries.labels(*self._labels).inc()
             if deliveries > self.max_deliver:
-                await self._dead_letter(msg, f"not processed after {deliveries - 1} deliveries")
+                await self._dead_letter(
+                    msg, f"not processed after {deliveries - 1} deliveries", "", "MaxDeliveries"
+                )
                 continue
             try:
                 good.append(Delivery(msg, self.decode(msg)))
             except BadMessage as exc:
-                await self._dead_letter(msg, exc.reason, exc.field)
+                await self._dead_letter(msg, exc.reason, exc.field, type(exc).__name__)
+            except Exception as exc:  # a decoder bug or an unforeseen input: that message's fault
+                await self._dead_letter(msg, describe(exc), "", type(exc).__name__)
+        if msgs:
+            with contextlib.suppress(nats.errors.NotJSMessageError, ValueError, IndexError):
+                self.backlog = msgs[-1].metadata.num_pending
         if not good:
             return
         try:
-            await self.handle(good)
-        except TransientError as exc:
-            self.metrics.errors.labels(*self._labels, "transient").inc()
-            log.warning(
-                "batch failed, redelivering",
-                extra={"error": str(exc), "messages": len(good), "durable": self.durable},
-            )
-            await asyncio.gather(*(d.msg.nak(delay=self.nak_delay) for d in good))
-            return
-        except Exception:
+            done = await self._handle_through_outages(good)
+        except Exception as exc:
             self.metrics.errors.labels(*self._labels, "handler").inc()
-            log.exception("batch failed unexpectedly", extra={"durable": self.durable})
+            log.warning(
+                "batch failed, retrying its messages one by one",
+                extra={"error": describe(exc), "messages": len(good), "durable": self.durable},
+            )
             await self._one_by_one(good)
             return
-        await self._ack(good)
+        if done:
+            await self._ack(good)
+
+    async def _handle_through_outages(self, deliveries: list[Delivery[T]]) -> bool:
+        """Run the handler, retrying in place while it fails for a transient reason.
+
+        Returns False when the consumer is stopping during an outage (the messages stay
+        unacknowledged and come back later); raises what is not transient.
+        """
+        delay = self.nak_delay
+        down_since: float | None = None
+        while True:
+            try:
+                await self.handle(deliveries)
+            except Exception as exc:
+                if not is_transient(exc):
+                    raise
+                self.metrics.errors.labels(*self._labels, "transient").inc()
+                if down_since is None:
+                    down_since = time.monotonic()
+                    self.metrics.dependency_down.labels(*self._labels).set(1)
+                    log.warning(
+                        "outage: retrying until it passes",
+                        extra={"error": describe(exc), "messages": len(deliveries),
+                               "durable": self.durable},
+                    )  # fmt: skip
+                if not await self._keep_alive(deliveries, delay):
+                    return False
+                delay = min(delay * 2, self.max_retry_delay)
+                continue
+            if down_since is not None:
+                self.metrics.dependency_down.labels(*self._labels).set(0)
+                log.warning(
+                    "outage over",
+                    extra={"down_s": round(time.monotonic() - down_since, 1),
+                           "durable": self.durable},
+                )  # fmt: skip
+            return True
+
+    async def _keep_alive(self, deliveries: list[Delivery[T]], seconds: float) -> bool:
+        """Wait ``seconds`` while telling JetStream the messages are still being worked on;
+        False when the consumer is stopping."""
+        deadline = time.monotonic() + seconds
+        every = max(self.ack_wait / 3, 0.5)
+        while True:
+            with contextlib.suppress(nats.errors.Error, TimeoutError, OSError):
+                await asyncio.gather(*(d.msg.in_progress() for d in deliveries))
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return not self._stop.is_set()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), timeout=min(every, left))
+            if self._stop.is_set():
+                return False
 
     async def _one_by_one(self, deliveries: list[Delivery[T]]) -> None:
         for d in deliveries:
             try:
-                await self.handle([d])
-            except Exception as exc:
-                self.metrics.errors.labels(*self._labels, "handler").inc()
-                log.warning(
-                    "message failed, redelivering",
-                    extra={"error": repr(exc), "subject": d.msg.subject, "durable": self.durable},
-                )
-                await d.msg.nak(delay=self.nak_delay)
-            else:
-                await self._ack([d])
+                done = await self._handle_through_outages([d])
+            except BadMessage as exc:
+                await self._dead_letter(d.msg, exc.reason, exc.field, type(exc).__name__)
+                continue
+            except Exception as exc:  # poison: this message, and only it, cannot be processed
+                self.metrics.errors.labels(*self._labels, "poison").inc()
+                log.exception("message failed", extra={"durable": self.durable})
+                await self._dead_letter(d.msg, describe(exc), "", type(exc).__name__)
+                continue
+            if not done:
+                return
+            await self._ack([d])
 
     async def _ack(self, deliveries: list[Delivery[T]]) -> None:
-        await asyncio.gather(*(d.msg.ack() for d in deliveries))
+        with contextlib.suppress(nats.errors.Error, TimeoutError):
+            # a lost ack means one redelivery, which every handler tolerates
+            await asyncio.gather(*(d.msg.ack() for d in deliveries))
         self.metrics.messages_done.labels(*self._labels).inc(len(deliveries))
 
-    async def _dead_letter(self, msg: Msg, reason: str, field: str = "") -> None:
-        record = dead_letter_for(self.service, msg, reason, field)
-        await self.js.publish(
-            subjects.dead_letter(self.service),
-            record.model_dump_json().encode(),
-            headers={subjects.HEADER_CONTENT_TYPE: "application/json"},
-        )
-        await msg.ack()
+    async def _dead_letter(self, msg: Msg, reason: str, field: str, error_type: str) -> None:
+        record = dead_letter_for(self.service, msg, reason, field, error_type)
+        body = record.model_dump_json().encode()
+        delay = 0.5
+        while True:
+            try:
+                await self.js.publish(
+                    subjects.dead_letter(self.service),
+                    body,
+                    headers={subjects.HEADER_CONTENT_TYPE: "application/json"},
+                )
+                break
+            except (
+                nats.errors.NoRespondersError,
+                nats.js.errors.NoStreamResponseError,
+                nats.js.errors.NotFoundError,
+            ):
+                log.warning("dead-letter stream missing: creating it again")
+                with contextlib.suppress(nats.errors.Error, TimeoutError):
+                    await self.js.add_stream(dead_letter_stream_config())
+            except (nats.errors.Error, TimeoutError, OSError) as exc:
+                log.warning("dead letter not published, retrying", extra={"error": describe(exc)})
+            if self._stop.is_set():
+                return  # the message stays unacknowledged and comes back
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, self.max_retry_delay)
+        with contextlib.suppress(nats.errors.Error, TimeoutError):
+            await msg.ack()
         self.metrics.dead_letters.labels(*self._labels).inc()
         log.warning(
             "message dead-lettered",
             extra={
-                "subject": msg.subject,
-                "reason": reason,
-                "field": field,
+                "subject": msg.subject[:MAX_HEADER_CHARS],
+                "reason": record.reason,
+                "field": record.field,
+                "error_type": error_type,
                 "durable": self.durable,
             },
         )

@@ -21,25 +21,35 @@ def decode_frame(msg: Msg) -> Frame:
         frame = decode(msg.data, msg.headers)
     except FrameError as exc:
         raise BadMessage(exc.field, exc.reason) from exc
+    _same_stream(msg, frame.stream_id)
+    return frame
+
+
+def _same_stream(msg: Msg, stream_id: str) -> None:
+    """A message naming one stream on another stream's subject is refused (it would act on a
+    stream its publisher may not be allowed to touch)."""
     try:
         subject_stream = subjects.stream_of(msg.subject)
     except ValueError as exc:
         raise BadMessage("subject", str(exc)) from exc
-    if frame.stream_id != subject_stream:
+    if stream_id != subject_stream:
         raise BadMessage(
-            "stream_id", f"{frame.stream_id!r} does not match subject stream {subject_stream!r}"
+            "stream_id", f"{stream_id!r} does not match subject stream {subject_stream!r}"
         )
-    return frame
 
 
 def model_decoder(model: type[M]) -> Callable[[Msg], M]:
-    """A decoder of JSON messages of ``model``."""
+    """A decoder of JSON messages of ``model``; a ``stream_id`` must match the subject's."""
 
     def decode_model(msg: Msg) -> M:
         try:
-            return model.model_validate_json(msg.data)
+            item = model.model_validate_json(msg.data)
         except ValidationError as exc:
             err = exc.errors()[0]
             raise BadMessage(".".join(str(p) for p in err["loc"]) or "body", err["msg"]) from exc
+        stream_id = getattr(item, "stream_id", None)
+        if isinstance(stream_id, str):
+            _same_stream(msg, stream_id)
+        return item
 
     return decode_model

@@ -40,6 +40,12 @@ class Metrics:
             "vertac_dead_letters", "Messages sent to the dead-letter subject", labels, registry=r
         )
         self.errors = Counter("vertac_errors", "Failures, by kind", [*labels, "kind"], registry=r)
+        self.dependency_down = Gauge(
+            "vertac_dependency_down",
+            "1 while this consumer retries through an outage of a server it needs",
+            labels,
+            registry=r,
+        )
         self.lag = Gauge(
             "vertac_consumer_lag", "Messages waiting for this durable consumer", labels, registry=r
         )

@@ -50,6 +50,7 @@ async def serve(settings: Settings, common: CommonSettings, stop: asyncio.Event)
         decode=model_decoder(CycleCommand), handle=engine.on_commands, metrics=metrics,
         batch=16, max_deliver=common.max_deliver,
     )  # fmt: skip
+    engine.backlog = lambda: frames.backlog
     await frames.declare()
     await commands.declare()
     log.info(

@@ -62,6 +62,8 @@ class CycleEngine:
         self.clock = clock
         self.locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
         self.known: set[str] = set()
+        self.watching_since_ns = clock()
+        self.backlog: Callable[[], int] = lambda: 0  # samples still waiting on the bus
 
     async def on_frames(self, batch: list[Delivery[Frame]]) -> None:
         by_stream: dict[str, list[Delivery[Frame]]] = defaultdict(list)
@@ -110,7 +112,9 @@ class CycleEngine:
                     continue
                 cfg = await self.configs.get(stream_id)
                 before = state
-                state, outputs = on_tick(state, cfg, self.clock())
+                state, outputs = on_tick(
+                    state, cfg, self.clock(), self.watching_since_ns, self.backlog()
+                )
                 if outputs:
                     await self._carry_out(before, outputs)
                     await self.states.save(state, revision)

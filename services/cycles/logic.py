@@ -107,6 +107,7 @@ def _end(
 ) -> tuple[CycleStateRecord, Ended]:
     assert state.cycle_id is not None
     assert state.started_ns is not None
+    end_ns = max(end_ns, state.started_ns)  # a cycle never ends before it began
     duration = (end_ns - state.started_ns) / NS
     if kind == "completed" and duration < cfg.min_duration_s:
         kind, reason = (
@@ -172,6 +173,13 @@ def on_frame(
     """Apply one samples message."""
     if frame.js_seq <= state.last_js_seq:
         return state, []  # already applied: a redelivery
+    if (
+        state.last_seq >= 0
+        and frame.seq <= state.last_seq
+        and frame.last_ns
+        <= (state.last_data_ns if state.last_data_ns is not None else frame.last_ns)
+    ):
+        return _late(state, frame), []
     out: list[Output] = []
     gap_ns = round(cfg.gap_timeout_s * NS)
     last = state.last_data_ns
@@ -231,6 +239,19 @@ def on_frame(
         state, more = _signal(state, cfg, frame)
         out.extend(more)
     return state, out
+
+
+def _late(state: CycleStateRecord, frame: FrameInfo) -> CycleStateRecord:
+    """A frame older than what was applied (published again after an outage, or overtaken in
+    a failover): counted, its samples kept by the recording, but it drives no transition."""
+    update: dict[str, Any] = {"last_js_seq": frame.js_seq}
+    if state.state in ("running", "stopping"):
+        update["frames"] = state.frames + 1
+        if frame.seq == state.last_seq:
+            update["replayed_frames"] = state.replayed_frames + 1
+        else:
+            update["late_frames"] = state.late_frames + 1
+    return state.model_copy(update=update)
 
 
 def _signal(
@@ -326,9 +347,18 @@ def on_command(
 
 
 def on_tick(
-    state: CycleStateRecord, cfg: CycleConfig, now_ns: int
+    state: CycleStateRecord,
+    cfg: CycleConfig,
+    now_ns: int,
+    watching_since_ns: int = 0,
+    backlog: int = 0,
 ) -> tuple[CycleStateRecord, list[Output]]:
-    """Time passing: data gaps, maximum duration, and the grace period of a stop."""
+    """Time passing: data gaps, maximum duration, and the grace period of a stop.
+
+    Silence is judged only when the consumer has nothing waiting (``backlog`` 0) and counted
+    from ``watching_since_ns`` at the earliest (when this process began), so a service that was
+    down or is catching up never calls a gap that the data does not show.
+    """
     started = state.started_ns
     if state.state == "idle" or started is None:
         return state, []
@@ -345,7 +375,9 @@ def on_tick(
     arrival = (
         state.last_arrival_ns if state.last_arrival_ns is not None else state.stop_requested_ns
     )
-    if arrival is not None and now_ns - arrival > round(cfg.gap_timeout_s * NS):
+    if arrival is not None:
+        arrival = max(arrival, watching_since_ns)
+    if backlog == 0 and arrival is not None and now_ns - arrival > round(cfg.gap_timeout_s * NS):
         gap = (now_ns - arrival) / NS
         state, ended = _end(
             state,

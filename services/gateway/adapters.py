@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import nats.errors
 import psycopg
 from nats.js.api import PubAck
 from nats.js.errors import KeyNotFoundError, NoKeysError, NotFoundError, ObjectNotFoundError
@@ -28,6 +31,7 @@ from schemas.messages import (
     DatasetEntryBody,
     DatasetInfo,
 )
+from services.common.failures import is_transient
 from services.common.runtime import Bus
 from services.common.streams import read_frames
 
@@ -97,16 +101,27 @@ class BusPort:
         reply = await self.bus.nc.request(subjects.references(stream_id, op), body, timeout=120)
         return int((reply.headers or {}).get("Vertac-Status", "200")), reply.data
 
-    async def publish_frame(self, frame: Frame, msg_id: str) -> PubAck:
-        return await self.bus.js.publish(
-            subjects.samples(frame.stream_id),
-            encode_binary(frame),
-            headers={
-                subjects.HEADER_CONTENT_TYPE: CONTENT_TYPE_BINARY,
-                subjects.HEADER_MSG_ID: msg_id,
-            },
-            timeout=5,
-        )
+    async def publish_frame(self, frame: Frame, msg_id: str, within_s: float = 10.0) -> PubAck:
+        """Publish until JetStream acknowledges, for at most ``within_s`` (a leader change or a
+        short outage passes unnoticed); then the last bus error is raised (the caller answers
+        503, and the client's retry with the same batch id is stored once)."""
+        payload = encode_binary(frame)
+        headers = {
+            subjects.HEADER_CONTENT_TYPE: CONTENT_TYPE_BINARY,
+            subjects.HEADER_MSG_ID: msg_id,
+        }
+        deadline = time.monotonic() + within_s
+        delay = 0.1
+        while True:
+            try:
+                return await self.bus.js.publish(
+                    subjects.samples(frame.stream_id), payload, headers=headers, timeout=5
+                )
+            except nats.errors.Error as exc:
+                if not is_transient(exc) or time.monotonic() + delay > deadline:
+                    raise
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 2.0)
 
     async def publish_command(self, command: CycleCommand) -> PubAck:
         return await self.bus.js.publish(

@@ -10,10 +10,11 @@ import psycopg
 from influxdb_client.client.influxdb_client import InfluxDBClient
 from influxdb_client.client.write_api import SYNCHRONOUS
 from influxdb_client.domain.write_precision import WritePrecision
+from influxdb_client.rest import ApiException
 from psycopg_pool import AsyncConnectionPool
 
 from schemas.messages import StreamRegistered
-from services.common.consumer import TransientError
+from services.common.consumer import BadMessage, TransientError
 from services.ingest.logic import FrameRow
 
 _INSERT_FRAMES = """
@@ -134,7 +135,12 @@ class InfluxSink:
                 record=lines,
                 write_precision=WritePrecision.NS,  # type: ignore[arg-type]
             )
-        except Exception as exc:  # influxdb-client raises ApiException, urllib3 and OS errors alike
+        except ApiException as exc:
+            if exc.status in (400, 413, 422):  # the lines themselves are refused: poison
+                why = f"InfluxDB refused them ({exc.status}): {exc.body}"
+                raise BadMessage("lines", why) from exc
+            raise TransientError(f"InfluxDB write failed: {exc.status} {exc.reason}") from exc
+        except Exception as exc:  # influxdb-client raises urllib3 and OS errors alike
             raise TransientError(f"InfluxDB write failed: {exc}") from exc
 
     def close(self) -> None:

@@ -24,6 +24,7 @@ class Settings(BaseSettings):
     influx_max_deliver: int = Field(
         default=200,
         ge=1,
-        description="Write attempts before a frame's InfluxDB write is dead-lettered.",
+        description="Deliveries (its process died while writing it) before a frame's InfluxDB "
+        "write is dead-lettered; an unreachable InfluxDB is retried for as long as it lasts.",
     )
     influx_retry_delay_s: float = Field(default=3.0, gt=0)

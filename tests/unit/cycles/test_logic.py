@@ -203,3 +203,30 @@ def test_a_signal_already_high_at_start_waits_for_a_rising_edge() -> None:
     ended = [o for o in out if isinstance(o, Ended)]
     assert [o.at_ns for o in started] == [300 * MS, 500 * MS]
     assert [o.end_ns for o in ended] == [400 * MS]
+
+
+def test_frames_arriving_out_of_seq_order_make_no_phantom_cycle() -> None:
+    low, high = [0.0] * 10, [1.0] * 10
+    s = CycleStateRecord(stream_id="p")
+    # a cycle from frame 1 to frame 5; frames 2 and 3 overtaken by 4 and 5 (a failover)
+    bus_order = [frame(0, low), frame(1, high), frame(4, high, js=3), frame(5, low, js=4),
+                 frame(2, high, js=5), frame(3, high, js=6), frame(6, low, js=7)]  # fmt: skip
+    s, out = run(s, SIGNAL, bus_order)
+    started = [o for o in out if isinstance(o, Started)]
+    ended = [o for o in out if isinstance(o, Ended)]
+    assert len(started) == 1
+    assert len(ended) == 1
+    assert ended[0].end_ns >= ended[0].start_ns
+    assert ended[0].state == "completed"
+    assert s.state == "idle"
+
+
+def test_silence_is_not_judged_while_frames_wait_or_before_the_process_watched() -> None:
+    s = CycleStateRecord(stream_id="p")
+    s, _ = on_command(s, MANUAL, "cycle_start", 0, "", 0)
+    s, _ = run(s, MANUAL, [frame(i) for i in range(3)])
+    now = 60 * NS  # the service was down for a minute
+    assert on_tick(s, MANUAL, now, watching_since_ns=now - NS)[1] == []
+    assert on_tick(s, MANUAL, now, watching_since_ns=0, backlog=500)[1] == []
+    _, out = on_tick(s, MANUAL, now, watching_since_ns=now - 3 * NS)
+    assert "no data" in out[0].reason

@@ -1,0 +1,282 @@
+"""Every failure classified, against a real nats-server and PostgreSQL: poison is dead-lettered
+with its reason and never stops a service; an outage is waited out and dead-letters nothing."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import struct
+from datetime import UTC, datetime
+
+import msgpack
+import numpy as np
+import pytest
+
+from edge.publisher import FramePublisher
+from schemas import subjects
+from schemas.frames import CONTENT_TYPE_BINARY, CONTENT_TYPE_JSON, Frame, Series, encode_binary
+from schemas.messages import CycleCommand, DeadLetter
+from services.alerts.app import serve as serve_alerts
+from services.alerts.config import Settings as AlertsSettings
+from services.common.config import CommonSettings
+from services.common.consumer import Delivery, DurableConsumer, TransientError
+from services.common.decoding import decode_frame
+from services.common.metrics import Metrics
+from services.cycles.app import serve as serve_cycles
+from services.cycles.config import Settings as CyclesSettings
+from services.ingest.app import serve as serve_ingest
+from services.ingest.config import Settings as IngestSettings
+from tests.conftest import eventually
+from tests.helpers import frame_count
+
+pytestmark = pytest.mark.integration
+
+
+def good_frame(stream_id: str, seq: int) -> Frame:
+    return Frame(stream_id, seq, (Series("p", np.arange(10, dtype="f8"), seq * 10**9, 10**8),))
+
+
+def with_header(frame: Frame, **changes: object) -> bytes:
+    """``frame`` in the binary layout with header fields replaced (as a broken publisher would)."""
+    raw = encode_binary(frame)
+    (length,) = struct.unpack_from("<I", raw, 4)
+    header = msgpack.unpackb(raw[8 : 8 + length])
+    header.update(changes)
+    packed = msgpack.packb(header)
+    return b"VTF1" + struct.pack("<I", len(packed)) + packed + raw[8 + length :]
+
+
+def poison(stream_id: str) -> list[tuple[bytes, dict[str, str], str]]:
+    """(payload, headers, field the dead letter must name) of messages seen crashing services."""
+    f = good_frame(stream_id, 999)
+    binary = {"Content-Type": CONTENT_TYPE_BINARY}
+    as_json = {"Content-Type": CONTENT_TYPE_JSON}
+    big_ts = json.dumps(
+        {"stream_id": stream_id, "seq": 7, "sensors": [
+            {"sensor_id": "p", "values": [1.0], "timestamps_ns": [1e19]}]}
+    ).encode()  # fmt: skip
+    return [
+        (with_header(f, sent_ns="abc"), binary, "sent_ns"),
+        (with_header(f, sent_ns=[1]), binary, "sent_ns"),
+        (with_header(f, seq=2**63), binary, "seq"),
+        (big_ts, as_json, "sensors.0.timestamps_ns.0"),
+        (b'{"stream_id": "x", "seq": Infinity}', as_json, "seq"),
+        (os.urandom(900 * 1024), {}, ""),
+    ]
+
+
+async def dead_letters(bus, service: str, count: int, timeout: float = 60) -> list[DeadLetter]:
+    sub = await bus.js.pull_subscribe(
+        subjects.dead_letter(service), durable=f"test-dlq-{service}", stream="VERTAC_DLQ"
+    )
+    letters: list[DeadLetter] = []
+
+    async def fetch() -> bool:
+        try:
+            msgs = await sub.fetch(count - len(letters), timeout=0.5)
+        except Exception:
+            return False
+        for m in msgs:
+            letters.append(DeadLetter.model_validate_json(m.data))
+            await m.ack()
+        return len(letters) >= count
+
+    await eventually(fetch, timeout=timeout)
+    return letters
+
+
+@pytest.mark.timeout(240)
+async def test_poison_frames_are_dead_lettered_by_every_consumer_and_good_frames_still_land(
+    bus, common: CommonSettings, running, stream_id: str
+) -> None:
+    running.start(serve_ingest(IngestSettings(metrics_port=0), common, running.stop))
+    running.start(serve_cycles(CyclesSettings(metrics_port=0, tick_s=0.1), common, running.stop))
+    running.start(serve_alerts(AlertsSettings(metrics_port=0), common, running.stop))
+    publisher = FramePublisher(bus.js)
+    bad = poison(stream_id)
+    for i, (payload, headers, _) in enumerate(bad):
+        await publisher.publish(good_frame(stream_id, 2 * i))
+        await publisher.flush()
+        await bus.js.publish(subjects.samples(stream_id), payload, headers=headers)
+        await publisher.publish(good_frame(stream_id, 2 * i + 1))
+    await publisher.flush()
+
+    async def good_ones_stored() -> bool:
+        return await frame_count(common.database_url, stream_id) == 2 * len(bad)
+
+    await eventually(good_ones_stored, timeout=90)
+    for service in ("ingest", "cycles", "alerts"):
+        letters = await dead_letters(bus, service, len(bad))
+        assert len(letters) == len(bad), service
+        fields = [d.field for d in letters]
+        for _, _, want in bad:
+            if want:
+                assert any(want in f or want in d.reason for f, d in zip(fields, letters)), (
+                    service, want, [(d.field, d.reason) for d in letters])  # fmt: skip
+        big = next(d for d in letters if d.payload_bytes > 800 * 1024)
+        assert not big.payload_inline
+        assert big.payload_b64 == ""
+        stored = await bus.js.get_msg(big.stream, big.stream_seq)
+        assert len(stored.data) == big.payload_bytes  # kept by reference, still readable
+        assert all(d.reason and d.error_type for d in letters)
+    assert running.failures() == []
+
+
+async def test_a_handler_exception_dead_letters_only_its_message(bus, stream_id: str) -> None:
+    handled: list[int] = []
+
+    async def handle(batch: list[Delivery[Frame]]) -> None:
+        for d in batch:
+            if d.item.seq == 3:
+                raise ZeroDivisionError("the handler cannot take seq 3")
+        handled.extend(d.item.seq for d in batch)
+
+    stop = asyncio.Event()
+    consumer = DurableConsumer(
+        bus.js, service="probe", durable="probe-1", stream=subjects.SAMPLES.name,
+        subject=subjects.samples(stream_id), decode=decode_frame, handle=handle,
+        metrics=Metrics("probe"), batch=10,
+    )  # fmt: skip
+    task = asyncio.create_task(consumer.run(stop))
+    publisher = FramePublisher(bus.js)
+    for seq in range(6):
+        await publisher.publish(good_frame(stream_id, seq))
+    await publisher.flush()
+    letters = await dead_letters(bus, "probe", 1)
+    await eventually(lambda: asyncio.sleep(0, sorted(handled) == [0, 1, 2, 4, 5]))
+    assert letters[0].error_type == "ZeroDivisionError"
+    assert "seq 3" in letters[0].reason
+    assert letters[0].payload_inline
+    stop.set()
+    await task
+
+
+@pytest.mark.timeout(180)
+async def test_an_outage_longer_than_ack_wait_is_waited_out_without_a_dead_letter(
+    bus, stream_id: str
+) -> None:
+    down = True
+    calls = 0
+    handled: list[int] = []
+
+    async def handle(batch: list[Delivery[Frame]]) -> None:
+        nonlocal calls
+        calls += 1
+        if down:
+            raise TransientError("database unreachable")
+        handled.extend(d.item.seq for d in batch)
+
+    metrics = Metrics("probe")
+    stop = asyncio.Event()
+    consumer = DurableConsumer(
+        bus.js, service="probe", durable="probe-2", stream=subjects.SAMPLES.name,
+        subject=subjects.samples(stream_id), decode=decode_frame, handle=handle,
+        metrics=metrics, batch=10, ack_wait=2.0, nak_delay=0.2, max_retry_delay=1.0,
+        max_deliver=2,
+    )  # fmt: skip
+    task = asyncio.create_task(consumer.run(stop))
+    publisher = FramePublisher(bus.js)
+    for seq in range(5):
+        await publisher.publish(good_frame(stream_id, seq))
+    await publisher.flush()
+    await eventually(lambda: asyncio.sleep(0, calls >= 8), timeout=60)  # several ack_waits
+    gauge = metrics.registry.get_sample_value(
+        "vertac_dependency_down", {"service": "probe", "consumer": "probe-2"}
+    )
+    assert gauge == 1
+    down = False
+    await eventually(lambda: asyncio.sleep(0, sorted(handled) == [0, 1, 2, 3, 4]))
+    info = await bus.js.consumer_info(subjects.SAMPLES.name, "probe-2")
+    assert info.num_redelivered == 0  # kept alive: never redelivered, never counted
+    assert handled == [0, 1, 2, 3, 4]
+    stop.set()
+    await task
+    try:
+        dlq = await bus.js.stream_info("VERTAC_DLQ")
+        assert dlq.state.messages == 0
+    except Exception as exc:  # pragma: no cover - the stream exists after bus init
+        raise AssertionError("dead-letter stream missing") from exc
+
+
+async def test_a_deleted_dead_letter_stream_is_created_again(bus, stream_id: str) -> None:
+    await bus.js.delete_stream("VERTAC_DLQ")
+    stop = asyncio.Event()
+
+    async def handle(batch: list[Delivery[Frame]]) -> None:
+        return None
+
+    consumer = DurableConsumer(
+        bus.js, service="probe", durable="probe-3", stream=subjects.SAMPLES.name,
+        subject=subjects.samples(stream_id), decode=decode_frame, handle=handle,
+        metrics=Metrics("probe"),
+    )  # fmt: skip
+    task = asyncio.create_task(consumer.run(stop))
+    await bus.js.publish(subjects.samples(stream_id), b"not a frame")
+
+    async def recreated() -> bool:
+        try:
+            return (await bus.js.stream_info("VERTAC_DLQ")).state.messages == 1
+        except Exception:
+            return False
+
+    await eventually(recreated)
+    letters = await dead_letters(bus, "probe", 1)
+    assert letters[0].subject == subjects.samples(stream_id)
+    stop.set()
+    await task
+
+
+async def test_a_command_for_another_stream_on_this_subject_is_refused(
+    bus, common: CommonSettings, running, stream_id: str
+) -> None:
+    running.start(serve_cycles(CyclesSettings(metrics_port=0, tick_s=0.1), common, running.stop))
+    other = f"{stream_id}-b"
+    cmd = CycleCommand(
+        stream_id=other, command="cycle_start", source="test", issued_at=datetime.now(UTC)
+    )
+    await bus.js.publish(subjects.control(stream_id), cmd.model_dump_json().encode())
+    letters = await dead_letters(bus, "cycles", 1)
+    assert letters[0].field == "stream_id"
+    assert "does not match subject" in letters[0].reason
+    kv = await bus.js.key_value(subjects.KV_CYCLE_STATE)
+    with pytest.raises(Exception, match="not found|NotFound|KeyNotFound"):
+        await kv.get(other)
+
+
+@pytest.mark.timeout(300)
+async def test_a_postgres_outage_longer_than_ack_wait_loses_and_dead_letters_nothing(
+    bus, common: CommonSettings, running, stream_id: str, pg_cluster
+) -> None:
+    if pg_cluster.server is None:
+        pytest.skip("stopping PostgreSQL needs the embedded server")
+    running.start(serve_ingest(IngestSettings(metrics_port=0), common, running.stop))
+    publisher = FramePublisher(bus.js)
+    for seq in range(50):
+        await publisher.publish(good_frame(stream_id, seq))
+    await publisher.flush()
+    await eventually(lambda: _count_is(common, stream_id, 50), timeout=60)
+    pg_cluster.server.stop()
+    try:
+        for seq in range(50, 400):
+            await publisher.publish(good_frame(stream_id, seq))
+        await publisher.flush()
+        info = await bus.js.consumer_info(subjects.SAMPLES.name, IngestSettings().durable)
+        deadline = asyncio.get_running_loop().time() + 40  # past the 30 s ack wait
+        while asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(1)
+    finally:
+        pg_cluster.server.start()
+    await eventually(lambda: _count_is(common, stream_id, 400), timeout=120)
+    info = await bus.js.consumer_info(subjects.SAMPLES.name, IngestSettings().durable)
+    assert info.num_ack_pending == 0
+    dlq = await bus.js.stream_info("VERTAC_DLQ")
+    assert dlq.state.messages == 0
+    assert running.failures() == []
+
+
+async def _count_is(common: CommonSettings, stream_id: str, n: int) -> bool:
+    try:
+        return await frame_count(common.database_url, stream_id) == n
+    except Exception:
+        return False
