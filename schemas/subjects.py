@@ -129,6 +129,33 @@ ALERTS: Final = JetStreamName("VERTAC_ALERTS", (all_of("alerts"),))
 DEAD_LETTER: Final = JetStreamName("VERTAC_DLQ", (all_of("dlq"),))
 ALL_STREAMS: Final = (SAMPLES, CONTROL, CYCLES, ANALYSIS, ALERTS, DEAD_LETTER)
 
+# Per-stream work (cycle state machines, live alert rules) is split into PARTITIONS by stream id:
+# JetStream stores ``vertac.samples.<id>`` as ``vertac.samples.<id>.<p>`` (a stream subject
+# transform, p = FNV-1a of the id mod PARTITIONS, the same as nats-server's partition()), and
+# the replicas of a service share the partitions through leases in KV_LEASES.
+PARTITIONS: Final = 16
+KV_LEASES: Final = "vertac_leases"
+LEASE_TTL_S: Final = 6.0
+
+
+def partition_of(stream_id: str, partitions: int = PARTITIONS) -> int:
+    """The partition of ``stream_id``, as nats-server's ``{{partition(n,1)}}`` computes it."""
+    h = 0x811C9DC5
+    for byte in stream_id.encode():
+        h = ((h ^ byte) * 0x01000193) & 0xFFFFFFFF
+    return h % partitions
+
+
+def partition_subject(kind: str, partition: int) -> str:
+    """Filter of one partition of a kind as JetStream stores it, e.g. ``vertac.samples.*.3``."""
+    return f"{PREFIX}.{kind}.*.{partition}"
+
+
+def stored(kind: str, stream_id: str) -> str:
+    """Filter of one stream's messages as JetStream stores them (any partition suffix)."""
+    return f"{PREFIX}.{kind}.{check_stream_id(stream_id)}.*"
+
+
 KV_CYCLE_STATE: Final = "vertac_cycle_state"
 KV_SEQ: Final = "vertac_seq"
 KV_STREAMS: Final = "vertac_streams"

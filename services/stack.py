@@ -28,6 +28,8 @@ from services.common.db import migrate
 from services.common.embedded import EmbeddedServerError, NatsServer, Postgres, wait_for_port
 from services.common.runtime import open_bus
 
+HEALTHY_S = 60.0  # a service that ran this long before dying restarts without backoff
+
 
 @dataclass(frozen=True, slots=True)
 class StackOptions:
@@ -54,6 +56,7 @@ class Child:
     log_file: IO[bytes] | None = None
     restarts: int = 0
     started_at: float = 0.0
+    restart_at: float | None = None  # when a child that died is due to start again
 
     def start(self) -> None:
         self.log_file = self.log_path.open("ab")
@@ -147,6 +150,9 @@ class Stack:
         await bus.close()
 
     def start(self) -> None:
+        logs = self.options.data_dir.resolve() / "logs"
+        logs.mkdir(parents=True, exist_ok=True)
+        _STACK_LOG[:] = [logs / "stack.log"]
         say(f"VerTac: data in {self.options.data_dir.resolve()}")
         self.nats.start()
         say(
@@ -167,22 +173,59 @@ class Stack:
         say(f"\nOpen {url} for the live view; Ctrl-C stops everything.")
 
     def supervise(self, stop: list[bool]) -> None:
-        """Restart a child that died, with backoff, until ``stop[0]`` turns true."""
+        """Until ``stop[0]`` turns true: restart a dead nats-server or PostgreSQL at once, and a
+        dead service after its own backoff (1, 2, 4 ... 30 s, back to 1 s once it ran healthily
+        for ``HEALTHY_S``), each independently of the others."""
+        last_server_check = 0.0
         while not stop[0]:
+            now = time.monotonic()
+            if now - last_server_check >= 1.0:
+                last_server_check = now
+                self._watch_servers()
             for child in self.children:
-                if child.proc is not None and child.proc.poll() is not None and not stop[0]:
-                    code = child.proc.returncode
-                    if child.name == "simulator" and code == 0:
-                        continue  # a simulator given --frames or --duration ends by itself
-                    delay = min(30.0, 2.0 ** min(child.restarts, 5))
-                    say(f"  {child.name} exited with {code}; restarting in {delay:.0f} s "
-                        f"(see {child.log_path})")  # fmt: skip
-                    time.sleep(delay)
-                    child.restarts += 1
-                    if child.log_file is not None:
-                        child.log_file.close()
-                    child.start()
-            time.sleep(0.5)
+                if not stop[0]:
+                    self._watch(child, time.monotonic())
+            time.sleep(0.2)
+
+    def _watch_servers(self) -> None:
+        if self.nats.proc is not None and self.nats.proc.poll() is not None:
+            code = self.nats.proc.returncode  # poll() reaped it: no zombie is left
+            say(f"  nats-server exited with {code}; restarting it")
+            try:
+                self.nats.start()
+                say(f"  nats-server restarted at {self.nats.url}")
+            except EmbeddedServerError as exc:
+                say(f"  nats-server did not restart: {exc}; trying again")
+        if not self.pg.alive():
+            say("  PostgreSQL is not running; restarting it")
+            try:
+                self.pg.start()
+                say(f"  PostgreSQL restarted at {self.pg.url}")
+            except EmbeddedServerError as exc:
+                say(f"  PostgreSQL did not restart: {exc}; trying again")
+
+    def _watch(self, child: Child, now: float) -> None:
+        if child.proc is None:
+            return
+        if child.restart_at is not None:
+            if now >= child.restart_at:
+                child.restart_at = None
+                child.restarts += 1
+                child.start()
+            return
+        code = child.proc.poll()
+        if code is None:
+            return
+        if child.name == "simulator" and code == 0:
+            return  # a simulator given --frames or --duration ends by itself
+        if now - child.started_at >= HEALTHY_S:
+            child.restarts = 0
+        delay = min(30.0, 2.0 ** min(child.restarts, 5))
+        say(f"  {child.name} exited with {code}; restarting in {delay:.0f} s "
+            f"(see {child.log_path})")  # fmt: skip
+        if child.log_file is not None:
+            child.log_file.close()
+        child.restart_at = now + delay
 
     def stop(self) -> None:
         say("\nstopping ...")
@@ -193,9 +236,16 @@ class Stack:
         say("stopped; data kept in " + str(self.options.data_dir.resolve()))
 
 
+_STACK_LOG: list[Path] = []
+
+
 def say(text: str) -> None:
+    """One line for the person at the terminal, also kept in ``logs/stack.log``."""
     sys.stdout.write(text + "\n")
     sys.stdout.flush()
+    for path in _STACK_LOG:
+        with contextlib.suppress(OSError), path.open("a") as f:
+            f.write(f"{time.strftime('%Y-%m-%dT%H:%M:%S')} {text.strip()}\n")
 
 
 def run_stack(options: StackOptions) -> int:

@@ -19,8 +19,9 @@ from nats.js.api import (
     RetentionPolicy,
     StorageType,
     StreamConfig,
+    SubjectTransform,
 )
-from nats.js.errors import BucketNotFoundError, NotFoundError
+from nats.js.errors import APIError, BucketNotFoundError, NotFoundError
 
 from schemas import subjects
 from services.common.config import CommonSettings
@@ -34,6 +35,29 @@ class ServerUnreachable(RuntimeError):
 
     def __init__(self, message: str) -> None:
         super().__init__(" ".join(message.split()))
+
+
+class BusLayoutError(ServerUnreachable):
+    """NATS answers but refuses the JetStream layout (e.g. less storage than the limits ask)."""
+
+
+_LIMIT_SETTINGS = {
+    subjects.SAMPLES.name: "VERTAC_SAMPLES_MAX_BYTES",
+}
+
+
+def _refused(name: str, exc: APIError, settings: CommonSettings) -> BusLayoutError:
+    setting = _LIMIT_SETTINGS.get(name, "VERTAC_EVENTS_MAX_BYTES")
+    limit = (
+        settings.samples_max_bytes if name == subjects.SAMPLES.name else settings.events_max_bytes
+    )
+    hint = ""
+    if exc.err_code in (10047, 10028) or "storage" in (exc.description or "").lower():
+        hint = (
+            f"; the server has less JetStream storage than stream {name} may use "
+            f"({limit} bytes): lower {setting} or give nats-server more (jetstream max_file_store)"
+        )
+    return BusLayoutError(f"NATS refused stream {name}: {exc.description}{hint}")
 
 
 async def with_startup_retry(
@@ -127,6 +151,18 @@ def stream_configs(settings: CommonSettings) -> list[StreamConfig]:
         subjects.ALERTS.name: (events, "Alert events"),
         subjects.DEAD_LETTER.name: (events, "Messages no service could process, with the reason"),
     }
+    partitioned = {
+        subjects.SAMPLES.name: SubjectTransform(
+            src=f"{subjects.PREFIX}.samples.*",
+            dest=f"{subjects.PREFIX}.samples.{{{{wildcard(1)}}}}"
+            f".{{{{partition({subjects.PARTITIONS},1)}}}}",
+        ),
+        subjects.CONTROL.name: SubjectTransform(
+            src=f"{subjects.PREFIX}.*.*",
+            dest=f"{subjects.PREFIX}.{{{{wildcard(1)}}}}.{{{{wildcard(2)}}}}"
+            f".{{{{partition({subjects.PARTITIONS},2)}}}}",
+        ),
+    }
     configs = []
     for js_stream in subjects.ALL_STREAMS:
         limits, description = chosen[js_stream.name]
@@ -143,9 +179,15 @@ def stream_configs(settings: CommonSettings) -> list[StreamConfig]:
                 max_msg_size=8 * 1024 * 1024,
                 duplicate_window=settings.duplicate_window_s,
                 num_replicas=settings.bus_replicas,
+                subject_transform=partitioned.get(js_stream.name),
             )
         )
     return configs
+
+
+def _transform(config: StreamConfig) -> tuple[str | None, str | None] | None:
+    t = config.subject_transform
+    return None if t is None else (t.src, t.dest)
 
 
 async def init_bus(js: JetStreamContext, settings: CommonSettings) -> dict[str, str]:
@@ -159,7 +201,10 @@ async def init_bus(js: JetStreamContext, settings: CommonSettings) -> dict[str, 
         try:
             current = await js.stream_info(config.name)
         except NotFoundError:
-            await js.add_stream(config)
+            try:
+                await js.add_stream(config)
+            except APIError as exc:
+                raise _refused(config.name, exc, settings) from exc
             done[config.name] = "created"
             continue
         existing = current.config
@@ -170,9 +215,13 @@ async def init_bus(js: JetStreamContext, settings: CommonSettings) -> dict[str, 
             and existing.duplicate_window == config.duplicate_window
             and existing.num_replicas == config.num_replicas
             and existing.max_msg_size == config.max_msg_size
+            and _transform(existing) == _transform(config)
         )
         if not same:
-            await js.update_stream(config)
+            try:
+                await js.update_stream(config)
+            except APIError as exc:
+                raise _refused(config.name, exc, settings) from exc
         done[config.name] = "unchanged" if same else "updated"
     for bucket in subjects.ALL_KV:
         try:
@@ -188,6 +237,20 @@ async def init_bus(js: JetStreamContext, settings: CommonSettings) -> dict[str, 
                 )
             )
             done[bucket] = "created"
+    try:
+        await js.key_value(subjects.KV_LEASES)
+        done[subjects.KV_LEASES] = "unchanged"
+    except BucketNotFoundError:
+        await js.create_key_value(
+            KeyValueConfig(
+                bucket=subjects.KV_LEASES,
+                history=1,
+                ttl=subjects.LEASE_TTL_S,
+                replicas=settings.bus_replicas,
+                storage=StorageType.FILE,
+            )
+        )
+        done[subjects.KV_LEASES] = "created"
     for store in subjects.ALL_OBJECT_STORES:
         try:
             await js.object_store(store)

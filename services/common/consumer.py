@@ -155,7 +155,9 @@ class DurableConsumer(Generic[T]):
         self.ack_wait = ack_wait
         self.nak_delay = nak_delay  # first retry delay of an outage, doubling to max_retry_delay
         self.max_retry_delay = max_retry_delay
-        self.backlog = 0  # messages waiting behind the last fetched one (JetStream's num_pending)
+        # messages waiting behind the last fetched one (JetStream's num_pending); -1 unknown
+        self.backlog = -1
+        self.seeing_since_ns: int | None = None  # since when fetches reach the bus without a break
         self._stop = asyncio.Event()
         self.max_ack_pending = max_ack_pending
         self.linger_s = linger_s  # wait this long for more before handling a short batch
@@ -181,6 +183,12 @@ class DurableConsumer(Generic[T]):
             extra={"durable": self.durable, "stream": self.stream, "subject": self.subject},
         )
 
+    async def in_flight(self) -> int:
+        """Messages delivered on this durable and not yet acknowledged (by anyone)."""
+        assert self._sub is not None
+        info = await self._sub.consumer_info()
+        return int(info.num_ack_pending or 0)
+
     async def run(self, stop: asyncio.Event) -> None:
         """Process messages until ``stop`` is set."""
         self._stop = stop
@@ -193,17 +201,19 @@ class DurableConsumer(Generic[T]):
                 try:
                     msgs = await self._sub.fetch(self.batch, timeout=self.fetch_timeout)
                 except (nats.errors.TimeoutError, TimeoutError):
-                    self.backlog = 0
+                    self._saw(connected=self._connected(), empty=True)
                     continue
                 except (nats.errors.ConnectionClosedError, nats.errors.ConnectionDrainingError):
                     if stop.is_set():
                         break
                     raise
                 except nats.errors.Error as exc:
+                    self._saw(connected=False, empty=True)
                     self.metrics.errors.labels(*self._labels, "fetch").inc()
                     log.warning("fetch failed", extra={"error": str(exc), "durable": self.durable})
                     await asyncio.sleep(0.5)
                     continue
+                self._saw(connected=True, empty=False)
                 if self.linger_s and len(msgs) < self.batch:
                     await asyncio.sleep(self.linger_s)
                     with contextlib.suppress(nats.errors.TimeoutError, TimeoutError):
@@ -213,6 +223,22 @@ class DurableConsumer(Generic[T]):
             lag_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await lag_task
+
+    def _connected(self) -> bool:
+        nc = getattr(self.js, "_nc", None)
+        return bool(nc is None or nc.is_connected)
+
+    def _saw(self, *, connected: bool, empty: bool) -> None:
+        """Keep ``backlog`` and ``seeing_since_ns`` true to what this consumer can know: while
+        the bus is out of reach nothing can be said about what waits (backlog -1)."""
+        if not connected:
+            self.backlog = -1
+            self.seeing_since_ns = None
+            return
+        if self.seeing_since_ns is None:
+            self.seeing_since_ns = time.time_ns()
+        if empty:
+            self.backlog = 0
 
     async def process(self, msgs: list[Msg]) -> None:
         """Decode, dead-letter, handle and acknowledge one fetched batch; never raises for a

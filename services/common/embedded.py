@@ -212,6 +212,18 @@ class Postgres:
         self._ensure_database()
         return self
 
+    def alive(self) -> bool:
+        """True while the postmaster of this cluster runs (a cheap check, no subprocess)."""
+        try:
+            pid = int((self.data_dir / "postmaster.pid").read_text().split("\n", 1)[0])
+            os.kill(pid, 0)
+        except (OSError, ValueError):
+            return False
+        with contextlib.suppress(OSError):  # a killed postmaster nobody reaped is a zombie
+            if Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z":
+                return False
+        return True
+
     def _running(self) -> bool:
         pid_file = self.data_dir / "postmaster.pid"
         if not pid_file.exists():

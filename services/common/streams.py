@@ -122,14 +122,14 @@ async def read_frames(
         opt_start_seq=max(1, from_seq),
         ack_policy=AckPolicy.NONE,
         inactive_threshold=30.0,
-        filter_subject=subjects.samples(stream_id),
+        filter_subject=subjects.stored("samples", stream_id),
         mem_storage=True,
     )
     if since is not None:
         config.deliver_policy, config.opt_start_seq = DeliverPolicy.BY_START_TIME, None
         config.opt_start_time = since
     sub = await js.pull_subscribe(
-        subjects.samples(stream_id), stream=subjects.SAMPLES.name, config=config
+        subjects.stored("samples", stream_id), stream=subjects.SAMPLES.name, config=config
     )
     room = limit if limit is not None else 1 << 62
     frames: list[Frame] = []

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+from typing import Any
 
 from schemas import subjects
+from schemas.frames import Frame
 from schemas.messages import CycleCommand
 from services.common.config import CommonSettings
 from services.common.consumer import DurableConsumer
 from services.common.decoding import decode_frame, model_decoder
+from services.common.partitions import Partitioned, PartitionLeases
 from services.common.runtime import open_service, run_process
 from services.cycles.adapters import (
     ConfigStore,
@@ -39,30 +43,62 @@ async def serve(settings: Settings, common: CommonSettings, stop: asyncio.Event)
         Events(bus.js),
         CycleRows(pool),
     )
-    frames = DurableConsumer(
-        bus.js, service=SERVICE, durable=settings.durable, stream=subjects.SAMPLES.name,
-        subject=subjects.all_of("samples"), decode=decode_frame, handle=engine.on_frames,
-        metrics=metrics, batch=settings.batch, max_deliver=common.max_deliver,
-    )  # fmt: skip
-    commands = DurableConsumer(
-        bus.js, service=SERVICE, durable=f"{settings.durable}-control",
-        stream=subjects.CONTROL.name, subject=subjects.all_of("control"),
-        decode=model_decoder(CycleCommand), handle=engine.on_commands, metrics=metrics,
-        batch=16, max_deliver=common.max_deliver,
-    )  # fmt: skip
-    engine.backlog = lambda: frames.backlog
-    await frames.declare()
-    await commands.declare()
-    log.info(
-        "cycles running", extra={"consumers": [settings.durable, f"{settings.durable}-control"]}
-    )
+    held: dict[int, tuple[DurableConsumer[Frame], int]] = {}
+
+    async def partition(p: int, done: asyncio.Event) -> None:
+        frames = DurableConsumer(
+            bus.js, service=SERVICE, durable=f"{settings.durable}-p{p:02d}",
+            stream=subjects.SAMPLES.name, subject=subjects.partition_subject("samples", p),
+            decode=decode_frame, handle=engine.on_frames, metrics=metrics, batch=settings.batch,
+            max_deliver=common.max_deliver, ack_wait=settings.ack_wait_s,
+        )  # fmt: skip
+        commands = DurableConsumer(
+            bus.js, service=SERVICE, durable=f"{settings.durable}-control-p{p:02d}",
+            stream=subjects.CONTROL.name, subject=subjects.partition_subject("control", p),
+            decode=model_decoder(CycleCommand), handle=engine.on_commands, metrics=metrics,
+            batch=16, max_deliver=common.max_deliver, ack_wait=settings.ack_wait_s,
+        )  # fmt: skip
+        await frames.declare()
+        await commands.declare()
+        await after_previous_holder([frames, commands], settings.ack_wait_s, done)
+        held[p] = (frames, engine.clock())
+        try:
+            await asyncio.gather(frames.run(done), commands.run(done))
+        finally:
+            held.pop(p, None)
+
+    def ownership(stream_id: str) -> tuple[int, int] | None:
+        entry = held.get(subjects.partition_of(stream_id))
+        if entry is None:
+            return None
+        consumer, since_ns = entry
+        if consumer.seeing_since_ns is None:
+            return since_ns, -1  # the bus is out of reach: silence cannot be judged
+        return max(since_ns, consumer.seeing_since_ns), consumer.backlog
+
+    engine.ownership = ownership
+    leases = PartitionLeases(await bus.js.key_value(subjects.KV_LEASES), SERVICE)
+    log.info("cycles running", extra={"member": leases.member, "partitions": subjects.PARTITIONS})
     try:
         await asyncio.gather(
-            frames.run(stop), commands.run(stop), engine.run_ticks(stop, settings.tick_s)
+            Partitioned(leases, partition).run(stop), engine.run_ticks(stop, settings.tick_s)
         )
     finally:
         await bus.close()
         await pool.close()
+
+
+async def after_previous_holder(
+    consumers: list[DurableConsumer[Any]], ack_wait_s: float, stop: asyncio.Event
+) -> None:
+    """Wait until what a previous lease holder had in flight is due again, so it is handled
+    before anything newer (JetStream redelivers an expired message ahead of new ones)."""
+    for consumer in consumers:
+        if await consumer.in_flight() > 0:
+            log.info("waiting for the previous holder's messages", extra={"s": ack_wait_s + 1})
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), ack_wait_s + 1)
+            return
 
 
 def main() -> None:

@@ -9,7 +9,16 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="VERTAC_CYCLES_", extra="ignore")
 
-    durable: str = Field(default="cycles", description="Name of the durable consumer(s).")
+    durable: str = Field(
+        default="cycles",
+        description="Prefix of the durable consumers, one per partition (cycles-p00 ...).",
+    )
+    ack_wait_s: float = Field(
+        default=6.0,
+        gt=0,
+        description="JetStream ack wait of the cycle consumers: how long a replica that died "
+        "holds up the frames it had in flight before another replica takes them.",
+    )
     metrics_host: str = "127.0.0.1"
     metrics_port: int = Field(default=9102, ge=0, description="/metrics port; 0 disables it.")
     batch: int = Field(default=256, ge=1, description="Frames fetched per batch.")

@@ -63,7 +63,12 @@ class CycleEngine:
         self.locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
         self.known: set[str] = set()
         self.watching_since_ns = clock()
-        self.backlog: Callable[[], int] = lambda: 0  # samples still waiting on the bus
+        # (since when this process watches the stream, samples still waiting on the bus) for a
+        # stream whose partition this replica holds; None for the others' streams
+        self.ownership: Callable[[str], tuple[int, int] | None] = lambda _: (
+            self.watching_since_ns,
+            0,
+        )
 
     async def on_frames(self, batch: list[Delivery[Frame]]) -> None:
         by_stream: dict[str, list[Delivery[Frame]]] = defaultdict(list)
@@ -106,15 +111,17 @@ class CycleEngine:
 
     async def tick(self) -> None:
         for stream_id in list(self.known):
+            owned = self.ownership(stream_id)
+            if owned is None:
+                continue
+            since_ns, backlog = owned
             async with self.locks[stream_id]:
                 state, revision = await self.states.load(stream_id)
                 if state.state == "idle":
                     continue
                 cfg = await self.configs.get(stream_id)
                 before = state
-                state, outputs = on_tick(
-                    state, cfg, self.clock(), self.watching_since_ns, self.backlog()
-                )
+                state, outputs = on_tick(state, cfg, self.clock(), since_ns, backlog)
                 if outputs:
                     await self._carry_out(before, outputs)
                     await self.states.save(state, revision)

@@ -113,3 +113,27 @@ def test_alert_rules_load_from_a_file_with_errors_named(common: CommonSettings, 
         return keys
 
     assert len(asyncio.run(stored())) == 8
+
+
+def test_bus_init_on_a_server_with_little_storage_names_the_setting(tmp_path) -> None:
+    from services.common.embedded import free_port, nats_server_binary, wait_for_port
+
+    port = free_port()
+    conf = tmp_path / "small.conf"
+    store = tmp_path / "js"
+    conf.write_text(f'port: {port}\njetstream {{ store_dir: "{store}", max_file_store: 1GB }}\n')
+    server = subprocess.Popen([nats_server_binary(), "-c", str(conf)])
+    try:
+        wait_for_port("127.0.0.1", port, 20, server)
+        env = {**os.environ, "VERTAC_NATS_URL": f"nats://127.0.0.1:{port}"}
+        out = subprocess.run(
+            [sys.executable, "-m", "services.cli", "bus", "init"],
+            env=env, cwd=REPO, capture_output=True, text=True, check=False,
+        )  # fmt: skip
+    finally:
+        server.terminate()
+        server.wait(10)
+    assert out.returncode == 2
+    assert "Traceback" not in out.stderr
+    assert len(out.stderr.strip().splitlines()) == 1
+    assert "VERTAC_SAMPLES_MAX_BYTES" in out.stderr

@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 import msgpack
 import numpy as np
 import pytest
+from nats.js.errors import KeyNotFoundError
 
 from edge.publisher import FramePublisher
 from schemas import subjects
@@ -109,10 +110,9 @@ async def test_poison_frames_are_dead_lettered_by_every_consumer_and_good_frames
     for service in ("ingest", "cycles", "alerts"):
         letters = await dead_letters(bus, service, len(bad))
         assert len(letters) == len(bad), service
-        fields = [d.field for d in letters]
         for _, _, want in bad:
             if want:
-                assert any(want in f or want in d.reason for f, d in zip(fields, letters)), (
+                assert any(want in d.field for d in letters), (
                     service, want, [(d.field, d.reason) for d in letters])  # fmt: skip
         big = next(d for d in letters if d.payload_bytes > 800 * 1024)
         assert not big.payload_inline
@@ -240,7 +240,7 @@ async def test_a_command_for_another_stream_on_this_subject_is_refused(
     assert letters[0].field == "stream_id"
     assert "does not match subject" in letters[0].reason
     kv = await bus.js.key_value(subjects.KV_CYCLE_STATE)
-    with pytest.raises(Exception, match="not found|NotFound|KeyNotFound"):
+    with pytest.raises(KeyNotFoundError):
         await kv.get(other)
 
 

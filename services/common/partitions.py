@@ -1,0 +1,174 @@
+"""Sharing the partitions of per-stream work among the live replicas of one service.
+
+Every replica keeps a member key ``<service>.member.<id>`` alive in the ``vertac_leases`` KV
+bucket (whose entries expire after ``LEASE_TTL_S``) and holds leases ``<service>.p<n>`` for at
+most its fair share (partitions / live members, rounded up). A lease is created only where none
+exists, renewed with compare-and-set, and given back (after its work stopped) when more members
+appear; a replica that dies loses its leases when they expire and the others take them over.
+Each partition has its own durable consumers, so whoever holds a lease continues exactly where
+the last holder acknowledged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import uuid
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+import nats.errors
+from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError, NoKeysError, NotFoundError
+from nats.js.kv import KeyValue
+
+from schemas import subjects
+from services.common.failures import describe
+
+log = logging.getLogger(__name__)
+PartitionWork = Callable[[int, asyncio.Event], Coroutine[Any, Any, None]]
+
+
+class PartitionLeases:
+    """The lease bookkeeping of one replica (no tasks: :class:`Partitioned` runs the work)."""
+
+    def __init__(
+        self, kv: KeyValue, service: str, partitions: int = subjects.PARTITIONS, member: str = ""
+    ) -> None:
+        self.kv = kv
+        self.service = service
+        self.partitions = partitions
+        self.member = member or uuid.uuid4().hex[:12]
+        self.owned: dict[int, int] = {}  # partition -> revision of our lease
+
+    def _key(self, p: int) -> str:
+        return f"{self.service}.p{p}"
+
+    async def members(self) -> list[str]:
+        prefix = f"{self.service}.member."
+        try:
+            keys = await self.kv.keys()
+        except NoKeysError:
+            return [self.member]
+        found = sorted(k.removeprefix(prefix) for k in keys if k.startswith(prefix))
+        return found if self.member in found else sorted([*found, self.member])
+
+    async def step(self) -> tuple[list[int], list[int]]:
+        """Announce this member, renew held leases, and work out what to gain and give back.
+
+        Returns ``(gained, surplus)``: partitions now leased to us, and partitions we hold beyond
+        our fair share (the caller stops their work, then calls :meth:`release`). Partitions whose
+        lease was lost are dropped from ``owned`` and returned in ``surplus`` too.
+        """
+        await self.kv.put(f"{self.service}.member.{self.member}", b"1")
+        members = await self.members()
+        fair = math.ceil(self.partitions / len(members))
+        surplus: list[int] = []
+        for p, revision in list(self.owned.items()):
+            try:
+                self.owned[p] = await self.kv.update(self._key(p), self.member.encode(), revision)
+            except KeyWrongLastSequenceError:
+                log.warning("lease lost", extra={"partition": p, "service": self.service})
+                del self.owned[p]
+                surplus.append(p)
+        extra = len(self.owned) - fair
+        if extra > 0:
+            surplus.extend(sorted(self.owned)[-extra:])
+        gained: list[int] = []
+        if len(self.owned) < fair:
+            start = members.index(self.member) * fair  # spread first claims over the members
+            for k in range(self.partitions):
+                p = (start + k) % self.partitions
+                if p in self.owned:
+                    continue
+                try:
+                    self.owned[p] = await self.kv.create(self._key(p), self.member.encode())
+                except KeyWrongLastSequenceError:
+                    continue
+                gained.append(p)
+                if len(self.owned) >= fair:
+                    break
+        return gained, surplus
+
+    async def release(self, p: int) -> None:
+        """Give lease ``p`` back at once (its work has stopped)."""
+        revision = self.owned.pop(p, None)
+        if revision is None:
+            return
+        with contextlib.suppress(KeyWrongLastSequenceError, KeyNotFoundError, NotFoundError):
+            await self.kv.delete(self._key(p), last=revision)
+
+    async def leave(self) -> None:
+        for p in list(self.owned):
+            await self.release(p)
+        with contextlib.suppress(KeyNotFoundError, NotFoundError):
+            await self.kv.delete(f"{self.service}.member.{self.member}")
+
+
+class Partitioned:
+    """Runs ``work(partition, stop)`` for every partition this replica holds a lease on."""
+
+    def __init__(
+        self, leases: PartitionLeases, work: PartitionWork, every_s: float | None = None
+    ) -> None:
+        self.leases = leases
+        self.work = work
+        self.every_s = every_s if every_s is not None else subjects.LEASE_TTL_S / 4
+        self.tasks: dict[int, tuple[asyncio.Task[None], asyncio.Event]] = {}
+
+    def owns(self, p: int) -> bool:
+        return p in self.tasks
+
+    async def run(self, stop: asyncio.Event) -> None:
+        try:
+            while not stop.is_set():
+                try:
+                    gained, surplus = await self.leases.step()
+                except (nats.errors.Error, TimeoutError, OSError) as exc:
+                    log.warning("lease renewal failed", extra={"error": describe(exc)})
+                    gained, surplus = [], []
+                await asyncio.gather(*(self._stop(p) for p in surplus))
+                for p in surplus:
+                    await self.leases.release(p)
+                for p in gained:
+                    self._start(p)
+                self._restart_failed()
+                if gained or surplus:
+                    log.info(
+                        "partitions held",
+                        extra={"service": self.leases.service, "member": self.leases.member,
+                               "partitions": sorted(self.tasks)},
+                    )  # fmt: skip
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), self.every_s)
+        finally:
+            await asyncio.gather(*(self._stop(p) for p in list(self.tasks)))
+            with contextlib.suppress(nats.errors.Error, TimeoutError, OSError):
+                await self.leases.leave()
+
+    def _start(self, p: int) -> None:
+        done = asyncio.Event()
+        self.tasks[p] = (asyncio.create_task(self.work(p, done)), done)
+
+    def _restart_failed(self) -> None:
+        for p, (task, _) in list(self.tasks.items()):
+            if task.done() and not task.cancelled() and task.exception() is not None:
+                log.error(
+                    "partition work failed; starting it again",
+                    extra={"partition": p, "error": describe(task.exception())},  # type: ignore[arg-type]
+                )
+                self._start(p)
+
+    async def _stop(self, p: int) -> None:
+        entry = self.tasks.pop(p, None)
+        if entry is None:
+            return
+        task, done = entry
+        done.set()
+        try:
+            await asyncio.wait_for(task, timeout=30)
+        except TimeoutError:
+            task.cancel()
+        except Exception as exc:  # the work already failed; it is stopped either way
+            log.warning("partition work ended with an error", extra={"error": describe(exc)})
