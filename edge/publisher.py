@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import deque
 from typing import Literal
 
@@ -42,7 +43,8 @@ class FramePublisher:
     """Publishes frames with up to ``window`` acknowledgements outstanding, through outages.
 
     A frame is only handed to the connection while it is connected, so nothing piles up in the
-    client's reconnect buffer. When a publish fails for a transient reason (no answer, no stream
+    client's reconnect buffer, and no new frame goes out while the oldest has waited more than
+    ``stall_s`` for its ack. When a publish fails for a transient reason (no answer, no stream
     leader, connection lost) the window is drained and the frames that failed are published
     again one at a time, oldest first, until each is acknowledged: with the same ``Nats-Msg-Id``,
     so JetStream stores each once. ``reordered`` counts frames stored after a later frame of the
@@ -51,8 +53,8 @@ class FramePublisher:
     """
 
     def __init__(self, js: JetStreamContext, *, window: int = 256, encoding: Encoding = "binary",
-                 retry_delay: float = 0.2, max_retry_delay: float = 5.0,
-                 timeout: float = 5.0) -> None:  # fmt: skip
+                 retry_delay: float = 0.2, max_retry_delay: float = 2.0,
+                 timeout: float = 5.0, stall_s: float = 0.25) -> None:  # fmt: skip
         self.js = js
         self.window = window
         self.encoding = encoding
@@ -60,16 +62,28 @@ class FramePublisher:
         self.max_retry_delay = max_retry_delay
         self.timeout = timeout
         self._pending: deque[tuple[asyncio.Task[PubAck | Exception], Frame]] = deque()
+        self._sent_at: deque[float] = deque()
+        self.stall_s = stall_s
         self.published = 0
         self.duplicates = 0
         self.retries = 0
         self.reordered = 0
 
     async def publish(self, frame: Frame) -> None:
-        while len(self._pending) >= self.window:
-            await self._settle_oldest()
+        while self._pending and (
+            len(self._pending) >= self.window or self._pending[0][0].done() or self._stalled()
+        ):
+            await self._settle_oldest()  # a failure found here stops sending until it is stored
         await self._connected()
         self._pending.append((asyncio.create_task(self._attempt(frame)), frame))
+        self._sent_at.append(time.monotonic())
+
+    def _stalled(self) -> bool:
+        """The oldest frame waits for its ack longer than any healthy bus takes: send nothing
+        more until it settles, so frames sent into a leader election cannot overtake it."""
+        return not self._pending[0][0].done() and (
+            time.monotonic() - self._sent_at[0] > self.stall_s
+        )
 
     async def flush(self) -> None:
         while self._pending:
@@ -86,6 +100,7 @@ class FramePublisher:
 
     async def _settle_oldest(self) -> None:
         task, frame = self._pending.popleft()
+        self._sent_at.popleft()
         result = await task
         if not isinstance(result, Exception):
             self._count(result)
@@ -93,6 +108,7 @@ class FramePublisher:
         failed = [(frame, result)]
         while self._pending:  # drain the window: which of the later frames made it?
             task, later = self._pending.popleft()
+            self._sent_at.popleft()
             outcome = await task
             if isinstance(outcome, Exception):
                 failed.append((later, outcome))

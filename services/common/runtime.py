@@ -18,7 +18,7 @@ from nats.js import JetStreamContext
 from psycopg_pool import AsyncConnectionPool
 
 from services.common import logs
-from services.common.bus import ServerUnreachable, connect, init_bus
+from services.common.bus import ServerUnreachable, connect, init_bus, with_startup_retry
 from services.common.config import CommonSettings
 from services.common.db import open_pool
 from services.common.metrics import Metrics
@@ -43,7 +43,10 @@ async def open_bus(common: CommonSettings, name: str) -> Bus:
     """Connect and declare streams, buckets and stores (every service does this at start)."""
     nc = await connect(common, name)
     js = nc.jetstream(timeout=10)
-    await init_bus(js, common)
+    # a cluster still electing its JetStream leader answers 503 or not at all for a while
+    await with_startup_retry(
+        f"JetStream at {common.nats_url}", lambda: init_bus(js, common), retry=common.startup_retry
+    )
     return Bus(nc, js)
 
 

@@ -1,0 +1,1 @@
+"""Fault injection: ``python -m tests.chaos [--short] [fault ...]``."""
