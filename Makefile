@@ -10,7 +10,7 @@ WEBDEP := $(WEB)/node_modules/.installed
 APP    := services/gateway/static/app/index.html
 WEBSRC := $(wildcard $(WEB)/src/*) $(WEB)/index.html $(WEB)/vite.config.ts $(WEB)/tsconfig.json
 
-.PHONY: help install web run test test-unit test-web lint fmt bench bench-browser schemas clean
+.PHONY: help install web run test test-unit test-web lint fmt bench bench-browser chaos schemas clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -62,6 +62,9 @@ bench: $(STAMP) $(APP) ## Benchmarks: ingest on the embedded stack, cycle analys
 	$(BIN)/python -m tests.bench.alerts
 	$(BIN)/python -m tests.bench.edge
 	$(BIN)/python -m tests.bench.browser
+
+chaos: $(STAMP) ## Fault injection under load: kill -9, outages, replicas, a 3-node cluster (prints the table)
+	$(BIN)/python -m tests.chaos
 
 bench-browser: $(STAMP) $(APP) ## Only the browser benchmark (fps and publish-to-paint latency)
 	$(BIN)/python -m tests.bench.browser

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import psycopg
 
+from schemas import subjects
 from schemas.frames import Frame
+from schemas.messages import DeadLetter
 from services.ingest.logic import from_payload
+from tests.conftest import eventually
 
 
 async def stored_frames(database_url: str, stream_id: str) -> list[Frame]:
@@ -32,3 +35,24 @@ async def stats(database_url: str, stream_id: str) -> tuple[int, int] | None:
         )
         row = await cur.fetchone()
         return (int(row[0]), int(row[1])) if row else None
+
+
+async def dead_letters(bus, service: str, count: int, timeout: float = 60) -> list[DeadLetter]:  # type: ignore[no-untyped-def]
+    """The next ``count`` dead letters of ``service`` (a durable of the test's own)."""
+    sub = await bus.js.pull_subscribe(
+        subjects.dead_letter(service), durable=f"test-dlq-{service}", stream="VERTAC_DLQ"
+    )
+    letters: list[DeadLetter] = []
+
+    async def fetch() -> bool:
+        try:
+            msgs = await sub.fetch(count - len(letters), timeout=0.5)
+        except Exception:
+            return False
+        for m in msgs:
+            letters.append(DeadLetter.model_validate_json(m.data))
+            await m.ack()
+        return len(letters) >= count
+
+    await eventually(fetch, timeout=timeout)
+    return letters

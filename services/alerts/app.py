@@ -18,6 +18,7 @@ from services.alerts.notify import Channel, Email, Notifier, Webhook
 from services.common.config import CommonSettings
 from services.common.consumer import DurableConsumer
 from services.common.decoding import decode_frame, model_decoder
+from services.common.partitions import Partitioned, PartitionLeases
 from services.common.runtime import open_service, run_process
 
 SERVICE = "alerts"
@@ -38,19 +39,25 @@ async def serve(settings: Settings, common: CommonSettings, stop: asyncio.Event)
         CycleContext(await bus.js.key_value(subjects.KV_CYCLE_STATE), pool),
     )
     await engine.refresh()
-    consumers: list[DurableConsumer[Any]] = [
-        DurableConsumer(
-            bus.js,
-            service=SERVICE,
-            durable=settings.durable,
-            stream=subjects.SAMPLES.name,
-            subject=subjects.all_of("samples"),
-            decode=decode_frame,
-            handle=engine.on_frames,
-            batch=settings.batch,
-            metrics=metrics,
+    held: set[int] = set()
+
+    async def partition(p: int, done: asyncio.Event) -> None:
+        frames = DurableConsumer(
+            bus.js, service=SERVICE, durable=f"{settings.durable}-p{p:02d}",
+            stream=subjects.SAMPLES.name, subject=subjects.partition_subject("samples", p),
+            decode=decode_frame, handle=engine.on_frames, batch=settings.batch, metrics=metrics,
             max_deliver=common.max_deliver,
-        ),
+        )  # fmt: skip
+        await frames.declare()
+        held.add(p)
+        try:
+            await frames.run(done)
+        finally:
+            held.discard(p)
+
+    engine.owns = lambda stream_id: subjects.partition_of(stream_id) in held
+    leases = PartitionLeases(await bus.js.key_value(subjects.KV_LEASES), SERVICE)
+    consumers: list[DurableConsumer[Any]] = [
         DurableConsumer(
             bus.js,
             service=SERVICE,
@@ -116,6 +123,7 @@ async def serve(settings: Settings, common: CommonSettings, stop: asyncio.Event)
     log.info("alerts running", extra={"consumers": [c.durable for c in consumers]})
     try:
         await asyncio.gather(
+            Partitioned(leases, partition).run(stop),
             *(c.run(stop) for c in consumers),
             engine.run_ticks(stop, settings.tick_s),
             engine.run_refresh(stop, settings.rules_refresh_s),

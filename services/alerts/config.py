@@ -9,7 +9,10 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="VERTAC_ALERTS_", extra="ignore")
 
-    durable: str = Field(default="alerts", description="Name of the durable consumers.")
+    durable: str = Field(
+        default="alerts",
+        description="Prefix of the durable consumers (samples: alerts-p00 ... one per partition).",
+    )
     metrics_host: str = "127.0.0.1"
     metrics_port: int = Field(default=9104, ge=0, description="/metrics port; 0 disables it.")
     batch: int = Field(default=256, ge=1, description="Frames fetched per batch.")

@@ -59,6 +59,9 @@ class AlertEngine:
         self.by_stream: dict[str, list[AlertRule]] = {}
         self.index: dict[str, AlertRule] = {}  # "<stream_id>.<rule_id>", shared with the notifier
         self.locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
+        # whether this replica holds the partition of a stream's samples (data-gap rules run
+        # where the samples are seen)
+        self.owns: Callable[[str], bool] = lambda _: True
 
     async def refresh(self) -> None:
         by_stream: dict[str, list[AlertRule]] = defaultdict(list)
@@ -181,7 +184,7 @@ class AlertEngine:
             await self._summary(stream_id, now, 0)
         for stream_id, rules in self.by_stream.items():
             gaps = [r for r in rules if r.kind == "data_gap"]
-            if not gaps:
+            if not gaps or not self.owns(stream_id):
                 continue
             async with self.locks[stream_id]:
                 for rule in gaps:

@@ -158,6 +158,7 @@ class DurableConsumer(Generic[T]):
         # messages waiting behind the last fetched one (JetStream's num_pending); -1 unknown
         self.backlog = -1
         self.seeing_since_ns: int | None = None  # since when fetches reach the bus without a break
+        self.retrying = False  # True while a batch waits for an outage to pass
         self._stop = asyncio.Event()
         self.max_ack_pending = max_ack_pending
         self.linger_s = linger_s  # wait this long for more before handling a short batch
@@ -295,6 +296,7 @@ class DurableConsumer(Generic[T]):
                 self.metrics.errors.labels(*self._labels, "transient").inc()
                 if down_since is None:
                     down_since = time.monotonic()
+                    self.retrying = True
                     self.metrics.dependency_down.labels(*self._labels).set(1)
                     log.warning(
                         "outage: retrying until it passes",
@@ -306,6 +308,7 @@ class DurableConsumer(Generic[T]):
                 delay = min(delay * 2, self.max_retry_delay)
                 continue
             if down_since is not None:
+                self.retrying = False
                 self.metrics.dependency_down.labels(*self._labels).set(0)
                 log.warning(
                     "outage over",
@@ -343,6 +346,7 @@ class DurableConsumer(Generic[T]):
                 await self._dead_letter(d.msg, describe(exc), "", type(exc).__name__)
                 continue
             if not done:
+                self.retrying = False
                 return
             await self._ack([d])
 

@@ -399,9 +399,9 @@ async def run_scenario(scenario: Scenario, load: Load) -> Row:
             scenario.fault(system, bus, load) if scenario.fault else asyncio.sleep(0, "")
         )
         result = await publishing
+        publish_end = time.monotonic()
         row.notes = await fault
         row.notes += f" (publisher retries {result.retries}, reordered {result.reordered})"
-        publish_end = time.monotonic()
         row.published = result.frames
         row.samples_per_s = samples / max(publish_end - started, 1e-9)
         expected = expected_cycles(signal_parts)

@@ -13,12 +13,11 @@ from edge.run import SimulateOptions, simulate
 from edge.simulator import build_machine
 from schemas import subjects
 from schemas.frames import CONTENT_TYPE_BINARY, CONTENT_TYPE_JSON, Frame, Series
-from schemas.messages import DeadLetter
 from services.common.config import CommonSettings
 from services.ingest.app import serve
 from services.ingest.config import Settings
 from tests.conftest import eventually
-from tests.helpers import frame_count, stats, stored_frames
+from tests.helpers import dead_letters, frame_count, stats, stored_frames
 
 pytestmark = pytest.mark.integration
 
@@ -97,24 +96,6 @@ async def test_json_and_binary_frames_are_both_accepted(
     assert stored[1].equals(b)
 
 
-async def _dead_letters(bus, count: int) -> list[DeadLetter]:
-    sub = await bus.js.pull_subscribe(subjects.dead_letter("ingest"), durable="test-dlq")
-    letters: list[DeadLetter] = []
-
-    async def fetch() -> bool:
-        try:
-            msgs = await sub.fetch(count - len(letters), timeout=0.5)
-        except Exception:
-            return False
-        for m in msgs:
-            letters.append(DeadLetter.model_validate_json(m.data))
-            await m.ack()
-        return len(letters) >= count
-
-    await eventually(fetch)
-    return letters
-
-
 async def test_malformed_frames_go_to_the_dead_letter_subject_with_the_reason(
     bus, common: CommonSettings, running, stream_id: str
 ) -> None:
@@ -132,7 +113,7 @@ async def test_malformed_frames_go_to_the_dead_letter_subject_with_the_reason(
     good = Frame(stream_id, 3, (Series("p", np.ones(3), 0, 10),))
     await bus.js.publish(subject, frame_message(good)[1], headers=frame_message(good)[2])
 
-    letters = await _dead_letters(bus, 3)
+    letters = await dead_letters(bus, "ingest", 3)
     by_field = {d.field: d for d in letters}
     assert set(by_field) == {"header", "sensors", "stream_id"}
     assert "past the end" in by_field["header"].reason

@@ -17,7 +17,7 @@ from nats.js.errors import KeyNotFoundError
 from edge.publisher import FramePublisher
 from schemas import subjects
 from schemas.frames import CONTENT_TYPE_BINARY, CONTENT_TYPE_JSON, Frame, Series, encode_binary
-from schemas.messages import CycleCommand, DeadLetter
+from schemas.messages import CycleCommand
 from services.alerts.app import serve as serve_alerts
 from services.alerts.config import Settings as AlertsSettings
 from services.common.config import CommonSettings
@@ -29,7 +29,7 @@ from services.cycles.config import Settings as CyclesSettings
 from services.ingest.app import serve as serve_ingest
 from services.ingest.config import Settings as IngestSettings
 from tests.conftest import eventually
-from tests.helpers import frame_count
+from tests.helpers import dead_letters, frame_count
 
 pytestmark = pytest.mark.integration
 
@@ -65,26 +65,6 @@ def poison(stream_id: str) -> list[tuple[bytes, dict[str, str], str]]:
         (b'{"stream_id": "x", "seq": Infinity}', as_json, "seq"),
         (os.urandom(900 * 1024), {}, ""),
     ]
-
-
-async def dead_letters(bus, service: str, count: int, timeout: float = 60) -> list[DeadLetter]:
-    sub = await bus.js.pull_subscribe(
-        subjects.dead_letter(service), durable=f"test-dlq-{service}", stream="VERTAC_DLQ"
-    )
-    letters: list[DeadLetter] = []
-
-    async def fetch() -> bool:
-        try:
-            msgs = await sub.fetch(count - len(letters), timeout=0.5)
-        except Exception:
-            return False
-        for m in msgs:
-            letters.append(DeadLetter.model_validate_json(m.data))
-            await m.ack()
-        return len(letters) >= count
-
-    await eventually(fetch, timeout=timeout)
-    return letters
 
 
 @pytest.mark.timeout(240)
