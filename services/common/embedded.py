@@ -194,8 +194,14 @@ class Postgres:
                 "initdb", "-D", str(self.data_dir), "--auth=trust", "--encoding=UTF8",
                 "--no-instructions", "-U", "postgres",
             )  # fmt: skip
-        if self._running():
+        if self.alive() and self._running():
             self._run("pg_ctl", "-D", str(self.data_dir), "-m", "fast", "-w", "stop")
+        elif (self.data_dir / "postmaster.pid").exists() and not self.alive():
+            # a killed postmaster (a zombie nobody reaped looks alive to kill(pid, 0), and so to
+            # PostgreSQL's own lock check): its lock file is stale
+            (self.data_dir / "postmaster.pid").unlink()
+            for stale in self.data_dir.glob(".s.PGSQL.*"):
+                stale.unlink(missing_ok=True)
         log_file = self.data_dir / "server.log"
         options = (
             f"-p {self.port} -h {self.host} -k {self.data_dir} "
