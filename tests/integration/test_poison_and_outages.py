@@ -260,3 +260,30 @@ async def _count_is(common: CommonSettings, stream_id: str, n: int) -> bool:
         return await frame_count(common.database_url, stream_id) == n
     except Exception:
         return False
+
+
+@pytest.mark.timeout(180)
+async def test_the_simulator_rides_out_a_killed_nats_server_in_order(
+    bus, nats_server, stream_id: str
+) -> None:
+    if isinstance(nats_server, str):
+        pytest.skip("killing the bus needs the embedded nats-server")
+    from edge.run import SimulateOptions, simulate
+    from edge.simulator import build_machine
+    from services.common.streams import read_frames
+
+    model = build_machine(stream_id=stream_id, sensors=4, rate_hz=100)
+    sent: list[int] = []
+    publishing = asyncio.ensure_future(
+        simulate(bus, model, SimulateOptions(speed=1, frames=60, frame_ms=100),
+                 on_frame=lambda f: sent.append(f.seq))
+    )  # fmt: skip
+    await eventually(lambda: asyncio.sleep(0, len(sent) >= 15))
+    nats_server.kill()
+    await asyncio.sleep(2.0)
+    await asyncio.to_thread(nats_server.start)
+    result = await asyncio.wait_for(publishing, timeout=120)
+    assert result.frames == 60
+    stored = await read_frames(bus.js, stream_id)
+    assert [f.seq for f in stored] == sent  # each once, in the order published
+    assert result.reordered == 0
