@@ -289,7 +289,7 @@ class DurableConsumer(Generic[T]):
         down_since: float | None = None
         while True:
             try:
-                await self.handle(deliveries)
+                await self._handle_alive(deliveries)
             except Exception as exc:
                 if not is_transient(exc):
                     raise
@@ -316,6 +316,22 @@ class DurableConsumer(Generic[T]):
                            "durable": self.durable},
                 )  # fmt: skip
             return True
+
+    async def _handle_alive(self, deliveries: list[Delivery[T]]) -> None:
+        """Run the handler; while it takes longer than a third of ``ack_wait`` (a pool waiting
+        for a database that is down), keep telling JetStream the messages are being worked on."""
+        task = asyncio.ensure_future(self.handle(deliveries))
+        every = max(self.ack_wait / 3, 0.5)
+        while True:
+            try:
+                done, _ = await asyncio.wait({task}, timeout=every)
+            except asyncio.CancelledError:
+                task.cancel()
+                raise
+            if done:
+                return task.result()
+            with contextlib.suppress(nats.errors.Error, TimeoutError, OSError):
+                await asyncio.gather(*(d.msg.in_progress() for d in deliveries))
 
     async def _keep_alive(self, deliveries: list[Delivery[T]], seconds: float) -> bool:
         """Wait ``seconds`` while telling JetStream the messages are still being worked on;

@@ -439,6 +439,8 @@ async def run_scenario(scenario: Scenario, load: Load) -> Row:
                 right += 1
         row.right = right
         row.missing = len(expected) - right
+        if not row.clean() and "not caught up" not in row.notes:
+            row.notes += "; " + await _diagnose(bus, system)
         running = len(system.alive())
         if running < sum(len(p) for p in system.procs.values()) - _killed_for_good(scenario):
             row.notes += "; a service process died"

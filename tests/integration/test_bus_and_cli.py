@@ -72,7 +72,7 @@ def test_cycle_commands_from_the_cli_reach_the_control_subject(
 
     async def read() -> list[CycleCommand]:
         bus = await open_bus(common, "t")
-        sub = await bus.js.pull_subscribe(subjects.control(stream_id), durable="t-cli")
+        sub = await bus.js.pull_subscribe(subjects.stored("control", stream_id), durable="t-cli")
         msgs = await sub.fetch(3, timeout=5)
         await bus.close()
         return [CycleCommand.model_validate_json(m.data) for m in msgs]
