@@ -159,6 +159,7 @@ class DurableConsumer(Generic[T]):
         self.backlog = -1
         self.seeing_since_ns: int | None = None  # since when fetches reach the bus without a break
         self.retrying = False  # True while a batch waits for an outage to pass
+        self.handling_since: float | None = None
         self._stop = asyncio.Event()
         self.max_ack_pending = max_ack_pending
         self.linger_s = linger_s  # wait this long for more before handling a short batch
@@ -322,16 +323,26 @@ class DurableConsumer(Generic[T]):
         for a database that is down), keep telling JetStream the messages are being worked on."""
         task = asyncio.ensure_future(self.handle(deliveries))
         every = max(self.ack_wait / 3, 0.5)
-        while True:
-            try:
-                done, _ = await asyncio.wait({task}, timeout=every)
-            except asyncio.CancelledError:
-                task.cancel()
-                raise
-            if done:
-                return task.result()
-            with contextlib.suppress(nats.errors.Error, TimeoutError, OSError):
-                await asyncio.gather(*(d.msg.in_progress() for d in deliveries))
+        self.handling_since = time.monotonic()
+        try:
+            while True:
+                try:
+                    done, _ = await asyncio.wait({task}, timeout=every)
+                except asyncio.CancelledError:
+                    task.cancel()
+                    raise
+                if done:
+                    return task.result()
+                with contextlib.suppress(nats.errors.Error, TimeoutError, OSError):
+                    await asyncio.gather(*(d.msg.in_progress() for d in deliveries))
+        finally:
+            self.handling_since = None
+
+    def waiting(self) -> bool:
+        """True while a batch waits for an outage, or one handler call has taken over a
+        second: what it holds is not applied yet, so silence cannot be judged."""
+        since = self.handling_since
+        return self.retrying or (since is not None and time.monotonic() - since > 1.0)
 
     async def _keep_alive(self, deliveries: list[Delivery[T]], seconds: float) -> bool:
         """Wait ``seconds`` while telling JetStream the messages are still being worked on;

@@ -72,7 +72,7 @@ async def serve(settings: Settings, common: CommonSettings, stop: asyncio.Event)
         if entry is None:
             return None
         consumer, since_ns = entry
-        if consumer.seeing_since_ns is None or consumer.retrying:
+        if consumer.seeing_since_ns is None or consumer.waiting():
             return since_ns, -1  # the bus is out of reach, or frames wait for an outage
         return max(since_ns, consumer.seeing_since_ns), consumer.backlog
 

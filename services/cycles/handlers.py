@@ -111,11 +111,13 @@ class CycleEngine:
 
     async def tick(self) -> None:
         for stream_id in list(self.known):
-            owned = self.ownership(stream_id)
-            if owned is None:
+            if self.ownership(stream_id) is None:
                 continue
-            since_ns, backlog = owned
             async with self.locks[stream_id]:
+                owned = self.ownership(stream_id)  # again: a handler may have held the lock
+                if owned is None:
+                    continue
+                since_ns, backlog = owned
                 state, revision = await self.states.load(stream_id)
                 if state.state == "idle":
                     continue
