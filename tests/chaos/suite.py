@@ -7,7 +7,8 @@ with one killed, and a 3-node JetStream cluster (R3) whose stream leader is kill
 Each row counts frames published (acknowledged by JetStream), persisted, lost and duplicated, and
 cycles right, aborted, duplicated and missing against the cycles the published signal holds.
 
-``python -m tests.chaos`` prints the full table (about 100,000 samples/s, a 15-minute outage);
+``python -m tests.chaos`` prints the full table (about 100,000 samples/s, a 15-minute outage;
+``--outage-s=N`` shortens it, ``--short`` is the form ``make test`` runs, fault names pick rows);
 ``tests/e2e/test_chaos.py`` runs the short form and asserts 0 everywhere it must be 0.
 """
 
@@ -21,7 +22,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -504,6 +505,9 @@ async def run_all(load: Load, only: list[str] | None = None) -> list[Row]:
 
 def main(argv: list[str]) -> int:
     load = SHORT if "--short" in argv else FULL
+    for arg in argv:
+        if arg.startswith("--outage-s="):
+            load = replace(load, outage_s=float(arg.split("=", 1)[1]))
     only = [a for a in argv if not a.startswith("--")]
     rows = asyncio.run(run_all(load, only or None))
     sys.stdout.write("\n" + table(rows) + "\n")
