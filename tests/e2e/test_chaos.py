@@ -17,6 +17,6 @@ async def test_fault_loses_and_duplicates_nothing(scenario) -> None:  # type: ig
     print("\n" + table([row]))
     assert row.published == round(SHORT.seconds * 10)
     assert row.cycles >= 5
-    assert (row.lost, row.duplicated) == (0, 0), table([row])
-    assert (row.aborted, row.dup_cycles, row.missing) == (0, 0, 0), table([row])
+    assert (row.lost, row.duplicated) == (0, 0), f"{table([row])}\n{row.notes}"
+    assert (row.aborted, row.dup_cycles, row.missing) == (0, 0, 0), f"{table([row])}\n{row.notes}"
     assert not row.died, row.notes

@@ -195,7 +195,7 @@ def test_vertac_run_brings_up_the_whole_system_and_keeps_data_across_runs(tmp_pa
         assert "stopped; data kept" in text
     assert seen[1] > seen[0]  # the second run continued on the first run's data
     cycles_log = (data / "logs" / "cycles.log").read_text()
-    assert '"durable": "cycles-control"' in cycles_log
+    assert '"durable": "cycles-control-p' in cycles_log
     leftovers = subprocess.run(
         ["pgrep", "-f", str(data)], capture_output=True, text=True, check=False
     )
