@@ -104,6 +104,12 @@ def _metadata(msg: Msg) -> tuple[int, int | None, str]:
     return meta.num_delivered, meta.sequence.stream, meta.stream
 
 
+async def _touch(deliveries: list[Delivery[T]]) -> None:
+    """Tell JetStream the messages are still being worked on (a lost touch is harmless)."""
+    with contextlib.suppress(nats.errors.Error, TimeoutError, OSError):
+        await asyncio.gather(*(d.msg.in_progress() for d in deliveries))
+
+
 def dead_letter_stream_config() -> StreamConfig:
     """The dead-letter stream as a consumer recreates it when it was deleted; ``vertac bus
     init`` (run by every service at start) sets its configured limits again."""
@@ -333,8 +339,7 @@ class DurableConsumer(Generic[T]):
                     raise
                 if done:
                     return task.result()
-                with contextlib.suppress(nats.errors.Error, TimeoutError, OSError):
-                    await asyncio.gather(*(d.msg.in_progress() for d in deliveries))
+                await _touch(deliveries)
         finally:
             self.handling_since = None
 
@@ -350,8 +355,7 @@ class DurableConsumer(Generic[T]):
         deadline = time.monotonic() + seconds
         every = max(self.ack_wait / 3, 0.5)
         while True:
-            with contextlib.suppress(nats.errors.Error, TimeoutError, OSError):
-                await asyncio.gather(*(d.msg.in_progress() for d in deliveries))
+            await _touch(deliveries)
             left = deadline - time.monotonic()
             if left <= 0:
                 return not self._stop.is_set()

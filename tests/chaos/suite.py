@@ -159,13 +159,16 @@ class System:
                                                         "ANALYSIS")},
         }  # fmt: skip
 
-    def start(self, name: str) -> None:
-        log = (self.root / f"{name}-{len(self.procs.get(name, []))}.log").open("ab")
-        proc = subprocess.Popen(
+    def _spawn(self, name: str, index: int) -> subprocess.Popen[bytes]:
+        log = (self.root / f"{name}-{index}.log").open("ab")
+        return subprocess.Popen(
             [sys.executable, "-m", f"services.{name}"], env=self.env(), cwd=REPO,
             stdout=log, stderr=log,
         )  # fmt: skip
-        self.procs.setdefault(name, []).append(proc)
+
+    def start(self, name: str) -> None:
+        running = self.procs.setdefault(name, [])
+        running.append(self._spawn(name, len(running)))
 
     def kill(self, name: str, index: int = 0) -> None:
         proc = self.procs[name][index]
@@ -173,11 +176,7 @@ class System:
         proc.wait()
 
     def restart(self, name: str, index: int = 0) -> None:
-        log = (self.root / f"{name}-{index}.log").open("ab")
-        self.procs[name][index] = subprocess.Popen(
-            [sys.executable, "-m", f"services.{name}"], env=self.env(), cwd=REPO,
-            stdout=log, stderr=log,
-        )  # fmt: skip
+        self.procs[name][index] = self._spawn(name, index)
 
     def alive(self) -> list[str]:
         return [f"{n}[{i}]" for n, ps in self.procs.items() for i, p in enumerate(ps)
