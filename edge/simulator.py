@@ -1,10 +1,12 @@
 """A simulated cyclic machine: pure signal generation, no clock and no I/O.
 
 The machine repeats a cycle of ``cycle_s`` seconds: idle, ramp up, hold, ramp down, idle. Every
-sensor follows that profile scaled to its own base and amplitude, plus white noise and a slow drift
-of the operating point. Faults change one sensor from a given cycle on: ``offset`` (constant
-shift), ``drift`` (growing shift), ``noise`` (more noise), ``spike`` (short spikes), ``lag`` (the
-sensor's profile runs late) and ``stuck`` (the value freezes). Sensors can have different rates.
+sensor follows that profile scaled to its own base and amplitude, plus white noise, a slow drift
+of the operating point and, with ``jitter``, cycle-to-cycle variation as real machines show (each
+cycle runs a little early or late and a little stronger or weaker). Faults change one sensor from
+a given cycle on: ``offset`` (constant shift), ``drift`` (growing shift), ``noise`` (more noise),
+``spike`` (short spikes), ``lag`` (the sensor's profile runs late) and ``stuck`` (the value
+freezes). Sensors can have different rates.
 """
 
 from __future__ import annotations
@@ -87,6 +89,7 @@ class MachineModel:
     drift_per_hour: float = 0.02  # share of amplitude the operating point moves per hour
     faults: tuple[Fault, ...] = ()
     seed: int = 7
+    jitter: float = 0.0  # per cycle: timing shift (share of the cycle) and gain change, std
 
     def registration(self) -> StreamRegistration:
         return StreamRegistration(
@@ -113,6 +116,7 @@ def build_machine(
     faults: tuple[Fault, ...] = (),
     seed: int = 7,
     active_signal: bool = False,
+    jitter: float = 0.0,
 ) -> MachineModel:
     """A machine with ``sensors`` sensors; temperatures sample at ``slow_rate_hz``. With
     ``active_signal`` it also has a digital ``cycle_active`` input (1 while the machine works)."""
@@ -140,6 +144,7 @@ def build_machine(
         drift_per_hour=drift_per_hour,
         faults=faults,
         seed=seed,
+        jitter=jitter,
     )
 
 
@@ -160,6 +165,22 @@ class Simulation:
 
     def __post_init__(self) -> None:
         self.rng = np.random.default_rng(self.model.seed)
+
+    def variation(
+        self, cycle_no: npt.NDArray[np.float64]
+    ) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+        """Per sample, its cycle's timing shift (share of the cycle) and gain, the same for every
+        sensor and every frame of that cycle (drawn from the seed and the cycle number)."""
+        shift = np.zeros(len(cycle_no))
+        gain = np.ones(len(cycle_no))
+        if self.model.jitter <= 0 or len(cycle_no) == 0:
+            return shift, gain
+        numbers, where = np.unique(cycle_no.astype(np.int64), return_inverse=True)
+        draws = np.array(
+            [np.random.default_rng((self.model.seed, int(c) & 0xFFFFFFFF)).normal(size=2)
+             for c in numbers]
+        )  # fmt: skip
+        return draws[where, 0] * self.model.jitter, 1.0 + draws[where, 1] * self.model.jitter
 
     def cycle_of(self, t_ns: int) -> int:
         return int((t_ns - self.start_ns) // round(self.model.cycle_s * NS))
@@ -196,7 +217,8 @@ class Simulation:
             elif f.kind == "stuck":
                 stuck |= active
         phase = (elapsed / self.model.cycle_s) % 1.0
-        shape = profile((phase - shift) % 1.0)
+        jitter_shift, gain = self.variation(cycle_no)
+        shape = gain * profile((phase - shift - jitter_shift) % 1.0)
         drift = self.model.drift_per_hour * sensor.amplitude * elapsed / 3600.0
         noise = self.rng.normal(0.0, 1.0, len(t)) * (sensor.noise + extra_noise)
         if sensor.type == "digital":

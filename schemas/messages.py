@@ -720,7 +720,11 @@ class OverlaySensor(Contract):
     unit: str = ""
     t_s: list[float] = Field(description="Time since cycle start of each cycle point.")
     value: list[float] = Field(description="Cycle values (bucket means when thinned).")
-    ref_t_s: list[float] = Field(default_factory=list, description="Time of reference points.")
+    ref_t_s: list[float] = Field(
+        default_factory=list,
+        description="Time of the reference points: the cycle's own points (``t_s``); the "
+        "reference is stretched over the cycle's duration and interpolated there.",
+    )
     ref_mean: list[float] = Field(default_factory=list)
     ref_lower: list[float] = Field(default_factory=list)
     ref_upper: list[float] = Field(default_factory=list)

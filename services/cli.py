@@ -134,6 +134,15 @@ def edge_simulate(
     cycle_s: Annotated[float, typer.Option(help="Length of one machine cycle, s.")] = 10.0,
     noise: Annotated[float, typer.Option(help="Noise, share of each sensor's amplitude.")] = 0.01,
     drift: Annotated[float, typer.Option(help="Operating-point drift per hour, share.")] = 0.02,
+    jitter: Annotated[
+        float,
+        typer.Option(
+            min=0.0,
+            max=0.2,
+            help="Cycle-to-cycle variation: each cycle's timing shift (share of the cycle) and "
+            "gain change, standard deviation.",
+        ),
+    ] = 0.0,
     fault: Annotated[
         list[str] | None,
         typer.Option(
@@ -168,6 +177,7 @@ def edge_simulate(
             cycle_s=cycle_s,
             noise=noise,
             drift_per_hour=drift,
+            jitter=jitter,
             faults=tuple(Fault.parse(f) for f in fault or []),
             seed=seed,
             active_signal=active_signal,

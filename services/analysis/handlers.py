@@ -182,6 +182,21 @@ class RequestError(Exception):
         self.status, self.message, self.field = status, message, field
 
 
+def reference_curves(reference: Reference, envelope_k: float) -> list[ReferenceSensor]:
+    """Per sensor the reference's mean and its envelope ``mean ± envelope_k · spread``."""
+    return [
+        ReferenceSensor(
+            sensor_id=r.sensor_id,
+            sensor_type=r.sensor_type,
+            unit=r.unit,
+            mean=r.mean.tolist(),
+            lower=(r.mean - envelope_k * r.spread).tolist(),
+            upper=(r.mean + envelope_k * r.spread).tolist(),
+        )
+        for r in reference.sensors.values()
+    ]
+
+
 class ReferenceService:
     """Answers ``vertac.references.<stream_id>.<op>`` requests."""
 
@@ -246,17 +261,7 @@ class ReferenceService:
             description=stored.description,
             created_at=stored.created_at,
             sensors=sorted(ref.sensors) if ref else [],
-            curves=[
-                ReferenceSensor(
-                    sensor_id=r.sensor_id,
-                    sensor_type=r.sensor_type,
-                    unit=r.unit,
-                    mean=r.mean.tolist(),
-                    lower=(r.mean - self.params.envelope_k * r.spread).tolist(),
-                    upper=(r.mean + self.params.envelope_k * r.spread).tolist(),
-                )
-                for r in ref.sensors.values()
-            ]
+            curves=reference_curves(ref, self.params.envelope_k)
             if ref is not None and curves
             else None,
         )

@@ -1,7 +1,10 @@
 """Comparing a cycle with its reference: pure numpy, no I/O, no clock.
 
-Both are put on a common base of ``n_points`` samples over the cycle (normalised time). Per
-sensor, with ``m`` the reference mean shape and ``s`` its per-point normal spread:
+Each sensor is put on its own base over the cycle (normalised time): as many points as it really
+has samples in a cycle (its rate x the cycle's duration), at most ``n_points``, so a 1 Hz sensor is
+judged on its 60 real samples and a 1 kHz one on ``n_points`` of its 10,000; nothing is compared on
+interpolated points. Per sensor, with ``m`` the reference mean shape and ``s`` its per-point normal
+spread (see :func:`normal_spread`):
 
 - euclidean ``||x - m||``, DTW with a Sakoe-Chiba band (:mod:`services.analysis.dtw`);
 - point-wise deviation: max, mean, where, share of points outside ``m ± k·s``;
@@ -104,16 +107,28 @@ def sample_span(
     return (grid >= first - half_step) & (grid <= last + half_step)
 
 
+def base_points(counts: list[int], cap: int) -> int:
+    """Points of a sensor's comparison base: the samples it really has in a cycle (the median
+    over the given cycles), at most ``cap``, at least 2."""
+    return max(2, min(int(cap), int(np.median(counts)) if counts else 2))
+
+
+def samples_in(t_ns: npt.NDArray[np.int64], start_ns: int, end_ns: int) -> int:
+    """How many of the timestamps lie within [start, end]."""
+    t = np.asarray(t_ns)
+    return int(np.count_nonzero((t >= start_ns) & (t <= end_ns)))
+
+
 def on_common_base(cycle: CycleData, reference: Reference) -> dict[str, Array]:
-    """The cycle's sensors on the reference's base. A completed cycle is stretched to its own
-    duration (a slow cycle shows as a duration difference and as timing, not as a wrong shape);
-    an aborted one keeps absolute time, so its recorded part meets the matching part of the
-    reference and the rest is left out (NaN)."""
-    n = reference.n_points
+    """The cycle's sensors, each on its reference's base. A completed cycle is stretched to its
+    own duration (a slow cycle shows as a duration difference and as timing, not as a wrong
+    shape); an aborted one keeps absolute time, so its recorded part meets the matching part of
+    the reference and the rest is left out (NaN)."""
     out = {}
-    for sensor_id in reference.sensors:
+    for sensor_id, ref in reference.sensors.items():
         if sensor_id not in cycle.sensors:
             continue
+        n = len(ref.mean)
         t, v = cycle.sensors[sensor_id]
         if cycle.aborted:
             span = round(reference.duration_s * NS)
@@ -129,11 +144,68 @@ def on_common_base(cycle: CycleData, reference: Reference) -> dict[str, Array]:
 
 
 def noise_level(x: Array) -> float:
-    """Standard deviation of white noise in ``x``, from its first differences (robust: MAD)."""
-    d = np.diff(x[np.isfinite(x)])
+    """Standard deviation of white noise in ``x``, from its second differences (a ramp's are
+    zero, so a coarsely sampled cycle's steps are not taken for noise), robust: MAD."""
+    d = np.diff(x[np.isfinite(x)], n=2)
     if len(d) < 2:
         return 0.0
-    return float(1.4826 * np.median(np.abs(d - np.median(d))) / np.sqrt(2))
+    return float(1.4826 * np.median(np.abs(d - np.median(d))) / np.sqrt(6))
+
+
+def resolution(x: Array) -> float:
+    """The step of a quantised signal: the smallest difference between two distinct values
+    (a 16-bit register, a display rounded to 0.01); about zero for a continuous signal."""
+    u = np.unique(x[np.isfinite(x)])
+    if len(u) < 2:
+        return 0.0
+    return float(np.min(np.diff(u)))
+
+
+# two-sided 95 % Student t quantiles by degrees of freedom; beyond the table, the normal's 1.96
+_T975 = (12.71, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228)
+
+
+def small_sample_factor(cycles: int, pooled: int = 1) -> float:
+    """How much wider than the scatter of ``cycles`` reference cycles a new cycle's normal
+    deviation is: the mean itself is uncertain (x sqrt(1 + 1/k)) and a spread estimated from few
+    cycles is uncertain too (Student's t over the normal quantile, with the degrees of freedom
+    of ``pooled`` neighbouring points per cycle, which are not independent: half count)."""
+    k = max(int(cycles), 1)
+    dof = max(1, round((k - 1) * max(1.0, pooled / 2)))
+    t = _T975[dof - 1] if dof <= len(_T975) else 1.96 + 2.4 / dof
+    return float(np.sqrt(1.0 + 1.0 / k) * t / 1.96)
+
+
+def normal_spread(
+    series: list[Array], mean: Array, radius: int, noise: float, step: float, floor: float
+) -> Array:
+    """Per-point normal spread of the reference cycles around their mean shape.
+
+    It is the point-wise scatter (the comparison is point-wise too), pooled over the DTW band
+    (a few cycles give a noisy estimate per point), corrected for the number of cycles
+    (:func:`small_sample_factor`), and never below what the data shows anyway: the sensor's
+    measurement noise (from successive differences of its real samples), its resolution and a
+    floor of 0.1 % of the reference's range. With one cycle only noise, resolution and floor
+    remain, widened as for two cycles."""
+    n = len(mean)
+    k = len(series)
+    half = max(1, radius)  # pooled over the DTW band
+    window = 2 * half + 1
+    if k > 1:
+        resid = np.vstack(series) - mean
+        var = np.nansum(resid**2, axis=0) / (k - 1)
+        var = np.where(np.isfinite(var), var, 0.0)
+        # pooled over the band: the mean of the per-point variance of neighbouring points
+        kernel = np.ones(window) / window
+        padded = np.pad(var, half, mode="edge")
+        pooled = np.convolve(padded, kernel, mode="valid")[:n]
+        # and shrunk towards the typical spread, which the few cycles estimate better
+        scatter = pooled + 0.1 * float(np.median(pooled))
+    else:
+        scatter = np.zeros(n)
+    factor = small_sample_factor(max(k, 2), window)
+    least = max(noise**2, step**2, floor**2)
+    return np.asarray(factor * np.sqrt(np.maximum(scatter, least)), dtype=np.float64)
 
 
 def spread_floor(mean: Array) -> float:
@@ -142,11 +214,24 @@ def spread_floor(mean: Array) -> float:
     return max(1e-3 * span, 1e-6 * max(1.0, float(np.nanmax(np.abs(mean)))), 1e-9)
 
 
-def barycenter(series: list[Array], radius: int, max_iter: int = 30, tol: float = 1e-5) -> Array:
-    """DTW barycenter averaging (Petitjean et al.), the same iteration as tslearn's
-    ``dtw_barycenter_averaging`` with a Sakoe-Chiba band, on the banded kernel."""
-    stack = np.vstack(series)
-    bary: Array = stack.mean(axis=0)
+def medoid(series: list[Array], radius: int) -> int:
+    """Index of the series with the smallest sum of DTW distances to the others."""
+    k = len(series)
+    total = np.zeros(k)
+    for i in range(k):
+        for j in range(i + 1, k):
+            d = dtw_distance(series[i], series[j], radius)
+            total[i] += d
+            total[j] += d
+    return int(np.argmin(total))
+
+
+def barycenter(series: list[Array], radius: int, max_iter: int = 15, tol: float = 1e-3) -> Array:
+    """DTW barycenter averaging (Petitjean et al.), the iteration of tslearn's
+    ``dtw_barycenter_averaging`` with a Sakoe-Chiba band, on the banded kernel: warm start from
+    the medoid, sums per point with ``bincount``, stopped when the mean squared DTW cost improves
+    by less than ``tol`` of itself."""
+    bary: Array = np.array(series[medoid(series, radius)], dtype=np.float64)
     n = len(bary)
     last_cost = np.inf
     for _ in range(max_iter):
@@ -155,15 +240,63 @@ def barycenter(series: list[Array], radius: int, max_iter: int = 30, tol: float 
         cost = 0.0
         for x in series:
             path, d = dtw_path(bary, x, radius)
-            np.add.at(sums, path[:, 0], x[path[:, 1]])
-            np.add.at(counts, path[:, 0], 1.0)
+            sums += np.bincount(path[:, 0], weights=x[path[:, 1]], minlength=n)
+            counts += np.bincount(path[:, 0], minlength=n)
             cost += d * d
-        bary = np.asarray(sums / counts, dtype=np.float64)
         cost /= len(series)
-        if last_cost - cost < tol:
-            break
+        bary = np.asarray(sums / counts, dtype=np.float64)
+        if abs(last_cost - cost) <= tol * cost or cost > last_cost:
+            break  # converged, or only wobbling now (tslearn stops there too)
         last_cost = cost
     return bary
+
+
+def _sensor_reference(
+    sensor_id: str,
+    cycles: list[CycleData],
+    sensor_type: str,
+    unit: str,
+    duration: float,
+    jitter_s: float,
+    n_points: int,
+    params: Params,
+) -> SensorReference:
+    spans = [(c.start_ns, max(c.end_ns - c.start_ns, 1)) for c in cycles]
+    raw = [c.sensors[sensor_id] for c in cycles]
+    n = base_points(
+        [samples_in(t, c.start_ns, c.end_ns) for (t, _), c in zip(raw, cycles, strict=True)],
+        n_points,
+    )
+    radius = max(1, round(params.band_share * n))
+    series = [resample(t, v, a, span, n) for (t, v), (a, span) in zip(raw, spans, strict=True)]
+    coverage = np.logical_and.reduce(
+        [sample_span(t, a, span, n) for (t, _), (a, span) in zip(raw, spans, strict=True)]
+    )
+    mean = barycenter(series, radius) if len(series) > 1 else series[0]
+    values = [np.asarray(v, dtype=np.float64) for _, v in raw]
+    noise = float(np.median([noise_level(v) for v in values]))
+    step = float(np.median([resolution(v) for v in values]))
+    spread = normal_spread(series, mean, radius, noise, step, spread_floor(mean))
+    base_noise = float(np.median([noise_level(x) for x in series]))
+    level_spread = float(np.std([x.mean() for x in series], ddof=1)) if len(series) > 1 else 0.0
+    # cycle boundaries wobble by a trigger sample or so; where the signal is steep that alone
+    # moves values a lot, so the envelope is widened by slope x the boundary jitter
+    slope = np.gradient(mean) * (n - 1) / max(duration, 1e-9)  # unit per second
+    spread = np.sqrt(spread**2 + (slope * jitter_s) ** 2)
+    if sensor_type in SLOW_TYPES:
+        # differences below a slow sensor's accuracy say nothing about the machine
+        accuracy = params.slow_accuracy_share * abs(float(np.mean(mean)))
+        spread = np.sqrt(spread**2 + accuracy**2)
+    return SensorReference(
+        sensor_id=sensor_id,
+        mean=mean,
+        spread=spread,
+        level_spread=level_spread,
+        sensor_type=sensor_type,
+        unit=unit,
+        coverage=coverage,
+        noise=base_noise,
+    )
 
 
 def build_reference(
@@ -174,75 +307,40 @@ def build_reference(
     params: Params = Params(),
     units: dict[str, str] | None = None,
 ) -> Reference:
-    """A reference from one or more good cycles: DBA mean shape and per-point normal spread."""
+    """A reference from one or more good cycles: per sensor, on its own base of at most
+    ``n_points`` points, the DBA mean shape and the per-point normal spread. Sensors are built
+    in parallel (``params.workers``; the DTW kernels release the GIL)."""
     if not cycles:
         raise ValueError("a reference needs at least one cycle")
     duration = float(np.median([c.duration_s for c in cycles]))
-    # cycle boundaries wobble by a trigger sample or so; where the signal is steep that alone
-    # moves values a lot, so the envelope is widened by slope x the boundary jitter
     jitter_s = float(
         np.hypot(
             np.std([c.duration_s for c in cycles], ddof=1) if len(cycles) > 1 else 0.0,
             float(np.median([c.boundary_jitter_s for c in cycles])),
         )
     )
-    radius = max(1, round(params.band_share * n_points))
     types = {k: v for c in cycles for k, v in c.sensor_types.items()}
-    common = {
+    common = sorted(
         sid
         for sid in set.intersection(*(set(c.sensors) for c in cycles))
         if types.get(sid, "generic") not in STATUS_TYPES
-    }
+        and all(len(c.sensors[sid][0]) > 0 for c in cycles)
+    )
     if not common:
         raise ValueError("the chosen cycles share no process sensor")
-    sensors = {}
-    for sensor_id in sorted(common):
-        series = [
-            resample(*c.sensors[sensor_id], c.start_ns, max(c.end_ns - c.start_ns, 1), n_points)
-            for c in cycles
-        ]
-        coverage = np.logical_and.reduce(
-            [
-                sample_span(
-                    c.sensors[sensor_id][0], c.start_ns, max(c.end_ns - c.start_ns, 1), n_points
-                )
-                for c in cycles
-            ]
-        )
-        mean = barycenter(series, radius) if len(series) > 1 else series[0]
-        floor = spread_floor(mean)
-        noise = float(np.median([noise_level(x) for x in series]))
-        if len(series) > 1:
-            residuals = np.full((len(series), n_points), np.nan)
-            for row, x in enumerate(series):
-                path, _ = dtw_path(mean, x, radius)
-                # residual at each reference point: the aligned cycle value nearest in the path
-                residuals[row, path[:, 0]] = x[path[:, 1]] - mean[path[:, 0]]
-            per_point = np.sqrt(np.nanmean(residuals**2, axis=0))
-            # few cycles give a noisy estimate: shrink towards the typical spread
-            typical = float(np.median(per_point))
-            spread = np.sqrt(per_point**2 + (0.5 * typical) ** 2 + noise**2 + floor**2)
-            level_spread = float(np.std([x.mean() for x in series], ddof=1))
-        else:
-            spread = np.full(n_points, np.sqrt(noise**2 + floor**2))
-            level_spread = 0.0
-        slope = np.gradient(mean) * (n_points - 1) / max(duration, 1e-9)  # unit per second
-        spread = np.sqrt(spread**2 + (slope * jitter_s) ** 2)
-        sensor_type = types.get(sensor_id, "generic")
-        if sensor_type in SLOW_TYPES:
-            # differences below a slow sensor's accuracy say nothing about the machine
-            accuracy = params.slow_accuracy_share * abs(float(np.mean(mean)))
-            spread = np.sqrt(spread**2 + accuracy**2)
-        sensors[sensor_id] = SensorReference(
-            sensor_id=sensor_id,
-            mean=mean,
-            spread=spread,
-            level_spread=level_spread,
-            sensor_type=sensor_type,
-            unit=(units or {}).get(sensor_id, ""),
-            coverage=coverage,
-        )
-    return Reference(cycles[0].stream_id, version, duration, sensors)
+
+    def one(sensor_id: str) -> SensorReference:
+        return _sensor_reference(
+            sensor_id, cycles, types.get(sensor_id, "generic"), (units or {}).get(sensor_id, ""),
+            duration, jitter_s, n_points, params,
+        )  # fmt: skip
+
+    if params.workers > 1 and len(common) > 1:
+        with ThreadPoolExecutor(max_workers=params.workers) as pool:
+            built = list(pool.map(one, common))
+    else:
+        built = [one(sid) for sid in common]
+    return Reference(cycles[0].stream_id, version, duration, {r.sensor_id: r for r in built})
 
 
 def offset_tolerance(ref: SensorReference, params: Params) -> float:
@@ -306,6 +404,33 @@ def classify(
     return "shape"
 
 
+def local_shape_z(z_shape: Array, radius: int) -> float:
+    """The worst RMS of the shape deviation over one DTW band width (``2·radius + 1`` points),
+    over 1.2 (about the worst window of a normal cycle): a short deviation (a late ramp, a spike)
+    counts as what it is instead of being averaged away over the whole cycle."""
+    n = len(z_shape)
+    w = min(n, max(3, 2 * radius + 1))
+    if n < 3:
+        return 0.0
+    worst = float(np.convolve(z_shape**2, np.ones(w) / w, mode="valid").max())
+    return float(np.sqrt(worst)) / 1.2
+
+
+def noise_ratio(x: Array, ref: SensorReference) -> float:
+    """The cycle's measurement noise over the reference cycles' (both from successive
+    differences on the sensor's base); 1 where the reference has no noise figure."""
+    if ref.noise <= 0:
+        return 1.0
+    least = max(ref.noise, spread_floor(ref.mean))
+    return max(noise_level(x), least) / least
+
+
+def noise_excess(ratio: float) -> float:
+    """Severity of a rise in measurement noise: none up to twice the reference's (real cycles
+    differ that much in roughness), then 2 per doubling (4x noise counts 2, 6x counts 4)."""
+    return max(0.0, 2.0 * (ratio / 2.0 - 1.0))
+
+
 def compare_sensor(x: Array, ref: SensorReference, duration_s: float, params: Params) -> _Compared:
     ok = np.isfinite(x)
     if ref.coverage is not None and ref.coverage.any():
@@ -324,9 +449,10 @@ def compare_sensor(x: Array, ref: SensorReference, duration_s: float, params: Pa
     trend_z = abs(slope) / tol
     shape_dev = dev - offset - slope * t
     z_shape = shape_dev / s
-    shape_z = float(np.sqrt(np.mean(z_shape**2)))
-    severity = float(np.sqrt(offset_z**2 + trend_z**2 + shape_z**2))
-    radius = max(1, round(params.band_share * n))
+    radius = max(1, round(params.band_share * len(x)))
+    shape_z = max(float(np.sqrt(np.mean(z_shape**2))), local_shape_z(z_shape, radius))
+    noise_z = noise_excess(noise_ratio(xs, ref))
+    severity = float(np.sqrt(offset_z**2 + trend_z**2 + shape_z**2 + noise_z**2))
     dtw = dtw_distance(xs, m, radius)
     # timing vs magnitude: the level difference is magnitude; of the level-free difference, the
     # part that warping removes is timing (DTW alone would also "explain" an offset on a ramp)
@@ -379,9 +505,9 @@ def first_deviation(
     compared: dict[str, _Compared], duration_s: float, params: Params
 ) -> FirstDeviation | None:
     """The sensor whose envelope exceedance that lasts long enough starts first."""
-    best: tuple[int, float, str] | None = None
+    best: tuple[float, float, str] | None = None
     for sensor_id, c in compared.items():
-        n = len(c.exceed)
+        n = len(c.exceed)  # each sensor has its own base: compare by time
         run = max(3, int(np.ceil(params.first_run_share * n)))
         if n < run:
             continue
@@ -390,13 +516,13 @@ def first_deviation(
         if len(starts) == 0:
             continue
         i = int(starts[0])
+        at_s = i / max(n - 1, 1) * duration_s
         z = float(c.z[i : i + run].max())
-        if best is None or (i, -z) < (best[0], -best[1]):
-            best = (i, z, sensor_id)
+        if best is None or (at_s, -z) < (best[0], -best[1]):
+            best = (at_s, z, sensor_id)
     if best is None:
         return None
-    n = len(next(iter(compared.values())).exceed)
-    return FirstDeviation(sensor_id=best[2], at_s=best[0] / max(n - 1, 1) * duration_s, z=best[1])
+    return FirstDeviation(sensor_id=best[2], at_s=best[0], z=best[1])
 
 
 def health_score(severities: list[float]) -> float:

@@ -30,6 +30,7 @@ class SensorReference:
     sensor_type: str = "generic"
     unit: str = ""
     coverage: npt.NDArray[np.bool_] | None = None  # points every reference cycle had data for
+    noise: float = 0.0  # measurement noise of the reference cycles on this base (0: unknown)
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,7 +42,9 @@ class Reference:
 
     @property
     def n_points(self) -> int:
-        return len(next(iter(self.sensors.values())).mean)
+        """The longest sensor base (each sensor has as many points as it has real samples in a
+        cycle, up to the analysis' ``n_points``)."""
+        return max(len(r.mean) for r in self.sensors.values())
 
 
 def reference_to_bytes(reference: Reference) -> bytes:
@@ -51,7 +54,12 @@ def reference_to_bytes(reference: Reference) -> bytes:
         "version": reference.version,
         "duration_s": reference.duration_s,
         "sensors": {
-            sid: {"level_spread": r.level_spread, "sensor_type": r.sensor_type, "unit": r.unit}
+            sid: {
+                "level_spread": r.level_spread,
+                "sensor_type": r.sensor_type,
+                "unit": r.unit,
+                "noise": r.noise,
+            }
             for sid, r in reference.sensors.items()
         },
     }
@@ -81,6 +89,7 @@ def reference_from_bytes(data: bytes) -> Reference:
                 sensor_type=str(info["sensor_type"]),
                 unit=str(info["unit"]),
                 coverage=npz[f"cover_{i}"] if f"cover_{i}" in npz.files else None,
+                noise=float(info.get("noise", 0.0)),
             )
             for i, (sid, info) in enumerate(meta["sensors"].items())
         }

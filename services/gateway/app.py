@@ -105,6 +105,7 @@ SERVICE = "gateway"
 STATIC = Path(__file__).parent / "static"
 DASHBOARD = STATIC / "app"  # the Vite build of services/gateway/web (``make web``)
 DATASET_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+REPORT_POINTS = 800  # points per sensor in the report's charts (dashboard and PDF alike)
 log = logging.getLogger(__name__)
 
 
@@ -571,23 +572,28 @@ def build_app(settings: Settings, common: CommonSettings) -> FastAPI:
             return None
         return ReferenceInfo.model_validate(json.loads(data)[0]) if status == 200 else None
 
-    @app.get("/api/live/cycles/{cycle_id}/overlay", response_model=CycleOverlay)
-    async def cycle_overlay_data(
-        cycle_id: str,
-        request: Request,
-        points: Annotated[int, Query(ge=10, le=20_000)] = 800,
+    async def overlay_of(
+        g: Gateway, detail: CycleDetail, recording: Frame, points: int
     ) -> CycleOverlay:
-        """Every sensor of a finished cycle (at most ``points`` per sensor) over the reference's
-        mean and envelope: the data of the report's charts."""
-        g = gw(request)
-        detail, recording = await g.recorded(cycle_id)
         reference = await reference_of(g, detail)
         order = [d.sensor_id for d in detail.analysis.sensors] if detail.analysis else []
         record = await lookup(g.port.kv_streams, detail.cycle.stream_id)
         units = {s.id: s.unit for s in record.sensors} if record else {}
         return await asyncio.to_thread(
-            cycle_overlay, cycle_id, recording, reference, order, units, points
+            cycle_overlay, detail.cycle.cycle_id, recording, reference, order, units, points
         )
+
+    @app.get("/api/live/cycles/{cycle_id}/overlay", response_model=CycleOverlay)
+    async def cycle_overlay_data(
+        cycle_id: str,
+        request: Request,
+        points: Annotated[int, Query(ge=10, le=20_000)] = REPORT_POINTS,
+    ) -> CycleOverlay:
+        """Every sensor of a finished cycle (at most ``points`` per sensor) over the reference's
+        mean and envelope: the data of the report's charts."""
+        g = gw(request)
+        detail, recording = await g.recorded(cycle_id)
+        return await overlay_of(g, detail, recording, points)
 
     @app.get("/api/live/cycles/{cycle_id}/alerts", response_model=CycleAlerts)
     async def cycle_alerts(cycle_id: str, request: Request) -> CycleAlerts:
@@ -602,9 +608,9 @@ def build_app(settings: Settings, common: CommonSettings) -> FastAPI:
         g = gw(request)
         detail, name = await g.cycle(cycle_id)
         recording = await g.port.recording(name) if name else None  # a report without charts
-        reference = await reference_of(g, detail)
+        overlay = await overlay_of(g, detail, recording, REPORT_POINTS) if recording else None
         alerts = await g.cycle_alerts(detail)
-        pdf = await asyncio.to_thread(cycle_pdf, detail, recording, reference, alerts)
+        pdf = await asyncio.to_thread(cycle_pdf, detail, overlay, alerts)
         return Response(
             pdf,
             media_type="application/pdf",

@@ -193,8 +193,9 @@ def cycle_overlay(
     points: int,
 ) -> CycleOverlay:
     """Every sensor of a recorded cycle, thinned to ``points``, with the reference's mean and
-    envelope stretched over the cycle's duration (as in the PDF report). Sensors in ``order``
-    come first (the analysis ranking), the rest after it."""
+    envelope stretched over the cycle's duration and put on the cycle's own points: the one
+    geometry that the dashboard and the PDF report both draw. Sensors in ``order`` come first
+    (the analysis ranking), the rest after it."""
     curves = {c.sensor_id: c for c in (reference.curves or [])} if reference else {}
     series = {s.sensor_id: s for s in recording.series if s.n}
     names = [s for s in order if s in series] + [s for s in series if s not in order]
@@ -207,13 +208,12 @@ def cycle_overlay(
         ref = curves.get(sensor_id)
         extra: dict[str, list[float]] = {}
         if ref is not None and ref.mean:
-            step = max(1, len(ref.mean) // points)
-            x = np.linspace(0.0, float(t[-1]), len(ref.mean))[::step]
+            x = np.linspace(0.0, float(t[-1]), len(ref.mean))
             extra = {
-                "ref_t_s": x.tolist(),
-                "ref_mean": ref.mean[::step],
-                "ref_lower": ref.lower[::step],
-                "ref_upper": ref.upper[::step],
+                "ref_t_s": tt.tolist(),
+                "ref_mean": np.interp(tt, x, ref.mean).tolist(),
+                "ref_lower": np.interp(tt, x, ref.lower).tolist(),
+                "ref_upper": np.interp(tt, x, ref.upper).tolist(),
             }
         unit = units.get(sensor_id) or (ref.unit if ref else "")
         out.append(

@@ -3,7 +3,11 @@
 Page 1: the cycle (times, duration, completeness, reference version), the health score with its
 risk class, the first deviator, recommendations with their evidence, the alerts active during the
 cycle (grouped), and the sensors ranked by contribution.
-Following pages: each sensor's cycle drawn over the reference's mean and envelope.
+Following pages: each sensor's cycle drawn over the reference's mean and envelope, from the same
+overlay (:func:`services.gateway.logic.cycle_overlay`) the dashboard draws.
+
+Drawn with matplotlib's object API (``Figure``, no ``pyplot`` state), so reports rendered at the
+same time in several threads do not share anything.
 """
 
 from __future__ import annotations
@@ -12,16 +16,10 @@ import csv
 import io
 import textwrap
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
-import numpy as np
 from matplotlib.backends.backend_pdf import PdfPages
 from matplotlib.figure import Figure
 
-from schemas.frames import Frame
-from schemas.messages import CycleAlerts, CycleDetail, ReferenceInfo
+from schemas.messages import CycleAlerts, CycleDetail, CycleOverlay
 
 ALERT_COLOURS = {"critical": "#cf222e", "warning": "#9a6700", "info": "#0969da"}
 RISK_COLOURS = {"low": "#2da44e", "medium": "#d4a72c", "high": "#e16f24", "critical": "#cf222e"}
@@ -124,7 +122,7 @@ def _alerts_block(fig: Figure, y: float, alerts: CycleAlerts | None) -> float:
 
 def _summary_page(pdf: PdfPages, detail: CycleDetail, alerts: CycleAlerts | None) -> None:
     c, a = detail.cycle, detail.analysis
-    fig = plt.figure(figsize=(8.27, 11.69))
+    fig = Figure(figsize=(8.27, 11.69))
     fig.text(0.06, 0.95, "VerTac cycle report", fontsize=18, weight="bold")
     lines = [
         f"Stream {c.stream_id}   cycle {c.cycle_id} (no. {c.cycle_no})",
@@ -144,7 +142,6 @@ def _summary_page(pdf: PdfPages, detail: CycleDetail, alerts: CycleAlerts | None
         fig.text(0.06, 0.75, "No analysis yet (no active reference).", fontsize=12)
         _alerts_block(fig, 0.71, alerts)
         pdf.savefig(fig)  # type: ignore[no-untyped-call]
-        plt.close(fig)
         return
     gauge = fig.add_axes((0.62, 0.79, 0.32, 0.14))
     gauge.barh([0], [100], color="#eaeef2")
@@ -210,55 +207,41 @@ def _summary_page(pdf: PdfPages, detail: CycleDetail, alerts: CycleAlerts | None
     t.auto_set_font_size(False)
     t.set_fontsize(8)
     pdf.savefig(fig)  # type: ignore[no-untyped-call]
-    plt.close(fig)
 
 
-def _overlay_pages(
-    pdf: PdfPages, detail: CycleDetail, recording: Frame, reference: ReferenceInfo | None
-) -> None:
-    curves = {c.sensor_id: c for c in (reference.curves or [])} if reference else {}
-    order = [d.sensor_id for d in detail.analysis.sensors] if detail.analysis else []
-    order += [s.sensor_id for s in recording.series if s.sensor_id not in order and s.n]
-    series = {s.sensor_id: s for s in recording.series}
-    start = min((s.first_ns() for s in recording.series if s.n), default=0)
-    for page in range(0, len(order), 4):
-        fig, axes = plt.subplots(4, 1, figsize=(8.27, 11.69))
-        for ax, sensor_id in zip(axes, order[page : page + 4], strict=False):
-            s = series.get(sensor_id)
-            if s is None or not s.n:
-                ax.axis("off")
-                continue
-            t = (s.timestamps() - start) / 1e9
-            duration = float(t[-1]) if len(t) else 1.0
-            ref = curves.get(sensor_id)
-            if ref is not None:
-                x = np.linspace(0, duration, len(ref.mean))
-                ax.fill_between(x, ref.lower, ref.upper, color="#ddf4ff", label="envelope")
-                ax.plot(x, ref.mean, color="#0969da", linewidth=1, label="reference")
-            ax.plot(t, s.values, color="#cf222e", linewidth=0.8, label="cycle")
-            ax.set_title(sensor_id, fontsize=10, loc="left")
+def _overlay_pages(pdf: PdfPages, overlay: CycleOverlay) -> None:
+    sensors = overlay.sensors
+    for page in range(0, len(sensors), 4):
+        fig = Figure(figsize=(8.27, 11.69))
+        fig.subplots_adjust(left=0.09, right=0.97, top=0.96, bottom=0.05, hspace=0.45)
+        axes = fig.subplots(4, 1)
+        for ax, s in zip(axes, sensors[page : page + 4], strict=False):
+            if s.ref_mean:
+                ax.fill_between(s.ref_t_s, s.ref_lower, s.ref_upper, color="#ddf4ff",
+                                label="envelope")  # fmt: skip
+                ax.plot(s.ref_t_s, s.ref_mean, color="#0969da", linewidth=1, label="reference")
+            ax.plot(s.t_s, s.value, color="#cf222e", linewidth=0.8, label="cycle")
+            unit = f" ({s.unit})" if s.unit else ""
+            ax.set_title(f"{s.sensor_id}{unit}", fontsize=10, loc="left")
             ax.set_xlabel("s", fontsize=8)
             ax.tick_params(labelsize=7)
             ax.legend(fontsize=7, loc="upper right")
-        for ax in axes[len(order[page : page + 4]) :]:
+        for ax in axes[len(sensors[page : page + 4]) :]:
             ax.axis("off")
-        fig.tight_layout()
         pdf.savefig(fig)  # type: ignore[no-untyped-call]
-        plt.close(fig)
 
 
 def cycle_pdf(
     detail: CycleDetail,
-    recording: Frame | None,
-    reference: ReferenceInfo | None,
+    overlay: CycleOverlay | None,
     alerts: CycleAlerts | None = None,
 ) -> bytes:
-    """The report as PDF bytes."""
+    """The report as PDF bytes; ``overlay`` (the dashboard's chart data) draws the sensor pages."""
     out = io.BytesIO()
     with PdfPages(out) as pdf:
         _summary_page(pdf, detail, alerts)
-        if recording is not None:
-            _overlay_pages(pdf, detail, recording, reference)
+        if overlay is not None:
+            _overlay_pages(pdf, overlay)
         info = pdf.infodict()
         info["Title"] = f"VerTac cycle report {detail.cycle.cycle_id}"
         info["Creator"] = "VerTac"

@@ -140,7 +140,7 @@ async def test_live_page_shows_moving_data_and_drives_cycles_and_alerts(
 async def test_a_finished_cycle_opens_its_report_with_exports_history_and_actions(
     gateway: str, bus, common: CommonSettings, running, stream_id: str, page: Any, tmp_path
 ) -> None:
-    start_cycles_and_analysis(running, common, n_points=300)
+    start_cycles_and_analysis(running, common)
     # the automatic reference is made from cycles 1-3; cycle 4 has an offset on flow_1
     model = flow_offset_machine(stream_id)
     async with httpx.AsyncClient(base_url=gateway, timeout=60) as client:
@@ -287,7 +287,7 @@ async def test_real_hydraulic_cycles_valve_fault_tops_the_report(
 
     rig = load_rig()
     running.start(serve_ingest(IngestSettings(metrics_port=0), common, running.stop))
-    start_cycles_and_analysis(running, common, n_points=60, auto_reference_cycles=5)
+    start_cycles_and_analysis(running, common, auto_reference_cycles=5)
     healthy = rig.rows(100, 100, 0, 130, 0).tolist()
     valve = int(rig.rows(100, 73, 0, 130, None)[0])
     # the first cycle registers the stream, so that the page can open on it before the rest

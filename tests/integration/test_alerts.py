@@ -161,7 +161,7 @@ async def test_the_envelope_rule_fires_during_a_faulty_cycle(
 
     await bus.nc.subscribe(f"vertac.alerts.{stream_id}.*", cb=on_alert)
     await bus.nc.subscribe(f"vertac.cycles.{stream_id}.completed", cb=on_cycle)
-    start_cycles_and_analysis(running, common, n_points=400)
+    start_cycles_and_analysis(running, common)
     running.start(
         serve_alerts(AlertsSettings(metrics_port=0, rules_refresh_s=0.1), common, running.stop)
     )

@@ -31,7 +31,7 @@ async def test_an_injected_fault_is_ranked_first_and_an_abort_is_marked(
         results.append(AnalysisCompleted.model_validate_json(msg.data))
 
     await bus.nc.subscribe(f"vertac.analysis.{stream_id}", cb=on_result)
-    start_cycles_and_analysis(running, common, n_points=500)
+    start_cycles_and_analysis(running, common)
     model = build_machine(stream_id=stream_id, sensors=6, rate_hz=100, cycle_s=4, active_signal=True,
                           faults=(Fault("pressure_2", "offset", 8.0, 4),))  # fmt: skip
     ws_url = gateway.replace("http", "ws") + f"/api/live/ws/stream/{stream_id}"

@@ -20,7 +20,7 @@ pytestmark = pytest.mark.integration
 async def test_cycles_samples_and_references_over_rest(
     gateway: str, bus, common: CommonSettings, running, stream_id: str
 ) -> None:
-    start_cycles_and_analysis(running, common, n_points=400, auto_reference_cycles=0)
+    start_cycles_and_analysis(running, common, auto_reference_cycles=0)
     model = build_machine(
         stream_id=stream_id,
         sensors=4,
@@ -118,7 +118,7 @@ async def test_a_cycle_report_downloads_as_pdf_and_csv(
 
     from pypdf import PdfReader
 
-    start_cycles_and_analysis(running, common, n_points=300)
+    start_cycles_and_analysis(running, common)
     model = flow_offset_machine(stream_id)
     async with httpx.AsyncClient(base_url=gateway, timeout=60) as client:
         await client.post("/api/live/register", json=model.registration().model_dump(mode="json"))

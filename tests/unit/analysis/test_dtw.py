@@ -9,7 +9,7 @@ from tslearn.metrics import dtw as tslearn_dtw
 from tslearn.metrics import dtw_path as tslearn_path
 
 from services.analysis.dtw import dtw_distance, dtw_path
-from services.analysis.logic import barycenter
+from services.analysis.logic import barycenter, medoid
 
 
 @pytest.mark.parametrize(("n", "radius"), [(1, 0), (2, 1), (40, 0), (60, 3), (120, 12), (200, 199)])
@@ -39,12 +39,21 @@ def test_barycenter_equals_tslearn_dba() -> None:
     rng = np.random.default_rng(5)
     base = np.sin(np.linspace(0, 3 * np.pi, 50))
     series = [np.roll(base, k) + rng.normal(0, 0.05, 50) for k in (-2, 0, 1, 3)]
-    ours = barycenter(series, radius=5)
+    ours = barycenter(series, radius=5, max_iter=30, tol=1e-12)
     theirs = dtw_barycenter_averaging(
         np.stack(series)[:, :, None],
+        init_barycenter=series[medoid(series, 5)][:, None],  # the same warm start
+        max_iter=30,
+        tol=1e-12,
         metric_params={"global_constraint": "sakoe_chiba", "sakoe_chiba_radius": 5},
     ).ravel()
     assert ours == pytest.approx(theirs, abs=1e-6)
+
+
+def test_the_warm_start_is_the_medoid() -> None:
+    base = np.sin(np.linspace(0, 3 * np.pi, 60))
+    series = [base, base + 0.1, base + 3.0]  # distances per point 0.1, 3 and 2.9
+    assert medoid(series, 3) == 1
 
 
 def test_series_of_different_length_are_refused() -> None:

@@ -56,7 +56,8 @@ export class LiveChart {
   }
 }
 
-/** Cycle over the reference mean and envelope (reference interpolated at the cycle's times). */
+/** Cycle over the reference mean and envelope. The server puts the reference on the cycle's own
+ * points (the PDF draws the same geometry); only an answer on other points is interpolated. */
 export function overlayChart(el: HTMLElement, s: OverlaySensor, height = 220): uPlot {
   const x = s.t_s;
   const hasRef = s.ref_mean.length > 0;
@@ -67,7 +68,9 @@ export function overlayChart(el: HTMLElement, s: OverlaySensor, height = 220): u
   ];
   const bands: uPlot.Band[] = [];
   if (hasRef) {
-    data.push(interp(x, s.ref_t_s, s.ref_mean), interp(x, s.ref_t_s, s.ref_upper), interp(x, s.ref_t_s, s.ref_lower));
+    const same = s.ref_t_s.length === x.length;
+    const on = (v: number[]): number[] | Float64Array => (same ? v : interp(x, s.ref_t_s, v));
+    data.push(on(s.ref_mean), on(s.ref_upper), on(s.ref_lower));
     series.push(
       { label: "reference", stroke: "#0969da", width: 1, points: { show: false } },
       { label: "upper", stroke: "#9ecbff", width: 0.5, points: { show: false } },
