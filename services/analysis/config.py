@@ -12,7 +12,13 @@ class Settings(BaseSettings):
     durable: str = Field(default="analysis", description="Durable consumer of cycle events.")
     metrics_host: str = "127.0.0.1"
     metrics_port: int = Field(default=9103, ge=0, description="/metrics port; 0 disables it.")
-    n_points: int = Field(default=2000, ge=16, le=100_000, description="Common time base, points.")
+    n_points: int = Field(
+        default=2000,
+        ge=16,
+        le=100_000,
+        description="Most points a sensor is compared on; each sensor gets as many as it has "
+        "samples in a cycle, up to this.",
+    )
     band_share: float = Field(default=0.05, gt=0, le=1, description="Sakoe-Chiba band, share.")
     envelope_k: float = Field(default=3.0, gt=0, description="Envelope half-width, spreads.")
     drift_share_slow: float = Field(

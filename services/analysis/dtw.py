@@ -76,6 +76,91 @@ def _backtrack(steps: npt.NDArray[np.uint8], radius: int) -> npt.NDArray[np.int6
     return path[:m][::-1].copy()
 
 
+@numba.njit(cache=True, nogil=True)
+def _windowed(
+    x: npt.NDArray[np.float64],
+    y: npt.NDArray[np.float64],
+    lo: npt.NDArray[np.int64],
+    hi: npt.NDArray[np.int64],
+) -> tuple[float, npt.NDArray[np.int64]]:
+    """DTW restricted to cells ``lo[i] <= j <= hi[i]`` (both non-decreasing, row 0 starting at
+    0 and the last row ending at ``n - 1``); the cost and the optimal path, with the step
+    priorities of :func:`_banded`."""
+    n = x.shape[0]
+    width = 0
+    for i in range(n):
+        width = max(width, hi[i] - lo[i] + 1)
+    prev = np.full(width + 1, _INF)
+    row = np.full(width + 1, _INF)
+    steps = np.zeros((n, width), dtype=np.uint8)
+    run = 0.0
+    for j in range(lo[0], hi[0] + 1):
+        d = x[0] - y[j]
+        run += d * d
+        prev[j - lo[0]] = run
+        steps[0, j - lo[0]] = 2
+    for i in range(1, n):
+        xi = x[i]
+        plo, phi = lo[i - 1], hi[i - 1]
+        for k in range(width + 1):
+            row[k] = _INF
+        left = _INF
+        for j in range(lo[i], hi[i] + 1):
+            diag = prev[j - 1 - plo] if plo <= j - 1 <= phi else _INF
+            up = prev[j - plo] if plo <= j <= phi else _INF
+            best = min(diag, min(up, left))
+            d = xi - y[j]
+            steps[i, j - lo[i]] = np.uint8(diag > best) * (np.uint8(1) + np.uint8(up > best))
+            left = d * d + best
+            row[j - lo[i]] = left
+        prev, row = row, prev
+    path = np.empty((2 * n, 2), dtype=np.int64)
+    i, j = n - 1, n - 1
+    m = 0
+    while True:
+        path[m, 0] = i
+        path[m, 1] = j
+        m += 1
+        if i == 0 and j == 0:
+            break
+        step = steps[i, j - lo[i]]
+        if step == 0:
+            i, j = i - 1, j - 1
+        elif step == 1:
+            i = i - 1
+        else:
+            j = j - 1
+    return prev[n - 1 - lo[n - 1]], path[:m][::-1].copy()
+
+
+def refined_path(
+    x: npt.ArrayLike, y: npt.ArrayLike, coarse_path: npt.NDArray[np.int64], block: int,
+    radius: int, margin: int = 2,
+) -> tuple[npt.NDArray[np.int64], float]:  # fmt: skip
+    """The optimal path at full resolution searched near a path found on block means of
+    ``block`` samples (FastDTW's projection): every fine cell whose block lies within ``margin``
+    blocks of the coarse path, and within the Sakoe-Chiba ``radius``."""
+    a, b, r = _check(x, y, radius)
+    n = len(a)
+    rows = coarse_path[:, 0]
+    cols = coarse_path[:, 1]
+    blocks = -(-n // block)
+    lo_b = np.full(blocks, blocks, dtype=np.int64)
+    hi_b = np.full(blocks, -1, dtype=np.int64)
+    np.minimum.at(lo_b, rows, cols - margin)
+    np.maximum.at(hi_b, rows, cols + margin)
+    i = np.arange(n, dtype=np.int64)
+    lo = np.clip(lo_b[i // block] * block, 0, n - 1)
+    hi = np.clip((hi_b[i // block] + 1) * block - 1, 0, n - 1)
+    lo = np.maximum(lo, i - r)
+    hi = np.minimum(hi, i + r)
+    lo = np.minimum.accumulate(lo[::-1])[::-1]  # non-decreasing, connected from row to row
+    hi = np.maximum.accumulate(hi)
+    lo[0], hi[-1] = 0, n - 1
+    total, path = _windowed(a, b, np.ascontiguousarray(lo), np.ascontiguousarray(hi))
+    return path, float(np.sqrt(total))
+
+
 def _check(
     x: npt.ArrayLike, y: npt.ArrayLike, radius: int
 ) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64], int]:
@@ -106,3 +191,4 @@ def warm_up() -> None:
     """Compile (or load from cache) the kernels before the first real cycle arrives."""
     x = np.linspace(0.0, 1.0, 16)
     dtw_path(x, x[::-1].copy(), 3)
+    refined_path(x, x[::-1].copy(), np.column_stack([np.arange(4), np.arange(4)]), 4, 3)

@@ -35,7 +35,7 @@ from schemas.messages import (
     SensorDeviation,
     SensorStats,
 )
-from services.analysis.dtw import dtw_distance, dtw_path
+from services.analysis.dtw import dtw_distance, dtw_path, refined_path
 from services.common.references import (
     Reference,
     SensorReference,
@@ -226,28 +226,81 @@ def medoid(series: list[Array], radius: int) -> int:
     return int(np.argmin(total))
 
 
-def barycenter(series: list[Array], radius: int, max_iter: int = 15, tol: float = 1e-3) -> Array:
-    """DTW barycenter averaging (Petitjean et al.), the iteration of tslearn's
-    ``dtw_barycenter_averaging`` with a Sakoe-Chiba band, on the banded kernel: warm start from
-    the medoid, sums per point with ``bincount``, stopped when the mean squared DTW cost improves
-    by less than ``tol`` of itself."""
-    bary: Array = np.array(series[medoid(series, radius)], dtype=np.float64)
+COARSE_POINTS = 1000  # above this, the barycenter is found on a coarser copy first
+REFINE_STEPS = 3  # DBA steps at full resolution after that, each near the previous paths
+
+
+def _dba(
+    series: list[Array], start: Array, radius: int, max_iter: int, tol: float
+) -> tuple[Array, int]:
+    """DBA iterations from ``start``; the barycenter and the largest warp of the last paths."""
+    bary = np.array(start, dtype=np.float64)
     n = len(bary)
     last_cost = np.inf
+    warp = 0
     for _ in range(max_iter):
         sums = np.zeros(n)
         counts = np.zeros(n)
         cost = 0.0
+        warp = 0
         for x in series:
             path, d = dtw_path(bary, x, radius)
             sums += np.bincount(path[:, 0], weights=x[path[:, 1]], minlength=n)
             counts += np.bincount(path[:, 0], minlength=n)
             cost += d * d
+            warp = max(warp, int(np.max(np.abs(path[:, 0] - path[:, 1]))))
         cost /= len(series)
         bary = np.asarray(sums / counts, dtype=np.float64)
         if abs(last_cost - cost) <= tol * cost or cost > last_cost:
             break  # converged, or only wobbling now (tslearn stops there too)
         last_cost = cost
+    return bary, warp
+
+
+def _block_means(x: Array, f: int) -> Array:
+    """Means of consecutive blocks of ``f`` samples (the last block may be shorter)."""
+    n = len(x)
+    return np.add.reduceat(x, np.arange(0, n, f)) / np.diff(np.append(np.arange(0, n, f), n))
+
+
+def barycenter(series: list[Array], radius: int, max_iter: int = 15, tol: float = 1e-3) -> Array:
+    """DTW barycenter averaging (Petitjean et al.), the iteration of tslearn's
+    ``dtw_barycenter_averaging`` with a Sakoe-Chiba band, on the banded kernel: warm start from
+    the medoid, sums per point with ``bincount``, stopped when the mean squared DTW cost improves
+    by less than ``tol`` of itself.
+
+    Series longer than ``COARSE_POINTS`` are averaged multi-resolution: DBA converges on block
+    means (at most ``COARSE_POINTS`` points, the band scaled alike), the result is stretched back
+    and refined by one DBA step at full resolution whose paths are searched near the coarse ones
+    (:func:`services.analysis.dtw.refined_path`, within the band): a fraction of the cost of
+    full-resolution iterations."""
+    n = len(series[0])
+    if n <= COARSE_POINTS:
+        return _dba(series, series[medoid(series, radius)], radius, max_iter, tol)[0]
+    f = -(-n // COARSE_POINTS)
+    coarse = [_block_means(x, f) for x in series]
+    coarse_radius = max(1, -(-radius // f))
+    rough, _ = _dba(coarse, coarse[medoid(coarse, coarse_radius)], coarse_radius, max_iter, tol)
+    centres = np.arange(len(rough)) * f + (f - 1) / 2.0
+    bary = np.interp(np.arange(n, dtype=np.float64), centres, rough)
+    guides = [(dtw_path(rough, c, coarse_radius)[0], f) for c in coarse]
+    last_cost = np.inf
+    for _ in range(REFINE_STEPS):
+        sums = np.zeros(n)
+        counts = np.zeros(n)
+        cost = 0.0
+        paths = []
+        for x, (guide, block) in zip(series, guides, strict=True):
+            path, d = refined_path(bary, x, guide, block, radius, margin=2 * f // block)
+            sums += np.bincount(path[:, 0], weights=x[path[:, 1]], minlength=n)
+            counts += np.bincount(path[:, 0], minlength=n)
+            cost += d * d
+            paths.append((path, 1))
+        bary = np.asarray(sums / counts, dtype=np.float64)
+        if abs(last_cost - cost) <= tol * cost or cost > last_cost:
+            break
+        last_cost = cost
+        guides = paths  # the next step searches near this step's paths
     return bary
 
 

@@ -16,10 +16,15 @@ import csv
 import io
 import textwrap
 
+import numpy as np
+import numpy.typing as npt
 from matplotlib.backends.backend_pdf import PdfPages
 from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+from matplotlib.patches import Polygon, Rectangle
+from matplotlib.ticker import MaxNLocator
 
-from schemas.messages import CycleAlerts, CycleDetail, CycleOverlay
+from schemas.messages import CycleAlerts, CycleDetail, CycleOverlay, OverlaySensor
 
 ALERT_COLOURS = {"critical": "#cf222e", "warning": "#9a6700", "info": "#0969da"}
 RISK_COLOURS = {"low": "#2da44e", "medium": "#d4a72c", "high": "#e16f24", "critical": "#cf222e"}
@@ -174,10 +179,20 @@ def _summary_page(pdf: PdfPages, detail: CycleDetail, alerts: CycleAlerts | None
         fig.text(0.07, y, "None: every sensor within its normal range.", fontsize=9)
         y -= 0.02
     y = _alerts_block(fig, y - 0.01, alerts)
-    table = fig.add_axes((0.06, 0.04, 0.88, max(0.1, y - 0.08)))
-    table.axis("off")
-    rows = [
-        [
+    fig.text(0.06, y - 0.01, "Sensors by contribution", fontsize=12, weight="bold")
+    y -= 0.03
+    head = ("sensor", "share", "pattern", "severity", "DTW", "Euclidean", "max dev", "timing")
+    widths = (16, 7, 9, 9, 10, 10, 16, 7)
+
+    def line(cells: tuple[str, ...]) -> str:
+        return "".join(c[: w - 1].ljust(w) for c, w in zip(cells, widths, strict=True))
+
+    fig.text(0.06, y, line(head), fontsize=8, family="monospace", weight="bold")
+    for d in a.sensors[:20]:
+        y -= 0.0145
+        if y < 0.03:
+            break
+        cells = (
             d.sensor_id,
             f"{d.contribution:.0f} %",
             d.pattern,
@@ -186,48 +201,70 @@ def _summary_page(pdf: PdfPages, detail: CycleDetail, alerts: CycleAlerts | None
             f"{d.euclidean:.4g}",
             f"{d.max_deviation:.4g} {d.unit}",
             f"{d.timing_share:.0%}",
-        ]
-        for d in a.sensors[:20]
-    ]
-    table.set_title("Sensors by contribution", fontsize=12, loc="left")
-    t = table.table(
-        cellText=rows,
-        colLabels=[
-            "sensor",
-            "share",
-            "pattern",
-            "severity",
-            "DTW",
-            "Euclidean",
-            "max dev",
-            "timing",
-        ],
-        loc="upper left",
-    )
-    t.auto_set_font_size(False)
-    t.set_fontsize(8)
+        )
+        fig.text(0.06, y, line(cells), fontsize=8, family="monospace")
     pdf.savefig(fig)  # type: ignore[no-untyped-call]
 
 
+def _panel(fig: Figure, rect: tuple[float, float, float, float], s: OverlaySensor) -> None:
+    """One sensor's chart drawn straight onto the figure (no ``Axes``, whose set-up and tick
+    machinery cost most of a report's time): frame, envelope, reference mean, cycle, ticks."""
+    x0, y0, w, h = rect
+    t = np.asarray(s.t_s, dtype=np.float64)
+    v = np.asarray(s.value, dtype=np.float64)
+    lower = np.asarray(s.ref_lower, dtype=np.float64)
+    upper = np.asarray(s.ref_upper, dtype=np.float64)
+    unit = f" ({s.unit})" if s.unit else ""
+    fig.text(x0, y0 + h + 0.006, f"{s.sensor_id}{unit}", fontsize=10)
+    fig.add_artist(Rectangle((x0, y0), w, h, fill=False, linewidth=0.6, edgecolor="#57606a",
+                             transform=fig.transFigure))  # fmt: skip
+    if len(t) == 0:
+        return
+    values = [v[np.isfinite(v)], lower[np.isfinite(lower)], upper[np.isfinite(upper)]]
+    finite = np.concatenate(values)
+    lo, hi = (float(finite.min()), float(finite.max())) if len(finite) else (0.0, 1.0)
+    if hi - lo < 1e-12:
+        lo, hi = lo - 0.5, hi + 0.5
+    pad = 0.05 * (hi - lo)
+    lo, hi = lo - pad, hi + pad
+    t1 = float(t[-1]) if t[-1] > 0 else 1.0
+
+    def fx(a: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+        return x0 + w * np.clip(a / t1, 0.0, 1.0)
+
+    def fy(a: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+        return y0 + h * np.clip((a - lo) / (hi - lo), 0.0, 1.0)
+
+    if s.ref_mean:
+        rt = np.asarray(s.ref_t_s, dtype=np.float64)
+        outline = np.column_stack([np.r_[fx(rt), fx(rt)[::-1]], np.r_[fy(upper), fy(lower)[::-1]]])
+        fig.add_artist(Polygon(outline, closed=True, facecolor="#ddf4ff", edgecolor="none",
+                               transform=fig.transFigure))  # fmt: skip
+        mean = np.asarray(s.ref_mean, dtype=np.float64)
+        fig.add_artist(Line2D(fx(rt), fy(mean), color="#0969da", linewidth=1,
+                              transform=fig.transFigure))  # fmt: skip
+    fig.add_artist(Line2D(fx(t), fy(v), color="#cf222e", linewidth=0.8,
+                          transform=fig.transFigure))  # fmt: skip
+    for tick in MaxNLocator(5).tick_values(lo, hi):
+        if lo <= tick <= hi:
+            y = float(fy(np.array([tick]))[0])
+            fig.text(x0 - 0.006, y, f"{tick:.4g}", fontsize=7, ha="right", va="center")
+    for tick in MaxNLocator(6).tick_values(0.0, t1):
+        if 0.0 <= tick <= t1:
+            x = float(fx(np.array([tick]))[0])
+            fig.text(x, y0 - 0.012, f"{tick:.4g}", fontsize=7, ha="center", va="top")
+
+
 def _overlay_pages(pdf: PdfPages, overlay: CycleOverlay) -> None:
+    """Four sensors per page: the cycle (red) over the reference mean (blue) and envelope."""
     sensors = overlay.sensors
     for page in range(0, len(sensors), 4):
         fig = Figure(figsize=(8.27, 11.69))
-        fig.subplots_adjust(left=0.09, right=0.97, top=0.96, bottom=0.05, hspace=0.45)
-        axes = fig.subplots(4, 1)
-        for ax, s in zip(axes, sensors[page : page + 4], strict=False):
-            if s.ref_mean:
-                ax.fill_between(s.ref_t_s, s.ref_lower, s.ref_upper, color="#ddf4ff",
-                                label="envelope")  # fmt: skip
-                ax.plot(s.ref_t_s, s.ref_mean, color="#0969da", linewidth=1, label="reference")
-            ax.plot(s.t_s, s.value, color="#cf222e", linewidth=0.8, label="cycle")
-            unit = f" ({s.unit})" if s.unit else ""
-            ax.set_title(f"{s.sensor_id}{unit}", fontsize=10, loc="left")
-            ax.set_xlabel("s", fontsize=8)
-            ax.tick_params(labelsize=7)
-            ax.legend(fontsize=7, loc="upper right")
-        for ax in axes[len(sensors[page : page + 4]) :]:
-            ax.axis("off")
+        fig.text(0.1, 0.975, "Cycle (red) over the reference mean (blue) and its envelope "
+                 "(shaded); time in s since the cycle started", fontsize=8,
+                 color="#57606a")  # fmt: skip
+        for k, s in enumerate(sensors[page : page + 4]):
+            _panel(fig, (0.1, 0.74 - k * 0.235, 0.86, 0.19), s)
         pdf.savefig(fig)  # type: ignore[no-untyped-call]
 
 

@@ -8,8 +8,8 @@ from tslearn.barycenters import dtw_barycenter_averaging
 from tslearn.metrics import dtw as tslearn_dtw
 from tslearn.metrics import dtw_path as tslearn_path
 
-from services.analysis.dtw import dtw_distance, dtw_path
-from services.analysis.logic import barycenter, medoid
+from services.analysis.dtw import dtw_distance, dtw_path, refined_path
+from services.analysis.logic import _dba, barycenter, medoid
 
 
 @pytest.mark.parametrize(("n", "radius"), [(1, 0), (2, 1), (40, 0), (60, 3), (120, 12), (200, 199)])
@@ -59,3 +59,29 @@ def test_the_warm_start_is_the_medoid() -> None:
 def test_series_of_different_length_are_refused() -> None:
     with pytest.raises(ValueError, match="same length"):
         dtw_distance(np.zeros(3), np.zeros(4), 1)
+
+
+def test_a_path_refined_near_a_coarse_one_finds_the_banded_optimum() -> None:
+    t = np.linspace(0, 1, 3000)
+    x = np.tanh((t - 0.40) / 0.02) + np.sin(9 * t)
+    y = np.tanh((t - 0.43) / 0.02) + np.sin(9 * t)
+    f = 6
+    coarse = [np.add.reduceat(s, np.arange(0, len(s), f)) / f for s in (x, y)]
+    coarse_path, _ = dtw_path(coarse[0], coarse[1], 150 // f)
+    path, d = refined_path(x, y, coarse_path, f, 150)
+    assert d == pytest.approx(dtw_distance(x, y, 150), rel=1e-9)
+    assert (np.abs(path[:, 0] - path[:, 1]) <= 150).all()
+    assert (np.diff(path, axis=0) >= 0).all() and tuple(path[-1]) == (2999, 2999)
+
+
+def test_a_long_barycenter_stays_close_to_full_resolution_dba() -> None:
+    rng = np.random.default_rng(3)
+    t = np.linspace(0, 1, 3000)
+    series = [np.clip((t - 0.2 - s) / 0.1, 0, 1) * 10 + rng.normal(0, 0.1, len(t))
+              for s in (-0.004, 0.0, 0.003, 0.006)]  # fmt: skip
+    multi = barycenter(series, radius=150)
+    full = _dba(series, series[medoid(series, 150)], 150, 15, 1e-3)[0]
+    # DBA has many fixed points; they may differ at a corner, not along the cycle
+    assert np.median(np.abs(multi - full)) < 0.02 * np.ptp(full)
+    cost = [np.mean([dtw_distance(b, x, 150) ** 2 for x in series]) for b in (multi, full)]
+    assert cost[0] < 1.5 * cost[1], cost
