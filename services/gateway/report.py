@@ -184,10 +184,10 @@ def _summary_page(pdf: PdfPages, detail: CycleDetail, alerts: CycleAlerts | None
     head = ("sensor", "share", "pattern", "severity", "DTW", "Euclidean", "max dev", "timing")
     widths = (16, 7, 9, 9, 10, 10, 16, 7)
 
-    def line(cells: tuple[str, ...]) -> str:
+    def columns(cells: tuple[str, ...]) -> str:
         return "".join(c[: w - 1].ljust(w) for c, w in zip(cells, widths, strict=True))
 
-    fig.text(0.06, y, line(head), fontsize=8, family="monospace", weight="bold")
+    fig.text(0.06, y, columns(head), fontsize=8, family="monospace", weight="bold")
     for d in a.sensors[:20]:
         y -= 0.0145
         if y < 0.03:
@@ -202,7 +202,7 @@ def _summary_page(pdf: PdfPages, detail: CycleDetail, alerts: CycleAlerts | None
             f"{d.max_deviation:.4g} {d.unit}",
             f"{d.timing_share:.0%}",
         )
-        fig.text(0.06, y, line(cells), fontsize=8, family="monospace")
+        fig.text(0.06, y, columns(cells), fontsize=8, family="monospace")
     pdf.savefig(fig)  # type: ignore[no-untyped-call]
 
 
