@@ -15,6 +15,7 @@ from faststream.specification import AsyncAPI
 
 from schemas import frames, messages, subjects
 from schemas.export import JSON_DIR
+from services import __version__
 
 _SAMPLES_DOC = (
     "Sample frames of one stream. Two encodings, told apart by the Content-Type header: "
@@ -62,7 +63,7 @@ def document() -> dict[str, Any]:
     spec = AsyncAPI(
         build_broker(),
         title="VerTac bus",
-        version="1",
+        version=__version__,
         description="Subjects, payloads and encodings of the VerTac message bus.",
         schema_version="3.0.0",
     )

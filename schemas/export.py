@@ -6,6 +6,9 @@ import json
 import sys
 from pathlib import Path
 
+from pydantic import BaseModel
+
+from schemas.compat import LegacyBatch, LegacyRegistration
 from schemas.messages import EXPORTED
 
 JSON_DIR = Path(__file__).parent / "json"
@@ -14,7 +17,8 @@ JSON_DIR = Path(__file__).parent / "json"
 def render() -> dict[str, str]:
     """File name to JSON Schema text, for every exported model."""
     out = {}
-    for model in EXPORTED:
+    models: tuple[type[BaseModel], ...] = (*EXPORTED, LegacyRegistration, LegacyBatch)
+    for model in models:
         schema = model.model_json_schema(mode="validation")
         out[f"{model.__name__}.json"] = json.dumps(schema, indent=2, sort_keys=True) + "\n"
     return out

@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from schemas.subjects import STREAM_ID_PATTERN
 
+DATASET_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 StreamId = Annotated[
     str,
     Field(
@@ -141,6 +142,11 @@ class StreamRegistration(Contract):
         default=None, description="Chosen id; derived from device_name when omitted."
     )
     description: str = Field(default="", max_length=2000)
+    dataset_id: str | None = Field(
+        default=None,
+        pattern=DATASET_PATTERN,
+        description="Dataset the stream's cycles are filed under; live-<stream_id> when omitted.",
+    )
     sensors: list[SensorSpec] = Field(min_length=1, max_length=4096)
 
     @model_validator(mode="after")
@@ -161,13 +167,16 @@ class StreamRegistered(Contract):
     description: str = ""
     sensors: list[SensorSpec]
     registered_at: datetime
+    dataset_id: str = Field(default="", description="Dataset of the stream's cycles.")
 
 
 class RegisterResponse(Contract):
     """Answer of ``POST /api/live/register``."""
 
     stream_id: StreamId
+    dataset_id: str = Field(description="Dataset the stream's cycles are filed under.")
     status: Literal["registered", "updated"]
+    warnings: list[str] = Field(default_factory=list, description="What was taken as given.")
     samples_subject: str
     control_subject: str
     websocket: str
@@ -212,9 +221,12 @@ class BatchAccepted(Contract):
     """Answer of ``POST /api/live/batch``, sent only after JetStream acknowledged the frame."""
 
     ack_id: str
-    seq: int
+    buffer_status: Literal["ok"] = Field(
+        default="ok", description="v0.2.0's field: ok once JetStream stored the batch."
+    )
     samples_received: int
-    buffer_status: BufferStatus
+    seq: int
+    buffer: BufferStatus = Field(description="Where JetStream stored the batch.")
 
 
 # --- control and lifecycle --------------------------------------------------------------------
@@ -873,8 +885,23 @@ class WsCommandAck(Contract):
     stream_seq: int
 
 
+class WsEnvelope(Contract):
+    """Server → browser: every WebSocket message, in VerTac v0.2.0's envelope. ``data`` holds the
+    fields of the message of that ``type`` (``WsSamples``, ``WsStateChange``,
+    ``WsAnalysisResult``, ``WsAlert``, ``WsReady``, ``WsPong``, ``WsError``, ``WsCommandAck``)
+    without its ``type``."""
+
+    type: Literal[
+        "samples", "state_change", "analysis_result", "alert", "ready", "pong", "error",
+        "command_ack",
+    ]  # fmt: skip
+    timestamp: datetime = Field(description="When the gateway sent it (ISO 8601, UTC).")
+    data: dict[str, Any]
+
+
 class WsCommand(Contract):
-    """Browser → server: ``ping``, ``cycle_start`` or ``cycle_stop``."""
+    """Browser → server: ``ping``, ``cycle_start`` or ``cycle_stop``, as JSON
+    (``{"type": "cycle_start", "reason": "..."}``), or as plain text as v0.2.0 clients send."""
 
     type: Literal["ping", "cycle_start", "cycle_stop"]
     reason: str = ""
@@ -923,4 +950,5 @@ EXPORTED: tuple[type[BaseModel], ...] = (
     WsError,
     WsCommandAck,
     WsCommand,
+    WsEnvelope,
 )

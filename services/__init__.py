@@ -1,3 +1,5 @@
 """VerTac services: independent consumers on the NATS JetStream bus."""
 
-__version__ = "0.1.0"
+# the one version: the package (pyproject reads it from here), /api/health, the OpenAPI and
+# AsyncAPI documents and the newest CHANGELOG entry all say this
+__version__ = "0.7.0"

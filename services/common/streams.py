@@ -76,7 +76,7 @@ async def lookup(kv: KeyValue, stream_id: str) -> StreamRegistered | None:
 
 def derive_stream_id(device_name: str) -> str:
     """A stream id made from a device name: 'Press 1 / Line A' -> 'press-1-line-a'."""
-    cleaned = "".join(c.lower() if c.isalnum() else "-" for c in device_name)
+    cleaned = "".join(c.lower() if c.isascii() and c.isalnum() else "-" for c in device_name)
     token = "-".join(part for part in cleaned.split("-") if part)[:64]
     return subjects.check_stream_id(token or "stream")
 
@@ -86,13 +86,16 @@ async def register(
 ) -> tuple[StreamRegistered, bool]:
     """Store and announce a registration; returns it and whether the stream existed before."""
     stream_id = registration.stream_id or derive_stream_id(registration.device_name)
-    existed = await lookup(kv, stream_id) is not None
+    before = await lookup(kv, stream_id)
+    existed = before is not None
+    dataset_id = registration.dataset_id or (before.dataset_id if before else "")
     record = StreamRegistered(
         stream_id=stream_id,
         device_name=registration.device_name,
         description=registration.description,
         sensors=registration.sensors,
         registered_at=datetime.now(UTC),
+        dataset_id=dataset_id or f"live-{stream_id}"[:64],
     )
     body = record.model_dump_json().encode()
     await kv.put(stream_id, body)

@@ -18,7 +18,7 @@ from typing import Annotated, Any
 
 import nats.errors
 import uvicorn
-from fastapi import FastAPI, HTTPException, Query, Request, WebSocket, WebSocketDisconnect
+from fastapi import Body, FastAPI, HTTPException, Query, Request, WebSocket, WebSocketDisconnect
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse, Response
 from fastapi.staticfiles import StaticFiles
@@ -28,6 +28,14 @@ from pydantic import ValidationError
 
 from schemas import subjects
 from schemas.asyncapi import document as asyncapi_document
+from schemas.compat import (
+    BATCH_EXAMPLES,
+    REGISTER_EXAMPLES,
+    BatchBody,
+    LegacyBatch,
+    LegacyRegistration,
+    RegisterBody,
+)
 from schemas.frames import Frame, FrameError, decode
 from schemas.messages import (
     AcknowledgeAlert,
@@ -36,7 +44,6 @@ from schemas.messages import (
     AlertRule,
     AnalysisCompleted,
     BatchAccepted,
-    BatchRequest,
     BufferStatus,
     CommandAccepted,
     CreateReference,
@@ -61,11 +68,9 @@ from schemas.messages import (
     ReferenceInfo,
     RegisterResponse,
     StreamRegistered,
-    StreamRegistration,
     StreamStatus,
     WsAlert,
     WsAnalysisResult,
-    WsCommand,
     WsCommandAck,
     WsError,
     WsPong,
@@ -91,11 +96,15 @@ from services.gateway.adapters import (
 )
 from services.gateway.config import Settings
 from services.gateway.logic import (
+    CommandError,
     Decimator,
     UnknownSensor,
     batch_to_frame,
     cycle_overlay,
+    envelope,
     group_alerts,
+    legacy_batch,
+    parse_command,
     recording_csv,
     recording_json,
 )
@@ -200,6 +209,16 @@ class Gateway:
         return int(ack.seq)
 
 
+BODY_SHAPES = ("current", "v0.2")  # tags of the two accepted body shapes, not fields
+
+
+def error_field(loc: tuple[int | str, ...]) -> str:
+    """The dotted field of a validation error, e.g. ``body.samples.0.value`` (the tag of the
+    body shape it was validated as is left out)."""
+    parts = [str(p) for i, p in enumerate(loc) if not (i == 1 and p in BODY_SHAPES)]
+    return ".".join(parts)
+
+
 def build_app(settings: Settings, common: CommonSettings) -> FastAPI:
     """The gateway's ASGI app; the lifespan connects to the bus and the database."""
 
@@ -244,10 +263,7 @@ def build_app(settings: Settings, common: CommonSettings) -> FastAPI:
 
     @app.exception_handler(RequestValidationError)
     async def on_validation(_: Request, exc: RequestValidationError) -> JSONResponse:
-        details = [
-            ErrorDetail(field=".".join(str(p) for p in e["loc"]), message=e["msg"])
-            for e in exc.errors()
-        ]
+        details = [ErrorDetail(field=error_field(e["loc"]), message=e["msg"]) for e in exc.errors()]
         body = ErrorBody(error="request is not valid", details=details)
         return JSONResponse(status_code=422, content=body.model_dump())
 
@@ -265,24 +281,40 @@ def build_app(settings: Settings, common: CommonSettings) -> FastAPI:
         return error(503, f"the message bus is unavailable ({type(exc).__name__}); retry later")
 
     @app.post("/api/live/register", status_code=201, response_model=RegisterResponse)
-    async def register_stream(body: StreamRegistration, request: Request) -> RegisterResponse:
-        """Register a machine and its sensors (idempotent: registering again updates it)."""
+    async def register_stream(
+        body: Annotated[RegisterBody, Body(openapi_examples=REGISTER_EXAMPLES)], request: Request
+    ) -> RegisterResponse:
+        """Register a machine and its sensors (idempotent: registering again updates it). Takes
+        today's body (``sensors: [{id, name, type, unit, rate_hz}]``) or VerTac v0.2.0's
+        (``sensor_count``, ``sensors: [{sensor_id, name, type, unit}]``, no stream id)."""
         g = gw(request)
-        record, existed = await register(g.port.bus.js, g.port.kv_streams, body)
+        registration = body.current() if isinstance(body, LegacyRegistration) else body
+        record, existed = await register(g.port.bus.js, g.port.kv_streams, registration)
         g.metrics.messages_out.labels(SERVICE, "registry").inc()
         return RegisterResponse(
             stream_id=record.stream_id,
+            dataset_id=record.dataset_id,
             status="updated" if existed else "registered",
+            warnings=body.warnings() if isinstance(body, LegacyRegistration) else [],
             samples_subject=subjects.samples(record.stream_id),
             control_subject=subjects.control(record.stream_id),
             websocket=f"/api/live/ws/stream/{record.stream_id}",
         )
 
     @app.post("/api/live/batch", response_model=BatchAccepted)
-    async def post_batch(body: BatchRequest, request: Request) -> BatchAccepted:
-        """Accept samples as JSON; answers only after JetStream stored them as one frame."""
+    async def post_batch(
+        raw: Annotated[BatchBody, Body(openapi_examples=BATCH_EXAMPLES)], request: Request
+    ) -> BatchAccepted:
+        """Accept samples as JSON; answers only after JetStream stored them as one frame. Takes
+        today's columnar body (``samples: [{timestamp, values: {sensor: value}}]``) or VerTac
+        v0.2.0's (one record per sample: ``timestamp, sensor_id | sensor_name, value, unit,
+        quality`` 0-1)."""
         g = gw(request)
-        record = await g.registered(body.stream_id)
+        record = await g.registered(raw.stream_id)
+        try:
+            body = legacy_batch(raw, record.sensors) if isinstance(raw, LegacyBatch) else raw
+        except UnknownSensor as exc:
+            raise ApiError(422, str(exc), f"body.{exc.field}") from exc
         seq = await reserve_seq(g.port.kv_seq, body.stream_id)
         try:
             frame = batch_to_frame(body, seq, time.time_ns(), record.sensors)
@@ -301,7 +333,7 @@ def build_app(settings: Settings, common: CommonSettings) -> FastAPI:
             ack_id=msg_id,
             seq=seq,
             samples_received=frame.n_samples,
-            buffer_status=BufferStatus(
+            buffer=BufferStatus(
                 stream=ack.stream, stream_seq=ack.seq, duplicate=bool(ack.duplicate)
             ),
         )
@@ -701,9 +733,7 @@ def build_app(settings: Settings, common: CommonSettings) -> FastAPI:
         try:
             valid_stream_id(stream_id)
         except ApiError as exc:
-            await websocket.send_text(
-                WsError(error=exc.message, field="stream_id").model_dump_json()
-            )
+            await websocket.send_text(envelope(WsError(error=exc.message, field="stream_id")))
             await websocket.close(code=1008)
             return
         g.ws_clients.inc()
@@ -744,21 +774,21 @@ class LiveSession:
             event = CycleStateChanged.model_validate_json(msg.data)
         except ValidationError:
             return
-        self._offer(WsStateChange(stream_id=self.stream_id, event=event).model_dump_json())
+        self._offer(envelope(WsStateChange(stream_id=self.stream_id, event=event)))
 
     async def _on_analysis(self, msg: Msg) -> None:
         try:
             result = AnalysisCompleted.model_validate_json(msg.data)
         except ValidationError:
             return
-        self._offer(WsAnalysisResult(stream_id=self.stream_id, result=result).model_dump_json())
+        self._offer(envelope(WsAnalysisResult(stream_id=self.stream_id, result=result)))
 
     async def _on_alert(self, msg: Msg) -> None:
         try:
             event = AlertChanged.model_validate_json(msg.data)
         except ValidationError:
             return
-        self._offer(WsAlert(stream_id=self.stream_id, alert=event).model_dump_json())
+        self._offer(envelope(WsAlert(stream_id=self.stream_id, alert=event)))
 
     async def _pump_samples(self) -> None:
         interval = self.g.settings.ws_interval_ms / 1000
@@ -769,7 +799,7 @@ class LiveSession:
             await asyncio.sleep(due - loop.time())
             message = self.decimator.flush()
             if message is not None:
-                self._offer(message.model_dump_json())
+                self._offer(envelope(message))
 
     async def _send(self) -> None:
         while True:
@@ -779,23 +809,21 @@ class LiveSession:
         while True:
             text = await self.ws.receive_text()
             try:
-                command = WsCommand.model_validate_json(text)
-            except ValidationError as exc:
-                err = exc.errors()[0]
-                field = ".".join(str(p) for p in err["loc"])
-                self._offer(WsError(error=err["msg"], field=field).model_dump_json())
+                command = parse_command(text)
+            except CommandError as exc:
+                self._offer(envelope(WsError(error=exc.message, field=exc.field)))
                 continue
             if command.type == "ping":
-                self._offer(WsPong(ts=time.time()).model_dump_json())
+                self._offer(envelope(WsPong(ts=time.time())))
                 continue
             try:
                 seq = await self.g.command(
                     self.stream_id, command.type, "websocket", command.reason
                 )
             except nats.errors.Error as exc:
-                self._offer(WsError(error=f"bus unavailable: {exc}").model_dump_json())
+                self._offer(envelope(WsError(error=f"bus unavailable: {exc}")))
                 continue
-            self._offer(WsCommandAck(command=command.type, stream_seq=seq).model_dump_json())
+            self._offer(envelope(WsCommandAck(command=command.type, stream_seq=seq)))
 
     async def run(self) -> None:
         nc = self.g.port.bus.nc
@@ -806,7 +834,7 @@ class LiveSession:
             await nc.subscribe(f"{subjects.PREFIX}.alerts.{self.stream_id}.*", cb=self._on_alert),
         ]
         await nc.flush()  # the server has the subscriptions: tell the browser to read its state
-        self._offer(WsReady(stream_id=self.stream_id).model_dump_json())
+        self._offer(envelope(WsReady(stream_id=self.stream_id)))
         tasks = [
             asyncio.create_task(self._pump_samples()),
             asyncio.create_task(self._send()),

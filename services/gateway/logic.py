@@ -2,21 +2,26 @@
 
 from __future__ import annotations
 
+import json
 from collections import defaultdict
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+from pydantic import BaseModel, ValidationError
 
+from schemas.compat import LegacyBatch, quality_code
 from schemas.frames import QUALITY_GOOD, Frame, Series
 from schemas.messages import (
     AlertGroup,
     BatchRequest,
+    BatchSample,
     CycleOverlay,
     OverlaySensor,
     ReferenceInfo,
     SensorSpec,
+    WsCommand,
     WsSamples,
     WsSensorTrace,
 )
@@ -24,8 +29,12 @@ from services.common.timeutil import ns_of, ns_of_seconds
 
 
 class UnknownSensor(ValueError):
-    def __init__(self, field: str, sensor_id: str, known: list[str]) -> None:
-        super().__init__(f"sensor {sensor_id!r} is not registered for this stream; known: {known}")
+    def __init__(
+        self, field: str, sensor_id: str, known: list[str], message: str | None = None
+    ) -> None:
+        super().__init__(
+            message or f"sensor {sensor_id!r} is not registered for this stream; known: {known}"
+        )
         self.field = field
 
 
@@ -36,6 +45,41 @@ def to_ns(timestamp: datetime | float) -> int:
             raise ValueError("timestamp needs a time zone (e.g. 'Z' or '+01:00')")
         return ns_of(timestamp)
     return ns_of_seconds(float(timestamp))
+
+
+def legacy_batch(batch: LegacyBatch, sensors: list[SensorSpec]) -> BatchRequest:
+    """A v0.2.0 batch (one record per sample) as today's columnar batch. Each record names its
+    sensor by ``sensor_id`` (a registered id) or, without one, ``sensor_name`` (a registered id or
+    name); a
+    given ``unit`` must be the registered one; quality 0-1 becomes an OPC DA code
+    (:func:`schemas.compat.quality_code`). Raises :class:`UnknownSensor` naming the field."""
+    by_id = {s.id: s for s in sensors}
+    by_name = {s.name: s for s in sensors if s.name}
+    known = sorted(by_id)
+    out = []
+    for i, sample in enumerate(batch.samples):
+        if sample.sensor_id:  # the sensor's identity; its name is only used without it
+            spec = by_id.get(sample.sensor_id)
+        else:
+            name = sample.sensor_name or ""
+            spec = by_id.get(name) or by_name.get(name)
+        if spec is None:
+            field = "sensor_id" if sample.sensor_id else "sensor_name"
+            raise UnknownSensor(f"samples.{i}.{field}", sample.sensor_id or sample.sensor_name
+                                or "", known)  # fmt: skip
+        if sample.unit and spec.unit and sample.unit != spec.unit:
+            raise UnknownSensor(
+                f"samples.{i}.unit", spec.id, known,
+                message=f"sensor {spec.id!r} is registered in {spec.unit!r}, not {sample.unit!r}",
+            )  # fmt: skip
+        out.append(
+            BatchSample(
+                timestamp=sample.timestamp,
+                values={spec.id: sample.value},
+                quality={spec.id: quality_code(sample.quality)},
+            )
+        )
+    return BatchRequest(stream_id=batch.stream_id, samples=out, batch_id=batch.batch_id)
 
 
 def batch_to_frame(
@@ -246,3 +290,48 @@ def group_alerts(rows: list[dict[str, Any]]) -> list[AlertGroup]:
         groups.values(), key=lambda g: (SEVERITY_ORDER.get(g["severity"], 3), -g["occurrences"])
     )
     return [AlertGroup.model_validate(g) for g in ordered]
+
+
+def envelope(message: BaseModel) -> str:
+    """A WebSocket message in the v0.2.0 envelope ``{"type", "timestamp", "data"}``: ``type``
+    from the message, ``timestamp`` when the gateway sends it (ISO 8601, UTC, ms), ``data`` the
+    message's other fields."""
+    kind = getattr(message, "type")  # noqa: B009 - every WebSocket message model has one
+    now = datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    data = message.model_dump_json(exclude={"type"})
+    return f'{{"type":"{kind}","timestamp":"{now}","data":{data}}}'
+
+
+class CommandError(ValueError):
+    def __init__(self, message: str, field: str = "type") -> None:
+        super().__init__(message)
+        self.message, self.field = message, field
+
+
+PLAIN_COMMANDS = ("ping", "cycle_start", "cycle_stop")
+
+
+def parse_command(text: str) -> WsCommand:
+    """A command from the browser: plain text (``ping``, ``cycle_start``, ``cycle_stop``, as
+    v0.2.0 clients send), JSON ``{"type": ..., "reason": ...}``, or the envelope form
+    ``{"type": ..., "data": {"reason": ...}}``."""
+    word = text.strip()
+    if word in PLAIN_COMMANDS:
+        return WsCommand(type=word)
+    if not word.startswith("{"):
+        shown = word[:40] + ("..." if len(word) > 40 else "")
+        raise CommandError(
+            f"unknown command {shown!r}: send ping, cycle_start or cycle_stop, as plain text or "
+            'as JSON {"type": "cycle_start", "reason": "..."}'
+        )
+    try:
+        raw = json.loads(word)
+    except ValueError as exc:
+        raise CommandError(f"invalid JSON: {exc}", "") from exc
+    if isinstance(raw, dict) and isinstance(raw.get("data"), dict):
+        raw = {"type": raw.get("type"), **raw["data"]}
+    try:
+        return WsCommand.model_validate(raw)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        raise CommandError(err["msg"], ".".join(str(p) for p in err["loc"])) from exc

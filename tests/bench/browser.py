@@ -78,7 +78,7 @@ async def plain_client(url: str, out: list[float], stop: asyncio.Event) -> None:
             now = time.time() * 1000
             msg = json.loads(text)
             if msg.get("type") == "samples":
-                out.extend(now - s for s in msg.get("sent_ms", []))
+                out.extend(now - s for s in msg["data"].get("sent_ms", []))
 
 
 async def main() -> None:

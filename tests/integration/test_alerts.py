@@ -131,7 +131,9 @@ async def test_limit_alerts_raise_clear_flap_and_are_acknowledged(
         while len([m for m in seen if m["type"] == "alert"]) < 3:
             seen.append(json.loads(await asyncio.wait_for(ws.recv(), 10)))
         await ws.close()
-        assert {m["alert"]["state"] for m in seen if m["type"] == "alert"} >= {"raised", "cleared"}
+        assert {m["data"]["alert"]["state"] for m in seen if m["type"] == "alert"} >= {
+            "raised", "cleared",
+        }  # fmt: skip
 
 
 async def test_the_envelope_rule_fires_during_a_faulty_cycle(

@@ -52,11 +52,11 @@ async def test_an_injected_fault_is_ranked_first_and_an_abort_is_marked(
 
     await eventually(three, timeout=60)
     listener.cancel()
-    changes = [m["event"]["state"] for m in browser if m["type"] == "state_change"]
+    changes = [m["data"]["event"]["state"] for m in browser if m["type"] == "state_change"]
     assert changes.count("completed") == 5
     assert "running" in changes
     assert "aborted" in changes
-    shown = [m["result"]["cycle_id"] for m in browser if m["type"] == "analysis_result"]
+    shown = [m["data"]["result"]["cycle_id"] for m in browser if m["type"] == "analysis_result"]
     assert shown == [r.cycle_id for r in results[:3]]
     healthy, faulty, cut = results[:3]
     assert healthy.reference_version == 1

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+from datetime import datetime
 
 import httpx
 import pytest
@@ -59,8 +60,9 @@ async def test_register_then_batch_is_persisted(
         assert r.status_code == 200, r.text
         answer = r.json()
         assert answer["samples_received"] == 3
-        assert answer["buffer_status"]["stream"] == "VERTAC_SAMPLES"
-        assert answer["buffer_status"]["duplicate"] is False
+        assert answer["buffer_status"] == "ok"
+        assert answer["buffer"]["stream"] == "VERTAC_SAMPLES"
+        assert answer["buffer"]["duplicate"] is False
 
         async def stored() -> bool:
             return await frame_count(common.database_url, stream_id) == 1
@@ -97,8 +99,8 @@ async def test_a_retried_batch_with_the_same_batch_id_is_stored_once(
         }
         first = (await client.post("/api/live/batch", json=body)).json()
         second = (await client.post("/api/live/batch", json=body)).json()
-        assert first["buffer_status"]["duplicate"] is False
-        assert second["buffer_status"]["duplicate"] is True
+        assert first["buffer"]["duplicate"] is False
+        assert second["buffer"]["duplicate"] is True
         marker = {**body, "batch_id": "b-2"}
         await client.post("/api/live/batch", json=marker)
 
@@ -199,7 +201,9 @@ async def test_websocket_receives_decimated_samples_and_answers_commands(
     async with websockets.connect(ws_url) as ws:
         # first, once subscribed: "ready" (the browser reads its state over REST from then on)
         ready = json.loads(await asyncio.wait_for(ws.recv(), 10))
-        assert ready == {"type": "ready", "stream_id": stream_id}
+        assert set(ready) == {"type", "timestamp", "data"}  # the v0.2.0 envelope
+        assert ready["type"] == "ready" and ready["data"] == {"stream_id": stream_id}
+        assert datetime.fromisoformat(ready["timestamp"]).tzinfo is not None
         sim = asyncio.ensure_future(
             simulate(bus, model, SimulateOptions(speed=1, duration_s=1.5, frame_ms=100))
         )
@@ -212,17 +216,25 @@ async def test_websocket_receives_decimated_samples_and_answers_commands(
         await ws.send(json.dumps({"type": "ping"}))
         await ws.send(json.dumps({"type": "cycle_start"}))
         await ws.send(json.dumps({"type": "dance"}))
-        replies = [json.loads(await asyncio.wait_for(ws.recv(), 5)) for _ in range(3)]
-        kinds = {r["type"] for r in replies if r["type"] != "samples"}
-        while len(kinds) < 3:
+        await ws.send("ping")  # the plain-text commands of v0.2.0 clients
+        await ws.send("cycle_stop")
+        await ws.send("dance")
+        replies = []
+        while len(replies) < 6:
             r = json.loads(await asyncio.wait_for(ws.recv(), 5))
             if r["type"] != "samples":
-                kinds.add(r["type"])
                 replies.append(r)
-    assert kinds == {"pong", "command_ack", "error"}
-    error = next(r for r in replies if r["type"] == "error")
-    assert error["field"] == "type"
-    pressure = [m["sensors"]["pressure_1"] for m in samples if "pressure_1" in m["sensors"]]
+    assert [r["type"] for r in replies] == ["pong", "command_ack", "error"] * 2
+    assert all(set(r) == {"type", "timestamp", "data"} for r in replies)
+    assert replies[0]["data"]["ts"] > 0
+    assert [r["data"]["command"] for r in replies if r["type"] == "command_ack"] == [
+        "cycle_start", "cycle_stop",
+    ]  # fmt: skip
+    assert replies[2]["data"]["field"] == "type"
+    assert "unknown command 'dance'" in replies[5]["data"]["error"]
+    pressure = [
+        m["data"]["sensors"]["pressure_1"] for m in samples if "pressure_1" in m["data"]["sensors"]
+    ]
     assert pressure, "no pressure samples reached the browser"
     # 1 kHz decimated to at most 200 points per second per sensor (10 per 50 ms message)
     for trace in pressure:

@@ -272,31 +272,32 @@ export function mountLive(root: HTMLElement, streamId: string, ctx: LiveContext)
       onState: (s) => ctx.setConnection(s),
       onMessage: (m) => {
         perf.messages++;
+        const d = m.data;
         switch (m.type) {
           case "samples":
-            onSamples(m as unknown as { sensors: Record<string, Trace>; sent_ms?: number[] });
+            onSamples(d as unknown as { sensors: Record<string, Trace>; sent_ms?: number[] });
             break;
           case "state_change":
-            onCycle((m as unknown as { event: CycleStateChanged }).event);
+            onCycle((d as unknown as { event: CycleStateChanged }).event);
             break;
           case "ready":
             void load(); // (re)connected and subscribed: read the current state
             break;
           case "analysis_result": {
             seenLive.report = true;
-            const cid = (m as unknown as { result: { cycle_id: string } }).result.cycle_id;
+            const cid = (d as unknown as { result: { cycle_id: string } }).result.cycle_id;
             lastReport.hidden = false;
             void renderReport(lastReport, cid, { compact: true });
             break;
           }
           case "alert": {
-            const alert = fromEvent((m as unknown as { alert: AlertChanged }).alert);
+            const alert = fromEvent((d as unknown as { alert: AlertChanged }).alert);
             seenLive.alerts.add(alert.alert_id);
             upsertAlert(alert);
             break;
           }
           case "error":
-            toast(`Gateway: ${String(m.error)}`, "error");
+            toast(`Gateway: ${String(d.error)}`, "error");
             break;
         }
       },

@@ -1,6 +1,13 @@
 // The live WebSocket: reconnects with capped exponential backoff and jitter, pings to notice a
 // dead link, and resumes without a page reload.
 
+/** A message from the gateway: its kind, when it was sent (ISO 8601) and its fields. */
+export interface WsEnvelope {
+  type: string;
+  timestamp: string;
+  data: Record<string, unknown>;
+}
+
 export type ConnectionState =
   | { kind: "connecting"; attempt: number }
   | { kind: "open" }
@@ -14,7 +21,8 @@ export function backoffDelay(attempt: number, random: () => number = Math.random
 }
 
 export interface SocketHandlers {
-  onMessage(message: { type: string } & Record<string, unknown>): void;
+  /** Every message in the envelope ``{type, timestamp, data}`` (as VerTac v0.2.0 sent them). */
+  onMessage(message: WsEnvelope): void;
   onState(state: ConnectionState): void;
 }
 
@@ -67,7 +75,7 @@ export class LiveSocket {
     ws.onmessage = (event: MessageEvent<string>) => {
       this.lastSeen = Date.now();
       try {
-        this.handlers.onMessage(JSON.parse(event.data));
+        this.handlers.onMessage(JSON.parse(event.data) as WsEnvelope);
       } catch (err) {
         console.error("unreadable live message", err);
       }
