@@ -457,10 +457,23 @@ class CreateReference(Contract):
     version: Literal[1] = 1
     stream_id: StreamId
     cycle_ids: list[str] = Field(
-        min_length=1, max_length=200, description="Good cycles to average."
+        default_factory=list, max_length=200, description="Good cycles of this stream to average."
+    )
+    dataset: str | None = Field(
+        default=None,
+        pattern=DATASET_PATTERN,
+        description="Or: the cycles of this dataset (of any stream, e.g. imported batch cycles).",
+    )
+    label: str | None = Field(
+        default=None, max_length=64, description="With dataset: only its cycles of this label."
     )
     activate: bool = Field(default=False, description="Make it the stream's active reference.")
     description: str = Field(default="", max_length=2000)
+
+    @model_validator(mode="after")
+    def _one_source(self) -> CreateReference:
+        _one_source_of(self.cycle_ids, self.dataset)
+        return self
 
 
 class ActivateReference(Contract):
@@ -500,13 +513,30 @@ class ListReferences(Contract):
 
 
 class NewReferenceBody(Contract):
-    """Body of ``POST /api/live/stream/{id}/references``."""
+    """Body of ``POST /api/live/stream/{id}/references``: ``cycle_ids`` of the stream, or a
+    ``dataset`` (optionally only its cycles of one ``label``)."""
 
     cycle_ids: list[str] = Field(
-        min_length=1, max_length=200, description="Good cycles to average."
+        default_factory=list, max_length=200, description="Good cycles of this stream to average."
     )
+    dataset: str | None = Field(
+        default=None,
+        pattern=DATASET_PATTERN,
+        description="Or: the cycles of this dataset (of any stream, e.g. imported batch cycles).",
+    )
+    label: str | None = Field(default=None, max_length=64)
     activate: bool = False
     description: str = Field(default="", max_length=2000)
+
+    @model_validator(mode="after")
+    def _one_source(self) -> NewReferenceBody:
+        _one_source_of(self.cycle_ids, self.dataset)
+        return self
+
+
+def _one_source_of(cycle_ids: list[str], dataset: str | None) -> None:
+    if bool(cycle_ids) == bool(dataset):
+        raise ValueError("give either cycle_ids or dataset")
 
 
 class DryRunBody(Contract):
@@ -793,6 +823,24 @@ class DatasetEntry(Contract):
     health_score: float | None = None
 
 
+class DatasetImportedCycle(Contract):
+    """One cycle an import stored."""
+
+    cycle_id: str
+    key: str = Field(description="Where it came from: the file name, or its cycle column value.")
+    label: str
+    samples: int
+    duration_s: float
+
+
+class DatasetImported(Contract):
+    """Answer of ``POST /api/live/datasets/{name}/import``."""
+
+    dataset: str
+    stream_id: StreamId
+    cycles: list[DatasetImportedCycle]
+
+
 class DatasetInfo(Contract):
     """A dataset as listed by ``GET /api/live/datasets``."""
 
@@ -951,4 +999,5 @@ EXPORTED: tuple[type[BaseModel], ...] = (
     WsCommandAck,
     WsCommand,
     WsEnvelope,
+    DatasetImported,
 )

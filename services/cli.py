@@ -5,9 +5,10 @@ from __future__ import annotations
 import asyncio
 import importlib
 import json
+import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Annotated, TypeVar
+from typing import Annotated, Any, TypeVar
 
 import typer
 
@@ -24,12 +25,16 @@ edge_app = typer.Typer(help="Edge sources that publish frames.", no_args_is_help
 schemas_app = typer.Typer(help="Contracts as JSON Schema and AsyncAPI.", no_args_is_help=True)
 cycle_app = typer.Typer(help="Cycle commands for a stream.", no_args_is_help=True)
 alerts_app = typer.Typer(help="Alert rules.", no_args_is_help=True)
+dataset_app = typer.Typer(
+    help="Batch datasets: import recorded cycles, analyse them, export them.", no_args_is_help=True
+)
 app.add_typer(bus_app, name="bus")
 app.add_typer(db_app, name="db")
 app.add_typer(edge_app, name="edge")
 app.add_typer(schemas_app, name="schemas")
 app.add_typer(cycle_app, name="cycle")
 app.add_typer(alerts_app, name="alerts")
+app.add_typer(dataset_app, name="dataset")
 
 T = TypeVar("T")
 DATA = Path(".vertac")
@@ -460,6 +465,126 @@ def alerts_load(path: Annotated[Path, typer.Argument(help="YAML or JSON file of 
 
     on_bus(common, "vertac-cli", put_rules)
     typer.echo(f"loaded {len(rules)} alert rules from {path}")
+
+
+def on_bus_and_db(common: CommonSettings, work: Callable[[Bus, Any], Awaitable[T]]) -> T:
+    """Run ``work`` with the bus and a PostgreSQL pool; unreachable servers are one line, exit 2."""
+    from services.common.db import open_pool
+
+    async def go(bus: Bus) -> T:
+        pool = await open_pool(common.database_url, retry=common.startup_retry, name="cli",
+                               migrate_first=common.auto_migrate)  # fmt: skip
+        try:
+            return await work(bus, pool)
+        finally:
+            await pool.close()
+
+    return on_bus(common, "vertac-cli", go)
+
+
+@dataset_app.command("import")
+def dataset_import(
+    name: Annotated[str, typer.Argument(help="Dataset name (letters, digits, '_.-').")],
+    files: Annotated[list[Path], typer.Argument(help="CSV or Parquet files, or zips of them.")],
+    stream: Annotated[
+        str | None,
+        typer.Option(
+            help="Stream of the cycles; default batch-NAME (registered from the files when new)."
+        ),
+    ] = None,
+    label: Annotated[str, typer.Option(help="Label of cycles without a label column.")] = "",
+) -> None:
+    """Import recorded cycles (one per file, or a cycle_id column) into a dataset."""
+    import re
+
+    from services.common.datasets import (
+        DatasetError,
+        parse_cycles,
+        read_file,
+        store_cycles,
+        unpack_upload,
+    )
+
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}", name):
+        raise fail(f"dataset name {name!r}: 1-64 letters, digits, '_', '.' or '-'")
+    target = stream or f"batch-{name}"[:64]
+    try:
+        parsed = [
+            cycle
+            for path in files
+            for member, data in unpack_upload(path.name, _read(path))
+            for cycle in parse_cycles(member, read_file(member, data))
+        ]
+    except DatasetError as exc:
+        raise fail(exc.message) from exc
+    common = CommonSettings()
+    from schemas import subjects
+
+    async def work(bus: Bus, pool: Any) -> list[Any]:
+        kv = await bus.js.key_value(subjects.KV_STREAMS)
+        return await store_cycles(bus.js, kv, pool, name, target, parsed, label)
+
+    try:
+        imported = on_bus_and_db(common, work)
+    except DatasetError as exc:
+        raise fail(exc.message) from exc
+    for c in imported:
+        typer.echo(f"{c.cycle_id}\t{c.label or '-'}\t{c.samples} samples\t{c.duration_s:.2f} s")
+    typer.echo(f"imported {len(imported)} cycles into dataset {name} (stream {target})")
+
+
+def _read(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise fail(f"cannot read {path}: {exc.strerror}") from exc
+
+
+@dataset_app.command("analyse")
+def dataset_analyse(
+    name: Annotated[str, typer.Argument(help="Dataset name.")],
+    stream: Annotated[
+        str, typer.Option(help="Stream whose reference the cycles are compared with.")
+    ],
+    version: Annotated[
+        int | None, typer.Option(help="Reference version; default the stream's active one.")
+    ] = None,
+    label: Annotated[str | None, typer.Option(help="Only cycles with this label.")] = None,
+) -> None:
+    """Analyse every cycle of a dataset against one reference; results are stored as for live
+    cycles (shown by each cycle's report), not published."""
+    from schemas import subjects
+    from services.analysis.app import params_of
+    from services.analysis.batch import BatchError, analyse_dataset
+    from services.analysis.config import Settings as AnalysisSettings
+    from services.analysis.dtw import warm_up
+
+    common = CommonSettings()
+    warm_up()
+
+    async def work(bus: Bus, pool: Any) -> list[Any]:
+        kv = await bus.js.key_value(subjects.KV_STREAMS)
+        from services.analysis.adapters import Catalogue
+
+        total = len(await Catalogue(pool).of_dataset(name, label))
+        with typer.progressbar(length=total, label=f"analysing {name}", file=sys.stderr) as bar:
+            return await analyse_dataset(
+                bus.js, pool, kv, name, stream, version, label, params_of(AnalysisSettings()),
+                progress=lambda _: bar.update(1),
+            )  # fmt: skip
+
+    try:
+        results = on_bus_and_db(common, work)
+    except BatchError as exc:
+        raise fail(exc.message) from exc
+    for r in results:
+        top = r.sensors[0].sensor_id if r.sensors else "-"
+        typer.echo(f"{r.cycle_id}\t{r.health_score:5.1f}\t{r.risk_class}\ttop {top}")
+    if results:
+        scores = sorted(r.health_score for r in results)
+        typer.echo(f"analysed {len(results)} cycles against {stream} reference "
+                   f"v{results[0].reference_version}: median score "
+                   f"{scores[len(scores) // 2]:.1f}, lowest {scores[0]:.1f}")  # fmt: skip
 
 
 @schemas_app.command("export")

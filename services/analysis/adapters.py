@@ -135,7 +135,8 @@ class Results:
         self.js = js
         self.pool = pool
 
-    async def store(self, result: AnalysisCompleted) -> None:
+    async def store(self, result: AnalysisCompleted, *, publish: bool = True) -> None:
+        """Store (idempotent) and, with ``publish``, announce on ``vertac.analysis.<id>``."""
         version = result.reference_version or 0
         try:
             async with self.pool.connection() as conn:
@@ -156,6 +157,8 @@ class Results:
                 )
         except (psycopg.OperationalError, TimeoutError) as exc:
             raise _transient(exc) from exc
+        if not publish:
+            return
         await self.js.publish(
             subjects.analysis(result.stream_id),
             result.model_dump_json().encode(),
@@ -196,6 +199,12 @@ _CYCLES_BY_ID = (
     " FROM live_cycles WHERE stream_id = %s AND cycle_id = ANY(%s)"
     " AND recording IS NOT NULL AND ended_at IS NOT NULL"
 )
+_CYCLES_OF_DATASET = (
+    "SELECT c.cycle_id, c.recording, c.started_at, c.ended_at, c.state, c.end_reason,"
+    " c.completeness, c.gaps FROM live_dataset_cycles d JOIN live_cycles c USING (cycle_id)"
+    " WHERE d.dataset = %s AND (%s::text IS NULL OR d.label = %s::text)"
+    " AND c.recording IS NOT NULL AND c.ended_at IS NOT NULL ORDER BY c.started_at LIMIT 200"
+)
 _RECENT_CYCLES = (
     "SELECT cycle_id, recording, started_at, ended_at, state, end_reason, completeness, gaps"
     " FROM live_cycles WHERE stream_id = %s AND recording IS NOT NULL AND ended_at IS NOT NULL"
@@ -231,6 +240,11 @@ class Catalogue:
 
     async def cycles(self, stream_id: str, cycle_ids: list[str]) -> list[StoredCycle]:
         rows = await self._rows(_CYCLES_BY_ID, (stream_id, cycle_ids))
+        return [_stored_cycle(r) for r in rows]
+
+    async def of_dataset(self, dataset: str, label: str | None) -> list[StoredCycle]:
+        """The recorded cycles of a dataset (of any stream), oldest first, at most 200."""
+        rows = await self._rows(_CYCLES_OF_DATASET, (dataset, label, label))
         return [_stored_cycle(r) for r in rows]
 
     async def recent(self, stream_id: str, limit: int) -> list[StoredCycle]:

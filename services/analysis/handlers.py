@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 from typing import Any
 
@@ -275,9 +276,39 @@ class ReferenceService:
         return self._info(stored[0], curves=curves)
 
     async def create(self, req: CreateReference) -> ReferenceInfo:
+        if req.dataset:
+            return await self._create_from_dataset(req, req.dataset)
         reference = await self._build(req.stream_id, req.cycle_ids)
         version = await self.references.save(
             reference, req.cycle_ids, activate=req.activate, description=req.description
+        )
+        return await self._one(req.stream_id, version, curves=False)
+
+    async def _create_from_dataset(self, req: CreateReference, dataset: str) -> ReferenceInfo:
+        """A reference for ``req.stream_id`` from a dataset's cycles (of any stream): a batch
+        dataset imported from files can be the golden cycles of a live stream."""
+        found = [c for c in await self.catalogue.of_dataset(dataset, req.label)
+                 if c.state == "completed"]  # fmt: skip
+        if not found:
+            which = f" labelled {req.label!r}" if req.label else ""
+            raise RequestError(404, f"dataset {dataset!r} has no completed cycles{which}",
+                               "dataset")  # fmt: skip
+        types, units = await self.registry.sensors(req.stream_id)
+        cycles = [await self._load(c, types) for c in found]
+        try:
+            built = await asyncio.to_thread(
+                build_reference, cycles, version=0, n_points=self.n_points, params=self.params,
+                units=units,
+            )  # fmt: skip
+        except ValueError as exc:
+            raise RequestError(422, str(exc), "dataset") from exc
+        reference = dataclasses.replace(built, stream_id=req.stream_id)
+        description = req.description or f"built from dataset {dataset}" + (
+            f" ({req.label})" if req.label else ""
+        )
+        ids = [c.cycle_id for c in cycles]
+        version = await self.references.save(
+            reference, ids, activate=req.activate, description=description
         )
         return await self._one(req.stream_id, version, curves=False)
 

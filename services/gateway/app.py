@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import logging
 import math
@@ -14,7 +15,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import nats.errors
 import uvicorn
@@ -56,6 +57,8 @@ from schemas.messages import (
     CycleSummary,
     DatasetEntry,
     DatasetEntryBody,
+    DatasetImported,
+    DatasetImportedCycle,
     DatasetInfo,
     DryRunBody,
     DryRunReference,
@@ -82,6 +85,16 @@ from services import __version__
 from services.common import logs
 from services.common.bus import ServerUnreachable
 from services.common.config import CommonSettings
+from services.common.datasets import (
+    DatasetError,
+    ExportedCycle,
+    export_parquet,
+    export_zip,
+    parse_cycles,
+    read_file,
+    store_cycles,
+    unpack_upload,
+)
 from services.common.db import open_pool
 from services.common.metrics import Metrics
 from services.common.runtime import EXIT_UNREACHABLE, open_bus
@@ -114,6 +127,7 @@ SERVICE = "gateway"
 STATIC = Path(__file__).parent / "static"
 DASHBOARD = STATIC / "app"  # the Vite build of services/gateway/web (``make web``)
 DATASET_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+IMPORT_MAX_BYTES = 256 * 2**20  # one import request (a file or a zip of files)
 REPORT_POINTS = 800  # points per sensor in the report's charts (dashboard and PDF alike)
 log = logging.getLogger(__name__)
 
@@ -693,6 +707,78 @@ def build_app(settings: Settings, common: CommonSettings) -> FastAPI:
         if not await gw(request).datasets.remove(valid_dataset(dataset), cycle_id):
             raise ApiError(404, f"cycle {cycle_id!r} is not in dataset {dataset!r}", "cycle_id")
         return Response(status_code=204)
+
+    @app.post(
+        "/api/live/datasets/{dataset}/import", status_code=201, response_model=DatasetImported
+    )
+    async def import_dataset(
+        dataset: str,
+        request: Request,
+        stream_id: Annotated[
+            str | None, Query(description="Stream the cycles belong to; default batch-<dataset>.")
+        ] = None,
+        label: Annotated[str, Query(max_length=64)] = "",
+        filename: Annotated[str, Query(max_length=200)] = "cycle.csv",
+    ) -> DatasetImported:
+        """Import recorded cycles from a file in the body: CSV, Parquet, or a zip of such files
+        (one cycle per file, or a ``cycle_id`` column). Each is stored like a live cycle and
+        filed under the dataset; importing the same files again updates them."""
+        g = gw(request)
+        name = valid_dataset(dataset)
+        target = valid_stream_id(stream_id) if stream_id else f"batch-{name}"[:64]
+        data = await request.body()
+        if len(data) > IMPORT_MAX_BYTES:
+            raise ApiError(413, f"at most {IMPORT_MAX_BYTES // 2**20} MiB per import", "body")
+        try:
+            files = unpack_upload(filename, data)
+            parsed = [c for fname, raw in files for c in parse_cycles(fname, read_file(fname, raw))]
+            imported = await store_cycles(
+                g.port.bus.js, g.port.kv_streams, g.datasets.pool, name, target, parsed, label
+            )
+        except DatasetError as exc:
+            raise ApiError(422, exc.message, exc.field) from exc
+        return DatasetImported(
+            dataset=name,
+            stream_id=target,
+            cycles=[DatasetImportedCycle(**dataclasses.asdict(c)) for c in imported],
+        )
+
+    @app.get("/api/live/datasets/{dataset}/export", response_model=None)
+    async def export_dataset(
+        dataset: str,
+        request: Request,
+        format: Annotated[Literal["parquet", "csv"], Query()] = "parquet",
+    ) -> Response:
+        """The whole dataset as one file: Parquet (a row per sample with each cycle's score;
+        every analysis in the file's metadata) or a zip of CSVs (a samples CSV per cycle, its
+        analysis, and an index)."""
+        g = gw(request)
+        name = valid_dataset(dataset)
+        entries = await g.datasets.entries(name)
+        if not entries:
+            raise ApiError(404, f"dataset {dataset!r} is empty or unknown", "dataset")
+        cycles = []
+        details = {}
+        for e in entries:
+            detail, rec = await g.cycle(e.cycle_id)
+            details[e.cycle_id] = detail
+            frame = await g.port.recording(rec) if rec else None
+            analysis = detail.analysis.model_dump(mode="json") if detail.analysis else None
+            cycles.append(ExportedCycle(e.cycle_id, e.stream_id, e.label, frame, analysis))
+        if format == "parquet":
+            body = await asyncio.to_thread(export_parquet, name, cycles)
+            media, suffix = "application/vnd.apache.parquet", "parquet"
+        else:
+            body = await asyncio.to_thread(
+                export_zip, name, cycles, recording_csv,
+                lambda a: analysis_csv(details[a["cycle_id"]]),
+            )  # fmt: skip
+            media, suffix = "application/zip", "zip"
+        return Response(
+            body,
+            media_type=media,
+            headers={"Content-Disposition": f'attachment; filename="{name}.{suffix}"'},
+        )
 
     @app.get("/api/health", response_model=HealthStatus)
     async def health(request: Request) -> JSONResponse:

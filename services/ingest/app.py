@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from typing import Any
 
@@ -12,9 +13,11 @@ from services.common.config import CommonSettings
 from services.common.consumer import DurableConsumer
 from services.common.decoding import decode_frame, model_decoder
 from services.common.runtime import open_service, run_process
+from services.common.streams import lookup
 from services.ingest.adapters import InfluxSink, PgFrameStore
 from services.ingest.config import Settings
 from services.ingest.handlers import (
+    DatasetIds,
     PersistFrames,
     PersistRegistrations,
     WriteInflux,
@@ -70,7 +73,14 @@ async def serve(settings: Settings, common: CommonSettings, stop: asyncio.Event)
                 stream=subjects.SAMPLES.name,
                 subject=subjects.all_of("samples"),
                 decode=decode_frame,
-                handle=WriteInflux(sink, metrics, durable),
+                handle=WriteInflux(
+                    sink,
+                    metrics,
+                    durable,
+                    DatasetIds(
+                        functools.partial(lookup, await bus.js.key_value(subjects.KV_STREAMS))
+                    ),
+                ),
                 metrics=metrics,
                 batch=settings.influx_batch,
                 max_deliver=settings.influx_max_deliver,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Awaitable, Callable
 
 import zstandard
 
@@ -42,17 +43,53 @@ class PersistRegistrations:
             log.info("stream registered", extra={"stream_id": d.item.stream_id})
 
 
-class WriteInflux:
-    """Writes frames to the InfluxDB sink as ``sensor_readings``."""
+class DatasetIds:
+    """A stream's ``dataset_id`` from its registration, cached for ``ttl_s`` (a stream
+    registered again with another dataset is tagged with it from then on)."""
 
-    def __init__(self, sink: LineSink, metrics: Metrics, durable: str) -> None:
+    def __init__(self, lookup: Callable[[str], Awaitable[StreamRegistered | None]],
+                 ttl_s: float = 30.0) -> None:  # fmt: skip
+        self.lookup = lookup
+        self.ttl_s = ttl_s
+        self._cache: dict[str, tuple[float, str]] = {}
+
+    async def of(self, stream_id: str) -> str:
+        now = time.monotonic()
+        hit = self._cache.get(stream_id)
+        if hit is not None and now - hit[0] < self.ttl_s:
+            return hit[1]
+        try:
+            record = await self.lookup(stream_id)
+        except Exception as exc:  # the tag is a convenience; the samples go on without it
+            log.warning("dataset id not looked up", extra={"stream_id": stream_id,
+                                                           "error": repr(exc)})  # fmt: skip
+            return hit[1] if hit else ""
+        dataset_id = record.dataset_id if record is not None else ""
+        self._cache[stream_id] = (now, dataset_id)
+        return dataset_id
+
+
+class WriteInflux:
+    """Writes frames to the InfluxDB sink as ``sensor_readings``, tagged with the stream's
+    ``dataset_id`` when ``datasets`` is given."""
+
+    def __init__(
+        self, sink: LineSink, metrics: Metrics, durable: str, datasets: DatasetIds | None = None
+    ) -> None:
         self.sink = sink
         self.metrics = metrics
         self.durable = durable
+        self.datasets = datasets
 
     async def __call__(self, batch: list[Delivery[Frame]]) -> None:
         now = time.time_ns()
-        body = b"\n".join(influx_lines(d.item, now) for d in batch)
+        tags = {}
+        if self.datasets is not None:
+            for stream_id in {d.item.stream_id for d in batch}:
+                tags[stream_id] = await self.datasets.of(stream_id)
+        body = b"\n".join(
+            influx_lines(d.item, now, dataset_id=tags.get(d.item.stream_id) or None) for d in batch
+        )
         await self.sink.write(body)
         self.metrics.samples.labels(self.metrics.service, self.durable).inc(
             sum(d.item.n_samples for d in batch)

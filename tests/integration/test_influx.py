@@ -9,9 +9,11 @@ import pytest
 
 from edge.run import SimulateOptions, simulate
 from edge.simulator import build_machine
+from schemas import subjects
 from schemas.frames import Frame
 from services.common.config import CommonSettings
 from services.common.embedded import free_port
+from services.common.streams import register
 from services.ingest.app import serve
 from services.ingest.config import Settings
 from tests.conftest import eventually
@@ -32,6 +34,7 @@ async def exported(victoria_url: str, stream_id: str) -> dict[str, list]:
         item = json.loads(line)
         key = f"{item['metric']['__name__']}/{item['metric']['sensor_name']}"
         series.setdefault(key, []).extend(zip(item["timestamps"], item["values"], strict=True))
+        series.setdefault("dataset_id", []).append(item["metric"].get("dataset_id"))
     return series
 
 
@@ -42,6 +45,9 @@ async def test_frames_are_written_as_sensor_readings_and_read_back(
     running.start(serve(settings, common, running.stop))
     sent: list[Frame] = []
     model = build_machine(stream_id=stream_id, sensors=4, rate_hz=100)
+    kv = await bus.js.key_value(subjects.KV_STREAMS)
+    registration = model.registration().model_copy(update={"dataset_id": "line-a"})
+    await register(bus.js, kv, registration)
     await simulate(bus, model, SimulateOptions(speed=0, frames=30), on_frame=sent.append)
     expected = sum(f.n_samples for f in sent)
 
@@ -62,6 +68,7 @@ async def test_frames_are_written_as_sensor_readings_and_read_back(
     assert [t for t, _ in flow] == [t for t, _ in sent_flow]
     assert [v for _, v in flow] == pytest.approx([v for _, v in sent_flow], rel=1e-6)
     assert {v for _, v in got["sensor_readings_quality/flow_1"]} == {192}
+    assert set(got["dataset_id"]) == {"line-a"}  # the stream's dataset, as v0.2.0 tagged it
     # latency = ingest time - sample time; the accelerated simulator runs ahead of the clock
     latency = got["sensor_readings_latency_ms/flow_1"]
     assert len(latency) == len(sent_flow)

@@ -1,0 +1,495 @@
+"""Batch datasets (VerTac v0.1 workflows): recorded cycles imported from CSV or Parquet files,
+and whole datasets exported as one file.
+
+Files VerTac reads, by their columns (CSV or Parquet alike, told apart by content):
+
+- **long**: a time column, ``sensor_id`` (or ``sensor``, ``sensor_name``), ``value`` and
+  optionally ``quality`` (0-255), one row per sample: the samples CSV VerTac exports
+  (``timestamp_ns,time_utc,sensor_id,value,quality``) is one;
+- **wide**: a time column and one numeric column per sensor, one row per instant.
+
+The time column is ``timestamp_ns`` (integer ns since the Unix epoch), ``timestamp`` or
+``time_utc`` (ISO 8601, or seconds since the epoch as a number; Parquet timestamps too), or
+``t_s``/``time_s`` (seconds since the cycle started; the cycle is then placed at the import
+time). Either one file holds one cycle, or a ``cycle_id`` (or ``cycle``) column cuts one long
+file into cycles; an optional ``label`` column labels each cycle.
+
+Every imported cycle is stored as a live one is: its recording in the object store, a
+``live_cycles`` row (state completed, start reason ``import``) and an entry of the dataset.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+import time
+import zipfile
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+
+from schemas.frames import QUALITY_GOOD, Frame, Series
+
+NS = 1_000_000_000
+Samples = tuple[npt.NDArray[np.int64], npt.NDArray[np.float64], npt.NDArray[np.uint8]]
+TIME_COLUMNS = ("timestamp_ns", "timestamp", "time_utc", "time", "t_s", "time_s")
+RELATIVE_TIME = ("t_s", "time_s")
+SENSOR_COLUMNS = ("sensor_id", "sensor", "sensor_name")
+CYCLE_COLUMNS = ("cycle_id", "cycle")
+NOT_SENSORS = {*TIME_COLUMNS, *CYCLE_COLUMNS, "label", "stream_id", "quality", "note"}
+CYCLE_KEY = re.compile(r"[^A-Za-z0-9_.-]+")
+
+
+class DatasetError(ValueError):
+    """A file that cannot be imported; ``field`` names where (file, column or row)."""
+
+    def __init__(self, message: str, field: str = "files") -> None:
+        super().__init__(message)
+        self.message, self.field = message, field
+
+
+@dataclass
+class ParsedCycle:
+    """One cycle read from a file: per sensor its timestamps (ns), values and qualities."""
+
+    key: str  # file stem, or the value of the cycle column
+    label: str = ""
+    series: dict[str, Samples] = field(default_factory=dict)
+
+    @property
+    def start_ns(self) -> int:
+        return int(min(t[0] for t, _, _ in self.series.values()))
+
+    @property
+    def end_ns(self) -> int:
+        return int(max(t[-1] for t, _, _ in self.series.values()))
+
+    @property
+    def samples(self) -> dict[str, int]:
+        return {sid: len(v) for sid, (_, v, _) in self.series.items()}
+
+    def frame(self, stream_id: str) -> Frame:
+        out = []
+        for sid, (t, v, q) in self.series.items():
+            good = bool((q == QUALITY_GOOD).all())
+            out.append(Series(sid, v, int(t[0]), 0, t, None if good else q))
+        return Frame(stream_id, 0, tuple(out), time.time_ns())
+
+
+def read_file(name: str, data: bytes) -> pa.Table:
+    """A CSV or Parquet file as a table (Parquet is told by its magic bytes, not its name)."""
+    if not data.strip():
+        raise DatasetError(f"{name} is empty", name)
+    try:
+        if data[:4] == b"PAR1":
+            return pq.read_table(io.BytesIO(data))
+        return pacsv.read_csv(
+            io.BytesIO(data),
+            convert_options=pacsv.ConvertOptions(
+                column_types={"sensor_id": pa.string(), "sensor": pa.string(),
+                              "sensor_name": pa.string(), "cycle_id": pa.string(),
+                              "cycle": pa.string(), "label": pa.string()},
+                strings_can_be_null=False,
+            ),
+        )  # fmt: skip
+    except (pa.ArrowInvalid, pa.ArrowTypeError, OSError) as exc:
+        raise DatasetError(f"{name} is not a readable CSV or Parquet file: {exc}", name) from exc
+
+
+def unpack_upload(name: str, data: bytes) -> list[tuple[str, bytes]]:
+    """The files of one upload: a zip's CSV and Parquet members, or the file itself."""
+    if data[:4] != b"PK\x03\x04":
+        return [(name, data)]
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as z:
+            kinds = (".csv", ".parquet", ".pq", ".txt")
+            members = [
+                m for m in z.infolist() if not m.is_dir() and m.filename.lower().endswith(kinds)
+            ]
+            if sum(m.file_size for m in members) > 2**31:
+                raise DatasetError(f"{name}: the zip unpacks to more than 2 GiB", name)
+            return [(m.filename, z.read(m)) for m in members]
+    except zipfile.BadZipFile as exc:
+        raise DatasetError(f"{name} is not a readable zip: {exc}", name) from exc
+
+
+def _times(table: pa.Table, name: str) -> npt.NDArray[np.int64]:
+    column = next((c for c in TIME_COLUMNS if c in table.column_names), None)
+    if column is None:
+        raise DatasetError(
+            f"{name}: no time column; give one of {', '.join(TIME_COLUMNS)} "
+            f"(columns: {', '.join(table.column_names)})",
+            f"{name}.columns",
+        )
+    col = table.column(column)
+    try:
+        if pa.types.is_timestamp(col.type):
+            return np.asarray(pc.cast(col, pa.timestamp("ns", tz="UTC")).to_numpy(
+                zero_copy_only=False).astype("datetime64[ns]").astype(np.int64))  # fmt: skip
+        if column == "timestamp_ns":
+            return np.asarray(col.to_numpy(zero_copy_only=False), dtype=np.int64)
+        if pa.types.is_string(col.type) or pa.types.is_large_string(col.type):
+            return _text_times(col)
+        seconds = np.asarray(col.to_numpy(zero_copy_only=False), dtype=np.float64)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, ValueError) as exc:
+        raise DatasetError(
+            f"{name}: column {column!r} is not a time: {exc}", f"{name}.{column}"
+        ) from exc
+    if not np.isfinite(seconds).all():
+        raise DatasetError(f"{name}: column {column!r} has empty or invalid times",
+                           f"{name}.{column}")  # fmt: skip
+    if column in RELATIVE_TIME:
+        seconds = seconds + time.time()  # a cycle on its own time axis: placed at import time
+    return np.rint(seconds * 1e6).astype(np.int64) * 1000
+
+
+def _text_times(col: pa.ChunkedArray) -> npt.NDArray[np.int64]:
+    """ISO 8601 times (vectorised), or seconds since the epoch, or a mix of both."""
+    try:
+        parsed = pc.cast(col, pa.timestamp("ns", tz="UTC"))
+        return np.asarray(
+            parsed.to_numpy(zero_copy_only=False).astype("datetime64[ns]").astype(np.int64)
+        )
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        pass
+    try:
+        seconds = np.asarray(pc.cast(col, pa.float64()).to_numpy(zero_copy_only=False))
+        return np.rint(seconds * 1e6).astype(np.int64) * 1000
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        pass
+    from services.common.timeutil import ns_of
+
+    out = np.empty(len(col), dtype=np.int64)
+    for i, text in enumerate(col.to_pylist()):  # a mixed column: each value on its own
+        if not text:
+            raise ValueError(f"row {i + 1} has no time")
+        try:
+            out[i] = round(float(text) * 1e6) * 1000
+        except ValueError:
+            out[i] = ns_of(datetime.fromisoformat(text))  # raises ValueError naming it
+    return out
+
+
+def _strings(table: pa.Table, column: str) -> npt.NDArray[np.str_]:
+    return np.asarray(pc.cast(table.column(column), pa.string()).to_numpy(zero_copy_only=False),
+                      dtype=str)  # fmt: skip
+
+
+def _floats(table: pa.Table, column: str, name: str) -> npt.NDArray[np.float64]:
+    try:
+        col = pc.cast(table.column(column), pa.float64())
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+        raise DatasetError(f"{name}: column {column!r} is not numeric: {exc}",
+                           f"{name}.{column}") from exc  # fmt: skip
+    return np.asarray(col.to_numpy(zero_copy_only=False), dtype=np.float64)
+
+
+def parse_cycles(name: str, table: pa.Table) -> list[ParsedCycle]:
+    """The cycles of one file (module docstring: long or wide, one cycle or a cycle column)."""
+    if table.num_rows == 0:
+        raise DatasetError(f"{name} has no rows", name)
+    t = _times(table, name)
+    cycle_col = next((c for c in CYCLE_COLUMNS if c in table.column_names), None)
+    keys = _strings(table, cycle_col) if cycle_col else np.full(len(t), _stem(name))
+    labels = _strings(table, "label") if "label" in table.column_names else np.full(len(t), "")
+    sensor_col = next((c for c in SENSOR_COLUMNS if c in table.column_names), None)
+    out = []
+    for key in dict.fromkeys(keys.tolist()):  # in the order of the file
+        rows = keys == key
+        label = next((x for x in labels[rows].tolist() if x), "")
+        cycle = ParsedCycle(key=str(key), label=label)
+        if sensor_col is not None:
+            cycle.series = _long(table, name, sensor_col, t, rows)
+        else:
+            cycle.series = _wide(table, name, t, rows)
+        if not cycle.series:
+            raise DatasetError(f"{name}: cycle {key!r} has no samples", name)
+        out.append(cycle)
+    return out
+
+
+def _long(
+    table: pa.Table, name: str, sensor_col: str, t: npt.NDArray[np.int64],
+    rows: npt.NDArray[np.bool_],
+) -> dict[str, Samples]:  # fmt: skip
+    """Rows ``rows`` of a long table: one row per sample."""
+    if "value" not in table.column_names:
+        raise DatasetError(f"{name}: a {sensor_col!r} column needs a 'value' column",
+                           f"{name}.columns")  # fmt: skip
+    sensors = _strings(table, sensor_col)
+    values = _floats(table, "value", name)
+    if "quality" in table.column_names:
+        q = _floats(table, "quality", name)
+        if ((q < 0) | (q > 255) | ~np.isfinite(q)).any():
+            raise DatasetError(f"{name}: quality must be 0-255", f"{name}.quality")
+        quality = q.astype(np.uint8)
+    else:
+        quality = np.full(len(t), QUALITY_GOOD, dtype=np.uint8)
+    out = {}
+    for sid in dict.fromkeys(sensors[rows].tolist()):
+        sel = rows & (sensors == sid)
+        out[str(sid)] = _sorted(t[sel], values[sel], quality[sel])
+    return out
+
+
+def _wide(
+    table: pa.Table, name: str, t: npt.NDArray[np.int64], rows: npt.NDArray[np.bool_]
+) -> dict[str, Samples]:
+    """Rows ``rows`` of a wide table: a column per sensor (empty cells are no sample)."""
+    columns = [c for c in table.column_names if c not in NOT_SENSORS]
+    if not columns:
+        raise DatasetError(
+            f"{name}: no sensor columns (columns: {', '.join(table.column_names)})",
+            f"{name}.columns",
+        )
+    out = {}
+    for column in columns:
+        v = _floats(table, column, name)[rows]
+        keep = np.isfinite(v)
+        if keep.any():
+            q = np.full(int(keep.sum()), QUALITY_GOOD, dtype=np.uint8)
+            out[column] = _sorted(t[rows][keep], v[keep], q)
+    return out
+
+
+def _sorted(
+    t: npt.NDArray[np.int64], v: npt.NDArray[np.float64], q: npt.NDArray[np.uint8]
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float64], npt.NDArray[np.uint8]]:
+    order = np.argsort(t, kind="stable")
+    return t[order], v[order], q[order]
+
+
+def _stem(name: str) -> str:
+    base = name.rsplit("/", 1)[-1]
+    return base.rsplit(".", 1)[0] if "." in base else base
+
+
+def cycle_id_of(dataset: str, key: str) -> str:
+    """The cycle id of an imported cycle: stable, so importing the same file again updates it."""
+    token = CYCLE_KEY.sub("-", key).strip("-") or "cycle"
+    return f"{dataset}.{token}"[:128]
+
+
+# --- export -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ExportedCycle:
+    cycle_id: str
+    stream_id: str
+    label: str
+    frame: Frame | None
+    analysis: dict[str, Any] | None  # AnalysisCompleted as JSON, when there is one
+
+
+def _long_columns(c: ExportedCycle) -> dict[str, Any]:
+    parts: dict[str, list[Any]] = {"t": [], "sid": [], "v": [], "q": []}
+    if c.frame is not None:
+        for s in c.frame.series:
+            if s.n:
+                parts["t"].append(s.timestamps())
+                parts["sid"].append(np.full(s.n, s.sensor_id, dtype=object))
+                parts["v"].append(s.values.astype(np.float64))
+                parts["q"].append(s.qualities())
+    if not parts["t"]:
+        return {"timestamp_ns": np.zeros(0, np.int64), "sensor_id": np.zeros(0, object),
+                "value": np.zeros(0), "quality": np.zeros(0, np.uint8)}  # fmt: skip
+    return {
+        "timestamp_ns": np.concatenate(parts["t"]),
+        "sensor_id": np.concatenate(parts["sid"]),
+        "value": np.concatenate(parts["v"]),
+        "quality": np.concatenate(parts["q"]),
+    }
+
+
+def export_parquet(dataset: str, cycles: list[ExportedCycle]) -> bytes:
+    """One Parquet file: a row per sample (``cycle_id, stream_id, label, timestamp_ns,
+    sensor_id, value, quality`` and each cycle's ``health_score``, ``risk_class`` and
+    ``reference_version``); the whole analysis of every cycle is in the file's metadata
+    (key ``vertac.analysis``, JSON by cycle id). Reading it back imports it again."""
+    tables = []
+    for c in cycles:
+        cols = _long_columns(c)
+        n = len(cols["value"])
+        a = c.analysis or {}
+        tables.append(pa.table({
+            "cycle_id": pa.array([c.cycle_id] * n, pa.string()),
+            "stream_id": pa.array([c.stream_id] * n, pa.string()),
+            "label": pa.array([c.label] * n, pa.string()),
+            "timestamp_ns": pa.array(cols["timestamp_ns"], pa.int64()),
+            "sensor_id": pa.array(cols["sensor_id"], pa.string()),
+            "value": pa.array(cols["value"], pa.float64()),
+            "quality": pa.array(cols["quality"], pa.uint8()),
+            "health_score": pa.array([a.get("health_score")] * n, pa.float64()),
+            "risk_class": pa.array([a.get("risk_class")] * n, pa.string()),
+            "reference_version": pa.array([a.get("reference_version")] * n, pa.int64()),
+        }))  # fmt: skip
+    table = (
+        pa.concat_tables(tables) if tables else pa.table({"cycle_id": pa.array([], pa.string())})
+    )
+    meta = {
+        b"vertac.dataset": dataset.encode(),
+        b"vertac.analysis": json.dumps({c.cycle_id: c.analysis for c in cycles}).encode(),
+        b"vertac.exported_at": datetime.now(UTC).isoformat().encode(),
+    }
+    table = table.replace_schema_metadata({**(table.schema.metadata or {}), **meta})
+    out = io.BytesIO()
+    pq.write_table(table, out, compression="zstd")
+    return out.getvalue()
+
+
+def export_zip(
+    dataset: str, cycles: list[ExportedCycle], recording_csv: Any, analysis_csv: Any
+) -> bytes:
+    """A zip of CSVs: per cycle ``<cycle_id>.csv`` (the samples CSV, which imports again) and,
+    when analysed, ``<cycle_id>.analysis.csv``; ``dataset.csv`` lists every cycle with its label,
+    stream, health score and risk class."""
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w", compression=zipfile.ZIP_DEFLATED) as z:
+        index = ["cycle_id,stream_id,label,health_score,risk_class,reference_version"]
+        for c in cycles:
+            if c.frame is not None:
+                z.writestr(f"{c.cycle_id}.csv", recording_csv(c.frame))
+            a = c.analysis or {}
+            if c.analysis is not None:
+                z.writestr(f"{c.cycle_id}.analysis.csv", analysis_csv(c.analysis))
+            index.append(",".join(_csv_cell(x) for x in (
+                c.cycle_id, c.stream_id, c.label, a.get("health_score", ""),
+                a.get("risk_class", ""), a.get("reference_version", ""))))  # fmt: skip
+        z.writestr("dataset.csv", "\n".join(index) + "\n")
+        z.writestr("README.txt", f"VerTac dataset {dataset}: one samples CSV per cycle "
+                   "(timestamp_ns,time_utc,sensor_id,value,quality), its analysis when there is "
+                   "one, and dataset.csv listing the cycles. `vertac dataset import NAME *.csv` "
+                   "imports the samples files again.\n")  # fmt: skip
+    return out.getvalue()
+
+
+def _csv_cell(value: object) -> str:
+    text = "" if value is None else str(value)
+    if any(ch in text for ch in ',"\n\r'):
+        return '"' + text.replace('"', '""') + '"'
+    return text
+
+
+# --- storing imported cycles ---------------------------------------------------------------------
+
+_CYCLE_ROW = """
+INSERT INTO live_cycles (cycle_id, stream_id, state, started_at, ended_at, duration_s, end_reason,
+    samples, cycle_no, frames, gaps, late_frames, replayed_frames, completeness, recording,
+    start_reason, updated_at)
+VALUES (%(cycle_id)s, %(stream_id)s, 'completed', %(started_at)s, %(ended_at)s, %(duration_s)s,
+    '', %(samples)s::jsonb, %(cycle_no)s, 1, 0, 0, 0, 1.0, %(recording)s, 'import', now())
+ON CONFLICT (cycle_id) DO UPDATE SET
+    started_at = EXCLUDED.started_at, ended_at = EXCLUDED.ended_at,
+    duration_s = EXCLUDED.duration_s, samples = EXCLUDED.samples,
+    recording = EXCLUDED.recording, updated_at = now()
+WHERE live_cycles.start_reason = 'import'
+RETURNING cycle_id
+"""
+_ENTRY = """
+INSERT INTO live_dataset_cycles (dataset, cycle_id, stream_id, label, note)
+VALUES (%s, %s, %s, %s, %s)
+ON CONFLICT (dataset, cycle_id) DO UPDATE SET label = EXCLUDED.label, note = EXCLUDED.note
+"""
+
+
+@dataclass(frozen=True)
+class Imported:
+    cycle_id: str
+    key: str
+    label: str
+    samples: int
+    duration_s: float
+
+
+def _dt(ns: int) -> datetime:
+    return datetime.fromtimestamp(ns / NS, UTC)
+
+
+def registration_for(dataset: str, stream_id: str, cycles: list[ParsedCycle]) -> Any:
+    """A registration for a new stream that holds imported cycles: their sensors, each with
+    its median sampling rate."""
+    from schemas.messages import SensorSpec, StreamRegistration
+
+    rates: dict[str, list[float]] = {}
+    for c in cycles:
+        for sid, (t, _, _) in c.series.items():
+            if len(t) > 1:
+                step = float(np.median(np.diff(t)))
+                rates.setdefault(sid, []).append(NS / step if step > 0 else 1.0)
+            else:
+                rates.setdefault(sid, [])
+    return StreamRegistration(
+        device_name=f"Dataset {dataset}",
+        stream_id=stream_id,
+        description=f"cycles imported into dataset {dataset}",
+        dataset_id=dataset,
+        sensors=[
+            SensorSpec(id=sid, rate_hz=min(1_000_000.0, float(np.median(r))) if r else 1.0)
+            for sid, r in rates.items()
+        ],
+    )
+
+
+async def store_cycles(
+    js: Any, kv_streams: Any, pool: Any, dataset: str, stream_id: str,
+    cycles: list[ParsedCycle], label: str = "",
+) -> list[Imported]:  # fmt: skip
+    """Store parsed cycles like live ones (recording, ``live_cycles`` row, dataset entry) on
+    ``stream_id``, registering the stream from the files when it is not registered yet and
+    otherwise checking every sensor is. Importing the same files again updates them."""
+    from schemas import subjects
+    from schemas.frames import pack
+    from services.common.streams import lookup, register
+
+    if not cycles:
+        raise DatasetError("no cycles to import", "files")
+    record = await lookup(kv_streams, stream_id)
+    if record is None:
+        record, _ = await register(js, kv_streams, registration_for(dataset, stream_id, cycles))
+    known = {s.id for s in record.sensors}
+    for c in cycles:
+        unknown = sorted(set(c.series) - known)
+        if unknown:
+            raise DatasetError(
+                f"cycle {c.key!r} has sensors {unknown} that stream {stream_id!r} does not "
+                f"register (it has {sorted(known)})",
+                "files",
+            )
+    store = await js.object_store(subjects.OBJ_CYCLES)
+    out = []
+    async with pool.connection() as conn:
+        cur = await conn.execute(
+            "SELECT coalesce(max(cycle_no), -1) FROM live_cycles WHERE stream_id = %s", (stream_id,)
+        )
+        row = await cur.fetchone()
+        next_no = int(row[0]) + 1 if row else 0
+    for c in cycles:
+        cycle_id = cycle_id_of(dataset, c.key)
+        await store.put(cycle_id, pack(c.frame(stream_id)))
+        start, end = c.start_ns, c.end_ns
+        async with pool.connection() as conn, conn.transaction():
+            cur = await conn.execute(_CYCLE_ROW, {
+                "cycle_id": cycle_id, "stream_id": stream_id, "started_at": _dt(start),
+                "ended_at": _dt(end), "duration_s": (end - start) / NS,
+                "samples": json.dumps(c.samples), "cycle_no": next_no, "recording": cycle_id,
+            })  # fmt: skip
+            if await cur.fetchone() is None:
+                raise DatasetError(
+                    f"cycle id {cycle_id!r} belongs to a live cycle; rename the file or its "
+                    "cycle column",
+                    "files",
+                )
+            await conn.execute(_ENTRY, (dataset, cycle_id, stream_id, c.label or label, ""))
+        next_no += 1
+        out.append(Imported(cycle_id, c.key, c.label or label, sum(c.samples.values()),
+                            (end - start) / NS))  # fmt: skip
+    return out
