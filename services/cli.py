@@ -589,12 +589,15 @@ def dataset_analyse(
 
 @schemas_app.command("export")
 def schemas_export() -> None:
-    """Write JSON Schemas and the AsyncAPI document into schemas/json/."""
-    from schemas import asyncapi, export
+    """Write JSON Schemas and the AsyncAPI document into schemas/json/, and the dashboard's
+    TypeScript types into services/gateway/web/src/contracts.ts."""
+    from schemas import asyncapi, export, typescript
 
     paths = export.write()
     (export.JSON_DIR / "asyncapi.json").write_text(asyncapi.render())
-    typer.echo(f"wrote {len(paths)} JSON Schemas and asyncapi.json to {export.JSON_DIR}")
+    ts = typescript.write()
+    typer.echo(f"wrote {len(paths)} JSON Schemas and asyncapi.json to {export.JSON_DIR}, "
+               f"and the dashboard's types to {ts}")  # fmt: skip
 
 
 def main() -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from schemas import asyncapi, export, subjects
+from schemas import asyncapi, export, messages, subjects, typescript
 
 
 def test_committed_json_schemas_match_the_models() -> None:
@@ -20,6 +20,22 @@ def test_committed_json_schemas_match_the_models() -> None:
 def test_committed_asyncapi_matches_the_bus() -> None:
     committed = (export.JSON_DIR / "asyncapi.json").read_text()
     assert committed == asyncapi.render(), "run `make schemas` and commit schemas/json/"
+
+
+def test_the_dashboards_types_are_generated_from_the_contracts() -> None:
+    committed = typescript.TARGET.read_text()
+    assert committed == typescript.render(), (
+        "services/gateway/web/src/contracts.ts drifted: run `make schemas` and commit it"
+    )
+
+
+def test_the_generated_types_follow_the_contracts_fields() -> None:
+    text = typescript.render()
+    body = text[text.index("export interface CycleSummary {") :].split("}", 1)[0]
+    fields = {line.strip().split(":")[0].rstrip("?") for line in body.splitlines()[1:]}
+    assert fields == set(messages.CycleSummary.model_fields)
+    assert "  risk_class: string | null;" in body
+    assert 'severity: "info" | "warning" | "critical";' in text
 
 
 def test_every_message_model_carries_a_version() -> None:

@@ -1,128 +1,41 @@
-// The gateway's REST API as the dashboard uses it. Types mirror schemas/messages.py.
+// The gateway's REST API as the dashboard uses it. The contract types are generated from the JSON
+// Schemas of schemas/ into contracts.ts (`make schemas`); only the alert list rows are typed here.
 
-export interface SensorSpec {
-  id: string;
-  name: string;
-  type: string;
-  unit: string;
-  rate_hz: number;
-}
+import type {
+  CycleAlerts,
+  CycleDetail,
+  CycleOverlay,
+  CycleSummary,
+  DatasetEntry,
+  ReferenceInfo,
+  StreamRegistered,
+  StreamStatus,
+} from "./contracts";
 
-export interface StreamRegistered {
-  stream_id: string;
-  device_name: string;
-  description: string;
-  sensors: SensorSpec[];
-}
+export type {
+  AlertChanged,
+  AlertGroup,
+  AnalysisCompleted,
+  CycleAlerts,
+  CycleDetail,
+  CycleOverlay,
+  CycleStateChanged,
+  CycleSummary,
+  DatasetEntry,
+  OverlaySensor,
+  Recommendation,
+  ReferenceInfo,
+  SensorDeviation,
+  SensorSpec,
+  SensorStats,
+  StreamRegistered,
+  StreamStatus,
+  WsEnvelope,
+  WsSamples,
+  WsSensorTrace,
+} from "./contracts";
 
-export interface StreamStatus {
-  stream_id: string;
-  registered: boolean;
-  device_name: string | null;
-  sensors: SensorSpec[];
-  cycle_state: string;
-  frames_persisted: number;
-  samples_persisted: number;
-  last_seq: number | null;
-  last_sample_at: string | null;
-}
-
-export interface CycleSummary {
-  cycle_id: string;
-  stream_id: string;
-  cycle_no: number;
-  state: string;
-  started_at: string | null;
-  ended_at: string | null;
-  duration_s: number | null;
-  end_reason: string;
-  samples: Record<string, number>;
-  frames: number;
-  gaps: number;
-  completeness: number;
-  health_score: number | null;
-  risk_class: string | null;
-  reference_version: number | null;
-}
-
-export interface SensorStats {
-  min: number;
-  max: number;
-  mean: number;
-  std: number;
-  rms: number;
-}
-
-export interface SensorDeviation {
-  sensor_id: string;
-  sensor_type: string;
-  unit: string;
-  euclidean: number;
-  dtw: number;
-  max_deviation: number;
-  max_deviation_at_s: number;
-  mean_deviation: number;
-  outside_envelope_share: number;
-  offset: number;
-  offset_z: number;
-  shape_z: number;
-  severity: number;
-  timing_share: number;
-  magnitude_share: number;
-  max_lag_s: number;
-  pattern: string;
-  contribution: number;
-  cycle_stats: SensorStats;
-  reference_stats: SensorStats;
-}
-
-export interface Recommendation {
-  sensor_id: string;
-  pattern: string;
-  text: string;
-  evidence: string;
-}
-
-export interface AnalysisCompleted {
-  stream_id: string;
-  cycle_id: string;
-  reference_version: number | null;
-  health_score: number;
-  risk_class: string;
-  aborted: boolean;
-  end_reason: string;
-  qualified: boolean;
-  qualification: string;
-  duration_s: number;
-  reference_duration_s: number;
-  timing_share: number;
-  sensors: SensorDeviation[];
-  first_deviation: { sensor_id: string; at_s: number; z: number } | null;
-  recommendations: Recommendation[];
-}
-
-export interface CycleDetail {
-  cycle: CycleSummary;
-  analysis: AnalysisCompleted | null;
-}
-
-export interface OverlaySensor {
-  sensor_id: string;
-  unit: string;
-  t_s: number[];
-  value: number[];
-  ref_t_s: number[];
-  ref_mean: number[];
-  ref_lower: number[];
-  ref_upper: number[];
-}
-
-export interface CycleOverlay {
-  cycle_id: string;
-  reference_version: number | null;
-  sensors: OverlaySensor[];
-}
-
+/** A row of ``GET /api/live/alerts`` (a database row, not a bus contract). */
 export interface AlertRow {
   alert_id: string;
   stream_id: string;
@@ -137,65 +50,6 @@ export interface AlertRow {
   raised_at: string;
   acknowledged_by: string | null;
   cleared_at: string | null;
-}
-
-export interface AlertGroup {
-  severity: "info" | "warning" | "critical";
-  rule: string;
-  kind: string;
-  sensor_id: string | null;
-  alerts: number;
-  occurrences: number;
-  first_raised_at: string;
-  last_message: string;
-}
-
-export interface CycleAlerts {
-  cycle_id: string;
-  groups: AlertGroup[];
-}
-
-export interface AlertChanged {
-  alert_id: string;
-  stream_id: string;
-  rule_id: string;
-  kind: string;
-  severity: "info" | "warning" | "critical";
-  state: "raised" | "acknowledged" | "cleared";
-  message: string;
-  at: string;
-  sensor_id: string | null;
-  value: number | null;
-  occurrences: number;
-  raised_at: string | null;
-  acknowledged_by: string | null;
-}
-
-export interface CycleStateChanged {
-  stream_id: string;
-  cycle_id: string;
-  state: "running" | "completed" | "aborted";
-  at: string;
-  reason: string;
-  cycle_no: number;
-  started_at: string | null;
-  duration_s: number | null;
-  samples: Record<string, number>;
-  completeness: number;
-}
-
-export interface ReferenceInfo {
-  stream_id: string;
-  reference_version: number;
-  active: boolean;
-  source_cycles: string[];
-  description: string;
-}
-
-export interface DatasetEntry {
-  dataset: string;
-  cycle_id: string;
-  label: string;
 }
 
 /** An API answer that was not 2xx, with the gateway's reason. */

@@ -1,12 +1,10 @@
 // The live WebSocket: reconnects with capped exponential backoff and jitter, pings to notice a
 // dead link, and resumes without a page reload.
 
+import type { WsEnvelope } from "./contracts";
+
 /** A message from the gateway: its kind, when it was sent (ISO 8601) and its fields. */
-export interface WsEnvelope {
-  type: string;
-  timestamp: string;
-  data: Record<string, unknown>;
-}
+export type { WsEnvelope };
 
 export type ConnectionState =
   | { kind: "connecting"; attempt: number }

@@ -1,0 +1,144 @@
+"""Version 1 contracts: REST reads (status, health, errors, overlays, alerts, datasets)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+
+from pydantic import Field
+
+from schemas.v1.base import Contract, StreamId
+from schemas.v1.registry import SensorSpec
+
+
+class StreamStatus(Contract):
+    """Answer of ``GET /api/live/stream/{id}/status``."""
+
+    stream_id: StreamId
+    registered: bool
+    device_name: str | None = None
+    sensors: list[SensorSpec] = Field(default_factory=list)
+    cycle_state: str = "idle"
+    frames_persisted: int = 0
+    samples_persisted: int = 0
+    last_seq: int | None = None
+    last_sample_at: datetime | None = None
+
+
+class HealthStatus(Contract):
+    """Answer of ``GET /api/health``."""
+
+    status: Literal["ok", "degraded"]
+    bus: str
+    database: str
+    version: str
+
+
+class ErrorDetail(Contract):
+    """One problem with a request."""
+
+    field: str
+    message: str
+
+
+class ErrorBody(Contract):
+    """Body of every 4xx/5xx answer of the REST API."""
+
+    error: str
+    details: list[ErrorDetail] = Field(default_factory=list)
+
+
+class OverlaySensor(Contract):
+    """One sensor of a cycle over its reference, on the cycle's own time axis (seconds)."""
+
+    sensor_id: str
+    unit: str = ""
+    t_s: list[float] = Field(description="Time since cycle start of each cycle point.")
+    value: list[float] = Field(description="Cycle values (bucket means when thinned).")
+    ref_t_s: list[float] = Field(
+        default_factory=list,
+        description="Time of the reference points: the cycle's own points (``t_s``); the "
+        "reference is stretched over the cycle's duration and interpolated there.",
+    )
+    ref_mean: list[float] = Field(default_factory=list)
+    ref_lower: list[float] = Field(default_factory=list)
+    ref_upper: list[float] = Field(default_factory=list)
+
+
+class CycleOverlay(Contract):
+    """Answer of ``GET /api/live/cycles/{id}/overlay``: what the report's charts draw."""
+
+    cycle_id: str
+    reference_version: int | None = None
+    sensors: list[OverlaySensor]
+
+
+class AlertGroup(Contract):
+    """Alerts of one rule (and sensor) and severity, counted together."""
+
+    severity: Literal["info", "warning", "critical"]
+    rule: str
+    kind: str
+    sensor_id: str | None = None
+    alerts: int = Field(description="Distinct alerts in the group.")
+    occurrences: int = Field(description="How often their conditions came back, summed.")
+    first_raised_at: datetime
+    last_message: str
+
+
+class CycleAlerts(Contract):
+    """Answer of ``GET /api/live/cycles/{id}/alerts``: alerts active while the cycle ran, grouped
+    by severity (critical first), then rule and sensor."""
+
+    cycle_id: str
+    groups: list[AlertGroup]
+
+
+class DatasetEntryBody(Contract):
+    """Body of ``POST /api/live/datasets/{name}/cycles``: file a cycle into a dataset."""
+
+    cycle_id: str = Field(min_length=1, max_length=200)
+    label: str = Field(
+        default="", max_length=200, description="e.g. good, valve-fault, after-maintenance."
+    )
+    note: str = Field(default="", max_length=2000)
+
+
+class DatasetEntry(Contract):
+    """A cycle in a dataset."""
+
+    dataset: str
+    cycle_id: str
+    stream_id: StreamId
+    label: str
+    note: str
+    added_at: datetime
+    health_score: float | None = None
+
+
+class DatasetImportedCycle(Contract):
+    """One cycle an import stored."""
+
+    cycle_id: str
+    key: str = Field(description="Where it came from: the file name, or its cycle column value.")
+    label: str
+    samples: int
+    duration_s: float
+
+
+class DatasetImported(Contract):
+    """Answer of ``POST /api/live/datasets/{name}/import``."""
+
+    dataset: str
+    stream_id: StreamId
+    cycles: list[DatasetImportedCycle]
+
+
+class DatasetInfo(Contract):
+    """A dataset as listed by ``GET /api/live/datasets``."""
+
+    dataset: str
+    cycles: int
+    streams: list[str]
+    labels: dict[str, int]
+    updated_at: datetime

@@ -1,0 +1,50 @@
+"""Version 1 contracts: the base model and the id and integer types every contract uses.
+
+Each model carries ``version``; within a version fields are only ever added, with defaults. A
+breaking change is a new model with the next version. ``make schemas`` exports them as JSON Schema
+into ``schemas/json/``, and a test fails when the committed files drift from these models.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from schemas.subjects import STREAM_ID_PATTERN
+
+DATASET_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+StreamId = Annotated[
+    str,
+    Field(
+        pattern=STREAM_ID_PATTERN,
+        description="Stream id: letters, digits, '_' or '-', at most 64 characters.",
+        examples=["press-01"],
+    ),
+]
+SensorId = Annotated[
+    str,
+    Field(
+        min_length=1,
+        max_length=128,
+        pattern=r"^[^\s,=]+$",
+        description="Sensor id, unique within its stream; no spaces, commas or '='.",
+        examples=["pressure_1"],
+    ),
+]
+
+Int64 = Annotated[
+    int,
+    Field(ge=-(2**63), le=2**63 - 1, description="A signed 64-bit integer (ns timestamps, seq)."),
+]
+
+
+class Contract(BaseModel):
+    """Base of every contract: immutable, unknown fields rejected."""
+
+    model_config = ConfigDict(
+        frozen=True,
+        extra="forbid",
+        populate_by_name=True,
+        json_schema_serialization_defaults_required=True,  # what is sent always has them
+    )
