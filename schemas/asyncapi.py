@@ -52,10 +52,33 @@ CHANNELS: tuple[tuple[str, str, str, type[Any]], ...] = (
 
 def build_broker() -> NatsBroker:
     """A broker that declares every channel of the bus (never connected; used for the document)."""
+    from services.common.subscriptions import SUBSCRIPTIONS
+
     broker = NatsBroker("nats://127.0.0.1:4222", description="VerTac NATS JetStream bus")
     for subject, title, description, model in CHANNELS:
         broker.publisher(subject, title=title, description=description, schema=model)
+    for row in SUBSCRIPTIONS:  # who receives what: the table the services build consumers from
+        where = (
+            f"{row.stream}, one durable per partition ({row.durable}, stored subjects "
+            f"{subjects.partition_subject(row.kind, 0).replace('.0', '.<p>')})"
+            if row.partitioned
+            else f"{row.stream}, durable {row.durable}"
+        )
+        handler = _receiver(row.payload)
+        broker.subscriber(
+            subjects.all_of(row.kind),
+            title=f"{row.service}.{row.name}",
+            description=f"{row.description} Pull consumer on {where}, batches of {row.batch}.",
+        )(handler)
     return broker
+
+
+def _receiver(payload: type[Any]) -> Any:
+    async def receive(message: Any) -> None:
+        """Documentation only: the services' consumers are DurableConsumer instances."""
+
+    receive.__annotations__ = {"message": payload, "return": None}
+    return receive
 
 
 def document() -> dict[str, Any]:

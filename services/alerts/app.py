@@ -10,16 +10,15 @@ from typing import Any
 from nats.aio.msg import Msg
 
 from schemas import subjects
-from schemas.messages import AlertChanged, AnalysisCompleted, CycleStateChanged
 from services.alerts.adapters import Alerts, CycleContext, Rules, RuleStates
 from services.alerts.config import Settings
 from services.alerts.handlers import AlertEngine
 from services.alerts.notify import Channel, Email, Notifier, Webhook
 from services.common.config import CommonSettings
 from services.common.consumer import DurableConsumer
-from services.common.decoding import decode_frame, model_decoder
 from services.common.partitions import Partitioned, PartitionLeases
 from services.common.runtime import open_service, run_process
+from services.common.subscriptions import subscription
 
 SERVICE = "alerts"
 log = logging.getLogger(__name__)
@@ -42,11 +41,9 @@ async def serve(settings: Settings, common: CommonSettings, stop: asyncio.Event)
     held: set[int] = set()
 
     async def partition(p: int, done: asyncio.Event) -> None:
-        frames = DurableConsumer(
-            bus.js, service=SERVICE, durable=f"{settings.durable}-p{p:02d}",
-            stream=subjects.SAMPLES.name, subject=subjects.partition_subject("samples", p),
-            decode=decode_frame, handle=engine.on_frames, batch=settings.batch, metrics=metrics,
-            max_deliver=common.max_deliver,
+        frames = subscription(SERVICE, "frames").consumer(
+            bus.js, settings.durable, engine.on_frames, metrics, partition=p,
+            batch=settings.batch, max_deliver=common.max_deliver,
         )  # fmt: skip
         await frames.declare()
         held.add(p)
@@ -58,29 +55,11 @@ async def serve(settings: Settings, common: CommonSettings, stop: asyncio.Event)
     engine.owns = lambda stream_id: subjects.partition_of(stream_id) in held
     leases = PartitionLeases(await bus.js.key_value(subjects.KV_LEASES), SERVICE)
     consumers: list[DurableConsumer[Any]] = [
-        DurableConsumer(
-            bus.js,
-            service=SERVICE,
-            durable=f"{settings.durable}-analysis",
-            stream=subjects.ANALYSIS.name,
-            subject=subjects.all_of("analysis"),
-            decode=model_decoder(AnalysisCompleted),
-            handle=engine.on_analyses,
-            batch=16,
-            metrics=metrics,
-            max_deliver=common.max_deliver,
+        subscription(SERVICE, "analysis").consumer(
+            bus.js, settings.durable, engine.on_analyses, metrics, max_deliver=common.max_deliver
         ),
-        DurableConsumer(
-            bus.js,
-            service=SERVICE,
-            durable=f"{settings.durable}-cycles",
-            stream=subjects.CYCLES.name,
-            subject=subjects.all_of("cycles"),
-            decode=model_decoder(CycleStateChanged),
-            handle=engine.on_cycles,
-            batch=16,
-            metrics=metrics,
-            max_deliver=common.max_deliver,
+        subscription(SERVICE, "cycles").consumer(
+            bus.js, settings.durable, engine.on_cycles, metrics, max_deliver=common.max_deliver
         ),
     ]
     channels = channels_of(settings)
@@ -89,16 +68,11 @@ async def serve(settings: Settings, common: CommonSettings, stop: asyncio.Event)
             channels, engine.index, settings.notify_min_severity, settings.notify_max_per_minute
         )
         consumers.append(
-            DurableConsumer(
+            subscription(SERVICE, "notify").consumer(
                 bus.js,
-                service=SERVICE,
-                durable=f"{settings.durable}-notify",
-                stream=subjects.ALERTS.name,
-                subject=subjects.all_of("alerts"),
-                decode=model_decoder(AlertChanged),
-                handle=notifier,
-                batch=50,
-                metrics=metrics,
+                settings.durable,
+                notifier,
+                metrics,
                 max_deliver=settings.notify_max_deliver,
                 nak_delay=settings.notify_retry_delay_s,
                 linger_s=settings.notify_digest_window_s,

@@ -8,16 +8,15 @@ import logging
 from nats.aio.msg import Msg
 
 from schemas import subjects
-from schemas.messages import CycleStateChanged, ErrorBody
+from schemas.messages import ErrorBody
 from services.analysis.adapters import Catalogue, RecordingStore, References, Registry, Results
 from services.analysis.config import Settings
 from services.analysis.dtw import warm_up
 from services.analysis.handlers import AnalyseCycles, ReferenceService
 from services.analysis.logic import Params
 from services.common.config import CommonSettings
-from services.common.consumer import DurableConsumer
-from services.common.decoding import model_decoder
 from services.common.runtime import open_service, run_process
+from services.common.subscriptions import subscription
 
 SERVICE = "analysis"
 log = logging.getLogger(__name__)
@@ -68,18 +67,8 @@ async def serve(settings: Settings, common: CommonSettings, stop: asyncio.Event)
             await bus.nc.publish(msg.reply, body, headers={"Vertac-Status": str(status)})
 
     await bus.nc.subscribe(f"{subjects.PREFIX}.references.*.*", queue=SERVICE, cb=on_request)
-    consumer = DurableConsumer(
-        bus.js,
-        service=SERVICE,
-        durable=settings.durable,
-        stream=subjects.CYCLES.name,
-        subject=subjects.all_of("cycles"),
-        decode=model_decoder(CycleStateChanged),
-        handle=handler,
-        metrics=metrics,
-        batch=8,
-        max_deliver=common.max_deliver,
-        ack_wait=120,
+    consumer = subscription(SERVICE, "cycles").consumer(
+        bus.js, settings.durable, handler, metrics, max_deliver=common.max_deliver, ack_wait=120
     )
     await consumer.declare()
     log.info("analysis running", extra={"durable": settings.durable})

@@ -9,12 +9,11 @@ from typing import Any
 
 from schemas import subjects
 from schemas.frames import Frame
-from schemas.messages import CycleCommand
 from services.common.config import CommonSettings
 from services.common.consumer import DurableConsumer
-from services.common.decoding import decode_frame, model_decoder
 from services.common.partitions import Partitioned, PartitionLeases
 from services.common.runtime import open_service, run_process
+from services.common.subscriptions import subscription
 from services.cycles.adapters import (
     ConfigStore,
     CycleRows,
@@ -46,17 +45,13 @@ async def serve(settings: Settings, common: CommonSettings, stop: asyncio.Event)
     held: dict[int, tuple[DurableConsumer[Frame], int]] = {}
 
     async def partition(p: int, done: asyncio.Event) -> None:
-        frames = DurableConsumer(
-            bus.js, service=SERVICE, durable=f"{settings.durable}-p{p:02d}",
-            stream=subjects.SAMPLES.name, subject=subjects.partition_subject("samples", p),
-            decode=decode_frame, handle=engine.on_frames, metrics=metrics, batch=settings.batch,
-            max_deliver=common.max_deliver, ack_wait=settings.ack_wait_s,
+        frames = subscription(SERVICE, "frames").consumer(
+            bus.js, settings.durable, engine.on_frames, metrics, partition=p,
+            batch=settings.batch, max_deliver=common.max_deliver, ack_wait=settings.ack_wait_s,
         )  # fmt: skip
-        commands = DurableConsumer(
-            bus.js, service=SERVICE, durable=f"{settings.durable}-control-p{p:02d}",
-            stream=subjects.CONTROL.name, subject=subjects.partition_subject("control", p),
-            decode=model_decoder(CycleCommand), handle=engine.on_commands, metrics=metrics,
-            batch=16, max_deliver=common.max_deliver, ack_wait=settings.ack_wait_s,
+        commands = subscription(SERVICE, "commands").consumer(
+            bus.js, settings.durable, engine.on_commands, metrics, partition=p,
+            max_deliver=common.max_deliver, ack_wait=settings.ack_wait_s,
         )  # fmt: skip
         await frames.declare()
         await commands.declare()

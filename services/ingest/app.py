@@ -8,12 +8,11 @@ import logging
 from typing import Any
 
 from schemas import subjects
-from schemas.messages import StreamRegistered
 from services.common.config import CommonSettings
 from services.common.consumer import DurableConsumer
-from services.common.decoding import decode_frame, model_decoder
 from services.common.runtime import open_service, run_process
 from services.common.streams import lookup
+from services.common.subscriptions import subscription
 from services.ingest.adapters import InfluxSink, PgFrameStore
 from services.ingest.config import Settings
 from services.ingest.handlers import (
@@ -34,28 +33,19 @@ async def serve(settings: Settings, common: CommonSettings, stop: asyncio.Event)
     )
     store = PgFrameStore(pool)
     consumers: list[DurableConsumer[Any]] = [
-        DurableConsumer(
+        subscription(SERVICE, "frames").consumer(
             bus.js,
-            service=SERVICE,
-            durable=settings.durable,
-            stream=subjects.SAMPLES.name,
-            subject=subjects.all_of("samples"),
-            decode=decode_frame,
-            handle=PersistFrames(store, metrics, settings.durable, settings.zstd_level),
-            metrics=metrics,
+            settings.durable,
+            PersistFrames(store, metrics, settings.durable, settings.zstd_level),
+            metrics,
             batch=settings.batch,
             max_deliver=common.max_deliver,
         ),
-        DurableConsumer(
+        subscription(SERVICE, "registry").consumer(
             bus.js,
-            service=SERVICE,
-            durable=f"{settings.durable}-registry",
-            stream=subjects.CONTROL.name,
-            subject=subjects.all_of("registry"),
-            decode=model_decoder(StreamRegistered),
-            handle=PersistRegistrations(store),
-            metrics=metrics,
-            batch=64,
+            settings.durable,
+            PersistRegistrations(store),
+            metrics,
             max_deliver=common.max_deliver,
         ),
     ]
@@ -64,24 +54,17 @@ async def serve(settings: Settings, common: CommonSettings, stop: asyncio.Event)
         sink = InfluxSink(
             settings.influx_url, settings.influx_token, settings.influx_org, settings.influx_bucket
         )
-        durable = f"{settings.durable}-influx"
+        row = subscription(SERVICE, "influx")
+        durable = row.durable_name(settings.durable)
+        datasets = DatasetIds(
+            functools.partial(lookup, await bus.js.key_value(subjects.KV_STREAMS))
+        )
         consumers.append(
-            DurableConsumer(
+            row.consumer(
                 bus.js,
-                service=SERVICE,
-                durable=durable,
-                stream=subjects.SAMPLES.name,
-                subject=subjects.all_of("samples"),
-                decode=decode_frame,
-                handle=WriteInflux(
-                    sink,
-                    metrics,
-                    durable,
-                    DatasetIds(
-                        functools.partial(lookup, await bus.js.key_value(subjects.KV_STREAMS))
-                    ),
-                ),
-                metrics=metrics,
+                settings.durable,
+                WriteInflux(sink, metrics, durable, datasets),
+                metrics,
                 batch=settings.influx_batch,
                 max_deliver=settings.influx_max_deliver,
                 nak_delay=settings.influx_retry_delay_s,

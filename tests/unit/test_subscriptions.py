@@ -1,0 +1,76 @@
+"""Subscriptions are declared once: the services build their consumers from the table, and the
+AsyncAPI document lists who receives what from the same table."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from schemas import messages, subjects
+from schemas.asyncapi import document
+from services.common.subscriptions import SUBSCRIPTIONS, subscription
+from tests.conftest import REPO
+
+
+async def nothing(batch) -> None:  # type: ignore[no-untyped-def]
+    return None
+
+
+def test_every_service_reads_what_the_table_says() -> None:
+    by_service = {(r.service, r.name) for r in SUBSCRIPTIONS}
+    assert by_service == {
+        ("ingest", "frames"), ("ingest", "influx"), ("ingest", "registry"),
+        ("cycles", "frames"), ("cycles", "commands"), ("analysis", "cycles"),
+        ("alerts", "frames"), ("alerts", "analysis"), ("alerts", "cycles"), ("alerts", "notify"),
+    }  # fmt: skip
+
+
+@pytest.mark.parametrize("row", SUBSCRIPTIONS, ids=lambda r: f"{r.service}.{r.name}")
+def test_a_consumer_is_built_from_its_row(row) -> None:
+    partition = 3 if row.partitioned else None
+    consumer = row.consumer(None, "base", nothing, None, partition=partition)  # type: ignore[arg-type]
+    assert consumer.stream == row.stream
+    assert consumer.batch == row.batch
+    assert consumer.service == row.service
+    if row.partitioned:
+        assert consumer.subject == subjects.partition_subject(row.kind, 3)
+        assert consumer.durable.endswith("-p03")
+    else:
+        assert consumer.subject == subjects.all_of(row.kind)
+        assert consumer.durable.startswith("base")
+
+
+def test_a_partitioned_row_needs_its_partition() -> None:
+    with pytest.raises(ValueError, match="partitioned"):
+        subscription("cycles", "frames").subject()
+    with pytest.raises(KeyError):
+        subscription("cycles", "nothing")
+
+
+def test_the_asyncapi_document_lists_every_subscription_with_its_payload() -> None:
+    doc = document()
+    for row in SUBSCRIPTIONS:
+        key = f"{row.service}.{row.name}"
+        assert doc["operations"][key]["action"] == "receive"
+        channel = doc["channels"][key]
+        assert channel["address"] == subjects.all_of(row.kind)
+        assert row.durable in channel["description"]
+        (ref,) = channel["messages"].values()
+        message = doc["components"]["messages"][ref["$ref"].rsplit("/", 1)[-1]]
+        assert message["payload"] == {"$ref": f"#/components/schemas/{row.payload.__name__}"}
+
+
+def test_no_service_declares_a_consumer_of_its_own() -> None:
+    """Consumers come from the table only (services/common/subscriptions.py)."""
+    offenders = []
+    for path in (REPO / "services").rglob("*.py"):
+        if path.name in ("consumer.py", "subscriptions.py"):
+            continue
+        if re.search(r"\bDurableConsumer\(", path.read_text()):
+            offenders.append(str(path.relative_to(REPO)))
+    assert offenders == []
+
+
+def test_frames_stand_for_both_encodings() -> None:
+    assert subscription("ingest", "frames").payload is messages.FrameJson
