@@ -32,6 +32,7 @@ class HealthStatus(Contract):
     bus: str
     database: str
     version: str
+    pid: int = Field(default=0, description="Process that answered (each gateway replica has one).")
 
 
 class ErrorDetail(Contract):

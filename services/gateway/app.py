@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import json
 import logging
 import math
+import multiprocessing
+import os
 import re
+import signal
+import socket
 import sys
 import time
 from collections.abc import AsyncIterator
@@ -23,8 +26,7 @@ from fastapi import Body, FastAPI, HTTPException, Query, Request, WebSocket, Web
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse, Response
 from fastapi.staticfiles import StaticFiles
-from nats.aio.msg import Msg
-from prometheus_client import CONTENT_TYPE_LATEST, Gauge, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, generate_latest
 from pydantic import ValidationError
 
 from schemas import subjects
@@ -37,13 +39,11 @@ from schemas.compat import (
     LegacyRegistration,
     RegisterBody,
 )
-from schemas.frames import Frame, FrameError, decode
+from schemas.frames import Frame, FrameError
 from schemas.messages import (
     AcknowledgeAlert,
     ActivateReference,
-    AlertChanged,
     AlertRule,
-    AnalysisCompleted,
     BatchAccepted,
     BufferStatus,
     CommandAccepted,
@@ -53,7 +53,6 @@ from schemas.messages import (
     CycleConfig,
     CycleDetail,
     CycleOverlay,
-    CycleStateChanged,
     CycleSummary,
     DatasetEntry,
     DatasetEntryBody,
@@ -72,14 +71,11 @@ from schemas.messages import (
     RegisterResponse,
     StreamRegistered,
     StreamStatus,
-    WsAlert,
-    WsAnalysisResult,
     WsCommandAck,
     WsError,
     WsPong,
     WsReady,
     WsSamples,
-    WsStateChange,
 )
 from services import __version__
 from services.common import logs
@@ -108,6 +104,7 @@ from services.gateway.adapters import (
     Datasets,
 )
 from services.gateway.config import Settings
+from services.gateway.fanout import FeedHub, Viewer
 from services.gateway.logic import (
     CommandError,
     Decimator,
@@ -176,6 +173,16 @@ class Gateway:
         self.ws_clients = Gauge(
             "vertac_websocket_clients", "Open WebSocket connections", registry=metrics.registry
         )
+        self.hub = FeedHub(port.bus.nc, settings.ws_interval_ms, settings.ws_points_per_second)
+        hub = self.hub
+        Gauge("vertac_gateway_feeds", "Streams with viewers (one decode each)",
+              registry=metrics.registry).set_function(lambda: len(hub.feeds))  # fmt: skip
+        Gauge("vertac_gateway_feed_subscriptions", "NATS subscriptions held for viewers",
+              registry=metrics.registry).set_function(lambda: hub.subscriptions)  # fmt: skip
+        self.ws_skipped = Counter(
+            "vertac_websocket_skipped_total", "Updates a slow viewer skipped",
+            registry=metrics.registry,
+        )  # fmt: skip
 
     async def cycle(self, cycle_id: str, field: str = "cycle_id") -> tuple[CycleDetail, str | None]:
         """The cycle with its latest analysis, and its recording's name; 404 when unknown."""
@@ -260,6 +267,7 @@ def build_app(settings: Settings, common: CommonSettings) -> FastAPI:
         try:
             yield
         finally:
+            await app.state.gw.hub.close()
             await bus.close()
             await pool.close()
 
@@ -787,8 +795,9 @@ def build_app(settings: Settings, common: CommonSettings) -> FastAPI:
         bus_state, db_state = await asyncio.gather(g.port.healthy(), g.db.healthy())
         ok = bus_state == "ok" and db_state == "ok"
         body = HealthStatus(
-            status="ok" if ok else "degraded", bus=bus_state, database=db_state, version=__version__
-        )
+            status="ok" if ok else "degraded", bus=bus_state, database=db_state,
+            version=__version__, pid=os.getpid(),
+        )  # fmt: skip
         return JSONResponse(status_code=200 if ok else 503, content=body.model_dump())
 
     @app.get("/api/asyncapi.json")
@@ -832,64 +841,18 @@ def build_app(settings: Settings, common: CommonSettings) -> FastAPI:
 
 
 class LiveSession:
-    """One browser's WebSocket: bus events out, commands in."""
+    """One viewer's WebSocket: its stream's feed out (shared with every viewer of the stream),
+    commands in."""
 
     def __init__(self, g: Gateway, websocket: WebSocket, stream_id: str) -> None:
         self.g = g
         self.ws = websocket
         self.stream_id = stream_id
-        per_send = g.settings.ws_points_per_second * g.settings.ws_interval_ms / 1000
-        self.decimator = Decimator(stream_id, max(1, math.ceil(per_send)))
-        self.outbox: asyncio.Queue[str] = asyncio.Queue(maxsize=g.settings.ws_queue)
-        self.dropped = 0
-
-    def _offer(self, text: str) -> None:
-        try:
-            self.outbox.put_nowait(text)
-        except asyncio.QueueFull:
-            self.dropped += 1  # a slow browser loses screen updates, never bus data
-
-    async def _on_samples(self, msg: Msg) -> None:
-        try:
-            self.decimator.add(decode(msg.data, msg.headers))
-        except FrameError as exc:
-            log.debug("undecodable frame skipped for the screen", extra={"error": str(exc)})
-
-    async def _on_cycle(self, msg: Msg) -> None:
-        try:
-            event = CycleStateChanged.model_validate_json(msg.data)
-        except ValidationError:
-            return
-        self._offer(envelope(WsStateChange(stream_id=self.stream_id, event=event)))
-
-    async def _on_analysis(self, msg: Msg) -> None:
-        try:
-            result = AnalysisCompleted.model_validate_json(msg.data)
-        except ValidationError:
-            return
-        self._offer(envelope(WsAnalysisResult(stream_id=self.stream_id, result=result)))
-
-    async def _on_alert(self, msg: Msg) -> None:
-        try:
-            event = AlertChanged.model_validate_json(msg.data)
-        except ValidationError:
-            return
-        self._offer(envelope(WsAlert(stream_id=self.stream_id, alert=event)))
-
-    async def _pump_samples(self) -> None:
-        interval = self.g.settings.ws_interval_ms / 1000
-        loop = asyncio.get_running_loop()
-        due = loop.time()
-        while True:
-            due = max(due + interval, loop.time())  # a fixed cadence; never a burst to catch up
-            await asyncio.sleep(due - loop.time())
-            message = self.decimator.flush()
-            if message is not None:
-                self._offer(envelope(message))
+        self.viewer = Viewer(g.settings.ws_queue)
 
     async def _send(self) -> None:
         while True:
-            await self.ws.send_text(await self.outbox.get())
+            await self.ws.send_text(await self.viewer.outbox.get())
 
     async def _receive(self) -> None:
         while True:
@@ -897,36 +860,27 @@ class LiveSession:
             try:
                 command = parse_command(text)
             except CommandError as exc:
-                self._offer(envelope(WsError(error=exc.message, field=exc.field)))
+                self.viewer.offer(envelope(WsError(error=exc.message, field=exc.field)))
                 continue
             if command.type == "ping":
-                self._offer(envelope(WsPong(ts=time.time())))
+                self.viewer.offer(envelope(WsPong(ts=time.time())))
                 continue
             try:
                 seq = await self.g.command(
                     self.stream_id, command.type, "websocket", command.reason
                 )
             except nats.errors.Error as exc:
-                self._offer(envelope(WsError(error=f"bus unavailable: {exc}")))
+                self.viewer.offer(envelope(WsError(error=f"bus unavailable: {exc}")))
                 continue
-            self._offer(envelope(WsCommandAck(command=command.type, stream_seq=seq)))
+            self.viewer.offer(envelope(WsCommandAck(command=command.type, stream_seq=seq)))
 
     async def run(self) -> None:
-        nc = self.g.port.bus.nc
-        subs = [
-            await nc.subscribe(subjects.samples(self.stream_id), cb=self._on_samples),
-            await nc.subscribe(f"{subjects.PREFIX}.cycles.{self.stream_id}.*", cb=self._on_cycle),
-            await nc.subscribe(subjects.analysis(self.stream_id), cb=self._on_analysis),
-            await nc.subscribe(f"{subjects.PREFIX}.alerts.{self.stream_id}.*", cb=self._on_alert),
-        ]
-        await nc.flush()  # the server has the subscriptions: tell the browser to read its state
-        self._offer(envelope(WsReady(stream_id=self.stream_id)))
-        tasks = [
-            asyncio.create_task(self._pump_samples()),
-            asyncio.create_task(self._send()),
-            asyncio.create_task(self._receive()),
-        ]
+        tasks: list[asyncio.Task[None]] = []
         try:
+            # the feed is subscribed once this returns: tell the viewer to read its state
+            await self.g.hub.join(self.stream_id, self.viewer)
+            self.viewer.offer(envelope(WsReady(stream_id=self.stream_id)))
+            tasks = [asyncio.create_task(self._send()), asyncio.create_task(self._receive())]
             done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
             for task in done:
                 exc = task.exception()
@@ -935,9 +889,9 @@ class LiveSession:
         finally:
             for task in tasks:
                 task.cancel()
-            for sub in subs:
-                with contextlib.suppress(nats.errors.Error):
-                    await sub.unsubscribe()
+            if self.viewer.skipped:
+                self.g.ws_skipped.inc(self.viewer.skipped)
+            await self.g.hub.leave(self.stream_id, self.viewer)
 
 
 async def preflight(common: CommonSettings) -> None:
@@ -948,6 +902,75 @@ async def preflight(common: CommonSettings) -> None:
     await pool.close()
 
 
+def listening_socket(host: str, port: int, *, shared: bool) -> socket.socket:
+    """The gateway's listening socket. ``shared``: other gateway processes bind it too
+    (SO_REUSEPORT) and the kernel spreads new connections over them; otherwise a port in use is
+    an error, as it should be for a single gateway."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if shared:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    sock.bind((host, port))
+    sock.listen(2048)
+    sock.set_inheritable(True)
+    return sock
+
+
+def serve_one() -> None:
+    """One gateway process on the shared port."""
+    settings, common = Settings(), CommonSettings()
+    logs.setup(SERVICE, common.log_level, common.log_json)
+    config = uvicorn.Config(
+        build_app(settings, common),
+        log_config=None,
+        lifespan="on",
+        ws="websockets-sansio",
+        backlog=2048,
+    )
+    try:
+        sock = listening_socket(settings.host, settings.port, shared=settings.workers > 1)
+    except OSError as exc:
+        where = f"{settings.host}:{settings.port}"
+        sys.stderr.write(
+            f"vertac {SERVICE}: cannot listen on {where}: {exc.strerror} "
+            "(VERTAC_GATEWAY_HOST, VERTAC_GATEWAY_PORT)\n"
+        )
+        sys.exit(EXIT_UNREACHABLE)
+    uvicorn.Server(config).run(sockets=[sock])
+
+
+def supervise_workers(count: int) -> None:
+    """``count`` gateway processes on one port; a worker that dies is started again, Ctrl-C or
+    SIGTERM stops them all."""
+    ctx = multiprocessing.get_context("spawn")
+    workers = [ctx.Process(target=serve_one, name=f"gateway-{i}") for i in range(count)]
+    stopping = False
+
+    def stop(*_: object) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    for w in workers:
+        w.start()
+    log.info("gateway workers started", extra={"workers": count})
+    while not stopping:
+        for i, w in enumerate(workers):
+            if not w.is_alive() and not stopping:
+                log.warning("gateway worker exited; starting it again",
+                            extra={"worker": i, "exitcode": w.exitcode})  # fmt: skip
+                workers[i] = ctx.Process(target=serve_one, name=f"gateway-{i}")
+                workers[i].start()
+        time.sleep(0.5)
+    for w in workers:
+        if w.is_alive():
+            w.terminate()
+    for w in workers:
+        w.join(15)
+
+
 def main() -> None:
     settings, common = Settings(), CommonSettings()
     logs.setup(SERVICE, common.log_level, common.log_json)
@@ -956,12 +979,7 @@ def main() -> None:
     except ServerUnreachable as exc:
         sys.stderr.write(f"vertac {SERVICE}: {exc}\n")
         sys.exit(EXIT_UNREACHABLE)
-    config = uvicorn.Config(
-        build_app(settings, common),
-        host=settings.host,
-        port=settings.port,
-        log_config=None,
-        lifespan="on",
-        ws="websockets-sansio",
-    )
-    uvicorn.Server(config).run()
+    if settings.workers > 1:
+        supervise_workers(settings.workers)
+    else:
+        serve_one()

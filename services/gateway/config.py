@@ -19,3 +19,9 @@ class Settings(BaseSettings):
         description="Buckets per sensor and second sent to a browser (min/max per bucket).",
     )  # fmt: skip
     ws_queue: int = Field(default=64, ge=1, description="Messages buffered per slow WebSocket.")
+    workers: int = Field(
+        default=1,
+        ge=1,
+        le=64,
+        description="Gateway processes sharing the port (SO_REUSEPORT); each is stateless.",
+    )

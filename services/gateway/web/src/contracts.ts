@@ -163,6 +163,7 @@ export interface HealthStatus {
   bus: string;
   database: string;
   version: string;
+  pid: number;
 }
 
 /** One sensor of a cycle over its reference, on the cycle's own time axis (seconds). */

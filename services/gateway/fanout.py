@@ -1,0 +1,179 @@
+"""Live fan-out: per gateway process, one feed per stream that has viewers.
+
+A :class:`StreamFeed` holds the stream's NATS subscriptions (samples, cycle events, analyses,
+alerts), decodes and decimates every frame once, and encodes every update once; the same text goes
+to every viewer of the stream. Each viewer has a bounded outbox: a viewer that cannot keep up
+skips updates (counted), never slowing the others or growing memory. The first viewer of a
+stream opens its feed, the last one to leave closes it (subscriptions removed, pump stopped).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+from collections.abc import Callable
+from typing import Any
+
+import nats.errors
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+from pydantic import BaseModel, ValidationError
+
+from schemas import subjects
+from schemas.frames import FrameError, decode
+from schemas.messages import (
+    AlertChanged,
+    AnalysisCompleted,
+    CycleStateChanged,
+    WsAlert,
+    WsAnalysisResult,
+    WsStateChange,
+)
+from services.gateway.logic import Decimator, envelope
+
+log = logging.getLogger("vertac.gateway")
+
+
+class Viewer:
+    """One WebSocket's queue of encoded messages."""
+
+    def __init__(self, queue_size: int) -> None:
+        self.outbox: asyncio.Queue[str] = asyncio.Queue(maxsize=queue_size)
+        self.skipped = 0
+
+    def offer(self, text: str) -> bool:
+        try:
+            self.outbox.put_nowait(text)
+        except asyncio.QueueFull:
+            self.skipped += 1  # a slow viewer loses screen updates, never bus data
+            return False
+        return True
+
+
+class StreamFeed:
+    """The bus traffic of one stream, decoded and encoded once for all of its viewers."""
+
+    def __init__(self, nc: Client, stream_id: str, interval_s: float, buckets: int) -> None:
+        self.nc = nc
+        self.stream_id = stream_id
+        self.interval_s = interval_s
+        self.decimator = Decimator(stream_id, buckets)
+        self.viewers: set[Viewer] = set()
+        self.subs: list[Any] = []
+        self.pump: asyncio.Task[None] | None = None
+        self.ready = asyncio.Event()
+        self.skipped = 0  # updates not delivered to a slow viewer, over the feed's life
+
+    async def open(self) -> None:
+        try:
+            prefix = f"{subjects.PREFIX}"
+            self.subs = [
+                await self.nc.subscribe(subjects.samples(self.stream_id), cb=self._on_samples),
+                await self.nc.subscribe(f"{prefix}.cycles.{self.stream_id}.*", cb=self._on_cycle),
+                await self.nc.subscribe(subjects.analysis(self.stream_id), cb=self._on_analysis),
+                await self.nc.subscribe(f"{prefix}.alerts.{self.stream_id}.*", cb=self._on_alert),
+            ]
+            await self.nc.flush()  # the server has the subscriptions: viewers may read state
+        except BaseException:
+            await self.close()
+            raise
+        self.pump = asyncio.create_task(self._pump())
+        self.ready.set()
+
+    async def close(self) -> None:
+        if self.pump is not None:
+            self.pump.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self.pump
+            self.pump = None
+        subs, self.subs = self.subs, []
+        for sub in subs:
+            with contextlib.suppress(nats.errors.Error, Exception):
+                await sub.unsubscribe()
+
+    def broadcast(self, text: str) -> None:
+        for viewer in self.viewers:
+            if not viewer.offer(text):
+                self.skipped += 1
+
+    async def _on_samples(self, msg: Msg) -> None:
+        try:
+            self.decimator.add(decode(msg.data, msg.headers))
+        except FrameError as exc:
+            log.debug("undecodable frame skipped for the screen", extra={"error": str(exc)})
+
+    def _forward(self, msg: Msg, model: type[BaseModel], wrap: Callable[[Any], BaseModel]) -> None:
+        try:
+            item = model.model_validate_json(msg.data)
+        except ValidationError:
+            return
+        self.broadcast(envelope(wrap(item)))  # encoded once for every viewer
+
+    async def _on_cycle(self, msg: Msg) -> None:
+        self._forward(msg, CycleStateChanged,
+                      lambda e: WsStateChange(stream_id=self.stream_id, event=e))  # fmt: skip
+
+    async def _on_analysis(self, msg: Msg) -> None:
+        self._forward(msg, AnalysisCompleted,
+                      lambda r: WsAnalysisResult(stream_id=self.stream_id, result=r))  # fmt: skip
+
+    async def _on_alert(self, msg: Msg) -> None:
+        self._forward(msg, AlertChanged, lambda a: WsAlert(stream_id=self.stream_id, alert=a))
+
+    async def _pump(self) -> None:
+        loop = asyncio.get_running_loop()
+        due = loop.time()
+        while True:
+            due = max(due + self.interval_s, loop.time())  # a fixed cadence; never a burst
+            await asyncio.sleep(due - loop.time())
+            message = self.decimator.flush()
+            if message is not None and self.viewers:
+                self.broadcast(envelope(message))  # encoded once for every viewer
+
+
+class FeedHub:
+    """The feeds of one gateway process, opened by the first viewer of a stream and closed when
+    its last viewer leaves."""
+
+    def __init__(self, nc: Client, interval_ms: int, points_per_second: int) -> None:
+        self.nc = nc
+        self.interval_s = interval_ms / 1000
+        self.buckets = max(1, math.ceil(points_per_second * interval_ms / 1000))
+        self.feeds: dict[str, StreamFeed] = {}
+        self._lock = asyncio.Lock()
+
+    @property
+    def subscriptions(self) -> int:
+        return sum(len(f.subs) for f in self.feeds.values())
+
+    @property
+    def viewers(self) -> int:
+        return sum(len(f.viewers) for f in self.feeds.values())
+
+    async def join(self, stream_id: str, viewer: Viewer) -> StreamFeed:
+        async with self._lock:
+            feed = self.feeds.get(stream_id)
+            if feed is None:
+                feed = StreamFeed(self.nc, stream_id, self.interval_s, self.buckets)
+                await feed.open()  # raises: nothing is left behind
+                self.feeds[stream_id] = feed
+            feed.viewers.add(viewer)
+            return feed
+
+    async def leave(self, stream_id: str, viewer: Viewer) -> None:
+        async with self._lock:
+            feed = self.feeds.get(stream_id)
+            if feed is None:
+                return
+            feed.viewers.discard(viewer)
+            if not feed.viewers:
+                del self.feeds[stream_id]
+                await feed.close()
+
+    async def close(self) -> None:
+        async with self._lock:
+            feeds, self.feeds = list(self.feeds.values()), {}
+        for feed in feeds:
+            await feed.close()
