@@ -77,6 +77,9 @@ def run(
     sim_sensors: Annotated[int, typer.Option(help="Sensors of the simulated machine.")] = 8,
     sim_rate: Annotated[float, typer.Option(help="Rate of its fast sensors, Hz.")] = 100.0,
     influx_url: Annotated[str, typer.Option(help="Also write to this InfluxDB.")] = "",
+    gateway_workers: Annotated[
+        int, typer.Option(min=1, max=64, help="Gateway processes sharing the port.")
+    ] = 1,
 ) -> None:
     """Run everything on this machine: nats-server, PostgreSQL, services, simulator, gateway."""
     from services.stack import StackOptions, run_stack
@@ -90,6 +93,7 @@ def run(
         simulate=simulate,
         sim_args=("--sensors", str(sim_sensors), "--rate", str(sim_rate)),
         influx_url=influx_url,
+        gateway_workers=gateway_workers,
     )
     raise typer.Exit(run_stack(options))
 

@@ -43,6 +43,7 @@ class StackOptions:
     simulate: bool = True
     sim_args: tuple[str, ...] = ()
     influx_url: str = ""
+    gateway_workers: int = 1
 
 
 @dataclass
@@ -100,6 +101,7 @@ class Stack:
             VERTAC_LOG_JSON="true",
             VERTAC_GATEWAY_HOST=self.options.host,
             VERTAC_GATEWAY_PORT=str(self.options.gateway_port),
+            VERTAC_GATEWAY_WORKERS=str(self.options.gateway_workers),
         )
         for i, name in enumerate(("INGEST", "CYCLES", "ANALYSIS", "ALERTS")):
             env[f"VERTAC_{name}_METRICS_PORT"] = str(self.options.metrics_base_port + i)
