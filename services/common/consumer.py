@@ -209,7 +209,7 @@ class DurableConsumer(Generic[T]):
                 try:
                     msgs = await self._sub.fetch(self.batch, timeout=self.fetch_timeout)
                 except (nats.errors.TimeoutError, TimeoutError):
-                    self._saw(connected=self._connected(), empty=True)
+                    await self._probe()
                     continue
                 except (nats.errors.ConnectionClosedError, nats.errors.ConnectionDrainingError):
                     if stop.is_set():
@@ -231,6 +231,24 @@ class DurableConsumer(Generic[T]):
             lag_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await lag_task
+
+    async def _probe(self) -> None:
+        """After a fetch that timed out: is the stream empty, or out of reach? The two look
+        alike from the fetch (a stream without a leader, during an election or with its
+        servers down, answers nothing either), so ask JetStream for the consumer's state; no
+        answer means nothing can be said about what waits."""
+        if not self._connected() or self._sub is None:
+            self._saw(connected=False, empty=True)
+            return
+        try:
+            info = await asyncio.wait_for(self._sub.consumer_info(), timeout=self.fetch_timeout)
+        except (nats.errors.Error, TimeoutError):
+            self._saw(connected=False, empty=True)
+            return
+        pending = int(info.num_pending or 0)
+        self._saw(connected=True, empty=pending == 0)
+        if pending:
+            self.backlog = pending
 
     def _connected(self) -> bool:
         nc = getattr(self.js, "_nc", None)
