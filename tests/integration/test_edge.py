@@ -194,7 +194,10 @@ async def test_a_bus_outage_loses_nothing_at_16_sensors_by_1_khz(
     depth = agent.buffer.status().depth
     nats_server.start()
     await asyncio.wait_for(task, seconds + 120)
-    assert depth > outage * 5  # the frames of the outage waited in the buffer
+    # the frames of the outage waited in the buffer: the cutter closes a frame once 100 ms of
+    # data time lie between its first and last sample, so 100 ms source batches make 200 ms
+    # frames, 5 per second; a bound at exactly that count failed on the edge of timing
+    assert depth >= outage * 4, depth
 
     async def all_in() -> int | None:
         async with await psycopg.AsyncConnection.connect(common.database_url) as conn:
