@@ -41,6 +41,12 @@ class BusLayoutError(ServerUnreachable):
     """NATS answers but refuses the JetStream layout (e.g. less storage than the limits ask)."""
 
 
+class PlacementPending(BusLayoutError):
+    """No JetStream servers to place a stream's replicas on: a cluster that is still forming (its
+    servers started together with the services) or that has fewer servers than the replicas.
+    Retried at start-up like an unreachable server."""
+
+
 _LIMIT_SETTINGS = {
     subjects.SAMPLES.name: "VERTAC_SAMPLES_MAX_BYTES",
 }
@@ -52,6 +58,11 @@ def _refused(name: str, exc: APIError, settings: CommonSettings) -> BusLayoutErr
         settings.samples_max_bytes if name == subjects.SAMPLES.name else settings.events_max_bytes
     )
     hint = ""
+    if exc.err_code == 10005 or "suitable peers" in (exc.description or ""):
+        return PlacementPending(
+            f"NATS refused stream {name}: {exc.description}; the cluster is still forming, or it "
+            f"has fewer JetStream servers than VERTAC_BUS_REPLICAS={settings.bus_replicas}"
+        )
     if exc.err_code in (10047, 10028) or "storage" in (exc.description or "").lower():
         hint = (
             f"; the server has less JetStream storage than stream {name} may use "
@@ -68,7 +79,9 @@ async def with_startup_retry(
     while True:
         try:
             return await attempt()
-        except (OSError, TimeoutError, nats.errors.Error, ConnectionError) as exc:
+        except (OSError, TimeoutError, nats.errors.Error, ConnectionError, PlacementPending) as exc:
+            if not retry and isinstance(exc, PlacementPending):
+                raise
             if not retry:
                 raise ServerUnreachable(
                     f"{what} is unreachable: {exc or type(exc).__name__}"
