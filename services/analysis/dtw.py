@@ -55,7 +55,10 @@ def _banded(
 
 
 @numba.njit(cache=True, nogil=True)
-def _backtrack(steps: npt.NDArray[np.uint8], radius: int) -> npt.NDArray[np.int64]:
+def _backtrack(
+    steps: npt.NDArray[np.uint8], offset: npt.NDArray[np.int64]
+) -> npt.NDArray[np.int64]:
+    """The optimal path from the steps; row ``i`` of ``steps`` holds columns from ``offset[i]``."""
     n = steps.shape[0]
     path = np.empty((2 * n, 2), dtype=np.int64)
     i, j = n - 1, n - 1
@@ -66,7 +69,7 @@ def _backtrack(steps: npt.NDArray[np.uint8], radius: int) -> npt.NDArray[np.int6
         m += 1
         if i == 0 and j == 0:
             break
-        step = steps[i, j - i + radius]
+        step = steps[i, j - offset[i]]
         if step == 0:
             i, j = i - 1, j - 1
         elif step == 1:
@@ -114,23 +117,7 @@ def _windowed(
             left = d * d + best
             row[j - lo[i]] = left
         prev, row = row, prev
-    path = np.empty((2 * n, 2), dtype=np.int64)
-    i, j = n - 1, n - 1
-    m = 0
-    while True:
-        path[m, 0] = i
-        path[m, 1] = j
-        m += 1
-        if i == 0 and j == 0:
-            break
-        step = steps[i, j - lo[i]]
-        if step == 0:
-            i, j = i - 1, j - 1
-        elif step == 1:
-            i = i - 1
-        else:
-            j = j - 1
-    return prev[n - 1 - lo[n - 1]], path[:m][::-1].copy()
+    return prev[n - 1 - lo[n - 1]], _backtrack(steps, lo)
 
 
 def refined_path(
@@ -184,7 +171,8 @@ def dtw_path(
     """Optimal warping path (pairs ``(i, j)``) and the DTW distance."""
     a, b, r = _check(x, y, radius)
     total, steps = _banded(a, b, r, True)
-    return _backtrack(steps, r), float(np.sqrt(total))
+    offset = np.arange(len(a), dtype=np.int64) - r  # a band row starts at column i - radius
+    return _backtrack(steps, offset), float(np.sqrt(total))
 
 
 def warm_up() -> None:
