@@ -114,8 +114,8 @@ def unpack_upload(name: str, data: bytes) -> list[tuple[str, bytes]]:
             members = [
                 m for m in z.infolist() if not m.is_dir() and m.filename.lower().endswith(kinds)
             ]
-            if sum(m.file_size for m in members) > 2**31:
-                raise DatasetError(f"{name}: the zip unpacks to more than 2 GiB", name)
+            if sum(m.file_size for m in members) > 2**30:
+                raise DatasetError(f"{name}: the zip unpacks to more than 1 GiB", name)
             return [(m.filename, z.read(m)) for m in members]
     except zipfile.BadZipFile as exc:
         raise DatasetError(f"{name} is not a readable zip: {exc}", name) from exc

@@ -734,9 +734,13 @@ def build_app(settings: Settings, common: CommonSettings) -> FastAPI:
         g = gw(request)
         name = valid_dataset(dataset)
         target = valid_stream_id(stream_id) if stream_id else f"batch-{name}"[:64]
-        data = await request.body()
-        if len(data) > IMPORT_MAX_BYTES:
-            raise ApiError(413, f"at most {IMPORT_MAX_BYTES // 2**20} MiB per import", "body")
+        chunks, size = [], 0
+        async for chunk in request.stream():  # stop reading once over the limit
+            size += len(chunk)
+            if size > IMPORT_MAX_BYTES:
+                raise ApiError(413, f"at most {IMPORT_MAX_BYTES // 2**20} MiB per import", "body")
+            chunks.append(chunk)
+        data = b"".join(chunks)
         try:
             files = unpack_upload(filename, data)
             parsed = [c for fname, raw in files for c in parse_cycles(fname, read_file(fname, raw))]
