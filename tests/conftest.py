@@ -150,18 +150,12 @@ async def running() -> AsyncIterator[Running]:
 @pytest.fixture
 async def gateway(common: CommonSettings) -> AsyncIterator[str]:
     """The gateway served by uvicorn on a free port; yields its base URL."""
-    from services.gateway.app import build_app
+    from services.gateway.app import build_app, uvicorn_config
     from services.gateway.config import Settings
 
     port = free_port()
     settings = Settings(port=port, ws_interval_ms=50)
-    config = uvicorn.Config(
-        build_app(settings, common),
-        host="127.0.0.1",
-        port=port,
-        log_config=None,
-        ws="websockets-sansio",
-    )
+    config = uvicorn_config(build_app(settings, common), host="127.0.0.1", port=port)
     server = uvicorn.Server(config)
     task = asyncio.ensure_future(server.serve())
     for _ in range(200):

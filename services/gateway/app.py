@@ -14,7 +14,7 @@ import signal
 import socket
 import sys
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -26,7 +26,9 @@ from fastapi import Body, FastAPI, HTTPException, Query, Request, WebSocket, Web
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse, Response
 from fastapi.staticfiles import StaticFiles
-from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, Gauge, generate_latest
+from prometheus_client.core import CounterMetricFamily, Metric
+from prometheus_client.registry import Collector
 from pydantic import ValidationError
 
 from schemas import subjects
@@ -119,6 +121,7 @@ from services.gateway.logic import (
     recording_json,
 )
 from services.gateway.report import analysis_csv, cycle_pdf
+from services.gateway.wsproto import EXTENSION, FanoutWebSocketProtocol
 
 SERVICE = "gateway"
 STATIC = Path(__file__).parent / "static"
@@ -179,10 +182,7 @@ class Gateway:
               registry=metrics.registry).set_function(lambda: len(hub.feeds))  # fmt: skip
         Gauge("vertac_gateway_feed_subscriptions", "NATS subscriptions held for viewers",
               registry=metrics.registry).set_function(lambda: hub.subscriptions)  # fmt: skip
-        self.ws_skipped = Counter(
-            "vertac_websocket_skipped_total", "Updates a slow viewer skipped",
-            registry=metrics.registry,
-        )  # fmt: skip
+        metrics.registry.register(SkippedUpdates(hub))
 
     async def cycle(self, cycle_id: str, field: str = "cycle_id") -> tuple[CycleDetail, str | None]:
         """The cycle with its latest analysis, and its recording's name; 404 when unknown."""
@@ -844,6 +844,17 @@ def build_app(settings: Settings, common: CommonSettings) -> FastAPI:
     return app
 
 
+class SkippedUpdates(Collector):
+    """``vertac_websocket_skipped_total``: updates slow viewers skipped, counted as they happen."""
+
+    def __init__(self, hub: FeedHub) -> None:
+        self.hub = hub
+
+    def collect(self) -> Iterator[Metric]:
+        yield CounterMetricFamily("vertac_websocket_skipped", "Updates a slow viewer skipped",
+                                  value=self.hub.skipped)  # fmt: skip
+
+
 class LiveSession:
     """One viewer's WebSocket: its stream's feed out (shared with every viewer of the stream),
     commands in."""
@@ -852,7 +863,8 @@ class LiveSession:
         self.g = g
         self.ws = websocket
         self.stream_id = stream_id
-        self.viewer = Viewer(g.settings.ws_queue)
+        prepared = websocket.scope.get("extensions", {}).get(EXTENSION)
+        self.viewer = Viewer(g.settings.ws_queue, prepared["writer"] if prepared else None)
 
     async def _send(self) -> None:
         while True:
@@ -884,7 +896,9 @@ class LiveSession:
             # the feed is subscribed once this returns: tell the viewer to read its state
             await self.g.hub.join(self.stream_id, self.viewer)
             self.viewer.offer(envelope(WsReady(stream_id=self.stream_id)))
-            tasks = [asyncio.create_task(self._send()), asyncio.create_task(self._receive())]
+            tasks = [asyncio.create_task(self._receive())]
+            if self.viewer.writer is None:  # else the feed writes updates to the socket itself
+                tasks.append(asyncio.create_task(self._send()))
             done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
             for task in done:
                 exc = task.exception()
@@ -893,8 +907,6 @@ class LiveSession:
         finally:
             for task in tasks:
                 task.cancel()
-            if self.viewer.skipped:
-                self.g.ws_skipped.inc(self.viewer.skipped)
             await self.g.hub.leave(self.stream_id, self.viewer)
 
 
@@ -921,17 +933,17 @@ def listening_socket(host: str, port: int, *, shared: bool) -> socket.socket:
     return sock
 
 
+def uvicorn_config(app: FastAPI, **options: Any) -> uvicorn.Config:
+    """uvicorn settings of the gateway: its own WebSocket protocol (prepared frames for the
+    fan-out), no logging set-up of uvicorn's own."""
+    return uvicorn.Config(app, log_config=None, ws=FanoutWebSocketProtocol, **options)
+
+
 def serve_one() -> None:
     """One gateway process on the shared port."""
     settings, common = Settings(), CommonSettings()
     logs.setup(SERVICE, common.log_level, common.log_json)
-    config = uvicorn.Config(
-        build_app(settings, common),
-        log_config=None,
-        lifespan="on",
-        ws="websockets-sansio",
-        backlog=2048,
-    )
+    config = uvicorn_config(build_app(settings, common), lifespan="on", backlog=2048)
     try:
         sock = listening_socket(settings.host, settings.port, shared=settings.workers > 1)
     except OSError as exc:

@@ -32,24 +32,39 @@ from schemas.messages import (
     WsStateChange,
 )
 from services.gateway.logic import Decimator, envelope
+from services.gateway.wsproto import FrameWriter, text_frame
 
 log = logging.getLogger("vertac.gateway")
 
 
 class Viewer:
-    """One WebSocket's queue of encoded messages."""
+    """One WebSocket's share of its stream's feed.
 
-    def __init__(self, queue_size: int) -> None:
+    With a :class:`FrameWriter` (the gateway's own protocol), an update is written straight to
+    the socket as the frame prepared once for every viewer, unless the socket's send buffer holds
+    more than ``queue_size`` such frames. Without one, updates go through a bounded queue that the
+    session's sender drains with ordinary ASGI sends. Either way a slow viewer skips updates."""
+
+    def __init__(self, queue_size: int, writer: FrameWriter | None = None) -> None:
+        self.queue_size = queue_size
+        self.writer = writer
         self.outbox: asyncio.Queue[str] = asyncio.Queue(maxsize=queue_size)
         self.skipped = 0
 
-    def offer(self, text: str) -> bool:
-        try:
-            self.outbox.put_nowait(text)
-        except asyncio.QueueFull:
+    def offer(self, text: str, frame: bytes | None = None) -> bool:
+        """Send ``text`` (``frame``: the same text as a prepared WebSocket frame)."""
+        if self.writer is not None:
+            frame = text_frame(text) if frame is None else frame
+            sent = self.writer.write(frame, self.queue_size * len(frame))
+        else:
+            try:
+                self.outbox.put_nowait(text)
+                sent = True
+            except asyncio.QueueFull:
+                sent = False
+        if not sent:
             self.skipped += 1  # a slow viewer loses screen updates, never bus data
-            return False
-        return True
+        return sent
 
 
 class StreamFeed:
@@ -64,7 +79,6 @@ class StreamFeed:
         self.subs: list[Any] = []
         self.pump: asyncio.Task[None] | None = None
         self.ready = asyncio.Event()
-        self.skipped = 0  # updates not delivered to a slow viewer, over the feed's life
 
     async def open(self) -> None:
         try:
@@ -94,9 +108,9 @@ class StreamFeed:
                 await sub.unsubscribe()
 
     def broadcast(self, text: str) -> None:
+        frame = text_frame(text)  # one frame, the same bytes for every viewer
         for viewer in self.viewers:
-            if not viewer.offer(text):
-                self.skipped += 1
+            viewer.offer(text, frame)
 
     async def _on_samples(self, msg: Msg) -> None:
         try:
@@ -143,6 +157,13 @@ class FeedHub:
         self.buckets = max(1, math.ceil(points_per_second * interval_ms / 1000))
         self.feeds: dict[str, StreamFeed] = {}
         self._lock = asyncio.Lock()
+        self._skipped_by_gone = 0  # skipped updates of viewers that have left
+
+    @property
+    def skipped(self) -> int:
+        """Updates not delivered to a slow viewer, over the process's life."""
+        live = sum(v.skipped for f in self.feeds.values() for v in f.viewers)
+        return self._skipped_by_gone + live
 
     @property
     def subscriptions(self) -> int:
@@ -167,7 +188,9 @@ class FeedHub:
             feed = self.feeds.get(stream_id)
             if feed is None:
                 return
-            feed.viewers.discard(viewer)
+            if viewer in feed.viewers:
+                feed.viewers.discard(viewer)
+                self._skipped_by_gone += viewer.skipped
             if not feed.viewers:
                 del self.feeds[stream_id]
                 await feed.close()

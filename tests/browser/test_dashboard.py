@@ -230,16 +230,14 @@ async def test_a_finished_cycle_opens_its_report_with_exports_history_and_action
 async def test_the_page_reconnects_after_the_gateway_restarts(
     common: CommonSettings, bus, stream_id: str, page: Any
 ) -> None:
-    from services.gateway.app import build_app
+    from services.gateway.app import build_app, uvicorn_config
     from services.gateway.config import Settings
 
     port = free_port()
 
     async def serve() -> tuple[uvicorn.Server, asyncio.Task[None]]:
-        config = uvicorn.Config(
-            build_app(Settings(port=port, ws_interval_ms=50), common),
-            host="127.0.0.1", port=port, log_config=None, ws="websockets-sansio",
-        )  # fmt: skip
+        config = uvicorn_config(build_app(Settings(port=port), common),
+                                host="127.0.0.1", port=port)  # fmt: skip
         server = uvicorn.Server(config)
         task = asyncio.ensure_future(server.serve())
         await eventually(lambda: asyncio.sleep(0, server.started))

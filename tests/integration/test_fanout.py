@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
+import gc
 import json
 import os
 import re
+import socket
 
 import httpx
 import pytest
@@ -16,6 +19,8 @@ import websockets
 from edge.run import SimulateOptions, simulate
 from edge.simulator import build_machine
 from services.common.embedded import NatsServer
+from services.gateway.fanout import StreamFeed, Viewer
+from services.gateway.wsproto import FrameWriter
 from tests.conftest import eventually
 
 pytestmark = pytest.mark.integration
@@ -26,7 +31,7 @@ async def gauges(base: str) -> dict[str, float]:
         text = (await client.get("/metrics")).text
     out = {}
     for name in ("vertac_websocket_clients", "vertac_gateway_feeds",
-                 "vertac_gateway_feed_subscriptions"):  # fmt: skip
+                 "vertac_gateway_feed_subscriptions", "vertac_websocket_skipped_total"):  # fmt: skip
         m = re.search(rf"^{name}(?:{{[^}}]*}})? (\S+)$", text, re.M)
         out[name] = float(m.group(1)) if m else -1.0
     return out
@@ -81,9 +86,17 @@ async def test_viewers_of_a_stream_share_one_feed_and_get_the_same_bytes(
             assert seen.get(seq) == text  # the very same text: encoded once for all viewers
 
 
-async def open_raw(host: str, port: int, path: str) -> asyncio.StreamWriter:
-    """A WebSocket opened by hand, to be killed without a closing handshake."""
-    reader, writer = await asyncio.open_connection(host, port)
+async def open_raw(
+    host: str, port: int, path: str, rcvbuf: int | None = None
+) -> asyncio.StreamWriter:
+    """A WebSocket opened by hand, to be killed without a closing handshake (``rcvbuf``: a small
+    receive buffer, for a viewer that stops reading)."""
+    sock = socket.socket()
+    if rcvbuf is not None:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+    sock.setblocking(False)
+    await asyncio.get_running_loop().sock_connect(sock, (host, port))
+    reader, writer = await asyncio.open_connection(sock=sock)
     key = base64.b64encode(os.urandom(16)).decode()
     writer.write(
         f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nUpgrade: websocket\r\n"
@@ -141,3 +154,34 @@ async def test_a_thousand_sessions_closed_or_killed_leave_nothing_behind(
         await eventually(server_side, timeout=30, interval=0.5)
     async with httpx.AsyncClient(base_url=gateway) as client:
         assert (await client.get("/api/health")).status_code == 200
+    gc.collect()
+    alive = [o for o in gc.get_objects() if isinstance(o, Viewer | StreamFeed | FrameWriter)]
+    assert alive == []  # the gateway runs in this process: nothing of a session is kept
+
+
+async def test_a_viewer_that_stops_reading_skips_updates_and_slows_no_one(
+    bus, gateway: str, stream_id: str
+) -> None:
+    host, port = gateway.removeprefix("http://").split(":")
+    path = f"/api/live/ws/stream/{stream_id}"
+    stalled = await open_raw(host, int(port), path, rcvbuf=4096)  # never read again
+    model = build_machine(stream_id=stream_id, sensors=100, rate_hz=1000)
+    publishing = asyncio.ensure_future(simulate(bus, model, SimulateOptions(speed=1, frames=600)))
+    try:
+        async with websockets.connect(gateway.replace("http", "ws") + path) as reader:
+            seqs: list[int] = []
+            skipped = 0.0
+            # each update is ~100 KB, 20 a second: the stalled socket's buffers fill in seconds
+            while skipped < 20 and not publishing.done():
+                m = json.loads(await asyncio.wait_for(reader.recv(), 30))
+                if m["type"] == "samples":
+                    seqs.append(m["data"]["seq"])
+                    skipped = (await gauges(gateway))["vertac_websocket_skipped_total"]
+            assert skipped >= 20, "the stalled viewer never skipped an update"
+            # the reading viewer got every update in order and kept up with the publisher
+            assert seqs == sorted(seqs) and len(seqs) >= 20
+    finally:
+        publishing.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await publishing
+        stalled.transport.abort()
