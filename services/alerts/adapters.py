@@ -53,28 +53,42 @@ class Rules:
 
 
 class RuleStates:
-    """Per-rule state in KV ``vertac_alert_state``, updated with compare-and-set."""
+    """Per-rule state in KV ``vertac_alert_state``, updated with compare-and-set.
+
+    The state last read or written is kept in memory: ``load(rule, cached=True)`` answers from
+    it, for the many frames that change nothing. Before anything is recorded or written, the
+    engine reads KV again (an acknowledgement may have come through another replica)."""
 
     def __init__(self, kv: KeyValue) -> None:
         self.kv = kv
+        self._known: dict[str, tuple[RuleState, int | None]] = {}
 
-    async def load(self, rule: AlertRule) -> tuple[RuleState, int | None]:
+    async def load(self, rule: AlertRule, cached: bool = False) -> tuple[RuleState, int | None]:
+        key = rule_key(rule.stream_id, rule.rule_id)
+        known = self._known.get(key) if cached else None
+        if known is not None:
+            return known
         try:
-            entry = await self.kv.get(rule_key(rule.stream_id, rule.rule_id))
+            entry = await self.kv.get(key)
         except (KeyNotFoundError, NotFoundError):
-            return RuleState(), None
-        return RuleState.model_validate_json(entry.value or b"{}"), entry.revision
+            read: tuple[RuleState, int | None] = (RuleState(), None)
+        else:
+            read = (RuleState.model_validate_json(entry.value or b"{}"), entry.revision)
+        self._known[key] = read
+        return read
 
     async def save(self, rule: AlertRule, state: RuleState, revision: int | None) -> None:
         key = rule_key(rule.stream_id, rule.rule_id)
         body = state.model_dump_json().encode()
+        self._known.pop(key, None)  # unknown until the write is confirmed
         try:
             if revision is None:
-                await self.kv.create(key, body)
+                written = await self.kv.create(key, body)
             else:
-                await self.kv.update(key, body, last=revision)
+                written = await self.kv.update(key, body, last=revision)
         except KeyWrongLastSequenceError as exc:
             raise TransientError(f"state of rule {key} changed meanwhile") from exc
+        self._known[key] = (state, int(written))
 
 
 _UPSERT = """

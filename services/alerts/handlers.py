@@ -124,8 +124,14 @@ class AlertEngine:
         step: Callable[..., tuple[RuleState, list[Transition]]],
         *args: Any,
     ) -> None:
-        state, revision = await self.states.load(rule)
+        state, revision = await self.states.load(rule, cached=True)
         new, transitions = step(rule, state, *args)
+        if transitions or new != state:
+            # about to record or write: from what KV holds now, not from what was kept
+            fresh, fresh_revision = await self.states.load(rule)
+            if fresh_revision != revision or fresh != state:
+                state, revision = fresh, fresh_revision
+                new, transitions = step(rule, state, *args)
         await self._record(rule, transitions)
         if new != state:
             await self.states.save(rule, new, revision)

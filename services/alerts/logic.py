@@ -218,8 +218,8 @@ def on_samples(
     now_ns: int,
     reraise_window_s: float = 60.0,
 ) -> tuple[RuleState, list[Transition]]:
-    """Apply one frame's samples of the rule's sensor."""
-    s = s.model_copy(update={"last_arrival_ns": now_ns})
+    """Apply one frame's samples of the rule's sensor. A frame that changes nothing leaves the
+    state as it was (nothing to write back)."""
     if not rule.enabled or len(t) == 0:
         return s, []
     window = round(reraise_window_s * NS)
@@ -299,7 +299,6 @@ def on_envelope(
     """Samples of a running cycle against the reference's envelope at the same point of the
     cycle (mean ± envelope_k · spread; time since the cycle started over the reference's
     duration). Outside a running cycle, or past the reference's end, nothing is judged."""
-    s = s.model_copy(update={"last_arrival_ns": now_ns})
     if not rule.enabled or len(t) == 0:
         return s, []
     n = len(reference.mean) if reference is not None else 0
@@ -352,10 +351,15 @@ def on_tick(
 def on_frame_arrival(
     rule: AlertRule, s: RuleState, now_ns: int
 ) -> tuple[RuleState, list[Transition]]:
-    """Data arrived: clears a data_gap alert."""
-    s = s.model_copy(update={"last_arrival_ns": now_ns})
+    """Data arrived: clears a data_gap alert. The arrival time is written back at most every
+    tenth of ``gap_s`` (and at most every 0.5 s) while no alert is up, not for every frame."""
     if rule.kind != "data_gap":
         return s, []
+    quiet = s.alert_state in ("none", "cleared")
+    step = min(0.5, (rule.gap_s or 1.0) / 10) * NS
+    if quiet and s.last_arrival_ns is not None and now_ns - s.last_arrival_ns < step:
+        return s, []
+    s = s.model_copy(update={"last_arrival_ns": now_ns})
     return _lifecycle_off(s, now_ns, "data flows again", None)
 
 

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import logging
+import time
+import weakref
 from importlib import resources
+from typing import Any
 
 import psycopg
 from psycopg_pool import AsyncConnectionPool
@@ -12,6 +15,22 @@ from services.common.bus import with_startup_retry
 
 log = logging.getLogger(__name__)
 _LOCK_ID = 0x5E47AC  # advisory lock: one migrator at a time
+CHECK_IDLE_S = 5.0  # a pooled connection idle longer than this is checked before it is lent
+_returned: weakref.WeakKeyDictionary[psycopg.AsyncConnection[Any], float] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+async def _check_if_idle(conn: psycopg.AsyncConnection[Any]) -> None:
+    """The pool's check: a round trip only for a connection that sat idle (PostgreSQL may have
+    restarted meanwhile). One used a moment ago is lent as it is; should it be broken after all,
+    the statement fails as a transient error and is retried on a new connection."""
+    if time.monotonic() - _returned.get(conn, 0.0) > CHECK_IDLE_S:
+        await AsyncConnectionPool.check_connection(conn)
+
+
+async def _note_return(conn: psycopg.AsyncConnection[Any]) -> None:
+    _returned[conn] = time.monotonic()
 
 
 def migration_files() -> list[tuple[str, str]]:
@@ -66,7 +85,8 @@ async def open_pool(
         max_size=max_size,
         name=name,
         open=False,
-        check=AsyncConnectionPool.check_connection,
+        check=_check_if_idle,
+        reset=_note_return,
         kwargs={"connect_timeout": 5},
     )
     await pool.open(wait=True, timeout=15)

@@ -20,6 +20,7 @@ from collections.abc import Callable, Coroutine
 from typing import Any
 
 import nats.errors
+import nats.js.errors
 from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError, NoKeysError, NotFoundError
 from nats.js.kv import KeyValue
 
@@ -61,17 +62,25 @@ class PartitionLeases:
         our fair share (the caller stops their work, then calls :meth:`release`). Partitions whose
         lease was lost are dropped from ``owned`` and returned in ``surplus`` too.
         """
-        await self.kv.put(f"{self.service}.member.{self.member}", b"1")
-        members = await self.members()
-        fair = math.ceil(self.partitions / len(members))
+        # renew first and all at once: a busy replica must not let its leases expire
+        held = list(self.owned.items())
+        renewed = await asyncio.gather(
+            *(self.kv.update(self._key(p), self.member.encode(), rev) for p, rev in held),
+            return_exceptions=True,
+        )
         surplus: list[int] = []
-        for p, revision in list(self.owned.items()):
-            try:
-                self.owned[p] = await self.kv.update(self._key(p), self.member.encode(), revision)
-            except KeyWrongLastSequenceError:
+        for (p, _), result in zip(held, renewed, strict=True):
+            if isinstance(result, int):
+                self.owned[p] = result
+            elif _wrong_last(result):
                 log.warning("lease lost", extra={"partition": p, "service": self.service})
                 del self.owned[p]
                 surplus.append(p)
+            else:
+                raise result  # the bus is out of reach: the caller retries the whole step
+        await self.kv.put(f"{self.service}.member.{self.member}", b"1")
+        members = await self.members()
+        fair = math.ceil(self.partitions / len(members))
         extra = len(self.owned) - fair
         if extra > 0:
             surplus.extend(sorted(self.owned)[-extra:])
@@ -96,14 +105,27 @@ class PartitionLeases:
         revision = self.owned.pop(p, None)
         if revision is None:
             return
-        with contextlib.suppress(KeyWrongLastSequenceError, KeyNotFoundError, NotFoundError):
+        try:
             await self.kv.delete(self._key(p), last=revision)
+        except (KeyNotFoundError, NotFoundError):
+            pass
+        except nats.js.errors.Error as exc:
+            if not _wrong_last(exc):  # expired or taken over meanwhile: not ours to delete
+                raise
 
     async def leave(self) -> None:
         for p in list(self.owned):
             await self.release(p)
         with contextlib.suppress(KeyNotFoundError, NotFoundError):
             await self.kv.delete(f"{self.service}.member.{self.member}")
+
+
+def _wrong_last(exc: BaseException) -> bool:
+    """A compare-and-set refused: the key was revised, expired or deleted since we wrote it
+    (JetStream answers a KV delete with a plain 400, error code 10071)."""
+    if isinstance(exc, KeyWrongLastSequenceError):
+        return True
+    return isinstance(exc, nats.js.errors.APIError) and exc.err_code == 10071
 
 
 class Partitioned:
@@ -130,7 +152,13 @@ class Partitioned:
                     gained, surplus = [], []
                 await asyncio.gather(*(self._stop(p) for p in surplus))
                 for p in surplus:
-                    await self.leases.release(p)
+                    try:
+                        await self.leases.release(p)
+                    except (nats.errors.Error, TimeoutError, OSError) as exc:
+                        # it expires on its own; the work has stopped either way
+                        log.warning(
+                            "lease release failed", extra={"partition": p, "error": describe(exc)}
+                        )
                 for p in gained:
                     self._start(p)
                 self._restart_failed()

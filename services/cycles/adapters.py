@@ -4,6 +4,7 @@ the object store of recordings, and PostgreSQL's ``live_cycles``."""
 from __future__ import annotations
 
 import json
+import time
 from datetime import UTC, datetime
 
 import nats.errors
@@ -28,12 +29,21 @@ def _dt(ns: int | None) -> datetime | None:
 
 
 class StateStore:
-    """Cycle state per stream in KV, updated with compare-and-set."""
+    """Cycle state per stream in KV, updated with compare-and-set.
+
+    The partition holder is the only writer of its streams' state, so the state it last wrote
+    is kept in memory and not read back for every frame: it is read from KV when a partition is
+    taken over (:meth:`forget`), after a failed or refused write, and for a stream not seen yet.
+    """
 
     def __init__(self, kv: KeyValue) -> None:
         self.kv = kv
+        self._known: dict[str, tuple[CycleStateRecord, int | None]] = {}
 
     async def load(self, stream_id: str) -> tuple[CycleStateRecord, int | None]:
+        known = self._known.get(stream_id)
+        if known is not None:
+            return known
         try:
             entry = await self.kv.get(stream_id)
         except (KeyNotFoundError, NotFoundError):
@@ -42,12 +52,26 @@ class StateStore:
 
     async def save(self, record: CycleStateRecord, revision: int | None) -> int:
         body = record.model_dump_json().encode()
+        self._known.pop(record.stream_id, None)  # unknown until the write is confirmed
         try:
             if revision is None:
-                return int(await self.kv.create(record.stream_id, body))
-            return int(await self.kv.update(record.stream_id, body, last=revision))
+                written = int(await self.kv.create(record.stream_id, body))
+            else:
+                written = int(await self.kv.update(record.stream_id, body, last=revision))
         except KeyWrongLastSequenceError as exc:
             raise TransientError(f"cycle state of {record.stream_id} changed meanwhile") from exc
+        self._known[record.stream_id] = (record, written)
+        return written
+
+    def forget(self, partition: int | None = None, stream_id: str | None = None) -> None:
+        """Read the state from KV again next time: of one stream, of a partition's streams
+        (taken over from another replica), or of all."""
+        if stream_id is not None:
+            self._known.pop(stream_id, None)
+            return
+        for sid in list(self._known):
+            if partition is None or subjects.partition_of(sid) == partition:
+                del self._known[sid]
 
     async def streams(self) -> list[str]:
         try:
@@ -57,17 +81,27 @@ class StateStore:
 
 
 class ConfigStore:
-    """Per-stream :class:`CycleConfig` in KV (manual triggering when none is set)."""
+    """Per-stream :class:`CycleConfig` in KV (manual triggering when none is set), read again
+    at most every ``ttl_s`` seconds: a changed configuration applies within that."""
 
-    def __init__(self, kv: KeyValue) -> None:
+    def __init__(self, kv: KeyValue, ttl_s: float = 1.0) -> None:
         self.kv = kv
+        self.ttl_s = ttl_s
+        self._read: dict[str, tuple[float, CycleConfig]] = {}
 
     async def get(self, stream_id: str) -> CycleConfig:
+        now = time.monotonic()
+        read = self._read.get(stream_id)
+        if read is not None and now - read[0] < self.ttl_s:
+            return read[1]
         try:
             entry = await self.kv.get(stream_id)
         except (KeyNotFoundError, NotFoundError):
-            return CycleConfig()
-        return CycleConfig.model_validate_json(entry.value or b"{}")
+            config = CycleConfig()
+        else:
+            config = CycleConfig.model_validate_json(entry.value or b"{}")
+        self._read[stream_id] = (now, config)
+        return config
 
 
 class FrameReader:

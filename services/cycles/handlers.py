@@ -7,7 +7,7 @@ import contextlib
 import logging
 import time
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 from schemas.frames import Frame
 from schemas.messages import CycleCommand, CycleStateChanged, CycleStateRecord
@@ -70,6 +70,15 @@ class CycleEngine:
             0,
         )
 
+    @contextlib.contextmanager
+    def _unsure(self, stream_id: str) -> Iterator[None]:
+        """A handler that fails leaves the stream's state as KV has it, not as it was kept."""
+        try:
+            yield
+        except BaseException:
+            self.states.forget(stream_id=stream_id)
+            raise
+
     async def on_frames(self, batch: list[Delivery[Frame]]) -> None:
         by_stream: dict[str, list[Delivery[Frame]]] = defaultdict(list)
         for d in batch:
@@ -77,37 +86,39 @@ class CycleEngine:
         for stream_id, deliveries in by_stream.items():
             self.known.add(stream_id)
             async with self.locks[stream_id]:
-                state, revision = await self.states.load(stream_id)
-                cfg = await self.configs.get(stream_id)
-                for d in deliveries:
-                    t, v = (
-                        signal_of(d.item, cfg.signal_sensor)
-                        if cfg.trigger == "signal"
-                        else (None, None)
-                    )
-                    info = FrameInfo(
-                        d.item.seq, d.msg.metadata.sequence.stream, d.item.first_ns(),
-                        d.item.last_ns(), t, v,
-                    )  # fmt: skip
-                    before = state
-                    state, outputs = on_frame(state, cfg, info, self.clock())
-                    await self._carry_out(before, outputs)
-                await self.states.save(state, revision)
+                with self._unsure(stream_id):
+                    state, revision = await self.states.load(stream_id)
+                    cfg = await self.configs.get(stream_id)
+                    for d in deliveries:
+                        t, v = (
+                            signal_of(d.item, cfg.signal_sensor)
+                            if cfg.trigger == "signal"
+                            else (None, None)
+                        )
+                        info = FrameInfo(
+                            d.item.seq, d.msg.metadata.sequence.stream, d.item.first_ns(),
+                            d.item.last_ns(), t, v,
+                        )  # fmt: skip
+                        before = state
+                        state, outputs = on_frame(state, cfg, info, self.clock())
+                        await self._carry_out(before, outputs)
+                    await self.states.save(state, revision)
 
     async def on_commands(self, batch: list[Delivery[CycleCommand]]) -> None:
         for d in batch:
             cmd = d.item
             self.known.add(cmd.stream_id)
             async with self.locks[cmd.stream_id]:
-                state, revision = await self.states.load(cmd.stream_id)
-                cfg = await self.configs.get(cmd.stream_id)
-                at_ns = ns_of(cmd.issued_at)
-                before = state
-                state, outputs = on_command(
-                    state, cfg, cmd.command, at_ns, cmd.reason, self.clock()
-                )
-                await self._carry_out(before, outputs)
-                await self.states.save(state, revision)
+                with self._unsure(cmd.stream_id):
+                    state, revision = await self.states.load(cmd.stream_id)
+                    cfg = await self.configs.get(cmd.stream_id)
+                    at_ns = ns_of(cmd.issued_at)
+                    before = state
+                    state, outputs = on_command(
+                        state, cfg, cmd.command, at_ns, cmd.reason, self.clock()
+                    )
+                    await self._carry_out(before, outputs)
+                    await self.states.save(state, revision)
 
     async def tick(self) -> None:
         for stream_id in list(self.known):
@@ -118,15 +129,16 @@ class CycleEngine:
                 if owned is None:
                     continue
                 since_ns, backlog = owned
-                state, revision = await self.states.load(stream_id)
-                if state.state == "idle":
-                    continue
-                cfg = await self.configs.get(stream_id)
-                before = state
-                state, outputs = on_tick(state, cfg, self.clock(), since_ns, backlog)
-                if outputs:
-                    await self._carry_out(before, outputs)
-                    await self.states.save(state, revision)
+                with self._unsure(stream_id):
+                    state, revision = await self.states.load(stream_id)
+                    if state.state == "idle":
+                        continue
+                    cfg = await self.configs.get(stream_id)
+                    before = state
+                    state, outputs = on_tick(state, cfg, self.clock(), since_ns, backlog)
+                    if outputs:
+                        await self._carry_out(before, outputs)
+                        await self.states.save(state, revision)
 
     async def run_ticks(self, stop: asyncio.Event, every_s: float = 0.5) -> None:
         self.known.update(await self.states.streams())
