@@ -52,6 +52,7 @@ from services.common.metrics import Metrics
 
 __all__ = ["BadMessage", "Delivery", "DurableConsumer", "TransientError", "is_transient"]
 
+YIELD_EVERY = 16  # messages decoded between two turns of the event loop
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 INLINE_PAYLOAD_LIMIT: Final = 256 * 1024
@@ -271,7 +272,9 @@ class DurableConsumer(Generic[T]):
         message's sake."""
         self.metrics.messages_in.labels(*self._labels).inc(len(msgs))
         good: list[Delivery[T]] = []
-        for msg in msgs:
+        for i, msg in enumerate(msgs):
+            if i and i % YIELD_EVERY == 0:
+                await asyncio.sleep(0)  # a long batch must not starve lease renewals and the rest
             deliveries, _, _ = _metadata(msg)
             if deliveries > 1:
                 self.metrics.redeliveries.labels(*self._labels).inc()

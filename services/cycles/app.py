@@ -57,6 +57,7 @@ async def serve(settings: Settings, common: CommonSettings, stop: asyncio.Event)
         await commands.declare()
         await after_previous_holder([frames, commands], settings.ack_wait_s, done)
         engine.states.forget(partition=p)  # another replica may have written them meanwhile
+        engine.window.forget(p)
         held[p] = (frames, engine.clock())
         try:
             await asyncio.gather(frames.run(done), commands.run(done))

@@ -9,6 +9,7 @@ import time
 from collections import defaultdict
 from collections.abc import Callable, Iterator
 
+from schemas import subjects
 from schemas.frames import Frame
 from schemas.messages import CycleCommand, CycleStateChanged, CycleStateRecord
 from services.common.consumer import Delivery
@@ -40,6 +41,64 @@ from services.cycles.logic import (
 log = logging.getLogger(__name__)
 
 
+class FrameWindow:
+    """The frames of each stream as this replica received them, kept while a cycle may need
+    them, so a cycle's recording is cut from memory instead of being read back from JetStream.
+
+    For a stream, ``since[stream]`` is the JetStream sequence from which every frame of the
+    stream is held (frames arrive in stream order on the partition's consumer; a redelivered one
+    replaces itself). A range that starts before it, or a stream whose frames passed the size
+    limit, is read back from the bus as before: the window is only ever a shortcut.
+    """
+
+    def __init__(self, max_samples: int = 2_000_000) -> None:
+        self.max_samples = max_samples
+        self.frames: dict[str, dict[int, Frame]] = {}
+        self.since: dict[str, int] = {}
+        self.samples: dict[str, int] = {}
+
+    def add(self, stream_id: str, js_seq: int, frame: Frame) -> None:
+        held = self.frames.setdefault(stream_id, {})
+        self.since.setdefault(stream_id, js_seq)
+        if js_seq not in held:
+            held[js_seq] = frame
+            self.samples[stream_id] = self.samples.get(stream_id, 0) + frame.n_samples
+        if self.samples[stream_id] > self.max_samples:  # a very long cycle: read it back
+            self.drop(stream_id)
+            self.since[stream_id] = 2**63 - 1
+
+    def between(self, stream_id: str, first: int, last: int) -> list[Frame] | None:
+        """The frames with JetStream sequence in [first, last], or None when not all are held."""
+        held = self.frames.get(stream_id)
+        if held is None or self.since.get(stream_id, first + 1) > first or not held:
+            return None
+        if max(held) < last:
+            return None
+        return [held[k] for k in sorted(held) if first <= k <= last]
+
+    def keep_after(self, stream_id: str, js_seq: int) -> None:
+        """Nothing at or before ``js_seq`` is needed any more (a cycle ended, or none runs)."""
+        held = self.frames.get(stream_id)
+        if not held:
+            self.since.pop(stream_id, None)
+            return
+        for k in [k for k in held if k <= js_seq]:
+            self.samples[stream_id] -= held.pop(k).n_samples
+        self.since[stream_id] = js_seq + 1
+
+    def drop(self, stream_id: str) -> None:
+        self.frames.pop(stream_id, None)
+        self.since.pop(stream_id, None)
+        self.samples.pop(stream_id, None)
+
+    def forget(self, partition: int) -> None:
+        """A partition taken over: what another replica received meanwhile is not held here."""
+        for sid in [s for s in self.frames if subjects.partition_of(s) == partition]:
+            self.drop(sid)
+        for sid in [s for s in self.since if subjects.partition_of(s) == partition]:
+            self.since.pop(sid, None)
+
+
 class CycleEngine:
     """Applies frames, commands and time to each stream's state, one stream at a time."""
 
@@ -61,6 +120,7 @@ class CycleEngine:
         self.rows = rows
         self.clock = clock
         self.locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
+        self.window = FrameWindow()
         self.known: set[str] = set()
         self.watching_since_ns = clock()
         # (since when this process watches the stream, samples still waiting on the bus) for a
@@ -99,9 +159,13 @@ class CycleEngine:
                             d.item.seq, d.msg.metadata.sequence.stream, d.item.first_ns(),
                             d.item.last_ns(), t, v,
                         )  # fmt: skip
+                        js_seq = d.msg.metadata.sequence.stream
+                        self.window.add(stream_id, js_seq, d.item)
                         before = state
                         state, outputs = on_frame(state, cfg, info, self.clock())
                         await self._carry_out(before, outputs)
+                        if state.state == "idle":
+                            self.window.keep_after(stream_id, js_seq)  # no cycle needs it
                     await self.states.save(state, revision)
 
     async def on_commands(self, batch: list[Delivery[CycleCommand]]) -> None:
@@ -170,9 +234,13 @@ class CycleEngine:
 
     async def _finish(self, stream_id: str, ended: Ended) -> None:
         last = ended.end_js_seq
+        frames = None
         if last == END_OF_STREAM:
             last = await self.reader.last_seq()
-        frames = await self.reader.between(stream_id, ended.start_js_seq, last)
+        else:
+            frames = self.window.between(stream_id, ended.start_js_seq, last)
+        if frames is None:
+            frames = await self.reader.between(stream_id, ended.start_js_seq, last)
         rec = record(stream_id, ended.cycle_no, ended.start_ns, ended.end_ns, frames)
         name = await self.recordings.put(ended.cycle_id, rec.frame)
         event = CycleStateChanged(

@@ -268,7 +268,7 @@ async def run_plant(n: int) -> PlantResult:
         publisher = asyncio.ensure_future(publish(bus, machines, stop, counts))
         try:
             # warm-up: every machine has done its first cycles and has its reference
-            deadline = time.monotonic() + 4 * CYCLE_S + 10 * n
+            deadline = time.monotonic() + 5 * CYCLE_S + 60
             while len(seen.references) < n and time.monotonic() < deadline and not publisher.done():
                 await asyncio.sleep(1)
             if publisher.done():
