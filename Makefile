@@ -10,12 +10,12 @@ WEBDEP := $(WEB)/node_modules/.installed
 APP    := services/gateway/static/app/index.html
 WEBSRC := $(wildcard $(WEB)/src/*) $(WEB)/index.html $(WEB)/vite.config.ts $(WEB)/tsconfig.json
 
-.PHONY: help install web run test test-unit test-web lint fmt bench bench-browser chaos schemas clean
+.PHONY: help install web run test test-unit test-web lint fmt bench bench-browser bench-viewers bench-plant chaos schemas clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml services/__init__.py
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e ".[dev]"
@@ -56,12 +56,20 @@ fmt: $(STAMP) ## Format and auto-fix the code
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
-bench: $(STAMP) $(APP) ## Benchmarks: ingest on the embedded stack, cycle analysis, alert latency (prints figures)
+bench: $(STAMP) $(APP) ## Benchmarks: ingest, analysis, alerts, edge, browser, viewers, a whole plant (prints figures)
 	$(BIN)/python -m tests.bench.ingest
 	$(BIN)/python -m tests.bench.analysis
 	$(BIN)/python -m tests.bench.alerts
 	$(BIN)/python -m tests.bench.edge
 	$(BIN)/python -m tests.bench.browser
+	$(BIN)/python -m tests.bench.viewers
+	$(BIN)/python -m tests.bench.plant
+
+bench-viewers: $(STAMP) ## Only the viewer benchmark (1,000-10,000 WebSocket viewers; needs Node.js)
+	$(BIN)/python -m tests.bench.viewers
+
+bench-plant: $(STAMP) ## Only the plant benchmark (machines x 16 sensors x 100 Hz, every service at work)
+	$(BIN)/python -m tests.bench.plant
 
 chaos: $(STAMP) ## Fault injection under load: kill -9, outages, replicas, a 3-node cluster (prints the table)
 	$(BIN)/python -m tests.chaos

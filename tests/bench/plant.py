@@ -19,7 +19,7 @@ it prints per plant size:
 - CPU of every service, of nats-server, of PostgreSQL and of the publisher, in % of one core.
 The verdict line names the largest size that holds lag < 2 s and cycle end -> analysis p99 < 1 s.
 
-Environment: VERTAC_BENCH_MACHINES (``50,100,200``), VERTAC_BENCH_PLANT_S (window, 600).
+Environment: VERTAC_BENCH_MACHINES (``10,20,50``), VERTAC_BENCH_PLANT_S (window, 600).
 """
 
 from __future__ import annotations
@@ -54,7 +54,7 @@ from services.common.runtime import Bus, open_bus
 from tests.bench.stack import Stack, embedded_stack, percentile
 from tests.bench.viewers import NODE_DIR, cpu_s, line, tree
 
-MACHINES = [int(v) for v in os.environ.get("VERTAC_BENCH_MACHINES", "50,100,200").split(",")]
+MACHINES = [int(v) for v in os.environ.get("VERTAC_BENCH_MACHINES", "10,20,50").split(",")]
 WINDOW_S = float(os.environ.get("VERTAC_BENCH_PLANT_S", "600"))
 SENSORS, RATE_HZ, FRAME_MS, CYCLE_S = 16, 100, 100, 30.0
 VIEWERS = 50
@@ -357,6 +357,10 @@ def report(r: PlantResult) -> None:
     print(f"  {VIEWERS} viewers: {r.viewers[0]:.1f} updates/s median, publish -> receive "
           f"p50 {r.viewers[1]:.0f} ms, p99 {r.viewers[2]:.0f} ms")  # fmt: skip
     print("  CPU % of one core: " + ", ".join(f"{k} {v:.0f}" for k, v in r.cpu.items()))
+    total, cores = sum(r.cpu.values()), os.cpu_count() or 1
+    top = max(r.cpu, key=lambda k: r.cpu[k])
+    print(f"  what limits it: {total:.0f} % of {cores * 100} % CPU in use"
+          f"{' (the host is saturated)' if total > 85 * cores else ''}; most: {top}")  # fmt: skip
 
 
 async def main() -> None:
