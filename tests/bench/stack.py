@@ -52,7 +52,11 @@ class Stack:
         for p in self.procs:
             p.terminate()
         for p in self.procs:
-            p.wait(15)
+            try:
+                p.wait(30)
+            except subprocess.TimeoutExpired:  # a saturated service that does not stop in time
+                p.kill()
+                p.wait()
         self.procs.clear()
 
 
