@@ -33,7 +33,8 @@ class StateStore:
 
     The partition holder is the only writer of its streams' state, so the state it last wrote
     is kept in memory and not read back for every frame: it is read from KV when a partition is
-    taken over (:meth:`forget`), after a failed or refused write, and for a stream not seen yet.
+    taken over (:meth:`forget_partition`), after a failed or refused write, and for a stream
+    not seen yet.
     """
 
     def __init__(self, kv: KeyValue) -> None:
@@ -63,15 +64,15 @@ class StateStore:
         self._known[record.stream_id] = (record, written)
         return written
 
-    def forget(self, partition: int | None = None, stream_id: str | None = None) -> None:
-        """Read the state from KV again next time: of one stream, of a partition's streams
-        (taken over from another replica), or of all."""
-        if stream_id is not None:
-            self._known.pop(stream_id, None)
-            return
-        for sid in list(self._known):
-            if partition is None or subjects.partition_of(sid) == partition:
-                del self._known[sid]
+    def forget_stream(self, stream_id: str) -> None:
+        """Read the stream's state from KV again next time (a handler failed on it)."""
+        self._known.pop(stream_id, None)
+
+    def forget_partition(self, partition: int) -> None:
+        """Read the state of a partition's streams from KV again (taken over from another
+        replica, which may have written them meanwhile)."""
+        for sid in [s for s in self._known if subjects.partition_of(s) == partition]:
+            del self._known[sid]
 
     async def streams(self) -> list[str]:
         try:

@@ -56,7 +56,7 @@ async def serve(settings: Settings, common: CommonSettings, stop: asyncio.Event)
         await frames.declare()
         await commands.declare()
         await after_previous_holder([frames, commands], settings.ack_wait_s, done)
-        engine.states.forget(partition=p)  # another replica may have written them meanwhile
+        engine.states.forget_partition(p)  # another replica may have written them meanwhile
         engine.window.forget(p)
         held[p] = (frames, engine.clock())
         try:

@@ -93,10 +93,9 @@ class FrameWindow:
 
     def forget(self, partition: int) -> None:
         """A partition taken over: what another replica received meanwhile is not held here."""
-        for sid in [s for s in self.frames if subjects.partition_of(s) == partition]:
-            self.drop(sid)
-        for sid in [s for s in self.since if subjects.partition_of(s) == partition]:
-            self.since.pop(sid, None)
+        for sid in {*self.frames, *self.since}:
+            if subjects.partition_of(sid) == partition:
+                self.drop(sid)
 
 
 class CycleEngine:
@@ -136,7 +135,7 @@ class CycleEngine:
         try:
             yield
         except BaseException:
-            self.states.forget(stream_id=stream_id)
+            self.states.forget_stream(stream_id)
             raise
 
     async def on_frames(self, batch: list[Delivery[Frame]]) -> None:

@@ -51,8 +51,8 @@ from schemas.messages import (
 )
 from services.common.embedded import free_port
 from services.common.runtime import Bus, open_bus
-from tests.bench.stack import Stack, embedded_stack, percentile
-from tests.bench.viewers import NODE_DIR, cpu_s, line, tree
+from tests.bench.stack import Stack, cpu_s, embedded_stack, line, percentile, tree
+from tests.bench.viewers import NODE_DIR
 
 MACHINES = [int(v) for v in os.environ.get("VERTAC_BENCH_MACHINES", "10,20,50").split(",")]
 WINDOW_S = float(os.environ.get("VERTAC_BENCH_PLANT_S", "600"))

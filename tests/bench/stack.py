@@ -3,7 +3,11 @@ started as processes against them, and percentiles."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import json
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -11,6 +15,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from services.common.config import CommonSettings
 from services.common.db import migrate
@@ -74,3 +79,48 @@ async def embedded_stack(prefix: str) -> AsyncIterator[Stack]:
         stack.stop()
         pg.stop()
         nats_server.stop()
+
+
+# processes and what they cost (from /proc), and the line-per-message talk with a child
+
+
+def tree(pid: int) -> list[int]:
+    """``pid`` and its descendants."""
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        with contextlib.suppress(OSError):
+            todo += [int(c) for c in Path(f"/proc/{p}/task/{p}/children").read_text().split()]
+    return out
+
+
+def cpu_s(pids: list[int]) -> float:
+    total = 0.0
+    for p in pids:
+        try:
+            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
+
+
+def rss_bytes(pids: list[int]) -> int:
+    total = 0
+    for p in pids:
+        try:
+            m = re.search(r"VmRSS:\s+(\d+) kB", Path(f"/proc/{p}/status").read_text())
+        except OSError:
+            continue
+        total += int(m.group(1)) * 1024 if m else 0
+    return total
+
+
+async def line(proc: asyncio.subprocess.Process) -> dict[str, Any]:
+    assert proc.stdout is not None
+    raw = await proc.stdout.readline()
+    if not raw:
+        err = await proc.stderr.read() if proc.stderr else b""
+        raise RuntimeError(f"a viewer process exited: {err.decode()[-2000:]}")
+    return json.loads(raw)

@@ -29,15 +29,12 @@ import contextlib
 import json
 import math
 import os
-import re
 import shutil
 import statistics
 import subprocess
 import sys
 import time
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
 
 import httpx
 
@@ -47,7 +44,7 @@ from schemas.frames import Frame
 from services.common.embedded import free_port
 from services.common.runtime import Bus, open_bus
 from services.gateway.logic import Decimator, envelope
-from tests.bench.stack import REPO, Stack, embedded_stack, percentile
+from tests.bench.stack import REPO, Stack, cpu_s, embedded_stack, line, percentile, rss_bytes, tree
 
 NODE_DIR = REPO / "tests" / "bench" / "node"
 SENSORS, RATE_HZ, FRAME_MS = 8, 100.0, 50
@@ -60,42 +57,6 @@ MEASURE_S = float(os.environ.get("VERTAC_BENCH_MEASURE_S", "10"))
 WARMUP_S = 3.0
 PER_CLIENT = 5000
 SAMPLES_MAX_BYTES = 512 * 2**20  # the bench publishes for minutes with nothing consuming
-
-
-# --- processes and what they cost -------------------------------------------------------------
-
-
-def tree(pid: int) -> list[int]:
-    """``pid`` and its descendants."""
-    out, todo = [], [pid]
-    while todo:
-        p = todo.pop()
-        out.append(p)
-        with contextlib.suppress(OSError):
-            todo += [int(c) for c in Path(f"/proc/{p}/task/{p}/children").read_text().split()]
-    return out
-
-
-def cpu_s(pids: list[int]) -> float:
-    total = 0.0
-    for p in pids:
-        try:
-            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    return total
-
-
-def rss_bytes(pids: list[int]) -> int:
-    total = 0
-    for p in pids:
-        try:
-            m = re.search(r"VmRSS:\s+(\d+) kB", Path(f"/proc/{p}/status").read_text())
-        except OSError:
-            continue
-        total += int(m.group(1)) * 1024 if m else 0
-    return total
 
 
 def loopback_cost_us(pairs: int = 500, rounds: int = 40, size: int = 1600) -> tuple[float, float]:
@@ -220,15 +181,6 @@ class Result:
     mem_per_viewer_kb: float
     client_cpu: float  # % of one core, all viewer processes
     errors: dict[str, int]
-
-
-async def line(proc: asyncio.subprocess.Process) -> dict[str, Any]:
-    assert proc.stdout is not None
-    raw = await proc.stdout.readline()
-    if not raw:
-        err = await proc.stderr.read() if proc.stderr else b""
-        raise RuntimeError(f"a viewer process exited: {err.decode()[-2000:]}")
-    return json.loads(raw)
 
 
 async def measure(server: str, urls: list[str], viewers: int, streams: int,
