@@ -58,45 +58,59 @@ def source_of(config: MachineConfig) -> Source:
 
 
 class FrameCutter:
-    """Collects samples and cuts a frame whenever ``period_ns`` of data time has gathered."""
+    """Collects samples into frames. A frame closes on the edge's clock once ``period_ns`` has
+    passed since it opened, whatever has arrived (a source whose values never change, or whose
+    last message waits for no successor, still gets its frames out on time); it closes early
+    when one sensor's own samples already span ``period_ns`` (a replay faster than real time) or
+    when it holds ``max_samples``."""
 
-    def __init__(self, stream_id: str, period_ns: int) -> None:
+    def __init__(self, stream_id: str, period_ns: int, max_samples: int = 32_768) -> None:
         self.stream_id = stream_id
         self.period_ns = period_ns
+        self.max_samples = max_samples
         self.pending = Samples()
-        self.start_ns: int | None = None
-        self.last_ns: int | None = None
+        self.opened_ns: int | None = None  # monotonic clock of the first sample in the frame
+        self.count = 0
+        self.span: dict[str, tuple[int, int]] = {}
 
-    def add(self, batch: Samples) -> bool:
-        """Take a batch; True when a frame's worth has gathered."""
+    def add(self, batch: Samples, now_ns: int | None = None) -> bool:
+        """Take a batch; True when the frame should be cut now."""
         for sensor, ts in batch.t.items():
             for t, v, q in zip(ts, batch.v[sensor], batch.q[sensor], strict=True):
+                if not len(t):
+                    continue
                 self.pending.add(sensor, t, v, q)
-                if len(t):
-                    self.start_ns = (
-                        int(t[0]) if self.start_ns is None else min(self.start_ns, int(t[0]))
-                    )
-                    self.last_ns = (
-                        int(t[-1]) if self.last_ns is None else max(self.last_ns, int(t[-1]))
-                    )
-        return (
-            self.start_ns is not None
-            and self.last_ns is not None
-            and self.last_ns - self.start_ns >= self.period_ns
+                self.count += len(t)
+                lo, hi = self.span.get(sensor, (int(t[0]), int(t[-1])))
+                self.span[sensor] = (min(lo, int(t.min())), max(hi, int(t.max())))
+        if self.count and self.opened_ns is None:
+            self.opened_ns = time.monotonic_ns() if now_ns is None else now_ns
+        return self.count >= self.max_samples or any(
+            hi - lo >= self.period_ns for lo, hi in self.span.values()
         )
+
+    def due_in_s(self, now_ns: int | None = None) -> float | None:
+        """Seconds until the open frame is due on the edge's clock; None when it is empty."""
+        if self.opened_ns is None:
+            return None
+        now = time.monotonic_ns() if now_ns is None else now_ns
+        return max(0.0, (self.opened_ns + self.period_ns - now) / 1e9)
 
     def take(self) -> tuple[Series, ...] | None:
         series = []
         for sensor, ts in self.pending.t.items():
             t = np.concatenate(ts)
-            if not len(t):
-                continue
             v = np.concatenate(self.pending.v[sensor])
             q = np.concatenate(self.pending.q[sensor])
+            if len(t) > 1 and np.any(np.diff(t) < 0):
+                order = np.argsort(t, kind="stable")
+                t, v, q = t[order], v[order], q[order]
             good = bool((q == 192).all())
             series.append(Series(sensor, v, int(t[0]), 0, t, None if good else q))
         self.pending = Samples()
-        self.start_ns = self.last_ns = None
+        self.opened_ns = None
+        self.count = 0
+        self.span = {}
         return tuple(series) or None
 
 
@@ -123,10 +137,33 @@ class EdgeAgent:
     async def read(self, stop: asyncio.Event) -> None:
         """Source -> frames -> buffer; never waits for the bus."""
         cutter = FrameCutter(self.config.stream_id, round(self.config.frame_period_ms * 1e6))
-        async for batch in self.source.stream(stop):
-            if cutter.add(batch):
-                self._store(cutter)
-        self._store(cutter)
+        batches: asyncio.Queue[Samples | None] = asyncio.Queue(maxsize=1024)
+
+        async def pump() -> None:
+            try:
+                async for batch in self.source.stream(stop):
+                    await batches.put(batch)
+            finally:
+                await batches.put(None)
+
+        pumping = asyncio.ensure_future(pump())
+        try:
+            while True:
+                try:
+                    batch = await asyncio.wait_for(batches.get(), cutter.due_in_s())
+                except TimeoutError:
+                    self._store(cutter)  # due on the edge's clock
+                    continue
+                if batch is None:
+                    break
+                if cutter.add(batch) or cutter.due_in_s() == 0:
+                    self._store(cutter)
+        finally:
+            self._store(cutter)
+            if not pumping.done():
+                pumping.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await pumping  # a failure of the source is raised here
 
     def _store(self, cutter: FrameCutter) -> None:
         series = cutter.take()
