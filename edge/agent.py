@@ -25,11 +25,11 @@ from edge.config import CsvSource, MachineConfig, ModbusSource, MqttSource, OpcU
 from edge.sources import CsvReplay, ModbusPoller, Samples
 from schemas import subjects
 from schemas.frames import CONTENT_TYPE_BINARY, Frame, Series
+from schemas.timeutil import ns_of
 from services.common.bus import ServerUnreachable
 from services.common.config import CommonSettings
 from services.common.runtime import Bus, open_bus
 from services.common.streams import register, reserve_seq
-from services.common.timeutil import ns_of
 
 log = logging.getLogger(__name__)
 NS = 1_000_000_000

@@ -82,12 +82,23 @@ class ModbusSource(Strict):
 
 
 class OpcUaSecurity(Strict):
-    policy: Literal["None", "Basic256Sha256"] = "None"
+    policy: Literal["None", "Basic256Sha256", "Aes128Sha256RsaOaep", "Aes256Sha256RsaPss"] = "None"
     mode: Literal["Sign", "SignAndEncrypt"] = "SignAndEncrypt"
-    certificate: Path | None = None
-    private_key: Path | None = None
+    certificate: Path | None = Field(default=None, description="The client's certificate.")
+    private_key: Path | None = Field(default=None, description="The certificate's key.")
+    application_uri: str | None = Field(
+        default=None,
+        description="The client's application URI; must equal the URI in its certificate "
+        "(default: asyncua's, urn:example.org:FreeOpcUa:opcua-asyncio).",
+    )
     username: str | None = None
     password: str | None = None
+
+    @model_validator(mode="after")
+    def _files(self) -> OpcUaSecurity:
+        if self.policy != "None" and (self.certificate is None or self.private_key is None):
+            raise ValueError(f"policy {self.policy} needs certificate and private_key files")
+        return self
 
 
 class OpcUaSource(Strict):
@@ -197,6 +208,22 @@ def load(path: Path) -> MachineConfig:
             update={
                 "buffer": config.buffer.model_copy(
                     update={"path": path.parent / config.buffer.path}
+                )
+            }
+        )
+    if isinstance(config.source, OpcUaSource) and config.source.security.policy != "None":
+        security = config.source.security
+        files = {}
+        for key in ("certificate", "private_key"):
+            file = getattr(security, key)
+            file = file if file.is_absolute() else path.parent / file
+            if not file.is_file():
+                raise ConfigError(f"{path}: source.security.{key}: no such file: {file}")
+            files[key] = file
+        config = config.model_copy(
+            update={
+                "source": config.source.model_copy(
+                    update={"security": security.model_copy(update=files)}
                 )
             }
         )

@@ -19,7 +19,7 @@ from edge import sparkplug
 from edge.config import MachineConfig, MqttSource
 from edge.sources import QueuedSource
 from schemas.frames import QUALITY_BAD, QUALITY_GOOD
-from services.common.timeutil import ns_of, ns_of_seconds
+from schemas.timeutil import ns_of, ns_of_seconds
 
 log = logging.getLogger(__name__)
 

@@ -20,7 +20,7 @@ from pymodbus.exceptions import ConnectionException, ModbusException, ModbusIOEx
 
 from edge.config import REGISTERS_OF, CsvSource, MachineConfig, ModbusSource, SensorConfig
 from schemas.frames import QUALITY_BAD, QUALITY_GOOD
-from services.common.timeutil import ns_of
+from schemas.timeutil import ns_of
 
 log = logging.getLogger(__name__)
 NS = 1_000_000_000
@@ -119,6 +119,15 @@ _UNIT_ABSENT = frozenset({10, 11})  # gateway path unavailable, target device fa
 _ADDRESS_REFUSED = frozenset({2, 3})  # illegal data address, illegal data value
 
 
+EXCEPTION_NAMES = {
+    1: "illegal function",
+    2: "illegal data address",
+    3: "illegal data value",
+    4: "device failure",
+    6: "device busy",
+}
+
+
 class NoAnswer(Exception):
     """The unit did not answer in time (or a gateway says it is absent)."""
 
@@ -158,7 +167,7 @@ class ModbusPoller:
         self.config = config
         self.groups = plan_reads(config.sensors, source.max_gap)
         self.units: dict[int, UnitState] = {g.unit_id: UnitState() for g in self.groups}
-        self.refused: set[str] = set()  # sensors whose own read the device refuses
+        self.refused: dict[str, int] = {}  # sensor -> exception code of its refused read
         self.client = self._new_client()
         self.probe_client: AsyncModbusTcpClient | None = None
         quiet("pymodbus")
@@ -287,7 +296,7 @@ class ModbusPoller:
                 return
             sensor = g.sensors[0]
             if sensor.id not in self.refused:
-                self.refused.add(sensor.id)
+                self.refused[sensor.id] = exc.code
                 log.warning(
                     "modbus device refuses the sensor's read; it reads bad",
                     extra={
@@ -303,7 +312,7 @@ class ModbusPoller:
             log.debug("modbus read failed", extra={"unit_id": g.unit_id, "error": repr(exc)})
             return
         for s in g.sensors:
-            self.refused.discard(s.id)
+            self.refused.pop(s.id, None)
             i = s.address - g.start
             if g.register in ("coil", "discrete"):
                 value = float(bool(regs[i])) * s.scale + s.offset

@@ -255,68 +255,26 @@ def edge_run(config: Annotated[Path, typer.Option(help="The machine's YAML file.
 
 
 @edge_app.command("check")
-def edge_check(config: Annotated[Path, typer.Option(help="The machine's YAML file.")]) -> None:
-    """Connect, read each sensor once and print a table."""
-    from edge.config import CsvSource, MachineConfig, ModbusSource, OpcUaSource
-    from edge.sources import ModbusPoller, read_table
+def edge_check(
+    config: Annotated[Path, typer.Option(help="The machine's YAML file.")],
+    timeout: Annotated[
+        float, typer.Option(help="MQTT: seconds to wait for a message of every sensor.")
+    ] = 10.0,
+) -> None:
+    """Connect, read each sensor once and print a table: its value, or why it cannot be read.
+    An MQTT source waits for one message per sensor (up to --timeout)."""
+    from edge.check import HEADER, CheckFailed, check
+    from edge.config import MachineConfig
 
     machine = _machine(config)
     assert isinstance(machine, MachineConfig)
-    rows: list[tuple[str, str, str]] = []
-    if isinstance(machine.source, ModbusSource):
-        source = machine.source
-
-        async def go() -> tuple[int, dict[str, tuple[float, int]]]:
-            poller = ModbusPoller(source, machine)  # the client needs a running loop
-            try:
-                return await poller.poll_once()
-            finally:
-                poller.close()
-
-        _, values = asyncio.run(go())
-        if all(q == 0 for _, q in values.values()):
-            src = machine.source
-            raise fail(
-                f"no sensor answered at {src.host}:{src.port} (unreachable, or wrong unit ids)"
-            )
-        rows = [
-            (s.id, f"{values[s.id][0]:.6g}", "good" if values[s.id][1] else "NO ANSWER")
-            for s in machine.sensors
-        ]
-    elif isinstance(machine.source, OpcUaSource):
-        from edge.opcua import OpcUaReader, read_once
-
-        opc = machine.source
-
-        async def read_opc() -> dict[str, tuple[float, int]]:
-            return await read_once(OpcUaReader(opc, machine))
-
-        try:
-            opc_values = asyncio.run(read_opc())
-        except Exception as exc:  # asyncua raises many kinds; the user gets one line
-            raise fail(f"OPC-UA server {opc.url}: {exc!r}") from exc
-        rows = [
-            (
-                s.id,
-                f"{opc_values[s.id][0]:.6g}",
-                "good" if opc_values[s.id][1] == 192 else f"quality {opc_values[s.id][1]}",
-            )
-            for s in machine.sensors
-        ]
-    elif isinstance(machine.source, CsvSource):
-        try:
-            _, cols = read_table(machine.source.path, machine.sensors)
-        except (ValueError, OSError) as exc:
-            raise fail(str(exc)) from exc
-        rows = [
-            (s.id, f"{cols[s.id][0]:.6g}" if len(cols[s.id]) else "-", "good")
-            for s in machine.sensors
-        ]
-    else:
-        raise fail("check reads Modbus, OPC-UA and CSV sources; an MQTT source waits for messages")
-    typer.echo(f"{'sensor':<24} {'value':>14}  state")
-    for sensor_id, value, state in rows:
-        typer.echo(f"{sensor_id:<24} {value:>14}  {state}")
+    try:
+        rows = check(machine, timeout)
+    except CheckFailed as exc:
+        raise fail(str(exc)) from exc
+    typer.echo(HEADER)
+    for row in rows:
+        typer.echo(row.line())
 
 
 @edge_app.command("status")

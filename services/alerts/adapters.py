@@ -14,10 +14,10 @@ from psycopg_pool import AsyncConnectionPool
 
 from schemas import subjects
 from schemas.messages import AlertChanged, AlertRule, CycleStateRecord
+from schemas.timeutil import ns_of
 from services.alerts.logic import RuleState
 from services.common.consumer import TransientError
 from services.common.references import Reference, reference_from_bytes
-from services.common.timeutil import ns_of
 
 NS = 1_000_000_000
 

@@ -15,6 +15,7 @@ import numpy as np
 
 from schemas.frames import Frame
 from schemas.messages import AlertChanged, AlertRule, AnalysisCompleted, CycleStateChanged
+from schemas.timeutil import ns_of
 from services.alerts.adapters import Alerts, CycleContext, Rules, RuleStates, _dt
 from services.alerts.logic import (
     RateGuard,
@@ -29,7 +30,6 @@ from services.alerts.logic import (
     on_tick,
 )
 from services.common.consumer import Delivery
-from services.common.timeutil import ns_of
 
 log = logging.getLogger(__name__)
 NS = 1_000_000_000

@@ -16,10 +16,10 @@ from psycopg_pool import AsyncConnectionPool
 from schemas import subjects
 from schemas.frames import Frame, unpack
 from schemas.messages import AnalysisCompleted
+from schemas.timeutil import ns_of
 from services.common.consumer import BadMessage, TransientError
 from services.common.references import Reference, reference_from_bytes, reference_to_bytes
 from services.common.streams import lookup
-from services.common.timeutil import ns_of
 
 
 class RecordingStore:

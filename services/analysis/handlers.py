@@ -22,6 +22,7 @@ from schemas.messages import (
     ReferenceInfo,
     ReferenceSensor,
 )
+from schemas.timeutil import ns_of
 from services.analysis.adapters import (
     Catalogue,
     RecordingStore,
@@ -40,7 +41,6 @@ from services.analysis.logic import (
 )
 from services.common.consumer import Delivery
 from services.common.references import Reference, reference_from_bytes
-from services.common.timeutil import ns_of
 
 log = logging.getLogger(__name__)
 NS = 1_000_000_000

@@ -165,7 +165,7 @@ def _text_times(col: pa.ChunkedArray) -> npt.NDArray[np.int64]:
         return np.rint(seconds * 1e6).astype(np.int64) * 1000
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
         pass
-    from services.common.timeutil import ns_of
+    from schemas.timeutil import ns_of
 
     out = np.empty(len(col), dtype=np.int64)
     for i, text in enumerate(col.to_pylist()):  # a mixed column: each value on its own

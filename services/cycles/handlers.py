@@ -12,8 +12,8 @@ from collections.abc import Callable, Iterator
 from schemas import subjects
 from schemas.frames import Frame
 from schemas.messages import CycleCommand, CycleStateChanged, CycleStateRecord
+from schemas.timeutil import ns_of
 from services.common.consumer import Delivery
-from services.common.timeutil import ns_of
 from services.cycles.adapters import (
     ConfigStore,
     CycleRows,

@@ -25,7 +25,7 @@ from schemas.messages import (
     WsSamples,
     WsSensorTrace,
 )
-from services.common.timeutil import ns_of, ns_of_seconds
+from schemas.timeutil import ns_of, ns_of_seconds
 
 
 class UnknownSensor(ValueError):
