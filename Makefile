@@ -19,6 +19,9 @@ $(STAMP): pyproject.toml services/__init__.py
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e ".[dev]"
+	@# a Sparkplug B encoder of another project for the tests; its MQTT client pins paho-mqtt<2
+	@# (aiomqtt needs >=2) and the tests use only its encoder
+	$(BIN)/pip install --quiet --no-deps "pysparkplug==0.6.1"
 	touch $(STAMP)
 
 install: $(STAMP) $(WEBDEP) ## Create .venv and node_modules with VerTac and its development tools

@@ -133,6 +133,31 @@ class EdgeAgent:
         self.status_every_s = status_every_s
         self.clock_offset_s: float | None = None
         self._offset_at = 0.0
+        self.last_status: dict[str, object] = {}
+
+    def log_start(self) -> None:
+        """One line naming the machine, its source and where frames go (and whether that is
+        the default because VERTAC_NATS_URL is not set)."""
+        import os
+
+        source = self.config.source
+        where = getattr(source, "url", None) or getattr(source, "path", None)
+        if where is None:
+            where = f"{getattr(source, 'host', '')}:{getattr(source, 'port', '')}"
+        log.info(
+            "edge starting",
+            extra={
+                "stream_id": self.config.stream_id,
+                "source": source.type,
+                "source_at": str(where),
+                "sensors": len(self.config.sensors),
+                "nats_url": self.common.nats_url,
+                "nats_url_from": "VERTAC_NATS_URL"
+                if os.environ.get("VERTAC_NATS_URL")
+                else "default (VERTAC_NATS_URL is not set)",
+                "buffer": str(self.config.buffer.path),
+            },
+        )
 
     async def read(self, stop: asyncio.Event) -> None:
         """Source -> frames -> buffer; never waits for the bus."""
@@ -305,6 +330,7 @@ class EdgeAgent:
             )
         finally:
             self.source.close()
+            self.last_status = self.status()  # read before the buffer closes
             self.buffer.close()
 
 

@@ -56,6 +56,7 @@ class MqttReader(QueuedSource):
         self.by_topic = {s.topic: s for s in config.sensors if s.topic}  # JSON topics
         self.by_metric = {s.metric: s for s in config.sensors if s.metric}
         self.aliases: dict[int, str] = {}
+        self.datatypes: dict[str, int] = {}  # metric name -> datatype of its birth
         self.reconnects = 0
         self.subscribed = asyncio.Event()  # set once the broker has every subscription
 
@@ -126,6 +127,8 @@ class MqttReader(QueuedSource):
             for m in decoded.metrics:
                 if m.name is not None and m.alias is not None:
                     self.aliases[m.alias] = m.name
+                if m.name is not None and m.datatype is not None:
+                    self.datatypes[m.name] = m.datatype
         if kind not in ("NBIRTH", "DBIRTH", "NDATA", "DDATA"):
             return
         now = time.time_ns()
@@ -136,9 +139,10 @@ class MqttReader(QueuedSource):
                 continue
             stamp_ms = m.timestamp_ms if m.timestamp_ms is not None else decoded.timestamp_ms
             t = stamp_ms * 1_000_000 if stamp_ms is not None else now
-            if m.value is None:
+            value = m.number(self.datatypes.get(name)) if name is not None else None
+            if value is None:
                 self.queue.put_nowait((sensor.id, t, float("nan"), QUALITY_BAD))
             else:
                 self.queue.put_nowait(
-                    (sensor.id, t, m.value * sensor.scale + sensor.offset, QUALITY_GOOD)
+                    (sensor.id, t, value * sensor.scale + sensor.offset, QUALITY_GOOD)
                 )

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 # Sparkplug B datatypes that carry a number
 INT_TYPES = {1, 2, 3, 4, 5, 6, 7, 8}  # Int8..UInt64
+SIGNED_BITS = {1: 8, 2: 16, 3: 32, 4: 64}  # Int8, Int16, Int32, Int64
 FLOAT, DOUBLE, BOOLEAN, DATETIME = 9, 10, 11, 13
 
 
@@ -29,6 +30,23 @@ class Metric:
     timestamp_ms: int | None
     datatype: int | None
     value: float | None
+    raw_int: int | None = None  # an integer field as sent (two's complement for signed types)
+
+    def number(self, datatype: int | None = None) -> float | None:
+        """The value as a float, an integer read by ``datatype`` (this metric's own, else the
+        one its birth certificate gave): signed Int8..Int64 travel as two's complement in
+        unsigned fields, and are turned back in integer arithmetic before the one rounding to
+        float (exact up to 2**53)."""
+        if self.raw_int is None:
+            return self.value
+        kind = self.datatype if self.datatype is not None else datatype
+        raw = self.raw_int
+        if kind in SIGNED_BITS:
+            bits = SIGNED_BITS[kind]
+            raw &= (1 << bits) - 1
+            if raw >= 1 << (bits - 1):
+                raw -= 1 << bits
+        return float(raw)
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,9 +98,8 @@ def _fields(data: bytes) -> list[tuple[int, int, int | bytes]]:
 
 
 def _metric(data: bytes) -> Metric:
-    name = alias = ts = datatype = None
+    name = alias = ts = datatype = raw_int = None
     value: float | None = None
-    from_int = False
     for number, wire, raw in _fields(data):
         if number == 1 and isinstance(raw, bytes):
             name = raw.decode("utf-8", "replace")
@@ -93,17 +110,12 @@ def _metric(data: bytes) -> Metric:
         elif number == 4 and isinstance(raw, int):
             datatype = raw
         elif number in (10, 11, 14) and isinstance(raw, int):
-            value, from_int = float(raw), True
+            raw_int = raw
         elif number == 12 and wire == 5 and isinstance(raw, bytes):
             value = struct.unpack("<f", raw)[0]
         elif number == 13 and wire == 1 and isinstance(raw, bytes):
             value = struct.unpack("<d", raw)[0]
-    if value is not None and from_int and datatype in (1, 2, 3, 4):
-        # signed Int8..Int64 travel as two's complement in unsigned fields
-        bits = {1: 8, 2: 16, 3: 32, 4: 64}[datatype]
-        if value >= 2 ** (bits - 1):
-            value -= 2**bits
-    return Metric(name, alias, ts, datatype, value)
+    return Metric(name, alias, ts, datatype, value, raw_int)
 
 
 def decode(data: bytes) -> Payload:

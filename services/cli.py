@@ -228,7 +228,10 @@ def _machine(config: Path) -> object:
 
 @edge_app.command("run")
 def edge_run(config: Annotated[Path, typer.Option(help="The machine's YAML file.")]) -> None:
-    """Read a machine (Modbus TCP, CSV replay) and forward its frames through the buffer."""
+    """Read a machine (Modbus TCP, OPC-UA, MQTT with JSON or Sparkplug B, CSV or Parquet
+    replay), cut its samples into frames, keep them in the durable buffer and forward them to
+    the bus (VERTAC_NATS_URL). SIGINT or SIGTERM stops it: what is buffered is forwarded
+    while the bus answers, the rest waits in the buffer for the next start (exit 0)."""
     from edge.agent import EdgeAgent
     from edge.config import MachineConfig
 
@@ -237,7 +240,7 @@ def edge_run(config: Annotated[Path, typer.Option(help="The machine's YAML file.
     common = CommonSettings()
     logs.setup("edge", common.log_level, common.log_json)
 
-    async def go() -> None:
+    async def go() -> dict[str, object]:
         import signal
 
         stop = asyncio.Event()
@@ -245,13 +248,15 @@ def edge_run(config: Annotated[Path, typer.Option(help="The machine's YAML file.
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
         agent = EdgeAgent(machine, common)
+        agent.log_start()
         await agent.run(stop)
-        typer.echo(json.dumps(agent.status()))
+        return agent.last_status
 
     try:
-        asyncio.run(go())
+        status = asyncio.run(go())
     except (ValueError, OSError) as exc:
         raise fail(str(exc)) from exc
+    typer.echo(json.dumps(status))
 
 
 @edge_app.command("check")

@@ -253,7 +253,7 @@ async def test_an_edge_killed_while_buffering_loses_nothing(
     nats_server.start()
     await asyncio.sleep(4)
     edge.send_signal(signal.SIGTERM)
-    edge.wait(30)
+    assert edge.wait(30) == 0  # a stop by SIGTERM is a clean exit
     last = json.loads(
         subprocess.run(
             [*run[:4], "status", "--config", str(path)],
@@ -379,3 +379,61 @@ sensors:
     assert values == pytest.approx(pressure)
     assert np.diff(stamps).tolist() == [10_000_000] * 499  # the file's spacing, moved to now
     assert abs(int(stamps[0]) - time.time_ns()) < 60 * 1_000_000_000
+
+
+def test_edge_run_says_where_frames_go_and_exits_0_on_sigterm(tmp_path: Path) -> None:
+    """Without VERTAC_NATS_URL the start line says the default is used; SIGTERM while the bus
+    is unreachable keeps the frames in the buffer and exits 0 (it used to exit 1 reading the
+    status of a closed buffer)."""
+    data = tmp_path / "run.csv"
+    data.write_text("timestamp,p\n" + "".join(f"{i / 10},{i}\n" for i in range(100)))
+    machine = tmp_path / "m.yaml"
+    machine.write_text(
+        f"stream_id: sig-1\nsource: {{type: csv, path: {data.name}, speed: 1, loop: true}}\n"
+        "buffer: {path: sig.sqlite}\nsensors:\n  - {id: p}\n"
+    )
+    # as on a fresh edge box: VERTAC_NATS_URL is not set
+    env = {k: v for k, v in os.environ.items() if k != "VERTAC_NATS_URL"}
+    env["VERTAC_LOG_JSON"] = "true"
+    edge = subprocess.Popen(
+        [sys.executable, "-m", "services.cli", "edge", "run", "--config", str(machine)],
+        env=env,
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        lines: list[str] = []
+        while time.monotonic() < deadline:
+            line = edge.stderr.readline()  # type: ignore[union-attr]
+            lines.append(line)
+            if '"edge starting"' in line or "edge starting" in line:
+                break
+        start = next(line for line in lines if "edge starting" in line)
+        assert "nats://127.0.0.1:4222" in start
+        assert "default (VERTAC_NATS_URL is not set)" in start
+        edge.send_signal(signal.SIGTERM)
+        out, err = edge.communicate(timeout=60)
+    finally:
+        if edge.poll() is None:
+            edge.kill()
+    assert edge.returncode == 0, err
+    assert "Traceback" not in err
+    import json
+
+    assert json.loads(out.strip().splitlines()[-1])["stream_id"] == "sig-1"
+
+
+def test_edge_run_help_names_every_source() -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "services.cli", "edge", "run", "--help"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    ).stdout
+    for source in ("Modbus TCP", "OPC-UA", "MQTT", "Sparkplug B", "CSV", "Parquet"):
+        assert source in " ".join(out.split()), source

@@ -144,3 +144,101 @@ sensors:
     stamps = np.concatenate([s.timestamps() for s in p])
     assert values.tolist() == [99.0] + [100.0 + k for k in range(1, 21)]
     assert stamps[-1] == (t0 + 2000) * 1_000_000
+
+
+def pysparkplug():  # type: ignore[no-untyped-def]
+    """The Sparkplug B encoder of another project (``make install`` adds it without its MQTT
+    client's dependencies, which pin an older paho-mqtt than aiomqtt needs)."""
+    import os
+
+    try:
+        import pysparkplug as psp
+    except ImportError:
+        reason = "pysparkplug is not installed (pip install --no-deps pysparkplug protobuf)"
+        if os.environ.get("VERTAC_NO_SKIPS"):
+            pytest.fail(reason)
+        pytest.skip(reason)
+    return psp
+
+
+INTS = {  # sensor: (datatype name, values sent)
+    "big": ("INT64", [-123456789012 - i for i in range(5)]),
+    "extreme": ("INT64", [-(2**63), 2**63 - 1, -1, 0, 1]),
+    "small": ("INT8", [-128, -5, 127, -1, 0]),
+    "mid": ("INT16", [-295, -32768, 32767, -1, 0]),
+    "wide": ("INT32", [-2_000_000_000, -(2**31), 2**31 - 1, -1, 0]),
+    "counter": ("UINT64", [2**64 - 1, 0, 2**53, 7, 2**63]),
+}
+
+
+async def test_sparkplug_b_of_another_encoder_keeps_signed_and_64_bit_integers(
+    tmp_path: Path, mosquitto: int, common: CommonSettings, running, stream_id: str
+) -> None:
+    """NBIRTH names the metrics, their datatypes and aliases; NDATA carries aliases only and
+    no datatype (as pysparkplug writes it). Int64 arrived 512 off (-123456789012 as
+    -123456788480), signed types came out unsigned (-295 as 65241), and the last message waited
+    for a later one. At defaults: 1 s frames, 100 ms polls."""
+    psp = pysparkplug()
+    path = tmp_path / "spb.yaml"
+    path.write_text(
+        f"stream_id: {stream_id}\n"
+        f"source: {{type: mqtt, host: 127.0.0.1, port: {mosquitto}, "
+        "sparkplug: {group: plant, edge_node: press7}}\n"
+        "buffer: {path: spb.sqlite}\nsensors:\n"
+        + "".join(f"  - {{id: {sid}, metric: Ints/{sid}}}\n" for sid in INTS)
+    )
+    running.start(serve_ingest(IngestSettings(metrics_port=0), common, running.stop))
+    agent = EdgeAgent(load(path), common)
+    stop = asyncio.Event()
+    task = asyncio.ensure_future(agent.run(stop))
+    await asyncio.wait_for(agent.source.subscribed.wait(), 20)  # type: ignore[attr-defined]
+    t0 = 1_800_000_000_000
+    aliases = {sid: k + 1 for k, sid in enumerate(INTS)}
+    birth = psp.NBirth(
+        timestamp=t0,
+        seq=0,
+        metrics=tuple(
+            psp.Metric(
+                timestamp=t0,
+                name=f"Ints/{sid}",
+                datatype=getattr(psp.DataType, kind),
+                value=values[0],
+                alias=aliases[sid],
+            )
+            for sid, (kind, values) in INTS.items()
+        ),
+    )
+    async with aiomqtt.Client("127.0.0.1", mosquitto) as client:
+        await client.publish("spBv1.0/plant/NBIRTH/press7", birth.encode(), qos=1)
+        for i in range(1, 5):
+            data = psp.NData(
+                timestamp=t0 + i * 100,
+                seq=i,
+                metrics=tuple(
+                    psp.Metric(
+                        timestamp=t0 + i * 100,
+                        name=None,
+                        datatype=getattr(psp.DataType, kind),
+                        value=values[i],
+                        alias=aliases[sid],
+                    )
+                    for sid, (kind, values) in INTS.items()
+                ),
+            )
+            await client.publish("spBv1.0/plant/NDATA/press7", data.encode(), qos=1)
+
+    async def all_in() -> list | None:
+        frames = await stored_frames(common.database_url, stream_id)
+        n = sum(s.n for f in frames for s in f.series if s.sensor_id == "big")
+        return frames if n == 5 else None
+
+    try:
+        # the last message goes out on the edge's clock, with no later message behind it
+        frames = await eventually(all_in, timeout=30)
+        assert not task.done()
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 30)
+    for sid, (_kind, sent) in INTS.items():
+        got = np.concatenate([s.values for f in frames for s in f.series if s.sensor_id == sid])
+        assert got.tolist() == [float(v) for v in sent], sid

@@ -170,6 +170,12 @@ def test_sparkplug_payloads_round_trip_and_signed_ints_decode() -> None:
     # an Int16 of -2 as Tahu writes it: int_value (field 10) holding 65534
     metric = bytes([0x20, 2, 0x50]) + bytes([0xFE, 0xFF, 0x03])
     raw = bytes([0x12, len(metric)]) + metric
-    assert sparkplug.decode(raw).metrics[0].value == -2
+    assert sparkplug.decode(raw).metrics[0].number() == -2
+    # and as a 32-bit two's complement (4294967294), the other way writers put it
+    metric = bytes([0x20, 2, 0x50]) + bytes([0xFE, 0xFF, 0xFF, 0xFF, 0x0F])
+    assert sparkplug.decode(bytes([0x12, len(metric)]) + metric).metrics[0].number() == -2
+    # without a datatype of its own, the birth's datatype decides
+    metric = bytes([0x50]) + bytes([0xFE, 0xFF, 0x03])
+    assert sparkplug.decode(bytes([0x12, len(metric)]) + metric).metrics[0].number(2) == -2
     with pytest.raises(sparkplug.SparkplugError):
         sparkplug.decode(b"\x12\x05ab")
