@@ -24,12 +24,18 @@ from edge.buffer import BufferFull, FrameBuffer
 from edge.config import CsvSource, MachineConfig, ModbusSource, MqttSource, OpcUaSource
 from edge.sources import CsvReplay, ModbusPoller, Samples
 from schemas import subjects
+from schemas.client import (
+    Bus,
+    BusSettings,
+    ServerUnreachable,
+    describe,
+    is_transient,
+    open_client,
+    register,
+    reserve_seq,
+)
 from schemas.frames import CONTENT_TYPE_BINARY, Frame, Series
 from schemas.timeutil import ns_of
-from services.common.bus import ServerUnreachable
-from services.common.config import CommonSettings
-from services.common.runtime import Bus, open_bus
-from services.common.streams import register, reserve_seq
 
 log = logging.getLogger(__name__)
 NS = 1_000_000_000
@@ -118,7 +124,7 @@ class EdgeAgent:
     def __init__(
         self,
         config: MachineConfig,
-        common: CommonSettings,
+        common: BusSettings,
         source: Source | None = None,
         status_every_s: float = 5.0,
     ) -> None:
@@ -203,7 +209,7 @@ class EdgeAgent:
         delay = 0.5
         while not stop.is_set():
             try:
-                bus = await open_bus(self.common, f"vertac-edge-{self.config.stream_id}")
+                bus = await open_client(self.common, f"vertac-edge-{self.config.stream_id}")
             except ServerUnreachable as exc:
                 log.warning(
                     "bus unreachable, buffering", extra={"error": str(exc), "retry_in_s": delay}
@@ -225,15 +231,8 @@ class EdgeAgent:
             return
         self.bus = bus
         try:
-            kv_streams = await bus.js.key_value(subjects.KV_STREAMS)
-            await register(bus.js, kv_streams, self.config.registration())
-            if self.buffer.status().next_seq == 0:
-                # a new edge continues the stream's numbering where other publishers left it
-                self.buffer.seed_seq(
-                    await reserve_seq(
-                        await bus.js.key_value(subjects.KV_SEQ), self.config.stream_id
-                    )
-                )
+            if not await self._register(bus, hard_stop):
+                return
             subject = subjects.samples(self.config.stream_id)
             while True:
                 rows = self.buffer.peek(128)
@@ -277,6 +276,33 @@ class EdgeAgent:
         finally:
             self.bus = None
             await bus.close()
+
+    async def _register(self, bus: Bus, hard_stop: asyncio.Event) -> bool:
+        """Register the stream and, for a new buffer, continue the stream's numbering where
+        other publishers left it. Retried while the bus is not ready (the services declare its
+        buckets); False when ``hard_stop`` came first."""
+        delay = 0.5
+        while True:
+            try:
+                kv_streams = await bus.js.key_value(subjects.KV_STREAMS)
+                await register(bus.js, kv_streams, self.config.registration())
+                if self.buffer.status().next_seq == 0:
+                    kv_seq = await bus.js.key_value(subjects.KV_SEQ)
+                    self.buffer.seed_seq(await reserve_seq(kv_seq, self.config.stream_id))
+                return True
+            except Exception as exc:
+                if not is_transient(exc):
+                    raise
+                log.warning(
+                    "registering the stream failed, buffering and retrying (the services "
+                    "declare the bus's streams and buckets)",
+                    extra={"error": describe(exc), "retry_in_s": delay},
+                )
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(hard_stop.wait(), delay)
+            if hard_stop.is_set():
+                return False
+            delay = min(delay * 2, 10.0)
 
     async def _measure_offset(self, bus: Bus, stream_seq: int, sent_ns: int, acked_ns: int) -> None:
         """Clock offset of the edge: the server's store time of a frame against the middle of
@@ -326,7 +352,7 @@ class EdgeAgent:
 
         try:
             await asyncio.gather(
-                read_then_flag(), self.forward(reading_done), self.report(reading_done)
+                read_then_flag(), self.forward(reading_done, stop), self.report(reading_done)
             )
         finally:
             self.source.close()

@@ -13,6 +13,7 @@ from nats.js import JetStreamContext
 from nats.js.api import PubAck
 
 from schemas import subjects
+from schemas.client import describe, is_transient
 from schemas.frames import (
     CONTENT_TYPE_BINARY,
     CONTENT_TYPE_JSON,
@@ -20,7 +21,6 @@ from schemas.frames import (
     encode_binary,
     to_json_model,
 )
-from services.common.failures import describe, is_transient
 
 log = logging.getLogger(__name__)
 Encoding = Literal["binary", "json"]

@@ -20,11 +20,9 @@ import numpy.typing as npt
 
 from edge.publisher import FramePublisher
 from schemas import subjects
+from schemas.client import Bus, register, release_seq, reserve_seq, through_outage
 from schemas.frames import Frame, Series
 from schemas.messages import CycleConfig, SensorSpec, StreamRegistration
-from services.common.failures import through_outage
-from services.common.runtime import Bus
-from services.common.streams import register, release_seq, reserve_seq
 
 NS = 1_000_000_000
 CYCLE_S = 60
@@ -160,7 +158,10 @@ async def replay_hydraulic(
     """
     if CYCLE_S % frame_s:
         raise ValueError(f"frame_s must divide {CYCLE_S}")
-    kv_seq = await bus.js.key_value(subjects.KV_SEQ)
+    # the services declare the buckets; until they have, this waits like an outage
+    kv_seq = await through_outage(
+        "opening the seq bucket", lambda: bus.js.key_value(subjects.KV_SEQ)
+    )
     await register(bus.js, await bus.js.key_value(subjects.KV_STREAMS), registration(stream_id))
     kv_config = await bus.js.key_value(subjects.KV_CYCLE_CONFIG)
     await kv_config.put(stream_id, trigger().model_dump_json().encode())

@@ -11,10 +11,8 @@ from dataclasses import dataclass
 from edge.publisher import Encoding, FramePublisher
 from edge.simulator import MachineModel, Simulation
 from schemas import subjects
+from schemas.client import Bus, register, release_seq, reserve_seq, through_outage
 from schemas.frames import Frame
-from services.common.failures import through_outage
-from services.common.runtime import Bus
-from services.common.streams import register, release_seq, reserve_seq
 
 log = logging.getLogger(__name__)
 
@@ -51,8 +49,13 @@ async def simulate(
 ) -> SimulateResult:
     """Publish the machine's frames until ``frames``/``duration_s`` is reached or ``stop`` set."""
     stop = stop or asyncio.Event()
-    kv_seq = await bus.js.key_value(subjects.KV_SEQ)
-    kv_streams = await bus.js.key_value(subjects.KV_STREAMS)
+    # the services declare the buckets; until they have, this waits like an outage
+    kv_seq = await through_outage(
+        "opening the seq bucket", lambda: bus.js.key_value(subjects.KV_SEQ)
+    )
+    kv_streams = await through_outage(
+        "opening the stream registry", lambda: bus.js.key_value(subjects.KV_STREAMS)
+    )
     await through_outage("registering", lambda: register(bus.js, kv_streams, model.registration()))
     frame_ns = round(options.frame_ms * 1e6)
     start_ns = options.start_ns or (time.time_ns() // frame_ns) * frame_ns

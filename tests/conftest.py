@@ -22,10 +22,11 @@ import psycopg
 import pytest
 import uvicorn
 
+from schemas.client import Bus
 from services.common.config import CommonSettings
 from services.common.db import migrate
 from services.common.embedded import NatsServer, Postgres, free_port, wait_for_port
-from services.common.runtime import Bus, open_bus
+from services.common.runtime import open_bus
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"

@@ -14,12 +14,12 @@ from nats.js.object_store import ObjectStore
 from psycopg_pool import AsyncConnectionPool
 
 from schemas import subjects
+from schemas.client import lookup
 from schemas.frames import Frame, unpack
 from schemas.messages import AnalysisCompleted
 from schemas.timeutil import ns_of
 from services.common.consumer import BadMessage, TransientError
 from services.common.references import Reference, reference_from_bytes, reference_to_bytes
-from services.common.streams import lookup
 
 
 class RecordingStore:

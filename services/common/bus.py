@@ -2,15 +2,10 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TypeVar
-from urllib.parse import urlsplit
 
-import nats
-from nats.aio.client import Client as NatsClient
 from nats.js import JetStreamContext
 from nats.js.api import (
     DiscardPolicy,
@@ -24,27 +19,14 @@ from nats.js.api import (
 from nats.js.errors import APIError, BucketNotFoundError, NotFoundError
 
 from schemas import subjects
+from schemas.client import (
+    BusLayoutError,
+    PlacementPending,
+)
 from services.common.config import CommonSettings
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-
-
-class ServerUnreachable(RuntimeError):
-    """A server the service needs does not answer at start-up (message on one line)."""
-
-    def __init__(self, message: str) -> None:
-        super().__init__(" ".join(message.split()))
-
-
-class BusLayoutError(ServerUnreachable):
-    """NATS answers but refuses the JetStream layout (e.g. less storage than the limits ask)."""
-
-
-class PlacementPending(BusLayoutError):
-    """No JetStream servers to place a stream's replicas on: a cluster that is still forming (its
-    servers started together with the services) or that has fewer servers than the replicas.
-    Retried at start-up like an unreachable server."""
 
 
 _LIMIT_SETTINGS = {
@@ -69,81 +51,6 @@ def _refused(name: str, exc: APIError, settings: CommonSettings) -> BusLayoutErr
             f"({limit} bytes): lower {setting} or give nats-server more (jetstream max_file_store)"
         )
     return BusLayoutError(f"NATS refused stream {name}: {exc.description}{hint}")
-
-
-async def with_startup_retry(
-    what: str, attempt: Callable[[], Awaitable[T]], *, retry: bool, max_delay: float = 30.0
-) -> T:
-    """Run ``attempt``; on failure raise :class:`ServerUnreachable`, or retry with backoff."""
-    delay = 0.5
-    while True:
-        try:
-            return await attempt()
-        except (OSError, TimeoutError, nats.errors.Error, ConnectionError, PlacementPending) as exc:
-            if not retry and isinstance(exc, PlacementPending):
-                raise
-            if not retry:
-                raise ServerUnreachable(
-                    f"{what} is unreachable: {exc or type(exc).__name__}"
-                ) from exc
-            log.warning(
-                "%s unreachable, retrying", what, extra={"retry_in_s": delay, "error": str(exc)}
-            )
-        except Exception as exc:  # psycopg and friends raise their own OperationalError types
-            if "Operational" not in type(exc).__name__ and "Connection" not in type(exc).__name__:
-                raise
-            if not retry:
-                raise ServerUnreachable(f"{what} is unreachable: {exc}") from exc
-            log.warning(
-                "%s unreachable, retrying", what, extra={"retry_in_s": delay, "error": str(exc)}
-            )
-        await asyncio.sleep(delay)
-        delay = min(delay * 2, max_delay)
-
-
-async def connect(settings: CommonSettings, name: str) -> NatsClient:
-    """Connect to NATS, failing fast (or retrying, per settings) when it is unreachable."""
-
-    async def attempt() -> NatsClient:
-        async def on_error(exc: Exception) -> None:
-            log.warning("nats connection problem", extra={"error": str(exc)})
-
-        return await nats.connect(
-            servers=[u.strip() for u in settings.nats_url.split(",")],
-            name=name,
-            connect_timeout=3,
-            allow_reconnect=True,
-            max_reconnect_attempts=-1,
-            reconnect_time_wait=1,
-            error_cb=on_error,
-        )
-
-    async def first() -> NatsClient:
-        # nats.connect with reconnects enabled keeps trying an absent server; a plain TCP probe
-        # first tells "nothing listens there" apart at once.
-        await _probe_any([u.strip() for u in settings.nats_url.split(",")])
-        return await asyncio.wait_for(attempt(), timeout=10)
-
-    return await with_startup_retry(
-        f"NATS at {settings.nats_url}", first, retry=settings.startup_retry
-    )
-
-
-async def _probe_any(urls: list[str]) -> None:
-    errors = []
-    for url in urls:
-        parsed = urlsplit(url if "://" in url else f"nats://{url}")
-        try:
-            _, writer = await asyncio.wait_for(
-                asyncio.open_connection(parsed.hostname or "127.0.0.1", parsed.port or 4222), 3
-            )
-        except (OSError, TimeoutError) as exc:
-            said = exc.strerror if isinstance(exc, OSError) and exc.strerror else type(exc).__name__
-            errors.append(f"{parsed.netloc}: {said}")
-            continue
-        writer.close()
-        return
-    raise ConnectionRefusedError("; ".join(errors))
 
 
 @dataclass(frozen=True, slots=True)

@@ -3,17 +3,17 @@
 from __future__ import annotations
 
 from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import SettingsConfigDict
+
+from schemas.client import BusSettings
 
 
-class CommonSettings(BaseSettings):
-    """Where the servers are and how the bus is laid out; read once in each ``app.py``."""
+class CommonSettings(BusSettings):
+    """Where the servers are and how the bus is laid out; read once in each ``app.py``. The
+    bus and log settings come from :class:`schemas.client.BusSettings` (the edge's too)."""
 
     model_config = SettingsConfigDict(env_prefix="VERTAC_", extra="ignore")
 
-    nats_url: str = Field(
-        default="nats://127.0.0.1:4222", description="NATS server URL(s), comma separated."
-    )
     database_url: str = Field(
         default="postgresql://vertac@127.0.0.1:55432/vertac", description="PostgreSQL URL."
     )
@@ -39,14 +39,6 @@ class CommonSettings(BaseSettings):
         description="Deliveries (its process died while handling it) before a message is "
         "dead-lettered; outages are retried in place and do not count.",
     )
-    startup_retry: bool = Field(
-        default=False,
-        description="Retry unreachable servers with backoff at start instead of exiting.",
-    )
     auto_migrate: bool = Field(
         default=True, description="ingest and gateway apply pending migrations at start."
-    )
-    log_level: str = Field(default="INFO")
-    log_json: bool | None = Field(
-        default=None, description="JSON logs; default: when not a terminal."
     )

@@ -40,14 +40,9 @@ from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, StreamConfig
 
 from schemas import subjects
+from schemas.client import MAX_REASON_CHARS, describe
 from schemas.messages import DeadLetter
-from services.common.failures import (
-    MAX_REASON_CHARS,
-    BadMessage,
-    TransientError,
-    describe,
-    is_transient,
-)
+from services.common.failures import BadMessage, TransientError, is_transient
 from services.common.metrics import Metrics
 
 __all__ = ["BadMessage", "Delivery", "DurableConsumer", "TransientError", "is_transient"]

@@ -11,7 +11,7 @@ from typing import Any
 import psycopg
 from psycopg_pool import AsyncConnectionPool
 
-from services.common.bus import with_startup_retry
+from schemas.client import with_startup_retry
 
 log = logging.getLogger(__name__)
 _LOCK_ID = 0x5E47AC  # advisory lock: one migrator at a time

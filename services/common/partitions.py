@@ -25,7 +25,7 @@ from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError, NoKeysEr
 from nats.js.kv import KeyValue
 
 from schemas import subjects
-from services.common.failures import describe
+from schemas.client import describe
 
 log = logging.getLogger(__name__)
 PartitionWork = Callable[[int, asyncio.Event], Coroutine[Any, Any, None]]

@@ -7,36 +7,20 @@ server at start-up into one clear line on stderr and exit code 2.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import signal
 import sys
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 
-from nats.aio.client import Client as NatsClient
-from nats.js import JetStreamContext
 from psycopg_pool import AsyncConnectionPool
 
-from services.common import logs
-from services.common.bus import ServerUnreachable, connect, init_bus, with_startup_retry
+from schemas import logs
+from schemas.client import Bus, ServerUnreachable, connect, with_startup_retry
+from services.common.bus import init_bus
 from services.common.config import CommonSettings
 from services.common.db import open_pool
 from services.common.metrics import Metrics
 
 EXIT_UNREACHABLE = 2
-
-
-@dataclass
-class Bus:
-    """A connected NATS client with the JetStream layout declared."""
-
-    nc: NatsClient
-    js: JetStreamContext
-
-    async def close(self) -> None:
-        with contextlib.suppress(Exception):
-            await self.nc.flush(timeout=2)
-            await self.nc.close()
 
 
 async def open_bus(common: CommonSettings, name: str) -> Bus:

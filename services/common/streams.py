@@ -8,103 +8,14 @@ every publisher of a stream (edge, REST gateway replicas) draws from one monoton
 
 from __future__ import annotations
 
-import asyncio
-from datetime import UTC, datetime
+from datetime import datetime
 
 import nats.errors
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
-from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError, NotFoundError
-from nats.js.kv import KeyValue
 
 from schemas import subjects
 from schemas.frames import Frame, FrameError, decode
-from schemas.messages import StreamRegistered, StreamRegistration
-
-
-async def reserve_seq(kv: KeyValue, stream_id: str, count: int = 1) -> int:
-    """Reserve ``count`` consecutive sequence numbers of ``stream_id``; returns the first."""
-    if count < 1:
-        raise ValueError("count must be >= 1")
-    for attempt in range(100):
-        try:
-            entry = await kv.get(stream_id)
-        except (KeyNotFoundError, NotFoundError):
-            try:
-                await kv.create(stream_id, str(count).encode())
-            except KeyWrongLastSequenceError:
-                continue
-            return 0
-        current = int(entry.value or b"0")
-        try:
-            await kv.update(stream_id, str(current + count).encode(), last=entry.revision)
-        except KeyWrongLastSequenceError:
-            await asyncio.sleep(0.001 * attempt)
-            continue
-        return current
-    raise RuntimeError(f"could not reserve a sequence number for {stream_id}: too much contention")
-
-
-async def release_seq(kv: KeyValue, stream_id: str, reserved_end: int, next_seq: int) -> bool:
-    """Give back the unused tail ``next_seq..reserved_end`` of a reservation, if nobody reserved
-    after it, so a cleanly stopped publisher leaves no gap in ``seq``. Returns True if released."""
-    if next_seq >= reserved_end:
-        return False
-    try:
-        entry = await kv.get(stream_id)
-    except (KeyNotFoundError, NotFoundError):
-        return False
-    if int(entry.value or b"0") != reserved_end:
-        return False
-    try:
-        await kv.update(stream_id, str(next_seq).encode(), last=entry.revision)
-    except KeyWrongLastSequenceError:
-        return False
-    return True
-
-
-async def lookup(kv: KeyValue, stream_id: str) -> StreamRegistered | None:
-    """The registration of ``stream_id``, or None."""
-    try:
-        entry = await kv.get(stream_id)
-    except (KeyNotFoundError, NotFoundError):
-        return None
-    if not entry.value:
-        return None
-    return StreamRegistered.model_validate_json(entry.value)
-
-
-def derive_stream_id(device_name: str) -> str:
-    """A stream id made from a device name: 'Press 1 / Line A' -> 'press-1-line-a'."""
-    cleaned = "".join(c.lower() if c.isascii() and c.isalnum() else "-" for c in device_name)
-    token = "-".join(part for part in cleaned.split("-") if part)[:64]
-    return subjects.check_stream_id(token or "stream")
-
-
-async def register(
-    js: JetStreamContext, kv: KeyValue, registration: StreamRegistration
-) -> tuple[StreamRegistered, bool]:
-    """Store and announce a registration; returns it and whether the stream existed before."""
-    stream_id = registration.stream_id or derive_stream_id(registration.device_name)
-    before = await lookup(kv, stream_id)
-    existed = before is not None
-    dataset_id = registration.dataset_id or (before.dataset_id if before else "")
-    record = StreamRegistered(
-        stream_id=stream_id,
-        device_name=registration.device_name,
-        description=registration.description,
-        sensors=registration.sensors,
-        registered_at=datetime.now(UTC),
-        dataset_id=dataset_id or f"live-{stream_id}"[:64],
-    )
-    body = record.model_dump_json().encode()
-    await kv.put(stream_id, body)
-    await js.publish(
-        subjects.registry(stream_id),
-        body,
-        headers={subjects.HEADER_CONTENT_TYPE: "application/json"},
-    )
-    return record, existed
 
 
 async def read_frames(

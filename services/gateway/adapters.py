@@ -19,6 +19,7 @@ from psycopg.rows import class_row, dict_row
 from psycopg_pool import AsyncConnectionPool
 
 from schemas import subjects
+from schemas.client import Bus
 from schemas.frames import CONTENT_TYPE_BINARY, Frame, encode_binary, unpack
 from schemas.messages import (
     AlertRule,
@@ -32,7 +33,6 @@ from schemas.messages import (
     DatasetInfo,
 )
 from services.common.failures import is_transient
-from services.common.runtime import Bus
 from services.common.streams import read_frames
 
 

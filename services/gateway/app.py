@@ -31,8 +31,9 @@ from prometheus_client.core import CounterMetricFamily, Metric
 from prometheus_client.registry import Collector
 from pydantic import ValidationError
 
-from schemas import subjects
+from schemas import logs, subjects
 from schemas.asyncapi import document as asyncapi_document
+from schemas.client import ServerUnreachable, lookup, register, reserve_seq
 from schemas.compat import (
     BATCH_EXAMPLES,
     REGISTER_EXAMPLES,
@@ -80,8 +81,6 @@ from schemas.messages import (
     WsSamples,
 )
 from services import __version__
-from services.common import logs
-from services.common.bus import ServerUnreachable
 from services.common.config import CommonSettings
 from services.common.datasets import (
     DatasetError,
@@ -96,7 +95,6 @@ from services.common.datasets import (
 from services.common.db import open_pool
 from services.common.metrics import Metrics
 from services.common.runtime import EXIT_UNREACHABLE, open_bus
-from services.common.streams import lookup, register, reserve_seq
 from services.gateway.adapters import (
     AlertQueries,
     AlertRulesKv,

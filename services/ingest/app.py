@@ -8,10 +8,10 @@ import logging
 from typing import Any
 
 from schemas import subjects
+from schemas.client import lookup
 from services.common.config import CommonSettings
 from services.common.consumer import DurableConsumer
 from services.common.runtime import open_service, run_process
-from services.common.streams import lookup
 from services.common.subscriptions import subscription
 from services.ingest.adapters import InfluxSink, PgFrameStore
 from services.ingest.config import Settings

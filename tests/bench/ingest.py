@@ -21,8 +21,9 @@ import psycopg
 
 from edge.publisher import frame_message
 from edge.simulator import Simulation, build_machine
+from schemas.client import Bus
 from schemas.frames import Frame
-from services.common.runtime import Bus, open_bus
+from services.common.runtime import open_bus
 from tests.bench.stack import embedded_stack
 
 SENSORS = 16

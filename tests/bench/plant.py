@@ -41,6 +41,7 @@ import psycopg
 from edge.publisher import frame_message
 from edge.simulator import Simulation, build_machine
 from schemas import subjects
+from schemas.client import Bus
 from schemas.frames import Frame, Series
 from schemas.messages import (
     AlertChanged,
@@ -50,7 +51,7 @@ from schemas.messages import (
     CycleStateChanged,
 )
 from services.common.embedded import free_port
-from services.common.runtime import Bus, open_bus
+from services.common.runtime import open_bus
 from tests.bench.stack import Stack, cpu_s, embedded_stack, line, percentile, tree
 from tests.bench.viewers import NODE_DIR
 

@@ -32,6 +32,7 @@ import psycopg
 from edge.run import SimulateOptions, simulate
 from edge.simulator import build_machine
 from schemas import subjects
+from schemas.client import Bus
 from schemas.frames import Frame
 from schemas.messages import CycleConfig
 from services.common.config import CommonSettings
@@ -43,7 +44,7 @@ from services.common.embedded import (
     nats_server_binary,
     wait_for_port,
 )
-from services.common.runtime import Bus, open_bus
+from services.common.runtime import open_bus
 
 REPO = Path(__file__).resolve().parents[2]
 NS = 1_000_000_000

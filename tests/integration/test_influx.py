@@ -10,10 +10,10 @@ import pytest
 from edge.run import SimulateOptions, simulate
 from edge.simulator import build_machine
 from schemas import subjects
+from schemas.client import register
 from schemas.frames import Frame
 from services.common.config import CommonSettings
 from services.common.embedded import free_port
-from services.common.streams import register
 from services.ingest.app import serve
 from services.ingest.config import Settings
 from tests.conftest import eventually

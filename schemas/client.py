@@ -1,0 +1,305 @@
+"""What every client of the VerTac bus needs, and nothing else: the bus settings, a NATS
+connection that fails in one clear line, outage classification and retries, the stream registry
+and the per-stream sequence numbers in JetStream KV.
+
+Services and the edge agent both build on it; it depends on nats-py and pydantic only (an edge
+box installs no server packages).
+
+The registry record is the source of truth (``vertac_streams``); ingest mirrors it into
+PostgreSQL's ``live_streams``. Sequence numbers come from ``vertac_seq`` with compare-and-set, so
+every publisher of a stream (edge, REST gateway replicas) draws from one monotonic counter.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Final, TypeVar
+from urllib.parse import urlsplit
+
+import nats
+import nats.errors
+import nats.js.errors
+from nats.aio.client import Client as NatsClient
+from nats.js import JetStreamContext
+from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError, NotFoundError
+from nats.js.kv import KeyValue
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from schemas import subjects
+from schemas.messages import StreamRegistered, StreamRegistration
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+MAX_REASON_CHARS: Final = 2000
+
+
+class BusSettings(BaseSettings):
+    """Where the bus is, and how a process logs (env prefix ``VERTAC_``)."""
+
+    model_config = SettingsConfigDict(env_prefix="VERTAC_", extra="ignore")
+
+    nats_url: str = Field(
+        default="nats://127.0.0.1:4222", description="NATS server URL(s), comma separated."
+    )
+    startup_retry: bool = Field(
+        default=False,
+        description="Retry unreachable servers with backoff at start instead of exiting.",
+    )
+    log_level: str = Field(default="INFO")
+    log_json: bool | None = Field(
+        default=None, description="JSON logs; default: when not a terminal."
+    )
+
+
+class ServerUnreachable(RuntimeError):
+    """A server the service needs does not answer at start-up (message on one line)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(" ".join(message.split()))
+
+
+class BusLayoutError(ServerUnreachable):
+    """NATS answers but refuses the JetStream layout (e.g. less storage than the limits ask)."""
+
+
+class PlacementPending(BusLayoutError):
+    """No JetStream servers to place a stream's replicas on: a cluster that is still forming (its
+    servers started together with the services) or that has fewer servers than the replicas.
+    Retried at start-up like an unreachable server."""
+
+
+@dataclass
+class Bus:
+    """A connected NATS client with the JetStream layout declared."""
+
+    nc: NatsClient
+    js: JetStreamContext
+
+    async def close(self) -> None:
+        with contextlib.suppress(Exception):
+            await self.nc.flush(timeout=2)
+            await self.nc.close()
+
+
+async def open_client(settings: BusSettings, name: str) -> Bus:
+    """Connect without declaring anything: what a publisher (an edge) does. The services
+    declare streams and buckets; until they have, a publish fails as an outage and is retried."""
+    nc = await connect(settings, name)
+    return Bus(nc, nc.jetstream(timeout=10))
+
+
+async def with_startup_retry(
+    what: str, attempt: Callable[[], Awaitable[T]], *, retry: bool, max_delay: float = 30.0
+) -> T:
+    """Run ``attempt``; on failure raise :class:`ServerUnreachable`, or retry with backoff."""
+    delay = 0.5
+    while True:
+        try:
+            return await attempt()
+        except (OSError, TimeoutError, nats.errors.Error, ConnectionError, PlacementPending) as exc:
+            if not retry and isinstance(exc, PlacementPending):
+                raise
+            if not retry:
+                raise ServerUnreachable(
+                    f"{what} is unreachable: {exc or type(exc).__name__}"
+                ) from exc
+            log.warning(
+                "%s unreachable, retrying", what, extra={"retry_in_s": delay, "error": str(exc)}
+            )
+        except Exception as exc:  # psycopg and friends raise their own OperationalError types
+            if "Operational" not in type(exc).__name__ and "Connection" not in type(exc).__name__:
+                raise
+            if not retry:
+                raise ServerUnreachable(f"{what} is unreachable: {exc}") from exc
+            log.warning(
+                "%s unreachable, retrying", what, extra={"retry_in_s": delay, "error": str(exc)}
+            )
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, max_delay)
+
+
+async def connect(settings: BusSettings, name: str) -> NatsClient:
+    """Connect to NATS, failing fast (or retrying, per settings) when it is unreachable."""
+
+    async def attempt() -> NatsClient:
+        async def on_error(exc: Exception) -> None:
+            log.warning("nats connection problem", extra={"error": str(exc)})
+
+        return await nats.connect(
+            servers=[u.strip() for u in settings.nats_url.split(",")],
+            name=name,
+            connect_timeout=3,
+            allow_reconnect=True,
+            max_reconnect_attempts=-1,
+            reconnect_time_wait=1,
+            error_cb=on_error,
+        )
+
+    async def first() -> NatsClient:
+        # nats.connect with reconnects enabled keeps trying an absent server; a plain TCP probe
+        # first tells "nothing listens there" apart at once.
+        await _probe_any([u.strip() for u in settings.nats_url.split(",")])
+        return await asyncio.wait_for(attempt(), timeout=10)
+
+    return await with_startup_retry(
+        f"NATS at {settings.nats_url}", first, retry=settings.startup_retry
+    )
+
+
+async def _probe_any(urls: list[str]) -> None:
+    errors = []
+    for url in urls:
+        parsed = urlsplit(url if "://" in url else f"nats://{url}")
+        try:
+            _, writer = await asyncio.wait_for(
+                asyncio.open_connection(parsed.hostname or "127.0.0.1", parsed.port or 4222), 3
+            )
+        except (OSError, TimeoutError) as exc:
+            said = exc.strerror if isinstance(exc, OSError) and exc.strerror else type(exc).__name__
+            errors.append(f"{parsed.netloc}: {said}")
+            continue
+        writer.close()
+        return
+    raise ConnectionRefusedError("; ".join(errors))
+
+
+# --- failures -------------------------------------------------------------------------------
+
+_NOT_AN_OUTAGE = (
+    nats.errors.MaxPayloadError,
+    nats.errors.BadSubjectError,
+    nats.js.errors.BadRequestError,
+    nats.js.errors.InvalidKeyError,
+    nats.js.errors.InvalidBucketNameError,
+    nats.js.errors.InvalidObjectNameError,
+)
+
+
+def is_transient(exc: BaseException) -> bool:
+    """True when ``exc`` says the bus or the network is unreachable or busy."""
+    if isinstance(exc, ConnectionError | TimeoutError | OSError):
+        return True
+    if isinstance(exc, nats.errors.Error):
+        return not isinstance(exc, _NOT_AN_OUTAGE)
+    return False
+
+
+def describe(exc: BaseException) -> str:
+    """``Type: message`` of an exception, on one line and bounded."""
+    text = " ".join(str(exc).split())
+    return f"{type(exc).__name__}: {text}"[:MAX_REASON_CHARS] if text else type(exc).__name__
+
+
+async def through_outage(
+    what: str,
+    attempt: Callable[[], Awaitable[T]],
+    *,
+    max_delay: float = 5.0,
+    transient: Callable[[BaseException], bool] = is_transient,
+) -> T:
+    """Run ``attempt`` until it stops failing for a transient reason (backoff up to
+    ``max_delay``); what is not transient is raised at once."""
+    delay = 0.2
+    while True:
+        try:
+            return await attempt()
+        except Exception as exc:
+            if not transient(exc):
+                raise
+            log.warning("%s failed, retrying", what, extra={"error": describe(exc)})
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, max_delay)
+
+
+# --- stream registry and sequence numbers ---------------------------------------------------
+
+
+async def reserve_seq(kv: KeyValue, stream_id: str, count: int = 1) -> int:
+    """Reserve ``count`` consecutive sequence numbers of ``stream_id``; returns the first."""
+    if count < 1:
+        raise ValueError("count must be >= 1")
+    for attempt in range(100):
+        try:
+            entry = await kv.get(stream_id)
+        except (KeyNotFoundError, NotFoundError):
+            try:
+                await kv.create(stream_id, str(count).encode())
+            except KeyWrongLastSequenceError:
+                continue
+            return 0
+        current = int(entry.value or b"0")
+        try:
+            await kv.update(stream_id, str(current + count).encode(), last=entry.revision)
+        except KeyWrongLastSequenceError:
+            await asyncio.sleep(0.001 * attempt)
+            continue
+        return current
+    raise RuntimeError(f"could not reserve a sequence number for {stream_id}: too much contention")
+
+
+async def release_seq(kv: KeyValue, stream_id: str, reserved_end: int, next_seq: int) -> bool:
+    """Give back the unused tail ``next_seq..reserved_end`` of a reservation, if nobody reserved
+    after it, so a cleanly stopped publisher leaves no gap in ``seq``. Returns True if released."""
+    if next_seq >= reserved_end:
+        return False
+    try:
+        entry = await kv.get(stream_id)
+    except (KeyNotFoundError, NotFoundError):
+        return False
+    if int(entry.value or b"0") != reserved_end:
+        return False
+    try:
+        await kv.update(stream_id, str(next_seq).encode(), last=entry.revision)
+    except KeyWrongLastSequenceError:
+        return False
+    return True
+
+
+async def lookup(kv: KeyValue, stream_id: str) -> StreamRegistered | None:
+    """The registration of ``stream_id``, or None."""
+    try:
+        entry = await kv.get(stream_id)
+    except (KeyNotFoundError, NotFoundError):
+        return None
+    if not entry.value:
+        return None
+    return StreamRegistered.model_validate_json(entry.value)
+
+
+def derive_stream_id(device_name: str) -> str:
+    """A stream id made from a device name: 'Press 1 / Line A' -> 'press-1-line-a'."""
+    cleaned = "".join(c.lower() if c.isascii() and c.isalnum() else "-" for c in device_name)
+    token = "-".join(part for part in cleaned.split("-") if part)[:64]
+    return subjects.check_stream_id(token or "stream")
+
+
+async def register(
+    js: JetStreamContext, kv: KeyValue, registration: StreamRegistration
+) -> tuple[StreamRegistered, bool]:
+    """Store and announce a registration; returns it and whether the stream existed before."""
+    stream_id = registration.stream_id or derive_stream_id(registration.device_name)
+    before = await lookup(kv, stream_id)
+    existed = before is not None
+    dataset_id = registration.dataset_id or (before.dataset_id if before else "")
+    record = StreamRegistered(
+        stream_id=stream_id,
+        device_name=registration.device_name,
+        description=registration.description,
+        sensors=registration.sensors,
+        registered_at=datetime.now(UTC),
+        dataset_id=dataset_id or f"live-{stream_id}"[:64],
+    )
+    body = record.model_dump_json().encode()
+    await kv.put(stream_id, body)
+    await js.publish(
+        subjects.registry(stream_id),
+        body,
+        headers={subjects.HEADER_CONTENT_TYPE: "application/json"},
+    )
+    return record, existed
