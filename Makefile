@@ -7,6 +7,8 @@ STAMP  := $(VENV)/.installed
 .DEFAULT_GOAL := help
 WEB    := services/gateway/web
 WEBDEP := $(WEB)/node_modules/.installed
+PEERS  := tests/peers
+PEERDEP := $(PEERS)/node_modules/.installed
 APP    := services/gateway/static/app/index.html
 WEBSRC := $(wildcard $(WEB)/src/*) $(WEB)/index.html $(WEB)/vite.config.ts $(WEB)/tsconfig.json
 
@@ -24,7 +26,12 @@ $(STAMP): pyproject.toml services/__init__.py
 	$(BIN)/pip install --quiet --no-deps "pysparkplug==0.6.1"
 	touch $(STAMP)
 
-install: $(STAMP) $(WEBDEP) ## Create .venv and node_modules with VerTac and its development tools
+install: $(STAMP) $(WEBDEP) $(PEERDEP) ## Create .venv and node_modules with VerTac and its development tools
+
+$(PEERDEP): $(PEERS)/package.json $(PEERS)/package-lock.json
+	@command -v npm >/dev/null || { echo "npm (Node.js >= 20) is needed for the protocol peers of the tests" >&2; exit 2; }
+	cd $(PEERS) && npm ci --no-audit --no-fund
+	touch $(PEERDEP)
 
 $(WEBDEP): $(WEB)/package.json $(WEB)/package-lock.json
 	@command -v npm >/dev/null || { echo "npm (Node.js >= 20) is needed to build the dashboard" >&2; exit 2; }
@@ -39,7 +46,7 @@ web: $(APP) ## Build the dashboard (TypeScript, Vite) into services/gateway/stat
 run: $(STAMP) $(APP) ## Run everything locally: NATS, PostgreSQL, services, simulator, gateway on :8000
 	$(BIN)/vertac run
 
-test: $(STAMP) $(APP) ## Run unit, integration, end-to-end and browser tests against real servers
+test: $(STAMP) $(APP) $(PEERDEP) ## Run unit, integration, end-to-end and browser tests against real servers
 	cd $(WEB) && npm test --silent
 	$(BIN)/pytest
 

@@ -5,6 +5,11 @@
   in a bare loop, in the same run.
 - Buffer: frames of 16 sensors x 100 samples put, read and removed; baseline: the same payloads
   inserted into a bare SQLite table with the same durability settings.
+- Light install (``VERTAC_BENCH_EDGE_INSTALL=0`` skips it; it needs PyPI): ``pip install
+  ./deploy/edge`` into a new virtual environment, its size against ``pip install .`` (the whole
+  of VerTac) in the same run, and the resident memory of the agent reading 16 Modbus sensors at
+  its defaults (100 ms polls, 1 s frames) into a nats-server, as ``vertac-edge run`` (light)
+  and as ``vertac edge run`` (whole install).
 """
 
 from __future__ import annotations
@@ -180,6 +185,116 @@ def ua_variant(value: float):  # type: ignore[no-untyped-def]
     return ua.DataValue(ua.Variant(value, ua.VariantType.Double))
 
 
+def venv(folder: Path, what: str) -> tuple[Path, float, int]:
+    """A new virtual environment with ``what`` pip-installed: (its python, seconds, MB)."""
+    import subprocess
+    import sys
+
+    subprocess.run([sys.executable, "-m", "venv", str(folder)], check=True)
+    py = folder / "bin" / "python"
+    t0 = time.perf_counter()
+    subprocess.run(
+        [str(py), "-m", "pip", "install", "--quiet", "--disable-pip-version-check", what],
+        check=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    took = time.perf_counter() - t0
+    site = next((folder / "lib").glob("python*/site-packages"))
+    pip = site / "pip"
+    size = sum(f.stat().st_size for f in site.rglob("*") if f.is_file())
+    size -= sum(f.stat().st_size for f in pip.rglob("*") if f.is_file())  # pip itself
+    return py, took, size // 1024**2
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+async def agent_memory(command: list[str], seconds: float) -> tuple[float, float, int]:
+    """Run an edge agent on 16 Modbus sensors at its defaults for ``seconds``: (median RSS
+    MB after a third of the run, peak RSS MB, frames the bus received)."""
+    import subprocess
+
+    import nats
+
+    from services.common.config import CommonSettings
+    from services.common.embedded import NatsServer
+    from services.common.runtime import open_bus
+
+    folder = Path(tempfile.mkdtemp(prefix="vertac-bench-edge-agent-"))
+    nats_server = NatsServer(folder / "nats", port=free_port(), monitor_port=free_port()).start()
+    port = free_port()
+    server = ModbusTcpServer(
+        [
+            SimDevice(
+                id=1, simdata=[SimData(0, values=list(range(64)), datatype=DataType.REGISTERS)]
+            )
+        ],
+        address=("127.0.0.1", port),
+    )
+    serving = asyncio.ensure_future(server.serve_forever())
+    bus = await open_bus(CommonSettings(nats_url=nats_server.url), "bench")  # declares the bus
+    frames = 0
+
+    async def count(_msg: nats.aio.msg.Msg) -> None:
+        nonlocal frames
+        frames += 1
+
+    await bus.nc.subscribe("vertac.samples.>", cb=count)
+    machine = folder / "machine.yaml"
+    machine.write_text(
+        f"stream_id: bench-edge\nsource: {{type: modbus, host: 127.0.0.1, port: {port}}}\n"
+        "buffer: {path: edge.sqlite}\nsensors:\n"
+        + "".join(f"  - {{id: s{i}, address: {2 * i}, data_type: float32}}\n" for i in range(16))
+    )
+    env = {**os.environ, "VERTAC_NATS_URL": nats_server.url, "VERTAC_LOG_LEVEL": "WARNING"}
+    proc = subprocess.Popen(
+        [*command, "run", "--config", str(machine)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    samples: list[float] = []
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < seconds and proc.poll() is None:
+        await asyncio.sleep(1)
+        if time.monotonic() - t0 > seconds / 3:
+            samples.append(rss_mb(proc.pid))
+    proc.terminate()
+    proc.wait(30)
+    await bus.close()
+    await server.shutdown()
+    serving.cancel()
+    nats_server.stop()
+    if not samples:
+        raise RuntimeError(f"{command[0]} exited early ({proc.returncode})")
+    return statistics.median(samples), max(samples), frames
+
+
+def light_install() -> None:
+    repo = Path(__file__).resolve().parents[2]
+    folder = Path(tempfile.mkdtemp(prefix="vertac-bench-edge-install-"))
+    light_py, light_s, light_mb = venv(folder / "light", str(repo / "deploy" / "edge"))
+    whole_py, whole_s, whole_mb = venv(folder / "whole", str(repo))
+    print(
+        f"  light install (pip install ./deploy/edge): {light_mb} MB in {light_s:.0f} s; "
+        f"the whole of VerTac (pip install .): {whole_mb} MB in {whole_s:.0f} s "
+        f"(ratio {light_mb / whole_mb:.2f})"
+    )
+    seconds = float(os.environ.get("VERTAC_BENCH_EDGE_AGENT_S", "30"))
+    light = asyncio.run(agent_memory([str(light_py.parent / "vertac-edge")], seconds))
+    whole = asyncio.run(agent_memory([str(whole_py.parent / "vertac"), "edge"], seconds))
+    for name, (median, peak, frames) in (("vertac-edge run", light), ("vertac edge run", whole)):
+        print(
+            f"  {name}, 16 Modbus sensors at defaults for {seconds:g} s: RSS median "
+            f"{median:.0f} MB, peak {peak:.0f} MB; {frames} frames on the bus"
+        )
+
+
 def main() -> None:
     ours, raw = asyncio.run(modbus())
     print(f"VerTac edge benchmark ({SECONDS:g} s per measurement)")
@@ -201,6 +316,8 @@ def main() -> None:
         f"= {ours_b * 1600 / 1e6:.2f} M samples/s; baseline bare SQLite insert {raw_b:,.0f} frames/s "
         f"(ratio {ours_b / raw_b:.2f})"
     )
+    if os.environ.get("VERTAC_BENCH_EDGE_INSTALL", "1") != "0":
+        light_install()
 
 
 if __name__ == "__main__":

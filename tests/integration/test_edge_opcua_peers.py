@@ -24,6 +24,7 @@ from services.ingest.app import serve as serve_ingest
 from services.ingest.config import Settings as IngestSettings
 from tests.conftest import eventually
 from tests.helpers import stored_frames
+from tests.peers import NodePeer
 
 pytestmark = pytest.mark.integration
 
@@ -32,6 +33,8 @@ BAD_SENSORS = ("curve", "missing", "nowhere")
 
 class Plc:
     """Press/Static never changes; Press/Pressure changes every 50 ms; Press/Curve is an array."""
+
+    ns = 2  # the namespace index of the server's own nodes
 
     def __init__(self, port: int) -> None:
         self.port = port
@@ -71,17 +74,40 @@ class Plc:
         await self.server.stop()
 
 
+class NodeOpcUa:
+    """The same nodes served by node-opcua (npm), in its own namespace, index 1."""
+
+    ns = 1
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.url = f"opc.tcp://127.0.0.1:{port}/plc"
+        self.peer = NodePeer("opcua_server.mjs", port)
+
+    async def start(self) -> None:
+        await asyncio.to_thread(self.peer.start)
+
+    async def stop(self) -> None:
+        await asyncio.to_thread(self.peer.stop)
+
+
 def machine(
-    tmp_path: Path, stream_id: str, plc: Plc, mode: str, changing: bool = True, security: str = ""
+    tmp_path: Path,
+    stream_id: str,
+    plc: Plc | NodeOpcUa,
+    mode: str,
+    changing: bool = True,
+    security: str = "",
 ) -> Path:
+    n = plc.ns
     sensors = [
-        '  - {id: static, browse_path: ["2:Press", "2:Static"]}',
-        '  - {id: curve, browse_path: ["2:Press", "2:Curve"]}',
-        '  - {id: missing, node_id: "ns=2;i=999"}',
-        '  - {id: nowhere, browse_path: ["2:Press", "2:Nope"]}',
+        f'  - {{id: static, browse_path: ["{n}:Press", "{n}:Static"]}}',
+        f'  - {{id: curve, browse_path: ["{n}:Press", "{n}:Curve"]}}',
+        f'  - {{id: missing, node_id: "ns={n};i=999"}}',
+        f'  - {{id: nowhere, browse_path: ["{n}:Press", "{n}:Nope"]}}',
     ]
     if changing:
-        sensors.insert(1, '  - {id: pressure, browse_path: ["2:Press", "2:Pressure"]}')
+        sensors.insert(1, f'  - {{id: pressure, browse_path: ["{n}:Press", "{n}:Pressure"]}}')
     path = tmp_path / f"{stream_id}.yaml"
     path.write_text(
         f"stream_id: {stream_id}\n"
@@ -91,9 +117,9 @@ def machine(
     return path
 
 
-@pytest.fixture
-async def plc():
-    p = Plc(free_port())
+@pytest.fixture(params=["asyncua", "node-opcua"])
+async def plc(request: pytest.FixtureRequest):
+    p = Plc(free_port()) if request.param == "asyncua" else NodeOpcUa(free_port())
     await p.start()
     yield p
     await p.stop()
@@ -120,12 +146,12 @@ def assert_bad_sensors_named(caplog: pytest.LogCaptureFixture) -> None:
     assert set(named) == set(BAD_SENSORS), named
     assert "array of 3 values" in named["curve"]
     assert "BadNodeIdUnknown" in named["missing"]
-    assert "BadNoMatch" in named["nowhere"] and "2:Nope" in named["nowhere"]
+    assert "BadNoMatch" in named["nowhere"] and ":Nope" in named["nowhere"]
 
 
 async def test_subscribe_mode_with_static_and_bad_nodes_publishes_on_time_at_defaults(
     tmp_path: Path,
-    plc: Plc,
+    plc: Plc | NodeOpcUa,
     common: CommonSettings,
     running,
     stream_id: str,
