@@ -242,3 +242,49 @@ async def test_sparkplug_b_of_another_encoder_keeps_signed_and_64_bit_integers(
     for sid, (_kind, sent) in INTS.items():
         got = np.concatenate([s.values for f in frames for s in f.series if s.sensor_id == sid])
         assert got.tolist() == [float(v) for v in sent], sid
+
+
+def test_check_waits_for_a_message_per_sensor_and_names_the_silent_ones(
+    tmp_path: Path, mosquitto: int
+) -> None:
+    """``vertac edge check`` on an MQTT machine: a sensor whose device publishes shows its
+    value; a sensor whose topic stays silent is named, with its topic, after --timeout."""
+    import subprocess
+    import sys
+    import threading
+
+    from tests.conftest import REPO
+
+    path = tmp_path / "mqtt-check.yaml"
+    path.write_text(
+        f"stream_id: mqtt-check\nsource: {{type: mqtt, host: 127.0.0.1, port: {mosquitto}}}\n"
+        "buffer: {path: check.sqlite}\nsensors:\n"
+        "  - {id: pressure, topic: plant/press/pressure}\n"
+        "  - {id: flow, topic: plant/press/flow}\n"
+    )
+    done = threading.Event()
+
+    def device() -> None:  # publishes until the check is over
+        async def go() -> None:
+            async with aiomqtt.Client("127.0.0.1", mosquitto) as client:
+                while not done.is_set():
+                    await client.publish("plant/press/pressure", b"123.5", qos=1)
+                    await asyncio.sleep(0.1)
+
+        asyncio.run(go())
+
+    publisher = threading.Thread(target=device)
+    publisher.start()
+    try:
+        out = subprocess.run(
+            [sys.executable, "-m", "services.cli", "edge", "check", "--config", str(path),
+             "--timeout", "5"],
+            cwd=REPO, capture_output=True, text=True, timeout=120, check=False,
+        )  # fmt: skip
+    finally:
+        done.set()
+        publisher.join(30)
+    assert out.returncode == 0, out.stderr
+    rows = {line.split()[0]: line.split(None, 2)[1:] for line in out.stdout.splitlines()[1:]}
+    assert rows["pressure"] == ["123.5", "good"]
+    assert rows["flow"] == ["-", "NO MESSAGE on plant/press/flow in 5 s"]
