@@ -8,7 +8,7 @@ import asyncio
 import json
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Annotated, TypeVar
+from typing import Annotated, Any, TypeVar
 
 import typer
 
@@ -28,11 +28,17 @@ def fail(message: str, code: int = 2) -> typer.Exit:
     return typer.Exit(code)
 
 
-def on_bus(common: BusSettings, name: str, work: Callable[[Bus], Awaitable[T]]) -> T:
-    """Run ``work`` with a connected bus; an unreachable NATS is one line, exit 2."""
+def on_bus(
+    common: BusSettings,
+    name: str,
+    work: Callable[[Bus], Awaitable[T]],
+    opener: Callable[[Any, str], Awaitable[Bus]] = open_client,
+) -> T:
+    """Run ``work`` with a bus opened by ``opener`` (connected only, by default); an
+    unreachable NATS is one line, exit 2."""
 
     async def go() -> T:
-        bus = await open_client(common, name)
+        bus = await opener(common, name)
         try:
             return await work(bus)
         finally:

@@ -11,10 +11,11 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 
+from edge import cli as edge_cli
 from edge.cli import app as edge_app
 from edge.cli import fail
 from schemas import logs
-from schemas.client import Bus, ServerUnreachable
+from schemas.client import Bus
 from schemas.messages import AlertRule
 from services.common.config import CommonSettings
 from services.common.runtime import open_bus
@@ -43,18 +44,7 @@ SERVICES = ("ingest", "cycles", "analysis", "alerts", "gateway")
 
 def on_bus(common: CommonSettings, name: str, work: Callable[[Bus], Awaitable[T]]) -> T:
     """Run ``work`` with a connected, declared bus; an unreachable NATS is one line, exit 2."""
-
-    async def go() -> T:
-        bus = await open_bus(common, name)
-        try:
-            return await work(bus)
-        finally:
-            await bus.close()
-
-    try:
-        return asyncio.run(go())
-    except ServerUnreachable as exc:
-        raise fail(str(exc)) from exc
+    return edge_cli.on_bus(common, name, work, opener=open_bus)
 
 
 @app.command()

@@ -38,7 +38,8 @@ from services.common.embedded import free_port
 SECONDS = float(os.environ.get("VERTAC_BENCH_SECONDS", "4"))
 
 
-async def modbus() -> tuple[float, float]:
+async def modbus_server() -> tuple[int, ModbusTcpServer, asyncio.Future[None]]:
+    """A pymodbus server on a free port, unit 1 holding 64 registers: (port, server, task)."""
     port = free_port()
     server = ModbusTcpServer(
         [
@@ -50,6 +51,11 @@ async def modbus() -> tuple[float, float]:
     )
     serving = asyncio.ensure_future(server.serve_forever())
     await asyncio.sleep(0.3)
+    return port, server, serving
+
+
+async def modbus() -> tuple[float, float]:
+    port, server, serving = await modbus_server()
     config = MachineConfig.model_validate(
         {
             "stream_id": "bench",
@@ -227,16 +233,7 @@ async def agent_memory(command: list[str], seconds: float) -> tuple[float, float
 
     folder = Path(tempfile.mkdtemp(prefix="vertac-bench-edge-agent-"))
     nats_server = NatsServer(folder / "nats", port=free_port(), monitor_port=free_port()).start()
-    port = free_port()
-    server = ModbusTcpServer(
-        [
-            SimDevice(
-                id=1, simdata=[SimData(0, values=list(range(64)), datatype=DataType.REGISTERS)]
-            )
-        ],
-        address=("127.0.0.1", port),
-    )
-    serving = asyncio.ensure_future(server.serve_forever())
+    port, server, serving = await modbus_server()
     bus = await open_bus(CommonSettings(nats_url=nats_server.url), "bench")  # declares the bus
     frames = 0
 
