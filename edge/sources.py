@@ -294,17 +294,20 @@ class ModbusPoller:
                 for part in self._split(g, exc.code):
                     await self._read_group(part, values)
                 return
-            sensor = g.sensors[0]
-            if sensor.id not in self.refused:
-                self.refused[sensor.id] = exc.code
+            fresh = [s.id for s in g.sensors if s.id not in self.refused]
+            for s in g.sensors:
+                self.refused[s.id] = exc.code
+            if fresh:
                 log.warning(
-                    "modbus device refuses the sensor's read; it reads bad",
+                    "modbus device refuses the read; its sensors read bad",
                     extra={
-                        "sensor": sensor.id,
+                        "sensors": fresh,
                         "unit_id": g.unit_id,
                         "register": g.register,
                         "address": g.start,
+                        "count": g.count,
                         "exception_code": exc.code,
+                        "exception": EXCEPTION_NAMES.get(exc.code, "exception"),
                     },
                 )
             return
