@@ -39,6 +39,12 @@ class CommonSettings(BusSettings):
         description="Deliveries (its process died while handling it) before a message is "
         "dead-lettered; outages are retried in place and do not count.",
     )
+    raw_retention_days: float = Field(
+        default=7,
+        gt=0,
+        description="Days of raw frames kept in PostgreSQL (whole days: a day's partition goes "
+        "once all of it is older).",
+    )
     auto_migrate: bool = Field(
         default=True, description="ingest and gateway apply pending migrations at start."
     )

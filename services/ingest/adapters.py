@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from datetime import date
 from typing import Protocol
 
 import psycopg
@@ -16,6 +17,7 @@ from psycopg_pool import AsyncConnectionPool
 from schemas.messages import StreamRegistered
 from services.common.consumer import BadMessage, TransientError
 from services.ingest.logic import FrameRow
+from services.ingest.retention import day_of, ensure_days
 
 _INSERT_FRAMES = """
 WITH ins AS (
@@ -23,7 +25,7 @@ WITH ins AS (
         (stream_id, seq, t_first_ns, t_last_ns, n_samples, n_sensors, payload)
     SELECT * FROM unnest(
         %s::text[], %s::bigint[], %s::bigint[], %s::bigint[], %s::int[], %s::int[], %s::bytea[])
-    ON CONFLICT (stream_id, seq) DO NOTHING
+    ON CONFLICT (stream_id, seq, t_first_ns) DO NOTHING
     RETURNING stream_id, seq, n_samples, t_last_ns
 ), agg AS (
     SELECT stream_id, count(*) AS frames, sum(n_samples) AS samples,
@@ -65,6 +67,7 @@ class PgFrameStore:
 
     def __init__(self, pool: AsyncConnectionPool) -> None:
         self.pool = pool
+        self.days: set[date] = set()  # days whose raw partition is known to exist
 
     async def write(self, rows: list[FrameRow]) -> int:
         params = (
@@ -77,9 +80,18 @@ class PgFrameStore:
             [r.payload for r in rows],
         )
         try:
-            async with self.pool.connection() as conn, conn.transaction():
-                cur = await conn.execute(_INSERT_FRAMES, params)
-                row = await cur.fetchone()
+            async with self.pool.connection() as conn:
+                new_days = {day_of(r.t_first_ns) for r in rows} - self.days
+                if new_days:
+                    await ensure_days(conn, new_days)
+                    self.days |= new_days
+                async with conn.transaction():
+                    cur = await conn.execute(_INSERT_FRAMES, params)
+                    row = await cur.fetchone()
+        except psycopg.errors.CheckViolation as exc:
+            # a day's partition went (retention, another replica) since it was created here
+            self.days.clear()
+            raise TransientError(f"PostgreSQL: {exc}") from exc
         except (psycopg.OperationalError, psycopg.errors.AdminShutdown) as exc:
             raise TransientError(f"PostgreSQL: {exc}") from exc
         except psycopg.errors.DeadlockDetected as exc:

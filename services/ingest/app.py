@@ -13,6 +13,7 @@ from services.common.config import CommonSettings
 from services.common.consumer import DurableConsumer
 from services.common.runtime import open_service, run_process
 from services.common.subscriptions import subscription
+from services.ingest import retention
 from services.ingest.adapters import InfluxSink, PgFrameStore
 from services.ingest.config import Settings
 from services.ingest.handlers import (
@@ -72,9 +73,13 @@ async def serve(settings: Settings, common: CommonSettings, stop: asyncio.Event)
         )
     for consumer in consumers:
         await consumer.declare()
+    await retention.maintain_once(pool, common.raw_retention_days)
     log.info("ingest running", extra={"influx": bool(sink), "metrics_port": settings.metrics_port})
     try:
-        await asyncio.gather(*(c.run(stop) for c in consumers))
+        await asyncio.gather(
+            *(c.run(stop) for c in consumers),
+            retention.keep(pool, common.raw_retention_days, settings.retention_check_s, stop),
+        )
     finally:
         await bus.close()
         await pool.close()

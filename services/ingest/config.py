@@ -28,3 +28,8 @@ class Settings(BaseSettings):
         "write is dead-lettered; an unreachable InfluxDB is retried for as long as it lasts.",
     )
     influx_retry_delay_s: float = Field(default=3.0, gt=0)
+    retention_check_s: float = Field(
+        default=600,
+        gt=0,
+        description="How often raw partitions are created ahead and expired ones dropped.",
+    )
