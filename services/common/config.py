@@ -45,6 +45,9 @@ class CommonSettings(BusSettings):
         description="Days of raw frames kept in PostgreSQL (whole days: a day's partition goes "
         "once all of it is older).",
     )
+    rollup_retention_days: float = Field(
+        default=90, gt=0, description="Days of 1 s and 1 min rollups kept in PostgreSQL."
+    )
     auto_migrate: bool = Field(
         default=True, description="ingest and gateway apply pending migrations at start."
     )

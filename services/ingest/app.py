@@ -37,7 +37,9 @@ async def serve(settings: Settings, common: CommonSettings, stop: asyncio.Event)
         subscription(SERVICE, "frames").consumer(
             bus.js,
             settings.durable,
-            PersistFrames(store, metrics, settings.durable, settings.zstd_level),
+            PersistFrames(
+                store, metrics, settings.durable, settings.zstd_level, rollups=settings.rollups
+            ),
             metrics,
             batch=settings.batch,
             max_deliver=common.max_deliver,
@@ -73,12 +75,13 @@ async def serve(settings: Settings, common: CommonSettings, stop: asyncio.Event)
         )
     for consumer in consumers:
         await consumer.declare()
-    await retention.maintain_once(pool, common.raw_retention_days)
+    keep_days = retention.plan(common.raw_retention_days, common.rollup_retention_days)
+    await retention.maintain_once(pool, keep_days)
     log.info("ingest running", extra={"influx": bool(sink), "metrics_port": settings.metrics_port})
     try:
         await asyncio.gather(
             *(c.run(stop) for c in consumers),
-            retention.keep(pool, common.raw_retention_days, settings.retention_check_s, stop),
+            retention.keep(pool, keep_days, settings.retention_check_s, stop),
         )
     finally:
         await bus.close()

@@ -28,6 +28,7 @@ class Settings(BaseSettings):
         "write is dead-lettered; an unreachable InfluxDB is retried for as long as it lasts.",
     )
     influx_retry_delay_s: float = Field(default=3.0, gt=0)
+    rollups: bool = Field(default=True, description="Write 1 s and 1 min rollups with the frames.")
     retention_check_s: float = Field(
         default=600,
         gt=0,

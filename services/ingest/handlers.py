@@ -19,17 +19,28 @@ log = logging.getLogger(__name__)
 
 
 class PersistFrames:
-    """Writes each fetched batch of frames in one transaction."""
+    """Writes each fetched batch of frames, and their 1 s and 1 min rollups, in one
+    transaction."""
 
-    def __init__(self, store: FrameStore, metrics: Metrics, durable: str, zstd_level: int) -> None:
+    def __init__(
+        self,
+        store: FrameStore,
+        metrics: Metrics,
+        durable: str,
+        zstd_level: int,
+        *,
+        rollups: bool = True,
+    ) -> None:
         self.store = store
+        self.rollups = rollups
         self.metrics = metrics
         self.durable = durable
         self.compressor = zstandard.ZstdCompressor(level=zstd_level)
 
     async def __call__(self, batch: list[Delivery[Frame]]) -> None:
         rows = [to_row(d.item, self.compressor) for d in batch]
-        stored = await self.store.write(rows)
+        frames = [d.item for d in batch] if self.rollups else None
+        stored = await self.store.write(rows, frames)
         self.metrics.samples.labels(self.metrics.service, self.durable).inc(stored)
 
 

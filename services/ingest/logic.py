@@ -1,13 +1,15 @@
-"""Pure logic of ingest: the storage form of a frame and its InfluxDB line protocol."""
+"""Pure logic of ingest: the storage form of a frame, its rollups and its InfluxDB line
+protocol."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 import numpy as np
+import numpy.typing as npt
 import zstandard
 
-from schemas.frames import Frame, encode_binary, unpack
+from schemas.frames import QUALITY_GOOD, Frame, encode_binary, unpack
 
 MEASUREMENT = "sensor_readings"
 
@@ -77,3 +79,88 @@ def influx_lines(
     if not parts:
         return b""
     return "\n".join(np.concatenate(parts).tolist()).encode()
+
+
+@dataclass(frozen=True, slots=True)
+class Rollups:
+    """Column-wise rollup rows: one per (stream, sensor, bucket) of a batch of frames."""
+
+    stream_id: list[str]
+    sensor_id: list[str]
+    bucket_ns: npt.NDArray[np.int64]
+    n: npt.NDArray[np.int64]
+    n_bad: npt.NDArray[np.int64]
+    n_values: npt.NDArray[np.int64]
+    min: npt.NDArray[np.float64]  # NaN where the bucket holds no finite value
+    max: npt.NDArray[np.float64]
+    sum: npt.NDArray[np.float64]
+    last: npt.NDArray[np.float64]
+    last_ns: npt.NDArray[np.int64]
+
+    def __len__(self) -> int:
+        return len(self.bucket_ns)
+
+
+@dataclass(frozen=True, slots=True)
+class Samples:
+    """Every sample of a batch of frames, sorted by (stream and sensor, time)."""
+
+    names: list[tuple[str, str]]  # key -> (stream_id, sensor_id)
+    key: npt.NDArray[np.int64]
+    t: npt.NDArray[np.int64]
+    v: npt.NDArray[np.float64]
+    good: npt.NDArray[np.bool_]
+
+
+def samples_of(frames: list[Frame]) -> Samples:
+    """All samples of ``frames`` in one set of arrays (numpy, no per-sample Python)."""
+    index: dict[tuple[str, str], int] = {}
+    keys, ts, vs, qs = [], [], [], []
+    for f in frames:
+        for s in f.series:
+            k = index.setdefault((f.stream_id, s.sensor_id), len(index))
+            keys.append(np.full(s.n, k, dtype=np.int64))
+            ts.append(s.timestamps())
+            vs.append(np.asarray(s.values, dtype=np.float64))
+            qs.append(s.qualities() == QUALITY_GOOD)
+    if not keys:
+        empty = np.zeros(0, dtype=np.int64)
+        return Samples([], empty, empty, np.zeros(0), np.zeros(0, dtype=bool))
+    key, t = np.concatenate(keys), np.concatenate(ts)
+    order = np.lexsort((t, key))
+    return Samples(
+        list(index), key[order], t[order], np.concatenate(vs)[order], np.concatenate(qs)[order]
+    )
+
+
+def rollups(samples: Samples, bucket_ns: int) -> Rollups:
+    """min, max, sum, counts and the last value per (stream, sensor, bucket of ``bucket_ns``)."""
+    bucket = samples.t // bucket_ns
+    if not len(bucket):
+        e, f = np.zeros(0, dtype=np.int64), np.zeros(0)
+        return Rollups([], [], e, e, e, e, f, f, f, f, e)
+    change = np.flatnonzero((np.diff(samples.key) != 0) | (np.diff(bucket) != 0)) + 1
+    starts = np.concatenate(([0], change))
+    ends = np.concatenate((change, [len(bucket)])) - 1
+    v = samples.v
+    finite = np.isfinite(v)
+    n_values = np.add.reduceat(finite.astype(np.int64), starts)
+    lo = np.minimum.reduceat(np.where(finite, v, np.inf), starts)
+    hi = np.maximum.reduceat(np.where(finite, v, -np.inf), starts)
+    none = n_values == 0
+    lo[none] = np.nan
+    hi[none] = np.nan
+    keys = samples.key[starts]
+    return Rollups(
+        stream_id=[samples.names[k][0] for k in keys.tolist()],
+        sensor_id=[samples.names[k][1] for k in keys.tolist()],
+        bucket_ns=bucket[starts] * bucket_ns,
+        n=np.diff(np.concatenate((starts, [len(bucket)]))),
+        n_bad=np.add.reduceat((~samples.good).astype(np.int64), starts),
+        n_values=n_values,
+        min=lo,
+        max=hi,
+        sum=np.add.reduceat(np.where(finite, v, 0.0), starts),
+        last=v[ends],
+        last_ns=samples.t[ends],
+    )
