@@ -35,6 +35,8 @@ from schemas.v1.api import (
     ErrorBody,
     ErrorDetail,
     HealthStatus,
+    HistorySamples,
+    HistoryTrace,
     OverlaySensor,
     StreamStatus,
 )
@@ -189,6 +191,8 @@ __all__ = [
     "FirstDeviation",
     "FrameJson",
     "HealthStatus",
+    "HistorySamples",
+    "HistoryTrace",
     "Int64",
     "ListReferences",
     "NewReferenceBody",

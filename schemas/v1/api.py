@@ -143,3 +143,25 @@ class DatasetInfo(Contract):
     streams: list[str]
     labels: dict[str, int]
     updated_at: datetime
+
+
+class HistoryTrace(Contract):
+    """One sensor's buckets: the time (ms) each bucket starts, min, max, mean, sample count."""
+
+    t_ms: list[float]
+    min: list[float | None]
+    max: list[float | None]
+    mean: list[float | None]
+    count: list[int]
+
+
+class HistorySamples(Contract):
+    """Answer of ``GET /api/live/stream/{id}/samples``: any time range, at most ``max_points``
+    buckets per sensor, from raw frames or the 1 s / 1 min rollups (``resolution``)."""
+
+    stream_id: StreamId
+    start: datetime
+    end: datetime
+    resolution: Literal["raw", "1s", "1m"]
+    bucket_ms: float = Field(description="Width of one bucket.")
+    sensors: dict[str, HistoryTrace]

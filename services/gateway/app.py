@@ -16,7 +16,7 @@ import sys
 import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -68,6 +68,7 @@ from schemas.messages import (
     ErrorBody,
     ErrorDetail,
     HealthStatus,
+    HistorySamples,
     ListReferences,
     NewReferenceBody,
     ReferenceInfo,
@@ -105,6 +106,7 @@ from services.gateway.adapters import (
 )
 from services.gateway.config import Settings
 from services.gateway.fanout import FeedHub, Viewer
+from services.gateway.history import PARQUET, HistoryQueries, history_csv, history_parquet
 from services.gateway.logic import (
     CommandError,
     Decimator,
@@ -142,6 +144,11 @@ class ApiError(Exception):
         self.status, self.message, self.field = status, message, field
 
 
+def _utc(moment: datetime) -> datetime:
+    """A query's time; one without a zone is UTC."""
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+
+
 def valid_stream_id(stream_id: str, field: str = "stream_id") -> str:
     try:
         return subjects.check_stream_id(stream_id)
@@ -162,6 +169,7 @@ class Gateway:
         rules: AlertRulesKv,
         metrics: Metrics,
         datasets: Datasets,
+        history: HistoryQueries,
     ) -> None:
         self.settings = settings
         self.port = port
@@ -171,6 +179,7 @@ class Gateway:
         self.rules = rules
         self.metrics = metrics
         self.datasets = datasets
+        self.history = history
         self.ws_clients = Gauge(
             "vertac_websocket_clients", "Open WebSocket connections", registry=metrics.registry
         )
@@ -259,6 +268,7 @@ def build_app(settings: Settings, common: CommonSettings) -> FastAPI:
             AlertRulesKv(await bus.js.key_value(subjects.KV_ALERT_RULES)),
             Metrics(SERVICE),
             Datasets(pool),
+            HistoryQueries(pool),
         )
         app.state.bus = bus
         log.info("gateway ready", extra={"host": settings.host, "port": settings.port})
@@ -426,6 +436,50 @@ def build_app(settings: Settings, common: CommonSettings) -> FastAPI:
         if message is None:
             return WsSamples(stream_id=stream_id, seq=-1, sensors={})
         return message.model_copy(update={"sent_ms": []})
+
+    @app.get(
+        "/api/live/stream/{stream_id}/samples",
+        response_model=HistorySamples,
+        responses={200: {"content": {"text/csv": {}, PARQUET: {}}}},
+    )
+    async def history(
+        stream_id: str,
+        request: Request,
+        start: Annotated[
+            datetime | None, Query(description="Start (ISO time; default: end - 1 h).")
+        ] = None,
+        end: Annotated[datetime | None, Query(description="End (ISO time; default: now).")] = None,
+        max_points: Annotated[int, Query(ge=1, le=10_000)] = 1000,
+        sensors: Annotated[
+            str | None, Query(description="Comma-separated sensor ids (default: all).")
+        ] = None,
+        format: Annotated[str, Query(pattern="^(json|csv|parquet)$")] = "json",
+    ) -> Response:
+        """Any range of the stream's samples as at most ``max_points`` min/max/mean buckets per
+        sensor: from raw frames (spans up to 10 min with buckets under 1 s), else from the 1 s or
+        1 min rollups. JSON, or CSV / Parquet (one row per bucket) to download."""
+        g = gw(request)
+        valid_stream_id(stream_id)
+        end = _utc(end) if end is not None else datetime.now(UTC)
+        start = _utc(start) if start is not None else end - timedelta(hours=1)
+        if start >= end:
+            raise ApiError(422, "start must be before end", "query.start")
+        wanted = [x for x in sensors.split(",") if x] if sensors else None
+        h = await g.history.samples(stream_id, start, end, max_points, wanted)
+        name = f"{stream_id}-{start:%Y%m%dT%H%M%S}-{end:%Y%m%dT%H%M%S}"
+        if format == "csv":
+            return PlainTextResponse(
+                history_csv(h),
+                media_type="text/csv",
+                headers={"Content-Disposition": f'attachment; filename="{name}.csv"'},
+            )
+        if format == "parquet":
+            return Response(
+                await asyncio.to_thread(history_parquet, h),
+                media_type=PARQUET,
+                headers={"Content-Disposition": f'attachment; filename="{name}.parquet"'},
+            )
+        return JSONResponse(h.model_dump(mode="json"))
 
     @app.get("/api/live/stream/{stream_id}/cycle-config", response_model=CycleConfig)
     async def get_cycle_config(stream_id: str, request: Request) -> CycleConfig:

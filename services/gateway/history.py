@@ -1,0 +1,194 @@
+"""History of a stream over any range: raw frames for short spans, the 1 s or 1 min rollups for
+longer ones, reduced to at most ``max_points`` buckets per sensor."""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Final, Literal
+
+import numpy as np
+from psycopg_pool import AsyncConnectionPool
+
+from schemas.messages import HistorySamples, HistoryTrace
+from services.ingest.logic import from_payload, rollups, samples_of
+
+PARQUET: Final = "application/vnd.apache.parquet"
+S: Final = 1_000_000_000
+RAW_SPAN_S: Final = 600  # raw frames answer spans up to 10 min
+MAX_FRAME_S: Final = 60  # a frame covers at most this much: it may start before the range
+
+Resolution = Literal["raw", "1s", "1m"]
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    resolution: Resolution
+    bucket_ns: int
+
+
+def plan(start_ns: int, end_ns: int, max_points: int) -> Plan:
+    """Where a range is answered from and how wide its buckets are: raw frames when the
+    buckets are finer than 1 s and the span at most 10 min, else the 1 s rollups while the
+    buckets are finer than 1 min, else the 1 min rollups. Buckets are whole multiples of the
+    source's own (1 s, 1 min), so that rollup buckets are never split."""
+    span = max(1, end_ns - start_ns)
+    width = -(-span // max_points)  # ceil
+    if width < S and span <= RAW_SPAN_S * S:
+        return Plan("raw", max(1, width))
+    if width < 60 * S:
+        return Plan("1s", -(-width // S) * S)
+    return Plan("1m", -(-width // (60 * S)) * 60 * S)
+
+
+_ROLLUP = """
+SELECT sensor_id,
+       (extract(epoch FROM bucket)::bigint * 1000000000) / %(w)s * %(w)s AS b,
+       min(min), max(max), sum(sum) / nullif(sum(n_values), 0), sum(n)::bigint
+FROM {table}
+WHERE stream_id = %(stream)s AND bucket >= %(start)s AND bucket < %(end)s
+  AND (%(sensors)s::text[] IS NULL OR sensor_id = ANY(%(sensors)s))
+GROUP BY sensor_id, b
+ORDER BY sensor_id, b
+"""
+
+_RAW = """
+SELECT payload FROM live_frames
+WHERE stream_id = %s AND t_first_ns >= %s AND t_first_ns < %s AND t_last_ns >= %s
+ORDER BY t_first_ns
+"""
+
+
+class HistoryQueries:
+    def __init__(self, pool: AsyncConnectionPool) -> None:
+        self.pool = pool
+
+    async def samples(
+        self,
+        stream_id: str,
+        start: datetime,
+        end: datetime,
+        max_points: int,
+        sensors: list[str] | None,
+    ) -> HistorySamples:
+        start_ns = int(start.timestamp() * 1e6) * 1000
+        end_ns = int(end.timestamp() * 1e6) * 1000
+        p = plan(start_ns, end_ns, max_points)
+        if p.resolution == "raw":
+            traces = await self._raw(stream_id, start_ns, end_ns, p.bucket_ns, sensors)
+        else:
+            traces = await self._rollups(stream_id, start, end, p, sensors)
+        return HistorySamples(
+            stream_id=stream_id,
+            start=start,
+            end=end,
+            resolution=p.resolution,
+            bucket_ms=p.bucket_ns / 1e6,
+            sensors=traces,
+        )
+
+    async def _rollups(
+        self, stream_id: str, start: datetime, end: datetime, p: Plan, sensors: list[str] | None
+    ) -> dict[str, HistoryTrace]:
+        table = "live_rollup_1s" if p.resolution == "1s" else "live_rollup_1m"
+        args = {"w": p.bucket_ns, "stream": stream_id, "start": start, "end": end,
+                "sensors": sensors}  # fmt: skip
+        async with self.pool.connection() as conn:
+            cur = await conn.execute(_ROLLUP.format(table=table).encode(), args)
+            rows = await cur.fetchall()
+        out: dict[str, HistoryTrace] = {}
+        for sensor, b, lo, hi, mean, n in rows:
+            tr = out.setdefault(sensor, HistoryTrace(t_ms=[], min=[], max=[], mean=[], count=[]))
+            tr.t_ms.append(b / 1e6)
+            tr.min.append(lo)
+            tr.max.append(hi)
+            tr.mean.append(mean)
+            tr.count.append(int(n))
+        return out
+
+    async def _raw(
+        self, stream_id: str, start_ns: int, end_ns: int, bucket_ns: int, sensors: list[str] | None
+    ) -> dict[str, HistoryTrace]:
+        async with self.pool.connection() as conn:
+            cur = await conn.execute(
+                _RAW, (stream_id, start_ns - MAX_FRAME_S * S, end_ns, start_ns)
+            )
+            payloads = [r[0] for r in await cur.fetchall()]
+        frames = [from_payload(p) for p in payloads]
+        samples = samples_of(frames)
+        keep = (samples.t >= start_ns) & (samples.t < end_ns)
+        if sensors is not None and samples.names:
+            wanted = np.array([name[1] in sensors for name in samples.names], dtype=bool)
+            keep &= wanted[samples.key]
+        # buckets aligned on the range's start, not on the epoch
+        shifted = type(samples)(
+            samples.names, samples.key[keep], samples.t[keep] - start_ns,
+            samples.v[keep], samples.good[keep],
+        )  # fmt: skip
+        r = rollups(shifted, bucket_ns)
+        out: dict[str, HistoryTrace] = {}
+        mean = np.where(r.n_values > 0, r.sum / np.maximum(r.n_values, 1), np.nan)
+        ids = np.array(r.sensor_id, dtype=object)
+        for sensor in dict.fromkeys(r.sensor_id):
+            sel = ids == sensor
+            out[sensor] = HistoryTrace(
+                t_ms=((r.bucket_ns[sel] + start_ns) / 1e6).tolist(),
+                min=_nones(r.min[sel]), max=_nones(r.max[sel]), mean=_nones(mean[sel]),
+                count=r.n[sel].tolist(),
+            )  # fmt: skip
+        return out
+
+
+def _nones(a: np.ndarray) -> list[float | None]:
+    return [None if np.isnan(x) else float(x) for x in a.tolist()]
+
+
+def history_csv(h: HistorySamples) -> str:
+    """time (UTC, ms), sensor, min, max, mean, count: one row per bucket."""
+    out = io.StringIO()
+    out.write("time,sensor,min,max,mean,count\n")
+    for sensor, tr in h.sensors.items():
+        for t, lo, hi, mean, n in zip(tr.t_ms, tr.min, tr.max, tr.mean, tr.count, strict=True):
+            iso = datetime.fromtimestamp(t / 1000, UTC).isoformat(timespec="milliseconds")
+            out.write(f"{iso},{_csv(sensor)},{_num(lo)},{_num(hi)},{_num(mean)},{n}\n")
+    return out.getvalue()
+
+
+def _num(x: float | None) -> str:
+    return "" if x is None else repr(x)
+
+
+def _csv(text: str) -> str:
+    if any(c in text for c in ',"\n\r'):
+        return '"' + text.replace('"', '""') + '"'
+    return text
+
+
+def history_parquet(h: HistorySamples) -> bytes:
+    """The same rows as :func:`history_csv`, as a Parquet file (time as a UTC timestamp)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    sensors, t, lo, hi, mean, n = [], [], [], [], [], []
+    for sensor, tr in h.sensors.items():
+        sensors += [sensor] * len(tr.t_ms)
+        t += tr.t_ms
+        lo += tr.min
+        hi += tr.max
+        mean += tr.mean
+        n += tr.count
+    table = pa.table(
+        {
+            "time": pa.array(np.asarray(t, dtype=np.float64).astype("datetime64[ms]"),
+                             type=pa.timestamp("ms", tz="UTC")),
+            "sensor": pa.array(sensors, type=pa.string()),
+            "min": pa.array(lo, type=pa.float64()),
+            "max": pa.array(hi, type=pa.float64()),
+            "mean": pa.array(mean, type=pa.float64()),
+            "count": pa.array(n, type=pa.int64()),
+        }
+    )  # fmt: skip
+    sink = io.BytesIO()
+    pq.write_table(table, sink)
+    return sink.getvalue()
