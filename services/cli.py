@@ -330,6 +330,55 @@ def dataset_analyse(
                    f"{scores[len(scores) // 2]:.1f}, lowest {scores[0]:.1f}")  # fmt: skip
 
 
+@app.command("export")
+def export(
+    stream: Annotated[str, typer.Option(help="The stream id.")],
+    start: Annotated[str, typer.Option(help="Start, ISO time (UTC when no zone is given).")],
+    end: Annotated[str, typer.Option(help="End, ISO time (UTC when no zone is given).")],
+    out: Annotated[Path, typer.Option(help="The Parquet file to write.")],
+) -> None:
+    """Raw samples of a stream's range as Parquet (long form: time, sensor, value, quality),
+    read a few hundred frames at a time: memory stays bounded whatever the range."""
+    from datetime import UTC, datetime
+
+    import psycopg
+    from rich.progress import Progress
+
+    from schemas import subjects
+    from services.common.raw_export import export_parquet
+
+    try:
+        subjects.check_stream_id(stream)
+    except subjects.InvalidStreamId as exc:
+        raise fail(f"--stream: {exc}") from exc
+    moments = []
+    for name, text in (("--start", start), ("--end", end)):
+        try:
+            moment = datetime.fromisoformat(text)
+        except ValueError as exc:
+            raise fail(f"{name}: {text!r} is not an ISO time (2026-12-01T08:00:00Z)") from exc
+        moments.append(moment if moment.tzinfo else moment.replace(tzinfo=UTC))
+    if moments[0] >= moments[1]:
+        raise fail("--start must be before --end")
+    start_ns, end_ns = (int(m.timestamp() * 1e6) * 1000 for m in moments)
+    common = CommonSettings()
+    with Progress(transient=True) as bar:
+        task = bar.add_task(f"exporting {stream}", total=None)
+
+        def progress(done: int, total: int) -> None:
+            bar.update(task, completed=done, total=total)
+
+        try:
+            result = asyncio.run(
+                export_parquet(common.database_url, stream, start_ns, end_ns, out, progress)
+            )
+        except psycopg.OperationalError as exc:
+            raise fail(f"PostgreSQL is unreachable: {exc}") from exc
+        except OSError as exc:
+            raise fail(f"--out: {exc}") from exc
+    typer.echo(f"wrote {result.samples} samples of {result.frames} frames to {out}")
+
+
 @schemas_app.command("export")
 def schemas_export() -> None:
     """Write JSON Schemas and the AsyncAPI document into schemas/json/, and the dashboard's

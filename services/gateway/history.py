@@ -124,7 +124,7 @@ class HistoryQueries:
         # buckets aligned on the range's start, not on the epoch
         shifted = type(samples)(
             samples.names, samples.key[keep], samples.t[keep] - start_ns,
-            samples.v[keep], samples.good[keep],
+            samples.v[keep], samples.q[keep],
         )  # fmt: skip
         r = rollups(shifted, bucket_ns)
         out: dict[str, HistoryTrace] = {}

@@ -109,7 +109,7 @@ class Samples:
     key: npt.NDArray[np.int64]
     t: npt.NDArray[np.int64]
     v: npt.NDArray[np.float64]
-    good: npt.NDArray[np.bool_]
+    q: npt.NDArray[np.uint8]  # quality
 
 
 def samples_of(frames: list[Frame]) -> Samples:
@@ -122,10 +122,10 @@ def samples_of(frames: list[Frame]) -> Samples:
             keys.append(np.full(s.n, k, dtype=np.int64))
             ts.append(s.timestamps())
             vs.append(np.asarray(s.values, dtype=np.float64))
-            qs.append(s.qualities() == QUALITY_GOOD)
+            qs.append(s.qualities())
     if not keys:
         empty = np.zeros(0, dtype=np.int64)
-        return Samples([], empty, empty, np.zeros(0), np.zeros(0, dtype=bool))
+        return Samples([], empty, empty, np.zeros(0), np.zeros(0, dtype=np.uint8))
     key, t = np.concatenate(keys), np.concatenate(ts)
     order = np.lexsort((t, key))
     return Samples(
@@ -156,7 +156,7 @@ def rollups(samples: Samples, bucket_ns: int) -> Rollups:
         sensor_id=[samples.names[k][1] for k in keys.tolist()],
         bucket_ns=bucket[starts] * bucket_ns,
         n=np.diff(np.concatenate((starts, [len(bucket)]))),
-        n_bad=np.add.reduceat((~samples.good).astype(np.int64), starts),
+        n_bad=np.add.reduceat((samples.q != QUALITY_GOOD).astype(np.int64), starts),
         n_values=n_values,
         min=lo,
         max=hi,

@@ -117,3 +117,56 @@ def test_the_plan_picks_the_coarsest_source_that_still_gives_max_points() -> Non
     assert (
         plan(now, now + int(timedelta(minutes=20).total_seconds()) * S, 10_000).resolution == "1s"
     )
+
+
+async def test_vertac_export_writes_the_raw_samples_of_a_range_as_parquet(
+    bus, common: CommonSettings, running, stream_id: str, tmp_path
+) -> None:
+    import asyncio
+    import os
+    import sys
+
+    from tests.conftest import REPO
+
+    running.start(serve_ingest(IngestSettings(metrics_port=0), common, running.stop))
+    t0 = (time.time_ns() // S - 100) * S
+    publisher = FramePublisher(bus.js)
+    n_frames = 1200  # more than one chunk of 500 frames
+    for k in range(n_frames):
+        t = t0 + k * 50_000_000
+        q = np.full(5, 192, dtype=np.uint8)
+        q[0] = 0 if k % 7 == 0 else 192
+        await publisher.publish(
+            Frame(
+                stream_id,
+                k,
+                (Series("p", (k * 5 + np.arange(5)).astype("f8"), t, 10_000_000, None, q),),
+            )
+        )
+    await publisher.flush()
+
+    async def stored() -> bool:
+        return await frame_count(common.database_url, stream_id) == n_frames
+
+    await eventually(stored, timeout=90)
+    out = tmp_path / "range.parquet"
+    start, end = t0 + 10 * S, t0 + 50 * S  # 40 s of the 60 s
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "services.cli", "export", "--stream", stream_id,
+        "--start", iso(start), "--end", iso(end), "--out", str(out),
+        cwd=REPO, env={**os.environ, "VERTAC_DATABASE_URL": common.database_url},
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    stdout, stderr = await asyncio.wait_for(proc.communicate(), 120)
+    assert proc.returncode == 0, stderr.decode()
+    table = pq.read_table(out)
+    t = table.column("time").cast("int64").to_numpy()
+    values = table.column("value").to_numpy()
+    assert table.num_rows == 40 * 100  # 100 samples/s
+    assert t.min() == start and t.max() < end
+    order = np.argsort(t)
+    assert np.array_equal(values[order], np.arange(10 * 100, 50 * 100, dtype="f8"))
+    quality = table.column("quality").to_numpy()[order]
+    assert (quality == 0).sum() == sum(1 for k in range(200, 1000) if k % 7 == 0)
+    assert set(table.column("sensor").to_pylist()) == {"p"}
+    assert f"wrote {40 * 100} samples" in stdout.decode()
