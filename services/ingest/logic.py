@@ -4,6 +4,7 @@ protocol."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -113,24 +114,35 @@ class Samples:
 
 
 def samples_of(frames: list[Frame]) -> Samples:
-    """All samples of ``frames`` in one set of arrays (numpy, no per-sample Python)."""
+    """All samples of ``frames`` in one set of arrays, grouped by (stream, sensor) and in time
+    order within each (numpy; a sort only for a sensor whose frames came out of time order)."""
     index: dict[tuple[str, str], int] = {}
-    keys, ts, vs, qs = [], [], [], []
+    parts: list[tuple[list[Any], list[Any], list[Any]]] = []
     for f in frames:
         for s in f.series:
             k = index.setdefault((f.stream_id, s.sensor_id), len(index))
-            keys.append(np.full(s.n, k, dtype=np.int64))
-            ts.append(s.timestamps())
-            vs.append(np.asarray(s.values, dtype=np.float64))
-            qs.append(s.qualities())
-    if not keys:
+            if k == len(parts):
+                parts.append(([], [], []))
+            parts[k][0].append(s.timestamps())
+            parts[k][1].append(np.asarray(s.values, dtype=np.float64))
+            parts[k][2].append(s.qualities())
+    if not parts:
         empty = np.zeros(0, dtype=np.int64)
         return Samples([], empty, empty, np.zeros(0), np.zeros(0, dtype=np.uint8))
-    key, t = np.concatenate(keys), np.concatenate(ts)
-    order = np.lexsort((t, key))
+    keys, ts, vs, qs = [], [], [], []
+    for k, (tl, vl, ql) in enumerate(parts):
+        t, v, q = np.concatenate(tl), np.concatenate(vl), np.concatenate(ql)
+        if len(t) > 1 and np.any(t[1:] < t[:-1]):
+            order = np.argsort(t, kind="stable")
+            t, v, q = t[order], v[order], q[order]
+        keys.append(np.full(len(t), k, dtype=np.int64))
+        ts.append(t)
+        vs.append(v)
+        qs.append(q)
     return Samples(
-        list(index), key[order], t[order], np.concatenate(vs)[order], np.concatenate(qs)[order]
-    )
+        list(index), np.concatenate(keys), np.concatenate(ts), np.concatenate(vs),
+        np.concatenate(qs),
+    )  # fmt: skip
 
 
 def rollups(samples: Samples, bucket_ns: int) -> Rollups:
