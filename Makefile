@@ -12,7 +12,7 @@ PEERDEP := $(PEERS)/node_modules/.installed
 APP    := services/gateway/static/app/index.html
 WEBSRC := $(wildcard $(WEB)/src/*) $(WEB)/index.html $(WEB)/vite.config.ts $(WEB)/tsconfig.json
 
-.PHONY: help install web run test test-unit test-web lint fmt bench bench-browser bench-viewers bench-plant chaos schemas clean
+.PHONY: help install web run test test-unit test-web lint fmt bench bench-browser bench-viewers bench-plant bench-historian chaos schemas clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -74,9 +74,13 @@ bench: $(STAMP) $(APP) ## Benchmarks: ingest, analysis, alerts, edge, browser, v
 	$(BIN)/python -m tests.bench.browser
 	$(BIN)/python -m tests.bench.viewers
 	$(BIN)/python -m tests.bench.plant
+	$(BIN)/python -m tests.bench.historian
 
 bench-viewers: $(STAMP) ## Only the viewer benchmark (1,000-10,000 WebSocket viewers; needs Node.js)
 	$(BIN)/python -m tests.bench.viewers
+
+bench-historian: $(STAMP) ## Only the historian benchmark (a day of 16 sensors x 1 kHz in PostgreSQL, against VictoriaMetrics)
+	$(BIN)/python -m tests.bench.historian
 
 bench-plant: $(STAMP) ## Only the plant benchmark (machines x 16 sensors x 100 Hz, every service at work)
 	$(BIN)/python -m tests.bench.plant
