@@ -11,7 +11,8 @@ from pathlib import Path
 import numpy as np
 import psycopg
 
-from services.ingest.logic import from_payload, samples_of
+from schemas.frames import unpack
+from services.common.rollups import samples_of
 
 MAX_FRAME_NS = 60 * 1_000_000_000  # a frame covers at most this much: it may start earlier
 CHUNK_FRAMES = 500
@@ -64,7 +65,7 @@ async def export_parquet(
                     ("SELECT payload " + _RANGE + " ORDER BY t_first_ns, seq").encode(), args
                 )
                 while chunk := await frames.fetchmany(CHUNK_FRAMES):
-                    batch = [from_payload(r[0]) for r in chunk]
+                    batch = [unpack(r[0]) for r in chunk]
                     s = samples_of(batch)
                     keep = (s.t >= start_ns) & (s.t < end_ns)
                     names = [sensor for _, sensor in s.names]

@@ -4,15 +4,16 @@ longer ones, reduced to at most ``max_points`` buckets per sensor."""
 from __future__ import annotations
 
 import io
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Final, Literal
 
 import numpy as np
 from psycopg_pool import AsyncConnectionPool
 
+from schemas.frames import unpack
 from schemas.messages import HistorySamples, HistoryTrace
-from services.ingest.logic import from_payload, rollups, samples_of
+from services.common.rollups import rollups, samples_of
 
 PARQUET: Final = "application/vnd.apache.parquet"
 S: Final = 1_000_000_000
@@ -115,16 +116,16 @@ class HistoryQueries:
                 _RAW, (stream_id, start_ns - MAX_FRAME_S * S, end_ns, start_ns)
             )
             payloads = [r[0] for r in await cur.fetchall()]
-        frames = [from_payload(p) for p in payloads]
+        frames = [unpack(p) for p in payloads]
         samples = samples_of(frames)
         keep = (samples.t >= start_ns) & (samples.t < end_ns)
         if sensors is not None and samples.names:
             wanted = np.array([name[1] in sensors for name in samples.names], dtype=bool)
             keep &= wanted[samples.key]
         # buckets aligned on the range's start, not on the epoch
-        shifted = type(samples)(
-            samples.names, samples.key[keep], samples.t[keep] - start_ns,
-            samples.v[keep], samples.q[keep],
+        shifted = replace(
+            samples, key=samples.key[keep], t=samples.t[keep] - start_ns,
+            v=samples.v[keep], q=samples.q[keep],
         )  # fmt: skip
         r = rollups(shifted, bucket_ns)
         out: dict[str, HistoryTrace] = {}

@@ -18,7 +18,8 @@ from psycopg_pool import AsyncConnectionPool
 from schemas.frames import Frame
 from schemas.messages import StreamRegistered
 from services.common.consumer import BadMessage, TransientError
-from services.ingest.logic import FrameRow, rollups, samples_of
+from services.common.rollups import rollups, samples_of
+from services.ingest.logic import FrameRow
 from services.ingest.retention import DAY_NS, day_of, ensure_days
 
 _INSERT_FRAMES = """

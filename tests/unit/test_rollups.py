@@ -7,7 +7,7 @@ import math
 import numpy as np
 
 from schemas.frames import Frame, Series
-from services.ingest.logic import rollups, samples_of
+from services.common.rollups import rollups, samples_of
 
 S = 1_000_000_000
 
