@@ -317,6 +317,70 @@ def decode_binary(data: bytes) -> Frame:
     )
 
 
+@dataclass(frozen=True, slots=True)
+class RegularFrame:
+    """The header of a regular binary frame — every sensor on one clock (same first timestamp,
+    period and count), one dtype, all samples good — and its body, the values sensor after
+    sensor. Readers that reduce many stored frames stack such bodies without decoding."""
+
+    stream_id: str
+    seq: int
+    ids: tuple[str, ...]
+    dtype: str
+    n: int
+    t0_ns: int
+    period_ns: int
+    shuffled: bool
+    body: memoryview
+
+
+def peek_regular(data: bytes) -> RegularFrame | None:
+    """``data`` (a binary frame) as a :class:`RegularFrame`, or None when it is not regular or
+    not well-formed (:func:`decode_binary` then decodes it, or says what is wrong)."""
+    try:
+        header, pos = _header(data)
+    except FrameError:
+        return None
+    sensors = header.get("sensors")
+    stream_id, seq = header.get("stream_id"), header.get("seq")
+    layout = header.get("layout", "plain")
+    if (
+        header.get("v") != 1
+        or layout not in ("plain", "shuffled")
+        or not isinstance(sensors, list)
+        or not sensors
+        or not isinstance(stream_id, str)
+        or not isinstance(seq, int)
+        or not all(isinstance(m, dict) for m in sensors)
+    ):
+        return None
+    first = sensors[0]
+    clock = (first.get("dtype"), first.get("n"), first.get("t0"), first.get("dt"))
+    code, n, t0, dt = clock
+    if (
+        code not in DTYPES
+        or not isinstance(n, int)
+        or not isinstance(t0, int)
+        or not isinstance(dt, int)
+        or dt <= 0
+        or not 0 <= n <= MAX_SAMPLES_PER_SERIES
+        or not INT64_MIN <= t0 <= INT64_MAX
+    ):
+        return None
+    ids = []
+    for m in sensors:
+        if (m.get("dtype"), m.get("n"), m.get("t0"), m.get("dt")) != clock or m.get("q", False):
+            return None
+        ids.append(m.get("id"))
+    if not all(isinstance(i, str) for i in ids) or len(set(ids)) != len(ids):
+        return None
+    if len(data) - pos != len(ids) * n * np.dtype(code).itemsize:
+        return None
+    return RegularFrame(
+        stream_id, seq, tuple(ids), code, n, t0, dt, layout == "shuffled", memoryview(data)[pos:]
+    )
+
+
 def pack(frame: Frame, level: int = 3) -> bytes:
     """The storage form of ``frame``: the shuffled binary layout, zstd-compressed. Used for
     ``live_frames.payload`` and for recorded cycles in the ``vertac_cycles`` object store."""

@@ -96,6 +96,7 @@ from services.common.datasets import (
 from services.common.db import open_pool
 from services.common.metrics import Metrics
 from services.common.runtime import EXIT_UNREACHABLE, open_bus
+from services.gateway import raw_history
 from services.gateway.adapters import (
     AlertQueries,
     AlertRulesKv,
@@ -271,6 +272,8 @@ def build_app(settings: Settings, common: CommonSettings) -> FastAPI:
             HistoryQueries(pool),
         )
         app.state.bus = bus
+        # compile the raw-history kernels in the background: the first query need not wait
+        app.state.warm_up = asyncio.create_task(asyncio.to_thread(raw_history.warm_up))
         log.info("gateway ready", extra={"host": settings.host, "port": settings.port})
         try:
             yield

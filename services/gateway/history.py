@@ -3,17 +3,17 @@ longer ones, reduced to at most ``max_points`` buckets per sensor."""
 
 from __future__ import annotations
 
+import asyncio
 import io
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Final, Literal
 
 import numpy as np
 from psycopg_pool import AsyncConnectionPool
 
-from schemas.frames import unpack
 from schemas.messages import HistorySamples, HistoryTrace
-from services.common.rollups import rollups, samples_of
+from services.gateway.raw_history import raw_buckets
 
 PARQUET: Final = "application/vnd.apache.parquet"
 S: Final = 1_000_000_000
@@ -112,37 +112,26 @@ class HistoryQueries:
         self, stream_id: str, start_ns: int, end_ns: int, bucket_ns: int, sensors: list[str] | None
     ) -> dict[str, HistoryTrace]:
         async with self.pool.connection() as conn:
-            cur = await conn.execute(
-                _RAW, (stream_id, start_ns - MAX_FRAME_S * S, end_ns, start_ns)
-            )
+            cur = conn.cursor(binary=True)  # bytea as bytes, not hex text
+            await cur.execute(_RAW, (stream_id, start_ns - MAX_FRAME_S * S, end_ns, start_ns))
             payloads = [r[0] for r in await cur.fetchall()]
-        frames = [unpack(p) for p in payloads]
-        samples = samples_of(frames)
-        keep = (samples.t >= start_ns) & (samples.t < end_ns)
-        if sensors is not None and samples.names:
-            wanted = np.array([name[1] in sensors for name in samples.names], dtype=bool)
-            keep &= wanted[samples.key]
-        # buckets aligned on the range's start, not on the epoch
-        shifted = replace(
-            samples, key=samples.key[keep], t=samples.t[keep] - start_ns,
-            v=samples.v[keep], q=samples.q[keep],
-        )  # fmt: skip
-        r = rollups(shifted, bucket_ns)
+        b = await asyncio.to_thread(raw_buckets, payloads, start_ns, end_ns, bucket_ns, sensors)
+        t_ms = (start_ns + np.arange(b.count.shape[1]) * bucket_ns) / 1e6
+        mean = np.where(b.n_values > 0, b.sum / np.maximum(b.n_values, 1), np.nan)
         out: dict[str, HistoryTrace] = {}
-        mean = np.where(r.n_values > 0, r.sum / np.maximum(r.n_values, 1), np.nan)
-        ids = np.array(r.sensor_id, dtype=object)
-        for sensor in dict.fromkeys(r.sensor_id):
-            sel = ids == sensor
+        for row, sensor in enumerate(b.ids):
+            sel = b.count[row] > 0
             out[sensor] = HistoryTrace(
-                t_ms=((r.bucket_ns[sel] + start_ns) / 1e6).tolist(),
-                min=_nones(r.min[sel]), max=_nones(r.max[sel]), mean=_nones(mean[sel]),
-                count=r.n[sel].tolist(),
+                t_ms=t_ms[sel].tolist(), min=_nones(b.min[row, sel]), max=_nones(b.max[row, sel]),
+                mean=_nones(mean[row, sel]), count=b.count[row, sel].tolist(),
             )  # fmt: skip
         return out
 
 
 def _nones(a: np.ndarray) -> list[float | None]:
-    return [None if np.isnan(x) else float(x) for x in a.tolist()]
+    out = a.astype(object)
+    out[np.isnan(a)] = None
+    return out.tolist()  # type: ignore[no-any-return]
 
 
 def history_csv(h: HistorySamples) -> str:

@@ -18,7 +18,7 @@ from psycopg_pool import AsyncConnectionPool
 from schemas.frames import Frame
 from schemas.messages import StreamRegistered
 from services.common.consumer import BadMessage, TransientError
-from services.common.rollups import rollups, samples_of
+from services.common.rollups import frame_rollups
 from services.ingest.logic import FrameRow
 from services.ingest.retention import DAY_NS, day_of, ensure_days
 
@@ -51,26 +51,53 @@ SELECT (SELECT coalesce(sum(samples), 0) FROM agg),
        (SELECT coalesce(array_agg(seq), '{}') FROM new)
 """
 
+_ROLLUP_ARGS = (
+    "%s::text[], %s::bigint[], %s::bigint[], %s::text[], %s::bigint[], %s::int[], %s::int[], "
+    "%s::int[], %s::float8[], %s::float8[], %s::float8[], %s::float8[], %s::bigint[]"
+)
 _UPSERT_ROLLUP = """
-INSERT INTO {table} AS r
-    (stream_id, sensor_id, bucket, n, n_bad, n_values, min, max, sum, last, last_ns)
-SELECT stream_id, sensor_id, to_timestamp(bucket_ns / 1e9), n, n_bad, n_values,
-       nullif(lo, 'NaN'), nullif(hi, 'NaN'), total, nullif(last, 'NaN'), last_ns
-FROM unnest(%s::text[], %s::text[], %s::bigint[], %s::int[], %s::int[], %s::int[],
-            %s::float8[], %s::float8[], %s::float8[], %s::float8[], %s::bigint[])
-    AS u(stream_id, sensor_id, bucket_ns, n, n_bad, n_values, lo, hi, total, last, last_ns)
-ORDER BY stream_id, sensor_id, bucket_ns  -- one lock order for every writer
-ON CONFLICT (stream_id, sensor_id, bucket) DO UPDATE SET
-    n = r.n + EXCLUDED.n,
-    n_bad = r.n_bad + EXCLUDED.n_bad,
-    n_values = r.n_values + EXCLUDED.n_values,
-    min = least(r.min, EXCLUDED.min),
-    max = greatest(r.max, EXCLUDED.max),
-    sum = r.sum + EXCLUDED.sum,
-    last = CASE WHEN EXCLUDED.last_ns >= r.last_ns THEN EXCLUDED.last ELSE r.last END,
-    last_ns = greatest(r.last_ns, EXCLUDED.last_ns)
-"""
+{name} AS (
+    INSERT INTO {table} AS r
+        (stream_id, sensor_id, bucket, n, n_bad, n_values, min, max, sum, last, last_ns)
+    SELECT u.stream_id, u.sensor_id, to_timestamp(u.bucket / 1e9), sum(u.n), sum(u.n_bad),
+           sum(u.n_values), min(u.lo), max(u.hi), sum(u.total),
+           (array_agg(u.last ORDER BY u.last_ns DESC))[1], max(u.last_ns)
+    FROM (SELECT *, bucket_ns - ((bucket_ns %% {width}) + {width}) %% {width} AS bucket FROM u) AS u
+    JOIN ins ON ins.stream_id = u.stream_id AND ins.seq = u.seq
+            AND ins.t_first_ns = u.t_first_ns
+    GROUP BY u.stream_id, u.sensor_id, u.bucket
+    ORDER BY u.stream_id, u.sensor_id, u.bucket  -- one lock order for every writer
+    ON CONFLICT (stream_id, sensor_id, bucket) DO UPDATE SET
+        n = r.n + EXCLUDED.n,
+        n_bad = r.n_bad + EXCLUDED.n_bad,
+        n_values = r.n_values + EXCLUDED.n_values,
+        min = least(r.min, EXCLUDED.min),
+        max = greatest(r.max, EXCLUDED.max),
+        sum = r.sum + EXCLUDED.sum,
+        last = CASE WHEN EXCLUDED.last_ns >= r.last_ns THEN EXCLUDED.last ELSE r.last END,
+        last_ns = greatest(r.last_ns, EXCLUDED.last_ns)
+)"""
 ROLLUP_TABLES = (("live_rollup_1s", 1_000_000_000), ("live_rollup_1m", 60_000_000_000))
+# The frames and, for those newly stored, their 1 s rollups per frame (``u``), merged into both
+# rollup tables: one statement, one round trip.
+_ROLLUP_INPUT = f"""
+), u AS (
+    SELECT stream_id, seq, t_first_ns, sensor_id, bucket_ns, n, n_bad, n_values,
+           nullif(lo, 'NaN') AS lo, nullif(hi, 'NaN') AS hi, total,
+           nullif(last, 'NaN') AS last, last_ns
+    FROM unnest({_ROLLUP_ARGS})
+        AS u(stream_id, seq, t_first_ns, sensor_id, bucket_ns, n, n_bad, n_values, lo, hi,
+             total, last, last_ns)
+), {
+    ", ".join(
+        _UPSERT_ROLLUP.format(name=f"r{i}", table=t, width=w).strip()
+        for i, (t, w) in enumerate(ROLLUP_TABLES)
+    )
+}, stats AS ("""  # noqa: S608 (constants)
+_INSERT_FRAMES_AND_ROLLUPS = _INSERT_FRAMES.replace(
+    "RETURNING stream_id, seq, n_samples, t_last_ns",
+    "RETURNING stream_id, seq, n_samples, t_last_ns, t_first_ns",
+).replace("\n), stats AS (", _ROLLUP_INPUT)
 
 _UPSERT_STREAM = """
 INSERT INTO live_streams (stream_id, device_name, description, sensors, registered_at, updated_at)
@@ -119,17 +146,13 @@ class PgFrameStore:
         try:
             async with self.pool.connection() as conn:
                 await self._partitions(conn, "live_frames", params[2])
+                sql = _INSERT_FRAMES
+                if frames:
+                    params += await self._rollup_params(conn, frames)
+                    sql = _INSERT_FRAMES_AND_ROLLUPS
                 async with conn.transaction():
-                    cur = await conn.execute(_INSERT_FRAMES, params)
+                    cur = await conn.execute(sql.encode(), params)
                     row = await cur.fetchone()
-                    if row and frames and row[1]:
-                        new = set(zip(row[1], row[2], strict=True))
-                        # each new frame once, even when a batch holds it twice
-                        fresh: dict[tuple[str, int], Frame] = {}
-                        for f in frames:
-                            if (f.stream_id, f.seq) in new:
-                                fresh.setdefault((f.stream_id, f.seq), f)
-                        await self._rollups(conn, list(fresh.values()))
         except psycopg.errors.CheckViolation as exc:
             # a day's partition went (retention, another replica) since it was created here
             self.days.clear()
@@ -142,22 +165,25 @@ class PgFrameStore:
             raise TransientError("PostgreSQL pool timed out") from exc
         return int(row[0]) if row else 0
 
-    async def _rollups(self, conn: psycopg.AsyncConnection, frames: list[Frame]) -> None:
-        """1 s and 1 min rollups of ``frames``, merged into the stored buckets."""
-        samples = samples_of(frames)
-        for table, bucket_ns in ROLLUP_TABLES:
-            r = rollups(samples, bucket_ns)
-            if not len(r):
-                continue
-            await self._partitions(conn, table, r.bucket_ns)
-            await conn.execute(
-                _UPSERT_ROLLUP.format(table=table).encode(),
-                (
-                    r.stream_id, r.sensor_id, r.bucket_ns.tolist(), r.n.tolist(),
-                    r.n_bad.tolist(), r.n_values.tolist(), r.min.tolist(), r.max.tolist(),
-                    r.sum.tolist(), r.last.tolist(), r.last_ns.tolist(),
-                ),
-            )  # fmt: skip
+    async def _rollup_params(
+        self, conn: psycopg.AsyncConnection, frames: list[Frame]
+    ) -> tuple[list[Any], ...]:
+        """The 1 s rollups of ``frames`` per frame, keyed by frame, as statement parameters
+        (the statement keeps those of frames newly stored and folds them into minutes too)."""
+        first: dict[tuple[str, int, int], Frame] = {}
+        for f in frames:  # a frame twice in a batch is stored once, so counted once
+            first.setdefault((f.stream_id, f.seq, f.first_ns()), f)
+        keys = list(first)
+        r = frame_rollups(list(first.values()), ROLLUP_TABLES[0][1])
+        for table, width in ROLLUP_TABLES:
+            await self._partitions(conn, table, np.unique(r.bucket_ns // width * width))
+        owner = r.frame.tolist()
+        return (
+            r.stream_id,
+            [keys[k][1] for k in owner], [keys[k][2] for k in owner], r.sensor_id,
+            r.bucket_ns.tolist(), r.n.tolist(), r.n_bad.tolist(), r.n_values.tolist(),
+            r.min.tolist(), r.max.tolist(), r.sum.tolist(), r.last.tolist(), r.last_ns.tolist(),
+        )  # fmt: skip
 
     async def upsert_streams(self, records: list[StreamRegistered]) -> None:
         try:
