@@ -37,6 +37,7 @@ MODELS: tuple[type[BaseModel], ...] = (
     m.ReferenceInfo,
     m.DatasetEntry,
     m.DatasetInfo,
+    m.HistorySamples,
     m.WsEnvelope,
     m.WsSamples,
     m.WsStateChange,

@@ -7,6 +7,7 @@ import type {
   CycleOverlay,
   CycleSummary,
   DatasetEntry,
+  HistorySamples,
   ReferenceInfo,
   StreamRegistered,
   StreamStatus,
@@ -22,6 +23,8 @@ export type {
   CycleStateChanged,
   CycleSummary,
   DatasetEntry,
+  HistorySamples,
+  HistoryTrace,
   OverlaySensor,
   Recommendation,
   ReferenceInfo,
@@ -86,6 +89,16 @@ async function call<T>(path: string, init?: RequestInit): Promise<T> {
 
 const enc = encodeURIComponent;
 
+function historyQuery(startMs: number, endMs: number, maxPoints: number, format?: string): string {
+  const q = new URLSearchParams({
+    start: new Date(startMs).toISOString(),
+    end: new Date(endMs).toISOString(),
+    max_points: String(Math.max(10, Math.min(10_000, Math.round(maxPoints)))),
+  });
+  if (format) q.set("format", format);
+  return q.toString();
+}
+
 export const api = {
   streams: () => call<StreamRegistered[]>("/api/live/streams"),
   status: (sid: string) => call<StreamStatus>(`/api/live/stream/${enc(sid)}/status`),
@@ -98,6 +111,8 @@ export const api = {
     call<{ sensors: Record<string, { t_ms: number[]; min: number[]; max: number[]; mean: number[]; last: number }> }>(
       `/api/live/stream/${enc(sid)}/recent?seconds=${seconds}`,
     ),
+  samples: (sid: string, startMs: number, endMs: number, maxPoints: number) =>
+    call<HistorySamples>(`/api/live/stream/${enc(sid)}/samples?${historyQuery(startMs, endMs, maxPoints)}`),
   cycleAlerts: (cid: string) => call<CycleAlerts>(`/api/live/cycles/${enc(cid)}/alerts`),
   alerts: (params: Record<string, string>) =>
     call<AlertRow[]>(`/api/live/alerts?${new URLSearchParams(params).toString()}`),
@@ -124,4 +139,6 @@ export const links = {
   samplesCsv: (cid: string) => `/api/live/cycles/${enc(cid)}/samples?format=csv`,
   analysisCsv: (cid: string) => `/api/live/cycles/${enc(cid)}/analysis.csv`,
   reportPdf: (cid: string) => `/api/live/cycles/${enc(cid)}/report.pdf`,
+  samples: (sid: string, startMs: number, endMs: number, maxPoints: number, format: "csv" | "parquet") =>
+    `/api/live/stream/${enc(sid)}/samples?${historyQuery(startMs, endMs, maxPoints, format)}`,
 };

@@ -1,7 +1,7 @@
 // Canvas charts (uPlot): live strips, report overlays and the health trend.
 import uPlot from "uplot";
 import "uplot/dist/uPlot.min.css";
-import type { CycleSummary, OverlaySensor } from "./api";
+import type { CycleSummary, HistoryTrace, OverlaySensor } from "./api";
 import { interp } from "./interp";
 
 function sized(el: HTMLElement, height: number): { width: number; height: number } {
@@ -117,6 +117,71 @@ export function trendChart(el: HTMLElement, cycles: CycleSummary[], height = 200
       ],
     },
     [x, y],
+    el,
+  );
+  follow(el, plot, height);
+  return plot;
+}
+
+/** A sensor's history buckets: mean line over the min-max band, gaps where buckets are empty.
+ * Dragging across the chart selects a range, handed to ``onZoom`` (seconds). */
+export function signalChart(
+  el: HTMLElement,
+  label: string,
+  unit: string,
+  trace: HistoryTrace,
+  bucketMs: number,
+  onZoom: (startS: number, endS: number) => void,
+  height = 140,
+): uPlot {
+  const x: number[] = [];
+  const lo: (number | null)[] = [];
+  const hi: (number | null)[] = [];
+  const mean: (number | null)[] = [];
+  for (let i = 0; i < trace.t_ms.length; i++) {
+    const t = trace.t_ms[i] as number;
+    if (i > 0 && t - (trace.t_ms[i - 1] as number) > 1.5 * bucketMs) {
+      x.push((t - bucketMs) / 1000); // an empty bucket: break the lines
+      lo.push(null);
+      hi.push(null);
+      mean.push(null);
+    }
+    x.push(t / 1000);
+    lo.push(trace.min[i] ?? null);
+    hi.push(trace.max[i] ?? null);
+    mean.push(trace.mean[i] ?? null);
+  }
+  const plot = new uPlot(
+    {
+      ...sized(el, height),
+      title: label,
+      legend: { show: false },
+      cursor: { drag: { x: true, y: false, setScale: false }, sync: { key: "vertac-history" } },
+      scales: { x: { time: true }, y: { auto: true } },
+      axes: [
+        { size: 30, font: "11px system-ui" },
+        { size: 52, font: "11px system-ui", label: unit || undefined, labelSize: 14 },
+      ],
+      series: [
+        {},
+        { label: "min", stroke: "#9ecbff", width: 0.5, points: { show: false } },
+        { label: "max", stroke: "#9ecbff", width: 0.5, points: { show: false } },
+        { label: "mean", stroke: "#0969da", width: 1.2, points: { show: false } },
+      ],
+      bands: [{ series: [2, 1], fill: "rgba(84, 174, 255, 0.25)" }],
+      hooks: {
+        setSelect: [
+          (u) => {
+            if (u.select.width < 3) return;
+            const a = u.posToVal(u.select.left, "x");
+            const b = u.posToVal(u.select.left + u.select.width, "x");
+            u.setSelect({ left: 0, top: 0, width: 0, height: 0 }, false);
+            onZoom(a, b);
+          },
+        ],
+      },
+    },
+    [x, lo, hi, mean] as unknown as uPlot.AlignedData,
     el,
   );
   follow(el, plot, height);

@@ -166,6 +166,28 @@ export interface HealthStatus {
   pid: number;
 }
 
+/**
+ * Answer of ``GET /api/live/stream/{id}/samples``: any time range, at most ``max_points`` buckets
+ * per sensor, from raw frames or the 1 s / 1 min rollups (``resolution``).
+ */
+export interface HistorySamples {
+  stream_id: string;
+  start: string;
+  end: string;
+  resolution: "raw" | "1s" | "1m";
+  bucket_ms: number;
+  sensors: Record<string, HistoryTrace>;
+}
+
+/** One sensor's buckets: the time (ms) each bucket starts, min, max, mean, sample count. */
+export interface HistoryTrace {
+  t_ms: number[];
+  min: (number | null)[];
+  max: (number | null)[];
+  mean: (number | null)[];
+  count: number[];
+}
+
 /** One sensor of a cycle over its reference, on the cycle's own time axis (seconds). */
 export interface OverlaySensor {
   sensor_id: string;

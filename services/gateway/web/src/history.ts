@@ -3,13 +3,17 @@ import type uPlot from "uplot";
 import { api } from "./api";
 import { trendChart } from "./charts";
 import { duration, fmt, h, RISK_COLOURS, when } from "./dom";
+import { mountSignals } from "./signals";
 
 export function mountHistory(root: HTMLElement, streamId: string): () => void {
   const chartBox = h("div", { class: "trend", "data-testid": "health-trend" });
   const table = h("tbody", {});
+  const signals = h("div", { "data-testid": "signals" });
   root.replaceChildren(
     h("section", { class: "panel" },
       h("h1", {}, `History of ${streamId}`),
+      h("h2", {}, "Signals"),
+      signals,
       h("h2", {}, "Health trend"),
       chartBox,
       h("h2", {}, "Cycles"),
@@ -20,6 +24,15 @@ export function mountHistory(root: HTMLElement, streamId: string): () => void {
     ),
   );
   let chart: uPlot | null = null;
+  let unmountSignals = (): void => undefined;
+  let closed = false;
+  void api
+    .streams()
+    .then((all) => all.find((s) => s.stream_id === streamId)?.sensors ?? [])
+    .catch(() => []) // names and units are a nicety: the ids do
+    .then((sensors) => {
+      if (!closed) unmountSignals = mountSignals(signals, streamId, sensors);
+    });
   void api
     .cycles(streamId, 500)
     .then((cycles) => {
@@ -46,5 +59,9 @@ export function mountHistory(root: HTMLElement, streamId: string): () => void {
       }
     })
     .catch((err: Error) => table.append(h("tr", {}, h("td", { colspan: 9, class: "error" }, `Could not load cycles: ${err.message}`))));
-  return () => chart?.destroy();
+  return () => {
+    closed = true;
+    chart?.destroy();
+    unmountSignals();
+  };
 }
