@@ -36,6 +36,10 @@ app.add_typer(schemas_app, name="schemas")
 app.add_typer(cycle_app, name="cycle")
 app.add_typer(alerts_app, name="alerts")
 app.add_typer(dataset_app, name="dataset")
+influx_app = typer.Typer(
+    help="The InfluxDB 2 sink's buckets and downsampling.", no_args_is_help=True
+)
+app.add_typer(influx_app, name="influx")
 
 T = TypeVar("T")
 DATA = Path(".vertac")
@@ -377,6 +381,46 @@ def export(
         except OSError as exc:
             raise fail(f"--out: {exc}") from exc
     typer.echo(f"wrote {result.samples} samples of {result.frames} frames to {out}")
+
+
+@influx_app.command("init")
+def influx_init(
+    rollup_bucket: Annotated[
+        str, typer.Option(help="Bucket of the 1 min aggregates (default: <bucket>_1m).")
+    ] = "",
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Print the plan and the Flux task only.")
+    ] = False,
+) -> None:
+    """Set up the InfluxDB 2 sink (VERTAC_INGEST_INFLUX_*): its bucket keeps raw samples
+    VERTAC_RAW_RETENTION_DAYS, a second bucket keeps 1 min aggregates
+    VERTAC_ROLLUP_RETENTION_DAYS, filled by a Flux task every minute. Safe to run again."""
+    from services.ingest.config import Settings as IngestSettings
+    from services.ingest.influx_setup import InfluxPlan, InfluxSetupError, apply, flux_task
+
+    common, ingest = CommonSettings(), IngestSettings()
+    plan = InfluxPlan(
+        org=ingest.influx_org,
+        bucket=ingest.influx_bucket,
+        rollup_bucket=rollup_bucket or f"{ingest.influx_bucket}_1m",
+        raw_days=common.raw_retention_days,
+        rollup_days=common.rollup_retention_days,
+    )
+    if plan.rollup_bucket == plan.bucket:
+        raise fail("--rollup-bucket must differ from the sink's bucket")
+    if dry_run:
+        for line in plan.describe():
+            typer.echo(line)
+        typer.echo(flux_task(plan))
+        return
+    if not ingest.influx_url:
+        raise fail("VERTAC_INGEST_INFLUX_URL is not set (the InfluxDB to set up)")
+    try:
+        done = apply(plan, ingest.influx_url, ingest.influx_token)
+    except InfluxSetupError as exc:
+        raise fail(str(exc)) from exc
+    for line in done:
+        typer.echo(line)
 
 
 @schemas_app.command("export")

@@ -5,20 +5,23 @@ from __future__ import annotations
 
 import asyncio
 import io
+import itertools
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Final, Literal
+from typing import Final, Literal, cast
 
 import numpy as np
 from psycopg_pool import AsyncConnectionPool
 
 from schemas.messages import HistorySamples, HistoryTrace
-from services.gateway.raw_history import raw_buckets
+from services.gateway import raw_history
+from services.gateway.raw_history import Buckets, combine, raw_buckets
 
 PARQUET: Final = "application/vnd.apache.parquet"
 S: Final = 1_000_000_000
 RAW_SPAN_S: Final = 600  # raw frames answer spans up to 10 min
 MAX_FRAME_S: Final = 60  # a frame covers at most this much: it may start before the range
+RAW_PARTS: Final = 2  # a raw range is fetched and reduced in this many parts
 
 Resolution = Literal["raw", "1s", "1m"]
 
@@ -111,11 +114,23 @@ class HistoryQueries:
     async def _raw(
         self, stream_id: str, start_ns: int, end_ns: int, bucket_ns: int, sensors: list[str] | None
     ) -> dict[str, HistoryTrace]:
-        async with self.pool.connection() as conn:
-            cur = conn.cursor(binary=True)  # bytea as bytes, not hex text
-            await cur.execute(_RAW, (stream_id, start_ns - MAX_FRAME_S * S, end_ns, start_ns))
-            payloads = [r[0] for r in await cur.fetchall()]
-        b = await asyncio.to_thread(raw_buckets, payloads, start_ns, end_ns, bucket_ns, sensors)
+        # parts of the range fetched on their own connections and reduced on the history
+        # threads as they arrive: fetching, decompressing and reducing overlap
+        cuts = np.linspace(start_ns, end_ns, RAW_PARTS + 1).astype(np.int64).tolist()
+        cuts[0] = start_ns - MAX_FRAME_S * S  # a frame that started before the range
+
+        async def part(lo: int, hi: int) -> Buckets:
+            async with self.pool.connection() as conn:
+                cur = conn.cursor(binary=True)  # bytea as bytes, not hex text
+                await cur.execute(_RAW, (stream_id, lo, hi, start_ns))
+                payloads = [r[0] for r in await cur.fetchall()]
+            return cast(
+                Buckets,
+                await raw_history.run(raw_buckets, payloads, start_ns, end_ns, bucket_ns, sensors),
+            )
+
+        parts = await asyncio.gather(*(part(lo, hi) for lo, hi in itertools.pairwise(cuts)))
+        b = combine(list(parts))
         t_ms = (start_ns + np.arange(b.count.shape[1]) * bucket_ns) / 1e6
         mean = np.where(b.n_values > 0, b.sum / np.maximum(b.n_values, 1), np.nan)
         out: dict[str, HistoryTrace] = {}

@@ -4,12 +4,13 @@ Each sample is read once, straight from the decompressed frame body, by a compil
 adds it to its bucket: no per-frame decoding into objects, no intermediate arrays of every
 sample. Regular frames (every sensor on one clock, one dtype, all samples good; the usual case)
 are read from their byte-shuffled body; other frames are decoded and read series by series.
-The frames are split in two halves reduced side by side (the kernels and zstd release the GIL),
-whose buckets are then combined.
+Callers reduce parts of a range side by side (the kernels and zstd release the GIL) and
+combine their buckets.
 """
 
 from __future__ import annotations
 
+import asyncio
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Final
@@ -221,35 +222,55 @@ def raw_buckets(
     payloads: list[bytes], start_ns: int, end_ns: int, bucket_ns: int, sensors: list[str] | None
 ) -> Buckets:
     """Samples of ``payloads`` (stored frames) in ``[start_ns, end_ns)`` per sensor (all, or
-    those of ``sensors``) and bucket of ``bucket_ns`` counted from ``start_ns``."""
+    those of ``sensors``) and bucket of ``bucket_ns`` counted from ``start_ns``; on the calling
+    thread (:func:`combine` joins the buckets of frames reduced apart)."""
     columns = max(1, -(-(end_ns - start_ns) // bucket_ns))
-    half = -(-len(payloads) // THREADS) or 1
-    chunks = [payloads[i : i + half] for i in range(0, len(payloads), half)]
-    decoded = list(_POOL.map(_decompress, chunks))
+    frames = _decompress(payloads)
     wanted = None if sensors is None else set(sensors)
     rows: dict[str, int] = {}
     seen: set[tuple[str, ...]] = set()
-    for part in decoded:
-        for f in part:
-            ids = f.ids if isinstance(f, RegularFrame) else tuple(s.sensor_id for s in f.series)
-            if ids in seen:
-                continue
-            seen.add(ids)
-            for sid in ids:
-                if wanted is None or sid in wanted:
-                    rows.setdefault(sid, len(rows))
-    accs = list(
-        _POOL.map(lambda p: _reduce(p, rows, columns, start_ns, end_ns, bucket_ns), decoded)
-    )
-    acc = accs[0] if accs else _Acc(len(rows), columns)
-    for other in accs[1:]:
-        acc.lo = np.fmin(acc.lo, other.lo)
-        acc.hi = np.fmax(acc.hi, other.hi)
-        acc.total += other.total
-        acc.count += other.count
-        acc.n_values += other.n_values
+    for f in frames:
+        ids = f.ids if isinstance(f, RegularFrame) else tuple(s.sensor_id for s in f.series)
+        if ids in seen:
+            continue
+        seen.add(ids)
+        for sid in ids:
+            if wanted is None or sid in wanted:
+                rows.setdefault(sid, len(rows))
+    acc = _reduce(frames, rows, columns, start_ns, end_ns, bucket_ns)
     return Buckets(list(rows), start_ns, bucket_ns, acc.lo, acc.hi, acc.total, acc.count,
                    acc.n_values)  # fmt: skip
+
+
+def combine(parts: list[Buckets]) -> Buckets:
+    """The buckets of several sets of frames of one range and bucket width, as one."""
+    first = parts[0]
+    ids = list(dict.fromkeys(sid for p in parts for sid in p.ids))
+    if all(p.ids == ids for p in parts):
+        if len(parts) == 1:
+            return first
+        lo, hi = np.fmin.reduce([p.min for p in parts]), np.fmax.reduce([p.max for p in parts])
+        return Buckets(ids, first.start_ns, first.bucket_ns, lo, hi,
+                       np.sum([p.sum for p in parts], axis=0),
+                       np.sum([p.count for p in parts], axis=0),
+                       np.sum([p.n_values for p in parts], axis=0))  # fmt: skip
+    acc = _Acc(len(ids), first.count.shape[1])
+    row = {sid: i for i, sid in enumerate(ids)}
+    for p in parts:
+        at = [row[sid] for sid in p.ids]
+        acc.lo[at] = np.fmin(acc.lo[at], p.min)
+        acc.hi[at] = np.fmax(acc.hi[at], p.max)
+        acc.total[at] += p.sum
+        acc.count[at] += p.count
+        acc.n_values[at] += p.n_values
+    return Buckets(ids, first.start_ns, first.bucket_ns, acc.lo, acc.hi, acc.total, acc.count,
+                   acc.n_values)  # fmt: skip
+
+
+async def run(fn: Any, *args: Any) -> Any:
+    """``fn(*args)`` on the history threads (as many as cores to share, so that concurrent
+    queries queue instead of crowding out the event loop)."""
+    return await asyncio.get_running_loop().run_in_executor(_POOL, fn, *args)
 
 
 def warm_up() -> None:

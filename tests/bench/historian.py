@@ -34,6 +34,7 @@ from schemas.frames import Frame, Series
 from services.common.db import migrate
 from services.common.embedded import Postgres, free_port, wait_for_port
 from services.gateway.history import HistoryQueries
+from services.gateway.raw_history import warm_up
 from services.ingest.adapters import PgFrameStore
 from services.ingest.logic import influx_lines, to_row
 from services.ingest.retention import maintain, plan
@@ -151,6 +152,7 @@ async def main() -> None:
         off = await write(store, "ratio-off", now - 900 * S, 600, False)
         print(f"  ingest, rollups on {on / 1e6:.2f} M samples/s, off {off / 1e6:.2f} M samples/s "
               f"(ratio {on / off:.2f})")  # fmt: skip
+        warm_up()  # as the gateway does at start
         history = HistoryQueries(pool)
         end = datetime.fromtimestamp(now / S, UTC)
         for label, span, points in (
