@@ -13,6 +13,7 @@ every publisher of a stream (edge, REST gateway replicas) draws from one monoton
 from __future__ import annotations
 
 import asyncio
+import unicodedata
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable
@@ -274,7 +275,9 @@ async def lookup(kv: KeyValue, stream_id: str) -> StreamRegistered | None:
 
 def derive_stream_id(device_name: str) -> str:
     """A stream id made from a device name: 'Press 1 / Line A' -> 'press-1-line-a'."""
-    cleaned = "".join(c.lower() if c.isascii() and c.isalnum() else "-" for c in device_name)
+    # letters with accents keep their base letter: 'Prüfstand' -> 'prufstand'
+    ascii_name = unicodedata.normalize("NFKD", device_name).encode("ascii", "ignore").decode()
+    cleaned = "".join(c.lower() if c.isalnum() else "-" for c in ascii_name)
     token = "-".join(part for part in cleaned.split("-") if part)[:64]
     return subjects.check_stream_id(token or "stream")
 

@@ -23,6 +23,7 @@ Quality codes follow OPC DA: 192 good, 64 uncertain, 0 bad (any value 0-255 is c
 
 from __future__ import annotations
 
+import re
 import struct
 from dataclasses import dataclass, field
 from typing import Any, Final
@@ -47,6 +48,7 @@ MAX_SAMPLES_PER_SERIES: Final = 10_000_000
 INT64_MIN: Final = -(2**63)
 INT64_MAX: Final = 2**63 - 1
 _PREAMBLE = struct.Struct("<4sI")
+_SENSOR_ID = re.compile(r"[^\s,=\x00-\x1f\x7f]{1,128}")  # as schemas.v1.base.SensorId
 
 
 class FrameError(ValueError):
@@ -274,6 +276,12 @@ def decode_binary(data: bytes) -> Frame:
         if not isinstance(meta, dict):
             raise FrameError(f"sensors[{i}]", "must be a map")
         sid = _field(meta, "id", str, where)
+        if not _SENSOR_ID.fullmatch(sid):
+            raise FrameError(
+                f"{where}id",
+                f"{sid[:80]!r} is not a sensor id (1-128 characters; no spaces, commas, '=' or "
+                "control characters)",
+            )
         code = _field(meta, "dtype", str, where)
         if code not in DTYPES:
             raise FrameError(f"{where}dtype", f"{code!r} is not one of {sorted(DTYPES)}")

@@ -31,7 +31,7 @@ class InvalidStreamId(ValueError):
 
 def check_stream_id(stream_id: str) -> str:
     """Return ``stream_id`` unchanged, or raise :class:`InvalidStreamId`."""
-    if not _STREAM_ID.match(stream_id):
+    if not _STREAM_ID.fullmatch(stream_id):
         raise InvalidStreamId(stream_id)
     return stream_id
 

@@ -10,13 +10,15 @@ from pydantic import Field, model_validator
 from schemas.v1.base import Contract, StreamId
 from schemas.v1.references import RuleKind
 
+RULE_ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
+
 
 class AlertRule(Contract):
     """A live alert rule of one stream (KV ``vertac_alert_rules``, REST ``/api/live/stream/{id}/
     alert-rules``). Which fields matter depends on ``kind``; the validator names a missing one."""
 
     version: Literal[1] = 1
-    rule_id: str = Field(pattern=r"^[A-Za-z0-9_-]{1,64}$", description="Unique within the stream.")
+    rule_id: str = Field(pattern=RULE_ID_PATTERN, description="Unique within the stream.")
     stream_id: StreamId
     kind: RuleKind
     sensor_id: str | None = Field(

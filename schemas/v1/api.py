@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from schemas.v1.base import Contract, StreamId
+from schemas.v1.base import Contract, CycleId, StreamId
 from schemas.v1.registry import SensorSpec
 
 
@@ -98,7 +98,7 @@ class CycleAlerts(Contract):
 class DatasetEntryBody(Contract):
     """Body of ``POST /api/live/datasets/{name}/cycles``: file a cycle into a dataset."""
 
-    cycle_id: str = Field(min_length=1, max_length=200)
+    cycle_id: CycleId
     label: str = Field(
         default="", max_length=200, description="e.g. good, valve-fault, after-maintenance."
     )

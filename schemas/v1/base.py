@@ -14,6 +14,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from schemas.subjects import STREAM_ID_PATTERN
 
 DATASET_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+CYCLE_ID_PATTERN = r"^[A-Za-z0-9_.-]{1,128}$"  # <stream>-<start ms>, or <dataset>.<file key>
+ALERT_ID_PATTERN = r"^[A-Za-z0-9_.-]{1,160}$"  # <stream>.<rule>.<n>
 StreamId = Annotated[
     str,
     Field(
@@ -27,9 +29,19 @@ SensorId = Annotated[
     Field(
         min_length=1,
         max_length=128,
-        pattern=r"^[^\s,=]+$",
-        description="Sensor id, unique within its stream; no spaces, commas or '='.",
+        pattern=r"^[^\s,=\x00-\x1f\x7f]+$",
+        description="Sensor id, unique within its stream; no spaces, commas, '=' or control "
+        "characters.",
         examples=["pressure_1"],
+    ),
+]
+
+CycleId = Annotated[
+    str,
+    Field(
+        pattern=CYCLE_ID_PATTERN,
+        description="Cycle id: letters, digits, '_', '.' or '-', at most 128 characters.",
+        examples=["press-01-1796237287610"],
     ),
 ]
 

@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from schemas.v1.base import DATASET_PATTERN, Contract, StreamId
+from schemas.v1.base import DATASET_PATTERN, Contract, CycleId, StreamId
 
 
 class CreateReference(Contract):
@@ -15,7 +15,7 @@ class CreateReference(Contract):
 
     version: Literal[1] = 1
     stream_id: StreamId
-    cycle_ids: list[str] = Field(
+    cycle_ids: list[CycleId] = Field(
         default_factory=list, max_length=200, description="Good cycles of this stream to average."
     )
     dataset: str | None = Field(
@@ -49,7 +49,7 @@ class DryRunReference(Contract):
 
     version: Literal[1] = 1
     stream_id: StreamId
-    cycle_ids: list[str] = Field(default_factory=list, max_length=200)
+    cycle_ids: list[CycleId] = Field(default_factory=list, max_length=200)
     reference_version: int | None = Field(default=None, ge=1)
     last_n: int = Field(default=20, ge=1, le=500)
     alert_below: float = Field(
@@ -75,7 +75,7 @@ class NewReferenceBody(Contract):
     """Body of ``POST /api/live/stream/{id}/references``: ``cycle_ids`` of the stream, or a
     ``dataset`` (optionally only its cycles of one ``label``)."""
 
-    cycle_ids: list[str] = Field(
+    cycle_ids: list[CycleId] = Field(
         default_factory=list, max_length=200, description="Good cycles of this stream to average."
     )
     dataset: str | None = Field(
@@ -93,7 +93,7 @@ class NewReferenceBody(Contract):
         return self
 
 
-def _one_source_of(cycle_ids: list[str], dataset: str | None) -> None:
+def _one_source_of(cycle_ids: list[CycleId], dataset: str | None) -> None:
     if bool(cycle_ids) == bool(dataset):
         raise ValueError("give either cycle_ids or dataset")
 
@@ -101,7 +101,7 @@ def _one_source_of(cycle_ids: list[str], dataset: str | None) -> None:
 class DryRunBody(Contract):
     """Body of ``POST /api/live/stream/{id}/references/dry-run``."""
 
-    cycle_ids: list[str] = Field(default_factory=list, max_length=200)
+    cycle_ids: list[CycleId] = Field(default_factory=list, max_length=200)
     reference_version: int | None = Field(default=None, ge=1)
     last_n: int = Field(default=20, ge=1, le=500)
     alert_below: float = Field(default=60.0, ge=0, le=100)

@@ -37,6 +37,7 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from schemas.frames import QUALITY_GOOD, Frame, Series
+from services.common.csvtext import cell
 
 NS = 1_000_000_000
 Samples = tuple[npt.NDArray[np.int64], npt.NDArray[np.float64], npt.NDArray[np.uint8]]
@@ -361,7 +362,7 @@ def export_zip(
             a = c.analysis or {}
             if c.analysis is not None:
                 z.writestr(f"{c.cycle_id}.analysis.csv", analysis_csv(c.analysis))
-            index.append(",".join(_csv_cell(x) for x in (
+            index.append(",".join(cell(x) for x in (
                 c.cycle_id, c.stream_id, c.label, a.get("health_score", ""),
                 a.get("risk_class", ""), a.get("reference_version", ""))))  # fmt: skip
         z.writestr("dataset.csv", "\n".join(index) + "\n")
@@ -370,13 +371,6 @@ def export_zip(
                    "one, and dataset.csv listing the cycles. `vertac dataset import NAME *.csv` "
                    "imports the samples files again.\n")  # fmt: skip
     return out.getvalue()
-
-
-def _csv_cell(value: object) -> str:
-    text = "" if value is None else str(value)
-    if any(ch in text for ch in ',"\n\r'):
-        return '"' + text.replace('"', '""') + '"'
-    return text
 
 
 # --- storing imported cycles ---------------------------------------------------------------------

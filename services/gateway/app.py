@@ -14,22 +14,26 @@ import signal
 import socket
 import sys
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, MutableMapping
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import nats.errors
+import psycopg
 import uvicorn
-from fastapi import Body, FastAPI, HTTPException, Query, Request, WebSocket, WebSocketDisconnect
+from fastapi import Body, FastAPI, Query, Request, WebSocket, WebSocketDisconnect
+from fastapi import Path as PathParam
 from fastapi.exceptions import RequestValidationError
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse, Response
 from fastapi.staticfiles import StaticFiles
 from prometheus_client import CONTENT_TYPE_LATEST, Gauge, generate_latest
 from prometheus_client.core import CounterMetricFamily, Metric
 from prometheus_client.registry import Collector
 from pydantic import ValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from schemas import logs, subjects
 from schemas.asyncapi import document as asyncapi_document
@@ -81,6 +85,8 @@ from schemas.messages import (
     WsReady,
     WsSamples,
 )
+from schemas.v1.alerts import RULE_ID_PATTERN
+from schemas.v1.base import ALERT_ID_PATTERN, CYCLE_ID_PATTERN
 from services import __version__
 from services.common.config import CommonSettings
 from services.common.datasets import (
@@ -108,7 +114,9 @@ from services.gateway.adapters import (
 from services.gateway.config import Settings
 from services.gateway.fanout import FeedHub, Viewer
 from services.gateway.history import PARQUET, HistoryQueries, history_csv, history_parquet
+from services.gateway.limits import BodyError, OriginPolicy, RequestLimits
 from services.gateway.logic import (
+    BadTimestamp,
     CommandError,
     Decimator,
     UnknownSensor,
@@ -120,6 +128,7 @@ from services.gateway.logic import (
     parse_command,
     recording_csv,
     recording_json,
+    split_batch,
 )
 from services.gateway.report import analysis_csv, cycle_pdf
 from services.gateway.wsproto import EXTENSION, FanoutWebSocketProtocol
@@ -129,6 +138,23 @@ STATIC = Path(__file__).parent / "static"
 DASHBOARD = STATIC / "app"  # the Vite build of services/gateway/web (``make web``)
 DATASET_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 IMPORT_MAX_BYTES = 256 * 2**20  # one import request (a file or a zip of files)
+INT4_MAX = 2**31 - 1
+FRAME_SAMPLES = 32_768  # samples per frame of a REST batch (a frame must fit a bus message)
+CONFLICT: dict[int | str, dict[str, Any]] = {
+    409: {"model": ErrorBody, "description": "The cycle has no recording yet (still running)."}
+}
+# path and query parameters, declared with the patterns the stores accept (the OpenAPI says so)
+StreamIdPath = Annotated[
+    str, PathParam(pattern=subjects.STREAM_ID_PATTERN, description="Stream id.")
+]
+StreamIdQuery = Annotated[str, Query(pattern=subjects.STREAM_ID_PATTERN, description="Stream id.")]
+CycleIdPath = Annotated[str, PathParam(pattern=CYCLE_ID_PATTERN, description="Cycle id.")]
+RuleIdPath = Annotated[str, PathParam(pattern=RULE_ID_PATTERN, description="Rule id.")]
+AlertIdPath = Annotated[str, PathParam(pattern=ALERT_ID_PATTERN, description="Alert id.")]
+DatasetPath = Annotated[str, PathParam(pattern=DATASET_NAME, description="Dataset name.")]
+VersionPath = Annotated[
+    int, PathParam(ge=1, le=INT4_MAX, description="Reference version (1, 2, ...).")
+]
 REPORT_POINTS = 800  # points per sensor in the report's charts (dashboard and PDF alike)
 log = logging.getLogger(__name__)
 
@@ -238,6 +264,19 @@ class Gateway:
         return int(ack.seq)
 
 
+def allowed_methods(app: Any, scope: MutableMapping[str, Any]) -> list[str]:
+    """The methods of every route whose path matches the request's."""
+    from starlette.routing import Match, Route
+
+    methods: set[str] = set()
+    for route in app.routes:
+        if isinstance(route, Route) and route.methods:
+            match, _ = route.matches({**scope, "method": next(iter(route.methods))})
+            if match == Match.FULL:
+                methods |= route.methods
+    return sorted(methods)
+
+
 BODY_SHAPES = ("current", "v0.2")  # tags of the two accepted body shapes, not fields
 
 
@@ -245,6 +284,8 @@ def error_field(loc: tuple[int | str, ...]) -> str:
     """The dotted field of a validation error, e.g. ``body.samples.0.value`` (the tag of the
     body shape it was validated as is left out)."""
     parts = [str(p) for i, p in enumerate(loc) if not (i == 1 and p in BODY_SHAPES)]
+    if parts[:1] == ["path"]:  # a path parameter goes by its name, as it always has
+        parts = parts[1:]
     return ".".join(parts)
 
 
@@ -287,7 +328,26 @@ def build_app(settings: Settings, common: CommonSettings) -> FastAPI:
         version=__version__,
         description="REST and WebSocket API of VerTac. Bus subjects: /api/asyncapi.json.",
         lifespan=lifespan,
-        responses={422: {"model": ErrorBody}, 404: {"model": ErrorBody}},
+        responses={
+            400: {"model": ErrorBody, "description": "The body is not valid JSON or UTF-8."},
+            404: {"model": ErrorBody},
+            413: {"model": ErrorBody, "description": "The body is over the limit."},
+            422: {"model": ErrorBody},
+            503: {"model": ErrorBody, "description": "The bus or the database is unavailable."},
+        },
+    )
+    app.add_middleware(OriginPolicy, allowed=settings.cors_origins)
+    if settings.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=["GET", "POST", "PUT", "DELETE"],
+            allow_headers=["Content-Type", "Authorization"],
+        )
+    app.add_middleware(
+        RequestLimits,
+        max_body=settings.max_body_bytes,
+        files={"/api/live/datasets/*/import": IMPORT_MAX_BYTES},
     )
 
     def gw(request: Request) -> Gateway:
@@ -304,9 +364,25 @@ def build_app(settings: Settings, common: CommonSettings) -> FastAPI:
     async def on_api_error(_: Request, exc: ApiError) -> JSONResponse:
         return error(exc.status, exc.message, exc.field)
 
-    @app.exception_handler(HTTPException)
-    async def on_http(_: Request, exc: HTTPException) -> JSONResponse:
-        return error(exc.status_code, str(exc.detail))
+    @app.exception_handler(StarletteHTTPException)
+    async def on_http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        field = exc.field if isinstance(exc, BodyError) else ""
+        if exc.status_code == 400 and not field:
+            field = "body"  # FastAPI's "There was an error parsing the body"
+        response = error(exc.status_code, str(exc.detail), field)
+        if exc.headers:
+            response.headers.update(exc.headers)
+        if exc.status_code == 405:  # every method of the path, not only those of one route
+            response.headers["Allow"] = ", ".join(allowed_methods(request.app, request.scope))
+        return response
+
+    @app.exception_handler(psycopg.DataError)
+    async def on_data_error(_: Request, exc: psycopg.DataError) -> JSONResponse:
+        return error(422, f"PostgreSQL cannot store a value of the request: {exc}", "body")
+
+    @app.exception_handler(UnicodeEncodeError)
+    async def on_encoding(_: Request, exc: UnicodeEncodeError) -> JSONResponse:
+        return error(422, f"a text holds characters that are not valid Unicode ({exc.reason})")
 
     @app.exception_handler(nats.errors.Error)
     async def on_bus_error(_: Request, exc: nats.errors.Error) -> JSONResponse:
@@ -348,26 +424,38 @@ def build_app(settings: Settings, common: CommonSettings) -> FastAPI:
             body = legacy_batch(raw, record.sensors) if isinstance(raw, LegacyBatch) else raw
         except UnknownSensor as exc:
             raise ApiError(422, str(exc), f"body.{exc.field}") from exc
-        seq = await reserve_seq(g.port.kv_seq, body.stream_id)
+        # one frame per part of at most FRAME_SAMPLES samples (a frame must fit a bus message);
+        # every part is checked before any sequence number is taken
+        parts = []
         try:
-            frame = batch_to_frame(body, seq, time.time_ns(), record.sensors)
+            for part in split_batch(body, FRAME_SAMPLES):
+                parts.append(batch_to_frame(part, 0, time.time_ns(), record.sensors))
         except UnknownSensor as exc:
+            raise ApiError(422, str(exc), f"body.{exc.field}") from exc
+        except BadTimestamp as exc:
             raise ApiError(422, str(exc), f"body.{exc.field}") from exc
         except (ValueError, FrameError) as exc:
             raise ApiError(422, str(exc), "body.samples") from exc
-        msg_id = (
-            f"{body.stream_id}:batch:{body.batch_id}"
-            if body.batch_id
-            else subjects.dedup_id(body.stream_id, seq)
-        )
-        ack = await g.port.publish_frame(frame, msg_id)
-        g.metrics.messages_out.labels(SERVICE, "samples").inc()
+        first = ""
+        seqs, acks = [], []
+        for k, frame in enumerate(parts):
+            seq = await reserve_seq(g.port.kv_seq, body.stream_id)
+            base = (
+                f"{body.stream_id}:batch:{body.batch_id}"
+                if body.batch_id
+                else subjects.dedup_id(body.stream_id, seq)
+            )
+            msg_id = first = base if k == 0 else f"{first}:{k}"
+            acks.append(await g.port.publish_frame(dataclasses.replace(frame, seq=seq), msg_id))
+            seqs.append(seq)
+            g.metrics.messages_out.labels(SERVICE, "samples").inc()
+        ack = acks[-1]
         return BatchAccepted(
-            ack_id=msg_id,
-            seq=seq,
-            samples_received=frame.n_samples,
+            ack_id=first,
+            seq=seqs[0],
+            samples_received=sum(f.n_samples for f in parts),
             buffer=BufferStatus(
-                stream=ack.stream, stream_seq=ack.seq, duplicate=bool(ack.duplicate)
+                stream=ack.stream, stream_seq=ack.seq, duplicate=all(a.duplicate for a in acks)
             ),
         )
 
@@ -379,16 +467,12 @@ def build_app(settings: Settings, common: CommonSettings) -> FastAPI:
         return CommandAccepted(stream_id=stream_id, command=command, stream_seq=seq)
 
     @app.post("/api/live/cycle/start", status_code=202, response_model=CommandAccepted)
-    async def cycle_start(
-        request: Request, stream_id: Annotated[str, Query(min_length=1)]
-    ) -> CommandAccepted:
+    async def cycle_start(request: Request, stream_id: StreamIdQuery) -> CommandAccepted:
         """Ask the cycles service to start a cycle on ``stream_id``."""
         return await cycle_command(request, stream_id, "cycle_start")
 
     @app.post("/api/live/cycle/stop", status_code=202, response_model=CommandAccepted)
-    async def cycle_stop(
-        request: Request, stream_id: Annotated[str, Query(min_length=1)]
-    ) -> CommandAccepted:
+    async def cycle_stop(request: Request, stream_id: StreamIdQuery) -> CommandAccepted:
         """Ask the cycles service to stop the running cycle on ``stream_id``."""
         return await cycle_command(request, stream_id, "cycle_stop")
 
@@ -400,7 +484,7 @@ def build_app(settings: Settings, common: CommonSettings) -> FastAPI:
         return [r for r in records if r is not None]
 
     @app.get("/api/live/stream/{stream_id}/status", response_model=StreamStatus)
-    async def stream_status(stream_id: str, request: Request) -> StreamStatus:
+    async def stream_status(stream_id: StreamIdPath, request: Request) -> StreamStatus:
         """Registration, cycle state and what has been persisted of one stream."""
         g = gw(request)
         valid_stream_id(stream_id)
@@ -422,7 +506,7 @@ def build_app(settings: Settings, common: CommonSettings) -> FastAPI:
 
     @app.get("/api/live/stream/{stream_id}/recent", response_model=WsSamples)
     async def recent_samples(
-        stream_id: str,
+        stream_id: StreamIdPath,
         request: Request,
         seconds: Annotated[float, Query(gt=0, le=300)] = 30,
     ) -> WsSamples:
@@ -446,7 +530,7 @@ def build_app(settings: Settings, common: CommonSettings) -> FastAPI:
         responses={200: {"content": {"text/csv": {}, PARQUET: {}}}},
     )
     async def history(
-        stream_id: str,
+        stream_id: StreamIdPath,
         request: Request,
         start: Annotated[
             datetime | None, Query(description="Start (ISO time; default: end - 1 h).")
@@ -485,13 +569,15 @@ def build_app(settings: Settings, common: CommonSettings) -> FastAPI:
         return JSONResponse(h.model_dump(mode="json"))
 
     @app.get("/api/live/stream/{stream_id}/cycle-config", response_model=CycleConfig)
-    async def get_cycle_config(stream_id: str, request: Request) -> CycleConfig:
+    async def get_cycle_config(stream_id: StreamIdPath, request: Request) -> CycleConfig:
         """How cycles of this stream start and end (manual when never set)."""
         valid_stream_id(stream_id)
         return await gw(request).port.cycle_config(stream_id)
 
     @app.put("/api/live/stream/{stream_id}/cycle-config", response_model=CycleConfig)
-    async def put_cycle_config(stream_id: str, body: CycleConfig, request: Request) -> CycleConfig:
+    async def put_cycle_config(
+        stream_id: StreamIdPath, body: CycleConfig, request: Request
+    ) -> CycleConfig:
         """Set the cycle trigger and limits; the cycles service applies it from the next frame."""
         g = gw(request)
         record = await g.registered(valid_stream_id(stream_id))
@@ -504,19 +590,23 @@ def build_app(settings: Settings, common: CommonSettings) -> FastAPI:
 
     @app.get("/api/live/stream/{stream_id}/cycles", response_model=list[CycleSummary])
     async def list_cycles(
-        stream_id: str, request: Request, limit: Annotated[int, Query(ge=1, le=1000)] = 50
+        stream_id: StreamIdPath, request: Request, limit: Annotated[int, Query(ge=1, le=1000)] = 50
     ) -> list[CycleSummary]:
         """Recent cycles, newest first, with their health score."""
         return await gw(request).cycles.list(valid_stream_id(stream_id), limit)
 
     @app.get("/api/live/cycles/{cycle_id}", response_model=CycleDetail)
-    async def get_cycle(cycle_id: str, request: Request) -> CycleDetail:
+    async def get_cycle(cycle_id: CycleIdPath, request: Request) -> CycleDetail:
         """One cycle and its latest analysis."""
         return (await gw(request).cycle(cycle_id))[0]
 
-    @app.get("/api/live/cycles/{cycle_id}/samples", response_model=None)
+    @app.get(
+        "/api/live/cycles/{cycle_id}/samples",
+        response_model=None,
+        responses={200: {"content": {"application/json": {}, "text/csv": {}}}, **CONFLICT},
+    )
     async def cycle_samples(
-        cycle_id: str,
+        cycle_id: CycleIdPath,
         request: Request,
         format: Annotated[str, Query(pattern="^(json|csv)$")] = "json",
     ) -> Response:
@@ -530,7 +620,9 @@ def build_app(settings: Settings, common: CommonSettings) -> FastAPI:
             )
         return JSONResponse({"cycle_id": cycle_id, "sensors": recording_json(frame)})
 
-    async def ask_analysis(stream_id: str, op: str, body: bytes, request: Request) -> Response:
+    async def ask_analysis(
+        stream_id: StreamIdPath, op: str, body: bytes, request: Request
+    ) -> Response:
         try:
             status, data = await gw(request).port.reference_request(stream_id, op, body)
         except nats.errors.NoRespondersError:
@@ -540,7 +632,7 @@ def build_app(settings: Settings, common: CommonSettings) -> FastAPI:
         return Response(data, status_code=status, media_type="application/json")
 
     @app.get("/api/live/stream/{stream_id}/references", response_model=list[ReferenceInfo])
-    async def list_references(stream_id: str, request: Request) -> Response:
+    async def list_references(stream_id: StreamIdPath, request: Request) -> Response:
         """Every reference version of a stream."""
         body = ListReferences(stream_id=valid_stream_id(stream_id)).model_dump_json().encode()
         return await ask_analysis(stream_id, "list", body, request)
@@ -548,7 +640,9 @@ def build_app(settings: Settings, common: CommonSettings) -> FastAPI:
     @app.get(
         "/api/live/stream/{stream_id}/references/{version}", response_model=list[ReferenceInfo]
     )
-    async def get_reference(stream_id: str, version: int, request: Request) -> Response:
+    async def get_reference(
+        stream_id: StreamIdPath, version: VersionPath, request: Request
+    ) -> Response:
         """One reference version with its mean curves and envelopes."""
         req = ListReferences(stream_id=valid_stream_id(stream_id), reference_version=version)
         return await ask_analysis(stream_id, "get", req.model_dump_json().encode(), request)
@@ -557,7 +651,7 @@ def build_app(settings: Settings, common: CommonSettings) -> FastAPI:
         "/api/live/stream/{stream_id}/references", status_code=201, response_model=ReferenceInfo
     )
     async def create_reference(
-        stream_id: str, body: NewReferenceBody, request: Request
+        stream_id: StreamIdPath, body: NewReferenceBody, request: Request
     ) -> Response:
         """A new reference version from one or more good cycles (DTW barycenter + envelope)."""
         req = CreateReference(stream_id=valid_stream_id(stream_id), **body.model_dump())
@@ -569,13 +663,17 @@ def build_app(settings: Settings, common: CommonSettings) -> FastAPI:
     @app.post(
         "/api/live/stream/{stream_id}/references/{version}/activate", response_model=ReferenceInfo
     )
-    async def activate_reference(stream_id: str, version: int, request: Request) -> Response:
+    async def activate_reference(
+        stream_id: StreamIdPath, version: VersionPath, request: Request
+    ) -> Response:
         """Make a reference version the one new cycles are compared with."""
         req = ActivateReference(stream_id=valid_stream_id(stream_id), reference_version=version)
         return await ask_analysis(stream_id, "activate", req.model_dump_json().encode(), request)
 
     @app.post("/api/live/stream/{stream_id}/references/dry-run", response_model=DryRunResult)
-    async def dry_run_reference(stream_id: str, body: DryRunBody, request: Request) -> Response:
+    async def dry_run_reference(
+        stream_id: StreamIdPath, body: DryRunBody, request: Request
+    ) -> Response:
         """Scores and alert count a candidate reference would have given the last cycles."""
         try:
             req = DryRunReference(stream_id=valid_stream_id(stream_id), **body.model_dump())
@@ -584,13 +682,13 @@ def build_app(settings: Settings, common: CommonSettings) -> FastAPI:
         return await ask_analysis(stream_id, "dry_run", req.model_dump_json().encode(), request)
 
     @app.get("/api/live/stream/{stream_id}/alert-rules", response_model=list[AlertRule])
-    async def list_alert_rules(stream_id: str, request: Request) -> list[AlertRule]:
+    async def list_alert_rules(stream_id: StreamIdPath, request: Request) -> list[AlertRule]:
         """The stream's alert rules."""
         return await gw(request).rules.of_stream(valid_stream_id(stream_id))
 
     @app.put("/api/live/stream/{stream_id}/alert-rules/{rule_id}", response_model=AlertRule)
     async def put_alert_rule(
-        stream_id: str, rule_id: str, body: dict[str, Any], request: Request
+        stream_id: StreamIdPath, rule_id: RuleIdPath, body: dict[str, Any], request: Request
     ) -> AlertRule:
         """Create or replace a rule (``stream_id`` and ``rule_id`` come from the path)."""
         g = gw(request)
@@ -607,7 +705,9 @@ def build_app(settings: Settings, common: CommonSettings) -> FastAPI:
         return rule
 
     @app.delete("/api/live/stream/{stream_id}/alert-rules/{rule_id}", status_code=204)
-    async def delete_alert_rule(stream_id: str, rule_id: str, request: Request) -> Response:
+    async def delete_alert_rule(
+        stream_id: StreamIdPath, rule_id: RuleIdPath, request: Request
+    ) -> Response:
         """Remove a rule."""
         if not await gw(request).rules.delete(valid_stream_id(stream_id), rule_id):
             raise ApiError(404, f"no rule {rule_id!r} on {stream_id}", "rule_id")
@@ -616,7 +716,7 @@ def build_app(settings: Settings, common: CommonSettings) -> FastAPI:
     @app.get("/api/live/alerts")
     async def list_alerts(
         request: Request,
-        stream_id: str | None = None,
+        stream_id: Annotated[str | None, Query(pattern=subjects.STREAM_ID_PATTERN)] = None,
         state: Annotated[str | None, Query(pattern="^(raised|acknowledged|cleared)$")] = None,
         severity: Annotated[str | None, Query(pattern="^(info|warning|critical)$")] = None,
         limit: Annotated[int, Query(ge=1, le=1000)] = 100,
@@ -628,7 +728,7 @@ def build_app(settings: Settings, common: CommonSettings) -> FastAPI:
         return await gw(request).alerts.find(stream_id, state, severity, limit, since, until)
 
     @app.get("/api/live/alerts/{alert_id}/history")
-    async def alert_history(alert_id: str, request: Request) -> list[dict[str, Any]]:
+    async def alert_history(alert_id: AlertIdPath, request: Request) -> list[dict[str, Any]]:
         """Every transition of one alert."""
         rows = await gw(request).alerts.history(alert_id)
         if not rows:
@@ -636,7 +736,9 @@ def build_app(settings: Settings, common: CommonSettings) -> FastAPI:
         return rows
 
     @app.post("/api/live/alerts/{alert_id}/ack")
-    async def ack_alert(alert_id: str, body: AcknowledgeAlert, request: Request) -> Response:
+    async def ack_alert(
+        alert_id: AlertIdPath, body: AcknowledgeAlert, request: Request
+    ) -> Response:
         """Acknowledge an alert, with who and why."""
         stream_id = alert_id.split(".", 1)[0]
         payload = json.dumps({"alert_id": alert_id, **body.model_dump()}).encode()
@@ -656,8 +758,12 @@ def build_app(settings: Settings, common: CommonSettings) -> FastAPI:
             return error(status, answer.get("error", "acknowledge failed"), "alert_id")
         return JSONResponse(answer)
 
-    @app.get("/api/live/cycles/{cycle_id}/analysis.csv", response_model=None)
-    async def cycle_analysis_csv(cycle_id: str, request: Request) -> Response:
+    @app.get(
+        "/api/live/cycles/{cycle_id}/analysis.csv",
+        response_model=None,
+        responses={200: {"content": {"text/csv": {}}}, **CONFLICT},
+    )
+    async def cycle_analysis_csv(cycle_id: CycleIdPath, request: Request) -> Response:
         """The cycle's analysis, one row per sensor, as CSV."""
         detail, _ = await gw(request).cycle(cycle_id)
         return PlainTextResponse(
@@ -692,9 +798,9 @@ def build_app(settings: Settings, common: CommonSettings) -> FastAPI:
             cycle_overlay, detail.cycle.cycle_id, recording, reference, order, units, points
         )
 
-    @app.get("/api/live/cycles/{cycle_id}/overlay", response_model=CycleOverlay)
+    @app.get("/api/live/cycles/{cycle_id}/overlay", response_model=CycleOverlay, responses=CONFLICT)
     async def cycle_overlay_data(
-        cycle_id: str,
+        cycle_id: CycleIdPath,
         request: Request,
         points: Annotated[int, Query(ge=10, le=20_000)] = REPORT_POINTS,
     ) -> CycleOverlay:
@@ -705,14 +811,18 @@ def build_app(settings: Settings, common: CommonSettings) -> FastAPI:
         return await overlay_of(g, detail, recording, points)
 
     @app.get("/api/live/cycles/{cycle_id}/alerts", response_model=CycleAlerts)
-    async def cycle_alerts(cycle_id: str, request: Request) -> CycleAlerts:
+    async def cycle_alerts(cycle_id: CycleIdPath, request: Request) -> CycleAlerts:
         """Alerts active while the cycle ran, grouped by severity, rule and sensor."""
         g = gw(request)
         detail, _ = await g.cycle(cycle_id)
         return await g.cycle_alerts(detail)
 
-    @app.get("/api/live/cycles/{cycle_id}/report.pdf", response_model=None)
-    async def cycle_report(cycle_id: str, request: Request) -> Response:
+    @app.get(
+        "/api/live/cycles/{cycle_id}/report.pdf",
+        response_model=None,
+        responses={200: {"content": {"application/pdf": {}}}, **CONFLICT},
+    )
+    async def cycle_report(cycle_id: CycleIdPath, request: Request) -> Response:
         """A PDF report of the cycle: score, recommendations, sensors, overlays on the reference."""
         g = gw(request)
         detail, name = await g.cycle(cycle_id)
@@ -742,16 +852,21 @@ def build_app(settings: Settings, common: CommonSettings) -> FastAPI:
         return await gw(request).datasets.all()
 
     @app.get("/api/live/datasets/{dataset}", response_model=list[DatasetEntry])
-    async def get_dataset(dataset: str, request: Request) -> list[DatasetEntry]:
+    async def get_dataset(dataset: DatasetPath, request: Request) -> list[DatasetEntry]:
         """The cycles of one dataset, oldest first, with label, note and health score."""
         entries = await gw(request).datasets.entries(valid_dataset(dataset))
         if not entries:
             raise ApiError(404, f"dataset {dataset!r} is empty or unknown", "dataset")
         return entries
 
-    @app.post("/api/live/datasets/{dataset}/cycles", status_code=201, response_model=DatasetEntry)
+    @app.post(
+        "/api/live/datasets/{dataset}/cycles",
+        status_code=201,
+        response_model=DatasetEntry,
+        responses=CONFLICT,
+    )
     async def add_to_dataset(
-        dataset: str, body: DatasetEntryBody, request: Request
+        dataset: DatasetPath, body: DatasetEntryBody, request: Request
     ) -> DatasetEntry:
         """Save a finished cycle into a dataset (created on first use) with a label; saving it
         again updates label and note. Its samples stay in the recording store."""
@@ -765,7 +880,9 @@ def build_app(settings: Settings, common: CommonSettings) -> FastAPI:
         return await g.datasets.add(valid_dataset(dataset), detail.cycle.stream_id, body)
 
     @app.delete("/api/live/datasets/{dataset}/cycles/{cycle_id}", status_code=204)
-    async def remove_from_dataset(dataset: str, cycle_id: str, request: Request) -> Response:
+    async def remove_from_dataset(
+        dataset: DatasetPath, cycle_id: CycleIdPath, request: Request
+    ) -> Response:
         """Take a cycle out of a dataset (the cycle itself is kept)."""
         if not await gw(request).datasets.remove(valid_dataset(dataset), cycle_id):
             raise ApiError(404, f"cycle {cycle_id!r} is not in dataset {dataset!r}", "cycle_id")
@@ -775,7 +892,7 @@ def build_app(settings: Settings, common: CommonSettings) -> FastAPI:
         "/api/live/datasets/{dataset}/import", status_code=201, response_model=DatasetImported
     )
     async def import_dataset(
-        dataset: str,
+        dataset: DatasetPath,
         request: Request,
         stream_id: Annotated[
             str | None, Query(description="Stream the cycles belong to; default batch-<dataset>.")
@@ -810,9 +927,13 @@ def build_app(settings: Settings, common: CommonSettings) -> FastAPI:
             cycles=[DatasetImportedCycle(**dataclasses.asdict(c)) for c in imported],
         )
 
-    @app.get("/api/live/datasets/{dataset}/export", response_model=None)
+    @app.get(
+        "/api/live/datasets/{dataset}/export",
+        response_model=None,
+        responses={200: {"content": {PARQUET: {}, "application/zip": {}}}},
+    )
     async def export_dataset(
-        dataset: str,
+        dataset: DatasetPath,
         request: Request,
         format: Annotated[Literal["parquet", "csv"], Query()] = "parquet",
     ) -> Response:

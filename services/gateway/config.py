@@ -19,6 +19,16 @@ class Settings(BaseSettings):
         description="Buckets per sensor and second sent to a browser (min/max per bucket).",
     )  # fmt: skip
     ws_queue: int = Field(default=64, ge=1, description="Messages buffered per slow WebSocket.")
+    cors_origins: list[str] = Field(
+        default_factory=list,
+        description="Origins (https://host:port) whose pages may call the API and open "
+        "WebSockets; none by default: only the gateway's own pages and non-browser clients.",
+    )
+    max_body_bytes: int = Field(
+        default=8 * 2**20,
+        ge=1024,
+        description="Largest request body (dataset imports: 256 MiB); larger ones get 413.",
+    )
     workers: int = Field(
         default=1,
         ge=1,

@@ -14,6 +14,7 @@ import numpy as np
 from psycopg_pool import AsyncConnectionPool
 
 from schemas.messages import HistorySamples, HistoryTrace
+from services.common.csvtext import cell
 from services.gateway import raw_history
 from services.gateway.raw_history import Buckets, combine, raw_buckets
 
@@ -156,18 +157,12 @@ def history_csv(h: HistorySamples) -> str:
     for sensor, tr in h.sensors.items():
         for t, lo, hi, mean, n in zip(tr.t_ms, tr.min, tr.max, tr.mean, tr.count, strict=True):
             iso = datetime.fromtimestamp(t / 1000, UTC).isoformat(timespec="milliseconds")
-            out.write(f"{iso},{_csv(sensor)},{_num(lo)},{_num(hi)},{_num(mean)},{n}\n")
+            out.write(f"{iso},{cell(sensor)},{_num(lo)},{_num(hi)},{_num(mean)},{n}\n")
     return out.getvalue()
 
 
 def _num(x: float | None) -> str:
     return "" if x is None else repr(x)
-
-
-def _csv(text: str) -> str:
-    if any(c in text for c in ',"\n\r'):
-        return '"' + text.replace('"', '""') + '"'
-    return text
 
 
 def history_parquet(h: HistorySamples) -> bytes:

@@ -12,7 +12,7 @@ import numpy.typing as npt
 from pydantic import BaseModel, ValidationError
 
 from schemas.compat import LegacyBatch, quality_code
-from schemas.frames import QUALITY_GOOD, Frame, Series
+from schemas.frames import INT64_MAX, INT64_MIN, QUALITY_GOOD, Frame, Series
 from schemas.messages import (
     AlertGroup,
     BatchRequest,
@@ -26,6 +26,7 @@ from schemas.messages import (
     WsSensorTrace,
 )
 from schemas.timeutil import ns_of, ns_of_seconds
+from services.common.csvtext import cell
 
 
 class UnknownSensor(ValueError):
@@ -82,6 +83,32 @@ def legacy_batch(batch: LegacyBatch, sensors: list[SensorSpec]) -> BatchRequest:
     return BatchRequest(stream_id=batch.stream_id, samples=out, batch_id=batch.batch_id)
 
 
+def split_batch(batch: BatchRequest, max_samples: int) -> list[BatchRequest]:
+    """``batch`` in consecutive parts of at most ``max_samples`` values each (a sample row is
+    never split, so a row of more values than that is a part of its own)."""
+    parts: list[BatchRequest] = []
+    rows: list[Any] = []
+    count = 0
+    for sample in batch.samples:
+        n = len(sample.values)
+        if rows and count + n > max_samples:
+            parts.append(batch.model_copy(update={"samples": rows}))
+            rows, count = [], 0
+        rows.append(sample)
+        count += n
+    if rows or not parts:
+        parts.append(batch.model_copy(update={"samples": rows}))
+    return parts
+
+
+class BadTimestamp(ValueError):
+    """A batch sample's timestamp that no frame can carry; ``field`` names it."""
+
+    def __init__(self, index: int, reason: str) -> None:
+        self.field = f"samples.{index}.timestamp"
+        super().__init__(f"{self.field} {reason}")
+
+
 def batch_to_frame(
     batch: BatchRequest, seq: int, sent_ns: int, sensors: list[SensorSpec] | None
 ) -> Frame:
@@ -95,7 +122,12 @@ def batch_to_frame(
     values: dict[str, list[float]] = defaultdict(list)
     quality: dict[str, list[int]] = defaultdict(list)
     for i, sample in enumerate(batch.samples):
-        t = to_ns(sample.timestamp)
+        try:
+            t = to_ns(sample.timestamp)
+        except OverflowError as exc:  # inf, 1e300
+            raise BadTimestamp(i, "is not a finite time") from exc
+        if not INT64_MIN <= t <= INT64_MAX:  # beyond 1677..2262
+            raise BadTimestamp(i, "is outside the years 1678-2261 (nanoseconds in 64 bits)")
         q = sample.quality or {}
         for sensor_id, value in sample.values.items():
             if known is not None and sensor_id not in known:
@@ -196,7 +228,7 @@ def recording_csv(frame: Frame) -> str:
         ts = s.timestamps()
         iso = np.datetime_as_string(ts.astype("datetime64[ns]"), unit="ms")
         row = add(add(ts.astype(str), ","), add(iso, "Z,"))
-        row = add(add(row, s.sensor_id + ","), s.values.astype(np.float64).astype(str))
+        row = add(add(row, cell(s.sensor_id) + ","), s.values.astype(np.float64).astype(str))
         parts.append(add(add(row, ","), s.qualities().astype(str)))
     body = "\n".join(np.concatenate(parts).tolist()) if parts else ""
     return "timestamp_ns,time_utc,sensor_id,value,quality\n" + body + ("\n" if body else "")

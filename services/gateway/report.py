@@ -25,6 +25,7 @@ from matplotlib.patches import Polygon, Rectangle
 from matplotlib.ticker import MaxNLocator
 
 from schemas.messages import CycleAlerts, CycleDetail, CycleOverlay, OverlaySensor
+from services.common.csvtext import neutral
 
 ALERT_COLOURS = {"critical": "#cf222e", "warning": "#9a6700", "info": "#0969da"}
 RISK_COLOURS = {"low": "#2da44e", "medium": "#d4a72c", "high": "#e16f24", "critical": "#cf222e"}
@@ -71,14 +72,14 @@ def analysis_csv(detail: CycleDetail) -> str:
     for d in a.sensors:
         writer.writerow(
             [
-                a.cycle_id,
+                neutral(a.cycle_id),
                 a.reference_version,
                 f"{a.health_score:.2f}",
-                a.risk_class,
-                d.sensor_id,
-                d.unit,
+                neutral(a.risk_class),
+                neutral(d.sensor_id),
+                neutral(d.unit),
                 f"{d.contribution:.2f}",
-                d.pattern,
+                neutral(d.pattern),
                 f"{d.severity:.4g}",
                 f"{d.offset:.6g}",
                 f"{d.offset_z:.4g}",
