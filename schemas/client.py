@@ -13,9 +13,9 @@ every publisher of a stream (edge, REST gateway replicas) draws from one monoton
 from __future__ import annotations
 
 import asyncio
-import unicodedata
 import contextlib
 import logging
+import unicodedata
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
