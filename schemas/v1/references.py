@@ -40,7 +40,7 @@ class ActivateReference(Contract):
 
     version: Literal[1] = 1
     stream_id: StreamId
-    reference_version: int = Field(ge=1)
+    reference_version: int = Field(ge=1, le=2**31 - 1)
 
 
 class DryRunReference(Contract):
@@ -50,7 +50,7 @@ class DryRunReference(Contract):
     version: Literal[1] = 1
     stream_id: StreamId
     cycle_ids: list[CycleId] = Field(default_factory=list, max_length=200)
-    reference_version: int | None = Field(default=None, ge=1)
+    reference_version: int | None = Field(default=None, ge=1, le=2**31 - 1)
     last_n: int = Field(default=20, ge=1, le=500)
     alert_below: float = Field(
         default=60.0, ge=0, le=100, description="Score that raises an alert."
@@ -68,7 +68,7 @@ class ListReferences(Contract):
 
     version: Literal[1] = 1
     stream_id: StreamId
-    reference_version: int | None = None
+    reference_version: int | None = Field(default=None, ge=1, le=2**31 - 1)
 
 
 class NewReferenceBody(Contract):
@@ -102,7 +102,7 @@ class DryRunBody(Contract):
     """Body of ``POST /api/live/stream/{id}/references/dry-run``."""
 
     cycle_ids: list[CycleId] = Field(default_factory=list, max_length=200)
-    reference_version: int | None = Field(default=None, ge=1)
+    reference_version: int | None = Field(default=None, ge=1, le=2**31 - 1)
     last_n: int = Field(default=20, ge=1, le=500)
     alert_below: float = Field(default=60.0, ge=0, le=100)
 
