@@ -1,6 +1,6 @@
-"""Rollups of samples: every sample of a batch of frames in one set of arrays, grouped by
-(stream, sensor) in time order, and reduced per bucket to min, max, sum, counts and the last
-value. Ingest writes them with the frames; the history API reduces raw ranges with them."""
+"""Rollups of frames: per frame, sensor and bucket, min, max, sum, counts and the last value
+(ingest writes them with the frames, and SQL folds them into its tables); and every sample of a
+batch of frames in one set of arrays (``vertac export``)."""
 
 from __future__ import annotations
 
@@ -29,7 +29,7 @@ class Rollups:
     sum: npt.NDArray[np.float64]
     last: npt.NDArray[np.float64]
     last_ns: npt.NDArray[np.int64]
-    frame: npt.NDArray[np.int64]  # index of the row's frame in the batch; -1 once merged
+    frame: npt.NDArray[np.int64]  # index of the row's frame in the batch
 
     def __len__(self) -> int:
         return len(self.bucket_ns)
@@ -76,39 +76,6 @@ def samples_of(frames: list[Frame]) -> Samples:
         list(index), np.concatenate(keys), np.concatenate(ts), np.concatenate(vs),
         np.concatenate(qs),
     )  # fmt: skip
-
-
-def rollups(samples: Samples, bucket_ns: int) -> Rollups:
-    """min, max, sum, counts and the last value per (stream, sensor, bucket of ``bucket_ns``)."""
-    bucket = samples.t // bucket_ns
-    if not len(bucket):
-        return _empty()
-    change = np.flatnonzero((np.diff(samples.key) != 0) | (np.diff(bucket) != 0)) + 1
-    starts = np.concatenate(([0], change))
-    ends = np.concatenate((change, [len(bucket)])) - 1
-    v = samples.v
-    finite = np.isfinite(v)
-    n_values = np.add.reduceat(finite.astype(np.int64), starts)
-    lo = np.minimum.reduceat(np.where(finite, v, np.inf), starts)
-    hi = np.maximum.reduceat(np.where(finite, v, -np.inf), starts)
-    none = n_values == 0
-    lo[none] = np.nan
-    hi[none] = np.nan
-    keys = samples.key[starts]
-    return Rollups(
-        stream_id=[samples.names[k][0] for k in keys.tolist()],
-        sensor_id=[samples.names[k][1] for k in keys.tolist()],
-        bucket_ns=bucket[starts] * bucket_ns,
-        n=np.diff(np.concatenate((starts, [len(bucket)]))),
-        n_bad=np.add.reduceat((samples.q != QUALITY_GOOD).astype(np.int64), starts),
-        n_values=n_values,
-        min=lo,
-        max=hi,
-        sum=np.add.reduceat(np.where(finite, v, 0.0), starts),
-        last=v[ends],
-        last_ns=samples.t[ends],
-        frame=np.full(len(starts), -1, dtype=np.int64),
-    )
 
 
 # -- rollups straight from frames ------------------------------------------------------------
@@ -243,8 +210,7 @@ def block_rollups(b: Block, bucket_ns: int, origin_ns: int = 0) -> Rollups:
 
 def frame_rollups(frames: Sequence[Frame], bucket_ns: int, origin_ns: int = 0) -> Rollups:
     """Rollups of ``frames`` per (frame, sensor, bucket of ``bucket_ns`` counted from
-    ``origin_ns``); ``frame`` is each row's index in ``frames``. :func:`merge` combines
-    frames."""
+    ``origin_ns``); ``frame`` is each row's index in ``frames``."""
     groups: dict[tuple[Any, ...], list[int]] = {}
     other: list[int] = []
     for i, f in enumerate(frames):
@@ -322,44 +288,4 @@ def concat(parts: Sequence[Rollups]) -> Rollups:
         stream_id=[x for p in parts for x in p.stream_id],
         sensor_id=[x for p in parts for x in p.sensor_id],
         **arrays,
-    )
-
-
-def merge(r: Rollups, bucket_ns: int, origin_ns: int = 0, *, by_frame: bool = False) -> Rollups:
-    """Rows combined per (stream, sensor, bucket of ``bucket_ns`` from ``origin_ns``) — and
-    per frame with ``by_frame`` — where ``bucket_ns`` is a multiple of the rows' own width."""
-    if not len(r):
-        return r
-    index: dict[tuple[str, str], int] = {}
-    code = np.fromiter(
-        (index.setdefault(k, len(index)) for k in zip(r.stream_id, r.sensor_id, strict=True)),
-        dtype=np.int64, count=len(r),
-    )  # fmt: skip
-    bucket = (r.bucket_ns - origin_ns) // bucket_ns
-    keys: tuple[npt.NDArray[np.int64], ...] = (r.last_ns, bucket, code)
-    if by_frame:
-        keys = (r.last_ns, bucket, r.frame, code)
-    order = np.lexsort(keys)
-    ks = [k[order] for k in keys[1:]]
-    differs = np.zeros(len(r) - 1, dtype=bool)
-    for k in ks:
-        differs |= k[1:] != k[:-1]
-    starts = np.concatenate(([0], np.flatnonzero(differs) + 1))
-    ends = np.concatenate((starts[1:], [len(r)])) - 1
-    first = order[starts]
-    names = list(index)
-    owner = code[first].tolist()
-    return Rollups(
-        stream_id=[names[k][0] for k in owner],
-        sensor_id=[names[k][1] for k in owner],
-        bucket_ns=bucket[first] * bucket_ns + origin_ns,
-        n=np.add.reduceat(r.n[order], starts),
-        n_bad=np.add.reduceat(r.n_bad[order], starts),
-        n_values=np.add.reduceat(r.n_values[order], starts),
-        min=np.fmin.reduceat(r.min[order], starts),
-        max=np.fmax.reduceat(r.max[order], starts),
-        sum=np.add.reduceat(r.sum[order], starts),
-        last=r.last[order][ends],
-        last_ns=r.last_ns[order][ends],
-        frame=r.frame[first] if by_frame else np.full(len(starts), -1, dtype=np.int64),
     )
