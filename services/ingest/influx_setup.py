@@ -50,7 +50,7 @@ start = date.sub(d: 2m, from: stop)
 readings = from(bucket: {src})
     |> range(start: start, stop: stop)
     |> filter(fn: (r) => r._measurement == {_flux_string(MEASUREMENT)})
-    |> drop(columns: ["cycle_id", "dataset_id"])
+    |> drop(fn: (column) => column == "cycle_id" or column == "dataset_id")
     |> group(columns: ["_measurement", "_field", "stream_id", "sensor_name"])
 values = readings |> filter(fn: (r) => r._field == "value")
 
