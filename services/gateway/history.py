@@ -8,7 +8,7 @@ import io
 import itertools
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Final, Literal, cast
+from typing import Any, Final, Literal, cast
 
 import numpy as np
 from psycopg_pool import AsyncConnectionPool
@@ -22,7 +22,8 @@ PARQUET: Final = "application/vnd.apache.parquet"
 S: Final = 1_000_000_000
 RAW_SPAN_S: Final = 600  # raw frames answer spans up to 10 min
 MAX_FRAME_S: Final = 60  # a frame covers at most this much: it may start before the range
-RAW_PARTS: Final = 2  # a raw range is fetched and reduced in this many parts
+RAW_PARTS: Final = 6  # a raw range is fetched and reduced in this many parts,
+RAW_LANES: Final = 2  # over this many connections
 
 Resolution = Literal["raw", "1s", "1m"]
 
@@ -115,22 +116,27 @@ class HistoryQueries:
     async def _raw(
         self, stream_id: str, start_ns: int, end_ns: int, bucket_ns: int, sensors: list[str] | None
     ) -> dict[str, HistoryTrace]:
-        # parts of the range fetched on their own connections and reduced on the history
-        # threads as they arrive: fetching, decompressing and reducing overlap
+        # the range in RAW_PARTS parts over RAW_LANES connections: each lane fetches its next
+        # part while the history threads reduce the one before, so fetching, decompressing and
+        # reducing overlap
         cuts = np.linspace(start_ns, end_ns, RAW_PARTS + 1).astype(np.int64).tolist()
         cuts[0] = start_ns - MAX_FRAME_S * S  # a frame that started before the range
+        ranges = list(itertools.pairwise(cuts))
 
-        async def part(lo: int, hi: int) -> Buckets:
+        async def lane(mine: list[tuple[int, int]]) -> list[Buckets]:
+            done: list[asyncio.Future[Any]] = []
             async with self.pool.connection() as conn:
-                cur = conn.cursor(binary=True)  # bytea as bytes, not hex text
-                await cur.execute(_RAW, (stream_id, lo, hi, start_ns))
-                payloads = [r[0] for r in await cur.fetchall()]
-            return cast(
-                Buckets,
-                await raw_history.run(raw_buckets, payloads, start_ns, end_ns, bucket_ns, sensors),
-            )
+                for lo, hi in mine:
+                    cur = conn.cursor(binary=True)  # bytea as bytes, not hex text
+                    await cur.execute(_RAW, (stream_id, lo, hi, start_ns))
+                    payloads = [r[0] for r in await cur.fetchall()]
+                    done.append(asyncio.ensure_future(raw_history.run(
+                        raw_buckets, payloads, start_ns, end_ns, bucket_ns, sensors
+                    )))  # fmt: skip
+            return [cast(Buckets, b) for b in await asyncio.gather(*done)]
 
-        parts = await asyncio.gather(*(part(lo, hi) for lo, hi in itertools.pairwise(cuts)))
+        lanes = await asyncio.gather(*(lane(ranges[k::RAW_LANES]) for k in range(RAW_LANES)))
+        parts = [b for bs in lanes for b in bs]
         b = combine(list(parts))
         t_ms = (start_ns + np.arange(b.count.shape[1]) * bucket_ns) / 1e6
         mean = np.where(b.n_values > 0, b.sum / np.maximum(b.n_values, 1), np.nan)
