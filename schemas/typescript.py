@@ -49,6 +49,7 @@ MODELS: tuple[type[BaseModel], ...] = (
     m.WsCommandAck,
     m.HealthStatus,
     m.ErrorBody,
+    m.WhoAmI,
 )
 
 

@@ -99,5 +99,9 @@ class AlertChanged(Contract):
 class AcknowledgeAlert(Contract):
     """Body of ``POST /api/live/alerts/{alert_id}/ack``."""
 
-    user: str = Field(min_length=1, max_length=100)
+    user: str = Field(
+        default="",
+        max_length=100,
+        description="Who acknowledges; with auth on, the signed-in name is recorded instead.",
+    )
     comment: str = Field(default="", max_length=2000)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
@@ -47,6 +49,11 @@ class CommonSettings(BusSettings):
     )
     rollup_retention_days: float = Field(
         default=90, gt=0, description="Days of 1 s and 1 min rollups kept in PostgreSQL."
+    )
+    auth: Literal["on", "off"] = Field(
+        default="on",
+        description="on: every API call but /api/health needs a token or an OIDC JWT; off: "
+        "anyone who reaches the gateway is admin (warned about at start).",
     )
     auto_migrate: bool = Field(
         default=True, description="ingest and gateway apply pending migrations at start."

@@ -29,6 +29,21 @@ class Settings(BaseSettings):
         ge=1024,
         description="Largest request body (dataset imports: 256 MiB); larger ones get 413.",
     )
+    oidc_issuer: str = Field(
+        default="",
+        description="OIDC provider whose bearer JWTs are accepted beside API tokens (its 'iss'); "
+        "empty: tokens only.",
+    )
+    oidc_audience: str = Field(default="vertac", description="The 'aud' a JWT must carry.")
+    oidc_jwks_url: str = Field(
+        default="", description="The provider's key set; default <issuer>/.well-known/jwks.json."
+    )
+    oidc_role_claim: str = Field(
+        default="vertac_role",
+        description="Claim holding the role (viewer, operator or admin; a string or a list).",
+    )
+    tls_certfile: str = Field(default="", description="Serve HTTPS with this certificate (PEM).")
+    tls_keyfile: str = Field(default="", description="Its private key (PEM).")
     workers: int = Field(
         default=1,
         ge=1,

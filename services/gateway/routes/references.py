@@ -1,0 +1,112 @@
+"""Routes of reference (golden) cycles, answered by the analysis service over the bus."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import nats.errors
+from fastapi import (
+    APIRouter,
+    Depends,
+    Request,
+)
+from fastapi.responses import Response
+from pydantic import ValidationError
+
+from schemas.messages import (
+    ActivateReference,
+    CreateReference,
+    DryRunBody,
+    DryRunReference,
+    DryRunResult,
+    ListReferences,
+    NewReferenceBody,
+    ReferenceInfo,
+)
+from services.gateway.auth import Admin, Operator, role
+from services.gateway.state import (
+    ApiError,
+    StreamIdPath,
+    VersionPath,
+    error,
+    gw,
+    valid_stream_id,
+)
+
+log = logging.getLogger(__name__)
+router = APIRouter(tags=["references"], dependencies=[Depends(role("viewer"))])
+
+
+async def ask_analysis(stream_id: StreamIdPath, op: str, body: bytes, request: Request) -> Response:
+    try:
+        status, data = await gw(request).port.reference_request(stream_id, op, body)
+    except nats.errors.NoRespondersError:
+        return error(503, "the analysis service is not running; start it and retry")
+    except nats.errors.TimeoutError:
+        return error(504, "the analysis service did not answer in time")
+    return Response(data, status_code=status, media_type="application/json")
+
+
+@router.get("/api/live/stream/{stream_id}/references", response_model=list[ReferenceInfo])
+async def list_references(stream_id: StreamIdPath, request: Request) -> Response:
+    """Every reference version of a stream."""
+    body = ListReferences(stream_id=valid_stream_id(stream_id)).model_dump_json().encode()
+    return await ask_analysis(stream_id, "list", body, request)
+
+
+@router.get(
+    "/api/live/stream/{stream_id}/references/{version:int}", response_model=list[ReferenceInfo]
+)
+async def get_reference(
+    stream_id: StreamIdPath, version: VersionPath, request: Request
+) -> Response:
+    """One reference version with its mean curves and envelopes."""
+    req = ListReferences(stream_id=valid_stream_id(stream_id), reference_version=version)
+    return await ask_analysis(stream_id, "get", req.model_dump_json().encode(), request)
+
+
+@router.post(
+    "/api/live/stream/{stream_id}/references", status_code=201, response_model=ReferenceInfo
+)
+async def create_reference(
+    stream_id: StreamIdPath, body: NewReferenceBody, request: Request, who: Admin
+) -> Response:
+    """A new reference version from one or more good cycles (DTW barycenter + envelope)."""
+    req = CreateReference(stream_id=valid_stream_id(stream_id), **body.model_dump())
+    answer = await ask_analysis(stream_id, "create", req.model_dump_json().encode(), request)
+    if answer.status_code == 200:
+        answer.status_code = 201
+        made = json.loads(bytes(answer.body))
+        after = {
+            k: made.get(k) for k in ("reference_version", "source_cycles", "active", "description")
+        }
+        await gw(request).audit.record(who, "reference.create", stream_id, None, after)
+    return answer
+
+
+@router.post(
+    "/api/live/stream/{stream_id}/references/{version:int}/activate", response_model=ReferenceInfo
+)
+async def activate_reference(
+    stream_id: StreamIdPath, version: VersionPath, request: Request, who: Admin
+) -> Response:
+    """Make a reference version the one new cycles are compared with."""
+    req = ActivateReference(stream_id=valid_stream_id(stream_id), reference_version=version)
+    answer = await ask_analysis(stream_id, "activate", req.model_dump_json().encode(), request)
+    if answer.status_code == 200:
+        after = {"reference_version": version}
+        await gw(request).audit.record(who, "reference.activate", stream_id, None, after)
+    return answer
+
+
+@router.post("/api/live/stream/{stream_id}/references/dry-run", response_model=DryRunResult)
+async def dry_run_reference(
+    stream_id: StreamIdPath, body: DryRunBody, request: Request, who: Operator
+) -> Response:
+    """Scores and alert count a candidate reference would have given the last cycles."""
+    try:
+        req = DryRunReference(stream_id=valid_stream_id(stream_id), **body.model_dump())
+    except ValidationError as exc:
+        raise ApiError(422, exc.errors()[0]["msg"], "body") from exc
+    return await ask_analysis(stream_id, "dry_run", req.model_dump_json().encode(), request)

@@ -1,0 +1,217 @@
+"""What the gateway's routes share: adapters (:class:`Gateway`), errors, typed parameters."""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated, Any
+
+from fastapi import Path as PathParam
+from fastapi import Query, Request
+from fastapi.responses import JSONResponse
+from prometheus_client import Gauge
+from prometheus_client.core import CounterMetricFamily, Metric
+from prometheus_client.registry import Collector
+from pydantic import BeforeValidator
+
+from schemas import subjects
+from schemas.client import lookup
+from schemas.frames import Frame
+from schemas.messages import (
+    CycleAlerts,
+    CycleCommand,
+    CycleDetail,
+    ErrorBody,
+    ErrorDetail,
+    StreamRegistered,
+)
+from schemas.v1.alerts import RULE_ID_PATTERN
+from schemas.v1.base import ALERT_ID_PATTERN, CYCLE_ID_PATTERN
+from services.common.auth import AuditLog, Principal, TokenStore
+from services.common.metrics import Metrics
+from services.gateway.adapters import (
+    AlertQueries,
+    AlertRulesKv,
+    BusPort,
+    CycleQueries,
+    Database,
+    Datasets,
+)
+from services.gateway.config import Settings
+from services.gateway.fanout import FeedHub
+from services.gateway.history import HistoryQueries
+from services.gateway.logic import (
+    group_alerts,
+)
+
+SERVICE = "gateway"
+STATIC = Path(__file__).parent / "static"
+DASHBOARD = STATIC / "app"  # the Vite build of services/gateway/web (``make web``)
+DATASET_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+IMPORT_MAX_BYTES = 256 * 2**20  # one import request (a file or a zip of files)
+INT4_MAX = 2**31 - 1
+FRAME_SAMPLES = 32_768  # samples per frame of a REST batch (a frame must fit a bus message)
+CONFLICT: dict[int | str, dict[str, Any]] = {
+    409: {"model": ErrorBody, "description": "The cycle has no recording yet (still running)."}
+}
+# path and query parameters, declared with the patterns the stores accept (the OpenAPI says so)
+StreamIdPath = Annotated[
+    str, PathParam(pattern=subjects.STREAM_ID_PATTERN, description="Stream id.")
+]
+StreamIdQuery = Annotated[str, Query(pattern=subjects.STREAM_ID_PATTERN, description="Stream id.")]
+CycleIdPath = Annotated[str, PathParam(pattern=CYCLE_ID_PATTERN, description="Cycle id.")]
+RuleIdPath = Annotated[str, PathParam(pattern=RULE_ID_PATTERN, description="Rule id.")]
+AlertIdPath = Annotated[str, PathParam(pattern=ALERT_ID_PATTERN, description="Alert id.")]
+DatasetPath = Annotated[str, PathParam(pattern=DATASET_NAME, description="Dataset name.")]
+VersionPath = Annotated[
+    int, PathParam(ge=1, le=INT4_MAX, description="Reference version (1, 2, ...).")
+]
+_NUMBER = re.compile(r"^\s*[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?\s*$")
+
+
+def _iso_only(value: object) -> object:
+    if isinstance(value, int | float) or (isinstance(value, str) and _NUMBER.match(value)):
+        raise ValueError("an ISO 8601 time is needed, e.g. 2026-12-01T08:00:00Z")
+    return value
+
+
+IsoTime = Annotated[datetime, BeforeValidator(_iso_only)]
+REPORT_POINTS = 800  # points per sensor in the report's charts (dashboard and PDF alike)
+log = logging.getLogger(__name__)
+
+
+def error(status: int, message: str, field: str = "") -> JSONResponse:
+    details = [ErrorDetail(field=field, message=message)] if field else []
+    body = ErrorBody(error=message, details=details)
+    return JSONResponse(status_code=status, content=body.model_dump())
+
+
+class ApiError(Exception):
+    def __init__(
+        self, status: int, message: str, field: str = "", headers: dict[str, str] | None = None
+    ) -> None:
+        super().__init__(message)
+        self.status, self.message, self.field = status, message, field
+        self.headers = headers or {}
+
+
+def _utc(moment: datetime) -> datetime:
+    """A query's time; one without a zone is UTC."""
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+
+
+def valid_stream_id(stream_id: str, field: str = "stream_id") -> str:
+    try:
+        return subjects.check_stream_id(stream_id)
+    except subjects.InvalidStreamId as exc:
+        raise ApiError(422, str(exc), field) from exc
+
+
+class Gateway:
+    """State shared by the routes: adapters, settings and metrics."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        port: BusPort,
+        db: Database,
+        cycles: CycleQueries,
+        alerts: AlertQueries,
+        rules: AlertRulesKv,
+        metrics: Metrics,
+        datasets: Datasets,
+        history: HistoryQueries,
+        audit: AuditLog,
+        tokens: TokenStore,
+    ) -> None:
+        self.settings = settings
+        self.port = port
+        self.db = db
+        self.cycles = cycles
+        self.alerts = alerts
+        self.rules = rules
+        self.metrics = metrics
+        self.datasets = datasets
+        self.history = history
+        self.audit = audit
+        self.tokens = tokens
+        self.ws_clients = Gauge(
+            "vertac_websocket_clients", "Open WebSocket connections", registry=metrics.registry
+        )
+        self.hub = FeedHub(port.bus.nc, settings.ws_interval_ms, settings.ws_points_per_second)
+        hub = self.hub
+        Gauge("vertac_gateway_feeds", "Streams with viewers (one decode each)",
+              registry=metrics.registry).set_function(lambda: len(hub.feeds))  # fmt: skip
+        Gauge("vertac_gateway_feed_subscriptions", "NATS subscriptions held for viewers",
+              registry=metrics.registry).set_function(lambda: hub.subscriptions)  # fmt: skip
+        metrics.registry.register(SkippedUpdates(hub))
+
+    async def cycle(self, cycle_id: str, field: str = "cycle_id") -> tuple[CycleDetail, str | None]:
+        """The cycle with its latest analysis, and its recording's name; 404 when unknown."""
+        found = await self.cycles.one(cycle_id)
+        if found is None:
+            raise ApiError(404, f"cycle {cycle_id!r} is unknown", field)
+        return found
+
+    async def recorded(self, cycle_id: str) -> tuple[CycleDetail, Frame]:
+        """The cycle and its recorded samples; 409 while it has none (still running)."""
+        detail, name = await self.cycle(cycle_id)
+        frame = await self.port.recording(name) if name else None
+        if frame is None:
+            raise ApiError(
+                409, f"cycle {cycle_id!r} has no recording yet (still running?)", "cycle_id"
+            )
+        return detail, frame
+
+    async def cycle_alerts(self, detail: CycleDetail) -> CycleAlerts:
+        """Alerts of the cycle's stream that were active while it ran, grouped."""
+        c = detail.cycle
+        rows = await self.alerts.find(c.stream_id, None, None, 1000, c.started_at, c.ended_at)
+        return CycleAlerts(cycle_id=c.cycle_id, groups=group_alerts(rows))
+
+    async def registered(self, stream_id: str) -> StreamRegistered:
+        record = await lookup(self.port.kv_streams, stream_id)
+        if record is None:
+            raise ApiError(
+                404,
+                f"stream {stream_id!r} is not registered; POST /api/live/register first",
+                "stream_id",
+            )
+        return record
+
+    async def command(
+        self, who: Principal, stream_id: str, command: str, source: str, reason: str = ""
+    ) -> int:
+        cmd = CycleCommand(
+            stream_id=stream_id,
+            command=command,
+            issued_at=datetime.now(UTC),
+            source=source,
+            reason=reason,
+        )
+        ack = await self.port.publish_command(cmd)
+        self.metrics.messages_out.labels(SERVICE, "control").inc()
+        after = {"stream_seq": int(ack.seq), "via": source, "reason": reason}
+        await self.audit.record(
+            who, f"cycle.{command.removeprefix('cycle_')}", stream_id, None, after
+        )
+        return int(ack.seq)
+
+
+def gw(request: Request) -> Gateway:
+    g: Gateway = request.app.state.gw
+    return g
+
+
+class SkippedUpdates(Collector):
+    """``vertac_websocket_skipped_total``: updates slow viewers skipped, counted as they happen."""
+
+    def __init__(self, hub: FeedHub) -> None:
+        self.hub = hub
+
+    def collect(self) -> Iterator[Metric]:
+        yield CounterMetricFamily("vertac_websocket_skipped", "Updates a slow viewer skipped",
+                                  value=self.hub.skipped)  # fmt: skip
