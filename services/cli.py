@@ -41,6 +41,11 @@ influx_app = typer.Typer(
 )
 app.add_typer(influx_app, name="influx")
 
+auth_app = typer.Typer(help="Who may use the API: tokens; NATS credentials.", no_args_is_help=True)
+token_app = typer.Typer(help="API tokens (shown once when made).", no_args_is_help=True)
+auth_app.add_typer(token_app, name="token")
+app.add_typer(auth_app, name="auth")
+
 T = TypeVar("T")
 DATA = Path(".vertac")
 SERVICES = ("ingest", "cycles", "analysis", "alerts", "gateway")
@@ -421,6 +426,109 @@ def influx_init(
         raise fail(str(exc)) from exc
     for line in done:
         typer.echo(line)
+
+
+def on_db(common: CommonSettings, work: Callable[[Any], Awaitable[T]]) -> T:
+    """Run ``work`` with a PostgreSQL pool; an unreachable database is one line, exit 2."""
+    from schemas.client import ServerUnreachable
+    from services.common.db import open_pool
+
+    async def go() -> T:
+        pool = await open_pool(common.database_url, retry=False, name="cli",
+                               migrate_first=common.auto_migrate)  # fmt: skip
+        try:
+            return await work(pool)
+        finally:
+            await pool.close()
+
+    try:
+        return asyncio.run(go())
+    except ServerUnreachable as exc:
+        raise fail(str(exc)) from exc
+
+
+def _cli_principal() -> Any:
+    import getpass
+
+    from services.common.auth import Principal
+
+    return Principal(f"cli:{getpass.getuser()}", "admin", via="cli")
+
+
+@token_app.command("create")
+def token_create(
+    name: Annotated[str, typer.Argument(help="Who or what uses it, e.g. line-3-hmi, press-01.")],
+    role: Annotated[
+        str, typer.Option(help="viewer, operator, admin, or edge (posts samples only).")
+    ] = "viewer",
+    stream: Annotated[
+        list[str] | None, typer.Option(help="For an edge: a stream it may post (repeat).")
+    ] = None,
+) -> None:
+    """Make an API token. The token alone goes to standard output (shown this once)."""
+    import re
+
+    from schemas.messages import TOKEN_NAME_PATTERN
+    from services.common.auth import ROLES, AuditLog, TokenStore
+
+    if role not in ROLES:
+        raise fail(f"--role must be one of {', '.join(ROLES)}")
+    if not re.fullmatch(TOKEN_NAME_PATTERN, name):
+        raise fail(
+            "name: 1-64 letters, digits, '_', '.', '@' or '-', starting with a letter or digit"
+        )
+    if (role == "edge") != bool(stream):
+        raise fail("an edge token needs --stream, and only an edge token takes it")
+    from schemas import subjects
+
+    for s in stream or []:
+        try:
+            subjects.check_stream_id(s)
+        except subjects.InvalidStreamId as exc:
+            raise fail(f"--stream: {exc}") from exc
+
+    async def work(pool: Any) -> str:
+        token, info = await TokenStore(pool).create(name, role, stream, _cli_principal().name)
+        await AuditLog(pool).record(_cli_principal(), "token.create", info.token_id, None, info)
+        typer.echo(f"token {info.token_id} for {name} (role {role}) made", err=True)
+        return token
+
+    typer.echo(on_db(CommonSettings(), work))
+
+
+@token_app.command("list")
+def token_list(
+    all_: Annotated[bool, typer.Option("--all", help="Revoked ones too.")] = False,
+) -> None:
+    """The API tokens (never their secrets)."""
+    from services.common.auth import TokenStore
+
+    async def work(pool: Any) -> Any:
+        return await TokenStore(pool).list(all_)
+
+    rows = on_db(CommonSettings(), work)
+    typer.echo(f"{'id':<17} {'name':<24} {'role':<9} {'created':<20} {'last used':<20} streams")
+    for t in rows:
+        used = f"{t.last_used_at:%Y-%m-%d %H:%M:%S}" if t.last_used_at else "-"
+        state = f" (revoked {t.revoked_at:%Y-%m-%d})" if t.revoked_at else ""
+        typer.echo(f"{t.token_id:<17} {t.name:<24} {t.role:<9} {t.created_at:%Y-%m-%d %H:%M:%S}"
+                   f" {used:<20} {','.join(t.streams) or '-'}{state}")  # fmt: skip
+
+
+@token_app.command("revoke")
+def token_revoke(token_id: Annotated[str, typer.Argument(help="Its id (see list).")]) -> None:
+    """Revoke a token: requests with it are refused within seconds."""
+    from services.common.auth import AuditLog, TokenStore
+
+    async def work(pool: Any) -> Any:
+        revoked = await TokenStore(pool).revoke(token_id)
+        if revoked is not None:
+            await AuditLog(pool).record(_cli_principal(), "token.revoke", token_id, None, revoked)
+        return revoked
+
+    if on_db(CommonSettings(), work) is None:
+        raise fail(f"no active token {token_id!r}")
+    typer.echo(f"token {token_id} revoked")
 
 
 @schemas_app.command("export")

@@ -22,9 +22,10 @@ from nats.js.errors import KeyWrongLastSequenceError
 
 from schemas import subjects
 from schemas.messages import CycleConfig
+from services.common.auth import ensure_admin_token, write_secret
 from services.common.bus import init_bus
 from services.common.config import CommonSettings
-from services.common.db import migrate
+from services.common.db import migrate, open_pool
 from services.common.embedded import EmbeddedServerError, NatsServer, Postgres, wait_for_port
 from services.common.runtime import open_bus
 
@@ -136,9 +137,14 @@ class Stack:
             )
         return plan
 
-    async def _prepare(self) -> None:
+    async def _prepare(self, kept_token: str | None) -> tuple[str, bool]:
         await migrate(self.pg.url)
         common = CommonSettings(nats_url=self.nats.url, database_url=self.pg.url)
+        pool = await open_pool(self.pg.url, retry=True, name="vertac-run")
+        try:
+            token = await ensure_admin_token(pool, kept_token)
+        finally:
+            await pool.close()
         bus = await open_bus(common, "vertac-run")
         await init_bus(bus.js, common)
         if self.options.simulate:
@@ -150,6 +156,7 @@ class Stack:
             with contextlib.suppress(KeyWrongLastSequenceError):
                 await kv.create("sim-01", demo.model_dump_json().encode())
         await bus.close()
+        return token
 
     def start(self) -> None:
         logs = self.options.data_dir.resolve() / "logs"
@@ -162,7 +169,11 @@ class Stack:
         )
         self.pg.start()
         say(f"  PostgreSQL    {self.pg.url}")
-        asyncio.run(self._prepare())
+        token_file = self.options.data_dir.resolve() / "admin.token"
+        kept = token_file.read_text() if token_file.is_file() else None
+        token, new = asyncio.run(self._prepare(kept))
+        if new:
+            write_secret(token_file, token + "\n")
         say("  migrations applied, JetStream streams and buckets declared")
         self.children = self._plan()
         for child in self.children:
@@ -172,7 +183,16 @@ class Stack:
             say(f"  {child.name:<13} pid {child.proc.pid if child.proc else '-':<7} {child.url}  "
                 f"log {child.log_path}")  # fmt: skip
         url = f"http://{self.options.host}:{self.options.gateway_port}/"
-        say(f"\nOpen {url} for the live view; Ctrl-C stops everything.")
+        if CommonSettings().auth == "off":
+            say(f"\nOpen {url} for the live view; Ctrl-C stops everything.")
+            say("  WARNING: VERTAC_AUTH=off: anyone who reaches the gateway is admin.")
+        elif new:
+            say(f"\nSign in (this link is shown once): {url}#token={token}")
+            say(f"  the admin token is kept for scripts in {token_file} (mode 600)")
+            say("  Ctrl-C stops everything.")
+        else:
+            say(f"\nOpen {url} and sign in with the admin token in {token_file};")
+            say("  Ctrl-C stops everything.")
 
     def supervise(self, stop: list[bool]) -> None:
         """Until ``stop[0]`` turns true: restart a dead nats-server or PostgreSQL at once, and a

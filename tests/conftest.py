@@ -148,12 +148,42 @@ async def running() -> AsyncIterator[Running]:
         await r.close()
 
 
+class GatewayUrl(str):
+    """A gateway's base URL, with the admin token the fixture made for it."""
+
+    token: str
+    headers: dict[str, str]
+
+
+async def admin_token(database_url: str, name: str = "test-admin", role: str = "admin",
+                      streams: list[str] | None = None) -> str:  # fmt: skip
+    """A new API token made directly in the database, as ``vertac auth token create`` does."""
+    from services.common.auth import TokenStore
+    from services.common.db import open_pool
+
+    pool = await open_pool(database_url, retry=False, name="test")
+    try:
+        token, _ = await TokenStore(pool).create(name, role, streams)
+    finally:
+        await pool.close()
+    return token
+
+
+def gateway_url(base: str, token: str) -> GatewayUrl:
+    url = GatewayUrl(base)
+    url.token = token
+    url.headers = {"Authorization": f"Bearer {token}"}
+    return url
+
+
 @pytest.fixture
-async def gateway(common: CommonSettings) -> AsyncIterator[str]:
-    """The gateway served by uvicorn on a free port; yields its base URL."""
+async def gateway(common: CommonSettings) -> AsyncIterator[GatewayUrl]:
+    """The gateway served by uvicorn on a free port, at default settings (auth on); yields its
+    base URL with an admin token (``gateway.headers``)."""
     from services.gateway.app import build_app, uvicorn_config
     from services.gateway.config import Settings
 
+    token = await admin_token(common.database_url)
     port = free_port()
     settings = Settings(port=port, ws_interval_ms=50)
     config = uvicorn_config(build_app(settings, common), host="127.0.0.1", port=port)
@@ -167,7 +197,7 @@ async def gateway(common: CommonSettings) -> AsyncIterator[str]:
         await asyncio.sleep(0.05)
     assert server.started, "gateway did not start"
     try:
-        yield f"http://127.0.0.1:{port}"
+        yield gateway_url(f"http://127.0.0.1:{port}", token)
     finally:
         server.should_exit = True
         await asyncio.wait_for(task, 15)

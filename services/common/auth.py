@@ -11,10 +11,12 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import os
 import re
 import secrets
 from dataclasses import dataclass, field
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -250,4 +252,28 @@ def _json(value: Any) -> Jsonb | None:
     return Jsonb(json.loads(json.dumps(value, default=str)))
 
 
-__all__ = ["ANONYMOUS", "ROLES", "AuditLog", "InvalidToken", "Principal", "TokenStore"]
+async def ensure_admin_token(pool: AsyncConnectionPool, kept: str | None) -> tuple[str, bool]:
+    """The admin token ``kept`` (from ``<data-dir>/admin.token``) when it is still valid, else a
+    new one (a new database, a revoked token); returns it and whether it is new."""
+    store = TokenStore(pool)
+    if kept:
+        try:
+            who = await store.verify(kept.strip())
+            if who.role == "admin":
+                return kept.strip(), False
+        except InvalidToken:
+            pass
+    token, info = await store.create("admin", "admin", created_by="vertac run")
+    await AuditLog(pool).record(
+        Principal("vertac run", "admin", via="cli"), "token.create", info.token_id, None, info
+    )
+    return token, True
+
+
+def write_secret(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` readable by its owner only (mode 600)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    path.chmod(0o600)

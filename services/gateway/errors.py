@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import MutableMapping
+from collections.abc import Iterator, MutableMapping
 from typing import Any
 
 import nats.errors
@@ -27,8 +27,13 @@ def allowed_methods(app: Any, scope: MutableMapping[str, Any]) -> list[str]:
     """The methods of every route whose path matches the request's."""
     from starlette.routing import Match, Route
 
+    def flat(routes: list[Any]) -> Iterator[Any]:
+        for route in routes:
+            nested = getattr(route, "original_router", None)  # an included router (no prefix)
+            yield from flat(nested.routes) if nested is not None else [route]
+
     methods: set[str] = set()
-    for route in app.routes:
+    for route in flat(app.routes):
         if isinstance(route, Route) and route.methods:
             match, _ = route.matches({**scope, "method": next(iter(route.methods))})
             if match == Match.FULL:

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from services.gateway.app import DASHBOARD
+from services.gateway.state import DASHBOARD
 from tests.conftest import REPO
 
 ARTIFACTS = REPO / "artifacts" / "browser"

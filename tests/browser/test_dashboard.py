@@ -27,7 +27,7 @@ from services.common.embedded import free_port
 from services.cycles.app import serve as serve_cycles
 from services.cycles.config import Settings as CyclesSettings
 from tests.browser.conftest import ARTIFACTS
-from tests.conftest import eventually
+from tests.conftest import GatewayUrl, eventually
 from tests.scenarios import SIGNAL_TRIGGER, flow_offset_machine, start_cycles_and_analysis
 
 pytestmark = pytest.mark.browser
@@ -40,13 +40,13 @@ async def counters(page: Any) -> dict[str, float]:
 
 
 async def test_live_page_shows_moving_data_and_drives_cycles_and_alerts(
-    gateway: str, bus, common: CommonSettings, running, stream_id: str, page: Any
+    gateway: GatewayUrl, bus, common: CommonSettings, running, stream_id: str, page: Any
 ) -> None:
     running.start(serve_cycles(CyclesSettings(metrics_port=0, tick_s=0.1), common, running.stop))
     running.start(serve_alerts(AlertsSettings(metrics_port=0, rules_refresh_s=0.1, tick_s=0.1),
                                common, running.stop))  # fmt: skip
     model = build_machine(stream_id=stream_id, sensors=4, rate_hz=200, cycle_s=4)
-    async with httpx.AsyncClient(base_url=gateway, timeout=30) as client:
+    async with httpx.AsyncClient(base_url=gateway, headers=gateway.headers, timeout=30) as client:
         r = await client.post(
             "/api/live/register", json=model.registration().model_dump(mode="json")
         )
@@ -138,12 +138,12 @@ async def test_live_page_shows_moving_data_and_drives_cycles_and_alerts(
 
 
 async def test_a_finished_cycle_opens_its_report_with_exports_history_and_actions(
-    gateway: str, bus, common: CommonSettings, running, stream_id: str, page: Any, tmp_path
+    gateway: GatewayUrl, bus, common: CommonSettings, running, stream_id: str, page: Any, tmp_path
 ) -> None:
     start_cycles_and_analysis(running, common)
     # the automatic reference is made from cycles 1-3; cycle 4 has an offset on flow_1
     model = flow_offset_machine(stream_id)
-    async with httpx.AsyncClient(base_url=gateway, timeout=60) as client:
+    async with httpx.AsyncClient(base_url=gateway, headers=gateway.headers, timeout=60) as client:
         await client.post("/api/live/register", json=model.registration().model_dump(mode="json"))
         await client.put(f"/api/live/stream/{stream_id}/cycle-config", json=SIGNAL_TRIGGER)
         await page.goto(f"{gateway}/#/live/{stream_id}")
@@ -274,7 +274,7 @@ async def _more_paints(page: Any, before: float) -> bool:
 
 
 async def test_real_hydraulic_cycles_valve_fault_tops_the_report(
-    gateway: str, bus, common: CommonSettings, running, stream_id: str, page: Any
+    gateway: GatewayUrl, bus, common: CommonSettings, running, stream_id: str, page: Any
 ) -> None:
     """Real data: five healthy rig cycles make the reference; a cycle with the valve at 73 %
     (close to failure) follows. The report in the browser names SE (efficiency) first."""

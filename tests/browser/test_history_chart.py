@@ -21,6 +21,7 @@ from schemas.frames import Frame, Series
 from services.common.config import CommonSettings
 from services.ingest.adapters import PgFrameStore
 from services.ingest.logic import to_row
+from tests.conftest import GatewayUrl
 
 pytestmark = pytest.mark.browser
 S = 1_000_000_000
@@ -58,7 +59,7 @@ async def shown(page: Any) -> dict[str, float | str]:
 
 
 async def test_signals_switch_source_with_the_range_and_zoom_by_dragging(
-    gateway: str, common: CommonSettings, stream_id: str, page: Any, tmp_path
+    gateway: GatewayUrl, common: CommonSettings, stream_id: str, page: Any, tmp_path
 ) -> None:
     registration = {
         "stream_id": stream_id,
@@ -68,7 +69,7 @@ async def test_signals_switch_source_with_the_range_and_zoom_by_dragging(
             {"id": "temp", "name": "Oil temperature", "unit": "°C", "rate_hz": 10},
         ],
     }
-    async with httpx.AsyncClient(base_url=gateway, timeout=60) as client:
+    async with httpx.AsyncClient(base_url=gateway, headers=gateway.headers, timeout=60) as client:
         r = await client.post("/api/live/register", json=registration)
         assert r.status_code in (200, 201), r.text
     now = time.time_ns() // S * S

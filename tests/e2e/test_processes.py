@@ -141,9 +141,9 @@ async def test_with_startup_retry_a_service_waits_for_the_bus(
         ingest.wait(10)
 
 
-def _get(url: str) -> httpx.Response | None:
+def _get(url: str, headers: dict[str, str] | None = None) -> httpx.Response | None:
     try:
-        return httpx.get(url, timeout=2)
+        return httpx.get(url, timeout=2, headers=headers)
     except httpx.HTTPError:
         return None
 
@@ -172,8 +172,16 @@ def test_vertac_run_brings_up_the_whole_system_and_keeps_data_across_runs(tmp_pa
         proc = subprocess.Popen(args, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         try:
 
+            token_file = data / "admin.token"
+
+            def token() -> str | None:
+                return token_file.read_text().strip() if token_file.is_file() else None
+
+            admin = {"Authorization": f"Bearer {_wait(token)}"}
+            assert token_file.stat().st_mode & 0o777 == 0o600
+
             def persisted() -> int | None:
-                r = _get(f"{base}/api/live/stream/sim-01/status")
+                r = _get(f"{base}/api/live/stream/sim-01/status", admin)
                 if r is None or r.status_code != 200:
                     return None
                 n = r.json()["samples_persisted"]
@@ -182,6 +190,8 @@ def test_vertac_run_brings_up_the_whole_system_and_keeps_data_across_runs(tmp_pa
             seen.append(_wait(persisted))
             health = _get(f"{base}/api/health")
             assert health is not None and health.json()["status"] == "ok"
+            anonymous = _get(f"{base}/api/live/stream/sim-01/status")
+            assert anonymous is not None and anonymous.status_code == 401
             metrics = _get(f"http://127.0.0.1:{ports['metrics']}/metrics")
             assert metrics is not None and "vertac_samples_persisted_total" in metrics.text
         finally:
@@ -193,6 +203,9 @@ def test_vertac_run_brings_up_the_whole_system_and_keeps_data_across_runs(tmp_pa
                      "gateway", "simulator"):  # fmt: skip
             assert name in text
         assert "stopped; data kept" in text
+        signed_in = f"{base}/#token={token()}"
+        # the sign-in link is printed on the first start only; the token stays the same
+        assert (signed_in in text) == (len(seen) == 1), text
     assert seen[1] > seen[0]  # the second run continued on the first run's data
     cycles_log = (data / "logs" / "cycles.log").read_text()
     assert '"durable": "cycles-control-p' in cycles_log

@@ -13,7 +13,7 @@ import websockets
 from services.alerts.app import serve as serve_alerts
 from services.alerts.config import Settings as AlertsSettings
 from services.common.config import CommonSettings
-from tests.conftest import eventually
+from tests.conftest import GatewayUrl, eventually
 from tests.scenarios import start_cycles_and_analysis
 
 pytestmark = pytest.mark.integration
@@ -24,11 +24,11 @@ def samples(values: list[float], t0: float) -> list[dict]:
 
 
 async def test_limit_alerts_raise_clear_flap_and_are_acknowledged(
-    gateway: str, bus, common: CommonSettings, running, stream_id: str
+    gateway: GatewayUrl, bus, common: CommonSettings, running, stream_id: str
 ) -> None:
     running.start(serve_alerts(AlertsSettings(metrics_port=0, rules_refresh_s=0.1, tick_s=0.1),
                                common, running.stop))  # fmt: skip
-    async with httpx.AsyncClient(base_url=gateway, timeout=30) as client:
+    async with httpx.AsyncClient(base_url=gateway, headers=gateway.headers, timeout=30) as client:
         reg = {
             "device_name": "Press",
             "stream_id": stream_id,
@@ -53,7 +53,8 @@ async def test_limit_alerts_raise_clear_flap_and_are_acknowledged(
         await asyncio.sleep(0.5)  # the alerts service re-reads its rules
 
         ws = await websockets.connect(
-            gateway.replace("http", "ws") + f"/api/live/ws/stream/{stream_id}"
+            gateway.replace("http", "ws") + f"/api/live/ws/stream/{stream_id}",
+            additional_headers=gateway.headers,
         )
         t0 = 1_800_000_000.0
         await client.post("/api/live/batch", json={"stream_id": stream_id,

@@ -13,7 +13,7 @@ from edge.run import SimulateOptions, simulate
 from edge.simulator import Fault, build_machine
 from schemas.messages import AnalysisCompleted, CycleConfig
 from services.common.config import CommonSettings
-from tests.conftest import eventually
+from tests.conftest import GatewayUrl, eventually
 from tests.integration.test_cycles import set_config
 from tests.scenarios import start_cycles_and_analysis
 
@@ -21,7 +21,7 @@ pytestmark = pytest.mark.integration
 
 
 async def test_an_injected_fault_is_ranked_first_and_an_abort_is_marked(
-    bus, common: CommonSettings, running, stream_id: str, gateway: str
+    bus, common: CommonSettings, running, stream_id: str, gateway: GatewayUrl
 ) -> None:
     await set_config(bus, stream_id, CycleConfig(trigger="signal", signal_sensor="cycle_active",
                                                  start_above=0.5, stop_below=0.5, gap_timeout_s=1))  # fmt: skip
@@ -38,7 +38,9 @@ async def test_an_injected_fault_is_ranked_first_and_an_abort_is_marked(
     browser: list[dict] = []
 
     async def listen() -> None:
-        async with websockets.connect(ws_url, max_size=None) as ws:
+        async with websockets.connect(
+            ws_url, max_size=None, additional_headers=gateway.headers
+        ) as ws:
             async for text in ws:
                 browser.append(json.loads(text))
 

@@ -20,6 +20,7 @@ from services.analysis.config import Settings as AnalysisSettings
 from services.cli import app as cli
 from services.common.config import CommonSettings
 from services.gateway.logic import recording_csv
+from tests.conftest import GatewayUrl
 
 pytestmark = pytest.mark.integration
 NS = 1_000_000_000
@@ -49,7 +50,7 @@ def cli_env(common: CommonSettings) -> dict[str, str]:
 
 
 async def test_import_reference_batch_analysis_and_export(
-    bus, gateway: str, common: CommonSettings, running, stream_id: str, tmp_path
+    bus, gateway: GatewayUrl, common: CommonSettings, running, stream_id: str, tmp_path
 ) -> None:
     running.start(serve_analysis(AnalysisSettings(metrics_port=0, auto_reference_cycles=0),
                                  common, running.stop))  # fmt: skip
@@ -63,7 +64,7 @@ async def test_import_reference_batch_analysis_and_export(
     golden = cycle_frames(f"{stream_id}-g", 4)
     faulty = cycle_frames(f"{stream_id}-f", 2, (Fault("flow_1", "offset", 6.0),))
     runner = CliRunner()
-    async with httpx.AsyncClient(base_url=gateway, timeout=60) as client:
+    async with httpx.AsyncClient(base_url=gateway, headers=gateway.headers, timeout=60) as client:
         r = await client.post("/api/live/register", json=live.registration().model_dump())
         assert r.status_code == 201, r.text
 

@@ -11,14 +11,14 @@ import pytest
 from edge.run import SimulateOptions, simulate
 from edge.simulator import Fault, build_machine
 from services.common.config import CommonSettings
-from tests.conftest import eventually
+from tests.conftest import GatewayUrl, eventually
 from tests.scenarios import SIGNAL_TRIGGER, flow_offset_machine, start_cycles_and_analysis
 
 pytestmark = pytest.mark.integration
 
 
 async def test_cycles_samples_and_references_over_rest(
-    gateway: str, bus, common: CommonSettings, running, stream_id: str
+    gateway: GatewayUrl, bus, common: CommonSettings, running, stream_id: str
 ) -> None:
     start_cycles_and_analysis(running, common, auto_reference_cycles=0)
     model = build_machine(
@@ -29,7 +29,7 @@ async def test_cycles_samples_and_references_over_rest(
         active_signal=True,
         faults=(Fault("flow_1", "offset", 6.0, 3),),
     )
-    async with httpx.AsyncClient(base_url=gateway, timeout=60) as client:
+    async with httpx.AsyncClient(base_url=gateway, headers=gateway.headers, timeout=60) as client:
         r = await client.get(f"/api/live/stream/{stream_id}/cycle-config")
         assert r.status_code == 200
         assert r.json()["trigger"] == "manual"
@@ -112,7 +112,7 @@ async def test_cycles_samples_and_references_over_rest(
 
 
 async def test_a_cycle_report_downloads_as_pdf_and_csv(
-    gateway: str, bus, common: CommonSettings, running, stream_id: str, tmp_path
+    gateway: GatewayUrl, bus, common: CommonSettings, running, stream_id: str, tmp_path
 ) -> None:
     import shutil
     import subprocess
@@ -121,7 +121,7 @@ async def test_a_cycle_report_downloads_as_pdf_and_csv(
 
     start_cycles_and_analysis(running, common)
     model = flow_offset_machine(stream_id)
-    async with httpx.AsyncClient(base_url=gateway, timeout=60) as client:
+    async with httpx.AsyncClient(base_url=gateway, headers=gateway.headers, timeout=60) as client:
         await client.post("/api/live/register", json=model.registration().model_dump(mode="json"))
         await client.put(f"/api/live/stream/{stream_id}/cycle-config", json=SIGNAL_TRIGGER)
         await simulate(bus, model, SimulateOptions(speed=0, frames=170))

@@ -21,13 +21,13 @@ from edge.simulator import build_machine
 from services.common.embedded import NatsServer
 from services.gateway.fanout import StreamFeed, Viewer
 from services.gateway.wsproto import FrameWriter
-from tests.conftest import eventually
+from tests.conftest import GatewayUrl, eventually
 
 pytestmark = pytest.mark.integration
 
 
 async def gauges(base: str) -> dict[str, float]:
-    async with httpx.AsyncClient(base_url=base) as client:
+    async with httpx.AsyncClient(base_url=base, headers=getattr(base, "headers", {})) as client:
         text = (await client.get("/metrics")).text
     out = {}
     for name in ("vertac_websocket_clients", "vertac_gateway_feeds",
@@ -49,15 +49,15 @@ async def gateway_subscriptions(nats_server: NatsServer | str) -> int | None:
 
 
 async def test_viewers_of_a_stream_share_one_feed_and_get_the_same_bytes(
-    bus, gateway: str, stream_id: str
+    bus, gateway: GatewayUrl, stream_id: str
 ) -> None:
     other = f"{stream_id}-b"
     url = gateway.replace("http", "ws") + "/api/live/ws/stream/"
     async with (
-        websockets.connect(url + stream_id) as a,
-        websockets.connect(url + stream_id) as b,
-        websockets.connect(url + stream_id) as c,
-        websockets.connect(url + other) as d,
+        websockets.connect(url + stream_id, additional_headers=gateway.headers) as a,
+        websockets.connect(url + stream_id, additional_headers=gateway.headers) as b,
+        websockets.connect(url + stream_id, additional_headers=gateway.headers) as c,
+        websockets.connect(url + other, additional_headers=gateway.headers) as d,
     ):
         for ws in (a, b, c, d):
             assert json.loads(await asyncio.wait_for(ws.recv(), 10))["type"] == "ready"
@@ -87,7 +87,7 @@ async def test_viewers_of_a_stream_share_one_feed_and_get_the_same_bytes(
 
 
 async def open_raw(
-    host: str, port: int, path: str, rcvbuf: int | None = None
+    host: str, port: int, path: str, rcvbuf: int | None = None, token: str = ""
 ) -> asyncio.StreamWriter:
     """A WebSocket opened by hand, to be killed without a closing handshake (``rcvbuf``: a small
     receive buffer, for a viewer that stops reading)."""
@@ -100,7 +100,8 @@ async def open_raw(
     key = base64.b64encode(os.urandom(16)).decode()
     writer.write(
         f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nUpgrade: websocket\r\n"
-        f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n"
+        f"Authorization: Bearer {token}\r\n\r\n"
         .encode()
     )  # fmt: skip
     status = await asyncio.wait_for(reader.readline(), 30)
@@ -110,7 +111,7 @@ async def open_raw(
 
 
 async def test_a_thousand_sessions_closed_or_killed_leave_nothing_behind(
-    gateway: str, stream_id: str, nats_server
+    gateway: GatewayUrl, stream_id: str, nats_server
 ) -> None:
     host, port = gateway.removeprefix("http://").split(":")
     baseline = await gateway_subscriptions(nats_server)
@@ -120,11 +121,11 @@ async def test_a_thousand_sessions_closed_or_killed_leave_nothing_behind(
     for start in range(0, 1000, 100):  # 1,000 sessions, 100 at a time, over 10 streams
         batch = range(start, start + 100)
         killed += await asyncio.gather(*(
-            open_raw(host, int(port), f"/api/live/ws/stream/{streams[i % 10]}")
+            open_raw(host, int(port), f"/api/live/ws/stream/{streams[i % 10]}", token=gateway.token)
             for i in batch if i % 2 == 0
         ))  # fmt: skip
         closed += await asyncio.gather(*(
-            websockets.connect(gateway.replace("http", "ws") + f"/api/live/ws/stream/{streams[i % 10]}")
+            websockets.connect(gateway.replace("http", "ws") + f"/api/live/ws/stream/{streams[i % 10]}", additional_headers=gateway.headers)
             for i in batch if i % 2 == 1
         ))  # fmt: skip
 
@@ -152,7 +153,7 @@ async def test_a_thousand_sessions_closed_or_killed_leave_nothing_behind(
             return await gateway_subscriptions(nats_server) == baseline
 
         await eventually(server_side, timeout=30, interval=0.5)
-    async with httpx.AsyncClient(base_url=gateway) as client:
+    async with httpx.AsyncClient(base_url=gateway, headers=gateway.headers) as client:
         assert (await client.get("/api/health")).status_code == 200
     gc.collect()
     alive = [o for o in gc.get_objects() if isinstance(o, Viewer | StreamFeed | FrameWriter)]
@@ -160,15 +161,19 @@ async def test_a_thousand_sessions_closed_or_killed_leave_nothing_behind(
 
 
 async def test_a_viewer_that_stops_reading_skips_updates_and_slows_no_one(
-    bus, gateway: str, stream_id: str
+    bus, gateway: GatewayUrl, stream_id: str
 ) -> None:
     host, port = gateway.removeprefix("http://").split(":")
     path = f"/api/live/ws/stream/{stream_id}"
-    stalled = await open_raw(host, int(port), path, rcvbuf=4096)  # never read again
+    stalled = await open_raw(
+        host, int(port), path, rcvbuf=4096, token=gateway.token
+    )  # never read again
     model = build_machine(stream_id=stream_id, sensors=100, rate_hz=1000)
     publishing = asyncio.ensure_future(simulate(bus, model, SimulateOptions(speed=1, frames=600)))
     try:
-        async with websockets.connect(gateway.replace("http", "ws") + path) as reader:
+        async with websockets.connect(
+            gateway.replace("http", "ws") + path, additional_headers=gateway.headers
+        ) as reader:
             seqs: list[int] = []
             skipped = 0.0
             # each update is ~100 KB, 20 a second: the stalled socket's buffers fill in seconds

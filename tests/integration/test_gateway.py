@@ -16,10 +16,10 @@ from edge.simulator import build_machine
 from schemas import subjects
 from schemas.messages import CycleCommand
 from services.common.config import CommonSettings
-from services.gateway.app import DASHBOARD
+from services.gateway.state import DASHBOARD
 from services.ingest.app import serve as serve_ingest
 from services.ingest.config import Settings as IngestSettings
-from tests.conftest import eventually
+from tests.conftest import GatewayUrl, eventually
 from tests.helpers import frame_count, stored_frames
 
 pytestmark = pytest.mark.integration
@@ -37,10 +37,10 @@ def registration(stream_id: str) -> dict:
 
 
 async def test_register_then_batch_is_persisted(
-    gateway: str, common: CommonSettings, running, stream_id: str
+    gateway: GatewayUrl, common: CommonSettings, running, stream_id: str
 ) -> None:
     running.start(serve_ingest(IngestSettings(metrics_port=0), common, running.stop))
-    async with httpx.AsyncClient(base_url=gateway) as client:
+    async with httpx.AsyncClient(base_url=gateway, headers=gateway.headers) as client:
         r = await client.post("/api/live/register", json=registration(stream_id))
         assert r.status_code == 201, r.text
         assert r.json()["status"] == "registered"
@@ -87,10 +87,10 @@ async def test_register_then_batch_is_persisted(
 
 
 async def test_a_retried_batch_with_the_same_batch_id_is_stored_once(
-    gateway: str, common: CommonSettings, running, stream_id: str
+    gateway: GatewayUrl, common: CommonSettings, running, stream_id: str
 ) -> None:
     running.start(serve_ingest(IngestSettings(metrics_port=0), common, running.stop))
-    async with httpx.AsyncClient(base_url=gateway) as client:
+    async with httpx.AsyncClient(base_url=gateway, headers=gateway.headers) as client:
         await client.post("/api/live/register", json=registration(stream_id))
         body = {
             "stream_id": stream_id,
@@ -128,9 +128,9 @@ async def test_a_retried_batch_with_the_same_batch_id_is_stored_once(
     ],
 )  # fmt: skip
 async def test_bad_batch_bodies_get_422_naming_the_field(
-    gateway: str, stream_id: str, body: dict, field: str
+    gateway: GatewayUrl, stream_id: str, body: dict, field: str
 ) -> None:
-    async with httpx.AsyncClient(base_url=gateway) as client:
+    async with httpx.AsyncClient(base_url=gateway, headers=gateway.headers) as client:
         await client.post("/api/live/register", json=registration(stream_id))
         if body.get("stream_id") == "S":
             body = {**body, "stream_id": stream_id}
@@ -141,9 +141,9 @@ async def test_bad_batch_bodies_get_422_naming_the_field(
 
 
 async def test_bad_registrations_and_unknown_streams_get_clear_errors(
-    gateway: str, stream_id: str
+    gateway: GatewayUrl, stream_id: str
 ) -> None:
-    async with httpx.AsyncClient(base_url=gateway) as client:
+    async with httpx.AsyncClient(base_url=gateway, headers=gateway.headers) as client:
         r = await client.post(
             "/api/live/register",
             json={"device_name": "x", "sensors": [{"id": "a"}, {"id": "a"}]},
@@ -164,7 +164,7 @@ async def test_bad_registrations_and_unknown_streams_get_clear_errors(
 
 
 async def test_cycle_commands_over_rest_reach_the_control_subject(
-    gateway: str, bus, stream_id: str
+    gateway: GatewayUrl, bus, stream_id: str
 ) -> None:
     received: list[CycleCommand] = []
 
@@ -172,7 +172,7 @@ async def test_cycle_commands_over_rest_reach_the_control_subject(
         received.append(CycleCommand.model_validate_json(msg.data))
 
     await bus.nc.subscribe(subjects.control(stream_id), cb=on_msg)
-    async with httpx.AsyncClient(base_url=gateway) as client:
+    async with httpx.AsyncClient(base_url=gateway, headers=gateway.headers) as client:
         await client.post("/api/live/register", json=registration(stream_id))
         r = await client.post("/api/live/cycle/start", params={"stream_id": stream_id})
         assert r.status_code == 202
@@ -188,7 +188,7 @@ async def test_cycle_commands_over_rest_reach_the_control_subject(
 
 
 async def test_websocket_receives_decimated_samples_and_answers_commands(
-    gateway: str, bus, stream_id: str
+    gateway: GatewayUrl, bus, stream_id: str
 ) -> None:
     model = build_machine(stream_id=stream_id, sensors=16, rate_hz=1000)
     commands: list[CycleCommand] = []
@@ -198,7 +198,7 @@ async def test_websocket_receives_decimated_samples_and_answers_commands(
 
     await bus.nc.subscribe(subjects.control(stream_id), cb=on_cmd)
     ws_url = gateway.replace("http", "ws") + f"/api/live/ws/stream/{stream_id}"
-    async with websockets.connect(ws_url) as ws:
+    async with websockets.connect(ws_url, additional_headers=gateway.headers) as ws:
         # first, once subscribed: "ready" (the browser reads its state over REST from then on)
         ready = json.loads(await asyncio.wait_for(ws.recv(), 10))
         assert set(ready) == {"type", "timestamp", "data"}  # the v0.2.0 envelope
@@ -249,8 +249,8 @@ async def test_websocket_receives_decimated_samples_and_answers_commands(
     await eventually(command_arrived)
 
 
-async def test_health_asyncapi_and_metrics(gateway: str) -> None:
-    async with httpx.AsyncClient(base_url=gateway) as client:
+async def test_health_asyncapi_and_metrics(gateway: GatewayUrl) -> None:
+    async with httpx.AsyncClient(base_url=gateway, headers=gateway.headers) as client:
         r = await client.get("/api/health")
         assert r.status_code == 200
         assert r.json()["bus"] == "ok"
@@ -274,10 +274,12 @@ async def test_health_asyncapi_and_metrics(gateway: str) -> None:
             assert "make web" in page.text
 
 
-async def test_recent_samples_fill_a_window_at_once(gateway: str, bus, stream_id: str) -> None:
+async def test_recent_samples_fill_a_window_at_once(
+    gateway: GatewayUrl, bus, stream_id: str
+) -> None:
     model = build_machine(stream_id=stream_id, sensors=4, rate_hz=1000)
     sent = await simulate(bus, model, SimulateOptions(speed=0, frames=20, frame_ms=100))
-    async with httpx.AsyncClient(base_url=gateway, timeout=30) as client:
+    async with httpx.AsyncClient(base_url=gateway, headers=gateway.headers, timeout=30) as client:
         r = await client.get(f"/api/live/stream/{stream_id}/recent", params={"seconds": 30})
         assert r.status_code == 200, r.text
         recent = r.json()

@@ -10,8 +10,8 @@ import time
 import httpx
 import pytest
 
-from services.gateway.app import FRAME_SAMPLES
-from tests.conftest import eventually
+from services.gateway.state import FRAME_SAMPLES
+from tests.conftest import GatewayUrl, eventually
 from tests.helpers import frame_count
 
 pytestmark = pytest.mark.integration
@@ -30,9 +30,9 @@ async def register(client: httpx.AsyncClient, stream_id: str, sensors: list[str]
 
 
 async def test_bad_ids_times_and_characters_get_a_4xx_naming_the_field(
-    gateway: str, stream_id: str
+    gateway: GatewayUrl, stream_id: str
 ) -> None:
-    async with httpx.AsyncClient(base_url=gateway, timeout=60) as client:
+    async with httpx.AsyncClient(base_url=gateway, headers=gateway.headers, timeout=60) as client:
         await register(client, stream_id, ["p"])
         # a device name with letters beyond ASCII and no stream id: an id made of it
         r = await client.post("/api/live/register",
@@ -84,8 +84,8 @@ async def test_bad_ids_times_and_characters_get_a_4xx_naming_the_field(
         assert (await client.get("/api/health")).json()["status"] == "ok"
 
 
-async def test_bodies_over_the_limit_are_refused_before_they_are_read(gateway: str) -> None:
-    async with httpx.AsyncClient(base_url=gateway, timeout=60) as client:
+async def test_bodies_over_the_limit_are_refused_before_they_are_read(gateway: GatewayUrl) -> None:
+    async with httpx.AsyncClient(base_url=gateway, headers=gateway.headers, timeout=60) as client:
         big = b'{"stream_id": "x", "samples": [' + b" " * (9 * 2**20) + b"]}"
         r = await client.post("/api/live/batch", content=big,
                               headers={"Content-Type": "application/json"})  # fmt: skip
@@ -101,8 +101,8 @@ async def test_bodies_over_the_limit_are_refused_before_they_are_read(gateway: s
         assert (await client.get("/api/health")).json()["status"] == "ok"
 
 
-async def test_other_origins_may_not_change_anything(gateway: str, stream_id: str) -> None:
-    async with httpx.AsyncClient(base_url=gateway, timeout=60) as client:
+async def test_other_origins_may_not_change_anything(gateway: GatewayUrl, stream_id: str) -> None:
+    async with httpx.AsyncClient(base_url=gateway, headers=gateway.headers, timeout=60) as client:
         await register(client, stream_id, ["p"])
         evil = {"Origin": "https://evil.example"}
         r = await client.post(
@@ -119,14 +119,14 @@ async def test_other_origins_may_not_change_anything(gateway: str, stream_id: st
 
     url = gateway.replace("http", "ws") + f"/api/live/ws/stream/{stream_id}"
     with pytest.raises(websockets.exceptions.InvalidStatus):
-        async with websockets.connect(url, additional_headers=evil):
+        async with websockets.connect(url, additional_headers={**evil, **gateway.headers}):
             pass
-    async with websockets.connect(url, additional_headers=own) as ws:
+    async with websockets.connect(url, additional_headers={**own, **gateway.headers}) as ws:
         assert "ready" in await ws.recv()
 
 
 async def test_a_batch_too_large_for_one_frame_is_split(
-    gateway: str, common, running, stream_id: str
+    gateway: GatewayUrl, common, running, stream_id: str
 ) -> None:
     from services.ingest.app import serve as serve_ingest
     from services.ingest.config import Settings as IngestSettings
@@ -136,7 +136,7 @@ async def test_a_batch_too_large_for_one_frame_is_split(
     t0 = time.time() - 600
     rows = 8000  # 80,000 samples: above one bus message
     samples = [{"timestamp": t0 + i / 100, "values": {s: i for s in sensors}} for i in range(rows)]
-    async with httpx.AsyncClient(base_url=gateway, timeout=120) as client:
+    async with httpx.AsyncClient(base_url=gateway, headers=gateway.headers, timeout=120) as client:
         await register(client, stream_id, sensors)
         r = await client.post("/api/live/batch",
                               json={"stream_id": stream_id, "samples": samples, "batch_id": "b1"})  # fmt: skip

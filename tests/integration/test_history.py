@@ -18,7 +18,7 @@ from services.common.config import CommonSettings
 from services.gateway.history import plan
 from services.ingest.app import serve as serve_ingest
 from services.ingest.config import Settings as IngestSettings
-from tests.conftest import eventually
+from tests.conftest import GatewayUrl, eventually
 from tests.helpers import frame_count
 
 pytestmark = pytest.mark.integration
@@ -30,7 +30,7 @@ def iso(t_ns: int) -> str:
 
 
 async def test_any_range_comes_back_in_at_most_max_points_buckets(
-    bus, common: CommonSettings, running, gateway: str, stream_id: str
+    bus, common: CommonSettings, running, gateway: GatewayUrl, stream_id: str
 ) -> None:
     running.start(serve_ingest(IngestSettings(metrics_port=0), common, running.stop))
     t0 = (time.time_ns() // (60 * S) - 2) * 60 * S  # two minutes ago, on a minute
@@ -51,7 +51,7 @@ async def test_any_range_comes_back_in_at_most_max_points_buckets(
         return await frame_count(common.database_url, stream_id) == 300
 
     await eventually(stored, timeout=60)
-    async with httpx.AsyncClient(base_url=gateway, timeout=60) as http:
+    async with httpx.AsyncClient(base_url=gateway, headers=gateway.headers, timeout=60) as http:
         url = f"/api/live/stream/{stream_id}/samples"
         # 10 s at 100 points: raw frames, buckets of 100 ms
         r = await http.get(

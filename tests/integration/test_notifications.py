@@ -17,7 +17,7 @@ from services.alerts.config import Settings as AlertsSettings
 from services.alerts.notify import Budget, signature
 from services.common.config import CommonSettings
 from services.common.embedded import free_port
-from tests.conftest import eventually
+from tests.conftest import GatewayUrl, eventually
 
 pytestmark = pytest.mark.integration
 SECRET = "s3cret"
@@ -66,7 +66,12 @@ def smtp_server():
 
 
 async def test_an_alert_is_posted_signed_and_mailed(
-    gateway: str, common: CommonSettings, running, stream_id: str, webhook_server, smtp_server
+    gateway: GatewayUrl,
+    common: CommonSettings,
+    running,
+    stream_id: str,
+    webhook_server,
+    smtp_server,
 ) -> None:
     box, smtp_port = smtp_server
     settings = AlertsSettings(
@@ -74,7 +79,7 @@ async def test_an_alert_is_posted_signed_and_mailed(
         smtp_host="127.0.0.1", smtp_port=smtp_port, mail_to="ops@example.org",
     )  # fmt: skip
     running.start(serve_alerts(settings, common, running.stop))
-    async with httpx.AsyncClient(base_url=gateway, timeout=30) as client:
+    async with httpx.AsyncClient(base_url=gateway, headers=gateway.headers, timeout=30) as client:
         reg = {"device_name": "Pump", "stream_id": stream_id, "sensors": [{"id": "p"}, {"id": "t"}]}
         await client.post("/api/live/register", json=reg)
         for rule_id, sensor in (("p-hi", "p"), ("t-hi", "t")):

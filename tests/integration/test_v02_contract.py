@@ -18,7 +18,7 @@ from schemas.compat import V02_BATCH, V02_REGISTER, quality_code
 from services.common.config import CommonSettings
 from services.ingest.app import serve as serve_ingest
 from services.ingest.config import Settings as IngestSettings
-from tests.conftest import SHARED_DATA, eventually
+from tests.conftest import SHARED_DATA, GatewayUrl, eventually
 from tests.helpers import stored_frames
 
 pytestmark = pytest.mark.integration
@@ -53,12 +53,12 @@ def test_quality_0_to_1_maps_onto_quality_codes() -> None:
 
 
 async def test_a_v02_client_registers_posts_controls_and_follows(
-    gateway: str, common: CommonSettings, running
+    gateway: GatewayUrl, common: CommonSettings, running
 ) -> None:
     running.start(serve_ingest(IngestSettings(metrics_port=0), common, running.stop))
     register = copy.deepcopy(V02_REGISTER)
     register["device_name"] = f"Machine-01 {datetime.now(UTC):%H%M%S%f}"  # a fresh device
-    async with httpx.AsyncClient(base_url=gateway) as client:
+    async with httpx.AsyncClient(base_url=gateway, headers=gateway.headers) as client:
         r = await client.post("/api/live/register", json=register)
         assert r.status_code == 201, r.text
         reg = r.json()
@@ -104,7 +104,7 @@ async def test_a_v02_client_registers_posts_controls_and_follows(
         assert r.status_code == 200, r.text
 
         ws_url = gateway.replace("http", "ws") + f"/api/live/ws/stream/{stream_id}"
-        async with websockets.connect(ws_url) as ws:
+        async with websockets.connect(ws_url, additional_headers=gateway.headers) as ws:
             for command in ("ping", "cycle_start", "cycle_stop"):
                 await ws.send(command)
             replies = []
@@ -128,11 +128,11 @@ async def test_a_v02_client_registers_posts_controls_and_follows(
     ],
 )
 async def test_a_bad_v02_sample_is_refused_naming_its_field(
-    gateway: str, change: dict, status: int, field: str
+    gateway: GatewayUrl, change: dict, status: int, field: str
 ) -> None:
     register = copy.deepcopy(V02_REGISTER)
     register["device_name"] = f"Machine-02 {datetime.now(UTC):%H%M%S%f}"
-    async with httpx.AsyncClient(base_url=gateway) as client:
+    async with httpx.AsyncClient(base_url=gateway, headers=gateway.headers) as client:
         stream_id = (await client.post("/api/live/register", json=register)).json()["stream_id"]
         batch = copy.deepcopy(V02_BATCH)
         batch["stream_id"] = stream_id
@@ -144,17 +144,17 @@ async def test_a_bad_v02_sample_is_refused_naming_its_field(
     assert any(f == field for f in fields), answer
 
 
-async def test_a_bad_v02_registration_is_refused_naming_its_field(gateway: str) -> None:
+async def test_a_bad_v02_registration_is_refused_naming_its_field(gateway: GatewayUrl) -> None:
     body = copy.deepcopy(V02_REGISTER)
     body["sensors"].append({"name": "no id"})
-    async with httpx.AsyncClient(base_url=gateway) as client:
+    async with httpx.AsyncClient(base_url=gateway, headers=gateway.headers) as client:
         r = await client.post("/api/live/register", json=body)
     assert r.status_code == 422
     assert [d["field"] for d in r.json()["details"]] == ["body.sensors.1.sensor_id"]
 
 
-async def test_openapi_describes_both_shapes_with_examples(gateway: str) -> None:
-    async with httpx.AsyncClient(base_url=gateway) as client:
+async def test_openapi_describes_both_shapes_with_examples(gateway: GatewayUrl) -> None:
+    async with httpx.AsyncClient(base_url=gateway, headers=gateway.headers) as client:
         doc = (await client.get("/openapi.json")).json()
     for path in ("/api/live/register", "/api/live/batch"):
         content = doc["paths"][path]["post"]["requestBody"]["content"]["application/json"]

@@ -96,7 +96,7 @@ async def audit(
     actor: Annotated[str | None, Query(max_length=100)] = None,
     action: Annotated[
         str | None,
-        Query(pattern=r"^[a-z_]+(\.[a-z_]+)?\*?$", description="e.g. alert.ack, token.*"),
+        Query(pattern=r"^[a-z_]+(\.[a-z_]*)?\*?$", description="e.g. alert.ack, token.*"),
     ] = None,
     limit: Annotated[int, Query(ge=1, le=10_000)] = 100,
 ) -> list[AuditEntry]:
