@@ -193,7 +193,12 @@ def serve_one() -> None:
     """One gateway process on the shared port."""
     settings, common = Settings(), CommonSettings()
     logs.setup(SERVICE, common.log_level, common.log_json)
-    config = uvicorn_config(build_app(settings, common), lifespan="on", backlog=2048)
+    tls = (
+        {"ssl_certfile": settings.tls_certfile, "ssl_keyfile": settings.tls_keyfile}
+        if settings.tls_certfile
+        else {}
+    )
+    config = uvicorn_config(build_app(settings, common), lifespan="on", backlog=2048, **tls)
     try:
         sock = listening_socket(settings.host, settings.port, shared=settings.workers > 1)
     except OSError as exc:

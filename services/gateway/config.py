@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pydantic import Field
+from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -44,6 +44,13 @@ class Settings(BaseSettings):
     )
     tls_certfile: str = Field(default="", description="Serve HTTPS with this certificate (PEM).")
     tls_keyfile: str = Field(default="", description="Its private key (PEM).")
+
+    @model_validator(mode="after")
+    def _tls_pair(self) -> Settings:
+        if bool(self.tls_certfile) != bool(self.tls_keyfile):
+            raise ValueError("VERTAC_GATEWAY_TLS_CERTFILE and _TLS_KEYFILE go together")
+        return self
+
     workers: int = Field(
         default=1,
         ge=1,

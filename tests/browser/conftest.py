@@ -28,6 +28,14 @@ CHROMIUM_FLAGS = [
 ]
 
 
+async def sign_in(page: Any, base: str, token: str) -> None:
+    """Give the tab the sign-in cookie the dashboard's sign-in sets (POST /api/auth/session)."""
+    await page.context.add_cookies(
+        [{"name": "vertac_token", "value": token, "url": base, "httpOnly": True,
+          "sameSite": "Strict"}]
+    )  # fmt: skip
+
+
 def chromium_path() -> str | None:
     for candidate in (os.environ.get("VERTAC_CHROMIUM"), "/usr/bin/chromium", "chromium"):
         if candidate and (found := shutil.which(candidate)):

@@ -26,8 +26,8 @@ from services.common.config import CommonSettings
 from services.common.embedded import free_port
 from services.cycles.app import serve as serve_cycles
 from services.cycles.config import Settings as CyclesSettings
-from tests.browser.conftest import ARTIFACTS
-from tests.conftest import GatewayUrl, eventually
+from tests.browser.conftest import ARTIFACTS, sign_in
+from tests.conftest import GatewayUrl, admin_token, eventually
 from tests.scenarios import SIGNAL_TRIGGER, flow_offset_machine, start_cycles_and_analysis
 
 pytestmark = pytest.mark.browser
@@ -59,6 +59,7 @@ async def test_live_page_shows_moving_data_and_drives_cycles_and_alerts(
         sim = asyncio.create_task(simulate(bus, model, SimulateOptions(speed=1, duration_s=120)))
         try:
             await asyncio.sleep(2)  # some history: the page opens with it already drawn
+            await sign_in(page, gateway, gateway.token)
             await page.goto(f"{gateway}/#/live/{stream_id}")
             await expect(page.get_by_test_id("connection")).to_have_attribute("data-state", "open")
             await eventually(lambda: page.evaluate("__vertac.backfilled > 4 * 300"), timeout=10)
@@ -146,6 +147,7 @@ async def test_a_finished_cycle_opens_its_report_with_exports_history_and_action
     async with httpx.AsyncClient(base_url=gateway, headers=gateway.headers, timeout=60) as client:
         await client.post("/api/live/register", json=model.registration().model_dump(mode="json"))
         await client.put(f"/api/live/stream/{stream_id}/cycle-config", json=SIGNAL_TRIGGER)
+        await sign_in(page, gateway, gateway.token)
         await page.goto(f"{gateway}/#/live/{stream_id}")
         await expect(page.get_by_test_id("connection")).to_have_attribute("data-state", "open")
         await simulate(bus, model, SimulateOptions(speed=0, frames=170))
@@ -246,8 +248,11 @@ async def test_the_page_reconnects_after_the_gateway_restarts(
     model = build_machine(stream_id=stream_id, sensors=2, rate_hz=100, cycle_s=4)
     server, task = await serve()
     url = f"http://127.0.0.1:{port}"
-    async with httpx.AsyncClient(base_url=url, timeout=30) as client:
+    token = await admin_token(common.database_url)
+    async with httpx.AsyncClient(base_url=url, headers={"Authorization": f"Bearer {token}"},
+                                 timeout=30) as client:  # fmt: skip
         await client.post("/api/live/register", json=model.registration().model_dump(mode="json"))
+    await sign_in(page, url, token)
     sim = asyncio.create_task(simulate(bus, model, SimulateOptions(speed=1, duration_s=120)))
     try:
         await page.goto(f"{url}/#/live/{stream_id}")
@@ -292,6 +297,7 @@ async def test_real_hydraulic_cycles_valve_fault_tops_the_report(
     # arrives; the rest continues on the same time line
     start = time.time_ns() // 1_000_000_000 * 1_000_000_000
     await replay_hydraulic(bus, rig, healthy[:1], stream_id=stream_id, start_ns=start)
+    await sign_in(page, gateway, gateway.token)
     await page.goto(f"{gateway}/#/live/{stream_id}")
     await expect(page.get_by_test_id("connection")).to_have_attribute("data-state", "open")
     await replay_hydraulic(bus, rig, [*healthy[1:], valve], stream_id=stream_id,

@@ -21,6 +21,7 @@ from schemas.frames import Frame, Series
 from services.common.config import CommonSettings
 from services.ingest.adapters import PgFrameStore
 from services.ingest.logic import to_row
+from tests.browser.conftest import sign_in
 from tests.conftest import GatewayUrl
 
 pytestmark = pytest.mark.browser
@@ -78,6 +79,7 @@ async def test_signals_switch_source_with_the_range_and_zoom_by_dragging(
     status = page.get_by_test_id("history-range")
     charts = page.get_by_test_id("signal-chart")
     # the default range, the last hour: the 1 s rollups, one chart per sensor with its name
+    await sign_in(page, gateway, gateway.token)
     await page.goto(f"{gateway}/#/history/{stream_id}")
     await expect(status).to_have_attribute("data-resolution", "1s", timeout=30_000)
     await expect(charts).to_have_count(2)

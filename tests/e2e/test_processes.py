@@ -168,19 +168,18 @@ def test_vertac_run_brings_up_the_whole_system_and_keeps_data_across_runs(tmp_pa
     ]  # fmt: skip
     base = f"http://127.0.0.1:{ports['port']}"
     seen = []
+    token_file = data / "admin.token"
+
+    def token() -> str | None:
+        return token_file.read_text().strip() if token_file.is_file() else None
+
     for _ in range(2):
         proc = subprocess.Popen(args, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         try:
-
-            token_file = data / "admin.token"
-
-            def token() -> str | None:
-                return token_file.read_text().strip() if token_file.is_file() else None
-
             admin = {"Authorization": f"Bearer {_wait(token)}"}
             assert token_file.stat().st_mode & 0o777 == 0o600
 
-            def persisted() -> int | None:
+            def persisted(admin: dict[str, str] = admin) -> int | None:
                 r = _get(f"{base}/api/live/stream/sim-01/status", admin)
                 if r is None or r.status_code != 200:
                     return None

@@ -11,6 +11,7 @@ import type {
   ReferenceInfo,
   StreamRegistered,
   StreamStatus,
+  WhoAmI,
 } from "./contracts";
 
 export type {
@@ -36,6 +37,7 @@ export type {
   WsEnvelope,
   WsSamples,
   WsSensorTrace,
+  WhoAmI,
 } from "./contracts";
 
 /** A row of ``GET /api/live/alerts`` (a database row, not a bus contract). */
@@ -100,6 +102,10 @@ function historyQuery(startMs: number, endMs: number, maxPoints: number, format?
 }
 
 export const api = {
+  me: () => call<WhoAmI>("/api/auth/me"),
+  signIn: (token: string) =>
+    call<WhoAmI>("/api/auth/session", { method: "POST", body: JSON.stringify({ token }) }),
+  signOut: () => call<void>("/api/auth/session", { method: "DELETE" }),
   streams: () => call<StreamRegistered[]>("/api/live/streams"),
   status: (sid: string) => call<StreamStatus>(`/api/live/stream/${enc(sid)}/status`),
   cycles: (sid: string, limit = 100) =>

@@ -298,6 +298,15 @@ export interface StreamStatus {
   last_sample_at: string | null;
 }
 
+/** Answer of ``GET /api/auth/me``: who the request is from and what the role allows. */
+export interface WhoAmI {
+  name: string;
+  role: "viewer" | "operator" | "admin" | "edge";
+  streams: string[];
+  via: "token" | "oidc" | "anonymous";
+  auth: boolean;
+}
+
 /** Server → browser: an alert was raised, acknowledged or cleared. */
 export interface WsAlert {
   type: "alert";

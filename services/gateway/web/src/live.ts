@@ -67,8 +67,8 @@ export function mountLive(root: HTMLElement, streamId: string, ctx: LiveContext)
   const cycleNo = h("span", { "data-testid": "cycle-no" }, "–");
   const elapsed = h("span", { "data-testid": "cycle-elapsed" }, "–");
   const sampleCount = h("span", { "data-testid": "cycle-samples" }, "–");
-  const startBtn = h("button", { class: "primary", "data-testid": "start", onclick: () => command("start") }, "Start cycle");
-  const stopBtn = h("button", { "data-testid": "stop", onclick: () => command("stop") }, "Stop cycle");
+  const startBtn = h("button", { class: "primary", "data-testid": "start", "data-needs": "operator", onclick: () => command("start") }, "Start cycle");
+  const stopBtn = h("button", { "data-testid": "stop", "data-needs": "operator", onclick: () => command("stop") }, "Stop cycle");
   const windowSel = h(
     "select",
     {
@@ -107,7 +107,7 @@ export function mountLive(root: HTMLElement, streamId: string, ctx: LiveContext)
         h("label", { class: "window" }, "Window ", windowSel),
       ),
       h("section", { class: "panel alerts" },
-        h("div", { class: "panel-head" }, h("h2", {}, "Alerts"), h("label", {}, "Operator ", operator)),
+        h("div", { class: "panel-head" }, h("h2", {}, "Alerts"), h("label", { "data-needs": "anonymous" }, "Operator ", operator)),
         ticker,
       ),
       h("section", { class: "panel sensors" }, h("h2", {}, "Sensors"), grid),
@@ -247,7 +247,7 @@ export function mountLive(root: HTMLElement, streamId: string, ctx: LiveContext)
               h("span", { class: "msg" }, a.message, a.occurrences > 1 ? ` (×${a.occurrences})` : ""),
               h("time", {}, when(a.raised_at)),
               a.state === "raised"
-                ? h("button", { "data-testid": "ack", onclick: () => acknowledge(a) }, "Acknowledge")
+                ? h("button", { "data-testid": "ack", "data-needs": "operator", onclick: () => acknowledge(a) }, "Acknowledge")
                 : h("span", { class: "acked" }, "acknowledged"),
             ),
           )),

@@ -1,7 +1,7 @@
 // Entry point: stream picker, hash routes (#/live/<stream>, #/history/<stream>, #/cycle/<id>),
 // connection indicator.
 import "./style.css";
-import { api, type StreamRegistered } from "./api";
+import { api, ApiError, type StreamRegistered, type WhoAmI } from "./api";
 import { h, toast } from "./dom";
 import { mountHistory } from "./history";
 import { mountLive } from "./live";
@@ -14,6 +14,7 @@ const picker = document.getElementById("stream-picker") as HTMLSelectElement;
 const connection = document.getElementById("connection") as HTMLElement;
 const navLive = document.getElementById("nav-live") as HTMLAnchorElement;
 const navHistory = document.getElementById("nav-history") as HTMLAnchorElement;
+const who = document.getElementById("who") as HTMLElement;
 let cleanup: (() => void) | null = null;
 let streams: StreamRegistered[] = [];
 
@@ -70,9 +71,67 @@ function route(): void {
 picker.addEventListener("change", () => {
   location.hash = location.hash.startsWith("#/history/") ? `#/history/${encodeURIComponent(picker.value)}` : `#/live/${encodeURIComponent(picker.value)}`;
 });
-window.addEventListener("hashchange", route);
+window.addEventListener("hashchange", () => (location.hash.startsWith("#token=") ? void start() : route()));
+
+/** The sign-in page: paste an API token (``vertac auth token create``, or admin.token). */
+function showSignIn(reason: string): void {
+  const input = h("input", { type: "password", placeholder: "vtk_…", "aria-label": "API token", "data-testid": "token", autocomplete: "off" }) as HTMLInputElement;
+  const form = h("form", { "data-testid": "signin" }, input, h("button", { class: "primary", type: "submit" }, "Sign in"));
+  form.addEventListener("submit", async (e) => {
+    e.preventDefault();
+    try {
+      await api.signIn(input.value.trim());
+      void start();
+    } catch (err) {
+      toast(`Sign-in refused: ${(err as Error).message}`, "error");
+    }
+  });
+  view.replaceChildren(
+    h("section", { class: "panel signin" },
+      h("h1", {}, "Sign in to VerTac"),
+      h("p", {}, reason),
+      form,
+      h("p", { class: "muted" }, "An admin makes tokens with “vertac auth token create NAME --role viewer|operator|admin”; vertac run keeps its admin token in <data-dir>/admin.token."),
+    ),
+  );
+  connection.hidden = true;
+}
+
+function showWho(me: WhoAmI): void {
+  document.body.dataset.role = me.role;
+  document.body.dataset.auth = me.auth === false ? "off" : "on";
+  if (me.auth === false) {
+    who.hidden = true;
+    return;
+  }
+  const out = h("button", { "data-testid": "signout", onclick: async () => { await api.signOut(); location.reload(); } }, "Sign out");
+  who.replaceChildren(h("span", { "data-testid": "who-name" }, `${me.name} (${me.role})`), out);
+  who.hidden = false;
+}
+
+/** A sign-in link (``/#token=…``, printed by vertac run) signs in and is then forgotten. */
+async function signInFromLink(): Promise<void> {
+  const found = /^#token=([A-Za-z0-9_-]+)$/.exec(location.hash);
+  if (!found) return;
+  history.replaceState(null, "", location.pathname + location.search);
+  try {
+    await api.signIn(found[1]);
+  } catch (err) {
+    toast(`The sign-in link is not valid: ${(err as Error).message}`, "error");
+  }
+}
 
 async function start(): Promise<void> {
+  await signInFromLink();
+  try {
+    showWho(await api.me());
+  } catch (err) {
+    if (err instanceof ApiError && err.status === 401) {
+      showSignIn("This VerTac needs an API token.");
+      return;
+    }
+    toast(`Gateway unreachable: ${(err as Error).message}`, "error");
+  }
   try {
     streams = await api.streams();
   } catch (err) {

@@ -45,7 +45,7 @@ export async function renderReport(root: HTMLElement, cycleId: string, opts: Rep
     h("a", { class: "button", href: links.samplesCsv(cycleId), download: `${cycleId}.csv`, "data-testid": "export-samples" }, "Samples CSV"),
     h("a", { class: "button", href: links.analysisCsv(cycleId), download: `${cycleId}-analysis.csv`, "data-testid": "export-analysis" }, "Analysis CSV"),
     h("a", { class: "button", href: links.reportPdf(cycleId), download: `${cycleId}.pdf`, "data-testid": "export-pdf" }, "PDF report"),
-    h("button", { "data-testid": "use-as-reference", onclick: () => useAsReference(detail) }, "Use as reference"),
+    h("button", { "data-testid": "use-as-reference", "data-needs": "admin", onclick: () => useAsReference(detail) }, "Use as reference"),
     datasetForm(cycleId),
   );
 
@@ -163,7 +163,7 @@ async function useAsReference(detail: CycleDetail): Promise<void> {
 function datasetForm(cycleId: string): HTMLElement {
   const name = h("input", { value: localStorage.getItem("vertac.dataset") || "golden-cycles", size: 14, "aria-label": "dataset name", "data-testid": "dataset-name" });
   const label = h("input", { value: "", placeholder: "label, e.g. good", size: 10, "aria-label": "label", "data-testid": "dataset-label" });
-  const form = h("form", { class: "dataset", "data-testid": "save-dataset" }, name, label, h("button", { type: "submit" }, "Save as dataset"));
+  const form = h("form", { class: "dataset", "data-testid": "save-dataset", "data-needs": "operator" }, name, label, h("button", { type: "submit" }, "Save as dataset"));
   form.addEventListener("submit", async (e) => {
     e.preventDefault();
     const dataset = name.value.trim();
