@@ -13,7 +13,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any
 
-from pydantic import Discriminator, Field, Tag, model_validator
+from pydantic import ConfigDict, Discriminator, Field, Tag, model_validator
 
 from schemas.messages import (
     DATASET_PATTERN,
@@ -56,6 +56,7 @@ class LegacyRegistration(Contract):
     device_name: str = Field(min_length=1, max_length=200, examples=["Machine-01"])
     sensor_count: int | None = Field(
         default=None,
+        strict=True,
         ge=0,
         le=4096,
         description="Informational, as in v0.2.0: the listed sensors are registered; a count "
@@ -106,6 +107,15 @@ class LegacySample(Contract):
     """One reading as v0.2.0 posted it. ``sensor_id`` or ``sensor_name`` names the sensor
     (the id, or the registered name); ``unit``, when given, must be the registered unit."""
 
+    model_config = ConfigDict(
+        **Contract.model_config,
+        json_schema_extra={
+            "anyOf": [
+                {"required": [name], "properties": {name: {"type": "string", "minLength": 1}}}
+                for name in ("sensor_id", "sensor_name")
+            ]
+        },
+    )
     timestamp: datetime | float = Field(description="ISO 8601, or seconds since the Unix epoch.")
     sensor_id: str | None = Field(default=None, max_length=128)
     sensor_name: str | None = Field(default=None, max_length=200)

@@ -48,7 +48,7 @@ MAX_SAMPLES_PER_SERIES: Final = 10_000_000
 INT64_MIN: Final = -(2**63)
 INT64_MAX: Final = 2**63 - 1
 _PREAMBLE = struct.Struct("<4sI")
-_SENSOR_ID = re.compile(r"[^\s,=\x00-\x1f\x7f]{1,128}")  # as schemas.v1.base.SensorId
+_SENSOR_ID = re.compile(r"[^\s,=\x00-\x1f\x7f-\x9f\ufeff]{1,128}")  # as schemas.v1.base.SensorId
 
 
 class FrameError(ValueError):

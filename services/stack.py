@@ -168,7 +168,8 @@ class Stack:
             f"  nats-server   {self.nats.url}  (monitor http://{self.nats.host}:{self.nats.monitor_port})"
         )
         self.pg.start()
-        say(f"  PostgreSQL    {self.pg.url}")
+        shown = self.pg.url.replace(self.pg.url.split("@")[0].rsplit(":", 1)[-1] + "@", "***@")
+        say(f"  PostgreSQL    {shown}  (passwords in {self.pg.secrets_file}, mode 600)")
         token_file = self.options.data_dir.resolve() / "admin.token"
         kept = token_file.read_text() if token_file.is_file() else None
         token, new = asyncio.run(self._prepare(kept))
@@ -222,7 +223,7 @@ class Stack:
             say("  PostgreSQL is not running; restarting it")
             try:
                 self.pg.start()
-                say(f"  PostgreSQL restarted at {self.pg.url}")
+                say(f"  PostgreSQL restarted on port {self.pg.port}")
             except EmbeddedServerError as exc:
                 say(f"  PostgreSQL did not restart: {exc}; trying again")
 

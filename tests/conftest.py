@@ -176,20 +176,21 @@ def gateway_url(base: str, token: str) -> GatewayUrl:
     return url
 
 
-@pytest.fixture
-async def gateway(common: CommonSettings) -> AsyncIterator[GatewayUrl]:
-    """The gateway served by uvicorn on a free port, at default settings (auth on); yields its
-    base URL with an admin token (``gateway.headers``)."""
+@contextlib.asynccontextmanager
+async def serve_gateway(common: CommonSettings, **settings: object) -> AsyncIterator[str]:
+    """A gateway served by uvicorn on a free port in this event loop; yields its base URL."""
     from services.gateway.app import build_app, uvicorn_config
     from services.gateway.config import Settings
 
-    token = await admin_token(common.database_url)
     port = free_port()
-    settings = Settings(port=port, ws_interval_ms=50)
-    config = uvicorn_config(build_app(settings, common), host="127.0.0.1", port=port)
+    config = uvicorn_config(
+        build_app(Settings(port=port, **settings), common),
+        host="127.0.0.1",
+        port=port,  # type: ignore[arg-type]
+    )
     server = uvicorn.Server(config)
     task = asyncio.ensure_future(server.serve())
-    for _ in range(200):
+    for _ in range(600):
         if server.started:
             break
         if task.done():
@@ -197,10 +198,19 @@ async def gateway(common: CommonSettings) -> AsyncIterator[GatewayUrl]:
         await asyncio.sleep(0.05)
     assert server.started, "gateway did not start"
     try:
-        yield gateway_url(f"http://127.0.0.1:{port}", token)
+        yield f"http://127.0.0.1:{port}"
     finally:
         server.should_exit = True
         await asyncio.wait_for(task, 15)
+
+
+@pytest.fixture
+async def gateway(common: CommonSettings) -> AsyncIterator[GatewayUrl]:
+    """The gateway served by uvicorn on a free port, at default settings (auth on); yields its
+    base URL with an admin token (``gateway.headers``)."""
+    token = await admin_token(common.database_url)
+    async with serve_gateway(common, ws_interval_ms=50) as base:
+        yield gateway_url(base, token)
 
 
 @dataclass

@@ -24,12 +24,14 @@ StreamId = Annotated[
         examples=["press-01"],
     ),
 ]
+SENSOR_ID_PATTERN = r"^[^\s,=\x00-\x1f\x7f-\x9f\ufeff]+$"
 SensorId = Annotated[
     str,
     Field(
         min_length=1,
         max_length=128,
-        pattern=r"^[^\s,=\x00-\x1f\x7f]+$",
+        # explicit about the characters JavaScript's \s and Python's \s disagree on
+        pattern=SENSOR_ID_PATTERN,
         description="Sensor id, unique within its stream; no spaces, commas, '=' or control "
         "characters.",
         examples=["pressure_1"],

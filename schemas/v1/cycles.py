@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import ConfigDict, Field, model_validator
 
 from schemas.v1.analysis import AnalysisCompleted
 from schemas.v1.base import Contract, StreamId
@@ -32,8 +32,10 @@ class CommandAccepted(Contract):
 
 class CycleConfig(Contract):
     """How cycles of one stream start and end (KV ``vertac_cycle_config``, REST
-    ``PUT /api/live/stream/{id}/cycle-config``). Manual commands always work as well."""
+    ``PUT /api/live/stream/{id}/cycle-config``). Manual commands always work as well. Values
+    are taken as they are typed: a number in quotes is refused, not converted."""
 
+    model_config = ConfigDict(**Contract.model_config, strict=True)
     version: Literal[1] = 1
     trigger: Literal["manual", "signal"] = Field(
         default="manual",

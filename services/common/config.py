@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from schemas.client import BusSettings
+
+EMBEDDED_URL = "postgresql://vertac@127.0.0.1:55432/vertac"
+EMBEDDED_SECRETS = Path(".vertac") / "pg.secrets"
 
 
 class CommonSettings(BusSettings):
@@ -17,7 +22,8 @@ class CommonSettings(BusSettings):
     model_config = SettingsConfigDict(env_prefix="VERTAC_", extra="ignore")
 
     database_url: str = Field(
-        default="postgresql://vertac@127.0.0.1:55432/vertac", description="PostgreSQL URL."
+        default=EMBEDDED_URL,
+        description="PostgreSQL URL (default: vertac run's, password from .vertac/pg.secrets).",
     )
     bus_replicas: int = Field(default=1, ge=1, le=5, description="JetStream replicas per stream.")
     samples_max_age_s: float = Field(
@@ -58,3 +64,18 @@ class CommonSettings(BusSettings):
     auto_migrate: bool = Field(
         default=True, description="ingest and gateway apply pending migrations at start."
     )
+
+    @model_validator(mode="after")
+    def _embedded_password(self) -> CommonSettings:
+        """The default URL is that of ``vertac run``'s PostgreSQL: take its password from
+        ``.vertac/pg.secrets`` when the command runs beside it (``vertac auth token``,
+        ``vertac export``, a service started by hand)."""
+        if self.database_url == EMBEDDED_URL and EMBEDDED_SECRETS.is_file():
+            try:
+                password = json.loads(EMBEDDED_SECRETS.read_text())["vertac"]
+            except (OSError, ValueError, KeyError):
+                return self
+            object.__setattr__(
+                self, "database_url", EMBEDDED_URL.replace("vertac@", f"vertac:{password}@", 1)
+            )
+        return self

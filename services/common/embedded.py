@@ -7,11 +7,15 @@ folder, free ports). Each server is a child process that is stopped cleanly on `
 from __future__ import annotations
 
 import contextlib
+import json
 import os
+import pwd
+import secrets
 import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -132,6 +136,13 @@ def _pg_bin() -> Path:
     return Path(POSTGRES_BIN_PATH)
 
 
+_HBA = """# written by VerTac: every connection is checked with a password (scram-sha-256)
+local all all scram-sha-256
+host all all 0.0.0.0/0 scram-sha-256
+host all all ::/0 scram-sha-256
+"""
+
+
 def _as_root() -> bool:
     return hasattr(os, "geteuid") and os.geteuid() == 0
 
@@ -148,11 +159,28 @@ class Postgres:
     _run_as: str | None = field(default=None, repr=False)
 
     @property
+    def secrets_file(self) -> Path:
+        """Passwords of ``postgres`` and of the services' role (JSON, mode 600), beside the
+        cluster: every connection, local ones too, is checked with scram-sha-256."""
+        return self.data_dir.with_name(self.data_dir.name + ".secrets")
+
+    def _password(self, role: str) -> str:
+        try:
+            return str(json.loads(self.secrets_file.read_text())[role])
+        except (OSError, ValueError, KeyError):
+            return ""
+
+    def _at(self, role: str) -> str:
+        password = self._password(role)
+        return f"{role}:{password}@" if password else f"{role}@"
+
+    @property
     def url(self) -> str:
-        return f"postgresql://{self.user}@{self.host}:{self.port}/{self.database}"
+        """The services' URL: a role that owns VerTac's database, not a superuser."""
+        return f"postgresql://{self._at(self.user)}{self.host}:{self.port}/{self.database}"
 
     def admin_url(self, database: str = "postgres") -> str:
-        return f"postgresql://postgres@{self.host}:{self.port}/{database}"
+        return f"postgresql://{self._at('postgres')}{self.host}:{self.port}/{database}"
 
     def _run(self, tool: str, *args: str, timeout: float = 60) -> str:
         cmd = [str(_pg_bin() / tool), *args]
@@ -190,10 +218,20 @@ class Postgres:
         if _as_root():
             self._prepare_permissions()
         if not (self.data_dir / "PG_VERSION").exists():
-            self._run(
-                "initdb", "-D", str(self.data_dir), "--auth=trust", "--encoding=UTF8",
-                "--no-instructions", "-U", "postgres",
-            )  # fmt: skip
+            self._make_secrets()
+            fd, pwfile = tempfile.mkstemp(prefix="vertac-pw-")
+            try:
+                with os.fdopen(fd, "w") as f:
+                    f.write(self._password("postgres") + "\n")
+                if self._run_as is not None:
+                    entry = pwd.getpwnam(self._run_as)
+                    os.chown(pwfile, entry.pw_uid, entry.pw_gid)
+                self._run(
+                    "initdb", "-D", str(self.data_dir), "--auth=scram-sha-256",
+                    f"--pwfile={pwfile}", "--encoding=UTF8", "--no-instructions", "-U", "postgres",
+                )  # fmt: skip
+            finally:
+                os.unlink(pwfile)
         if self.alive() and self._running():
             self._run("pg_ctl", "-D", str(self.data_dir), "-m", "fast", "-w", "stop")
         elif (self.data_dir / "postmaster.pid").exists() and not self.alive():
@@ -215,8 +253,37 @@ class Postgres:
             )  # fmt: skip
         except EmbeddedServerError as exc:
             raise EmbeddedServerError(f"PostgreSQL did not start ({exc}); see {log_file}") from exc
+        self._secure()
         self._ensure_database()
         return self
+
+    def _secure(self) -> None:
+        """Passwords for ``postgres`` and the services' role (made once), and scram-sha-256 for
+        every connection. A cluster made before trusted every local user; it is closed the
+        same way on its next start."""
+        import psycopg
+
+        if not self.secrets_file.is_file():  # a cluster made before: it still trusts
+            self._make_secrets()
+            with psycopg.connect(self.admin_url(), autocommit=True) as conn:
+                conn.execute(
+                    psycopg.sql.SQL("ALTER ROLE postgres PASSWORD {}").format(
+                        psycopg.sql.Literal(self._password("postgres"))
+                    )
+                )
+        hba = self.data_dir / "pg_hba.conf"
+        if hba.read_text() != _HBA:
+            # connections from here on give the passwords: trusted or not, they pass
+            hba.write_text(_HBA)
+            self._run("pg_ctl", "-D", str(self.data_dir), "reload")
+
+    def _make_secrets(self) -> None:
+        if self.secrets_file.is_file():
+            return
+        made = {"postgres": secrets.token_urlsafe(24), self.user: secrets.token_urlsafe(24)}
+        fd = os.open(self.secrets_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            json.dump(made, f)
 
     def alive(self) -> bool:
         """True while the postmaster of this cluster runs (a cheap check, no subprocess)."""
@@ -244,10 +311,17 @@ class Postgres:
         import psycopg
 
         with psycopg.connect(self.admin_url(), autocommit=True) as conn:
+            role = psycopg.sql.Identifier(self.user)
             if not conn.execute(
                 "SELECT 1 FROM pg_roles WHERE rolname = %s", (self.user,)
             ).fetchone():
-                conn.execute(f'CREATE ROLE "{self.user}" LOGIN SUPERUSER')
+                conn.execute(psycopg.sql.SQL("CREATE ROLE {} LOGIN").format(role))
+            # not a superuser (a cluster made before had one); it owns VerTac's database only
+            conn.execute(
+                psycopg.sql.SQL(
+                    "ALTER ROLE {} NOSUPERUSER NOCREATEDB NOCREATEROLE PASSWORD {}"
+                ).format(role, psycopg.sql.Literal(self._password(self.user)))
+            )
             if not conn.execute(
                 "SELECT 1 FROM pg_database WHERE datname = %s", (self.database,)
             ).fetchone():
@@ -260,7 +334,7 @@ class Postgres:
         with psycopg.connect(self.admin_url(), autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
             conn.execute(f'CREATE DATABASE "{name}" OWNER "{self.user}"')
-        return f"postgresql://{self.user}@{self.host}:{self.port}/{name}"
+        return f"postgresql://{self._at(self.user)}{self.host}:{self.port}/{name}"
 
     def stop(self) -> None:
         if self._running():

@@ -131,6 +131,8 @@ def build_app(settings: Settings, common: CommonSettings) -> FastAPI:
         lifespan=lifespan,
         responses={
             400: {"model": ErrorBody, "description": "The body is not valid JSON or UTF-8."},
+            401: {"model": ErrorBody, "description": "No valid credential (sign in)."},
+            403: {"model": ErrorBody, "description": "The role does not allow it."},
             404: {"model": ErrorBody},
             413: {"model": ErrorBody, "description": "The body is over the limit."},
             422: {"model": ErrorBody},

@@ -16,6 +16,7 @@ from typing import Annotated, Any
 
 import jwt
 from fastapi import Depends, Request
+from fastapi.security import APIKeyCookie, HTTPAuthorizationCredentials, HTTPBearer
 from starlette.requests import HTTPConnection
 
 from services.common.auth import ANONYMOUS, RANK, InvalidToken, Principal, TokenStore
@@ -126,7 +127,16 @@ def credential_of(conn: HTTPConnection, *, query: bool = False) -> str | None:
     return conn.cookies.get(COOKIE)
 
 
-async def current(request: Request) -> Principal:
+# declared so that the OpenAPI says how to authenticate; the credential is read by credential_of
+_bearer = HTTPBearer(auto_error=False, description="An API token (vtk_...) or an OIDC JWT.")
+_cookie = APIKeyCookie(name=COOKIE, auto_error=False, description="Set by POST /api/auth/session.")
+
+
+async def current(
+    request: Request,
+    _bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+    _cookie: Annotated[str | None, Depends(_cookie)],
+) -> Principal:
     """The request's principal (401 when it has none), once per request."""
     who: Principal | None = getattr(request.state, "principal", None)
     if who is None:
@@ -139,8 +149,7 @@ async def current(request: Request) -> Principal:
 def role(needed: str) -> Any:
     """A dependency that lets through principals whose role allows ``needed`` (else 403)."""
 
-    async def check(request: Request) -> Principal:
-        who = await current(request)
+    async def check(who: Annotated[Principal, Depends(current)]) -> Principal:
         if not who.allows(needed):
             raise ApiError(403, f"this needs role {needed}; {who.name!r} has role {who.role}")
         return who

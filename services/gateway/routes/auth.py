@@ -7,7 +7,15 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Request, Response
 from fastapi import Path as PathParam
 
-from schemas.messages import AuditEntry, NewToken, SignIn, TokenCreated, TokenInfo, WhoAmI
+from schemas.messages import (
+    AuditEntry,
+    ErrorBody,
+    NewToken,
+    SignIn,
+    TokenCreated,
+    TokenInfo,
+    WhoAmI,
+)
 from services.gateway.auth import COOKIE, Admin, Authenticator, Who
 from services.gateway.state import ApiError, IsoTime, gw
 
@@ -75,10 +83,21 @@ async def create_token(body: NewToken, request: Request, who: Admin) -> TokenCre
     return TokenCreated(token=token, info=info)
 
 
-@router.delete("/api/auth/tokens/{token_id}", status_code=204)
+@router.delete(
+    "/api/auth/tokens/{token_id}",
+    status_code=204,
+    responses={409: {"model": ErrorBody, "description": "That is the token of this request."}},
+)
 async def revoke_token(token_id: TokenIdPath, request: Request, who: Admin) -> Response:
     """Revoke a token; requests with it are refused from a few seconds later on."""
     g = gw(request)
+    if who.token_id == token_id:
+        raise ApiError(
+            409,
+            "this request is made with that token: revoke it with another admin token or with "
+            "vertac auth token revoke",
+            "token_id",
+        )
     revoked = await g.tokens.revoke(token_id)
     if revoked is None:
         raise ApiError(404, f"no active token {token_id!r}", "token_id")
