@@ -31,6 +31,7 @@ from schemas.client import (
     describe,
     is_transient,
     open_client,
+    redact,
     register,
     reserve_seq,
 )
@@ -157,7 +158,7 @@ class EdgeAgent:
                 "source": source.type,
                 "source_at": str(where),
                 "sensors": len(self.config.sensors),
-                "nats_url": self.common.nats_url,
+                "nats_url": redact(self.common.nats_url),
                 "nats_url_from": "VERTAC_NATS_URL"
                 if os.environ.get("VERTAC_NATS_URL")
                 else "default (VERTAC_NATS_URL is not set)",

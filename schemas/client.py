@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 import ssl
 import unicodedata
 from collections.abc import Awaitable, Callable
@@ -135,6 +136,11 @@ async def with_startup_retry(
         delay = min(delay * 2, max_delay)
 
 
+def redact(urls: str) -> str:
+    """NATS URL(s) without passwords, for log lines and errors."""
+    return re.sub(r"(://[^:/@,\s]*):[^@,\s]*@", r"\1:***@", urls)
+
+
 def tls_context(settings: BusSettings) -> ssl.SSLContext | None:
     """The TLS settings of the NATS connection; None when TLS is not asked for."""
     urls = [u.strip() for u in settings.nats_url.split(",")]
@@ -187,7 +193,7 @@ async def connect(settings: BusSettings, name: str) -> NatsClient:
             raise
 
     return await with_startup_retry(
-        f"NATS at {settings.nats_url}", first, retry=settings.startup_retry
+        f"NATS at {redact(settings.nats_url)}", first, retry=settings.startup_retry
     )
 
 

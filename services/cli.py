@@ -533,6 +533,40 @@ def token_revoke(token_id: Annotated[str, typer.Argument(help="Its id (see list)
     typer.echo(f"token {token_id} revoked")
 
 
+@auth_app.command("edge")
+def auth_edge(
+    stream_id: Annotated[str, typer.Argument(help="The stream this edge publishes.")],
+    out: Annotated[Path, typer.Option(help="Credentials file to write (mode 600).")],
+    data_dir: Annotated[Path, typer.Option(help="vertac run's data folder.")] = DATA,
+    url: Annotated[
+        str, typer.Option(help="NATS as the edge reaches it.")
+    ] = "nats://127.0.0.1:4222",
+) -> None:
+    """NATS credentials for one edge: it may publish that stream's samples, registration and
+    status only. Adds the user to vertac run's nats-server (reloaded at once if it runs) and
+    writes an environment file for ``vertac edge run`` (systemd EnvironmentFile=, docker
+    --env-file, or ``set -a; . FILE; set +a``)."""
+    from schemas import subjects
+    from services.common.auth import write_secret
+    from services.common.embedded import reload_nats
+    from services.common.natsauth import BusUsers, edge_user, url_for
+
+    try:
+        user = edge_user(stream_id)
+    except subjects.InvalidStreamId as exc:
+        raise fail(str(exc)) from exc
+    root = data_dir.resolve()
+    if not (root / "nats").is_dir():
+        raise fail(f"{root} is not a vertac run data folder (--data-dir)")
+    users = BusUsers(root / "nats.secrets", root / "nats.conf")
+    password = users.ensure(user)[user]
+    reloaded = reload_nats(root / "nats" / "nats-server.pid")
+    write_secret(out, f"# NATS credentials of {user}: publishes stream {stream_id} only\n"
+                      f"VERTAC_NATS_URL={url_for(url, user, password)}\n")  # fmt: skip
+    typer.echo(f"wrote {out} for {user}; nats-server "
+               + ("reloaded" if reloaded else "takes it on its next start"))  # fmt: skip
+
+
 @schemas_app.command("export")
 def schemas_export() -> None:
     """Write JSON Schemas and the AsyncAPI document into schemas/json/, and the dashboard's

@@ -27,6 +27,7 @@ from services.common.bus import init_bus
 from services.common.config import CommonSettings
 from services.common.db import migrate, open_pool
 from services.common.embedded import EmbeddedServerError, NatsServer, Postgres, wait_for_port
+from services.common.natsauth import ADMIN, BusUsers, edge_user, url_for
 from services.common.runtime import open_bus
 
 HEALTHY_S = 60.0  # a service that ran this long before dying restarts without backoff
@@ -88,15 +89,21 @@ class Stack:
 
     def __post_init__(self) -> None:
         root = self.options.data_dir.resolve()
+        self.bus_users = BusUsers(root / "nats.secrets", root / "nats.conf")
+        o = self.options
         self.nats = NatsServer(
-            root / "nats", self.options.nats_port, self.options.nats_monitor_port, self.options.host
-        )
+            root / "nats", o.nats_port, o.nats_monitor_port, o.host,
+            config=self.bus_users.config_file,
+        )  # fmt: skip
         self.pg = Postgres(root / "pg", self.options.pg_port, self.options.host)
 
-    def _env(self) -> dict[str, str]:
+    def _bus_url(self, user: str) -> str:
+        return url_for(self.nats.url, user, self.bus_users.passwords()[user])
+
+    def _env(self, bus_user: str) -> dict[str, str]:
         env = dict(os.environ)
         env.update(
-            VERTAC_NATS_URL=self.nats.url,
+            VERTAC_NATS_URL=self._bus_url(bus_user),
             VERTAC_DATABASE_URL=self.pg.url,
             VERTAC_STARTUP_RETRY="true",
             VERTAC_LOG_JSON="true",
@@ -113,16 +120,16 @@ class Stack:
     def _plan(self) -> list[Child]:
         logs = self.options.data_dir.resolve() / "logs"
         logs.mkdir(parents=True, exist_ok=True)
-        env = self._env()
         py = sys.executable
         host = self.options.host
         plan = [
-            Child(name, [py, "-m", f"services.{name}"], env, logs / f"{name}.log",
+            Child(name, [py, "-m", f"services.{name}"], self._env(name), logs / f"{name}.log",
                   f"http://{host}:{self.options.metrics_base_port + i}/metrics")
             for i, name in enumerate(("ingest", "cycles", "analysis", "alerts"))
         ]  # fmt: skip
         plan.append(
-            Child("gateway", [py, "-m", "services.gateway"], env, logs / "gateway.log",
+            Child("gateway", [py, "-m", "services.gateway"], self._env("gateway"),
+                  logs / "gateway.log",
                   f"http://{host}:{self.options.gateway_port}/")
         )  # fmt: skip
         if self.options.simulate:
@@ -130,7 +137,7 @@ class Stack:
                 Child(
                     "simulator",
                     [py, "-m", "services.cli", "edge", "simulate", *self.options.sim_args],
-                    env,
+                    self._env(edge_user("sim-01")),
                     logs / "simulator.log",
                     "stream sim-01",
                 )
@@ -139,7 +146,7 @@ class Stack:
 
     async def _prepare(self, kept_token: str | None) -> tuple[str, bool]:
         await migrate(self.pg.url)
-        common = CommonSettings(nats_url=self.nats.url, database_url=self.pg.url)
+        common = CommonSettings(nats_url=self._bus_url(ADMIN), database_url=self.pg.url)
         pool = await open_pool(self.pg.url, retry=True, name="vertac-run")
         try:
             token = await ensure_admin_token(pool, kept_token)
@@ -163,6 +170,7 @@ class Stack:
         logs.mkdir(parents=True, exist_ok=True)
         _STACK_LOG[:] = [logs / "stack.log"]
         say(f"VerTac: data in {self.options.data_dir.resolve()}")
+        self.bus_users.ensure(edge_user("sim-01"))
         self.nats.start()
         say(
             f"  nats-server   {self.nats.url}  (monitor http://{self.nats.host}:{self.nats.monitor_port})"

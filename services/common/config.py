@@ -13,6 +13,8 @@ from schemas.client import BusSettings
 
 EMBEDDED_URL = "postgresql://vertac@127.0.0.1:55432/vertac"
 EMBEDDED_SECRETS = Path(".vertac") / "pg.secrets"
+EMBEDDED_NATS = "nats://127.0.0.1:4222"
+EMBEDDED_NATS_SECRETS = Path(".vertac") / "nats.secrets"
 
 
 class CommonSettings(BusSettings):
@@ -67,9 +69,18 @@ class CommonSettings(BusSettings):
 
     @model_validator(mode="after")
     def _embedded_password(self) -> CommonSettings:
-        """The default URL is that of ``vertac run``'s PostgreSQL: take its password from
-        ``.vertac/pg.secrets`` when the command runs beside it (``vertac auth token``,
-        ``vertac export``, a service started by hand)."""
+        """The default URLs are those of ``vertac run``'s servers: take their passwords from
+        ``.vertac/pg.secrets`` and ``.vertac/nats.secrets`` (as admin) when the command runs
+        beside it (``vertac auth token``, ``vertac bus init``, a service started by hand)."""
+        if self.nats_url == EMBEDDED_NATS and EMBEDDED_NATS_SECRETS.is_file():
+            try:
+                password = json.loads(EMBEDDED_NATS_SECRETS.read_text())["admin"]
+            except (OSError, ValueError, KeyError):
+                password = ""
+            if password:
+                object.__setattr__(
+                    self, "nats_url", EMBEDDED_NATS.replace("://", f"://admin:{password}@", 1)
+                )
         if self.database_url == EMBEDDED_URL and EMBEDDED_SECRETS.is_file():
             try:
                 password = json.loads(EMBEDDED_SECRETS.read_text())["vertac"]

@@ -86,7 +86,12 @@ class NatsServer:
     tls_cert: Path | None = None
     tls_key: Path | None = None
     tls_ca: Path | None = None  # set: clients must present a certificate signed by it
+    config: Path | None = None  # a configuration file (users and permissions), reread on reload()
     proc: subprocess.Popen[bytes] | None = field(default=None, repr=False)
+
+    @property
+    def pid_file(self) -> Path:
+        return self.store_dir / "nats-server.pid"
 
     @property
     def url(self) -> str:
@@ -104,7 +109,21 @@ class NatsServer:
             "--http_port", str(self.monitor_port),
             "--server_name", "vertac-embedded",
             "--log", str(log_file),
+            "--pid", str(self.pid_file),
         ]  # fmt: skip
+        if self.config is not None:
+            # everything in one file: a reload compares the file with the running server, and
+            # options given on the command line would read as changed
+            server_conf = self.store_dir / "server.conf"
+            server_conf.write_text(
+                f'server_name: "vertac-embedded"\nlisten: "{self.host}:{self.port}"\n'
+                f'http: "{self.host}:{self.monitor_port}"\n'
+                f"jetstream {{ store_dir: {json.dumps(str(self.store_dir))} }}\n"
+                f"log_file: {json.dumps(str(log_file))}\n"
+                f"pid_file: {json.dumps(str(self.pid_file))}\n"
+                f"include {json.dumps(os.path.relpath(self.config, self.store_dir))}\n"
+            )
+            args = [nats_server_binary(), "-c", str(server_conf)]
         if self.tls_cert and self.tls_key:
             args += ["--tls", "--tlscert", str(self.tls_cert), "--tlskey", str(self.tls_key)]
             if self.tls_ca:
@@ -127,10 +146,26 @@ class NatsServer:
             self.proc.kill()
             self.proc.wait()
 
+    def reload(self) -> None:
+        """Make the running server reread its configuration (new users)."""
+        reload_nats(self.pid_file)
+
     def kill(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait()
+
+
+def reload_nats(pid_file: Path) -> bool:
+    """Send SIGHUP (reread the configuration) to the nats-server of ``pid_file``; False when
+    none runs there."""
+    import signal
+
+    try:
+        os.kill(int(pid_file.read_text().strip()), signal.SIGHUP)
+    except (OSError, ValueError):
+        return False
+    return True
 
 
 def _pg_bin() -> Path:

@@ -14,7 +14,7 @@ from collections.abc import Awaitable, Callable
 from psycopg_pool import AsyncConnectionPool
 
 from schemas import logs
-from schemas.client import Bus, ServerUnreachable, connect, with_startup_retry
+from schemas.client import Bus, ServerUnreachable, connect, redact, with_startup_retry
 from services.common.bus import init_bus
 from services.common.config import CommonSettings
 from services.common.db import open_pool
@@ -29,7 +29,9 @@ async def open_bus(common: CommonSettings, name: str) -> Bus:
     js = nc.jetstream(timeout=10)
     # a cluster still electing its JetStream leader answers 503 or not at all for a while
     await with_startup_retry(
-        f"JetStream at {common.nats_url}", lambda: init_bus(js, common), retry=common.startup_retry
+        f"JetStream at {redact(common.nats_url)}",
+        lambda: init_bus(js, common),
+        retry=common.startup_retry,
     )
     return Bus(nc, js)
 

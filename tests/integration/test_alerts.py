@@ -13,7 +13,7 @@ import websockets
 from services.alerts.app import serve as serve_alerts
 from services.alerts.config import Settings as AlertsSettings
 from services.common.config import CommonSettings
-from tests.conftest import GatewayUrl, eventually
+from tests.conftest import GatewayUrl, admin_token, eventually
 from tests.scenarios import start_cycles_and_analysis
 
 pytestmark = pytest.mark.integration
@@ -111,9 +111,14 @@ async def test_limit_alerts_raise_clear_flap_and_are_acknowledged(
             )
 
         (alert,) = await eventually(raised)
+        # the signed-in operator is recorded, whatever name the body gives
+        ada = {
+            "Authorization": f"Bearer {await admin_token(common.database_url, 'ada', 'operator')}"
+        }
         r = await client.post(
             f"/api/live/alerts/{alert['alert_id']}/ack",
-            json={"user": "ada", "comment": "valve checked"},
+            json={"user": "mallory", "comment": "valve checked"},
+            headers=ada,
         )
         assert r.status_code == 200, r.text
         assert r.json()["state"] == "acknowledged"

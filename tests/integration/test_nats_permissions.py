@@ -1,0 +1,98 @@
+"""The closed bus: a real nats-server with the users and permissions ``vertac run`` writes. An
+edge publishes its own stream through the real edge code, and nothing else. A service may not
+delete streams. A stranger cannot connect."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import nats
+import nats.errors
+import pytest
+
+from edge.run import SimulateOptions, simulate
+from edge.simulator import build_machine
+from schemas import subjects
+from schemas.client import ServerUnreachable, connect, open_client
+from services.common.config import CommonSettings
+from services.common.embedded import NatsServer, free_port
+from services.common.natsauth import BusUsers, edge_user, url_for
+from services.common.runtime import open_bus
+from tests.conftest import eventually
+
+pytestmark = pytest.mark.integration
+
+
+async def _count(js, subject: str) -> int:  # type: ignore[no-untyped-def]
+    # stored under a partition suffix: vertac.samples.<stream>.<partition>
+    info = await js.stream_info(subjects.SAMPLES.name, subjects_filter=f"{subject}.>")
+    return sum((info.state.subjects or {}).values())
+
+
+async def test_an_edge_publishes_its_own_stream_only_and_strangers_stay_out(
+    tmp_path: Path,
+) -> None:
+    users = BusUsers(tmp_path / "nats.secrets", tmp_path / "nats.conf")
+    passwords = users.ensure(edge_user("press-a"))
+    server = NatsServer(tmp_path / "nats", port=free_port(), monitor_port=free_port(),
+                        config=users.config_file).start()  # fmt: skip
+    try:
+
+        def as_user(user: str) -> CommonSettings:
+            return CommonSettings(nats_url=url_for(server.url, user, passwords[user]))
+
+        admin = await open_bus(as_user("admin"), "vertac-test-admin")  # declares the layout
+        # the edge, through the same code an edge machine runs
+        edge = await open_client(as_user("edge-press-a"), "vertac-edge-press-a")
+        model = build_machine(stream_id="press-a", sensors=2, rate_hz=50, cycle_s=2)
+        await simulate(edge, model, SimulateOptions(speed=0, frames=5))
+        assert await _count(admin.js, subjects.samples("press-a")) == 5
+        # ... but not another stream's samples, nor commands
+        for subject in (subjects.samples("press-b"), subjects.control("press-a")):
+            with pytest.raises(
+                (TimeoutError, nats.errors.TimeoutError, nats.errors.NoRespondersError)
+            ):
+                await edge.js.publish(subject, b"forged", timeout=2)
+        assert await _count(admin.js, subjects.samples("press-b")) == 0
+        # it may not read the bus: a subscription to vertac.> is refused and delivers nothing
+        errors: list[str] = []
+        got: list[object] = []
+
+        async def on_error(exc: Exception) -> None:
+            errors.append(str(exc))
+
+        async def on_message(msg: object) -> None:
+            got.append(msg)
+
+        spy = await nats.connect(as_user("edge-press-a").nats_url, error_cb=on_error)
+        await spy.subscribe("vertac.>", cb=on_message)
+        await spy.flush()
+        await admin.nc.publish(subjects.control("press-a"), b"{}")
+        await eventually(
+            lambda: asyncio.sleep(0, any("permissions violation" in e.lower() for e in errors))
+        )
+        assert got == []
+        await spy.close()
+        # nor delete a stream; nor may a service
+        for user in ("edge-press-a", "ingest"):
+            bus = await open_client(as_user(user), f"vertac-test-{user}")
+            with pytest.raises(
+                (TimeoutError, nats.errors.TimeoutError, nats.errors.NoRespondersError)
+            ):
+                await asyncio.wait_for(bus.js.delete_stream("VERTAC_DLQ"), 5)
+            await bus.close()
+        assert (await admin.js.stream_info("VERTAC_DLQ")).config.name == "VERTAC_DLQ"
+        # a service does its work: it publishes commands and reads samples
+        ingest = await open_bus(as_user("ingest"), "vertac-test-ingest")  # layout: info only
+        ack = await ingest.js.publish(subjects.control("press-a"), b"{}")
+        assert ack.stream == "VERTAC_CONTROL" or ack.seq >= 1
+        await ingest.close()
+        await edge.close()
+        await admin.close()
+        # strangers: no user, a wrong password
+        for url in (server.url, url_for(server.url, "ingest", "guess")):
+            with pytest.raises(ServerUnreachable, match=r"[Aa]uthorization"):
+                await connect(CommonSettings(nats_url=url), "stranger")
+    finally:
+        server.stop()
