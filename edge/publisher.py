@@ -49,12 +49,14 @@ class FramePublisher:
     again one at a time, oldest first, until each is acknowledged: with the same ``Nats-Msg-Id``,
     so JetStream stores each once. ``reordered`` counts frames stored after a later frame of the
     same window (consumers order by ``seq``). Only what can never succeed (a frame above the
-    server's payload limit) is raised. Memory stays bounded by ``window``.
+    server's payload limit) is raised. Memory stays bounded by ``window``. A healthy JetStream
+    acknowledges in milliseconds, so ``timeout`` is short: a frame sent into a dying stream leader
+    is sent again within about two seconds, well inside a cycle's default gap timeout (5 s).
     """
 
     def __init__(self, js: JetStreamContext, *, window: int = 256, encoding: Encoding = "binary",
                  retry_delay: float = 0.2, max_retry_delay: float = 2.0,
-                 timeout: float = 5.0, stall_s: float = 0.25) -> None:  # fmt: skip
+                 timeout: float = 2.0, stall_s: float = 0.25) -> None:  # fmt: skip
         self.js = js
         self.window = window
         self.encoding = encoding

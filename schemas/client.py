@@ -59,6 +59,10 @@ class BusSettings(BaseSettings):
         default="", description="Client certificate (PEM), for a server that verifies clients."
     )
     nats_tls_key: str = Field(default="", description="Its private key (PEM).")
+    nats_user: str = Field(
+        default="", description="NATS user, for URLs without one (keeps passwords out of URLs)."
+    )
+    nats_password: str = Field(default="", description="Its password (with VERTAC_NATS_USER).")
     startup_retry: bool = Field(
         default=False,
         description="Retry unreachable servers with backoff at start instead of exiting.",
@@ -167,6 +171,13 @@ async def connect(settings: BusSettings, name: str) -> NatsClient:
     async def attempt() -> NatsClient:
         async def on_error(exc: Exception) -> None:
             problems.append(str(exc) or type(exc).__name__)
+            if "permissions violation" in str(exc).lower():  # retried, but it will not pass
+                log.error(
+                    "the bus refused this: the NATS user may not publish or subscribe there "
+                    "(an edge's credentials name one stream: vertac auth edge STREAM)",
+                    extra={"error": str(exc)},
+                )
+                return
             log.warning("nats connection problem", extra={"error": str(exc)})
 
         return await nats.connect(
@@ -178,6 +189,8 @@ async def connect(settings: BusSettings, name: str) -> NatsClient:
             reconnect_time_wait=1,
             error_cb=on_error,
             tls=tls,
+            user=settings.nats_user or None,
+            password=settings.nats_password or None,
         )
 
     async def first() -> NatsClient:

@@ -112,6 +112,8 @@ class NatsServer:
             "--pid", str(self.pid_file),
         ]  # fmt: skip
         if self.config is not None:
+            if not self.config.is_file():
+                raise EmbeddedServerError(f"nats-server configuration {self.config} is missing")
             # everything in one file: a reload compares the file with the running server, and
             # options given on the command line would read as changed
             server_conf = self.store_dir / "server.conf"

@@ -75,7 +75,7 @@ def test_schemathesis_finds_nothing_in_the_openapi_of_the_running_system(tmp_pat
             [st, "run", f"{base}/openapi.json", "-H", f"Authorization: Bearer {token}",
              "--checks", "all", "--exclude-checks", "positive_data_acceptance",
              "--max-examples", str(EXAMPLES), "--seed", "1", "--generation-deterministic",
-             "--generation-database", "none", "--workers", "2", "--request-timeout", "60",
+             "--workers", "2", "--request-timeout", "60",
              "--report-dir", str(report), "--no-color"],
             cwd=tmp_path, capture_output=True, text=True, timeout=900, check=False,
         )  # fmt: skip

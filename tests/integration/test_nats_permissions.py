@@ -31,7 +31,7 @@ async def _count(js, subject: str) -> int:  # type: ignore[no-untyped-def]
 
 
 async def test_an_edge_publishes_its_own_stream_only_and_strangers_stay_out(
-    tmp_path: Path,
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     users = BusUsers(tmp_path / "nats.secrets", tmp_path / "nats.conf")
     passwords = users.ensure(edge_user("press-a"))
@@ -55,6 +55,11 @@ async def test_an_edge_publishes_its_own_stream_only_and_strangers_stay_out(
             ):
                 await edge.js.publish(subject, b"forged", timeout=2)
         assert await _count(admin.js, subjects.samples("press-b")) == 0
+        # and the edge's log says why, once per refusal
+        await eventually(lambda: asyncio.sleep(0, any(
+            "the bus refused this" in r.getMessage() and r.levelname == "ERROR"
+            for r in caplog.records
+        )))  # fmt: skip
         # it may not read the bus: a subscription to vertac.> is refused and delivers nothing
         errors: list[str] = []
         got: list[object] = []

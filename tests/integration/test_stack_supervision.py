@@ -29,6 +29,7 @@ def _stack(tmp_path: Path) -> Stack:
 @pytest.mark.timeout(180)
 def test_a_killed_nats_server_and_postgresql_are_restarted(tmp_path: Path, capsys) -> None:
     stack = _stack(tmp_path)
+    stack.bus_users.ensure()  # the users and permissions nats-server is started with
     stack.nats.start()
     stack.pg.start()
     try:
