@@ -154,6 +154,27 @@ async def test_a_batch_too_large_for_one_frame_is_split(
         assert r.status_code == 200 and r.json()["buffer"]["duplicate"] is True, r.text
 
 
+async def test_a_large_body_cut_short_gets_the_json_error_with_its_position(
+    gateway: GatewayUrl, stream_id: str
+) -> None:
+    import json
+
+    from services.gateway.bodies import THREAD_FROM_BYTES
+
+    samples = [{"timestamp": 1.7e9 + i, "values": {"p": i}} for i in range(20_000)]
+    body = json.dumps({"stream_id": stream_id, "samples": samples}).encode()
+    assert len(body) > THREAD_FROM_BYTES  # parsed on a worker thread
+    cut = body[: len(body) // 2]
+    headers = {**gateway.headers, "Content-Type": "application/json"}
+    async with httpx.AsyncClient(base_url=gateway, headers=headers, timeout=120) as client:
+        await register(client, stream_id, ["p"])
+        r = await client.post("/api/live/batch", content=cut)
+        assert r.status_code == 422, r.text
+        assert "JSON" in r.text and str(len(cut)) in r.text
+        r = await client.post("/api/live/batch", content=body)  # the whole one is taken
+        assert r.status_code == 200 and r.json()["samples_received"] == 20_000, r.text
+
+
 async def test_csv_exports_quote_ids_and_neutralise_formulas() -> None:
     import numpy as np
 

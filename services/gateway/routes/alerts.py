@@ -22,6 +22,7 @@ from schemas.messages import (
     AlertRule,
 )
 from services.gateway.auth import Admin, Operator, role
+from services.gateway.bodies import OffLoopJson
 from services.gateway.state import (
     AlertIdPath,
     ApiError,
@@ -34,7 +35,7 @@ from services.gateway.state import (
 )
 
 log = logging.getLogger(__name__)
-router = APIRouter(tags=["alerts"], dependencies=[Depends(role("viewer"))])
+router = APIRouter(route_class=OffLoopJson, tags=["alerts"], dependencies=[Depends(role("viewer"))])
 
 
 @router.get("/api/live/stream/{stream_id}/alert-rules", response_model=list[AlertRule])

@@ -17,9 +17,10 @@ from schemas.messages import (
     WhoAmI,
 )
 from services.gateway.auth import COOKIE, Admin, Authenticator, Who
+from services.gateway.bodies import OffLoopJson
 from services.gateway.state import ApiError, IsoTime, gw
 
-router = APIRouter(tags=["auth"])
+router = APIRouter(route_class=OffLoopJson, tags=["auth"])
 TokenIdPath = Annotated[str, PathParam(pattern=r"^[0-9a-f]{16}$", description="Token id.")]
 SESSION_S = 30 * 86400  # how long the browser keeps the sign-in cookie
 

@@ -26,6 +26,7 @@ from schemas.messages import (
     ReferenceInfo,
 )
 from services.gateway.auth import role
+from services.gateway.bodies import OffLoopJson
 from services.gateway.logic import (
     cycle_overlay,
     recording_csv,
@@ -41,7 +42,7 @@ from services.gateway.state import (
 )
 
 log = logging.getLogger(__name__)
-router = APIRouter(tags=["cycles"], dependencies=[Depends(role("viewer"))])
+router = APIRouter(route_class=OffLoopJson, tags=["cycles"], dependencies=[Depends(role("viewer"))])
 
 
 @router.get("/api/live/cycles/{cycle_id}", response_model=CycleDetail)

@@ -34,6 +34,7 @@ from services.common.datasets import (
     unpack_upload,
 )
 from services.gateway.auth import Admin, Operator, role
+from services.gateway.bodies import OffLoopJson
 from services.gateway.history import PARQUET
 from services.gateway.logic import (
     recording_csv,
@@ -51,7 +52,9 @@ from services.gateway.state import (
 )
 
 log = logging.getLogger(__name__)
-router = APIRouter(tags=["datasets"], dependencies=[Depends(role("viewer"))])
+router = APIRouter(
+    route_class=OffLoopJson, tags=["datasets"], dependencies=[Depends(role("viewer"))]
+)
 
 
 def valid_dataset(name: str) -> str:

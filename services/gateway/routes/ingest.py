@@ -31,6 +31,7 @@ from schemas.messages import (
     RegisterResponse,
 )
 from services.gateway.auth import Edge, may_write, role
+from services.gateway.bodies import OffLoopJson
 from services.gateway.logic import (
     BadTimestamp,
     UnknownSensor,
@@ -46,7 +47,7 @@ from services.gateway.state import (
 )
 
 log = logging.getLogger(__name__)
-router = APIRouter(tags=["ingest"], dependencies=[Depends(role("edge"))])
+router = APIRouter(route_class=OffLoopJson, tags=["ingest"], dependencies=[Depends(role("edge"))])
 
 
 @router.post("/api/live/register", status_code=201, response_model=RegisterResponse)

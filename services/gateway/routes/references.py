@@ -25,6 +25,7 @@ from schemas.messages import (
     ReferenceInfo,
 )
 from services.gateway.auth import Admin, Operator, role
+from services.gateway.bodies import OffLoopJson
 from services.gateway.state import (
     ApiError,
     StreamIdPath,
@@ -35,7 +36,9 @@ from services.gateway.state import (
 )
 
 log = logging.getLogger(__name__)
-router = APIRouter(tags=["references"], dependencies=[Depends(role("viewer"))])
+router = APIRouter(
+    route_class=OffLoopJson, tags=["references"], dependencies=[Depends(role("viewer"))]
+)
 
 
 async def ask_analysis(stream_id: StreamIdPath, op: str, body: bytes, request: Request) -> Response:

@@ -28,6 +28,7 @@ from schemas.messages import (
 )
 from services.common.auth import Principal
 from services.gateway.auth import Admin, Operator, role
+from services.gateway.bodies import OffLoopJson
 from services.gateway.history import PARQUET, history_csv, history_parquet
 from services.gateway.logic import (
     Decimator,
@@ -43,7 +44,9 @@ from services.gateway.state import (
 )
 
 log = logging.getLogger(__name__)
-router = APIRouter(tags=["streams"], dependencies=[Depends(role("viewer"))])
+router = APIRouter(
+    route_class=OffLoopJson, tags=["streams"], dependencies=[Depends(role("viewer"))]
+)
 
 
 async def cycle_command(

@@ -21,6 +21,7 @@ from schemas.messages import (
 )
 from services import __version__
 from services.gateway.auth import role
+from services.gateway.bodies import OffLoopJson
 from services.gateway.state import (
     DASHBOARD,
     STATIC,
@@ -28,7 +29,7 @@ from services.gateway.state import (
 )
 
 log = logging.getLogger(__name__)
-router = APIRouter(tags=["system"])
+router = APIRouter(route_class=OffLoopJson, tags=["system"])
 
 
 @router.get("/api/health", response_model=HealthStatus)
