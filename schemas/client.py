@@ -202,12 +202,18 @@ async def connect(settings: BusSettings, name: str) -> NatsClient:
             return await asyncio.wait_for(attempt(), timeout=10)
         except TimeoutError as exc:  # it answers, but refuses us: say why (TLS, credentials)
             if problems:
-                raise ConnectionError(problems[-1]) from exc
+                # the server's own reason (credentials, TLS) over what followed it (the
+                # connection it closed then reads as reset)
+                telling = [p for p in problems if _TELLING.search(p)]
+                raise ConnectionError((telling or problems)[-1]) from exc
             raise
 
     return await with_startup_retry(
         f"NATS at {redact(settings.nats_url)}", first, retry=settings.startup_retry
     )
+
+
+_TELLING = re.compile(r"(?i)authori[sz]ation|permission|certificate|ssl|tls")
 
 
 async def _probe_any(urls: list[str]) -> None:
