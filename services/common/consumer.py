@@ -238,8 +238,8 @@ class DurableConsumer(Generic[T]):
             return
         try:
             info = await asyncio.wait_for(self._sub.consumer_info(), timeout=self.fetch_timeout)
-            if not info.num_pending:
-                # in a cluster the consumer's leader may answer while the stream has none (it
+            if not info.num_pending and info.cluster is not None and info.cluster.replicas:
+                # with replicas the consumer's leader may answer while the stream has none (it
                 # was killed, a new one is being elected): nothing can be stored then, so the
                 # stream must answer too before "nothing waits" is believed
                 await asyncio.wait_for(self.js.stream_info(self.stream), timeout=self.fetch_timeout)
