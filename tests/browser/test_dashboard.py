@@ -105,7 +105,13 @@ async def test_live_page_shows_moving_data_and_drives_cycles_and_alerts(
             await expect(alert).to_contain_text("critical", timeout=10_000)
             await expect(page.get_by_label("operator name")).to_be_hidden()  # the token names her
             await alert.get_by_test_id("ack").click()
-            await expect(alert).to_contain_text("acknowledged")
+            # the alerts service answers once it holds the stream's lock: on a busy box that
+            # can take seconds; a refusal would show as a toast, so the toast is named too
+            try:
+                await expect(alert).to_contain_text("acknowledged", timeout=30_000)
+            except AssertionError as exc:
+                shown = await page.locator("#toast").text_content()
+                raise AssertionError(f"not acknowledged; the page says {shown!r}") from exc
 
             async def acknowledged() -> dict | None:
                 rows = (

@@ -247,18 +247,24 @@ export function mountLive(root: HTMLElement, streamId: string, ctx: LiveContext)
               h("span", { class: "msg" }, a.message, a.occurrences > 1 ? ` (×${a.occurrences})` : ""),
               h("time", {}, when(a.raised_at)),
               a.state === "raised"
-                ? h("button", { "data-testid": "ack", "data-needs": "operator", onclick: () => acknowledge(a) }, "Acknowledge")
+                ? h("button", { "data-testid": "ack", "data-needs": "operator", onclick: (ev: Event) => acknowledge(a, ev.currentTarget as HTMLButtonElement) }, "Acknowledge")
                 : h("span", { class: "acked" }, "acknowledged"),
             ),
           )),
     );
   }
 
-  async function acknowledge(a: ActiveAlert): Promise<void> {
+  async function acknowledge(a: ActiveAlert, button: HTMLButtonElement): Promise<void> {
+    // one request per click: the button waits for the answer, a second click cannot send another
+    button.disabled = true;
+    button.textContent = "Acknowledging\u2026";
     try {
       await api.ack(a.alert_id, operator.value.trim() || "operator");
-      upsertAlert({ ...a, state: "acknowledged" });
+      const now = alerts.get(a.alert_id) ?? a;
+      upsertAlert({ ...now, state: "acknowledged" });
     } catch (err) {
+      button.disabled = false;
+      button.textContent = "Acknowledge";
       toast(`Acknowledge failed: ${(err as Error).message}`, "error");
     }
   }
