@@ -22,7 +22,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Final, TypeVar
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 import nats
 import nats.errors
@@ -163,6 +163,30 @@ def tls_context(settings: BusSettings) -> ssl.SSLContext | None:
     return context
 
 
+_USER_TOKEN = re.compile(r"^[A-Za-z0-9_-]{1,80}$")
+
+
+def inbox_prefix(user: str | None) -> str:
+    """The inbox prefix of a bus user, ``_INBOX.<user>``: the bus VerTac configures lets each
+    user subscribe to its own inbox only, so no one reads another's replies. Without a user (an
+    open bus) or with a name that is no subject token: NATS's own, ``_INBOX``."""
+    if user and _USER_TOKEN.fullmatch(user):
+        return f"_INBOX.{user}"
+    return "_INBOX"
+
+
+def bus_user(settings: BusSettings) -> str | None:
+    """The bus user of a connection: VERTAC_NATS_USER, else the one in the first URL."""
+    if settings.nats_user:
+        return settings.nats_user
+    first = settings.nats_url.split(",")[0].strip()
+    try:
+        name = urlsplit(first).username
+    except ValueError:
+        return None
+    return unquote(name) if name else None
+
+
 async def connect(settings: BusSettings, name: str) -> NatsClient:
     """Connect to NATS, failing fast (or retrying, per settings) when it is unreachable."""
     tls = tls_context(settings)
@@ -191,6 +215,7 @@ async def connect(settings: BusSettings, name: str) -> NatsClient:
             tls=tls,
             user=settings.nats_user or None,
             password=settings.nats_password or None,
+            inbox_prefix=inbox_prefix(bus_user(settings)),
         )
 
     async def first() -> NatsClient:

@@ -11,21 +11,26 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import re
 import shutil
 import subprocess
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+import nats
 import psycopg
 import pytest
 import uvicorn
 
-from schemas.client import Bus
+from schemas.client import Bus, inbox_prefix
+from services.common.bus import init_bus
 from services.common.config import CommonSettings
 from services.common.db import migrate
 from services.common.embedded import NatsServer, Postgres, free_port, wait_for_port
+from services.common.natsauth import ADMIN, SERVICES, BusUsers, url_for
 from services.common.runtime import open_bus
 
 REPO = Path(__file__).resolve().parents[1]
@@ -66,18 +71,98 @@ def pg_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PgCluster]:
         server.stop()
 
 
+# connection names of the services (``vertac-<service>``) and the bus user each connects as
+_SERVICE_USERS = {f"vertac-{s}": s for s in SERVICES} | {"vertac-gateway-preflight": "gateway"}
+
+
+class ClosedBus:
+    """The bus of a test is closed as ``vertac run``'s is: every connection needs a user, and
+    each service connects as its own (found by its connection name), with only that user's
+    permissions; test clients, the CLI and edges connect as ``admin``. At teardown the test
+    fails if the server refused anything (a grant a service lacks shows up here)."""
+
+    def __init__(self, root: Path) -> None:
+        self.users = BusUsers(root / "nats.secrets", root / "nats.users.conf")
+        self.passwords = self.users.ensure()
+
+    def admin_url(self, url: str) -> str:
+        return url_for(url, ADMIN, self.passwords[ADMIN])
+
+    def service_url(self, url: str, service: str) -> str:
+        return url_for(url, service, self.passwords[service])
+
+    def declare(self, url: str) -> None:
+        async def init() -> None:
+            nc = await nats.connect(self.admin_url(url), name="vertac-test-layout")
+            try:
+                await init_bus(nc.jetstream(timeout=10), CommonSettings(nats_url=url))
+            finally:
+                await nc.close()
+
+        # on a thread of its own: the test's event loop is not touched
+        with ThreadPoolExecutor(1) as pool:
+            pool.submit(asyncio.run, init()).result()
+
+    def install(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        real = nats.connect
+
+        async def connect(*args: object, **kwargs: object) -> object:
+            user = _SERVICE_USERS.get(str(kwargs.get("name") or ""))
+            servers = kwargs.get("servers")
+            if user is not None and isinstance(servers, list):
+                kwargs["servers"] = [re.sub(r"://[^@/]*@", "://", str(u)) for u in servers]
+                kwargs["user"], kwargs["password"] = user, self.passwords[user]
+                kwargs["inbox_prefix"] = inbox_prefix(user)
+            return await real(*args, **kwargs)  # type: ignore[arg-type]
+
+        monkeypatch.setattr(nats, "connect", connect)
+
+
+def refusals(log_file: Path) -> list[str]:
+    """The permission violations nats-server logged."""
+    try:
+        text = log_file.read_text(errors="replace")
+    except OSError:
+        return []
+    return [line for line in text.splitlines() if "Violation" in line]
+
+
 @pytest.fixture
-def nats_server(tmp_path: Path) -> Iterator[NatsServer | str]:
-    """A fresh nats-server with JetStream for each test (or the one named by the environment)."""
+def nats_server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[NatsServer | str]:
+    """A fresh nats-server with JetStream for each test (or the one named by the environment),
+    closed as in production (:class:`ClosedBus`)."""
     url = os.environ.get("VERTAC_TEST_NATS_URL")
     if url:
         yield url
         return
-    server = NatsServer(tmp_path / "nats", port=free_port(), monitor_port=free_port()).start()
+    closed = ClosedBus(tmp_path / "bus")
+    if os.environ.get("VERTAC_TEST_NATS_TRACE"):  # every subject each client used, in the log
+        with closed.users.config_file.open("a") as f:
+            f.write("trace: true\nmax_traced_msg_len: 1\n")
+    server = NatsServer(
+        tmp_path / "nats", port=free_port(), monitor_port=free_port(),
+        config=closed.users.config_file,
+    ).start()  # fmt: skip
+    server.closed = closed  # type: ignore[attr-defined]
+    closed.install(monkeypatch)
+    # as in production, the admin declares the layout (vertac bus init): services may not
+    closed.declare(server.url)
     try:
         yield server
     finally:
         server.stop()
+    refused = refusals(server.store_dir / "nats-server.log")
+    assert not refused, "the bus refused a service something:\n" + "\n".join(refused[:20])
+
+
+def bus_url(nats_server: NatsServer | str, service: str = ADMIN) -> str:
+    """The URL of the test's bus for ``service`` (admin by default), credentials included."""
+    if isinstance(nats_server, str):
+        return nats_server
+    closed: ClosedBus = nats_server.closed  # type: ignore[attr-defined]
+    if service == ADMIN:
+        return closed.admin_url(nats_server.url)
+    return closed.service_url(nats_server.url, service)
 
 
 @pytest.fixture
@@ -89,8 +174,7 @@ async def database_url(pg_cluster: PgCluster) -> str:
 
 @pytest.fixture
 def common(nats_server: NatsServer | str, database_url: str) -> CommonSettings:
-    url = nats_server if isinstance(nats_server, str) else nats_server.url
-    return CommonSettings(nats_url=url, database_url=database_url, max_deliver=3)
+    return CommonSettings(nats_url=bus_url(nats_server), database_url=database_url, max_deliver=3)
 
 
 @pytest.fixture

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -110,6 +111,22 @@ def _transform(config: StreamConfig) -> tuple[str | None, str | None] | None:
     return None if t is None else (t.src, t.dest)
 
 
+def _not_made(name: str, action: str) -> PlacementPending:
+    # a closed bus drops a request its user may not make: it times out rather than failing
+    return PlacementPending(
+        f"NATS did not {action} {name} in time: on a closed bus only its admin may (run "
+        "`vertac bus init` first, as the deploy/ migrate job does), or JetStream is still "
+        "electing a leader"
+    )
+
+
+async def _made(name: str, creating: Awaitable[T]) -> T:
+    try:
+        return await creating
+    except TimeoutError as exc:
+        raise _not_made(name, "create") from exc
+
+
 async def init_bus(js: JetStreamContext, settings: CommonSettings) -> dict[str, str]:
     """Create or update every stream, KV bucket and object store; idempotent.
 
@@ -125,6 +142,8 @@ async def init_bus(js: JetStreamContext, settings: CommonSettings) -> dict[str, 
                 await js.add_stream(config)
             except APIError as exc:
                 raise _refused(config.name, exc, settings) from exc
+            except TimeoutError as exc:
+                raise _not_made(f"stream {config.name}", "create") from exc
             done[config.name] = "created"
             continue
         existing = current.config
@@ -142,33 +161,41 @@ async def init_bus(js: JetStreamContext, settings: CommonSettings) -> dict[str, 
                 await js.update_stream(config)
             except APIError as exc:
                 raise _refused(config.name, exc, settings) from exc
+            except TimeoutError as exc:
+                raise _not_made(f"stream {config.name}", "update") from exc
         done[config.name] = "unchanged" if same else "updated"
     for bucket in subjects.ALL_KV:
         try:
             await js.key_value(bucket)
             done[bucket] = "unchanged"
         except BucketNotFoundError:
-            await js.create_key_value(
-                KeyValueConfig(
-                    bucket=bucket,
-                    history=5,
-                    replicas=settings.bus_replicas,
-                    storage=StorageType.FILE,
-                )
+            await _made(
+                f"bucket {bucket}",
+                js.create_key_value(
+                    KeyValueConfig(
+                        bucket=bucket,
+                        history=5,
+                        replicas=settings.bus_replicas,
+                        storage=StorageType.FILE,
+                    )
+                ),
             )
             done[bucket] = "created"
     try:
         await js.key_value(subjects.KV_LEASES)
         done[subjects.KV_LEASES] = "unchanged"
     except BucketNotFoundError:
-        await js.create_key_value(
-            KeyValueConfig(
-                bucket=subjects.KV_LEASES,
-                history=1,
-                ttl=subjects.LEASE_TTL_S,
-                replicas=settings.bus_replicas,
-                storage=StorageType.FILE,
-            )
+        await _made(
+            f"bucket {subjects.KV_LEASES}",
+            js.create_key_value(
+                KeyValueConfig(
+                    bucket=subjects.KV_LEASES,
+                    history=1,
+                    ttl=subjects.LEASE_TTL_S,
+                    replicas=settings.bus_replicas,
+                    storage=StorageType.FILE,
+                )
+            ),
         )
         done[subjects.KV_LEASES] = "created"
     for store in subjects.ALL_OBJECT_STORES:
@@ -176,9 +203,12 @@ async def init_bus(js: JetStreamContext, settings: CommonSettings) -> dict[str, 
             await js.object_store(store)
             done[store] = "unchanged"
         except (BucketNotFoundError, NotFoundError):
-            await js.create_object_store(
-                store,
-                ObjectStoreConfig(replicas=settings.bus_replicas, storage=StorageType.FILE),
+            await _made(
+                f"object store {store}",
+                js.create_object_store(
+                    store,
+                    ObjectStoreConfig(replicas=settings.bus_replicas, storage=StorageType.FILE),
+                ),
             )
             done[store] = "created"
     return done

@@ -1,12 +1,19 @@
 """Users of the bus and what each may publish and subscribe to: the nats-server configuration
 ``vertac run`` writes (``<data-dir>/nats.conf``), with passwords in ``<data-dir>/nats.secrets``.
 
-- ``admin`` (``vertac run`` itself, ``vertac bus init``): everything.
-- ``ingest``, ``cycles``, ``analysis``, ``alerts``, ``gateway``: every VerTac subject and the
-  JetStream API, except creating, changing, purging or deleting streams.
+- ``admin`` (``vertac run`` itself, ``vertac bus init``, the CLI): everything.
+- ``ingest``, ``cycles``, ``analysis``, ``alerts``, ``gateway``: each its own subjects and the
+  JetStream calls it makes, nothing more (:data:`GRANTS`): consumers on the streams it reads
+  (the rows of :data:`services.common.subscriptions.SUBSCRIPTIONS` and its own reads), the
+  buckets it reads or writes, the subjects it publishes, its dead letters and its own replies.
+  Every service may read the bus's layout (stream and consumer information); none may create,
+  change, purge or delete a stream (only the object stores it writes may be purged by subject,
+  which replacing an object needs).
 - ``edge-<stream>``: publishes its stream's samples, registration and status only. It may read
-  and write its own keys of the registry and sequence buckets, and nothing else. It sees no
-  subject but its own replies.
+  and write its own keys of the registry and sequence buckets, and nothing else.
+- Each user receives replies on its own inbox prefix, ``_INBOX.<user>.`` (see
+  :func:`schemas.client.inbox_prefix`), and subscribes nowhere else unless granted: no one
+  reads another's replies.
 - No one else connects: there is no anonymous user.
 """
 
@@ -15,18 +22,115 @@ from __future__ import annotations
 import json
 import secrets
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote
 
 from schemas import subjects
+from schemas.client import inbox_prefix
+from services.common.subscriptions import SUBSCRIPTIONS
 
 SERVICES = ("ingest", "cycles", "analysis", "alerts", "gateway")
 ADMIN = "admin"
-_STREAM_ADMIN = [f"$JS.API.STREAM.{op}.>" for op in ("CREATE", "UPDATE", "DELETE", "PURGE")]
+
+# what every service may ask about the layout of the bus: read-only, no data
+_LAYOUT = [
+    "$JS.API.INFO",
+    "$JS.API.STREAM.INFO.*",
+    "$JS.API.STREAM.NAMES",
+    "$JS.API.STREAM.LIST",
+    "$JS.API.CONSUMER.INFO.*.*",
+    "$JS.API.CONSUMER.NAMES.*",
+    "$JS.API.CONSUMER.LIST.*",
+]
 
 
 def edge_user(stream_id: str) -> str:
     return f"edge-{subjects.check_stream_id(stream_id)}"
+
+
+def _reads(stream: str) -> list[str]:
+    """Consumers of its own on ``stream``: made, fetched from, acknowledged (not deleted: that
+    would take another service's durable away); and reading one message of it by sequence or
+    subject (how key-value and object reads work)."""
+    return [
+        f"$JS.API.CONSUMER.CREATE.{stream}",
+        f"$JS.API.CONSUMER.CREATE.{stream}.>",
+        f"$JS.API.CONSUMER.DURABLE.CREATE.{stream}.>",
+        f"$JS.API.CONSUMER.MSG.NEXT.{stream}.>",
+        f"$JS.API.STREAM.MSG.GET.{stream}",
+        f"$JS.API.DIRECT.GET.{stream}",
+        f"$JS.API.DIRECT.GET.{stream}.>",
+        f"$JS.ACK.{stream}.>",
+        f"$JS.FC.{stream}.>",
+    ]
+
+
+@dataclass(frozen=True)
+class Grant:
+    """What one service does on the bus, besides the consumers of its subscriptions."""
+
+    publishes: tuple[str, ...] = ()  # subjects (wildcards allowed)
+    subscribes: tuple[str, ...] = ()  # core subscriptions beyond its inbox
+    reads: tuple[str, ...] = ()  # JetStream streams it reads with consumers of its own
+    kv_reads: tuple[str, ...] = ()
+    kv_writes: tuple[str, ...] = ()
+    objects_read: tuple[str, ...] = ()
+    objects_written: tuple[str, ...] = ()
+    responds: bool = False  # answers requests (reply subjects of what it received)
+
+
+def _all(kind: str) -> str:
+    return subjects.all_of(kind)
+
+
+GRANTS: dict[str, Grant] = {
+    "ingest": Grant(
+        publishes=(subjects.dead_letter("ingest"),),
+        kv_reads=(subjects.KV_STREAMS,),
+    ),
+    "cycles": Grant(
+        publishes=(_all("cycles"), subjects.dead_letter("cycles")),
+        kv_reads=(subjects.KV_CYCLE_CONFIG,),
+        kv_writes=(subjects.KV_CYCLE_STATE, subjects.KV_LEASES),
+        objects_written=(subjects.OBJ_CYCLES,),
+    ),
+    "analysis": Grant(
+        publishes=(_all("analysis"), subjects.dead_letter("analysis")),
+        subscribes=(_all("references"),),
+        kv_reads=(subjects.KV_STREAMS,),
+        objects_read=(subjects.OBJ_CYCLES,),
+        responds=True,
+    ),
+    "alerts": Grant(
+        publishes=(_all("alerts"), subjects.dead_letter("alerts")),
+        subscribes=(_all("alertctl"),),
+        kv_reads=(subjects.KV_ALERT_RULES, subjects.KV_CYCLE_STATE),
+        kv_writes=(subjects.KV_ALERT_STATE, subjects.KV_LEASES),
+        responds=True,
+    ),
+    "gateway": Grant(
+        # REST ingest, commands, registrations, and requests to analysis and alerts
+        publishes=(
+            _all("samples"),
+            _all("control"),
+            _all("registry"),
+            _all("references"),
+            _all("alertctl"),
+        ),
+        # the live view of each stream a WebSocket watches
+        subscribes=(_all("samples"), _all("cycles"), _all("analysis"), _all("alerts")),
+        reads=(subjects.SAMPLES.name,),  # the last seconds of a stream (charts, recent)
+        kv_reads=(subjects.KV_CYCLE_STATE,),
+        kv_writes=(
+            subjects.KV_STREAMS,
+            subjects.KV_SEQ,
+            subjects.KV_CYCLE_CONFIG,
+            subjects.KV_ALERT_RULES,
+        ),
+        objects_written=(subjects.OBJ_CYCLES,),
+    ),
+}
 
 
 def _edge_permissions(stream_id: str) -> dict[str, object]:
@@ -48,12 +152,30 @@ def _edge_permissions(stream_id: str) -> dict[str, object]:
                 *own,
             ]
         },
-        "subscribe": {"allow": ["_INBOX.>"]},
+        "subscribe": {"allow": [f"{inbox_prefix(edge_user(stream_id))}.>"]},
     }
 
 
-def _service_permissions() -> dict[str, object]:
-    return {"publish": {"allow": [">"], "deny": _STREAM_ADMIN}, "subscribe": {"allow": [">"]}}
+def _service_permissions(service: str) -> dict[str, object]:
+    g = GRANTS[service]
+    streams = {row.stream for row in SUBSCRIPTIONS if row.service == service} | set(g.reads)
+    allow = list(_LAYOUT) + list(g.publishes)
+    for stream in sorted(streams):
+        allow += _reads(stream)
+    for bucket in sorted(set(g.kv_reads) | set(g.kv_writes)):
+        allow += _reads(f"KV_{bucket}")
+    allow += [f"$KV.{bucket}.>" for bucket in g.kv_writes]
+    for store in sorted(set(g.objects_read) | set(g.objects_written)):
+        allow += _reads(f"OBJ_{store}")
+    for store in g.objects_written:
+        allow += [f"$O.{store}.>", f"$JS.API.STREAM.PURGE.OBJ_{store}"]
+    permissions: dict[str, object] = {
+        "publish": {"allow": allow},
+        "subscribe": {"allow": [f"{inbox_prefix(service)}.>", *g.subscribes]},
+    }
+    if g.responds:
+        permissions["allow_responses"] = True
+    return permissions
 
 
 def server_config(passwords: Mapping[str, str]) -> str:
@@ -62,7 +184,7 @@ def server_config(passwords: Mapping[str, str]) -> str:
     for user, password in sorted(passwords.items()):
         entry: dict[str, object] = {"user": user, "password": password}
         if user in SERVICES:
-            entry["permissions"] = _service_permissions()
+            entry["permissions"] = _service_permissions(user)
         elif user.startswith("edge-"):
             entry["permissions"] = _edge_permissions(user.removeprefix("edge-"))
         elif user != ADMIN:

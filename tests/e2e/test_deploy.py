@@ -33,7 +33,7 @@ from schemas.client import BusSettings, ServerUnreachable, connect
 from schemas.frames import Frame, Series
 from services.common.embedded import Postgres, free_port, nats_server_binary, wait_for_port
 from services.deploy import read_env
-from tests.conftest import eventually
+from tests.conftest import eventually, refusals
 from tests.helpers import debian_postgres, frame_count
 
 pytestmark = pytest.mark.e2e
@@ -304,3 +304,6 @@ async def test_deploy_runs_with_tls_and_credentials_everywhere(layout: Layout) -
             "WHERE s.pid = pg_backend_pid() AND r.rolname = current_user"
         )
         assert await cur.fetchone() == (True, False)
+    # every service did its work within its own grants: the only refusals were the edge's
+    refused_lines = [r for i in range(3) for r in refusals(lay.root / f"nats-{i + 1}.log")]
+    assert refused_lines and all("user:edge-press-01" in r for r in refused_lines), refused_lines

@@ -25,7 +25,7 @@ import httpx
 import pytest
 
 from services.common.embedded import free_port
-from tests.conftest import REPO
+from tests.conftest import REPO, refusals
 
 pytestmark = pytest.mark.e2e
 EXAMPLES = 20  # per operation and phase: about 2,500 requests, 30-60 s on a busy 2-core box
@@ -83,6 +83,8 @@ def test_schemathesis_finds_nothing_in_the_openapi_of_the_running_system(tmp_pat
         assert "Stateful" in run.stdout and "passed" in run.stdout
         # the gateway is still healthy after it all
         assert healthy()
+        # and no service was refused anything by the bus on the way
+        assert refusals(data / "nats" / "nats-server.log") == []
     finally:
         proc.send_signal(signal.SIGINT)
         try:

@@ -18,16 +18,17 @@ from edge.simulator import build_machine
 from schemas.frames import Frame
 from services.common.config import CommonSettings
 from services.common.embedded import NatsServer, free_port, free_ports
-from tests.conftest import REPO, eventually
+from tests.conftest import REPO, bus_url, eventually, refusals
 from tests.helpers import frame_count, stats, stored_frames
 
 pytestmark = pytest.mark.e2e
 
 
-def service_env(common: CommonSettings, **extra: str) -> dict[str, str]:
+def service_env(common: CommonSettings, nats_url: str = "", **extra: str) -> dict[str, str]:
+    """The environment of a service process (``nats_url``: its own bus user's)."""
     env = dict(os.environ)
     env.update(
-        VERTAC_NATS_URL=common.nats_url,
+        VERTAC_NATS_URL=nats_url or common.nats_url,
         VERTAC_DATABASE_URL=common.database_url,
         VERTAC_INGEST_METRICS_PORT="0",
         VERTAC_LOG_JSON="true",
@@ -44,9 +45,9 @@ def start_service(name: str, env: dict[str, str]) -> subprocess.Popen[bytes]:
 
 
 async def test_ingest_killed_mid_stream_and_restarted_loses_and_duplicates_nothing(
-    bus, common: CommonSettings, stream_id: str
+    bus, common: CommonSettings, nats_server: NatsServer, stream_id: str
 ) -> None:
-    env = service_env(common)
+    env = service_env(common, bus_url(nats_server, "ingest"))
     ingest = start_service("ingest", env)
     sent: list[Frame] = []
     model = build_machine(stream_id=stream_id, sensors=16, rate_hz=1000)
@@ -99,7 +100,7 @@ def test_ingest_exits_with_one_clear_line_when_postgresql_is_unreachable(
 ) -> None:
     env = {
         **os.environ,
-        "VERTAC_NATS_URL": nats_server.url,
+        "VERTAC_NATS_URL": bus_url(nats_server, "ingest"),
         "VERTAC_DATABASE_URL": f"postgresql://vertac@127.0.0.1:{free_port()}/vertac",
         "VERTAC_INGEST_METRICS_PORT": "0",
     }
@@ -213,10 +214,12 @@ def test_vertac_run_brings_up_the_whole_system_and_keeps_data_across_runs(tmp_pa
         ["pgrep", "-f", str(data)], capture_output=True, text=True, check=False
     )
     assert leftovers.stdout.strip() == "", "processes left running after Ctrl-C"
+    # each service worked within its own bus permissions
+    assert refusals(data / "nats" / "nats-server.log") == []
 
 
 async def test_alerts_killed_and_restarted_neither_duplicates_nor_loses_an_alert(
-    bus, common: CommonSettings, stream_id: str
+    bus, common: CommonSettings, nats_server: NatsServer, stream_id: str
 ) -> None:
     import numpy as np
     import psycopg
@@ -229,7 +232,7 @@ async def test_alerts_killed_and_restarted_neither_duplicates_nor_loses_an_alert
     kv = await bus.js.key_value(subjects.KV_ALERT_RULES)
     rule = AlertRule(rule_id="hot", stream_id=stream_id, kind="limit", sensor_id="t", hi=50)
     await kv.put(f"{stream_id}.hot", rule.model_dump_json().encode())
-    env = service_env(common, VERTAC_ALERTS_METRICS_PORT="0")
+    env = service_env(common, bus_url(nats_server, "alerts"), VERTAC_ALERTS_METRICS_PORT="0")
     alerts = start_service("alerts", env)
     publisher = FramePublisher(bus.js)
 

@@ -14,7 +14,7 @@ import pytest
 
 from services.common.config import CommonSettings
 from services.common.embedded import free_port, wait_for_port
-from tests.conftest import REPO, eventually
+from tests.conftest import REPO, bus_url, eventually
 
 pytestmark = pytest.mark.integration
 
@@ -35,11 +35,12 @@ async def pids(base: str, tries: int = 60) -> list[int]:
 
 
 async def test_workers_share_the_port_and_a_killed_one_comes_back(
-    common: CommonSettings, tmp_path
+    common: CommonSettings, nats_server, tmp_path
 ) -> None:
     port = free_port()
     env = {**os.environ, "VERTAC_GATEWAY_WORKERS": "2", "VERTAC_GATEWAY_PORT": str(port),
-           "VERTAC_NATS_URL": common.nats_url, "VERTAC_DATABASE_URL": common.database_url}  # fmt: skip
+           "VERTAC_NATS_URL": bus_url(nats_server, "gateway"),
+           "VERTAC_DATABASE_URL": common.database_url}  # fmt: skip
     log = (tmp_path / "gateway.log").open("wb")
     proc = subprocess.Popen([sys.executable, "-m", "services.gateway"], cwd=REPO, env=env,
                             stdout=log, stderr=subprocess.STDOUT)  # fmt: skip

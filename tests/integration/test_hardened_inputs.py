@@ -154,7 +154,7 @@ async def test_a_batch_too_large_for_one_frame_is_split(
         assert r.status_code == 200 and r.json()["buffer"]["duplicate"] is True, r.text
 
 
-async def test_a_large_body_cut_short_gets_the_json_error_with_its_position(
+async def test_a_large_body_cut_short_or_invalid_gets_the_422_naming_where(
     gateway: GatewayUrl, stream_id: str
 ) -> None:
     import json
@@ -171,6 +171,17 @@ async def test_a_large_body_cut_short_gets_the_json_error_with_its_position(
         r = await client.post("/api/live/batch", content=cut)
         assert r.status_code == 422, r.text
         assert "JSON" in r.text and str(len(cut)) in r.text
+        # validated there too: a bad sample deep inside is named like FastAPI names it
+        bad = [*samples[:15_000], {"timestamp": "soon", "values": {"p": 1}}, *samples[15_001:]]
+        r = await client.post("/api/live/batch",
+                              content=json.dumps({"stream_id": stream_id, "samples": bad}))  # fmt: skip
+        assert r.status_code == 422, r.text
+        fields = [d["field"] for d in r.json()["details"]]
+        assert fields and all(f.startswith("body.samples.15000.timestamp") for f in fields)
+        # ... as FastAPI names it in a small body
+        small = {"stream_id": stream_id, "samples": bad[14_999:15_002]}
+        r = await client.post("/api/live/batch", content=json.dumps(small))
+        assert [d["field"].replace(".1.", ".15000.") for d in r.json()["details"]] == fields
         r = await client.post("/api/live/batch", content=body)  # the whole one is taken
         assert r.status_code == 200 and r.json()["samples_received"] == 20_000, r.text
 

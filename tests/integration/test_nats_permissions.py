@@ -1,6 +1,7 @@
 """The closed bus: a real nats-server with the users and permissions ``vertac run`` writes. An
 edge publishes its own stream through the real edge code, and nothing else. A service may not
-delete streams. A stranger cannot connect."""
+delete streams, publishes only its own subjects and reads only its own replies. A stranger
+cannot connect."""
 
 from __future__ import annotations
 
@@ -88,16 +89,62 @@ async def test_an_edge_publishes_its_own_stream_only_and_strangers_stay_out(
                 await asyncio.wait_for(bus.js.delete_stream("VERTAC_DLQ"), 5)
             await bus.close()
         assert (await admin.js.stream_info("VERTAC_DLQ")).config.name == "VERTAC_DLQ"
-        # a service does its work: it publishes commands and reads samples
-        ingest = await open_bus(as_user("ingest"), "vertac-test-ingest")  # layout: info only
-        ack = await ingest.js.publish(subjects.control("press-a"), b"{}")
-        assert ack.stream == "VERTAC_CONTROL" or ack.seq >= 1
+        # each service its own subjects: the gateway sends commands; ingest may not, nor
+        # write cycle events, another service's dead letters or a bucket it only reads
+        gateway = await open_bus(as_user("gateway"), "vertac-test-gateway")  # layout: info only
+        ack = await gateway.js.publish(subjects.control("press-a"), b"{}")
+        assert ack.stream == "VERTAC_CONTROL"
+        await gateway.close()
+        ingest = await open_bus(as_user("ingest"), "vertac-test-ingest")
+        for subject in (
+            subjects.control("press-a"),
+            subjects.cycles("press-a", "started"),
+            subjects.dead_letter("cycles"),
+            f"$KV.{subjects.KV_STREAMS}.press-a",
+        ):
+            with pytest.raises(
+                (TimeoutError, nats.errors.TimeoutError, nats.errors.NoRespondersError)
+            ):
+                await ingest.js.publish(subject, b"{}", timeout=2)
         await ingest.close()
+        # no one reads another's replies: only its own inbox is open to a user
+        for user in ("ingest", "edge-press-a"):
+            errors.clear()
+            snoop = await nats.connect(as_user(user).nats_url, error_cb=on_error)
+            await snoop.subscribe("_INBOX.>", cb=on_message)
+            await snoop.flush()
+            await eventually(
+                lambda: asyncio.sleep(0, any("_inbox" in e.lower() for e in errors)), timeout=5
+            )
+            await snoop.close()
+        await admin.js.stream_info("VERTAC_DLQ")  # a request: its reply reached no one else
+        assert got == []
         await edge.close()
         await admin.close()
         # strangers: no user, a wrong password
         for url in (server.url, url_for(server.url, "ingest", "guess")):
             with pytest.raises(ServerUnreachable, match=r"[Aa]uthorization"):
                 await connect(CommonSettings(nats_url=url), "stranger")
+    finally:
+        server.stop()
+
+
+async def test_a_service_before_bus_init_says_only_the_admin_may_declare_the_layout(
+    tmp_path: Path,
+) -> None:
+    users = BusUsers(tmp_path / "nats.secrets", tmp_path / "nats.conf")
+    passwords = users.ensure()
+    server = NatsServer(tmp_path / "nats", port=free_port(), monitor_port=free_port(),
+                        config=users.config_file).start()  # fmt: skip
+    try:
+        ingest = CommonSettings(nats_url=url_for(server.url, "ingest", passwords["ingest"]))
+        with pytest.raises(ServerUnreachable, match=r"only its admin may.*vertac bus init"):
+            await open_bus(ingest, "vertac-ingest")
+        admin = await open_bus(
+            CommonSettings(nats_url=url_for(server.url, "admin", passwords["admin"])), "t"
+        )
+        await admin.close()
+        bus = await open_bus(ingest, "vertac-ingest")  # declared now: it only looks
+        await bus.close()
     finally:
         server.stop()
