@@ -44,7 +44,9 @@ from services.common.embedded import (
     nats_server_binary,
     wait_for_port,
 )
+from services.common.natsauth import ADMIN, BusUsers, url_for
 from services.common.runtime import open_bus
+from tests.conftest import refusals
 
 REPO = Path(__file__).resolve().parents[2]
 NS = 1_000_000_000
@@ -83,17 +85,19 @@ class Row:
     samples_per_s: float = 0.0
     notes: str = ""
     died: bool = False
+    refused: list[str] = field(default_factory=list)  # what the closed bus refused a service
 
     def clean(self) -> bool:
         zeros = (self.lost, self.duplicated, self.aborted, self.dup_cycles, self.missing)
-        return zeros == (0, 0, 0, 0, 0) and not self.died
+        return zeros == (0, 0, 0, 0, 0) and not self.died and not self.refused
 
 
 class ClusterNats:
     """Three nats-server processes on loopback forming one JetStream cluster."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, users: Path) -> None:
         self.root = root
+        self.users = users  # the closed bus's users and permissions, as vertac run writes them
         root.mkdir(parents=True, exist_ok=True)
         self.ports = [free_port() for _ in range(3)]
         self.routes = [free_port() for _ in range(3)]
@@ -112,6 +116,7 @@ class ClusterNats:
             f"server_name: n{i}\nlisten: 127.0.0.1:{self.ports[i]}\n"
             f'jetstream {{ store_dir: "{store}" }}\n'
             f"cluster {{ name: vertac, listen: 127.0.0.1:{self.routes[i]}, routes: [{routes}] }}\n"
+            f'include "{os.path.relpath(self.users, self.root)}"\n'
         )
         return conf
 
@@ -145,12 +150,21 @@ class System:
     pg: Postgres
     nats: NatsServer | None
     cluster: ClusterNats | None
+    passwords: dict[str, str]
     procs: dict[str, list[subprocess.Popen[bytes]]] = field(default_factory=dict)
 
-    def env(self) -> dict[str, str]:
+    def bus_url(self, user: str) -> str:
+        servers = self.nats.url if self.nats is not None else self.cluster.url  # type: ignore[union-attr]
+        return ",".join(url_for(u, user, self.passwords[user]) for u in servers.split(","))
+
+    def refusals(self) -> list[str]:
+        logs = [self.root / "nats" / "nats-server.log", *self.root.glob("cluster/n*.log")]
+        return [line for log in logs for line in refusals(log)]
+
+    def env(self, service: str) -> dict[str, str]:
         return {
             **os.environ,
-            "VERTAC_NATS_URL": self.common.nats_url,
+            "VERTAC_NATS_URL": self.bus_url(service),
             "VERTAC_DATABASE_URL": self.common.database_url,
             "VERTAC_BUS_REPLICAS": str(self.common.bus_replicas),
             "VERTAC_STARTUP_RETRY": "true",
@@ -163,7 +177,7 @@ class System:
     def _spawn(self, name: str, index: int) -> subprocess.Popen[bytes]:
         log = (self.root / f"{name}-{index}.log").open("ab")
         return subprocess.Popen(
-            [sys.executable, "-m", f"services.{name}"], env=self.env(), cwd=REPO,
+            [sys.executable, "-m", f"services.{name}"], env=self.env(name), cwd=REPO,
             stdout=log, stderr=log,
         )  # fmt: skip
 
@@ -295,22 +309,26 @@ SCENARIOS: tuple[Scenario, ...] = (
 
 async def _start_system(root: Path, cluster: bool) -> System:
     pg = await asyncio.to_thread(Postgres(root / "pg", port=free_port()).start)
+    # closed as vertac run's bus is: each service connects as its own user, this driver as admin
+    users = BusUsers(root / "nats.secrets", root / "nats.users.conf")
+    passwords = users.ensure()
     nats_server = None
     nodes = None
     if cluster:
-        nodes = ClusterNats(root / "cluster")
+        nodes = ClusterNats(root / "cluster", users.config_file)
         await asyncio.to_thread(nodes.start)
-        url = nodes.url
     else:
         nats_server = await asyncio.to_thread(
-            NatsServer(root / "nats", port=free_port(), monitor_port=free_port()).start
-        )
-        url = nats_server.url
-    common = CommonSettings(
-        nats_url=url, database_url=pg.url, bus_replicas=3 if cluster else 1, startup_retry=True
-    )
+            NatsServer(root / "nats", port=free_port(), monitor_port=free_port(),
+                       config=users.config_file).start
+        )  # fmt: skip
+    system = System(root, CommonSettings(), pg, nats_server, nodes, passwords)
+    system.common = CommonSettings(
+        nats_url=system.bus_url(ADMIN), database_url=pg.url,
+        bus_replicas=3 if cluster else 1, startup_retry=True,
+    )  # fmt: skip
     await migrate(pg.url)
-    return System(root, common, pg, nats_server, nodes)
+    return system
 
 
 def expected_cycles(signal_parts: list[tuple[np.ndarray, np.ndarray]]) -> list[tuple[int, int]]:
@@ -446,6 +464,9 @@ async def run_scenario(scenario: Scenario, load: Load) -> Row:
         if running < sum(len(p) for p in system.procs.values()) - _killed_for_good(scenario):
             row.notes += "; a service process died"
             row.died = True
+        row.refused = system.refusals()
+        if row.refused:
+            row.notes += f"; the bus refused: {row.refused[0]}"
     finally:
         await bus.close()
         await asyncio.to_thread(system.stop)

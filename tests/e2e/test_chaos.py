@@ -20,3 +20,4 @@ async def test_fault_loses_and_duplicates_nothing(scenario) -> None:  # type: ig
     assert (row.lost, row.duplicated) == (0, 0), f"{table([row])}\n{row.notes}"
     assert (row.aborted, row.dup_cycles, row.missing) == (0, 0, 0), f"{table([row])}\n{row.notes}"
     assert not row.died, row.notes
+    assert not row.refused, row.refused  # each service within its own bus permissions
