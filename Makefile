@@ -66,7 +66,7 @@ fmt: $(STAMP) ## Format and auto-fix the code
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
-bench: $(STAMP) $(APP) ## Benchmarks: ingest, analysis, alerts, edge, browser, viewers, a whole plant (prints figures)
+bench: $(STAMP) $(APP) ## Benchmarks: ingest, analysis, alerts, edge, browser, viewers, a whole plant, historian, auth (prints figures)
 	$(BIN)/python -m tests.bench.ingest
 	$(BIN)/python -m tests.bench.analysis
 	$(BIN)/python -m tests.bench.alerts
@@ -75,6 +75,7 @@ bench: $(STAMP) $(APP) ## Benchmarks: ingest, analysis, alerts, edge, browser, v
 	$(BIN)/python -m tests.bench.viewers
 	$(BIN)/python -m tests.bench.plant
 	$(BIN)/python -m tests.bench.historian
+	$(BIN)/python -m tests.bench.auth
 
 bench-viewers: $(STAMP) ## Only the viewer benchmark (1,000-10,000 WebSocket viewers; needs Node.js)
 	$(BIN)/python -m tests.bench.viewers
