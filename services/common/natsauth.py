@@ -28,6 +28,7 @@ from urllib.parse import quote
 
 from schemas import subjects
 from schemas.client import inbox_prefix
+from schemas.subjects import all_of
 from services.common.subscriptions import SUBSCRIPTIONS
 
 SERVICES = ("ingest", "cycles", "analysis", "alerts", "gateway")
@@ -80,31 +81,27 @@ class Grant:
     responds: bool = False  # answers requests (reply subjects of what it received)
 
 
-def _all(kind: str) -> str:
-    return subjects.all_of(kind)
-
-
 GRANTS: dict[str, Grant] = {
     "ingest": Grant(
         publishes=(subjects.dead_letter("ingest"),),
         kv_reads=(subjects.KV_STREAMS,),
     ),
     "cycles": Grant(
-        publishes=(_all("cycles"), subjects.dead_letter("cycles")),
+        publishes=(all_of("cycles"), subjects.dead_letter("cycles")),
         kv_reads=(subjects.KV_CYCLE_CONFIG,),
         kv_writes=(subjects.KV_CYCLE_STATE, subjects.KV_LEASES),
         objects_written=(subjects.OBJ_CYCLES,),
     ),
     "analysis": Grant(
-        publishes=(_all("analysis"), subjects.dead_letter("analysis")),
-        subscribes=(_all("references"),),
+        publishes=(all_of("analysis"), subjects.dead_letter("analysis")),
+        subscribes=(all_of("references"),),
         kv_reads=(subjects.KV_STREAMS,),
         objects_read=(subjects.OBJ_CYCLES,),
         responds=True,
     ),
     "alerts": Grant(
-        publishes=(_all("alerts"), subjects.dead_letter("alerts")),
-        subscribes=(_all("alertctl"),),
+        publishes=(all_of("alerts"), subjects.dead_letter("alerts")),
+        subscribes=(all_of("alertctl"),),
         kv_reads=(subjects.KV_ALERT_RULES, subjects.KV_CYCLE_STATE),
         kv_writes=(subjects.KV_ALERT_STATE, subjects.KV_LEASES),
         responds=True,
@@ -112,14 +109,14 @@ GRANTS: dict[str, Grant] = {
     "gateway": Grant(
         # REST ingest, commands, registrations, and requests to analysis and alerts
         publishes=(
-            _all("samples"),
-            _all("control"),
-            _all("registry"),
-            _all("references"),
-            _all("alertctl"),
+            all_of("samples"),
+            all_of("control"),
+            all_of("registry"),
+            all_of("references"),
+            all_of("alertctl"),
         ),
         # the live view of each stream a WebSocket watches
-        subscribes=(_all("samples"), _all("cycles"), _all("analysis"), _all("alerts")),
+        subscribes=(all_of("samples"), all_of("cycles"), all_of("analysis"), all_of("alerts")),
         reads=(subjects.SAMPLES.name,),  # the last seconds of a stream (charts, recent)
         kv_reads=(subjects.KV_CYCLE_STATE,),
         kv_writes=(
