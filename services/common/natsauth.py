@@ -29,6 +29,7 @@ from urllib.parse import quote
 from schemas import subjects
 from schemas.client import inbox_prefix
 from schemas.subjects import all_of
+from services.common.auth import write_secret
 from services.common.subscriptions import SUBSCRIPTIONS
 
 SERVICES = ("ingest", "cycles", "analysis", "alerts", "gateway")
@@ -214,19 +215,6 @@ class BusUsers:
         known = self.passwords()
         for user in (ADMIN, *SERVICES, *users):
             known.setdefault(user, secrets.token_urlsafe(24))
-        fd = _private(self.secrets_file)
-        with open(fd, "w") as f:
-            json.dump(known, f)
-        fd = _private(self.config_file)
-        with open(fd, "w") as f:
-            f.write(server_config(known))
+        write_secret(self.secrets_file, json.dumps(known))
+        write_secret(self.config_file, server_config(known))
         return known
-
-
-def _private(path: Path) -> int:
-    import os
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    os.chmod(path, 0o600)
-    return fd

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import datetime as dt
 import ipaddress
-import os
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -17,6 +16,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from services.common.auth import write_secret
 
 Key = ec.EllipticCurvePrivateKey
 
@@ -91,14 +92,10 @@ def write_cert(cert: x509.Certificate, path: Path) -> Path:
 
 
 def write_key(key: Key, path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
     pem = key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     )
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    os.chmod(path, 0o600)
-    with open(fd, "wb") as f:
-        f.write(pem)
+    write_secret(path, pem.decode("ascii"))
     return path
 
 

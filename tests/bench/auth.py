@@ -10,10 +10,7 @@ so that a noisy machine weighs on both sides alike):
 from __future__ import annotations
 
 import asyncio
-import os
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -30,25 +27,12 @@ from services.common.db import open_pool
 from services.common.embedded import NatsServer, free_port, wait_for_port
 from services.common.natsauth import ADMIN, BusUsers, edge_user, url_for
 from services.common.runtime import open_bus
-from tests.bench.stack import REPO, embedded_stack
+from tests.bench.stack import embedded_stack
 
 ROUNDS = 7
 REQUESTS = 200  # per round and side
 FRAMES = 400  # per round and side
 STREAM = "bench-auth"
-
-
-def _gateway(
-    stack_root: Path, common: CommonSettings, port: int, **env: str
-) -> subprocess.Popen[bytes]:
-    log = (stack_root / f"gateway-{port}.log").open("wb")
-    return subprocess.Popen(
-        [sys.executable, "-m", "services.gateway"],
-        env={**os.environ, "VERTAC_NATS_URL": common.nats_url,
-             "VERTAC_DATABASE_URL": common.database_url, "VERTAC_LOG_LEVEL": "WARNING",
-             "VERTAC_GATEWAY_PORT": str(port), **env},
-        cwd=REPO, stdout=log, stderr=log,
-    )  # fmt: skip
 
 
 async def _round(client: httpx.AsyncClient, path: str) -> list[float]:
@@ -67,29 +51,21 @@ async def rest() -> dict[str, float]:
         token, _ = await TokenStore(pool).create("bench", "viewer", created_by="bench")
         await pool.close()
         off_port, on_port = free_port(), free_port()
-        procs = [
-            _gateway(stack.root, stack.common, off_port, VERTAC_AUTH="off"),
-            _gateway(stack.root, stack.common, on_port),
-        ]
-        try:
-            for port, proc in zip((off_port, on_port), procs, strict=True):
-                await asyncio.to_thread(wait_for_port, "127.0.0.1", port, 120, proc)
-            path = "/api/live/alerts?limit=10"  # a read of the database, as a viewer's page makes
-            off = httpx.AsyncClient(base_url=f"http://127.0.0.1:{off_port}", timeout=30)
-            on = httpx.AsyncClient(base_url=f"http://127.0.0.1:{on_port}", timeout=30,
-                                   headers={"Authorization": f"Bearer {token}"})  # fmt: skip
-            async with off, on:
-                await _round(off, path)  # warm both: pools, caches
-                await _round(on, path)
-                rounds: dict[str, list[float]] = {"off": [], "on": []}
-                for _ in range(ROUNDS):
-                    rounds["off"].append(statistics.median(await _round(off, path)))
-                    rounds["on"].append(statistics.median(await _round(on, path)))
-        finally:
-            for proc in procs:
-                proc.terminate()
-            for proc in procs:
-                proc.wait(30)
+        stack.start("gateway", VERTAC_GATEWAY_PORT=str(off_port), VERTAC_AUTH="off")
+        stack.start("gateway", VERTAC_GATEWAY_PORT=str(on_port))
+        for port, proc in zip((off_port, on_port), stack.procs, strict=True):
+            await asyncio.to_thread(wait_for_port, "127.0.0.1", port, 120, proc)
+        path = "/api/live/alerts?limit=10"  # a read of the database, as a viewer's page makes
+        off = httpx.AsyncClient(base_url=f"http://127.0.0.1:{off_port}", timeout=30)
+        on = httpx.AsyncClient(base_url=f"http://127.0.0.1:{on_port}", timeout=30,
+                               headers={"Authorization": f"Bearer {token}"})  # fmt: skip
+        async with off, on:
+            await _round(off, path)  # warm both: pools, caches
+            await _round(on, path)
+            rounds: dict[str, list[float]] = {"off": [], "on": []}
+            for _ in range(ROUNDS):
+                rounds["off"].append(statistics.median(await _round(off, path)))
+                rounds["on"].append(statistics.median(await _round(on, path)))
     return {k: statistics.median(v) * 1000 for k, v in rounds.items()}
 
 

@@ -47,7 +47,10 @@ class Stack:
             **env,
         }
         for name in services:
-            out = (self.root / f"{name}.log").open("wb")
+            log = self.root / f"{name}.log"
+            if log.exists():  # a second process of the same service: a log of its own
+                log = self.root / f"{name}-{len(self.procs)}.log"
+            out = log.open("wb")
             self.procs.append(
                 subprocess.Popen([sys.executable, "-m", f"services.{name}"], env=base,
                                  cwd=REPO, stdout=out, stderr=out)
