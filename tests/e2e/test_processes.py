@@ -37,18 +37,28 @@ def service_env(common: CommonSettings, nats_url: str = "", **extra: str) -> dic
     return env
 
 
-def start_service(name: str, env: dict[str, str]) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
-        [sys.executable, "-m", f"services.{name}"],
-        env=env, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-    )  # fmt: skip
+def start_service(name: str, env: dict[str, str], logs: Path) -> subprocess.Popen[bytes]:
+    """The service as a process, its log appended to ``<logs>/<name>.log`` (a pipe nobody
+    reads would stop it once full)."""
+    with (logs / f"{name}.log").open("ab") as log:
+        return subprocess.Popen(
+            [sys.executable, "-m", f"services.{name}"],
+            env=env, cwd=REPO, stdout=subprocess.DEVNULL, stderr=log,
+        )  # fmt: skip
+
+
+def still_running(proc: subprocess.Popen[bytes], name: str, logs: Path) -> None:
+    """Fail at once, with the service's last log lines, when it exited."""
+    if proc.poll() is not None:
+        tail = (logs / f"{name}.log").read_text(errors="replace")[-3000:]
+        raise AssertionError(f"{name} exited with {proc.returncode}:\n{tail}")
 
 
 async def test_ingest_killed_mid_stream_and_restarted_loses_and_duplicates_nothing(
-    bus, common: CommonSettings, nats_server: NatsServer, stream_id: str
+    bus, common: CommonSettings, nats_server: NatsServer, stream_id: str, tmp_path: Path
 ) -> None:
     env = service_env(common, bus_url(nats_server, "ingest"))
-    ingest = start_service("ingest", env)
+    ingest = start_service("ingest", env, tmp_path)
     sent: list[Frame] = []
     model = build_machine(stream_id=stream_id, sensors=16, rate_hz=1000)
     publishing = asyncio.ensure_future(
@@ -57,6 +67,7 @@ async def test_ingest_killed_mid_stream_and_restarted_loses_and_duplicates_nothi
     try:
 
         async def some_stored() -> bool:
+            still_running(ingest, "ingest", tmp_path)
             return await frame_count(common.database_url, stream_id) > 50
 
         await eventually(some_stored)
@@ -64,7 +75,7 @@ async def test_ingest_killed_mid_stream_and_restarted_loses_and_duplicates_nothi
         ingest.wait(10)
         at_kill = await frame_count(common.database_url, stream_id)
         await asyncio.sleep(1.0)  # frames keep arriving on the bus while ingest is down
-        ingest = start_service("ingest", env)
+        ingest = start_service("ingest", env, tmp_path)
         await publishing
 
         async def all_stored() -> bool:
@@ -118,7 +129,7 @@ async def test_with_startup_retry_a_service_waits_for_the_bus(
 ) -> None:
     port = free_port()
     common = CommonSettings(nats_url=f"nats://127.0.0.1:{port}", database_url=database_url)
-    ingest = start_service("ingest", service_env(common, VERTAC_STARTUP_RETRY="true"))
+    ingest = start_service("ingest", service_env(common, VERTAC_STARTUP_RETRY="true"), tmp_path)
     try:
         await asyncio.sleep(2)
         assert ingest.poll() is None, "ingest gave up instead of retrying"
@@ -219,7 +230,7 @@ def test_vertac_run_brings_up_the_whole_system_and_keeps_data_across_runs(tmp_pa
 
 
 async def test_alerts_killed_and_restarted_neither_duplicates_nor_loses_an_alert(
-    bus, common: CommonSettings, nats_server: NatsServer, stream_id: str
+    bus, common: CommonSettings, nats_server: NatsServer, stream_id: str, tmp_path: Path
 ) -> None:
     import numpy as np
     import psycopg
@@ -233,7 +244,7 @@ async def test_alerts_killed_and_restarted_neither_duplicates_nor_loses_an_alert
     rule = AlertRule(rule_id="hot", stream_id=stream_id, kind="limit", sensor_id="t", hi=50)
     await kv.put(f"{stream_id}.hot", rule.model_dump_json().encode())
     env = service_env(common, bus_url(nats_server, "alerts"), VERTAC_ALERTS_METRICS_PORT="0")
-    alerts = start_service("alerts", env)
+    alerts = start_service("alerts", env, tmp_path)
     publisher = FramePublisher(bus.js)
 
     async def send(seq: int, values: list[float]) -> None:
@@ -256,21 +267,24 @@ async def test_alerts_killed_and_restarted_neither_duplicates_nor_loses_an_alert
         await send(0, [20, 60, 70])
 
         async def raised() -> list | None:
+            still_running(alerts, "alerts", tmp_path)
             rows = await history()
             return rows if rows else None
 
-        await eventually(raised, timeout=30)
+        # a fresh process: imports, connections, its consumers, on a busy box
+        await eventually(raised, timeout=60)
         alerts.send_signal(signal.SIGKILL)
         alerts.wait(10)
         await send(1, [80, 40, 30])  # clears while the service is down
         await send(2, [20, 20])
-        alerts = start_service("alerts", env)
+        alerts = start_service("alerts", env, tmp_path)
 
         async def cleared() -> list | None:
+            still_running(alerts, "alerts", tmp_path)
             rows = await history()
             return rows if len(rows) >= 2 else None
 
-        rows = await eventually(cleared, timeout=30)
+        rows = await eventually(cleared, timeout=60)
         await asyncio.sleep(1.0)
     finally:
         alerts.terminate()

@@ -16,8 +16,8 @@ from schemas.messages import CycleConfig, CycleStateChanged
 from services.common.config import CommonSettings
 from services.cycles.app import serve
 from services.cycles.config import Settings
-from tests.conftest import eventually
-from tests.e2e.test_processes import service_env, start_service
+from tests.conftest import bus_url, eventually
+from tests.e2e.test_processes import service_env, start_service, still_running
 
 pytestmark = pytest.mark.integration
 
@@ -131,13 +131,13 @@ async def test_manual_commands_and_an_abnormal_stop(
 
 
 async def test_cycles_killed_mid_cycle_and_restarted_completes_the_cycle_once(
-    bus, common: CommonSettings, stream_id: str
+    bus, common: CommonSettings, nats_server, stream_id: str, tmp_path
 ) -> None:
     await set_config(bus, stream_id, CycleConfig(trigger="signal", signal_sensor="cycle_active",
                                                  start_above=0.5, stop_below=0.5))  # fmt: skip
     events = await collect_events(bus, stream_id)
-    env = service_env(common, VERTAC_CYCLES_METRICS_PORT="0")
-    proc = start_service("cycles", env)
+    env = service_env(common, bus_url(nats_server, "cycles"), VERTAC_CYCLES_METRICS_PORT="0")
+    proc = start_service("cycles", env, tmp_path)
     model = build_machine(
         stream_id=stream_id, sensors=4, rate_hz=100, cycle_s=4, active_signal=True
     )
@@ -145,6 +145,7 @@ async def test_cycles_killed_mid_cycle_and_restarted_completes_the_cycle_once(
     try:
 
         async def started() -> bool:
+            still_running(proc, "cycles", tmp_path)
             return any(e.state == "running" for e in events)
 
         await eventually(started)
@@ -152,7 +153,7 @@ async def test_cycles_killed_mid_cycle_and_restarted_completes_the_cycle_once(
         proc.send_signal(signal.SIGKILL)
         proc.wait(10)
         await asyncio.sleep(1.0)
-        proc = start_service("cycles", env)
+        proc = start_service("cycles", env, tmp_path)
         await sim
 
         async def completed() -> bool:
