@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import re
 import struct
+from collections.abc import Container
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -113,7 +114,9 @@ class Series:
         return np.full(self.n, QUALITY_GOOD, dtype=np.uint8)
 
     def first_ns(self) -> int:
-        return int(self.timestamps()[0]) if self.n else self.t0_ns
+        if self.timestamps_ns is not None and self.n:
+            return int(self.timestamps_ns[0])
+        return self.t0_ns
 
     def last_ns(self) -> int:
         if self.timestamps_ns is not None:
@@ -129,15 +132,31 @@ class Series:
         )
 
 
+@dataclass(frozen=True, slots=True)
+class Span:
+    """What a whole frame holds, for a frame of which only some sensors were decoded."""
+
+    n_samples: int
+    first_ns: int
+    last_ns: int
+    sensors: int
+
+
 @dataclass(frozen=True, slots=True, eq=False)
 class Frame:
-    """Many samples of one stream; ``seq`` is monotonic per stream."""
+    """Many samples of one stream; ``seq`` is monotonic per stream.
+
+    A frame decoded for some of its sensors only (:func:`decode_binary` with ``sensors``) holds
+    those in ``series``, what the whole frame holds in ``span``, and the message itself in
+    ``raw``: :meth:`complete` decodes the rest when it is needed after all.
+    """
 
     stream_id: str
     seq: int
     series: tuple[Series, ...]
     sent_ns: int = 0
-    _ids: frozenset[str] = field(default=frozenset(), repr=False)
+    span: Span | None = field(default=None, repr=False)
+    raw: bytes | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         try:
@@ -146,28 +165,46 @@ class Frame:
             raise FrameError("stream_id", str(exc)) from exc
         if self.seq < 0:
             raise FrameError("seq", "must be >= 0")
-        if not self.series:
+        if not self.series and self.span is None:
             raise FrameError("sensors", "a frame needs at least one sensor")
-        ids = [s.sensor_id for s in self.series]
-        if len(set(ids)) != len(ids):
-            raise FrameError("sensors", "sensor ids repeat within the frame")
+        if len(self.series) > 1:
+            ids = [s.sensor_id for s in self.series]
+            if len(set(ids)) != len(ids):
+                raise FrameError("sensors", "sensor ids repeat within the frame")
 
     @property
     def n_samples(self) -> int:
+        if self.span is not None:
+            return self.span.n_samples
         return sum(s.n for s in self.series)
 
+    @property
+    def n_sensors(self) -> int:
+        return self.span.sensors if self.span is not None else len(self.series)
+
     def first_ns(self) -> int:
+        if self.span is not None:
+            return self.span.first_ns
         return min(s.first_ns() for s in self.series)
 
     def last_ns(self) -> int:
+        if self.span is not None:
+            return self.span.last_ns
         return max(s.last_ns() for s in self.series)
 
+    def complete(self) -> Frame:
+        """The frame with every sensor decoded (itself when it already is)."""
+        if self.span is None or self.raw is None:
+            return self
+        return decode_binary(self.raw)
+
     def equals(self, other: Frame) -> bool:
+        a, b = self.complete(), other.complete()
         return (
-            self.stream_id == other.stream_id
-            and self.seq == other.seq
-            and len(self.series) == len(other.series)
-            and all(a.equals(b) for a, b in zip(self.series, other.series, strict=True))
+            a.stream_id == b.stream_id
+            and a.seq == b.seq
+            and len(a.series) == len(b.series)
+            and all(x.equals(y) for x, y in zip(a.series, b.series, strict=True))
         )
 
 
@@ -259,8 +296,73 @@ def _int64(mapping: dict[str, Any], key: str, where: str, *, low: int = INT64_MI
     return value
 
 
-def decode_binary(data: bytes) -> Frame:
-    """Decode a binary frame, raising :class:`FrameError` naming the bad field."""
+_DTYPE = {code: np.dtype("<" + code) for code in DTYPES}
+_GOOD_IDS: set[str] = set()  # sensor ids already found well-formed (ids repeat frame after frame)
+_GOOD_IDS_MAX = 100_000
+
+
+def _check_sensor_id(sid: str, where: str) -> None:
+    if sid in _GOOD_IDS:
+        return
+    if not _SENSOR_ID.fullmatch(sid):
+        raise FrameError(
+            f"{where}id",
+            f"{sid[:80]!r} is not a sensor id (1-128 characters; no spaces, commas, '=' or "
+            "control characters)",
+        )
+    if len(_GOOD_IDS) < _GOOD_IDS_MAX:
+        _GOOD_IDS.add(sid)
+
+
+def _trusted_series(
+    sid: str,
+    values: npt.NDArray[Any],
+    t0: int,
+    dt: int,
+    timestamps: npt.NDArray[np.int64] | None,
+    quality: npt.NDArray[np.uint8] | None,
+) -> Series:
+    """A :class:`Series` whose parts :func:`decode_binary` has checked already."""
+    s = object.__new__(Series)
+    put = object.__setattr__
+    put(s, "sensor_id", sid)
+    put(s, "values", values)
+    put(s, "t0_ns", t0)
+    put(s, "period_ns", dt)
+    put(s, "timestamps_ns", timestamps)
+    put(s, "quality", quality)
+    return s
+
+
+def _sensor_meta(meta: Any, i: int) -> tuple[str, np.dtype[Any], int, int, int, bool]:
+    """One sensor's header fields, checked one by one; raises naming the first bad one."""
+    where = f"sensors[{i}]."
+    if not isinstance(meta, dict):
+        raise FrameError(f"sensors[{i}]", "must be a map")
+    sid = _field(meta, "id", str, where)
+    _check_sensor_id(sid, where)
+    code = _field(meta, "dtype", str, where)
+    dtype = _DTYPE.get(code)
+    if dtype is None:
+        raise FrameError(f"{where}dtype", f"{code!r} is not one of {sorted(DTYPES)}")
+    n = _field(meta, "n", int, where)
+    if not 0 <= n <= MAX_SAMPLES_PER_SERIES:
+        raise FrameError(f"{where}n", f"{n} is outside 0..{MAX_SAMPLES_PER_SERIES}")
+    t0 = _int64(meta, "t0", where)
+    dt = _int64(meta, "dt", where, low=0)
+    has_q = meta.get("q", False)
+    if not isinstance(has_q, bool):
+        raise FrameError(f"{where}q", f"has the wrong type {type(has_q).__name__}")
+    return sid, dtype, n, t0, dt, has_q
+
+
+def decode_binary(data: bytes, sensors: Container[str] | None = None) -> Frame:
+    """Decode a binary frame, raising :class:`FrameError` naming the bad field.
+
+    With ``sensors``, only those sensors' arrays are built (every sensor is checked all the
+    same): the frame's ``span`` tells what it holds in all, and :meth:`Frame.complete` decodes
+    the rest from ``raw``.
+    """
     header, pos = _header(data)
     if header.get("v") != 1:
         raise FrameError("v", f"version {header.get('v')!r} is not supported (expected 1)")
@@ -268,35 +370,42 @@ def decode_binary(data: bytes) -> Frame:
     if layout not in ("plain", "shuffled"):
         raise FrameError("layout", f"{layout!r} is not 'plain' or 'shuffled'")
     shuffled = layout == "shuffled"
-    sensors = _field(header, "sensors", list, "")
+    metas = _field(header, "sensors", list, "")
+    if not metas:
+        raise FrameError("sensors", "a frame needs at least one sensor")
     view = memoryview(data)
     series: list[Series] = []
-    for i, meta in enumerate(sensors):
-        where = f"sensors[{i}]."
-        if not isinstance(meta, dict):
-            raise FrameError(f"sensors[{i}]", "must be a map")
-        sid = _field(meta, "id", str, where)
-        if not _SENSOR_ID.fullmatch(sid):
-            raise FrameError(
-                f"{where}id",
-                f"{sid[:80]!r} is not a sensor id (1-128 characters; no spaces, commas, '=' or "
-                "control characters)",
+    seen: set[str] = set()
+    total, first, last = 0, INT64_MAX, INT64_MIN
+    for i, meta in enumerate(metas):
+        try:  # the well-formed case in one go; anything else is checked field by field
+            sid, dtype, n, t0, dt = (
+                meta["id"],
+                _DTYPE[meta["dtype"]],
+                meta["n"],
+                meta["t0"],
+                meta["dt"],
             )
-        code = _field(meta, "dtype", str, where)
-        if code not in DTYPES:
-            raise FrameError(f"{where}dtype", f"{code!r} is not one of {sorted(DTYPES)}")
-        n = _field(meta, "n", int, where)
-        if not 0 <= n <= MAX_SAMPLES_PER_SERIES:
-            raise FrameError(f"{where}n", f"{n} is outside 0..{MAX_SAMPLES_PER_SERIES}")
-        t0 = _int64(meta, "t0", where)
-        dt = _int64(meta, "dt", where, low=0)
-        has_q = meta.get("q", False)
-        if not isinstance(has_q, bool):
-            raise FrameError(f"{where}q", f"has the wrong type {type(has_q).__name__}")
-        dtype = np.dtype("<" + code)
+            has_q = meta.get("q", False)
+            well_formed = (
+                type(sid) is str and type(n) is int and type(t0) is int and type(dt) is int
+                and type(has_q) is bool and 0 <= n <= MAX_SAMPLES_PER_SERIES
+                and INT64_MIN <= t0 <= INT64_MAX and 0 <= dt <= INT64_MAX
+            )  # fmt: skip
+        except (KeyError, TypeError):
+            well_formed = False
+        where = f"sensors[{i}]."
+        if not well_formed:
+            sid, dtype, n, t0, dt, has_q = _sensor_meta(meta, i)
+        if sid not in _GOOD_IDS:
+            _check_sensor_id(sid, where)
+        if sid in seen:
+            raise FrameError("sensors", "sensor ids repeat within the frame")
+        seen.add(sid)
         need = n * dtype.itemsize + (n * 8 if dt == 0 else 0) + (n if has_q else 0)
         if pos + need > len(data):
             raise FrameError(f"{where}n", f"{n} samples need {need} bytes past the end of the body")
+        wanted = sensors is None or sid in sensors
         timestamps = None
         if dt == 0:
             raw = view[pos : pos + n * 8]
@@ -307,21 +416,37 @@ def decode_binary(data: bytes) -> Frame:
                     timestamps = timestamps - timestamps[0] + t0
             else:
                 timestamps = np.frombuffer(raw, dtype="<i8")
-        raw = view[pos : pos + n * dtype.itemsize]
+        total += n
+        if n:
+            a, b = (int(timestamps[0]), int(timestamps[-1])) if timestamps is not None else (
+                t0, t0 + (n - 1) * dt)  # fmt: skip
+            first, last = min(first, a), max(last, b)
+        if wanted:
+            raw = view[pos : pos + n * dtype.itemsize]
+            values = np.frombuffer(
+                _unshuffle(raw, dtype.itemsize) if shuffled else raw, dtype=dtype
+            )
         pos += n * dtype.itemsize
-        values = np.frombuffer(_unshuffle(raw, dtype.itemsize) if shuffled else raw, dtype=dtype)
         quality = None
         if has_q:
-            quality = np.frombuffer(view[pos : pos + n], dtype=np.uint8)
+            if wanted:
+                quality = np.frombuffer(view[pos : pos + n], dtype=np.uint8)
             pos += n
-        series.append(Series(sid, values, t0, dt, timestamps, quality))
+        if wanted:
+            series.append(_trusted_series(sid, values, t0, dt, timestamps, quality))
     if pos != len(data):
         raise FrameError("frame", f"{len(data) - pos} bytes left over after the last sensor")
+    partial = len(series) < len(metas)
+    if not total:  # only empty series: the frame's time is its sensors' t0, as Frame reckons
+        first = min(m["t0"] for m in metas)
+        last = max(m["t0"] for m in metas)
     return Frame(
         stream_id=_field(header, "stream_id", str, ""),
         seq=_int64(header, "seq", "", low=0),
         series=tuple(series),
         sent_ns=_int64(header, "sent_ns", "") if "sent_ns" in header else 0,
+        span=Span(total, first, last, len(metas)) if partial else None,
+        raw=data if partial else None,
     )
 
 
@@ -447,14 +572,17 @@ def decode_json(data: bytes) -> Frame:
     return from_json_model(model)
 
 
-def decode(data: bytes, headers: dict[str, str] | None) -> Frame:
-    """Decode a frame in either encoding, told apart by its Content-Type header.
+def decode(
+    data: bytes, headers: dict[str, str] | None, sensors: Container[str] | None = None
+) -> Frame:
+    """Decode a frame in either encoding, told apart by its Content-Type header (binary frames
+    for ``sensors`` only, when given: see :func:`decode_binary`).
 
     Without the header the magic bytes decide, so a hand-written ``nats pub`` still works.
     """
     content_type = (headers or {}).get(HEADER_CONTENT_TYPE, "")
     if content_type.startswith(CONTENT_TYPE_BINARY):
-        return decode_binary(data)
+        return decode_binary(data, sensors)
     if content_type.startswith(CONTENT_TYPE_JSON):
         return decode_json(data)
     if content_type:
@@ -462,4 +590,4 @@ def decode(data: bytes, headers: dict[str, str] | None) -> Frame:
             HEADER_CONTENT_TYPE,
             f"{content_type!r} is neither {CONTENT_TYPE_BINARY!r} nor {CONTENT_TYPE_JSON!r}",
         )
-    return decode_binary(data) if data[:4] == MAGIC else decode_json(data)
+    return decode_binary(data, sensors) if data[:4] == MAGIC else decode_json(data)

@@ -39,11 +39,13 @@ async def serve(settings: Settings, common: CommonSettings, stop: asyncio.Event)
     )
     await engine.refresh()
     held: set[int] = set()
+    leases = PartitionLeases(await bus.js.key_value(subjects.KV_LEASES), SERVICE)
 
     async def partition(p: int, done: asyncio.Event) -> None:
         frames = subscription(SERVICE, "frames").consumer(
             bus.js, settings.durable, engine.on_frames, metrics, partition=p,
             batch=settings.batch, max_deliver=common.max_deliver,
+            guard=lambda: leases.holds(p),  # no rule state is changed on a lease that passed on
         )  # fmt: skip
         await frames.declare()
         held.add(p)
@@ -52,8 +54,11 @@ async def serve(settings: Settings, common: CommonSettings, stop: asyncio.Event)
         finally:
             held.discard(p)
 
-    engine.owns = lambda stream_id: subjects.partition_of(stream_id) in held
-    leases = PartitionLeases(await bus.js.key_value(subjects.KV_LEASES), SERVICE)
+    def owns(stream_id: str) -> bool:
+        p = subjects.partition_of(stream_id)
+        return p in held and leases.holds(p)
+
+    engine.owns = owns
     consumers: list[DurableConsumer[Any]] = [
         subscription(SERVICE, "analysis").consumer(
             bus.js, settings.durable, engine.on_analyses, metrics, max_deliver=common.max_deliver

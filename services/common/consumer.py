@@ -142,6 +142,8 @@ class DurableConsumer(Generic[T]):
         max_retry_delay: float = 30.0,
         max_ack_pending: int = 20_000,
         linger_s: float = 0.0,
+        guard: Callable[[], bool] | None = None,
+        handler_acks: bool = False,
     ) -> None:
         self.js = js
         self.service = service
@@ -165,6 +167,12 @@ class DurableConsumer(Generic[T]):
         self._stop = asyncio.Event()
         self.max_ack_pending = max_ack_pending
         self.linger_s = linger_s  # wait this long for more before handling a short batch
+        # False while this process may not act on what it fetched (a partition whose lease is
+        # not confirmed): fetched messages go back at once, in order, and nothing is handled
+        self.guard = guard
+        # the handler acknowledges its messages itself, once their effect is saved (cycles
+        # saves state about once a second and acknowledges then)
+        self.handler_acks = handler_acks
         self._labels = (service, durable)
         self._sub: JetStreamContext.PullSubscription | None = None
 
@@ -218,6 +226,9 @@ class DurableConsumer(Generic[T]):
                     await asyncio.sleep(0.5)
                     continue
                 self._saw(connected=True, empty=False)
+                if self.guard is not None and not self.guard():
+                    await self._give_back(msgs)
+                    continue
                 if self.linger_s and len(msgs) < self.batch:
                     await asyncio.sleep(self.linger_s)
                     with contextlib.suppress(nats.errors.TimeoutError, TimeoutError):
@@ -227,6 +238,14 @@ class DurableConsumer(Generic[T]):
             lag_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await lag_task
+
+    async def _give_back(self, msgs: list[Msg]) -> None:
+        """Return fetched messages at once (they are delivered again ahead of newer ones) and
+        wait a little for the guard to allow work again."""
+        with contextlib.suppress(nats.errors.Error, TimeoutError):
+            await asyncio.gather(*(m.nak() for m in msgs))
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stop.wait(), 0.25)
 
     async def _probe(self) -> None:
         """After a fetch that timed out: is the stream empty, or out of reach? The two look
@@ -304,7 +323,7 @@ class DurableConsumer(Generic[T]):
             )
             await self._one_by_one(good)
             return
-        if done:
+        if done and not self.handler_acks:
             await self._ack(good)
 
     async def _handle_through_outages(self, deliveries: list[Delivery[T]]) -> bool:
@@ -400,7 +419,8 @@ class DurableConsumer(Generic[T]):
             if not done:
                 self.retrying = False
                 return
-            await self._ack([d])
+            if not self.handler_acks:
+                await self._ack([d])
 
     async def _ack(self, deliveries: list[Delivery[T]]) -> None:
         with contextlib.suppress(nats.errors.Error, TimeoutError):

@@ -7,6 +7,9 @@ from dataclasses import dataclass, field
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_server
 
+REPLICA_PORT_STEP = 100  # a replica's metrics port: the configured one + k * step
+REPLICA_PORTS = 10
+
 
 @dataclass
 class Metrics:
@@ -56,14 +59,29 @@ class Metrics:
             registry=r,
         )
 
-    def serve(self, host: str, port: int) -> None:
-        """Expose the registry over HTTP; ``port`` 0 leaves it unexposed. A port already in use
-        is logged and skipped: the data path matters more than the counters."""
+    def serve(self, host: str, port: int) -> int:
+        """Expose the registry over HTTP and return the port it is served on; ``port`` 0 leaves
+        it unexposed. A second process of a service on one host finds ``port`` taken and moves up
+        in steps of :data:`REPLICA_PORT_STEP` (9101, 9201, 9301, ...), saying where; when no port
+        of the range is free it logs and goes on without: the data path matters more."""
         if not port:
-            return
-        try:
-            start_http_server(port, addr=host, registry=self.registry)
-        except OSError as exc:
-            logging.getLogger(__name__).error(
-                "metrics not served", extra={"host": host, "port": port, "error": str(exc)}
-            )
+            return 0
+        log = logging.getLogger(__name__)
+        tried = []
+        for k in range(REPLICA_PORTS):
+            candidate = port + k * REPLICA_PORT_STEP
+            if candidate > 65535:
+                break
+            try:
+                start_http_server(candidate, addr=host, registry=self.registry)
+            except OSError as exc:
+                tried.append(f"{candidate}: {exc.strerror or exc}")
+                continue
+            if k:
+                log.warning(
+                    "metrics port in use: serving on another",
+                    extra={"host": host, "port": candidate, "configured": port},
+                )
+            return candidate
+        log.error("metrics not served", extra={"host": host, "tried": "; ".join(tried)})
+        return 0

@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import logging
 import math
+import time
 import uuid
 from collections.abc import Callable, Coroutine
 from typing import Any
@@ -42,6 +43,20 @@ class PartitionLeases:
         self.partitions = partitions
         self.member = member or uuid.uuid4().hex[:12]
         self.owned: dict[int, int] = {}  # partition -> revision of our lease
+        # partition -> until when (monotonic) our lease is sure to be alive: the moment the
+        # write that made or renewed it was sent, plus the bucket's TTL, less a margin for clocks
+        # and the server's own delay. Past it another replica may hold the partition, so work
+        # on it stops until a renewal confirms it again (:meth:`holds`).
+        self.valid_until: dict[int, float] = {}
+        self.ttl_s = subjects.LEASE_TTL_S
+        self.margin_s = subjects.LEASE_TTL_S / 3
+
+    def holds(self, p: int) -> bool:
+        """True while our lease on ``p`` is certain to be alive: work on ``p`` may go on."""
+        return time.monotonic() < self.valid_until.get(p, 0.0)
+
+    def _confirmed(self, p: int, sent: float) -> None:
+        self.valid_until[p] = sent + self.ttl_s - self.margin_s
 
     def _key(self, p: int) -> str:
         return f"{self.service}.p{p}"
@@ -64,6 +79,7 @@ class PartitionLeases:
         """
         # renew first and all at once: a busy replica must not let its leases expire
         held = list(self.owned.items())
+        sent = time.monotonic()
         renewed = await asyncio.gather(
             *(self.kv.update(self._key(p), self.member.encode(), rev) for p, rev in held),
             return_exceptions=True,
@@ -72,9 +88,11 @@ class PartitionLeases:
         for (p, _), result in zip(held, renewed, strict=True):
             if isinstance(result, int):
                 self.owned[p] = result
+                self._confirmed(p, sent)
             elif _wrong_last(result):
                 log.warning("lease lost", extra={"partition": p, "service": self.service})
                 del self.owned[p]
+                self.valid_until.pop(p, None)
                 surplus.append(p)
             else:
                 raise result  # the bus is out of reach: the caller retries the whole step
@@ -91,10 +109,12 @@ class PartitionLeases:
                 p = (start + k) % self.partitions
                 if p in self.owned:
                     continue
+                sent = time.monotonic()
                 try:
                     self.owned[p] = await self.kv.create(self._key(p), self.member.encode())
                 except KeyWrongLastSequenceError:
                     continue
+                self._confirmed(p, sent)
                 gained.append(p)
                 if len(self.owned) >= fair:
                     break
@@ -103,6 +123,7 @@ class PartitionLeases:
     async def release(self, p: int) -> None:
         """Give lease ``p`` back at once (its work has stopped)."""
         revision = self.owned.pop(p, None)
+        self.valid_until.pop(p, None)
         if revision is None:
             return
         try:
@@ -140,7 +161,8 @@ class Partitioned:
         self.tasks: dict[int, tuple[asyncio.Task[None], asyncio.Event]] = {}
 
     def owns(self, p: int) -> bool:
-        return p in self.tasks
+        """True while the work on ``p`` runs here and its lease is certain to be alive."""
+        return p in self.tasks and self.leases.holds(p)
 
     async def run(self, stop: asyncio.Event) -> None:
         try:
@@ -195,8 +217,8 @@ class Partitioned:
         task, done = entry
         done.set()
         try:
-            await asyncio.wait_for(task, timeout=30)
+            await asyncio.wait_for(task, timeout=30)  # cancels the task when it times out
         except TimeoutError:
-            task.cancel()
+            log.warning("partition work did not stop in 30 s: cancelled", extra={"partition": p})
         except Exception as exc:  # the work already failed; it is stopped either way
             log.warning("partition work ended with an error", extra={"error": describe(exc)})

@@ -28,20 +28,28 @@ def _dt(ns: int | None) -> datetime | None:
     return None if ns is None else datetime.fromtimestamp(ns / NS, UTC)
 
 
+class StateConflict(TransientError):
+    """The stream's state in KV was written by someone else since this replica read it."""
+
+
 class StateStore:
     """Cycle state per stream in KV, updated with compare-and-set.
 
-    The partition holder is the only writer of its streams' state, so the state it last wrote
+    The partition holder is the only writer of its streams' state, so the state it applied last
     is kept in memory and not read back for every frame: it is read from KV when a partition is
-    taken over (:meth:`forget_partition`), after a failed or refused write, and for a stream
-    not seen yet.
+    taken over (:meth:`forget_partition`), after a refused write, and for a stream not seen yet.
+    A state applied but not written yet is *staged* (:meth:`stage`): the engine writes it at most
+    about once a second (:meth:`due`) and acknowledges its frames only then, so a process that
+    dies leaves them to be applied again from the state KV holds.
     """
 
     def __init__(self, kv: KeyValue) -> None:
         self.kv = kv
         self._known: dict[str, tuple[CycleStateRecord, int | None]] = {}
+        self._staged_since: dict[str, float] = {}  # stream -> when its first unsaved change came
 
     async def load(self, stream_id: str) -> tuple[CycleStateRecord, int | None]:
+        """The stream's state as last applied here, and the KV revision it was last written at."""
         known = self._known.get(stream_id)
         if known is not None:
             return known
@@ -51,28 +59,47 @@ class StateStore:
             return CycleStateRecord(stream_id=stream_id), None
         return CycleStateRecord.model_validate_json(entry.value or b"{}"), entry.revision
 
+    def stage(self, record: CycleStateRecord, revision: int | None) -> None:
+        """Keep ``record`` as the stream's state, to be written later."""
+        self._known[record.stream_id] = (record, revision)
+        self._staged_since.setdefault(record.stream_id, time.monotonic())
+
+    def due(self, every_s: float) -> list[str]:
+        """Streams whose staged state has waited ``every_s`` or more."""
+        now = time.monotonic()
+        return [sid for sid, since in self._staged_since.items() if now - since >= every_s]
+
+    def staged(self, stream_id: str) -> bool:
+        return stream_id in self._staged_since
+
     async def save(self, record: CycleStateRecord, revision: int | None) -> int:
         body = record.model_dump_json().encode()
-        self._known.pop(record.stream_id, None)  # unknown until the write is confirmed
         try:
             if revision is None:
                 written = int(await self.kv.create(record.stream_id, body))
             else:
                 written = int(await self.kv.update(record.stream_id, body, last=revision))
         except KeyWrongLastSequenceError as exc:
-            raise TransientError(f"cycle state of {record.stream_id} changed meanwhile") from exc
+            self.forget_stream(record.stream_id)
+            raise StateConflict(f"cycle state of {record.stream_id} changed meanwhile") from exc
         self._known[record.stream_id] = (record, written)
+        self._staged_since.pop(record.stream_id, None)
         return written
 
+    def restore(self, stream_id: str, known: tuple[CycleStateRecord, int | None]) -> None:
+        """Put back the state as it was before a handler that failed part-way."""
+        self._known[stream_id] = known
+
     def forget_stream(self, stream_id: str) -> None:
-        """Read the stream's state from KV again next time (a handler failed on it)."""
+        """Read the stream's state from KV again next time."""
         self._known.pop(stream_id, None)
+        self._staged_since.pop(stream_id, None)
 
     def forget_partition(self, partition: int) -> None:
         """Read the state of a partition's streams from KV again (taken over from another
         replica, which may have written them meanwhile)."""
         for sid in [s for s in self._known if subjects.partition_of(s) == partition]:
-            del self._known[sid]
+            self.forget_stream(sid)
 
     async def streams(self) -> list[str]:
         try:
@@ -198,4 +225,13 @@ class CycleRows:
             raise TransientError(f"PostgreSQL: {exc}") from exc
 
 
-__all__ = ["ConfigStore", "CycleRows", "Events", "FrameReader", "Recordings", "StateStore", "_dt"]
+__all__ = [
+    "ConfigStore",
+    "CycleRows",
+    "Events",
+    "FrameReader",
+    "Recordings",
+    "StateConflict",
+    "StateStore",
+    "_dt",
+]

@@ -41,17 +41,24 @@ async def serve(settings: Settings, common: CommonSettings, stop: asyncio.Event)
         Recordings(await bus.js.object_store(subjects.OBJ_CYCLES)),
         Events(bus.js),
         CycleRows(pool),
+        save_every_s=settings.save_every_s,
     )
+    leases = PartitionLeases(await bus.js.key_value(subjects.KV_LEASES), SERVICE)
+    engine.holds = lambda stream_id: leases.holds(subjects.partition_of(stream_id))
     held: dict[int, tuple[DurableConsumer[Frame], int]] = {}
 
     async def partition(p: int, done: asyncio.Event) -> None:
+        def mine() -> bool:
+            return leases.holds(p)
+
         frames = subscription(SERVICE, "frames").consumer(
             bus.js, settings.durable, engine.on_frames, metrics, partition=p,
             batch=settings.batch, max_deliver=common.max_deliver, ack_wait=settings.ack_wait_s,
+            guard=mine, handler_acks=True,
         )  # fmt: skip
         commands = subscription(SERVICE, "commands").consumer(
             bus.js, settings.durable, engine.on_commands, metrics, partition=p,
-            max_deliver=common.max_deliver, ack_wait=settings.ack_wait_s,
+            max_deliver=common.max_deliver, ack_wait=settings.ack_wait_s, guard=mine,
         )  # fmt: skip
         await frames.declare()
         await commands.declare()
@@ -63,6 +70,15 @@ async def serve(settings: Settings, common: CommonSettings, stop: asyncio.Event)
             await asyncio.gather(frames.run(done), commands.run(done))
         finally:
             held.pop(p, None)
+            # what this replica applied is written before the lease is given back; what cannot
+            # be written now is applied again by the next holder
+            try:
+                await engine.flush(engine.streams_of(p))
+            except Exception as exc:  # the frames stay unacknowledged and come back
+                log.warning(
+                    "cycle state of a partition not written",
+                    extra={"partition": p, "error": repr(exc)},
+                )
 
     def ownership(stream_id: str) -> tuple[int, int] | None:
         entry = held.get(subjects.partition_of(stream_id))
@@ -74,7 +90,6 @@ async def serve(settings: Settings, common: CommonSettings, stop: asyncio.Event)
         return max(since_ns, consumer.seeing_since_ns), consumer.backlog
 
     engine.ownership = ownership
-    leases = PartitionLeases(await bus.js.key_value(subjects.KV_LEASES), SERVICE)
     log.info("cycles running", extra={"member": leases.member, "partitions": subjects.PARTITIONS})
     try:
         await asyncio.gather(

@@ -23,3 +23,10 @@ class Settings(BaseSettings):
     metrics_port: int = Field(default=9102, ge=0, description="/metrics port; 0 disables it.")
     batch: int = Field(default=256, ge=1, description="Frames fetched per batch.")
     tick_s: float = Field(default=0.5, gt=0, description="How often timeouts are checked.")
+    save_every_s: float = Field(
+        default=1.0,
+        gt=0,
+        description="How often at most a stream's cycle state is written to KV between two "
+        "cycle starts or ends (each of those is written at once); its frames are "
+        "acknowledged when it is written. Keep it well under ack_wait_s.",
+    )

@@ -7,19 +7,24 @@ import contextlib
 import logging
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
+from typing import Any
+
+import nats.errors
+from nats.aio.msg import Msg
 
 from schemas import subjects
 from schemas.frames import Frame
 from schemas.messages import CycleCommand, CycleStateChanged, CycleStateRecord
 from schemas.timeutil import ns_of
-from services.common.consumer import Delivery
+from services.common.consumer import Delivery, TransientError
 from services.cycles.adapters import (
     ConfigStore,
     CycleRows,
     Events,
     FrameReader,
     Recordings,
+    StateConflict,
     StateStore,
     _dt,
 )
@@ -99,7 +104,12 @@ class FrameWindow:
 
 
 class CycleEngine:
-    """Applies frames, commands and time to each stream's state, one stream at a time."""
+    """Applies frames, commands and time to each stream's state, one stream at a time.
+
+    A stream's state is written to KV when a cycle starts or ends (before anything else may
+    happen), and otherwise at most every ``save_every_s``: its frames are acknowledged once the
+    state that holds them is written, so after a crash they are applied again, exactly once.
+    """
 
     def __init__(
         self,
@@ -110,6 +120,7 @@ class CycleEngine:
         events: Events,
         rows: CycleRows,
         clock: Callable[[], int] = time.time_ns,
+        save_every_s: float = 1.0,
     ) -> None:
         self.states = states
         self.configs = configs
@@ -118,9 +129,12 @@ class CycleEngine:
         self.events = events
         self.rows = rows
         self.clock = clock
+        self.save_every_s = save_every_s
         self.locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
         self.window = FrameWindow()
         self.known: set[str] = set()
+        self.unacked: dict[str, list[Msg]] = {}  # frames applied to a state not written yet
+        self._background: set[asyncio.Future[None]] = set()
         self.watching_since_ns = clock()
         # (since when this process watches the stream, samples still waiting on the bus) for a
         # stream whose partition this replica holds; None for the others' streams
@@ -128,15 +142,45 @@ class CycleEngine:
             self.watching_since_ns,
             0,
         )
+        # whether this replica's lease on the stream's partition is certain to be alive: no
+        # cycle starts or ends, and no state is written, on a lease that may have passed on
+        self.holds: Callable[[str], bool] = lambda _: True
 
     @contextlib.contextmanager
-    def _unsure(self, stream_id: str) -> Iterator[None]:
-        """A handler that fails leaves the stream's state as KV has it, not as it was kept."""
+    def _unsure(
+        self, stream_id: str, before: tuple[CycleStateRecord, int | None]
+    ) -> Iterator[None]:
+        """A handler that fails part-way leaves the stream's state as it was before it began;
+        one whose state was written by another replica meanwhile gives its frames back."""
         try:
             yield
-        except BaseException:
-            self.states.forget_stream(stream_id)
+        except StateConflict:
+            self._give_back(stream_id)
             raise
+        except BaseException:
+            self.states.restore(stream_id, before)
+            raise
+
+    def _give_back(self, stream_id: str) -> None:
+        self.states.forget_stream(stream_id)
+        msgs = self.unacked.pop(stream_id, [])
+        if msgs:
+            task = asyncio.ensure_future(_quietly(asyncio.gather(*(m.nak() for m in msgs))))
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
+
+    def _check_lease(self, stream_id: str) -> None:
+        if not self.holds(stream_id):
+            raise TransientError(f"the lease on {stream_id}'s partition is not confirmed")
+
+    async def _save(self, state: CycleStateRecord, revision: int | None) -> None:
+        """Write the state now and acknowledge the frames it holds."""
+        self._check_lease(state.stream_id)
+        await self.states.save(state, revision)
+        msgs = self.unacked.pop(state.stream_id, [])
+        if msgs:
+            with contextlib.suppress(nats.errors.Error, TimeoutError):
+                await asyncio.gather(*(m.ack() for m in msgs))
 
     async def on_frames(self, batch: list[Delivery[Frame]]) -> None:
         by_stream: dict[str, list[Delivery[Frame]]] = defaultdict(list)
@@ -145,45 +189,71 @@ class CycleEngine:
         for stream_id, deliveries in by_stream.items():
             self.known.add(stream_id)
             async with self.locks[stream_id]:
-                with self._unsure(stream_id):
-                    state, revision = await self.states.load(stream_id)
+                before = await self.states.load(stream_id)
+                with self._unsure(stream_id, before):
+                    state, revision = before
                     cfg = await self.configs.get(stream_id)
+                    changed = False
                     for d in deliveries:
                         t, v = (
                             signal_of(d.item, cfg.signal_sensor)
                             if cfg.trigger == "signal"
                             else (None, None)
                         )
-                        info = FrameInfo(
-                            d.item.seq, d.msg.metadata.sequence.stream, d.item.first_ns(),
-                            d.item.last_ns(), t, v,
-                        )  # fmt: skip
                         js_seq = d.msg.metadata.sequence.stream
+                        info = FrameInfo(
+                            d.item.seq, js_seq, d.item.first_ns(), d.item.last_ns(), t, v
+                        )  # fmt: skip
                         self.window.add(stream_id, js_seq, d.item)
-                        before = state
+                        previous = state
                         state, outputs = on_frame(state, cfg, info, self.clock())
-                        await self._carry_out(before, outputs)
+                        if outputs:
+                            self._check_lease(stream_id)
+                            await self._carry_out(previous, outputs)
+                            changed = True
                         if state.state == "idle":
                             self.window.keep_after(stream_id, js_seq)  # no cycle needs it
-                    await self.states.save(state, revision)
+                    self.unacked.setdefault(stream_id, []).extend(d.msg for d in deliveries)
+                    self.states.stage(state, revision)
+                    if changed or stream_id in self.states.due(self.save_every_s):
+                        await self._save(state, revision)
 
     async def on_commands(self, batch: list[Delivery[CycleCommand]]) -> None:
         for d in batch:
             cmd = d.item
             self.known.add(cmd.stream_id)
             async with self.locks[cmd.stream_id]:
-                with self._unsure(cmd.stream_id):
-                    state, revision = await self.states.load(cmd.stream_id)
+                before = await self.states.load(cmd.stream_id)
+                with self._unsure(cmd.stream_id, before):
+                    state, revision = before
                     cfg = await self.configs.get(cmd.stream_id)
                     at_ns = ns_of(cmd.issued_at)
-                    before = state
                     state, outputs = on_command(
-                        state, cfg, cmd.command, at_ns, cmd.reason, self.clock()
+                        before[0], cfg, cmd.command, at_ns, cmd.reason, self.clock()
                     )
-                    await self._carry_out(before, outputs)
-                    await self.states.save(state, revision)
+                    self._check_lease(cmd.stream_id)
+                    await self._carry_out(before[0], outputs)
+                    await self._save(state, revision)
+
+    async def flush(self, stream_ids: list[str] | None = None) -> None:
+        """Write the staged state of ``stream_ids`` (those due when None) and acknowledge
+        their frames; a stream that cannot be written now is tried again on the next call."""
+        for stream_id in self.states.due(self.save_every_s) if stream_ids is None else stream_ids:
+            async with self.locks[stream_id]:
+                if not self.states.staged(stream_id):
+                    continue
+                before = await self.states.load(stream_id)
+                with self._unsure(stream_id, before):
+                    await self._save(*before)
+
+    def streams_of(self, partition: int) -> list[str]:
+        return [s for s in self.known if subjects.partition_of(s) == partition]
 
     async def tick(self) -> None:
+        try:
+            await self.flush()
+        except Exception:  # written again on the next tick; the frames stay unacknowledged
+            log.warning("cycle state not written yet", exc_info=True)
         for stream_id in list(self.known):
             if self.ownership(stream_id) is None:
                 continue
@@ -192,16 +262,17 @@ class CycleEngine:
                 if owned is None:
                     continue
                 since_ns, backlog = owned
-                with self._unsure(stream_id):
-                    state, revision = await self.states.load(stream_id)
+                before = await self.states.load(stream_id)
+                with self._unsure(stream_id, before):
+                    state, revision = before
                     if state.state == "idle":
                         continue
                     cfg = await self.configs.get(stream_id)
-                    before = state
-                    state, outputs = on_tick(state, cfg, self.clock(), since_ns, backlog)
+                    state, outputs = on_tick(before[0], cfg, self.clock(), since_ns, backlog)
                     if outputs:
-                        await self._carry_out(before, outputs)
-                        await self.states.save(state, revision)
+                        self._check_lease(stream_id)
+                        await self._carry_out(before[0], outputs)
+                        await self._save(state, revision)
 
     async def run_ticks(self, stop: asyncio.Event, every_s: float = 0.5) -> None:
         self.known.update(await self.states.streams())
@@ -257,3 +328,9 @@ class CycleEngine:
             extra={"cycle_id": ended.cycle_id, "state": ended.state, "reason": ended.reason,
                    "frames": rec.frames, "completeness": round(rec.completeness, 4)},
         )  # fmt: skip
+
+
+async def _quietly(acknowledgement: Awaitable[Any]) -> None:
+    """A lost nak or ack costs one redelivery after ``ack_wait``, which changes nothing."""
+    with contextlib.suppress(nats.errors.Error, TimeoutError):
+        await acknowledgement

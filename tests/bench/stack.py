@@ -17,8 +17,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from services.common.auth import TokenStore
 from services.common.config import CommonSettings
-from services.common.db import migrate
+from services.common.db import migrate, open_pool
 from services.common.embedded import NatsServer, Postgres, free_port
 
 REPO = Path(__file__).resolve().parents[2]
@@ -55,6 +56,16 @@ class Stack:
                 subprocess.Popen([sys.executable, "-m", f"services.{name}"], env=base,
                                  cwd=REPO, stdout=out, stderr=out)
             )  # fmt: skip
+
+    async def token(self, role: str = "viewer") -> str:
+        """An API token of ``role`` in the stack's database (the gateways refuse anonymous
+        viewers and calls)."""
+        pool = await open_pool(self.common.database_url, retry=False, name="bench")
+        try:
+            token, _ = await TokenStore(pool).create(f"bench-{role}", role, created_by="bench")
+        finally:
+            await pool.close()
+        return token
 
     def stop(self) -> None:
         for p in self.procs:

@@ -41,11 +41,21 @@ function sentMs(payload, now) {
   }
 }
 
+// The pong a client owes for a ping (RFC 6455 5.5.3), masked as every client frame must be: a
+// viewer that leaves pings unanswered is closed by the server after its ping timeout.
+function pong(sock, payload) {
+  const mask = randomBytes(4);
+  const body = Buffer.from(payload);
+  for (let k = 0; k < body.length; k++) body[k] ^= mask[k % 4];
+  sock.write(Buffer.concat([Buffer.from([0x8a, 0x80 | body.length]), mask, body]));
+}
+
 // A frame parser that skips payloads: `carry` holds at most a header and the payload prefix.
-function frames(i, sampled) {
+function frames(i, sampled, sock) {
   let carry = null;
   let skip = 0; // payload bytes of the current frame still to pass over
   let keep = null; // the current payload's parts, for a sampled viewer's samples frame
+  let ping = null; // the current ping's payload parts
   return (chunk) => {
     if (carry) {
       chunk = Buffer.concat([carry, chunk]);
@@ -56,11 +66,16 @@ function frames(i, sampled) {
       if (skip > 0) {
         const n = Math.min(skip, chunk.length - off);
         if (keep) keep.push(chunk.subarray(off, off + n));
+        if (ping) ping.push(chunk.subarray(off, off + n));
         off += n;
         skip -= n;
         if (skip === 0 && keep) {
           sentMs(Buffer.concat(keep), Date.now());
           keep = null;
+        }
+        if (skip === 0 && ping) {
+          pong(sock, Buffer.concat(ping));
+          ping = null;
         }
         continue;
       }
@@ -93,10 +108,15 @@ function frames(i, sampled) {
         counts[i] += 1;
         if (sampled) keep = [];
       }
+      if ((b0 & 0x0f) === 9) ping = [];
       off += head;
       skip = len;
       if (len === 0 && keep) {
         keep = null;
+      }
+      if (len === 0 && ping) {
+        pong(sock, Buffer.alloc(0));
+        ping = null;
       }
     }
   };
@@ -110,7 +130,7 @@ function open(i) {
     const sock = net.connect({ host: url.hostname, port: Number(url.port), noDelay: true });
     let settled = false;
     let head = Buffer.alloc(0);
-    const onFrames = frames(i, i % opts.sampleEvery === 0);
+    const onFrames = frames(i, i % opts.sampleEvery === 0, sock);
     const fail = (err) => {
       note(err);
       if (!settled) {
@@ -123,7 +143,7 @@ function open(i) {
     sock.setTimeout(60000, () => fail(new Error("handshake timed out")));
     sock.on("connect", () => {
       sock.write(
-        `GET ${url.pathname} HTTP/1.1\r\nHost: ${url.host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n` +
+        `GET ${url.pathname}${url.search} HTTP/1.1\r\nHost: ${url.host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n` +
           `Sec-WebSocket-Key: ${key}\r\nSec-WebSocket-Version: 13\r\n\r\n`,
       );
     });
