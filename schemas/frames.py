@@ -453,8 +453,9 @@ def decode_binary(data: bytes, sensors: Container[str] | None = None) -> Frame:
 @dataclass(frozen=True, slots=True)
 class RegularFrame:
     """The header of a regular binary frame — every sensor on one clock (same first timestamp,
-    period and count), one dtype, all samples good — and its body, the values sensor after
-    sensor. Readers that reduce many stored frames stack such bodies without decoding."""
+    period and count), all samples good — and its body, the values sensor after sensor.
+    Readers that reduce many frames take such bodies as matrices without decoding sensor by
+    sensor. ``dtype`` is the one dtype of every sensor, or "" when they differ (``dtypes``)."""
 
     stream_id: str
     seq: int
@@ -465,11 +466,35 @@ class RegularFrame:
     period_ns: int
     shuffled: bool
     body: memoryview
+    sent_ns: int = 0
+    dtypes: tuple[str, ...] = ()
+
+    def matrix(self) -> npt.NDArray[np.float64]:
+        """The values as float64, sensors by samples, a run of one dtype at a time."""
+        k, n = len(self.ids), self.n
+        out = np.empty((k, n), dtype=np.float64)
+        body = np.frombuffer(self.body, dtype=np.uint8)
+        row = pos = 0
+        codes = self.dtypes or (self.dtype,) * k
+        while row < k:
+            code = codes[row]
+            run = 1
+            while row + run < k and codes[row + run] == code:
+                run += 1
+            size = _DTYPE[code].itemsize
+            chunk = body[pos : pos + run * n * size]
+            if self.shuffled:
+                chunk = np.ascontiguousarray(chunk.reshape(run, size, n).transpose(0, 2, 1))
+            out[row : row + run] = chunk.view(_DTYPE[code]).reshape(run, n)
+            row += run
+            pos += run * n * size
+        return out
 
 
-def peek_regular(data: bytes) -> RegularFrame | None:
+def peek_regular(data: bytes, *, one_dtype: bool = True) -> RegularFrame | None:
     """``data`` (a binary frame) as a :class:`RegularFrame`, or None when it is not regular or
-    not well-formed (:func:`decode_binary` then decodes it, or says what is wrong)."""
+    not well-formed (:func:`decode_binary` then decodes it, or says what is wrong). With
+    ``one_dtype=False`` the sensors may differ in dtype."""
     try:
         header, pos = _header(data)
     except FrameError:
@@ -488,11 +513,10 @@ def peek_regular(data: bytes) -> RegularFrame | None:
     ):
         return None
     first = sensors[0]
-    clock = (first.get("dtype"), first.get("n"), first.get("t0"), first.get("dt"))
-    code, n, t0, dt = clock
+    clock = (first.get("n"), first.get("t0"), first.get("dt"))
+    n, t0, dt = clock
     if (
-        code not in DTYPES
-        or not isinstance(n, int)
+        not isinstance(n, int)
         or not isinstance(t0, int)
         or not isinstance(dt, int)
         or dt <= 0
@@ -500,18 +524,25 @@ def peek_regular(data: bytes) -> RegularFrame | None:
         or not INT64_MIN <= t0 <= INT64_MAX
     ):
         return None
-    ids = []
+    ids, codes = [], []
     for m in sensors:
-        if (m.get("dtype"), m.get("n"), m.get("t0"), m.get("dt")) != clock or m.get("q", False):
+        if (m.get("n"), m.get("t0"), m.get("dt")) != clock or m.get("q", False):
             return None
         ids.append(m.get("id"))
+        codes.append(m.get("dtype"))
+    if not all(c in DTYPES for c in codes) or (one_dtype and len(set(codes)) > 1):
+        return None
     if not all(isinstance(i, str) for i in ids) or len(set(ids)) != len(ids):
         return None
-    if len(data) - pos != len(ids) * n * np.dtype(code).itemsize:
+    if len(data) - pos != n * sum(_DTYPE[c].itemsize for c in codes):
         return None
+    sent_ns = header.get("sent_ns", 0)
+    uniform = len(set(codes)) == 1
     return RegularFrame(
-        stream_id, seq, tuple(ids), code, n, t0, dt, layout == "shuffled", memoryview(data)[pos:]
-    )
+        stream_id, seq, tuple(ids), codes[0] if uniform else "", n, t0, dt,
+        layout == "shuffled", memoryview(data)[pos:],
+        sent_ns if isinstance(sent_ns, int) else 0, () if uniform else tuple(codes),
+    )  # fmt: skip
 
 
 def pack(frame: Frame, level: int = 3) -> bytes:

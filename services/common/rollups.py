@@ -111,12 +111,12 @@ def _regular(f: Frame) -> tuple[Any, ...] | None:
             or s.t0_ns != first.t0_ns
             or s.period_ns != first.period_ns
             or s.n != first.n
-            or s.values.dtype != first.values.dtype
             or (s.quality is not None) != has_q
         ):
             return None
     ids = tuple(s.sensor_id for s in f.series)
-    return f.stream_id, ids, first.values.dtype.str, first.n, first.period_ns, has_q
+    # sensors of other dtypes stack into their common one (a u1 input beside f4 values: f4)
+    return f.stream_id, ids, first.n, first.period_ns, has_q
 
 
 def block(
@@ -220,7 +220,7 @@ def frame_rollups(frames: Sequence[Frame], bucket_ns: int, origin_ns: int = 0) -
         else:
             groups.setdefault(key, []).append(i)
     parts = []
-    for (stream_id, ids, _, _, period, has_q), members in groups.items():
+    for (stream_id, ids, _, period, has_q), members in groups.items():
         fs = [frames[i] for i in members]
         values = np.stack([np.stack([s.values for s in f.series]) for f in fs])
         quality = None

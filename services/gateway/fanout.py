@@ -22,7 +22,7 @@ from nats.aio.msg import Msg
 from pydantic import BaseModel, ValidationError
 
 from schemas import subjects
-from schemas.frames import FrameError, decode
+from schemas.frames import FrameError
 from schemas.messages import (
     AlertChanged,
     AnalysisCompleted,
@@ -114,7 +114,7 @@ class StreamFeed:
 
     async def _on_samples(self, msg: Msg) -> None:
         try:
-            self.decimator.add(decode(msg.data, msg.headers))
+            self.decimator.add_message(msg.data, msg.headers)
         except FrameError as exc:
             log.debug("undecodable frame skipped for the screen", extra={"error": str(exc)})
 
@@ -142,9 +142,9 @@ class StreamFeed:
         while True:
             due = max(due + self.interval_s, loop.time())  # a fixed cadence; never a burst
             await asyncio.sleep(due - loop.time())
-            message = self.decimator.flush()
-            if message is not None and self.viewers:
-                self.broadcast(envelope(message))  # encoded once for every viewer
+            text = self.decimator.flush_text()
+            if text is not None and self.viewers:
+                self.broadcast(text)  # encoded once for every viewer
 
 
 class FeedHub:

@@ -9,10 +9,20 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+import orjson
 from pydantic import BaseModel, ValidationError
 
 from schemas.compat import LegacyBatch, quality_code
-from schemas.frames import INT64_MAX, INT64_MIN, QUALITY_GOOD, Frame, Series
+from schemas.frames import (
+    INT64_MAX,
+    INT64_MIN,
+    MAGIC,
+    QUALITY_GOOD,
+    Frame,
+    Series,
+    decode,
+    peek_regular,
+)
 from schemas.messages import (
     AlertGroup,
     BatchRequest,
@@ -163,25 +173,33 @@ Buckets = tuple[
 
 def min_max_buckets(t: npt.NDArray[np.int64], v: npt.NDArray[np.float64], buckets: int) -> Buckets:
     """Time (ms) of each bucket's first sample, and min, max and mean per bucket (NaN ignored
-    by min and max; a bucket of only NaN has a NaN mean)."""
-    n = len(v)
+    by min and max; a bucket of only NaN has a NaN mean). ``v`` is one sensor's samples, or a
+    matrix of sensors by samples reduced row by row at once."""
+    n = v.shape[-1]
     b = max(1, min(buckets, n))
-    edges = np.linspace(0, n, b + 1).astype(np.int64)
-    starts = edges[:-1]
+    starts = np.linspace(0, n, b + 1).astype(np.int64)[:-1]
     finite = np.isfinite(v)
-    sums = np.add.reduceat(np.where(finite, v, 0.0), starts)
-    counts = np.add.reduceat(finite.astype(np.int64), starts)
+    sums = np.add.reduceat(np.where(finite, v, 0.0), starts, axis=-1)
+    counts = np.add.reduceat(finite, starts, axis=-1, dtype=np.int64)
     with np.errstate(invalid="ignore", divide="ignore"):
         mean = sums / counts
-    return t[starts] / 1e6, np.fmin.reduceat(v, starts), np.fmax.reduceat(v, starts), mean
+    lo = np.fmin.reduceat(v, starts, axis=-1)
+    hi = np.fmax.reduceat(v, starts, axis=-1)
+    return t[starts] / 1e6, lo, hi, mean
 
 
 class Decimator:
-    """Collects frames between two WebSocket sends and reduces them to min/max buckets."""
+    """Collects frames between two WebSocket sends and reduces them to min/max buckets.
+
+    Regular frames (every sensor on one clock, one dtype, all good: the edge's usual frames)
+    are kept as one matrix each, sensors by samples, straight from the message body
+    (:meth:`add_message`), and reduced all sensors at once; other frames sensor by sensor.
+    """
 
     def __init__(self, stream_id: str, buckets: int) -> None:
         self.stream_id = stream_id
         self.buckets = buckets
+        self._blocks: list[tuple[tuple[str, ...], npt.NDArray[np.int64], npt.NDArray[Any]]] = []
         self._t: dict[str, list[npt.NDArray[np.int64]]] = defaultdict(list)
         self._v: dict[str, list[npt.NDArray[np.float64]]] = defaultdict(list)
         self._seq = -1
@@ -192,11 +210,45 @@ class Decimator:
             if s.n:
                 self._t[s.sensor_id].append(s.timestamps())
                 self._v[s.sensor_id].append(s.values.astype(np.float64))
-        self._seq = max(self._seq, frame.seq)
-        if frame.sent_ns:
-            self._sent_ms.append(frame.sent_ns / 1e6)
+        self._saw(frame.seq, frame.sent_ns)
 
-    def flush(self) -> WsSamples | None:
+    def add_message(self, data: bytes, headers: dict[str, str] | None) -> None:
+        """Add a samples message as it came from the bus (raises :class:`FrameError`)."""
+        regular = peek_regular(data, one_dtype=False) if data[:4] == MAGIC else None
+        if regular is None:
+            self.add(decode(data, headers))
+            return
+        if regular.n:
+            t = regular.t0_ns + np.arange(regular.n, dtype=np.int64) * regular.period_ns
+            self._blocks.append((regular.ids, t, regular.matrix()))
+        self._saw(regular.seq, regular.sent_ns)
+
+    def _saw(self, seq: int, sent_ns: int) -> None:
+        self._seq = max(self._seq, seq)
+        if sent_ns:
+            self._sent_ms.append(sent_ns / 1e6)
+
+    def _reduce(self) -> dict[str, dict[str, Any]] | None:
+        """Per sensor: bucket times (ms), min, max, mean (arrays), last value and count."""
+        blocks, self._blocks = self._blocks, []
+        ids = {b[0] for b in blocks}
+        if len(ids) == 1 and not self._v:  # the usual case: one matrix for every sensor
+            names = blocks[0][0]
+            t = np.concatenate([b[1] for b in blocks])
+            v = np.concatenate([b[2] for b in blocks], axis=1)
+            if len(t) > 1 and np.any(t[1:] < t[:-1]):
+                order = np.argsort(t, kind="stable")
+                t, v = t[order], v[:, order]
+            t_ms, lo, hi, mean = min_max_buckets(t, v, self.buckets)
+            return {
+                sid: {"t_ms": t_ms, "min": lo[r], "max": hi[r], "last": float(v[r, -1]),
+                      "count": len(t), "mean": mean[r]}
+                for r, sid in enumerate(names)
+            }  # fmt: skip
+        for names, t, values in blocks:  # frames of several shapes: sensor by sensor
+            for r, sid in enumerate(names):
+                self._t[sid].append(t)
+                self._v[sid].append(values[r].astype(np.float64))
         if not self._v:
             return None
         traces = {}
@@ -207,14 +259,37 @@ class Decimator:
                 order = np.argsort(t, kind="stable")
                 t, v = t[order], v[order]
             t_ms, lo, hi, mean = min_max_buckets(t, v, self.buckets)
-            traces[sensor_id] = WsSensorTrace(
-                t_ms=t_ms.tolist(), min=lo.tolist(), max=hi.tolist(), last=float(v[-1]),
-                count=len(v), mean=mean.tolist(),
-            )  # fmt: skip
+            traces[sensor_id] = {"t_ms": t_ms, "min": lo, "max": hi, "last": float(v[-1]),
+                                 "count": len(v), "mean": mean}  # fmt: skip
         self._t.clear()
         self._v.clear()
+        return traces
+
+    def flush(self) -> WsSamples | None:
+        """What arrived since the last flush, as a message (None when nothing did)."""
+        traces = self._reduce()
         sent, self._sent_ms = self._sent_ms, []
-        return WsSamples(stream_id=self.stream_id, seq=self._seq, sensors=traces, sent_ms=sent)
+        if traces is None:
+            return None
+        return WsSamples(
+            stream_id=self.stream_id,
+            seq=self._seq,
+            sensors={sid: WsSensorTrace(**{k: v.tolist() if isinstance(v, np.ndarray) else v
+                                           for k, v in tr.items()})
+                     for sid, tr in traces.items()},
+            sent_ms=sent,
+        )  # fmt: skip
+
+    def flush_text(self) -> str | None:
+        """:meth:`flush` as the WebSocket text :func:`envelope` makes of it, encoded straight
+        from the arrays (NaN as null, as pydantic writes it)."""
+        traces = self._reduce()
+        sent, self._sent_ms = self._sent_ms, []
+        if traces is None:
+            return None
+        data = {"stream_id": self.stream_id, "seq": self._seq, "sensors": traces, "sent_ms": sent}
+        body = orjson.dumps(data, option=orjson.OPT_SERIALIZE_NUMPY).decode()
+        return f'{{"type":"samples","timestamp":"{_now_iso()}","data":{body}}}'
 
 
 def recording_csv(frame: Frame) -> str:
@@ -324,14 +399,17 @@ def group_alerts(rows: list[dict[str, Any]]) -> list[AlertGroup]:
     return [AlertGroup.model_validate(g) for g in ordered]
 
 
+def _now_iso() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
 def envelope(message: BaseModel) -> str:
     """A WebSocket message in the v0.2.0 envelope ``{"type", "timestamp", "data"}``: ``type``
     from the message, ``timestamp`` when the gateway sends it (ISO 8601, UTC, ms), ``data`` the
     message's other fields."""
     kind = getattr(message, "type")  # noqa: B009 - every WebSocket message model has one
-    now = datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
     data = message.model_dump_json(exclude={"type"})
-    return f'{{"type":"{kind}","timestamp":"{now}","data":{data}}}'
+    return f'{{"type":"{kind}","timestamp":"{_now_iso()}","data":{data}}}'
 
 
 class CommandError(ValueError):

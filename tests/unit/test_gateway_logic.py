@@ -148,3 +148,58 @@ def test_alerts_are_grouped_by_severity_rule_and_sensor() -> None:
     assert groups[2].last_message == "newest"
     assert groups[2].first_raised_at == t + timedelta(minutes=2)
     assert group_alerts([]) == []
+
+
+def _parsed(text: str | None) -> dict:  # type: ignore[type-arg]
+    import json
+
+    assert text is not None
+    out = json.loads(text)
+    out.pop("timestamp")
+    return out  # type: ignore[no-any-return]
+
+
+@pytest.mark.parametrize("shuffled", [False, True])
+def test_decimator_reduces_regular_messages_as_it_reduces_frames(shuffled: bool) -> None:
+    """A message taken straight from its body (all sensors at once, a u1 input beside f4
+    values) gives the update that the same frames decoded sensor by sensor give, NaN
+    included."""
+    from edge.publisher import frame_message
+    from schemas.frames import encode_binary
+    from services.gateway.logic import envelope
+
+    rng = np.random.default_rng(3)
+    frames = []
+    for k in range(3):
+        values = rng.normal(size=(4, 25)).astype(np.float32)
+        values[1, 3] = np.nan
+        series = tuple(Series(f"s{i}", values[i], 1_000_000_000 * k, 4_000_000) for i in range(4))
+        series += (Series("on", (values[0] > 0).astype(np.uint8), 1_000_000_000 * k, 4_000_000),)
+        frames.append(Frame("plant-1", k, series, sent_ns=1_700_000_000_000_000_000 + k))
+    fast, slow = Decimator("plant-1", buckets=7), Decimator("plant-1", buckets=7)
+    for f in frames:
+        _, payload, headers = frame_message(f)
+        if shuffled:
+            payload = encode_binary(f, shuffled=True)
+        fast.add_message(payload, headers)
+        slow.add(f)
+    slow_msg = slow.flush()
+    assert slow_msg is not None
+    assert _parsed(fast.flush_text()) == _parsed(envelope(slow_msg))
+    assert fast.flush_text() is None
+
+
+def test_decimator_mixes_regular_messages_with_other_frames() -> None:
+    from edge.publisher import frame_message
+
+    d = Decimator("s", buckets=10)
+    regular = Frame("s", 1, (Series("a", np.arange(10.0), 0, 1_000_000),
+                             Series("b", np.arange(10.0), 0, 1_000_000)))  # fmt: skip
+    _, payload, headers = frame_message(regular)
+    d.add_message(payload, headers)
+    d.add(Frame("s", 2, (Series("a", np.array([50.0]), 20_000_000, 1),)))
+    msg = _parsed(d.flush_text())
+    assert msg["data"]["seq"] == 2
+    assert msg["data"]["sensors"]["a"]["count"] == 11
+    assert msg["data"]["sensors"]["a"]["last"] == 50.0
+    assert msg["data"]["sensors"]["b"]["count"] == 10
