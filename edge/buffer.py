@@ -86,7 +86,7 @@ class FrameBuffer:
         try:
             seq = self._meta("next_seq")
             frame = make(seq)
-            payload = encode_binary(frame)
+            payload = encode_binary(frame, shuffled=True)  # the storage form: stored as sent
             self.db.execute(
                 "INSERT INTO frames (seq, stream_id, created_ns, payload) VALUES (?, ?, ?, ?)",
                 (seq, frame.stream_id, time.time_ns(), payload),

@@ -29,7 +29,7 @@ Encoding = Literal["binary", "json"]
 def frame_message(frame: Frame, encoding: Encoding = "binary") -> tuple[str, bytes, dict[str, str]]:
     """Subject, payload and headers of ``frame``."""
     if encoding == "binary":
-        payload, content_type = encode_binary(frame), CONTENT_TYPE_BINARY
+        payload, content_type = encode_binary(frame, shuffled=True), CONTENT_TYPE_BINARY
     else:
         payload, content_type = to_json_model(frame).model_dump_json().encode(), CONTENT_TYPE_JSON
     headers = {

@@ -16,6 +16,9 @@ The body holds, sensor after sensor: the int64 timestamps when ``dt == 0``, then
 explicit timestamps are delta-encoded and every array is byte-shuffled (byte 0 of every item,
 then byte 1, ...), which makes a generic compressor several times more effective.
 
+VerTac's own publishers (edge, gateway) send the shuffled layout, so ingest stores a frame as it
+arrived, without encoding it again; readers take both layouts.
+
 JSON encoding (``Content-Type: application/json``): :class:`schemas.messages.FrameJson`.
 
 Quality codes follow OPC DA: 192 good, 64 uncertain, 0 bad (any value 0-255 is carried).
@@ -139,7 +142,8 @@ class Span:
     n_samples: int
     first_ns: int
     last_ns: int
-    sensors: int
+    ids: tuple[str, ...]  # every sensor of the frame, in its order
+    shuffled: bool = False  # the message is in the storage layout
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -180,7 +184,7 @@ class Frame:
 
     @property
     def n_sensors(self) -> int:
-        return self.span.sensors if self.span is not None else len(self.series)
+        return len(self.span.ids) if self.span is not None else len(self.series)
 
     def first_ns(self) -> int:
         if self.span is not None:
@@ -191,6 +195,12 @@ class Frame:
         if self.span is not None:
             return self.span.last_ns
         return max(s.last_ns() for s in self.series)
+
+    def has(self, sensor_id: str) -> bool:
+        """Whether the frame carries ``sensor_id`` (decoded or not)."""
+        if self.span is not None:
+            return sensor_id in self.span.ids
+        return any(s.sensor_id == sensor_id for s in self.series)
 
     def complete(self) -> Frame:
         """The frame with every sensor decoded (itself when it already is)."""
@@ -375,7 +385,7 @@ def decode_binary(data: bytes, sensors: Container[str] | None = None) -> Frame:
         raise FrameError("sensors", "a frame needs at least one sensor")
     view = memoryview(data)
     series: list[Series] = []
-    seen: set[str] = set()
+    seen: dict[str, None] = {}  # in order
     total, first, last = 0, INT64_MAX, INT64_MIN
     for i, meta in enumerate(metas):
         try:  # the well-formed case in one go; anything else is checked field by field
@@ -401,7 +411,7 @@ def decode_binary(data: bytes, sensors: Container[str] | None = None) -> Frame:
             _check_sensor_id(sid, where)
         if sid in seen:
             raise FrameError("sensors", "sensor ids repeat within the frame")
-        seen.add(sid)
+        seen[sid] = None
         need = n * dtype.itemsize + (n * 8 if dt == 0 else 0) + (n if has_q else 0)
         if pos + need > len(data):
             raise FrameError(f"{where}n", f"{n} samples need {need} bytes past the end of the body")
@@ -445,7 +455,7 @@ def decode_binary(data: bytes, sensors: Container[str] | None = None) -> Frame:
         seq=_int64(header, "seq", "", low=0),
         series=tuple(series),
         sent_ns=_int64(header, "sent_ns", "") if "sent_ns" in header else 0,
-        span=Span(total, first, last, len(metas)) if partial else None,
+        span=Span(total, first, last, tuple(seen), shuffled) if partial else None,
         raw=data if partial else None,
     )
 

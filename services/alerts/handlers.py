@@ -34,6 +34,7 @@ from services.common.consumer import Delivery
 log = logging.getLogger(__name__)
 NS = 1_000_000_000
 SAMPLE_KINDS = ("limit", "rate", "flatline")
+READS_SAMPLES = (*SAMPLE_KINDS, "envelope")
 
 
 class AlertEngine:
@@ -57,17 +58,26 @@ class AlertEngine:
         self.guard = RateGuard(max_new_per_minute)
         self.context = context
         self.by_stream: dict[str, list[AlertRule]] = {}
+        self._sensors: dict[str, tuple[str, ...]] = {}
         self.index: dict[str, AlertRule] = {}  # "<stream_id>.<rule_id>", shared with the notifier
         self.locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
         # whether this replica holds the partition of a stream's samples (data-gap rules run
         # where the samples are seen)
         self.owns: Callable[[str], bool] = lambda _: True
 
+    def sensors_of(self, stream_id: str) -> tuple[str, ...]:
+        """The sensors whose samples a stream's rules read (frames are decoded for those)."""
+        return self._sensors.get(stream_id, ())
+
     async def refresh(self) -> None:
         by_stream: dict[str, list[AlertRule]] = defaultdict(list)
         for rule in await self.rules.all():
             by_stream[rule.stream_id].append(rule)
         self.by_stream = dict(by_stream)
+        self._sensors = {
+            sid: tuple({r.sensor_id for r in rules if r.sensor_id and r.kind in READS_SAMPLES})
+            for sid, rules in by_stream.items()
+        }
         fresh = {f"{r.stream_id}.{r.rule_id}": r for rules in by_stream.values() for r in rules}
         self.index.clear()
         self.index.update(fresh)
@@ -238,6 +248,10 @@ class AlertEngine:
 def _series(frames: list[Frame], sensor_id: str | None) -> tuple[np.ndarray, np.ndarray]:
     ts, vs = [], []
     for f in frames:
+        if sensor_id is None or not f.has(sensor_id):
+            continue
+        if not any(s.sensor_id == sensor_id for s in f.series):
+            f = f.complete()  # decoded before this rule was read: once, the whole frame
         for s in f.series:
             if s.sensor_id == sensor_id and s.n:
                 good = s.qualities() >= 192

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Container
 from typing import TypeVar
 
 from nats.aio.msg import Msg
@@ -23,6 +23,29 @@ def decode_frame(msg: Msg) -> Frame:
         raise BadMessage(exc.field, exc.reason) from exc
     _same_stream(msg, frame.stream_id)
     return frame
+
+
+SensorsOf = Callable[[str], Container[str] | None]
+
+
+def frame_decoder(sensors_of: SensorsOf) -> Callable[[Msg], Frame]:
+    """A decoder of samples messages that builds the arrays of the sensors
+    ``sensors_of(stream_id)`` names only (all of them for None): every sensor is checked all the
+    same, and the frame can still be completed (:meth:`Frame.complete`)."""
+
+    def decode_some(msg: Msg) -> Frame:
+        try:
+            wanted = sensors_of(subjects.stream_of(msg.subject))
+        except ValueError as exc:
+            raise BadMessage("subject", str(exc)) from exc
+        try:
+            frame = decode(msg.data, msg.headers, wanted)
+        except FrameError as exc:
+            raise BadMessage(exc.field, exc.reason) from exc
+        _same_stream(msg, frame.stream_id)
+        return frame
+
+    return decode_some
 
 
 def _same_stream(msg: Msg, stream_id: str) -> None:

@@ -11,7 +11,7 @@ from typing import Any, cast
 import numpy as np
 import numpy.typing as npt
 
-from schemas.frames import QUALITY_GOOD, Frame
+from schemas.frames import QUALITY_GOOD, Frame, peek_regular
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,6 +101,9 @@ class Block:
 
 def _regular(f: Frame) -> tuple[Any, ...] | None:
     """The stacking key of a regular frame, None for another."""
+    if f.span is not None and f.raw is not None:  # decoded in part: the message says
+        r = peek_regular(f.raw, one_dtype=False)
+        return None if r is None else (f.stream_id, r.ids, r.n, r.period_ns, False)
     first = f.series[0]
     if first.timestamps_ns is not None or first.period_ns <= 0:
         return None
@@ -117,6 +120,15 @@ def _regular(f: Frame) -> tuple[Any, ...] | None:
     ids = tuple(s.sensor_id for s in f.series)
     # sensors of other dtypes stack into their common one (a u1 input beside f4 values: f4)
     return f.stream_id, ids, first.n, first.period_ns, has_q
+
+
+def _matrix(f: Frame) -> npt.NDArray[Any]:
+    """The values of a regular frame, sensors by samples."""
+    if f.span is not None and f.raw is not None:
+        r = peek_regular(f.raw, one_dtype=False)
+        assert r is not None  # _regular said so
+        return r.matrix()
+    return np.stack([s.values for s in f.series])
 
 
 def block(
@@ -222,15 +234,15 @@ def frame_rollups(frames: Sequence[Frame], bucket_ns: int, origin_ns: int = 0) -
     parts = []
     for (stream_id, ids, _, period, has_q), members in groups.items():
         fs = [frames[i] for i in members]
-        values = np.stack([np.stack([s.values for s in f.series]) for f in fs])
+        values = np.stack([_matrix(f) for f in fs])
         quality = None
         if has_q:
             quality = np.stack([np.stack([cast(Any, s.quality) for s in f.series]) for f in fs])
-        t0 = np.array([f.series[0].t0_ns for f in fs], dtype=np.int64)
+        t0 = np.array([f.first_ns() for f in fs], dtype=np.int64)
         blk = block(stream_id, ids, values, quality, t0, period, np.array(members))
         parts.append(block_rollups(blk, bucket_ns, origin_ns))
     if other:
-        r = _series_rollups([frames[i] for i in other], bucket_ns, origin_ns)
+        r = _series_rollups([frames[i].complete() for i in other], bucket_ns, origin_ns)
         parts.append(replace(r, frame=np.array(other, dtype=np.int64)[r.frame]))
     return concat(parts)
 

@@ -20,7 +20,7 @@ from pydantic import BaseModel
 
 from schemas import messages, subjects
 from services.common.consumer import BatchHandler, DurableConsumer
-from services.common.decoding import decode_frame, model_decoder
+from services.common.decoding import SensorsOf, decode_frame, frame_decoder, model_decoder
 from services.common.metrics import Metrics
 
 
@@ -49,13 +49,18 @@ class Subscription:
 
     def consumer(
         self, js: JetStreamContext, durable: str, handle: BatchHandler[Any], metrics: Metrics,
-        *, partition: int | None = None, batch: int | None = None, **policy: Any,
+        *, partition: int | None = None, batch: int | None = None,
+        sensors: SensorsOf | None = None, **policy: Any,
     ) -> DurableConsumer[Any]:  # fmt: skip
         """The durable pull consumer of this row; ``policy`` are the consumer's retry and
-        delivery settings (``max_deliver``, ``ack_wait``, ``nak_delay``, ``linger_s``)."""
-        decode: Any = (
-            decode_frame if self.payload is messages.FrameJson else model_decoder(self.payload)
-        )
+        delivery settings (``max_deliver``, ``ack_wait``, ``nak_delay``, ``linger_s``,
+        ``guard``, ``handler_acks``). A samples consumer given ``sensors`` decodes only the
+        sensors it names per stream."""
+        decode: Any
+        if self.payload is not messages.FrameJson:
+            decode = model_decoder(self.payload)
+        else:
+            decode = decode_frame if sensors is None else frame_decoder(sensors)
         return DurableConsumer(
             js,
             service=self.service,

@@ -117,6 +117,17 @@ class ConfigStore:
         self.ttl_s = ttl_s
         self._read: dict[str, tuple[float, CycleConfig]] = {}
 
+    def trigger_sensors(self, stream_id: str) -> tuple[str, ...] | None:
+        """The sensors a stream's frames must be decoded for (the trigger signal, or none at all
+        for manual triggering); None for a stream whose configuration was not read yet."""
+        read = self._read.get(stream_id)
+        if read is None:
+            return None
+        config = read[1]
+        return (
+            (config.signal_sensor,) if config.trigger == "signal" and config.signal_sensor else ()
+        )
+
     async def get(self, stream_id: str) -> CycleConfig:
         now = time.monotonic()
         read = self._read.get(stream_id)

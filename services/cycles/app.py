@@ -54,7 +54,7 @@ async def serve(settings: Settings, common: CommonSettings, stop: asyncio.Event)
         frames = subscription(SERVICE, "frames").consumer(
             bus.js, settings.durable, engine.on_frames, metrics, partition=p,
             batch=settings.batch, max_deliver=common.max_deliver, ack_wait=settings.ack_wait_s,
-            guard=mine, handler_acks=True,
+            guard=mine, handler_acks=True, sensors=engine.configs.trigger_sensors,
         )  # fmt: skip
         commands = subscription(SERVICE, "commands").consumer(
             bus.js, settings.durable, engine.on_commands, metrics, partition=p,

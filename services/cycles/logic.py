@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from schemas.frames import Frame, Series
+from schemas.frames import QUALITY_GOOD, Frame, Series, peek_regular
 from schemas.messages import CycleConfig, CycleStateRecord
 
 NS = 1_000_000_000
@@ -428,7 +428,7 @@ def record(
     highest = -1
     parts_t: dict[str, list[npt.NDArray[np.int64]]] = {}
     parts_v: dict[str, list[npt.NDArray[Any]]] = {}
-    parts_q: dict[str, list[npt.NDArray[np.uint8]]] = {}
+    parts_q: dict[str, list[npt.NDArray[np.uint8] | None]] = {}
     used: list[int] = []
     for f in frames:
         if f.seq in seen:
@@ -438,8 +438,25 @@ def record(
         if f.seq < highest:
             late += 1
         highest = max(highest, f.seq)
+        if f.last_ns() < start_ns or f.first_ns() > end_ns:
+            continue
+        regular = peek_regular(f.raw, one_dtype=False) if f.raw is not None else None
+        if regular is not None:  # every sensor on one clock: one mask for all of them
+            t = regular.t0_ns + np.arange(regular.n, dtype=np.int64) * regular.period_ns
+            keep = (t >= start_ns) & (t <= end_ns)
+            if not keep.any():
+                continue
+            whole = bool(keep.all())
+            t = t if whole else t[keep]
+            rows = regular.matrix()
+            for r, sid in enumerate(regular.ids):
+                parts_t.setdefault(sid, []).append(t)
+                parts_v.setdefault(sid, []).append(rows[r] if whole else rows[r][keep])
+                parts_q.setdefault(sid, []).append(None)
+            used.append(f.seq)
+            continue
         inside = False
-        for s in f.series:
+        for s in f.complete().series:
             t = s.timestamps()
             keep = (t >= start_ns) & (t <= end_ns)
             if not keep.any():
@@ -453,17 +470,18 @@ def record(
     series = []
     for sensor_id in parts_t:
         t = np.concatenate(parts_t[sensor_id])
-        order = np.argsort(t, kind="stable")
-        series.append(
-            Series(
-                sensor_id,
-                np.concatenate(parts_v[sensor_id])[order],
-                int(t[order][0]),
-                0,
-                t[order],
-                np.concatenate(parts_q[sensor_id])[order],
-            )
+        v = np.concatenate(parts_v[sensor_id])
+        pairs = zip(parts_t[sensor_id], parts_q[sensor_id], strict=True)
+        q = np.concatenate(
+            [
+                np.full(len(pt), QUALITY_GOOD, dtype=np.uint8) if pq is None else pq
+                for pt, pq in pairs
+            ]
         )
+        if len(t) > 1 and np.any(t[1:] < t[:-1]):
+            order = np.argsort(t, kind="stable")
+            t, v, q = t[order], v[order], q[order]
+        series.append(Series(sensor_id, v, int(t[0]), 0, t, q))
     if not series:
         series = [Series("none", np.zeros(0), start_ns, 0, np.zeros(0, dtype=np.int64))]
     expected = (max(used) - min(used) + 1) if used else 0
@@ -482,7 +500,12 @@ def record(
 def signal_of(
     frame: Frame, sensor_id: str | None
 ) -> tuple[npt.NDArray[np.int64] | None, npt.NDArray[np.float64] | None]:
-    """Timestamps and values of the trigger sensor in ``frame`` (None when absent)."""
+    """Timestamps and values of the trigger sensor in ``frame`` (None when absent); a frame
+    decoded for other sensors is completed when it carries this one."""
+    if sensor_id is None or not frame.has(sensor_id):
+        return None, None
+    if not any(s.sensor_id == sensor_id for s in frame.series):
+        frame = frame.complete()
     for s in frame.series:
         if s.sensor_id == sensor_id:
             return s.timestamps(), s.values.astype(np.float64)

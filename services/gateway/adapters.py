@@ -105,7 +105,7 @@ class BusPort:
         """Publish until JetStream acknowledges, for at most ``within_s`` (a leader change or a
         short outage passes unnoticed); then the last bus error is raised (the caller answers
         503, and the client's retry with the same batch id is stored once)."""
-        payload = encode_binary(frame)
+        payload = encode_binary(frame, shuffled=True)  # the storage form: stored as sent
         headers = {
             subjects.HEADER_CONTENT_TYPE: CONTENT_TYPE_BINARY,
             subjects.HEADER_MSG_ID: msg_id,

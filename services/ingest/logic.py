@@ -27,15 +27,18 @@ class FrameRow:
 
 
 def to_row(frame: Frame, compressor: zstandard.ZstdCompressor) -> FrameRow:
-    """The storage row of ``frame``: byte-shuffled binary layout, zstd-compressed."""
+    """The storage row of ``frame``: byte-shuffled binary layout, zstd-compressed; a frame that
+    arrived in that layout is stored as it arrived, encoded by nobody again."""
+    as_sent = frame.raw if frame.span is not None and frame.span.shuffled else None
+    body = as_sent if as_sent is not None else encode_binary(frame.complete(), shuffled=True)
     return FrameRow(
         stream_id=frame.stream_id,
         seq=frame.seq,
         t_first_ns=frame.first_ns(),
         t_last_ns=frame.last_ns(),
         n_samples=frame.n_samples,
-        n_sensors=len(frame.series),
-        payload=compressor.compress(encode_binary(frame, shuffled=True)),
+        n_sensors=frame.n_sensors,
+        payload=compressor.compress(body),
     )
 
 
@@ -62,7 +65,7 @@ def influx_lines(
     if dataset_id:
         tags += f",dataset_id={_escape_tag(dataset_id)}"
     parts: list[np.ndarray] = []
-    for s in frame.series:
+    for s in frame.complete().series:
         if not s.n:
             continue
         # NaN and infinity have no line-protocol form; PostgreSQL keeps them.

@@ -159,3 +159,34 @@ def test_the_storage_form_compresses_noisy_float32_below_four_bytes_a_sample() -
     )
     stored = zstandard.ZstdCompressor(level=3).compress(encode_binary(frame, shuffled=True))
     assert len(stored) / frame.n_samples < 4
+
+
+@pytest.mark.parametrize("shuffled", [False, True])
+def test_a_frame_decoded_for_some_sensors_knows_the_whole_and_completes(shuffled: bool) -> None:
+    frame = mixed_rate_frame()
+    raw = encode_binary(frame, shuffled=shuffled)
+    part = decode_binary(raw, {"count"})
+    assert [s.sensor_id for s in part.series] == ["count"]
+    assert part.series[0].values.tolist() == [0, 1, 2, 3, 4]
+    assert (part.n_samples, part.n_sensors) == (frame.n_samples, 3)
+    assert (part.first_ns(), part.last_ns()) == (frame.first_ns(), frame.last_ns())
+    assert part.has("temp") and not part.has("nope")
+    assert part.span is not None and part.span.shuffled is shuffled
+    assert part.complete().equals(frame)
+    nothing = decode_binary(raw, ())
+    assert nothing.series == () and nothing.n_samples == frame.n_samples
+
+
+def test_a_frame_decoded_in_part_is_checked_whole() -> None:
+    raw = bytearray(encode_binary(mixed_rate_frame()))
+    with pytest.raises(FrameError, match="left over"):
+        decode_binary(bytes(raw) + b"x", ())
+    header = msgpack.packb({"v": 1, "stream_id": "s", "seq": 0, "sensors": [
+        {"id": "a", "dtype": "f8", "n": 1, "t0": 0, "dt": 1},
+        {"id": "bad id", "dtype": "f8", "n": 1, "t0": 0, "dt": 1},
+    ]})  # fmt: skip
+    import struct
+
+    data = struct.pack("<4sI", b"VTF1", len(header)) + header + bytes(16)
+    with pytest.raises(FrameError, match="not a sensor id"):
+        decode_binary(data, {"a"})

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import pytest
 
 from schemas.frames import Frame, Series
 from services.common.rollups import Rollups, frame_rollups, samples_of
@@ -119,3 +120,22 @@ def test_samples_of_groups_every_sample_by_sensor_in_time_order() -> None:
     for k in range(len(s.names)):
         t = s.t[s.key == k]
         assert np.all(t[1:] >= t[:-1])
+
+
+@pytest.mark.parametrize("shuffled", [False, True])
+def test_frames_decoded_for_no_sensor_roll_up_as_the_decoded_ones(shuffled: bool) -> None:
+    """Ingest rolls frames up straight from their bodies (a u1 input beside f4 values among
+    them): the rows are those of the frames decoded sensor by sensor."""
+    from schemas.frames import decode_binary, encode_binary
+
+    frames = mixed_frames()
+    t0 = 1_700_000_000 * S
+    for k in range(4):
+        frames.append(Frame("press-4", k, (
+            Series("p", np.linspace(0, 1, 10).astype("f4"), t0 + k * S // 10, 10_000_000),
+            Series("on", np.array([0, 1] * 5, dtype="u1"), t0 + k * S // 10, 10_000_000),
+        )))  # fmt: skip
+    partial = [decode_binary(encode_binary(f, shuffled=shuffled), ()) for f in frames]
+    assert all(f.span is not None and not f.series for f in partial)
+    for width in (S, 60 * S):
+        assert same(rows(frame_rollups(partial, width)), reckon(frames, width)), width
