@@ -45,7 +45,14 @@ from schemas.messages import DeadLetter
 from services.common.failures import BadMessage, TransientError, is_transient
 from services.common.metrics import Metrics
 
-__all__ = ["BadMessage", "Delivery", "DurableConsumer", "TransientError", "is_transient"]
+__all__ = [
+    "BadMessage",
+    "Delivery",
+    "DurableConsumer",
+    "TransientError",
+    "ack_all",
+    "is_transient",
+]
 
 YIELD_EVERY = 16  # messages decoded between two turns of the event loop
 log = logging.getLogger(__name__)
@@ -98,6 +105,15 @@ def _metadata(msg: Msg) -> tuple[int, int | None, str]:
     except (nats.errors.NotJSMessageError, ValueError, IndexError):
         return 1, None, ""
     return meta.num_delivered, meta.sequence.stream, meta.stream
+
+
+async def ack_all(msgs: list[Msg]) -> None:
+    """Acknowledge ``msgs`` one after the other: an ack only queues a publish on the
+    connection, so no task per message is needed. A lost ack means one redelivery, which every
+    handler tolerates."""
+    with contextlib.suppress(nats.errors.Error, TimeoutError):
+        for msg in msgs:
+            await msg.ack()
 
 
 async def _touch(deliveries: list[Delivery[T]]) -> None:
@@ -423,9 +439,7 @@ class DurableConsumer(Generic[T]):
                 await self._ack([d])
 
     async def _ack(self, deliveries: list[Delivery[T]]) -> None:
-        with contextlib.suppress(nats.errors.Error, TimeoutError):
-            # a lost ack means one redelivery, which every handler tolerates
-            await asyncio.gather(*(d.msg.ack() for d in deliveries))
+        await ack_all([d.msg for d in deliveries])
         self.metrics.messages_done.labels(*self._labels).inc(len(deliveries))
 
     async def _dead_letter(self, msg: Msg, reason: str, field: str, error_type: str) -> None:

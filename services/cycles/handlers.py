@@ -17,7 +17,7 @@ from schemas import subjects
 from schemas.frames import Frame
 from schemas.messages import CycleCommand, CycleStateChanged, CycleStateRecord
 from schemas.timeutil import ns_of
-from services.common.consumer import Delivery, TransientError
+from services.common.consumer import Delivery, TransientError, ack_all
 from services.cycles.adapters import (
     ConfigStore,
     CycleRows,
@@ -177,10 +177,7 @@ class CycleEngine:
         """Write the state now and acknowledge the frames it holds."""
         self._check_lease(state.stream_id)
         await self.states.save(state, revision)
-        msgs = self.unacked.pop(state.stream_id, [])
-        if msgs:
-            with contextlib.suppress(nats.errors.Error, TimeoutError):
-                await asyncio.gather(*(m.ack() for m in msgs))
+        await ack_all(self.unacked.pop(state.stream_id, []))
 
     async def on_frames(self, batch: list[Delivery[Frame]]) -> None:
         by_stream: dict[str, list[Delivery[Frame]]] = defaultdict(list)

@@ -151,7 +151,8 @@ class PgFrameStore:
                     params += await self._rollup_params(conn, frames)
                     sql = _INSERT_FRAMES_AND_ROLLUPS
                 async with conn.transaction():
-                    cur = await conn.execute(sql.encode(), params)
+                    # binary parameters: arrays of numbers and bytea go over without text escaping
+                    cur = await conn.execute(sql.encode(), params, binary=True)
                     row = await cur.fetchone()
         except psycopg.errors.CheckViolation as exc:
             # a day's partition went (retention, another replica) since it was created here

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+import nats.errors
 import numpy as np
 import psycopg
 
@@ -34,7 +35,7 @@ from edge.simulator import build_machine
 from schemas import subjects
 from schemas.client import Bus
 from schemas.frames import Frame
-from schemas.messages import CycleConfig
+from schemas.messages import AlertRule, AnalysisCompleted, CycleConfig
 from services.common.config import CommonSettings
 from services.common.db import migrate
 from services.common.embedded import (
@@ -49,6 +50,7 @@ from services.common.runtime import open_bus
 from tests.conftest import refusals
 
 REPO = Path(__file__).resolve().parents[2]
+AUTO_REFERENCE_CYCLES = 3  # the analysis service's default
 NS = 1_000_000_000
 STREAM = "chaos-01"
 
@@ -81,6 +83,13 @@ class Row:
     aborted: int = 0
     dup_cycles: int = 0
     missing: int = 0
+    stuck: int = 0  # cycles left running for good
+    analyses: int = -1  # analyses of completed cycles (-1: no analysis service in the row)
+    dup_analyses: int = 0
+    missing_analyses: int = 0
+    alerts_raised: int = -1  # raised alert events (-1: no alerts service in the row)
+    expected_raises: int = 0
+    dup_alerts: int = 0
     catch_up_s: float = 0.0
     samples_per_s: float = 0.0
     notes: str = ""
@@ -88,8 +97,10 @@ class Row:
     refused: list[str] = field(default_factory=list)  # what the closed bus refused a service
 
     def clean(self) -> bool:
-        zeros = (self.lost, self.duplicated, self.aborted, self.dup_cycles, self.missing)
-        return zeros == (0, 0, 0, 0, 0) and not self.died and not self.refused
+        zeros = (self.lost, self.duplicated, self.aborted, self.dup_cycles, self.missing,
+                 self.stuck, self.dup_analyses, self.missing_analyses, self.dup_alerts)  # fmt: skip
+        raises = self.alerts_raised in (-1, self.expected_raises)
+        return not any(zeros) and raises and not self.died and not self.refused
 
 
 class ClusterNats:
@@ -152,6 +163,7 @@ class System:
     cluster: ClusterNats | None
     passwords: dict[str, str]
     procs: dict[str, list[subprocess.Popen[bytes]]] = field(default_factory=dict)
+    metrics: bool = False  # serve /metrics on the default ports (replicas then move up)
 
     def bus_url(self, user: str) -> str:
         servers = self.nats.url if self.nats is not None else self.cluster.url  # type: ignore[union-attr]
@@ -170,8 +182,9 @@ class System:
             "VERTAC_STARTUP_RETRY": "true",
             "VERTAC_LOG_LEVEL": "WARNING",
             "VERTAC_LOG_JSON": "true",
-            **{f"VERTAC_{n}_METRICS_PORT": "0" for n in ("INGEST", "CYCLES", "ALERTS",
-                                                        "ANALYSIS")},
+            **({} if self.metrics else {f"VERTAC_{n}_METRICS_PORT": "0"
+                                        for n in ("INGEST", "CYCLES", "ALERTS", "ANALYSIS")}),
+            "VERTAC_GATEWAY_PORT": str(free_port()),
         }  # fmt: skip
 
     def _spawn(self, name: str, index: int) -> subprocess.Popen[bytes]:
@@ -273,6 +286,23 @@ async def fault_replica_killed(system: System, bus: Bus, load: Load) -> str:
     return "two of each service; one cycles and one ingest killed -9 for good"
 
 
+EVERY_SERVICE = ("ingest", "cycles", "analysis", "alerts", "gateway")
+
+
+async def fault_replicas_join_and_one_dies(system: System, bus: Bus, load: Load) -> str:
+    """A second replica of every service and a third of cycles join under load, so partitions
+    move; while they move, a cycles, an alerts and an analysis replica are killed -9 for good."""
+    await _later(load.seconds / 4)
+    for name in (*EVERY_SERVICE, "cycles"):
+        system.start(name)
+    await _later(2.5)
+    system.kill("cycles", 0)
+    system.kill("alerts", 0)
+    system.kill("analysis", 1)
+    return (f"replicas joined at {load.seconds / 4:.0f} s (2 of each service, 3 of cycles); cycles, alerts and "
+            "analysis replicas killed -9 for good 2.5 s later")  # fmt: skip
+
+
 async def fault_cluster_leader(system: System, bus: Bus, load: Load) -> str:
     assert system.cluster is not None
     await _later(load.seconds / 3)
@@ -291,6 +321,7 @@ class Scenario:
     fault: Fault | None
     services: tuple[str, ...] = ("ingest", "cycles")
     cluster: bool = False
+    metrics: bool = False
 
 
 SCENARIOS: tuple[Scenario, ...] = (
@@ -304,6 +335,8 @@ SCENARIOS: tuple[Scenario, ...] = (
     Scenario("2 of every service", fault_replica_killed,
              ("ingest", "ingest", "cycles", "cycles", "alerts", "alerts")),
     Scenario("3-node cluster, leader killed", fault_cluster_leader, cluster=True),
+    Scenario("3-node cluster, replicas join, one killed", fault_replicas_join_and_one_dies,
+             EVERY_SERVICE, cluster=True, metrics=True),
 )  # fmt: skip
 
 
@@ -371,6 +404,81 @@ async def _cycle_rows(url: str) -> list[tuple[str, int, int]]:
         return [(r[0], int(r[1]), int(r[2] or 0)) for r in await cur.fetchall()]
 
 
+async def _stuck(url: str, expected: list[tuple[int, int]]) -> int:
+    """Cycles still running that began before the last whole cycle the signal holds ended."""
+    last_end = max((e for _, e in expected), default=0)
+    async with await psycopg.AsyncConnection.connect(url, connect_timeout=3) as conn:
+        cur = await conn.execute(
+            "SELECT count(*) FROM live_cycles WHERE stream_id = %s AND state = 'running'"
+            " AND (extract(epoch FROM started_at) * 1e9)::bigint < %s",
+            (STREAM, last_end),
+        )
+        row = await cur.fetchone()
+    return int(row[0]) if row else 0
+
+
+async def _completed_after_reference(url: str) -> list[str]:
+    """Completed cycles that come after those the automatic reference is built from."""
+    async with await psycopg.AsyncConnection.connect(url, connect_timeout=3) as conn:
+        cur = await conn.execute(
+            "SELECT cycle_id FROM live_cycles WHERE stream_id = %s AND state = 'completed'"
+            " ORDER BY started_at OFFSET %s",
+            (STREAM, AUTO_REFERENCE_CYCLES),
+        )
+        return [r[0] for r in await cur.fetchall()]
+
+
+async def _analysed_all(system: System) -> bool:
+    async with await psycopg.AsyncConnection.connect(system.common.database_url,
+                                                     connect_timeout=3) as conn:  # fmt: skip
+        cur = await conn.execute(
+            "SELECT count(DISTINCT cycle_id) FROM live_deviations WHERE stream_id = %s", (STREAM,)
+        )
+        row = await cur.fetchone()
+    want = await _completed_after_reference(system.common.database_url)
+    return bool(row) and int(row[0]) >= len(want)
+
+
+async def _count_analyses(bus: Bus, system: System, row: Row) -> None:
+    """Every analysis event on the bus, by cycle: each completed cycle after the reference is
+    analysed exactly once."""
+    per_cycle: dict[str, int] = {}
+    sub = await bus.js.subscribe(subjects.analysis(STREAM), ordered_consumer=True)
+    try:
+        while True:
+            try:
+                msg = await sub.next_msg(timeout=2)
+            except (TimeoutError, nats.errors.TimeoutError):
+                break
+            cycle_id = AnalysisCompleted.model_validate_json(msg.data).cycle_id
+            per_cycle[cycle_id] = per_cycle.get(cycle_id, 0) + 1
+    finally:
+        await sub.unsubscribe()
+    row.analyses = sum(per_cycle.values())
+    row.dup_analyses = sum(n - 1 for n in per_cycle.values())
+    want = await _completed_after_reference(system.common.database_url)
+    row.missing_analyses = sum(1 for c in want if c not in per_cycle)
+
+
+async def _count_alerts(
+    url: str, row: Row, signal_parts: list[tuple[np.ndarray, np.ndarray]]
+) -> None:
+    """The rule is raised once per high run of ``cycle_active``; an alert event twice is a
+    duplicate."""
+    async with await psycopg.AsyncConnection.connect(url, connect_timeout=3) as conn:
+        cur = await conn.execute(
+            "SELECT state, occurrences, count(*) FROM live_alert_history"
+            " WHERE alert_id LIKE %s GROUP BY state, occurrences",
+            (f"{STREAM}.active.%",),
+        )
+        rows = await cur.fetchall()
+    row.alerts_raised = sum(int(n) for state, _, n in rows if state == "raised")
+    row.dup_alerts = sum(int(n) - 1 for _, _, n in rows)
+    t = np.concatenate([p[0] for p in signal_parts])
+    v = np.concatenate([p[1] for p in signal_parts])[np.argsort(t, kind="stable")] >= 0.5
+    row.expected_raises = int(v[0]) + int(np.count_nonzero(v[1:] & ~v[:-1]))
+
+
 async def _lag(bus: Bus) -> int:
     total = 0
     for info in await bus.js.consumers_info(subjects.SAMPLES.name):
@@ -382,6 +490,7 @@ async def _lag(bus: Bus) -> int:
 async def run_scenario(scenario: Scenario, load: Load) -> Row:
     root = Path(tempfile.mkdtemp(prefix="vertac-chaos-"))
     system = await _start_system(root, scenario.cluster)
+    system.metrics = scenario.metrics
     row = Row(scenario.fault_name)
     bus = await open_bus(system.common, "vertac-chaos")
     try:
@@ -390,6 +499,11 @@ async def run_scenario(scenario: Scenario, load: Load) -> Row:
             trigger="signal", signal_sensor="cycle_active", start_above=0.5, stop_below=0.5
         )
         await kv.put(STREAM, config.model_dump_json().encode())
+        if "alerts" in scenario.services:  # raised in every cycle, cleared after it
+            rules = await bus.js.key_value(subjects.KV_ALERT_RULES)
+            rule = AlertRule(rule_id="active", stream_id=STREAM, kind="limit",
+                             sensor_id="cycle_active", hi=0.5)  # fmt: skip
+            await rules.put(f"{STREAM}.{rule.rule_id}", rule.model_dump_json().encode())
         for name in scenario.services:
             system.start(name)
         model = build_machine(
@@ -436,7 +550,8 @@ async def run_scenario(scenario: Scenario, load: Load) -> Row:
                 await asyncio.sleep(1)
                 continue
             done_cycles = len(await _cycle_rows(system.common.database_url))
-            if want <= seqs and lag == 0 and done_cycles >= len(expected):
+            caught_up = want <= seqs and lag == 0 and done_cycles >= len(expected)
+            if caught_up and ("analysis" not in scenario.services or await _analysed_all(system)):
                 break
             await asyncio.sleep(0.5)
         row.catch_up_s = time.monotonic() - publish_end
@@ -458,6 +573,11 @@ async def run_scenario(scenario: Scenario, load: Load) -> Row:
                 right += 1
         row.right = right
         row.missing = len(expected) - right
+        row.stuck = await _stuck(system.common.database_url, expected)
+        if "analysis" in scenario.services:
+            await _count_analyses(bus, system, row)
+        if "alerts" in scenario.services:
+            await _count_alerts(system.common.database_url, row, signal_parts)
         if not row.clean() and "not caught up" not in row.notes:
             row.notes += "; " + await _diagnose(bus, system)
         running = len(system.alive())
@@ -497,17 +617,25 @@ async def _diagnose(bus: Bus, system: System) -> str:
 
 
 def _killed_for_good(scenario: Scenario) -> int:
-    return 2 if scenario.fault is fault_replica_killed else 0
+    return {fault_replica_killed: 2, fault_replicas_join_and_one_dies: 3}.get(
+        scenario.fault,
+        0,  # type: ignore[call-overload]
+    )
 
 
 def table(rows: list[Row]) -> str:
     head = ("fault", "published", "persisted", "lost", "dup", "cycles", "right", "aborted",
-            "dup cyc", "missing", "catch-up s", "samples/s")  # fmt: skip
+            "dup cyc", "missing", "stuck", "analyses (dup, missing)", "alerts raised/expected (dup)",
+            "catch-up s", "samples/s")  # fmt: skip
     lines = [" | ".join(head), " | ".join("---" for _ in head)]
     for r in rows:
         lines.append(" | ".join(str(x) for x in (
             r.fault, r.published, r.persisted, r.lost, r.duplicated, r.cycles, r.right,
-            r.aborted, r.dup_cycles, r.missing, f"{r.catch_up_s:.1f}",
+            r.aborted, r.dup_cycles, r.missing, r.stuck,
+            "-" if r.analyses < 0 else f"{r.analyses} ({r.dup_analyses}, {r.missing_analyses})",
+            "-" if r.alerts_raised < 0 else
+            f"{r.alerts_raised}/{r.expected_raises} ({r.dup_alerts})",
+            f"{r.catch_up_s:.1f}",
             f"{r.samples_per_s:,.0f}")))  # fmt: skip
     return "\n".join(f"| {line} |" for line in lines)
 
