@@ -254,14 +254,29 @@ class DurableConsumer(Generic[T]):
             lag_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await lag_task
+            await self._give_back(self._leftovers(), wait=False)
 
-    async def _give_back(self, msgs: list[Msg]) -> None:
-        """Return fetched messages at once (they are delivered again ahead of newer ones) and
-        wait a little for the guard to allow work again."""
+    def _leftovers(self) -> list[Msg]:
+        """Messages a pull delivered after its fetch had returned (they wait in the
+        subscription for the next fetch). A consumer that stops gives them back at once, so the
+        next holder gets them in order instead of after ``ack_wait``."""
+        queue = getattr(getattr(self._sub, "_sub", None), "_pending_queue", None)
+        out: list[Msg] = []
+        while queue is not None and not queue.empty():
+            msg = queue.get_nowait()
+            if msg.reply and not (msg.headers or {}).get("Status"):
+                out.append(msg)
+        return out
+
+    async def _give_back(self, msgs: list[Msg], *, wait: bool = True) -> None:
+        """Return fetched messages at once (they are delivered again ahead of newer ones) and,
+        with ``wait``, wait a little for the guard to allow work again."""
         with contextlib.suppress(nats.errors.Error, TimeoutError):
-            await asyncio.gather(*(m.nak() for m in msgs))
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._stop.wait(), 0.25)
+            for msg in msgs:
+                await msg.nak()
+        if wait:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), 0.25)
 
     async def _probe(self) -> None:
         """After a fetch that timed out: is the stream empty, or out of reach? The two look

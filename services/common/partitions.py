@@ -17,7 +17,7 @@ import logging
 import math
 import time
 import uuid
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Collection, Coroutine
 from typing import Any
 
 import nats.errors
@@ -70,12 +70,13 @@ class PartitionLeases:
         found = sorted(k.removeprefix(prefix) for k in keys if k.startswith(prefix))
         return found if self.member in found else sorted([*found, self.member])
 
-    async def step(self) -> tuple[list[int], list[int]]:
+    async def step(self, leaving: Collection[int] = ()) -> tuple[list[int], list[int]]:
         """Announce this member, renew held leases, and work out what to gain and give back.
 
         Returns ``(gained, surplus)``: partitions now leased to us, and partitions we hold beyond
         our fair share (the caller stops their work, then calls :meth:`release`). Partitions whose
-        lease was lost are dropped from ``owned`` and returned in ``surplus`` too.
+        lease was lost are dropped from ``owned`` and returned in ``surplus`` too. ``leaving`` are
+        partitions being given back already: still renewed until released, not counted again.
         """
         # renew first and all at once: a busy replica must not let its leases expire
         held = list(self.owned.items())
@@ -99,11 +100,12 @@ class PartitionLeases:
         await self.kv.put(f"{self.service}.member.{self.member}", b"1")
         members = await self.members()
         fair = math.ceil(self.partitions / len(members))
-        extra = len(self.owned) - fair
+        staying = sorted(p for p in self.owned if p not in leaving)
+        extra = len(staying) - fair
         if extra > 0:
-            surplus.extend(sorted(self.owned)[-extra:])
+            surplus.extend(staying[-extra:])
         gained: list[int] = []
-        if len(self.owned) < fair:
+        if len(staying) < fair and not leaving:
             start = members.index(self.member) * fair  # spread first claims over the members
             for k in range(self.partitions):
                 p = (start + k) % self.partitions
@@ -159,6 +161,7 @@ class Partitioned:
         self.work = work
         self.every_s = every_s if every_s is not None else subjects.LEASE_TTL_S / 4
         self.tasks: dict[int, tuple[asyncio.Task[None], asyncio.Event]] = {}
+        self.leaving: dict[int, asyncio.Task[None]] = {}  # partitions being stopped and released
 
     def owns(self, p: int) -> bool:
         """True while the work on ``p`` runs here and its lease is certain to be alive."""
@@ -168,19 +171,13 @@ class Partitioned:
         try:
             while not stop.is_set():
                 try:
-                    gained, surplus = await self.leases.step()
+                    gained, surplus = await self.leases.step(self.leaving)
                 except (nats.errors.Error, TimeoutError, OSError) as exc:
                     log.warning("lease renewal failed", extra={"error": describe(exc)})
                     gained, surplus = [], []
-                await asyncio.gather(*(self._stop(p) for p in surplus))
-                for p in surplus:
-                    try:
-                        await self.leases.release(p)
-                    except (nats.errors.Error, TimeoutError, OSError) as exc:
-                        # it expires on its own; the work has stopped either way
-                        log.warning(
-                            "lease release failed", extra={"partition": p, "error": describe(exc)}
-                        )
+                for p in surplus:  # stopped apart: renewals of the rest go on meanwhile
+                    if p not in self.leaving:
+                        self.leaving[p] = asyncio.create_task(self._hand_back(p))
                 for p in gained:
                     self._start(p)
                 self._restart_failed()
@@ -193,9 +190,22 @@ class Partitioned:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), self.every_s)
         finally:
+            await asyncio.gather(*self.leaving.values(), return_exceptions=True)
             await asyncio.gather(*(self._stop(p) for p in list(self.tasks)))
             with contextlib.suppress(nats.errors.Error, TimeoutError, OSError):
                 await self.leases.leave()
+
+    async def _hand_back(self, p: int) -> None:
+        """Stop the work on ``p``, then give its lease back (renewed until then)."""
+        try:
+            await self._stop(p)
+            try:
+                await self.leases.release(p)
+            except (nats.errors.Error, TimeoutError, OSError) as exc:
+                # it expires on its own; the work has stopped either way
+                log.warning("lease release failed", extra={"partition": p, "error": describe(exc)})
+        finally:
+            self.leaving.pop(p, None)
 
     def _start(self, p: int) -> None:
         done = asyncio.Event()
