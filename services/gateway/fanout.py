@@ -4,7 +4,8 @@ A :class:`StreamFeed` holds the stream's NATS subscriptions (samples, cycle even
 alerts), decodes and decimates every frame once, and encodes every update once; the same text goes
 to every viewer of the stream. Each viewer has a bounded outbox: a viewer that cannot keep up
 skips updates (counted), never slowing the others or growing memory. The first viewer of a
-stream opens its feed, the last one to leave closes it (subscriptions removed, pump stopped).
+stream opens its feed, the last one to leave closes it (subscriptions removed). One pump per
+process sends every feed's update on one cadence (a timer per process, not per stream).
 """
 
 from __future__ import annotations
@@ -77,7 +78,6 @@ class StreamFeed:
         self.decimator = Decimator(stream_id, buckets)
         self.viewers: set[Viewer] = set()
         self.subs: list[Any] = []
-        self.pump: asyncio.Task[None] | None = None
         self.ready = asyncio.Event()
 
     async def open(self) -> None:
@@ -93,15 +93,9 @@ class StreamFeed:
         except BaseException:
             await self.close()
             raise
-        self.pump = asyncio.create_task(self._pump())
         self.ready.set()
 
     async def close(self) -> None:
-        if self.pump is not None:
-            self.pump.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self.pump
-            self.pump = None
         subs, self.subs = self.subs, []
         for sub in subs:
             with contextlib.suppress(nats.errors.Error, Exception):
@@ -136,15 +130,11 @@ class StreamFeed:
     async def _on_alert(self, msg: Msg) -> None:
         self._forward(msg, AlertChanged, lambda a: WsAlert(stream_id=self.stream_id, alert=a))
 
-    async def _pump(self) -> None:
-        loop = asyncio.get_running_loop()
-        due = loop.time()
-        while True:
-            due = max(due + self.interval_s, loop.time())  # a fixed cadence; never a burst
-            await asyncio.sleep(due - loop.time())
-            text = self.decimator.flush_text()
-            if text is not None and self.viewers:
-                self.broadcast(text)  # encoded once for every viewer
+    def flush(self) -> None:
+        """Send what arrived since the last flush to every viewer, encoded once."""
+        text = self.decimator.flush_text()
+        if text is not None and self.viewers:
+            self.broadcast(text)
 
 
 class FeedHub:
@@ -157,6 +147,7 @@ class FeedHub:
         self.buckets = max(1, math.ceil(points_per_second * interval_ms / 1000))
         self.feeds: dict[str, StreamFeed] = {}
         self._lock = asyncio.Lock()
+        self._pump: asyncio.Task[None] | None = None
         self._skipped_by_gone = 0  # skipped updates of viewers that have left
 
     @property
@@ -180,6 +171,8 @@ class FeedHub:
                 feed = StreamFeed(self.nc, stream_id, self.interval_s, self.buckets)
                 await feed.open()  # raises: nothing is left behind
                 self.feeds[stream_id] = feed
+                if self._pump is None or self._pump.done():
+                    self._pump = asyncio.create_task(self._run_pump())
             feed.viewers.add(viewer)
             return feed
 
@@ -195,8 +188,26 @@ class FeedHub:
                 del self.feeds[stream_id]
                 await feed.close()
 
+    async def _run_pump(self) -> None:
+        """Every feed's update on a fixed cadence (never a burst); stops with the last feed."""
+        loop = asyncio.get_running_loop()
+        due = loop.time()
+        while self.feeds:
+            due = max(due + self.interval_s, loop.time())
+            await asyncio.sleep(due - loop.time())
+            for feed in list(self.feeds.values()):
+                try:
+                    feed.flush()
+                except Exception:  # one stream's odd frames must not stop the others' screens
+                    log.exception("update not sent", extra={"stream_id": feed.stream_id})
+
     async def close(self) -> None:
         async with self._lock:
             feeds, self.feeds = list(self.feeds.values()), {}
+        if self._pump is not None:
+            self._pump.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._pump
+            self._pump = None
         for feed in feeds:
             await feed.close()

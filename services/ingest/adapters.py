@@ -27,7 +27,7 @@ WITH ins AS (
     INSERT INTO live_frames
         (stream_id, seq, t_first_ns, t_last_ns, n_samples, n_sensors, payload)
     SELECT * FROM unnest(
-        %s::text[], %s::bigint[], %s::bigint[], %s::bigint[], %s::int[], %s::int[], %s::bytea[])
+        %b::text[], %b::bigint[], %b::bigint[], %b::bigint[], %b::int[], %b::int[], %b::bytea[])
     ON CONFLICT (stream_id, seq, t_first_ns) DO NOTHING
     RETURNING stream_id, seq, n_samples, t_last_ns
 ), new AS (
@@ -51,9 +51,10 @@ SELECT (SELECT coalesce(sum(samples), 0) FROM agg),
        (SELECT coalesce(array_agg(seq), '{}') FROM new)
 """
 
+# %b: arrays go over in PostgreSQL's binary format (no text to write and parse per number)
 _ROLLUP_ARGS = (
-    "%s::text[], %s::bigint[], %s::bigint[], %s::text[], %s::bigint[], %s::int[], %s::int[], "
-    "%s::int[], %s::float8[], %s::float8[], %s::float8[], %s::float8[], %s::bigint[]"
+    "%b::text[], %b::bigint[], %b::bigint[], %b::text[], %b::bigint[], %b::int[], %b::int[], "
+    "%b::int[], %b::float8[], %b::float8[], %b::float8[], %b::float8[], %b::bigint[]"
 )
 _UPSERT_ROLLUP = """
 {name} AS (
@@ -151,8 +152,7 @@ class PgFrameStore:
                     params += await self._rollup_params(conn, frames)
                     sql = _INSERT_FRAMES_AND_ROLLUPS
                 async with conn.transaction():
-                    # binary parameters: arrays of numbers and bytea go over without text escaping
-                    cur = await conn.execute(sql.encode(), params, binary=True)
+                    cur = await conn.execute(sql.encode(), params)
                     row = await cur.fetchone()
         except psycopg.errors.CheckViolation as exc:
             # a day's partition went (retention, another replica) since it was created here
