@@ -397,21 +397,25 @@ class DurableConsumer(Generic[T]):
 
     async def _handle_alive(self, deliveries: list[Delivery[T]]) -> None:
         """Run the handler; while it takes longer than a third of ``ack_wait`` (a pool waiting
-        for a database that is down), keep telling JetStream the messages are being worked on."""
-        task = asyncio.ensure_future(self.handle(deliveries))
+        for a database that is down), keep telling JetStream the messages are being worked on
+        (a timer, not a task per batch: most batches take milliseconds)."""
+        loop = asyncio.get_running_loop()
         every = max(self.ack_wait / 3, 0.5)
+        touches: set[asyncio.Future[None]] = set()
+        timers: list[asyncio.TimerHandle] = []
+
+        def touch() -> None:
+            future = asyncio.ensure_future(_touch(deliveries))
+            touches.add(future)
+            future.add_done_callback(touches.discard)
+            timers.append(loop.call_later(every, touch))
+
+        timers.append(loop.call_later(every, touch))
         self.handling_since = time.monotonic()
         try:
-            while True:
-                try:
-                    done, _ = await asyncio.wait({task}, timeout=every)
-                except asyncio.CancelledError:
-                    task.cancel()
-                    raise
-                if done:
-                    return task.result()
-                await _touch(deliveries)
+            await self.handle(deliveries)
         finally:
+            timers[-1].cancel()
             self.handling_since = None
 
     def waiting(self) -> bool:

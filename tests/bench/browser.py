@@ -32,7 +32,7 @@ from schemas.frames import Frame, Series
 from services.common.embedded import free_port, wait_for_port
 from services.common.runtime import open_bus
 from tests.bench.stack import REPO, embedded_stack, percentile
-from tests.browser.conftest import CHROMIUM_FLAGS, chromium_path
+from tests.browser.conftest import CHROMIUM_FLAGS, chromium_path, sign_in
 
 SENSORS = 16
 RATE_HZ = 1000
@@ -94,7 +94,9 @@ async def main() -> None:
         wait_for_port("127.0.0.1", port, 60, None)
         base = f"http://127.0.0.1:{port}"
         sensors = [{"id": f"s{i:02d}", "unit": "bar", "rate_hz": RATE_HZ} for i in range(SENSORS)]
-        async with httpx.AsyncClient(base_url=base, timeout=30) as client:
+        token = await stack.token("admin")
+        async with httpx.AsyncClient(base_url=base, timeout=30,
+                                     headers={"Authorization": f"Bearer {token}"}) as client:  # fmt: skip
             r = await client.post("/api/live/register", json={"device_name": "Bench",
                                                               "stream_id": STREAM, "sensors": sensors})  # fmt: skip
             r.raise_for_status()
@@ -104,6 +106,7 @@ async def main() -> None:
                 executable_path=binary, headless=True, args=CHROMIUM_FLAGS
             )
             page = await browser.new_page(viewport={"width": 1600, "height": 1200})
+            await sign_in(page, base, token)
             await page.goto(f"{base}/#/live/{STREAM}")
             await page.wait_for_selector('[data-testid="connection"][data-state="open"]')
             await page.evaluate("window.__vertac.reset()")
@@ -114,7 +117,9 @@ async def main() -> None:
             await asyncio.sleep(4)  # warm-up: the 30 s window fills from here
             stop = asyncio.Event()
             plain: list[float] = []
-            ws_url = base.replace("http", "ws") + f"/api/live/ws/stream/{STREAM}"
+            ws_url = (
+                base.replace("http", "ws") + f"/api/live/ws/stream/{STREAM}?access_token={token}"
+            )
             client_task = asyncio.ensure_future(plain_client(ws_url, plain, stop))
             await page.select_option('[data-testid="window"]', "30")
             await page.evaluate("window.__vertac.reset()")
@@ -134,6 +139,9 @@ async def main() -> None:
             await browser.close()
         await bus.close()
         lat, arr, draw = got["lat"], got["arr"], got["draw"]
+        if not lat or not plain:
+            sys.exit(f"the browser benchmark measured nothing: {len(lat)} page latencies, "
+                     f"{len(plain)} plain-client latencies (sign-in or the feed failed)")  # fmt: skip
         in_page = [p - a for p, a in zip(lat, arr, strict=False)]
         print(
             f"VerTac browser benchmark: {SENSORS} sensors x {RATE_HZ} Hz for {elapsed:.0f} s "

@@ -75,9 +75,9 @@ PROFILE = os.environ.get("VERTAC_BENCH_PROFILE", "1") != "0"
 PROFILE_FORMAT = os.environ.get("VERTAC_BENCH_PROFILE_FORMAT", "flamegraph")  # or raw, speedscope
 BASELINE_S = 20.0
 SUFFIX = {"flamegraph": "svg", "speedscope": "json"}
+SENSORS, RATE_HZ, FRAME_MS, CYCLE_S = 16, 100, 100, 30.0
 WS_INTERVAL_MS = 50  # the gateway's default
 UPDATES_PER_S = min(1000 / WS_INTERVAL_MS, 1000 / FRAME_MS)  # a viewer gets no more than frames
-SENSORS, RATE_HZ, FRAME_MS, CYCLE_S = 16, 100, 100, 30.0
 VIEWERS = 50
 SERVICES = ("ingest", "cycles", "analysis", "alerts", "gateway")
 NS = 1_000_000_000

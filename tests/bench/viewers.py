@@ -326,6 +326,7 @@ async def main() -> None:
               "| ratio to bare | p50 ms | p99 ms | server CPU %/1k viewers | KB/viewer | viewer CPU % |")  # fmt: skip
         print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
         results: list[Result] = []
+        token = await stack.token("viewer")
         for streams in STREAMS:
             stream_ids = [f"view-{streams}-{k}" for k in range(streams)]
             halt = asyncio.Event()
@@ -335,8 +336,14 @@ async def main() -> None:
                 for server in SERVERS:
                     proc, port = await run_server(server, stack, streams)
                     try:
-                        urls = [f"ws://127.0.0.1:{port}/api/live/ws/stream/{s}" for s in stream_ids]
+                        urls = [f"ws://127.0.0.1:{port}/api/live/ws/stream/{s}?access_token={token}"
+                                for s in stream_ids]  # fmt: skip
                         r = await measure(server, urls, viewers, streams, tree(proc.pid))
+                        if not r.connected or not r.rate_median:
+                            raise RuntimeError(
+                                f"{server}: the viewers measured nothing "
+                                f"({r.connected} connected, errors {r.errors})"
+                            )
                     finally:
                         stop(proc)
                     base = r if server == "bare" else base
