@@ -20,8 +20,9 @@ it prints per plant size:
 - CPU per frame of every service, nats-server and PostgreSQL in microseconds, against a baseline
   measured in the same run: raw JetStream publish -> fetch -> ack of the same frames at the same
   rate (``tests/bench/rawjs.py``), nats-server and that consumer;
-- a flame graph of every service (py-spy, ``VERTAC_BENCH_PROFILE=0`` leaves them out) and a plot of
-  machines against lag, latency and CPU (``plant.png``), under ``VERTAC_BENCH_OUT``.
+- a flame graph of every service (py-spy, over 20 s after the window so that its sampling does not
+  count in the figures; ``VERTAC_BENCH_PROFILE=0`` leaves them out) and a plot of machines against
+  lag, latency and CPU (``plant.png``), under ``VERTAC_BENCH_OUT``.
 A plant holds when the samples stream's lag p99 < 2 s, cycle end -> analysis p99 < 1 s, frame ->
 alert p99 < 250 ms and the viewers get >= 90 % of their update rate; the verdict names the largest
 plant that holds. A figure that could not be measured (no viewer connected, no analysis, no alert)
@@ -73,6 +74,7 @@ WINDOW_S = float(os.environ.get("VERTAC_BENCH_PLANT_S", "60"))
 OUT = Path(os.environ.get("VERTAC_BENCH_OUT", str(REPO / ".vertac" / "bench")))
 PROFILE = os.environ.get("VERTAC_BENCH_PROFILE", "1") != "0"
 PROFILE_FORMAT = os.environ.get("VERTAC_BENCH_PROFILE_FORMAT", "flamegraph")  # or raw, speedscope
+PROFILE_S = 20  # after the window: py-spy's own CPU must not count in the figures
 BASELINE_S = 20.0
 SUFFIX = {"flamegraph": "svg", "speedscope": "json"}
 SENSORS, RATE_HZ, FRAME_MS, CYCLE_S = 16, 100, 100, 30.0
@@ -321,7 +323,7 @@ async def line_text(proc: asyncio.subprocess.Process) -> str:
 
 
 def profile(pids: dict[str, list[int]], n: int) -> list[subprocess.Popen[bytes]]:
-    """A py-spy flame graph of every service over the window (``flame-<service>-<n>.svg``)."""
+    """A py-spy flame graph of every service over ``PROFILE_S`` (``flame-<service>-<n>.svg``)."""
     spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
     if not PROFILE or not Path(spy).exists():
         return []
@@ -397,7 +399,6 @@ async def run_plant(n: int) -> PlantResult:
             warm = len(seen.references)
             viewers = await start_viewers(port, [m.stream_id for m in machines[:VIEWERS]], token)
             pids = server_pids(stack)
-            spies = profile(pids, n)
             cpu0 = {k: cpu_s(v) for k, v in pids.items()}
             stored0, samples0, frames0, t0 = (
                 await persisted(stack.common.database_url, "plant-"),
@@ -422,13 +423,16 @@ async def run_plant(n: int) -> PlantResult:
             frames = (counts["frames"] - frames0) * WINDOW_S / elapsed
             stored = (await persisted(stack.common.database_url, "plant-") - stored0) / elapsed
             outs = [await line(p) for p in viewers]
+            spies = profile(pids, n)  # the plant still running, after the measured window
+            for spy in spies:
+                await asyncio.to_thread(spy.wait, PROFILE_S + 30)
         finally:
             stop.set()
             with contextlib.suppress(Exception):
                 await publisher
             for spy in spies:
-                with contextlib.suppress(subprocess.TimeoutExpired):
-                    spy.wait(30)
+                if spy.poll() is None:
+                    spy.kill()
             for s in subs:
                 await s.unsubscribe()
             await bus.close()
