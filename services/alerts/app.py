@@ -46,7 +46,7 @@ async def serve(settings: Settings, common: CommonSettings, stop: asyncio.Event)
             bus.js, settings.durable, engine.on_frames, metrics, partition=p,
             batch=settings.batch, max_deliver=common.max_deliver,
             guard=lambda: leases.holds(p),  # no rule state is changed on a lease that passed on
-            sensors=engine.sensors_of,
+            sensors=engine.sensors_of, pause_s=settings.fetch_pause_s,
         )  # fmt: skip
         await frames.declare()
         held.add(p)

@@ -160,6 +160,7 @@ class DurableConsumer(Generic[T]):
         linger_s: float = 0.0,
         guard: Callable[[], bool] | None = None,
         handler_acks: bool = False,
+        pause_s: float = 0.0,
     ) -> None:
         self.js = js
         self.service = service
@@ -183,6 +184,10 @@ class DurableConsumer(Generic[T]):
         self._stop = asyncio.Event()
         self.max_ack_pending = max_ack_pending
         self.linger_s = linger_s  # wait this long for more before handling a short batch
+        # after a batch shorter than asked for (all caught up), wait this long before the next
+        # fetch: a fetch costs the same for one message as for many, so a consumer of a trickle
+        # (one partition of a plant) lets a few arrive instead of pulling them one by one
+        self.pause_s = pause_s
         # False while this process may not act on what it fetched (a partition whose lease is
         # not confirmed): fetched messages go back at once, in order, and nothing is handled
         self.guard = guard
@@ -250,6 +255,9 @@ class DurableConsumer(Generic[T]):
                     with contextlib.suppress(nats.errors.TimeoutError, TimeoutError):
                         msgs += await self._sub.fetch(self.batch - len(msgs), timeout=0.2)
                 await self.process(msgs)
+                if self.pause_s and len(msgs) < self.batch:
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(stop.wait(), self.pause_s)
         finally:
             lag_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -88,6 +88,10 @@ async def main() -> None:
             f"{BACKGROUND:,} samples/s ({samples_bg:,} samples sent), ingest and alerts running"
         )
         print(f"  alerts raised: {len(latencies)} of {len(sent)}")
+        if not latencies:
+            await bus.close()
+            raise SystemExit("the alert benchmark measured nothing: no alert was raised (see "
+                             f"the services' logs under {stack.root})")  # fmt: skip
         if latencies:
             print(
                 f"  offending frame published -> alert event on the bus: p50 {statistics.median(latencies):.1f} ms, "
