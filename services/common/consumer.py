@@ -189,7 +189,7 @@ class DurableConsumer(Generic[T]):
         # (one partition of a plant) lets a few arrive instead of pulling them one by one
         self.pause_s = pause_s
         # False while this process may not act on what it fetched (a partition whose lease is
-        # not confirmed): fetched messages go back at once, in order, and nothing is handled
+        # not confirmed): the fetched batch waits, unhandled, until it is True again
         self.guard = guard
         # the handler acknowledges its messages itself, once their effect is saved (cycles
         # saves state about once a second and acknowledges then)
@@ -247,9 +247,8 @@ class DurableConsumer(Generic[T]):
                     await asyncio.sleep(0.5)
                     continue
                 self._saw(connected=True, empty=False)
-                if self.guard is not None and not self.guard():
-                    await self._give_back(msgs)
-                    continue
+                if self.guard is not None and not await self._guarded(stop):
+                    break  # stopping: what was fetched stays unacknowledged, for the next holder
                 if self.linger_s and len(msgs) < self.batch:
                     await asyncio.sleep(self.linger_s)
                     with contextlib.suppress(nats.errors.TimeoutError, TimeoutError):
@@ -262,7 +261,7 @@ class DurableConsumer(Generic[T]):
             lag_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await lag_task
-            await self._give_back(self._leftovers(), wait=False)
+            await self._give_back(self._leftovers())
 
     def _leftovers(self) -> list[Msg]:
         """Messages a pull delivered after its fetch had returned (they wait in the
@@ -276,15 +275,23 @@ class DurableConsumer(Generic[T]):
                 out.append(msg)
         return out
 
-    async def _give_back(self, msgs: list[Msg], *, wait: bool = True) -> None:
-        """Return fetched messages at once (they are delivered again ahead of newer ones) and,
-        with ``wait``, wait a little for the guard to allow work again."""
+    async def _guarded(self, stop: asyncio.Event) -> bool:
+        """Wait until the guard allows work (True) or the consumer stops (False). What was
+        fetched is held meanwhile and handled next, so nothing newer overtakes it; it is not
+        kept alive either: should the work pass to another process, the messages expire and come
+        back there first."""
+        while not stop.is_set():
+            if self.guard is None or self.guard():
+                return True
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), 0.1)
+        return False
+
+    async def _give_back(self, msgs: list[Msg]) -> None:
+        """Return messages at once: they are delivered again ahead of newer ones."""
         with contextlib.suppress(nats.errors.Error, TimeoutError):
             for msg in msgs:
                 await msg.nak()
-        if wait:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stop.wait(), 0.25)
 
     async def _probe(self) -> None:
         """After a fetch that timed out: is the stream empty, or out of reach? The two look

@@ -252,8 +252,8 @@ class CycleEngine:
         except Exception:  # written again on the next tick; the frames stay unacknowledged
             log.warning("cycle state not written yet", exc_info=True)
         for stream_id in list(self.known):
-            if self.ownership(stream_id) is None:
-                continue
+            if self.ownership(stream_id) is None or not self.holds(stream_id):
+                continue  # not this replica's, or its lease is not confirmed: nothing to judge
             async with self.locks[stream_id]:
                 owned = self.ownership(stream_id)  # again: a handler may have held the lock
                 if owned is None:

@@ -287,3 +287,48 @@ async def test_the_simulator_rides_out_a_killed_nats_server_in_order(
     stored = await read_frames(bus.js, stream_id)
     assert [f.seq for f in stored] == sent  # each once, in the order published
     assert result.reordered == 0
+
+
+async def test_a_guard_that_closes_holds_the_batch_in_order_and_redelivers_nothing(
+    bus, stream_id: str
+) -> None:  # type: ignore[no-untyped-def]
+    """A partition whose lease is not confirmed for longer than ``ack_wait``: the fetched
+    frames wait unhandled (neither given back again and again nor dead-lettered) and are
+    handled, in order and once each, when the lease is confirmed again."""
+    handled: list[int] = []
+    open_at = asyncio.get_running_loop().time() + 4.0
+
+    async def handle(batch: list[Delivery[Frame]]) -> None:
+        handled.extend(d.item.seq for d in batch)
+
+    stop = asyncio.Event()
+    consumer = DurableConsumer(
+        bus.js, service="probe", durable="probe-guard", stream=subjects.SAMPLES.name,
+        subject=subjects.stored("samples", stream_id), decode=decode_frame, handle=handle,
+        metrics=Metrics("probe"), batch=4, ack_wait=1.5, max_deliver=3,
+        guard=lambda: asyncio.get_running_loop().time() >= open_at,
+    )  # fmt: skip
+    task = asyncio.create_task(consumer.run(stop))
+    publisher = FramePublisher(bus.js)
+    for seq in range(12):
+        await publisher.publish(good_frame(stream_id, seq))
+    await publisher.flush()
+    await eventually(lambda: asyncio.sleep(0, len(handled) >= 12), timeout=60)
+    await asyncio.sleep(2 * 1.5)  # anything given back or redelivered would show by now
+    stop.set()
+    await task
+    first = {}
+    for k, seq in enumerate(handled):
+        first.setdefault(seq, k)
+    assert sorted(first) == list(range(12))
+    assert [first[s] for s in range(12)] == sorted(first[s] for s in range(12))  # in order
+    info = await bus.js.stream_info("VERTAC_DLQ") if await _has_dlq(bus) else None
+    assert info is None or info.state.messages == 0, "a held frame was dead-lettered"
+
+
+async def _has_dlq(bus) -> bool:  # type: ignore[no-untyped-def]
+    try:
+        await bus.js.stream_info("VERTAC_DLQ")
+    except Exception:
+        return False
+    return True
