@@ -425,7 +425,8 @@ async def run_plant(n: int) -> PlantResult:
             outs = [await line(p) for p in viewers]
             spies = profile(pids, n)  # the plant still running, after the measured window
             for spy in spies:
-                await asyncio.to_thread(spy.wait, PROFILE_S + 30)
+                with contextlib.suppress(subprocess.TimeoutExpired):  # killed below
+                    await asyncio.to_thread(spy.wait, PROFILE_S + 30)
         finally:
             stop.set()
             with contextlib.suppress(Exception):
