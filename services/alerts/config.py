@@ -17,11 +17,11 @@ class Settings(BaseSettings):
     metrics_port: int = Field(default=9104, ge=0, description="/metrics port; 0 disables it.")
     batch: int = Field(default=256, ge=1, description="Frames fetched per batch.")
     fetch_pause_s: float = Field(
-        default=0.05,
+        default=0.0,
         ge=0,
         description="Once a partition's frames are all handled, wait this long before asking "
-        "for more, so they come several at a time; an alert on samples comes at most this much "
-        "later.",
+        "for more, so they come several at a time. Off by default: on a lightly loaded host it "
+        "lengthened latencies (see README).",
     )
     tick_s: float = Field(default=0.5, gt=0, description="How often data gaps are checked.")
     rules_refresh_s: float = Field(default=2.0, gt=0, description="How often rules are re-read.")

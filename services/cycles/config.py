@@ -24,11 +24,11 @@ class Settings(BaseSettings):
     batch: int = Field(default=256, ge=1, description="Frames fetched per batch.")
     tick_s: float = Field(default=0.5, gt=0, description="How often timeouts are checked.")
     fetch_pause_s: float = Field(
-        default=0.1,
+        default=0.0,
         ge=0,
         description="Once a partition's frames are all handled, wait this long before asking "
-        "for more, so they come several at a time (a fetch costs as much for one as for many); "
-        "it delays a cycle's start and end by at most this much.",
+        "for more, so they come several at a time (a fetch costs as much for one as for many). "
+        "Off by default: on a lightly loaded host it lengthened latencies (see README).",
     )
     save_every_s: float = Field(
         default=1.0,
