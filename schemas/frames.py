@@ -479,11 +479,12 @@ class RegularFrame:
     sent_ns: int = 0
     dtypes: tuple[str, ...] = ()
 
-    def matrix(self) -> npt.NDArray[np.float64]:
-        """The values as float64, sensors by samples, a run of one dtype at a time."""
+    def runs(self) -> list[npt.NDArray[Any]]:
+        """The values in their own dtypes: one matrix (sensors by samples) per run of sensors
+        of one dtype, in sensor order."""
         k, n = len(self.ids), self.n
-        out = np.empty((k, n), dtype=np.float64)
         body = np.frombuffer(self.body, dtype=np.uint8)
+        out = []
         row = pos = 0
         codes = self.dtypes or (self.dtype,) * k
         while row < k:
@@ -495,10 +496,21 @@ class RegularFrame:
             chunk = body[pos : pos + run * n * size]
             if self.shuffled:
                 chunk = np.ascontiguousarray(chunk.reshape(run, size, n).transpose(0, 2, 1))
-            out[row : row + run] = chunk.view(_DTYPE[code]).reshape(run, n)
+            out.append(chunk.view(_DTYPE[code]).reshape(run, n))
             row += run
             pos += run * n * size
         return out
+
+    def rows(self) -> list[npt.NDArray[Any]]:
+        """Each sensor's values in its own dtype."""
+        return [row for run in self.runs() for row in run]
+
+    def matrix(self) -> npt.NDArray[np.float64]:
+        """The values as float64, sensors by samples."""
+        runs = self.runs()
+        if len(runs) == 1:
+            return runs[0].astype(np.float64)
+        return np.concatenate(runs).astype(np.float64)
 
 
 def peek_regular(data: bytes, *, one_dtype: bool = True) -> RegularFrame | None:

@@ -448,7 +448,7 @@ def record(
                 continue
             whole = bool(keep.all())
             t = t if whole else t[keep]
-            rows = regular.matrix()
+            rows = regular.rows()  # each sensor in its own dtype, as it was sent
             for r, sid in enumerate(regular.ids):
                 parts_t.setdefault(sid, []).append(t)
                 parts_v.setdefault(sid, []).append(rows[r] if whole else rows[r][keep])

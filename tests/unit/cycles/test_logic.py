@@ -230,3 +230,29 @@ def test_silence_is_not_judged_while_frames_wait_or_before_the_process_watched()
     assert on_tick(s, MANUAL, now, watching_since_ns=0, backlog=500)[1] == []
     _, out = on_tick(s, MANUAL, now, watching_since_ns=now - 3 * NS)
     assert "no data" in out[0].reason
+
+
+def test_a_recording_cut_from_message_bodies_keeps_each_sensor_as_it_was_sent() -> None:
+    """Frames decoded for the trigger only (as the cycles service decodes them) are recorded
+    from their bodies: every sensor, in its own dtype, cut to the cycle."""
+    from schemas.frames import Frame, Series, decode_binary, encode_binary
+    from services.cycles.logic import record
+
+    ns = 1_000_000_000
+    frames, whole = [], []
+    for k in range(5):
+        t0 = k * ns // 10
+        f = Frame("rec-1", k, (
+            Series("p", np.arange(10, dtype="f4") + 10 * k, t0, ns // 100),
+            Series("on", np.full(10, 1 if 1 <= k <= 3 else 0, dtype="u1"), t0, ns // 100),
+        ))  # fmt: skip
+        whole.append(f)
+        frames.append(decode_binary(encode_binary(f, shuffled=True), ("on",)))
+    start, end = ns // 10, 4 * ns // 10 - 1
+    cut = record("rec-1", 1, start, end, frames)
+    plain = record("rec-1", 1, start, end, whole)
+    by_id = {s.sensor_id: s for s in cut.frame.series}
+    assert by_id["p"].values.dtype == np.dtype("f4")
+    assert by_id["on"].values.dtype == np.dtype("u1")
+    assert cut.frame.equals(plain.frame)
+    assert (cut.frames, cut.samples) == (plain.frames, plain.samples) == (3, {"p": 30, "on": 30})
