@@ -417,20 +417,20 @@ class DurableConsumer(Generic[T]):
         loop = asyncio.get_running_loop()
         every = max(self.ack_wait / 3, 0.5)
         touches: set[asyncio.Future[None]] = set()
-        timers: list[asyncio.TimerHandle] = []
+        timer: list[asyncio.TimerHandle] = []  # the one pending timer
 
         def touch() -> None:
             future = asyncio.ensure_future(_touch(deliveries))
             touches.add(future)
             future.add_done_callback(touches.discard)
-            timers.append(loop.call_later(every, touch))
+            timer[0] = loop.call_later(every, touch)
 
-        timers.append(loop.call_later(every, touch))
+        timer.append(loop.call_later(every, touch))
         self.handling_since = time.monotonic()
         try:
             await self.handle(deliveries)
         finally:
-            timers[-1].cancel()
+            timer[0].cancel()
             self.handling_since = None
 
     def waiting(self) -> bool:
