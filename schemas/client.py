@@ -31,7 +31,7 @@ from nats.aio.client import Client as NatsClient
 from nats.js import JetStreamContext
 from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError, NotFoundError
 from nats.js.kv import KeyValue
-from pydantic import Field
+from pydantic import Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from schemas import subjects
@@ -351,14 +351,28 @@ async def release_seq(kv: KeyValue, stream_id: str, reserved_end: int, next_seq:
 
 
 async def lookup(kv: KeyValue, stream_id: str) -> StreamRegistered | None:
-    """The registration of ``stream_id``, or None."""
+    """The registration of ``stream_id``, or None: also for a record that is not a valid
+    registration of this stream, which is logged (a bad record reads as none, and the next
+    registration replaces it)."""
     try:
         entry = await kv.get(stream_id)
     except (KeyNotFoundError, NotFoundError):
         return None
     if not entry.value:
         return None
-    return StreamRegistered.model_validate_json(entry.value)
+    try:
+        record = StreamRegistered.model_validate_json(entry.value)
+    except ValidationError as exc:
+        reason = f"not a valid registration: {exc.errors()[0].get('msg', '')}"
+    else:
+        if record.stream_id == stream_id:
+            return record
+        reason = f"names stream {record.stream_id!r}"
+    log.warning(
+        "skipping a malformed registration",
+        extra={"bucket": subjects.KV_STREAMS, "key": stream_id, "reason": reason},
+    )
+    return None
 
 
 def derive_stream_id(device_name: str) -> str:

@@ -170,6 +170,9 @@ ALL_KV: Final = (
     KV_ALERT_RULES,
     KV_ALERT_STATE,
 )
+# read with direct gets (no consumer per read): streams allow it, buckets as KV_<bucket>
+DIRECT_READ_STREAMS: Final = (SAMPLES.name,)
+DIRECT_READ_BUCKETS: Final = (KV_STREAMS, KV_ALERT_RULES)
 OBJ_CYCLES: Final = "vertac_cycles"
 OBJ_REFERENCES: Final = "vertac_references"
 ALL_OBJECT_STORES: Final = (OBJ_CYCLES, OBJ_REFERENCES)

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-import nats.js.errors
 import psycopg
+from nats.aio.client import Client
 from nats.js import JetStreamContext
 from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError, NotFoundError
 from nats.js.kv import KeyValue
@@ -16,6 +16,7 @@ from schemas import subjects
 from schemas.messages import AlertChanged, AlertRule, CycleStateRecord
 from schemas.timeutil import ns_of
 from services.alerts.logic import RuleState
+from services.common import directget
 from services.common.consumer import TransientError
 from services.common.references import Reference, reference_from_bytes
 
@@ -31,25 +32,18 @@ def rule_key(stream_id: str, rule_id: str) -> str:
 
 
 class Rules:
-    """Alert rules in KV ``vertac_alert_rules`` under ``<stream_id>.<rule_id>``."""
+    """Alert rules in KV ``vertac_alert_rules`` under ``<stream_id>.<rule_id>``, read directly
+    (no server state per refresh). A malformed record is skipped with a log line."""
 
-    def __init__(self, kv: KeyValue) -> None:
-        self.kv = kv
+    def __init__(self, nc: Client) -> None:
+        self.nc = nc
 
     async def all(self) -> list[AlertRule]:
-        try:
-            keys = await self.kv.keys()
-        except nats.js.errors.NoKeysError:
-            return []
-        rules = []
-        for key in keys:
-            try:
-                entry = await self.kv.get(key)
-            except (KeyNotFoundError, NotFoundError):
-                continue
-            if entry.value:
-                rules.append(AlertRule.model_validate_json(entry.value))
-        return rules
+        entries = await directget.latest(self.nc, subjects.KV_ALERT_RULES)
+        valid = directget.valid_records(
+            subjects.KV_ALERT_RULES, entries, AlertRule, lambda r: rule_key(r.stream_id, r.rule_id)
+        )
+        return list(valid.values())
 
 
 class RuleStates:

@@ -30,7 +30,7 @@ async def serve(settings: Settings, common: CommonSettings, stop: asyncio.Event)
         SERVICE, common, settings.metrics_host, settings.metrics_port
     )
     engine = AlertEngine(
-        Rules(await bus.js.key_value(subjects.KV_ALERT_RULES)),
+        Rules(bus.nc),
         RuleStates(await bus.js.key_value(subjects.KV_ALERT_STATE)),
         Alerts(bus.js, pool),
         settings.reraise_window_s,

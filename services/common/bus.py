@@ -101,6 +101,7 @@ def stream_configs(settings: CommonSettings) -> list[StreamConfig]:
                 duplicate_window=settings.duplicate_window_s,
                 num_replicas=settings.bus_replicas,
                 subject_transform=partitioned.get(js_stream.name),
+                allow_direct=js_stream.name in subjects.DIRECT_READ_STREAMS or None,
             )
         )
     return configs
@@ -125,6 +126,19 @@ async def _made(name: str, creating: Awaitable[T]) -> T:
         return await creating
     except TimeoutError as exc:
         raise _not_made(name, "create") from exc
+
+
+async def _allow_direct(js: JetStreamContext, name: str) -> str:
+    """Let a bucket made by an earlier release answer direct gets."""
+    config = (await js.stream_info(name)).config
+    if config.allow_direct:
+        return "unchanged"
+    config.allow_direct = True
+    try:
+        await js.update_stream(config)
+    except TimeoutError as exc:
+        raise _not_made(f"stream {name}", "update") from exc
+    return "updated"
 
 
 async def init_bus(js: JetStreamContext, settings: CommonSettings) -> dict[str, str]:
@@ -155,6 +169,7 @@ async def init_bus(js: JetStreamContext, settings: CommonSettings) -> dict[str, 
             and existing.num_replicas == config.num_replicas
             and existing.max_msg_size == config.max_msg_size
             and _transform(existing) == _transform(config)
+            and bool(existing.allow_direct) == bool(config.allow_direct)
         )
         if not same:
             try:
@@ -165,9 +180,12 @@ async def init_bus(js: JetStreamContext, settings: CommonSettings) -> dict[str, 
                 raise _not_made(f"stream {config.name}", "update") from exc
         done[config.name] = "unchanged" if same else "updated"
     for bucket in subjects.ALL_KV:
+        direct = bucket in subjects.DIRECT_READ_BUCKETS
         try:
             await js.key_value(bucket)
             done[bucket] = "unchanged"
+            if direct:
+                done[bucket] = await _allow_direct(js, f"KV_{bucket}")
         except BucketNotFoundError:
             await _made(
                 f"bucket {bucket}",
@@ -175,6 +193,7 @@ async def init_bus(js: JetStreamContext, settings: CommonSettings) -> dict[str, 
                     KeyValueConfig(
                         bucket=bucket,
                         history=5,
+                        direct=direct or None,
                         replicas=settings.bus_replicas,
                         storage=StorageType.FILE,
                     )

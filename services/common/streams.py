@@ -10,16 +10,15 @@ from __future__ import annotations
 
 from datetime import datetime
 
-import nats.errors
-from nats.js import JetStreamContext
-from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+from nats.aio.client import Client
 
 from schemas import subjects
 from schemas.frames import Frame, FrameError, decode
+from services.common import directget
 
 
 async def read_frames(
-    js: JetStreamContext,
+    nc: Client,
     stream_id: str,
     *,
     from_seq: int = 1,
@@ -29,39 +28,20 @@ async def read_frames(
 ) -> list[Frame]:
     """A stream's frames as JetStream holds them, oldest first: from stream sequence
     ``from_seq``, or stored since ``since``; up to ``to_seq`` (included) and at most ``limit``.
-    Read with a short-lived consumer that stops when nothing is pending; frames that do not
-    decode are skipped (ingest dead-letters them)."""
-    config = ConsumerConfig(
-        deliver_policy=DeliverPolicy.BY_START_SEQUENCE,
-        opt_start_seq=max(1, from_seq),
-        ack_policy=AckPolicy.NONE,
-        inactive_threshold=30.0,
-        filter_subject=subjects.stored("samples", stream_id),
-        mem_storage=True,
-    )
-    if since is not None:
-        config.deliver_policy, config.opt_start_seq = DeliverPolicy.BY_START_TIME, None
-        config.opt_start_time = since
-    sub = await js.pull_subscribe(
-        subjects.stored("samples", stream_id), stream=subjects.SAMPLES.name, config=config
-    )
-    room = limit if limit is not None else 1 << 62
+    Read with direct gets, which leave no consumer behind; frames that do not decode are
+    skipped (ingest dead-letters them)."""
     frames: list[Frame] = []
-    try:
-        pending = (await sub.consumer_info()).num_pending or 0
-        while pending > 0 and len(frames) < room:
-            try:
-                msgs = await sub.fetch(min(512, pending, room - len(frames)), timeout=5.0)
-            except (nats.errors.TimeoutError, TimeoutError):
-                break
-            for msg in msgs:
-                if to_seq is not None and msg.metadata.sequence.stream > to_seq:
-                    return frames
-                pending = msg.metadata.num_pending
-                try:
-                    frames.append(decode(msg.data, msg.headers))
-                except FrameError:
-                    continue
-    finally:
-        await sub.unsubscribe()
+    async for msg in directget.messages(
+        nc,
+        subjects.SAMPLES.name,
+        subjects.stored("samples", stream_id),
+        from_seq=from_seq,
+        since=since,
+        to_seq=to_seq,
+        limit=limit,
+    ):
+        try:
+            frames.append(decode(msg.data, msg.headers))
+        except FrameError:
+            continue
     return frames

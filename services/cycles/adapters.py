@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 
 import nats.errors
 import psycopg
+from nats.aio.client import Client
 from nats.js import JetStreamContext
 from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError, NotFoundError
 from nats.js.kv import KeyValue
@@ -19,6 +20,7 @@ from schemas import subjects
 from schemas.frames import Frame, pack
 from schemas.messages import CycleConfig, CycleStateChanged, CycleStateRecord
 from services.common.consumer import TransientError
+from services.common.records import config_or_default
 from services.common.streams import read_frames
 
 NS = 1_000_000_000
@@ -138,7 +140,7 @@ class ConfigStore:
         except (KeyNotFoundError, NotFoundError):
             config = CycleConfig()
         else:
-            config = CycleConfig.model_validate_json(entry.value or b"{}")
+            config = config_or_default(stream_id, entry.value)
         self._read[stream_id] = (now, config)
         return config
 
@@ -146,7 +148,8 @@ class ConfigStore:
 class FrameReader:
     """Reads a stream's frames back from JetStream by stream sequence."""
 
-    def __init__(self, js: JetStreamContext) -> None:
+    def __init__(self, nc: Client, js: JetStreamContext) -> None:
+        self.nc = nc
         self.js = js
 
     async def last_seq(self) -> int:
@@ -155,7 +158,7 @@ class FrameReader:
         return int(info.state.last_seq)
 
     async def between(self, stream_id: str, first_js_seq: int, last_js_seq: int) -> list[Frame]:
-        return await read_frames(self.js, stream_id, from_seq=first_js_seq, to_seq=last_js_seq)
+        return await read_frames(self.nc, stream_id, from_seq=first_js_seq, to_seq=last_js_seq)
 
 
 class Recordings:

@@ -37,7 +37,7 @@ async def serve(settings: Settings, common: CommonSettings, stop: asyncio.Event)
     engine = CycleEngine(
         StateStore(await bus.js.key_value(subjects.KV_CYCLE_STATE)),
         ConfigStore(await bus.js.key_value(subjects.KV_CYCLE_CONFIG)),
-        FrameReader(bus.js),
+        FrameReader(bus.nc, bus.js),
         Recordings(await bus.js.object_store(subjects.OBJ_CYCLES)),
         Events(bus.js),
         CycleRows(pool),

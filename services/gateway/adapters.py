@@ -11,8 +11,9 @@ from typing import Any
 
 import nats.errors
 import psycopg
+from nats.aio.client import Client
 from nats.js.api import PubAck
-from nats.js.errors import KeyNotFoundError, NoKeysError, NotFoundError, ObjectNotFoundError
+from nats.js.errors import KeyNotFoundError, NotFoundError, ObjectNotFoundError
 from nats.js.kv import KeyValue
 from nats.js.object_store import ObjectStore
 from psycopg.rows import class_row, dict_row
@@ -31,8 +32,11 @@ from schemas.messages import (
     DatasetEntry,
     DatasetEntryBody,
     DatasetInfo,
+    StreamRegistered,
 )
+from services.common import directget
 from services.common.failures import is_transient
+from services.common.records import config_or_default
 from services.common.streams import read_frames
 
 
@@ -79,7 +83,7 @@ class BusPort:
             entry = await self.kv_config.get(stream_id)
         except (KeyNotFoundError, NotFoundError):
             return CycleConfig()
-        return CycleConfig.model_validate_json(entry.value or b"{}")
+        return config_or_default(stream_id, entry.value)
 
     async def set_cycle_config(self, stream_id: str, config: CycleConfig) -> None:
         await self.kv_config.put(stream_id, config.model_dump_json().encode())
@@ -94,7 +98,7 @@ class BusPort:
     async def recent_frames(self, stream_id: str, seconds: float, limit: int) -> list[Frame]:
         """The stream's frames JetStream stored in the last ``seconds`` (at most ``limit``)."""
         since = datetime.now(UTC) - timedelta(seconds=seconds)
-        return await read_frames(self.bus.js, stream_id, since=since, limit=limit)
+        return await read_frames(self.bus.nc, stream_id, since=since, limit=limit)
 
     async def reference_request(self, stream_id: str, op: str, body: bytes) -> tuple[int, bytes]:
         """Ask the analysis service; (status, JSON body)."""
@@ -141,11 +145,13 @@ class BusPort:
         except ValueError:
             return "unknown"
 
-    async def stream_ids(self) -> list[str]:
-        try:
-            return sorted(await self.kv_streams.keys())
-        except NoKeysError:
-            return []
+    async def streams(self) -> list[StreamRegistered]:
+        """Every valid registration, by stream id (read directly: no server state per read)."""
+        entries = await directget.latest(self.bus.nc, subjects.KV_STREAMS)
+        valid = directget.valid_records(
+            subjects.KV_STREAMS, entries, StreamRegistered, lambda r: r.stream_id
+        )
+        return [valid[k] for k in sorted(valid)]
 
     async def healthy(self) -> str:
         if not self.bus.nc.is_connected:
@@ -365,23 +371,17 @@ class Datasets:
 class AlertRulesKv:
     """Alert rules in KV ``vertac_alert_rules`` (the alerts service re-reads them)."""
 
-    def __init__(self, kv: KeyValue) -> None:
+    def __init__(self, kv: KeyValue, nc: Client) -> None:
         self.kv = kv
+        self.nc = nc
 
     async def of_stream(self, stream_id: str) -> list[AlertRule]:
-        try:
-            keys = [k for k in await self.kv.keys() if k.startswith(f"{stream_id}.")]
-        except NoKeysError:
-            return []
-        rules = []
-        for key in sorted(keys):
-            try:
-                entry = await self.kv.get(key)
-            except (KeyNotFoundError, NotFoundError):
-                continue
-            if entry.value:
-                rules.append(AlertRule.model_validate_json(entry.value))
-        return rules
+        """The stream's valid rules, read directly (no server state per read)."""
+        entries = await directget.latest(self.nc, subjects.KV_ALERT_RULES, f"{stream_id}.")
+        valid = directget.valid_records(
+            subjects.KV_ALERT_RULES, entries, AlertRule, lambda r: f"{r.stream_id}.{r.rule_id}"
+        )
+        return [valid[k] for k in sorted(valid)]
 
     async def put(self, rule: AlertRule) -> None:
         await self.kv.put(f"{rule.stream_id}.{rule.rule_id}", rule.model_dump_json().encode())

@@ -105,7 +105,7 @@ def build_app(settings: Settings, common: CommonSettings) -> FastAPI:
             Database(pool),
             CycleQueries(pool),
             AlertQueries(pool),
-            AlertRulesKv(await bus.js.key_value(subjects.KV_ALERT_RULES)),
+            AlertRulesKv(await bus.js.key_value(subjects.KV_ALERT_RULES), bus.nc),
             Metrics(SERVICE),
             Datasets(pool),
             HistoryQueries(pool),

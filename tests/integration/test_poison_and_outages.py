@@ -284,7 +284,7 @@ async def test_the_simulator_rides_out_a_killed_nats_server_in_order(
     await asyncio.to_thread(nats_server.start)
     result = await asyncio.wait_for(publishing, timeout=120)
     assert result.frames == 60
-    stored = await read_frames(bus.js, stream_id)
+    stored = await read_frames(bus.nc, stream_id)
     assert [f.seq for f in stored] == sent  # each once, in the order published
     assert result.reordered == 0
 

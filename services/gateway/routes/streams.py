@@ -74,9 +74,7 @@ async def cycle_stop(request: Request, stream_id: StreamIdQuery, who: Operator) 
 @router.get("/api/live/streams", response_model=list[StreamRegistered])
 async def list_streams(request: Request) -> list[StreamRegistered]:
     """Every registered stream."""
-    g = gw(request)
-    records = [await lookup(g.port.kv_streams, sid) for sid in await g.port.stream_ids()]
-    return [r for r in records if r is not None]
+    return await gw(request).port.streams()
 
 
 @router.get("/api/live/stream/{stream_id}/status", response_model=StreamStatus)
