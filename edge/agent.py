@@ -28,15 +28,14 @@ from schemas.client import (
     Bus,
     BusSettings,
     ServerUnreachable,
+    clock_offset_s,
     describe,
     is_transient,
     open_client,
     redact,
-    register,
-    reserve_seq,
+    register_stream,
 )
 from schemas.frames import CONTENT_TYPE_BINARY, Frame, Series
-from schemas.timeutil import ns_of
 
 log = logging.getLogger(__name__)
 NS = 1_000_000_000
@@ -139,7 +138,7 @@ class EdgeAgent:
         self.bus: Bus | None = None
         self.status_every_s = status_every_s
         self.clock_offset_s: float | None = None
-        self._offset_at = 0.0
+        self._offset_task: asyncio.Future[None] | None = None
         self.last_status: dict[str, object] = {}
 
     def log_start(self) -> None:
@@ -234,6 +233,8 @@ class EdgeAgent:
         try:
             if not await self._register(bus, hard_stop):
                 return
+            # beside publishing, never in its way
+            self._offset_task = asyncio.ensure_future(self._measure_offset(bus))
             subject = subjects.samples(self.config.stream_id)
             while True:
                 rows = self.buffer.peek(128)
@@ -243,9 +244,8 @@ class EdgeAgent:
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(stop.wait(), 0.05)
                     continue
-                sent_ns = time.time_ns()
                 try:
-                    acks = await asyncio.gather(
+                    await asyncio.gather(
                         *(
                             bus.js.publish(
                                 subject,
@@ -272,8 +272,6 @@ class EdgeAgent:
                     continue
                 self.buffer.remove([seq for seq, _ in rows])
                 self.published_recent.append((time.monotonic(), len(rows)))
-                if time.monotonic() - self._offset_at > self.status_every_s:
-                    await self._measure_offset(bus, acks[0].seq, sent_ns, time.time_ns())
         finally:
             self.bus = None
             await bus.close()
@@ -285,18 +283,19 @@ class EdgeAgent:
         delay = 0.5
         while True:
             try:
-                kv_streams = await bus.js.key_value(subjects.KV_STREAMS)
-                await register(bus.js, kv_streams, self.config.registration())
-                if self.buffer.status().next_seq == 0:
-                    kv_seq = await bus.js.key_value(subjects.KV_SEQ)
-                    self.buffer.seed_seq(await reserve_seq(kv_seq, self.config.stream_id))
+                fresh = self.buffer.status().next_seq == 0
+                _, _, first = await register_stream(
+                    bus, self.config.registration(), reserve=1 if fresh else 0
+                )
+                if fresh and first is not None:
+                    self.buffer.seed_seq(first)
                 return True
             except Exception as exc:
                 if not is_transient(exc):
                     raise
                 log.warning(
-                    "registering the stream failed, buffering and retrying (the services "
-                    "declare the bus's streams and buckets)",
+                    "registering the stream failed, buffering and retrying (the ingest "
+                    "service answers registrations)",
                     extra={"error": describe(exc), "retry_in_s": delay},
                 )
             with contextlib.suppress(TimeoutError):
@@ -305,14 +304,13 @@ class EdgeAgent:
                 return False
             delay = min(delay * 2, 10.0)
 
-    async def _measure_offset(self, bus: Bus, stream_seq: int, sent_ns: int, acked_ns: int) -> None:
-        """Clock offset of the edge: the server's store time of a frame against the middle of
-        its publish round trip on the edge's clock (positive: the edge is behind)."""
-        self._offset_at = time.monotonic()
-        with contextlib.suppress(nats.errors.Error, TimeoutError):
-            stored = await bus.js.get_msg(subjects.SAMPLES.name, stream_seq)
-            if stored.time is not None:
-                self.clock_offset_s = (ns_of(stored.time) - (sent_ns + acked_ns) // 2) / 1e9
+    async def _measure_offset(self, bus: Bus) -> None:
+        """Clock offset of the edge, asked of the registry service beside publishing (never
+        in its way); unknown while no service answers."""
+        try:
+            self.clock_offset_s = await clock_offset_s(bus, self.config.stream_id)
+        except (nats.errors.Error, TimeoutError, OSError, ValueError) as exc:
+            log.debug("clock offset not measured", extra={"error": describe(exc)})
 
     def status(self) -> dict[str, object]:
         s = self.buffer.status()
@@ -334,6 +332,8 @@ class EdgeAgent:
         while not stop.is_set():
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), every_s)
+            if self.bus is not None and self.bus.nc.is_connected:
+                await self._measure_offset(self.bus)
             status = self.status()
             log.info("edge status", extra=status)
             if self.bus is not None and self.bus.nc.is_connected:
@@ -353,7 +353,9 @@ class EdgeAgent:
 
         try:
             await asyncio.gather(
-                read_then_flag(), self.forward(reading_done, stop), self.report(reading_done)
+                read_then_flag(),
+                self.forward(reading_done, stop),
+                self.report(reading_done, self.status_every_s),
             )
         finally:
             self.source.close()

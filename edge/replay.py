@@ -20,7 +20,7 @@ import numpy.typing as npt
 
 from edge.publisher import FramePublisher
 from schemas import subjects
-from schemas.client import Bus, register, release_seq, reserve_seq, through_outage
+from schemas.client import Bus, register_stream, release_frames, reserve_frames, through_outage
 from schemas.frames import Frame, Series
 from schemas.messages import CycleConfig, SensorSpec, StreamRegistration
 
@@ -158,17 +158,14 @@ async def replay_hydraulic(
     """
     if CYCLE_S % frame_s:
         raise ValueError(f"frame_s must divide {CYCLE_S}")
-    # the services declare the buckets; until they have, this waits like an outage
-    kv_seq = await through_outage(
-        "opening the seq bucket", lambda: bus.js.key_value(subjects.KV_SEQ)
-    )
-    await register(bus.js, await bus.js.key_value(subjects.KV_STREAMS), registration(stream_id))
+    # until the services answer (and have declared the buckets), this waits like an outage
+    await through_outage("registering", lambda: register_stream(bus, registration(stream_id)))
     kv_config = await bus.js.key_value(subjects.KV_CYCLE_CONFIG)
     await kv_config.put(stream_id, trigger().model_dump_json().encode())
     start = start_ns if start_ns is not None else time.time_ns() // NS * NS
     per_cycle = CYCLE_S // frame_s
     first = await through_outage(
-        "reserving seq", lambda: reserve_seq(kv_seq, stream_id, per_cycle * len(rows))
+        "reserving seq", lambda: reserve_frames(bus, stream_id, per_cycle * len(rows))
     )
     publisher = FramePublisher(bus.js)
     wall0 = time.monotonic()
@@ -186,6 +183,6 @@ async def replay_hydraulic(
     await publisher.flush()
     await through_outage(
         "releasing seq",
-        lambda: release_seq(kv_seq, stream_id, first + per_cycle * len(rows), first + sent),
+        lambda: release_frames(bus, stream_id, first + per_cycle * len(rows), first + sent),
     )
     return sent

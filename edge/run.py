@@ -10,8 +10,7 @@ from dataclasses import dataclass
 
 from edge.publisher import Encoding, FramePublisher
 from edge.simulator import MachineModel, Simulation
-from schemas import subjects
-from schemas.client import Bus, register, release_seq, reserve_seq, through_outage
+from schemas.client import Bus, register_stream, release_frames, reserve_frames, through_outage
 from schemas.frames import Frame
 
 log = logging.getLogger(__name__)
@@ -49,14 +48,8 @@ async def simulate(
 ) -> SimulateResult:
     """Publish the machine's frames until ``frames``/``duration_s`` is reached or ``stop`` set."""
     stop = stop or asyncio.Event()
-    # the services declare the buckets; until they have, this waits like an outage
-    kv_seq = await through_outage(
-        "opening the seq bucket", lambda: bus.js.key_value(subjects.KV_SEQ)
-    )
-    kv_streams = await through_outage(
-        "opening the stream registry", lambda: bus.js.key_value(subjects.KV_STREAMS)
-    )
-    await through_outage("registering", lambda: register(bus.js, kv_streams, model.registration()))
+    # until the services answer (and have declared the buckets), this waits like an outage
+    await through_outage("registering", lambda: register_stream(bus, model.registration()))
     frame_ns = round(options.frame_ms * 1e6)
     start_ns = options.start_ns or (time.time_ns() // frame_ns) * frame_ns
     sim = Simulation(model, start_ns)
@@ -76,7 +69,7 @@ async def simulate(
             break
         if next_seq >= block_end:
             next_seq = await through_outage(
-                "reserving seq", lambda: reserve_seq(kv_seq, model.stream_id, options.seq_block)
+                "reserving seq", lambda: reserve_frames(bus, model.stream_id, options.seq_block)
             )
             block_end = next_seq + options.seq_block
         window_end = start_ns + (i + 1) * frame_ns
@@ -101,7 +94,7 @@ async def simulate(
         i += 1
     await publisher.flush()
     await through_outage(
-        "releasing seq", lambda: release_seq(kv_seq, model.stream_id, block_end, next_seq)
+        "releasing seq", lambda: release_frames(bus, model.stream_id, block_end, next_seq)
     )
     result.duplicates, result.retries = publisher.duplicates, publisher.retries
     result.reordered = publisher.reordered

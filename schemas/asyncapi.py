@@ -28,6 +28,11 @@ _SAMPLES_DOC = (
 # (subject, title, description, payload model)
 CHANNELS: tuple[tuple[str, str, str, type[Any]], ...] = (
     ("vertac.samples.{stream_id}", "samples", _SAMPLES_DOC, messages.FrameJson),
+    ("vertac.register.{stream_id}", "register",
+     "Request-reply, answered by the ingest service (queue group ingest): register a stream, "
+     "reserve or release frame numbers, or read the server's clock. The only way an edge changes "
+     "the registry: the reply is RegistryReply, with header Vertac-Status.",
+     messages.RegistryRequest),
     ("vertac.registry.{stream_id}", "registry",
      "A stream was registered or its sensors changed.", messages.StreamRegistered),
     ("vertac.control.{stream_id}", "control",

@@ -17,6 +17,7 @@ import contextlib
 import logging
 import re
 import ssl
+import time
 import unicodedata
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -35,7 +36,12 @@ from pydantic import Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from schemas import subjects
-from schemas.messages import StreamRegistered, StreamRegistration
+from schemas.messages import (
+    RegistryReply,
+    RegistryRequest,
+    StreamRegistered,
+    StreamRegistration,
+)
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -96,6 +102,7 @@ class Bus:
 
     nc: NatsClient
     js: JetStreamContext
+    user: str = ""  # the bus user it connected as ("" when none)
 
     async def close(self) -> None:
         with contextlib.suppress(Exception):
@@ -107,7 +114,7 @@ async def open_client(settings: BusSettings, name: str) -> Bus:
     """Connect without declaring anything: what a publisher (an edge) does. The services
     declare streams and buckets; until they have, a publish fails as an outage and is retried."""
     nc = await connect(settings, name)
-    return Bus(nc, nc.jetstream(timeout=10))
+    return Bus(nc, nc.jetstream(timeout=10), bus_user(settings) or "")
 
 
 async def with_startup_retry(
@@ -408,3 +415,108 @@ async def register(
         headers={subjects.HEADER_CONTENT_TYPE: "application/json"},
     )
     return record, existed
+
+
+# --- the registry service (vertac.register.<stream_id>) -------------------------------------
+
+
+class RegistryRefused(ValueError):
+    """The registry service refused a request (4xx): not worth retrying as it is."""
+
+    def __init__(self, status: int, reason: str) -> None:
+        super().__init__(f"the registry refused the request ({status}): {reason}")
+        self.status = status
+        self.reason = reason
+
+
+class RegistryBusy(ConnectionError):
+    """The registry service could not answer now (503): retry."""
+
+
+class NoRegistryService(ConnectionError):
+    """No ingest service answers registry requests yet: waited out like an outage."""
+
+
+def _no_registry_service(bus: Bus) -> None:
+    """An edge never writes the registry itself: without the service it waits."""
+    if bus.user.startswith("edge-"):
+        raise NoRegistryService(
+            "no ingest service answers vertac.register requests yet (it validates and "
+            "writes registrations)"
+        )
+
+
+async def registry_call(
+    bus: Bus, stream_id: str, request: RegistryRequest, wait_s: float = 10.0
+) -> RegistryReply:
+    """Ask the registry service (ingest) and return its reply; a refusal raises
+    :class:`RegistryRefused`, a busy service :class:`RegistryBusy`, no service
+    ``nats.errors.NoRespondersError``."""
+    msg = await bus.nc.request(
+        subjects.register_request(stream_id),
+        request.model_dump_json(exclude_none=True).encode(),
+        timeout=wait_s,
+    )
+    reply = RegistryReply.model_validate_json(msg.data)
+    if reply.status >= 500:
+        raise RegistryBusy(reply.error or f"status {reply.status}")
+    if reply.status >= 400:
+        raise RegistryRefused(reply.status, reply.error)
+    return reply
+
+
+async def register_stream(
+    bus: Bus, registration: StreamRegistration, reserve: int = 0
+) -> tuple[StreamRegistered, bool, int | None]:
+    """Register a stream through the registry service, reserving ``reserve`` frame numbers:
+    (record, whether it existed, first reserved number or None). Without a registry service
+    on the bus (a bus with no ingest yet), a user who may write the registry (the admin)
+    writes it directly; an edge cannot, and waits as through an outage."""
+    stream_id = registration.stream_id or derive_stream_id(registration.device_name)
+    try:
+        reply = await registry_call(
+            bus, stream_id, RegistryRequest(op="register", registration=registration, count=reserve)
+        )
+    except nats.errors.NoRespondersError:
+        _no_registry_service(bus)
+        record, existed = await register(
+            bus.js, await bus.js.key_value(subjects.KV_STREAMS), registration
+        )
+        first = None
+        if reserve:
+            first = await reserve_seq(await bus.js.key_value(subjects.KV_SEQ), stream_id, reserve)
+        return record, existed, first
+    assert reply.registered is not None
+    return reply.registered, reply.existed, reply.first_seq
+
+
+async def reserve_frames(bus: Bus, stream_id: str, count: int) -> int:
+    """Reserve ``count`` consecutive frame numbers of ``stream_id``; returns the first."""
+    try:
+        reply = await registry_call(bus, stream_id, RegistryRequest(op="reserve", count=count))
+    except nats.errors.NoRespondersError:
+        _no_registry_service(bus)
+        return await reserve_seq(await bus.js.key_value(subjects.KV_SEQ), stream_id, count)
+    assert reply.first_seq is not None
+    return reply.first_seq
+
+
+async def release_frames(bus: Bus, stream_id: str, reserved_end: int, next_seq: int) -> bool:
+    """Give back the unused tail of a reservation (see :func:`release_seq`)."""
+    if next_seq >= reserved_end:
+        return False
+    request = RegistryRequest(op="release", reserved_end=reserved_end, next_seq=next_seq)
+    try:
+        return (await registry_call(bus, stream_id, request)).released
+    except nats.errors.NoRespondersError:
+        _no_registry_service(bus)
+        kv = await bus.js.key_value(subjects.KV_SEQ)
+        return await release_seq(kv, stream_id, reserved_end, next_seq)
+
+
+async def clock_offset_s(bus: Bus, stream_id: str, wait_s: float = 2.0) -> float:
+    """How far this machine's clock is behind the server's, in seconds: the server's time
+    against the middle of the round trip (positive: this clock is behind)."""
+    sent_ns = time.time_ns()
+    reply = await registry_call(bus, stream_id, RegistryRequest(op="clock"), wait_s)
+    return (reply.server_time_ns - (sent_ns + time.time_ns()) // 2) / 1e9

@@ -85,6 +85,8 @@ from schemas.v1.references import (
 )
 from schemas.v1.registry import (
     RegisterResponse,
+    RegistryReply,
+    RegistryRequest,
     SensorSpec,
     StreamRegistered,
     StreamRegistration,
@@ -119,6 +121,8 @@ EXPORTED: tuple[type[BaseModel], ...] = (
     StreamRegistration,
     StreamRegistered,
     RegisterResponse,
+    RegistryRequest,
+    RegistryReply,
     BatchRequest,
     BatchAccepted,
     CycleCommand,
@@ -220,6 +224,8 @@ __all__ = [
     "ReferenceInfo",
     "ReferenceSensor",
     "RegisterResponse",
+    "RegistryReply",
+    "RegistryRequest",
     "Role",
     "RuleKind",
     "SensorDeviation",

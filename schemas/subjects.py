@@ -51,6 +51,11 @@ def registry(stream_id: str) -> str:
     return f"{PREFIX}.registry.{check_stream_id(stream_id)}"
 
 
+def register_request(stream_id: str) -> str:
+    """Subject of registry requests of one stream (answered by the ingest service; not stored)."""
+    return f"{PREFIX}.register.{check_stream_id(stream_id)}"
+
+
 def cycles(stream_id: str, event: str) -> str:
     """Subject of one cycle lifecycle event of one stream."""
     if event not in CYCLE_EVENTS:

@@ -21,6 +21,7 @@ from typing import IO
 from nats.js.errors import KeyWrongLastSequenceError
 
 from schemas import subjects
+from schemas.logs import private_file, redact_text
 from schemas.messages import CycleConfig
 from services.common.auth import ensure_admin_token, write_secret
 from services.common.bus import init_bus
@@ -62,7 +63,7 @@ class Child:
     restart_at: float | None = None  # when a child that died is due to start again
 
     def start(self) -> None:
-        self.log_file = self.log_path.open("ab")
+        self.log_file = private_file(self.log_path, "ab")
         self.proc = subprocess.Popen(
             self.args, env=self.env, stdout=self.log_file, stderr=subprocess.STDOUT
         )
@@ -274,9 +275,9 @@ def say(text: str) -> None:
     """One line for the person at the terminal, also kept in ``logs/stack.log``."""
     sys.stdout.write(text + "\n")
     sys.stdout.flush()
-    for path in _STACK_LOG:
-        with contextlib.suppress(OSError), path.open("a") as f:
-            f.write(f"{time.strftime('%Y-%m-%dT%H:%M:%S')} {text.strip()}\n")
+    for path in _STACK_LOG:  # the file never keeps a credential the terminal showed once
+        with contextlib.suppress(OSError), private_file(path) as f:
+            f.write(f"{time.strftime('%Y-%m-%dT%H:%M:%S')} {redact_text(text.strip())}\n")
 
 
 def run_stack(options: StackOptions) -> int:

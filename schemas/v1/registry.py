@@ -69,3 +69,34 @@ class RegisterResponse(Contract):
     samples_subject: str
     control_subject: str
     websocket: str
+
+
+class RegistryRequest(Contract):
+    """Request on ``vertac.register.<stream_id>``, answered by the ingest service: the only way
+    an edge changes the registry or draws frame numbers. The stream is the subject's; an edge
+    may send to its own subject only."""
+
+    op: Literal["register", "reserve", "release", "clock"] = Field(
+        description="register (the registration), reserve (count numbers), release (give back "
+        "reserved_end..next_seq), clock (the server's time only)."
+    )
+    registration: StreamRegistration | None = Field(
+        default=None, description="For register: its stream_id is the subject's or omitted."
+    )
+    count: int = Field(
+        default=0, ge=0, le=1_000_000, description="Frame numbers to reserve (register, reserve)."
+    )
+    reserved_end: int | None = Field(default=None, ge=0, description="For release.")
+    next_seq: int | None = Field(default=None, ge=0, description="For release.")
+
+
+class RegistryReply(Contract):
+    """Reply to a :class:`RegistryRequest` (header ``Vertac-Status`` holds ``status`` too)."""
+
+    status: int = Field(description="200, or 4xx with the reason in error, 503 to retry.")
+    error: str = ""
+    registered: StreamRegistered | None = None
+    existed: bool = False
+    first_seq: int | None = Field(default=None, description="First reserved frame number.")
+    released: bool = False
+    server_time_ns: int = Field(description="The server's clock when it answered (ns).")

@@ -9,8 +9,9 @@
   Every service may read the bus's layout (stream and consumer information); none may create,
   change, purge or delete a stream (only the object stores it writes may be purged by subject,
   which replacing an object needs).
-- ``edge-<stream>``: publishes its stream's samples, registration and status only. It may read
-  and write its own keys of the registry and sequence buckets, and nothing else.
+- ``edge-<stream>``: publishes its stream's samples, registry requests
+  (``vertac.register.<stream>``, answered by ingest) and status only. It reads no bucket and no
+  stream: the registry service validates what it asks and writes the registry.
 - Each user receives replies on its own inbox prefix, ``_INBOX.<user>.`` (see
   :func:`schemas.client.inbox_prefix`), and subscribes nowhere else unless granted: no one
   reads another's replies.
@@ -84,8 +85,11 @@ class Grant:
 
 GRANTS: dict[str, Grant] = {
     "ingest": Grant(
-        publishes=(subjects.dead_letter("ingest"),),
-        kv_reads=(subjects.KV_STREAMS,),
+        # and the registry service: validates edges' registrations, writes the registry
+        publishes=(subjects.dead_letter("ingest"), all_of("registry")),
+        subscribes=(all_of("register"),),
+        kv_writes=(subjects.KV_STREAMS, subjects.KV_SEQ),
+        responds=True,
     ),
     "cycles": Grant(
         publishes=(all_of("cycles"), subjects.dead_letter("cycles")),
@@ -132,22 +136,15 @@ GRANTS: dict[str, Grant] = {
 
 
 def _edge_permissions(stream_id: str) -> dict[str, object]:
-    own = []
-    for bucket in (subjects.KV_STREAMS, subjects.KV_SEQ):
-        own += [
-            f"$KV.{bucket}.{stream_id}",
-            f"$JS.API.STREAM.INFO.KV_{bucket}",
-            f"$JS.API.STREAM.MSG.GET.KV_{bucket}",
-            f"$JS.API.DIRECT.GET.KV_{bucket}.$KV.{bucket}.{stream_id}",
-        ]
+    # frames, registry requests (the ingest service validates them and writes the registry)
+    # and status: no bucket, no stream read, no API but the account's own limits
     return {
         "publish": {
             "allow": [
                 subjects.samples(stream_id),
-                subjects.registry(stream_id),
+                subjects.register_request(stream_id),
                 subjects.edge_status(stream_id),
                 "$JS.API.INFO",
-                *own,
             ]
         },
         "subscribe": {"allow": [f"{inbox_prefix(edge_user(stream_id))}.>"]},

@@ -22,6 +22,7 @@ from services.ingest.handlers import (
     PersistRegistrations,
     WriteInflux,
 )
+from services.ingest.registry import RegistryResponder
 
 SERVICE = "ingest"
 log = logging.getLogger(__name__)
@@ -76,12 +77,18 @@ async def serve(settings: Settings, common: CommonSettings, stop: asyncio.Event)
         )
     for consumer in consumers:
         await consumer.declare()
+    registry = RegistryResponder(
+        bus.js,
+        await bus.js.key_value(subjects.KV_STREAMS),
+        await bus.js.key_value(subjects.KV_SEQ),
+    )
     keep_days = retention.plan(common.raw_retention_days, common.rollup_retention_days)
     await retention.maintain_once(pool, keep_days)
     log.info("ingest running", extra={"influx": bool(sink), "metrics_port": settings.metrics_port})
     try:
         await asyncio.gather(
             *(c.run(stop) for c in consumers),
+            registry.serve(bus.nc, stop),
             retention.keep(pool, keep_days, settings.retention_check_s, stop),
         )
     finally:

@@ -6,15 +6,29 @@ settings (auth on, the bus closed)."""
 from __future__ import annotations
 
 import asyncio
+import json
+import logging
+import stat
 import time
+from pathlib import Path
 
 import httpx
 import pytest
+import websockets
 
+from edge.agent import EdgeAgent
+from edge.config import load
 from schemas import subjects
-from schemas.client import Bus
+from schemas.client import Bus, ServerUnreachable, open_client
+from schemas.logs import JsonFormatter, TextFormatter, private_file
 from services.common.config import CommonSettings
-from tests.conftest import GatewayUrl, admin_token
+from services.common.embedded import NatsServer
+from services.common.natsauth import edge_user, url_for
+from services.ingest.app import serve as serve_ingest
+from services.ingest.config import Settings as IngestSettings
+from tests.conftest import ClosedBus, GatewayUrl, Running, admin_token, eventually
+from tests.helpers import stored_frames
+from tests.integration.test_edge import Synthetic, machine_file
 
 pytestmark = pytest.mark.integration
 
@@ -123,3 +137,81 @@ async def test_a_malformed_record_in_a_bucket_is_skipped_not_raised(
     assert (subjects.KV_STREAMS, f"{stream_id}-spoof") in logged
     assert (subjects.KV_ALERT_RULES, f"{stream_id}.bad") in logged
     assert (subjects.KV_CYCLE_CONFIG, stream_id) in logged
+
+
+async def test_an_edge_with_its_own_credentials_publishes_steadily_and_stops_at_once(
+    tmp_path: Path,
+    nats_server: NatsServer | str,
+    common: CommonSettings,
+    running: Running,
+    stream_id: str,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    if isinstance(nats_server, str):
+        pytest.skip("needs the embedded nats-server to add an edge user")
+    closed: ClosedBus = nats_server.closed  # type: ignore[attr-defined]
+    user = edge_user(stream_id)
+    password = closed.users.ensure(user)[user]
+    nats_server.reload()
+    as_edge = CommonSettings(nats_url=url_for(nats_server.url, user, password))
+
+    async def edge_may_connect() -> bool:
+        try:
+            bus = await open_client(as_edge, "probe")
+        except ServerUnreachable:
+            return False
+        await bus.close()
+        return True
+
+    await eventually(edge_may_connect)
+    running.start(serve_ingest(IngestSettings(metrics_port=0), common, running.stop))
+    seconds = 6
+    config = load(machine_file(tmp_path, stream_id, 1)).model_copy(update={"frame_period_ms": 100})
+    agent = EdgeAgent(config, as_edge, Synthetic(seconds), status_every_s=0.5)
+    stop = asyncio.Event()
+    task = asyncio.ensure_future(agent.run(stop))
+    # registered (the ingest service answers once it runs), then publishing as frames come
+    await eventually(lambda: asyncio.sleep(0, agent.buffer.status().published > 0), timeout=20)
+    depths = []
+    while not task.done() and len(depths) < (seconds - 2) * 10:
+        depths.append(agent.buffer.status().depth)
+        await asyncio.sleep(0.1)
+    await asyncio.wait_for(task, 10)  # the source ended: drained and stopped (a refused call
+    # in the publish loop made a stop take 10-15 s)
+    # frames left as they were cut, none waited for a refused call
+    assert max(depths) <= 10, depths
+    refused = [r.getMessage() for r in caplog.records if "refused" in r.getMessage()]
+    assert refused == []
+    assert agent.last_status["clock_offset_s"] is not None
+    assert abs(float(agent.last_status["clock_offset_s"])) < 0.5  # type: ignore[arg-type]
+
+    async def all_in() -> bool:
+        frames = await stored_frames(common.database_url, stream_id)
+        return sum(f.n_samples for f in frames) == seconds * 1000 * 16
+
+    await eventually(all_in, timeout=60)
+
+
+async def test_no_credential_reaches_a_log_line_and_log_files_are_private(
+    gateway: GatewayUrl, tmp_path: Path, caplog: pytest.LogCaptureFixture, stream_id: str
+) -> None:
+    caplog.set_level(logging.INFO)
+    ws = gateway.replace("http", "ws") + f"/api/live/ws/stream/{stream_id}"
+    async with websockets.connect(f"{ws}?access_token={gateway.token}") as socket:
+        ready = json.loads(await socket.recv())
+        assert ready["type"] != "error", ready
+    raw = [r.getMessage() for r in caplog.records]
+    assert any(gateway.token in m for m in raw)  # what a log line would have carried
+    for formatter in (JsonFormatter("gateway"), TextFormatter("gateway")):
+        lines = [formatter.format(r) for r in caplog.records]
+        assert not [line for line in lines if gateway.token in line]
+        assert any("access_token=***" in line for line in lines)
+    # files written by vertac run: only their owner may read them, also one made before
+    older = tmp_path / "logs" / "stack.log"
+    older.parent.mkdir()
+    older.write_text("old\n")
+    older.chmod(0o644)
+    for path in (older, tmp_path / "logs" / "gateway.log"):
+        with private_file(path) as f:
+            f.write("line\n")
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600, path

@@ -15,11 +15,20 @@ import pytest
 from edge.run import SimulateOptions, simulate
 from edge.simulator import build_machine
 from schemas import subjects
-from schemas.client import ServerUnreachable, connect, open_client
+from schemas.client import (
+    RegistryRefused,
+    ServerUnreachable,
+    connect,
+    lookup,
+    open_client,
+    registry_call,
+)
+from schemas.messages import RegistryRequest
 from services.common.config import CommonSettings
 from services.common.embedded import NatsServer, free_port
 from services.common.natsauth import BusUsers, edge_user, url_for
 from services.common.runtime import open_bus
+from services.ingest.registry import RegistryResponder
 from tests.conftest import eventually
 
 pytestmark = pytest.mark.integration
@@ -44,11 +53,45 @@ async def test_an_edge_publishes_its_own_stream_only_and_strangers_stay_out(
             return CommonSettings(nats_url=url_for(server.url, user, passwords[user]))
 
         admin = await open_bus(as_user("admin"), "vertac-test-admin")  # declares the layout
+        # the registry service, as the ingest user runs it
+        registry_bus = await open_client(as_user("ingest"), "vertac-test-registry")
+        responder = RegistryResponder(
+            registry_bus.js,
+            await registry_bus.js.key_value(subjects.KV_STREAMS),
+            await registry_bus.js.key_value(subjects.KV_SEQ),
+        )
+        stop_registry = asyncio.Event()
+        serving = asyncio.ensure_future(responder.serve(registry_bus.nc, stop_registry))
         # the edge, through the same code an edge machine runs
         edge = await open_client(as_user("edge-press-a"), "vertac-edge-press-a")
         model = build_machine(stream_id="press-a", sensors=2, rate_hz=50, cycle_s=2)
         await simulate(edge, model, SimulateOptions(speed=0, frames=5))
         assert await _count(admin.js, subjects.samples("press-a")) == 5
+        record = await lookup(await admin.js.key_value(subjects.KV_STREAMS), "press-a")
+        assert record is not None and record.device_name == model.registration().device_name
+        # it registers through the service only: never for another stream ...
+        spoof = model.registration().model_copy(update={"stream_id": "press-b"})
+        with pytest.raises(RegistryRefused, match="not this subject's stream"):
+            await registry_call(edge, "press-a", RegistryRequest(op="register", registration=spoof))
+        # ... nor writes or reads a bucket itself (not even its own key)
+        for subject, body in (
+            (f"$KV.{subjects.KV_STREAMS}.press-a", b"not json"),
+            (f"$KV.{subjects.KV_SEQ}.press-a", b"0"),
+            (subjects.register_request("press-b"), b"{}"),
+            (subjects.registry("press-a"), b"{}"),
+            (f"$JS.API.STREAM.MSG.GET.KV_{subjects.KV_STREAMS}",
+             b'{"last_by_subj": "$KV.vertac_streams.sim-01"}'),
+            (f"$JS.API.DIRECT.GET.KV_{subjects.KV_STREAMS}.$KV.{subjects.KV_STREAMS}.press-a", b""),
+        ):  # fmt: skip
+            with pytest.raises(
+                (TimeoutError, nats.errors.TimeoutError, nats.errors.NoRespondersError)
+            ):
+                await edge.nc.request(subject, body, timeout=2)
+        record = await lookup(await admin.js.key_value(subjects.KV_STREAMS), "press-a")
+        assert record is not None and record.stream_id == "press-a"
+        stop_registry.set()
+        await serving
+        await registry_bus.close()
         # ... but not another stream's samples, nor commands
         for subject in (subjects.samples("press-b"), subjects.control("press-a")):
             with pytest.raises(
@@ -100,7 +143,7 @@ async def test_an_edge_publishes_its_own_stream_only_and_strangers_stay_out(
             subjects.control("press-a"),
             subjects.cycles("press-a", "started"),
             subjects.dead_letter("cycles"),
-            f"$KV.{subjects.KV_STREAMS}.press-a",
+            f"$KV.{subjects.KV_ALERT_RULES}.press-a.r1",
         ):
             with pytest.raises(
                 (TimeoutError, nats.errors.TimeoutError, nats.errors.NoRespondersError)
