@@ -40,6 +40,7 @@ from pydantic import ValidationError
 
 from schemas.messages import FrameJson, SeriesJson
 from schemas.subjects import HEADER_CONTENT_TYPE, InvalidStreamId, check_stream_id
+from schemas.v1.base import SENSOR_ID_PATTERN
 
 MAGIC: Final = b"VTF1"
 CONTENT_TYPE_BINARY: Final = "application/vnd.vertac.frame.v1+msgpack"
@@ -52,7 +53,7 @@ MAX_SAMPLES_PER_SERIES: Final = 10_000_000
 INT64_MIN: Final = -(2**63)
 INT64_MAX: Final = 2**63 - 1
 _PREAMBLE = struct.Struct("<4sI")
-_SENSOR_ID = re.compile(r"[^\s,=\x00-\x1f\x7f-\x9f\ufeff]{1,128}")  # as schemas.v1.base.SensorId
+_SENSOR_ID = re.compile(SENSOR_ID_PATTERN.removeprefix("^").removesuffix("+$") + "{1,128}")
 
 
 class FrameError(ValueError):

@@ -31,8 +31,11 @@ class HealthStatus(Contract):
     status: Literal["ok", "degraded"]
     bus: str
     database: str
-    version: str
-    pid: int = Field(default=0, description="Process that answered (each gateway replica has one).")
+    version: str = Field(default="", description="Told to a signed-in caller only.")
+    pid: int = Field(
+        default=0,
+        description="Process that answered (each gateway replica has one); signed-in callers only.",
+    )
 
 
 class ErrorDetail(Contract):

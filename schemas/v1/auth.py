@@ -68,6 +68,11 @@ class AuditEntry(Contract):
     at: datetime
     actor: str = Field(description="Token name or OIDC subject.")
     role: str
+    via: str = Field(
+        default="",
+        description="How the actor signed in: token, oidc, cli (the command line on the host) "
+        "or anonymous (auth off); empty for changes recorded before 0.14.",
+    )
     action: str = Field(description="e.g. cycle.start, alert.ack, alert_rule.put, token.create.")
     target: str = Field(default="", description="What was changed: stream, rule, alert, ...")
     before: Any = None

@@ -24,7 +24,12 @@ StreamId = Annotated[
         examples=["press-01"],
     ),
 ]
-SENSOR_ID_PATTERN = r"^[^\s,=\x00-\x1f\x7f-\x9f\ufeff]+$"
+# no spaces, commas, '=', control characters, nor invisible format characters (zero-width
+# spaces and joiners, bidirectional overrides, the byte order mark, soft hyphens)
+SENSOR_ID_PATTERN = (
+    r"^[^\s,=\x00-\x1f\x7f-\x9f\u00ad\u061c\u180e\u200b-\u200f\u2028-\u202e\u2060-\u206f"
+    r"\ufeff\ufff9-\ufffb]+$"
+)
 SensorId = Annotated[
     str,
     Field(
@@ -32,8 +37,8 @@ SensorId = Annotated[
         max_length=128,
         # explicit about the characters JavaScript's \s and Python's \s disagree on
         pattern=SENSOR_ID_PATTERN,
-        description="Sensor id, unique within its stream; no spaces, commas, '=' or control "
-        "characters.",
+        description="Sensor id, unique within its stream; no spaces, commas, '=', control "
+        "or invisible format characters.",
         examples=["pressure_1"],
     ),
 ]

@@ -116,6 +116,8 @@ class TokenStore:
             raise ValueError(f"role must be one of {', '.join(ROLES)}")
         if role == "edge" and not streams:
             raise ValueError("an edge token needs at least one stream")
+        if name.startswith("cli:"):
+            raise ValueError("names starting with 'cli:' are the command line's own")
         token, token_id, digest = mint()
         async with (
             self.pool.connection() as conn,
@@ -200,9 +202,9 @@ class AuditLog:
     ) -> None:
         async with self.pool.connection() as conn:
             await conn.execute(
-                "INSERT INTO audit_log (actor, role, action, target, before, after)"
-                " VALUES (%s, %s, %s, %s, %s, %s)",
-                (who.name, who.role, action, target, _json(before), _json(after)),
+                "INSERT INTO audit_log (actor, role, via, action, target, before, after)"
+                " VALUES (%s, %s, %s, %s, %s, %s, %s)",
+                (who.name, who.role, who.via, action, target, _json(before), _json(after)),
             )
 
     async def find(
@@ -233,7 +235,7 @@ class AuditLog:
                 where.append("action = %s")
                 args.append(action)
         sql = psycopg.sql.SQL(
-            "SELECT id, at, actor, role, action, target, before, after FROM audit_log"
+            "SELECT id, at, actor, role, via, action, target, before, after FROM audit_log"
             " WHERE {} ORDER BY id DESC LIMIT %s"
         ).format(psycopg.sql.SQL(" AND ").join(map(psycopg.sql.SQL, where)))
         async with (

@@ -412,8 +412,17 @@ def registration_for(dataset: str, stream_id: str, cycles: list[ParsedCycle]) ->
     """A registration for a new stream that holds imported cycles: their sensors, each with
     its median sampling rate."""
     from schemas.messages import SensorSpec, StreamRegistration
+    from schemas.v1.base import SENSOR_ID_PATTERN
 
     rates: dict[str, list[float]] = {}
+    for c in cycles:
+        for sid in c.series:
+            if not (0 < len(sid) <= 128 and re.fullmatch(SENSOR_ID_PATTERN, sid)):
+                raise DatasetError(
+                    f"cycle {c.key!r}: column {sid!r} cannot be a sensor id (no spaces, commas, "
+                    "'=' or control characters, at most 128 characters)",
+                    f"{c.key}.columns",
+                )
     for c in cycles:
         for sid, (t, _, _) in c.series.items():
             if len(t) > 1:

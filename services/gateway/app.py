@@ -42,7 +42,7 @@ from services.gateway.auth import Authenticator, Oidc
 from services.gateway.config import Settings
 from services.gateway.errors import install as install_error_handlers
 from services.gateway.history import HistoryQueries
-from services.gateway.limits import OriginPolicy, RequestLimits
+from services.gateway.limits import OriginPolicy, RequestLimits, SecurityHeaders
 from services.gateway.live import router as live_router
 from services.gateway.routes import (
     alerts,
@@ -140,6 +140,7 @@ def build_app(settings: Settings, common: CommonSettings) -> FastAPI:
         },
     )
     app.add_middleware(OriginPolicy, allowed=settings.cors_origins)
+    app.add_middleware(SecurityHeaders, https=bool(settings.tls_certfile))
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware,
@@ -151,6 +152,7 @@ def build_app(settings: Settings, common: CommonSettings) -> FastAPI:
         RequestLimits,
         max_body=settings.max_body_bytes,
         files={"/api/live/datasets/*/import": IMPORT_MAX_BYTES},
+        small={"/api/auth/session": 16 * 1024},  # read before anyone is signed in
     )
 
     install_error_handlers(app)

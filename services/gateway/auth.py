@@ -64,6 +64,8 @@ class Oidc:
             raise InvalidToken(f"the JWT has no VerTac role in its {self.role_claim!r} claim")
         best = max(found, key=RANK.__getitem__)
         name = str(claims.get("preferred_username") or claims.get("email") or claims["sub"])
+        if name.startswith("cli:"):  # the command line's names are its own
+            name = f"oidc:{name}"
         return Principal(name, best, via="oidc")
 
 
@@ -138,6 +140,11 @@ async def current(
     _cookie: Annotated[str | None, Depends(_cookie)],
 ) -> Principal:
     """The request's principal (401 when it has none), once per request."""
+    return await current_principal(request)
+
+
+async def current_principal(request: Request) -> Principal:
+    """The request's principal (401 when it has none), checked once per request."""
     who: Principal | None = getattr(request.state, "principal", None)
     if who is None:
         auth: Authenticator = request.app.state.auth

@@ -36,18 +36,29 @@ def _error(status: int, message: str, field: str) -> tuple[int, bytes]:
 
 class RequestLimits:
     """``max_body`` bytes per request body; ``files``: paths that take files (pattern ->
-    bytes), whose bodies may hold NUL bytes; NUL characters refused everywhere else."""
+    bytes), whose bodies may hold NUL bytes; NUL characters refused everywhere else;
+    ``small``: paths open to anyone (sign-in), with a limit of their own."""
 
-    def __init__(self, app: App, max_body: int, files: dict[str, int] | None = None) -> None:
+    def __init__(
+        self,
+        app: App,
+        max_body: int,
+        files: dict[str, int] | None = None,
+        small: dict[str, int] | None = None,
+    ) -> None:
         self.app = app
         self.max_body = max_body
         self.files = files or {}
+        self.small = small or {}  # text routes with a lower limit (those open to anyone)
 
     def limit_of(self, path: str) -> tuple[int, bool]:
         """The path's body limit, and whether its body is text (JSON)."""
         for pattern, limit in self.files.items():
             if _matches(pattern, path):
                 return limit, False
+        for pattern, limit in self.small.items():
+            if _matches(pattern, path):
+                return limit, True
         return self.max_body, True
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -74,9 +85,9 @@ class RequestLimits:
                 send, *_error(413, f"the body of {int(declared)} bytes is over {limit}", "body")
             )
             return
-        # only JSON is text: files and binary frames hold NUL bytes by nature
-        kind = headers.get(b"content-type", b"application/json")
-        json_body = is_text and kind.startswith(b"application/json")
+        # every body but a file's is text, whatever its content type claims (a type that
+        # only looks like JSON is read as JSON all the same)
+        json_body = is_text
         seen = 0
         tail = b""
 
@@ -116,6 +127,53 @@ async def _respond(send: Send, status: int, body: bytes) -> None:
     await send({"type": "http.response.body", "body": body})
 
 
+_WEB_SCHEME = {"http": "http", "https": "https", "ws": "http", "wss": "https"}
+
+# the dashboard is served from the gateway itself: its scripts, styles and sockets too
+CSP = (
+    "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; "
+    "img-src 'self' data: blob:; connect-src 'self' ws: wss:; object-src 'none'; "
+    "base-uri 'self'; form-action 'self'; frame-ancestors 'none'"
+)
+# the interactive API pages load their scripts from a CDN (FastAPI's default)
+CSP_API_PAGES = (
+    "default-src 'self'; script-src 'self' 'unsafe-inline' https://cdn.jsdelivr.net; "
+    "style-src 'self' 'unsafe-inline' https://cdn.jsdelivr.net; img-src 'self' data: "
+    "https://fastapi.tiangolo.com; frame-ancestors 'none'"
+)
+
+
+class SecurityHeaders:
+    """Headers on every HTTP answer: a Content-Security-Policy, no framing, no MIME sniffing,
+    no referrer; and Strict-Transport-Security when the gateway speaks HTTPS."""
+
+    def __init__(self, app: App, https: bool) -> None:
+        self.app = app
+        self.https = https
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        path = str(scope.get("path", ""))
+        extra = [
+            (b"content-security-policy",
+             (CSP_API_PAGES if path in ("/docs", "/redoc") else CSP).encode()),
+            (b"x-frame-options", b"DENY"),
+            (b"x-content-type-options", b"nosniff"),
+            (b"referrer-policy", b"no-referrer"),
+        ]  # fmt: skip
+        if self.https:
+            extra.append((b"strict-transport-security", b"max-age=31536000"))
+
+        async def with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message.get("headers", []), *extra]
+            await send(message)
+
+        await self.app(scope, receive, with_headers)
+
+
 class OriginPolicy:
     """Cross-origin requests: a browser page of another origin may not change anything (POST,
     PUT, PATCH, DELETE) nor open a WebSocket, unless its origin is in ``allowed``; requests
@@ -136,7 +194,8 @@ class OriginPolicy:
         if text in self.allowed or "*" in self.allowed:
             return True
         host = headers.get(b"host", b"").decode("latin-1").lower()
-        return bool(text.split("://", 1)[-1] == host)  # the gateway's own page
+        scheme = _WEB_SCHEME.get(str(scope.get("scheme", "http")), "http")
+        return bool(text == f"{scheme}://{host}")  # the gateway's own page: scheme and host alike
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "websocket" and not self.permits(scope):

@@ -15,7 +15,7 @@ from fastapi.responses import JSONResponse
 from prometheus_client import Gauge
 from prometheus_client.core import CounterMetricFamily, Metric
 from prometheus_client.registry import Collector
-from pydantic import BeforeValidator
+from pydantic import AfterValidator, BeforeValidator
 
 from schemas import subjects
 from schemas.client import lookup
@@ -78,7 +78,18 @@ def _iso_only(value: object) -> object:
     return value
 
 
-IsoTime = Annotated[datetime, BeforeValidator(_iso_only)]
+EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
+LATEST = datetime(2262, 4, 11, tzinfo=UTC)  # int64 nanoseconds since 1970 end on 2262-04-11
+
+
+def _in_range(value: datetime) -> datetime:
+    aware = value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+    if not EARLIEST <= aware <= LATEST:
+        raise ValueError("a time between 1970-01-01 and 2262-04-11 is needed (stored as ns)")
+    return value
+
+
+IsoTime = Annotated[datetime, BeforeValidator(_iso_only), AfterValidator(_in_range)]
 REPORT_POINTS = 800  # points per sensor in the report's charts (dashboard and PDF alike)
 log = logging.getLogger(__name__)
 

@@ -279,8 +279,9 @@ async def run_server(
     if int(workers) > 1:  # every worker is up: each one answers /api/health with its pid
         pids: set[int] = set()
         deadline = time.perf_counter() + 120
+        headers = {"Authorization": f"Bearer {await stack.token('admin')}"}  # pids: signed in
         while len(pids) < int(workers) and time.perf_counter() < deadline:
-            async with httpx.AsyncClient() as client:  # a new connection: any worker may take it
+            async with httpx.AsyncClient(headers=headers) as client:  # any worker may take it
                 pids.add((await client.get(f"http://127.0.0.1:{port}/api/health")).json()["pid"])
     return proc, port
 

@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import httpx
+import psycopg
 import pytest
 import websockets
 
@@ -31,6 +32,10 @@ from tests.helpers import stored_frames
 from tests.integration.test_edge import Synthetic, machine_file
 
 pytestmark = pytest.mark.integration
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
 
 
 def registration(stream_id: str) -> dict:
@@ -215,3 +220,124 @@ async def test_no_credential_reaches_a_log_line_and_log_files_are_private(
         with private_file(path) as f:
             f.write("line\n")
         assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
+
+
+async def audit_rows(database_url: str) -> int:
+    async with await psycopg.AsyncConnection.connect(database_url) as conn:
+        cur = await conn.execute("SELECT count(*) FROM audit_log")
+        row = await cur.fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+@pytest.mark.parametrize(
+    "content_type",
+    ["Application/JSON", "application/vnd.x+json", "application/json; charset=utf-8", "text/plain"],
+)
+async def test_a_nul_is_refused_whatever_the_content_type_and_a_refusal_changes_nothing(
+    gateway: GatewayUrl, common: CommonSettings, stream_id: str, content_type: str
+) -> None:
+    edge = await admin_token(common.database_url, "edge-1", "edge", [stream_id])
+    async with httpx.AsyncClient(base_url=gateway, timeout=60) as client:
+        r = await client.post(
+            "/api/live/register", json=registration(stream_id), headers=bearer(edge)
+        )
+        assert r.status_code == 201, r.text
+        rows = await audit_rows(common.database_url)
+        renamed = registration(stream_id)
+        renamed["device_name"] = "Renamed\u0000"
+        renamed["sensors"].append({"id": "q", "type": "flow"})
+        r = await client.post(
+            "/api/live/register",
+            content=json.dumps(renamed).encode(),
+            headers={**bearer(edge), "Content-Type": content_type},
+        )
+        assert r.status_code == 422, r.text
+        assert r.json()["details"][0]["field"] == "body"
+        status = (
+            await client.get(f"/api/live/stream/{stream_id}/status", headers=gateway.headers)
+        ).json()
+        assert status["device_name"] == f"Press {stream_id}"
+        assert [s["id"] for s in status["sensors"]] == ["p"]
+        assert await audit_rows(common.database_url) == rows
+
+
+async def test_a_stranger_gets_401_before_any_body_is_read_and_nesting_is_bounded(
+    gateway: GatewayUrl, stream_id: str
+) -> None:
+    big = json.dumps(
+        {"stream_id": stream_id, "samples": [{"timestamp": 1.0, "values": {"p": 1.0}}] * 20_000}
+    ).encode()
+    deep = b"[" * 100_000 + b"]" * 100_000
+    async with httpx.AsyncClient(base_url=gateway, timeout=60) as client:
+        for body in (big, deep, b"{not json"):
+            r = await client.post(
+                "/api/live/batch", content=body, headers={"Content-Type": "application/json"}
+            )
+            assert r.status_code == 401, r.text[:200]
+            assert r.json()["details"][0]["field"] == "Authorization"
+        # signed in: nesting beyond the bound is a 422 naming it, small or large
+        for body in (deep, b'{"stream_id": ' + b"[" * 40 + b"]" * 40 + b"}"):
+            r = await client.post(
+                "/api/live/batch",
+                content=body,
+                headers={**gateway.headers, "Content-Type": "application/json"},
+            )
+            assert r.status_code == 422, r.text[:200]
+            assert "nested too deeply" in r.text
+        # sign-in, open to anyone, takes small bodies only
+        r = await client.post("/api/auth/session", content=big,
+                              headers={"Content-Type": "application/json"})  # fmt: skip
+        assert r.status_code == 413, r.text[:200]
+
+
+async def test_odd_times_and_column_names_get_a_4xx_not_a_500(
+    gateway: GatewayUrl, stream_id: str
+) -> None:
+    async with httpx.AsyncClient(base_url=gateway, headers=gateway.headers, timeout=60) as client:
+        r = await client.post("/api/live/register", json=registration(stream_id))
+        assert r.status_code == 201, r.text
+        for query in ({"end": "0001-01-01T00:00:03Z"}, {"start": "9999-12-31T23:59:59Z"}):
+            r = await client.get(f"/api/live/stream/{stream_id}/samples", params=query)
+            assert r.status_code == 422, r.text
+            assert "between 1970-01-01 and 2262-04-11" in r.text
+        for header in (b"timestamp,=1+1\n0,1\n1,2\n", b'timestamp,"a b"\n0,1\n1,2\n'):
+            r = await client.post(
+                "/api/live/datasets/odd/import", params={"filename": "c.csv"}, content=header
+            )
+            assert 400 <= r.status_code < 500, r.text
+            assert r.json()["details"][0]["field"], r.text
+
+
+async def test_origin_scheme_security_headers_audit_via_invisible_ids_and_health(
+    gateway: GatewayUrl, stream_id: str
+) -> None:
+    host = gateway.removeprefix("http://")
+    async with httpx.AsyncClient(base_url=gateway, headers=gateway.headers, timeout=60) as client:
+        # the page of another scheme on the same host is another origin
+        for origin, refused in ((f"https://{host}", True), (f"http://{host}", False)):
+            r = await client.post("/api/live/register", json=registration(stream_id),
+                                  headers={"Origin": origin})  # fmt: skip
+            assert (r.status_code == 403) is refused, (origin, r.text)
+        # every answer says how a browser must treat it
+        for path in ("/", "/api/live/streams", "/api/health"):
+            r = await client.get(path)
+            assert "frame-ancestors 'none'" in r.headers["content-security-policy"]
+            assert r.headers["x-frame-options"] == "DENY"
+            assert r.headers["x-content-type-options"] == "nosniff"
+            assert "strict-transport-security" not in r.headers  # plain HTTP here
+        # the audit trail says how the actor signed in
+        entry = (await client.get("/api/audit", params={"action": "stream.register"})).json()[0]
+        assert entry["target"] == stream_id and entry["via"] == "token"
+        # invisible characters make no sensor id
+        for sneaky in ("p\u200b", "\u202ep", "p\u2060q"):
+            body = registration(f"{stream_id}-x")
+            body["sensors"][0]["id"] = sneaky
+            r = await client.post("/api/live/register", json=body)
+            assert r.status_code == 422, (sneaky, r.text)
+            assert r.json()["details"][0]["field"].endswith("id")
+        mine = (await client.get("/api/health")).json()
+        assert mine["version"] and mine["pid"] > 0
+    async with httpx.AsyncClient(base_url=gateway, timeout=60) as anonymous:
+        told = (await anonymous.get("/api/health")).json()
+        assert told["status"] == "ok" and told["version"] == "" and told["pid"] == 0

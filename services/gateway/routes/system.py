@@ -20,11 +20,12 @@ from schemas.messages import (
     HealthStatus,
 )
 from services import __version__
-from services.gateway.auth import role
+from services.gateway.auth import current_principal, role
 from services.gateway.bodies import OffLoopJson
 from services.gateway.state import (
     DASHBOARD,
     STATIC,
+    ApiError,
     gw,
 )
 
@@ -32,16 +33,33 @@ log = logging.getLogger(__name__)
 router = APIRouter(route_class=OffLoopJson, tags=["system"])
 
 
+async def signed_in(request: Request) -> bool:
+    try:
+        await current_principal(request)
+    except ApiError:
+        return False
+    return True
+
+
 @router.get("/api/health", response_model=HealthStatus)
 async def health(request: Request) -> JSONResponse:
-    """``ok`` when the bus and the database answer, else 503 with what failed."""
+    """``ok`` when the bus and the database answer, else 503 with what failed. Open to
+    anyone (load balancers, probes); the version, the process and the errors' text are told
+    only to a signed-in caller."""
     g = gw(request)
     bus_state, db_state = await asyncio.gather(g.port.healthy(), g.db.healthy())
     ok = bus_state == "ok" and db_state == "ok"
-    body = HealthStatus(
-        status="ok" if ok else "degraded", bus=bus_state, database=db_state,
-        version=__version__, pid=os.getpid(),
-    )  # fmt: skip
+    if await signed_in(request):
+        body = HealthStatus(
+            status="ok" if ok else "degraded", bus=bus_state, database=db_state,
+            version=__version__, pid=os.getpid(),
+        )  # fmt: skip
+    else:
+        body = HealthStatus(
+            status="ok" if ok else "degraded",
+            bus="ok" if bus_state == "ok" else "error",
+            database="ok" if db_state == "ok" else "error",
+        )
     return JSONResponse(status_code=200 if ok else 503, content=body.model_dump())
 
 
