@@ -367,12 +367,65 @@ def _sensor_meta(meta: Any, i: int) -> tuple[str, np.dtype[Any], int, int, int, 
     return sid, dtype, n, t0, dt, has_q
 
 
-def decode_binary(data: bytes, sensors: Container[str] | None = None) -> Frame:
+GOOD_QUALITY = 192  # OPC-UA "good"; below it a sample is uncertain (64..191) or bad (0..63)
+
+
+def _check_times(where: str, n: int, t0: int, dt: int, timestamps: Any) -> None:
+    """Times are ns since 1970 that int64 holds (1970-01-01 .. 2262-04-11), never decreasing."""
+    if not n:
+        return
+    if timestamps is None:
+        if t0 < 0 or t0 + (n - 1) * dt > INT64_MAX:
+            raise FrameError(
+                f"{where}t0",
+                f"samples from {t0} every {dt} ns leave 0..{INT64_MAX} (1970-01-01 .. "
+                "2262-04-11 in ns)",
+            )
+        return
+    steps = np.diff(timestamps)
+    if steps.size and int(steps.min()) < 0:
+        k = int(np.argmax(steps < 0)) + 1
+        raise FrameError(f"{where}timestamps", f"decrease at sample {k}: times must not go back")
+    if int(timestamps[0]) < 0:
+        raise FrameError(f"{where}timestamps", "times before 1970-01-01 cannot be stored")
+
+
+def _nonfinite(raw: memoryview, dtype: np.dtype[Any], n: int, shuffled: bool) -> Any:
+    """Indices of the NaN and infinite values of a float series, read from the exponent bits of
+    its bytes (no copy, plain or shuffled alike); None when every value is finite."""
+    size = dtype.itemsize
+    b = np.frombuffer(raw, dtype=np.uint8)
+    if shuffled:  # plane k holds byte k of every value (little-endian: the last is the highest)
+        hi, nxt = b[(size - 1) * n : size * n], b[(size - 2) * n : (size - 1) * n]
+    else:
+        hi, nxt = b[size - 1 :: size], b[size - 2 :: size]
+    low_mask = 0x80 if size == 4 else 0xF0  # the exponent's bits in the second-highest byte
+    bad = ((hi & 0x7F) == 0x7F) & ((nxt & low_mask) == low_mask)
+    return np.flatnonzero(bad) if bad.any() else None
+
+
+def _check_finite(where: str, bad: Any, quality: memoryview | None) -> None:
+    """NaN and infinity carry no value: such a sample must be sent with a bad or uncertain
+    quality (the edge marks a failed read so), never as a good one."""
+    q = np.frombuffer(quality, dtype=np.uint8)[bad] if quality is not None else None
+    good = bad if q is None else bad[q >= GOOD_QUALITY]
+    if len(good):
+        raise FrameError(
+            f"{where}values",
+            f"sample {int(good[0])} is NaN or infinite with good quality: send such a sample "
+            f"with a quality below {GOOD_QUALITY} (bad), or leave it out",
+        )
+
+
+def decode_binary(
+    data: bytes, sensors: Container[str] | None = None, *, finite: bool = False
+) -> Frame:
     """Decode a binary frame, raising :class:`FrameError` naming the bad field.
 
     With ``sensors``, only those sensors' arrays are built (every sensor is checked all the
     same): the frame's ``span`` tells what it holds in all, and :meth:`Frame.complete` decodes
-    the rest from ``raw``.
+    the rest from ``raw``. With ``finite`` (what is stored), a NaN or infinite value of good
+    quality is refused too.
     """
     header, pos = _header(data)
     if header.get("v") != 1:
@@ -427,17 +480,23 @@ def decode_binary(data: bytes, sensors: Container[str] | None = None) -> Frame:
                     timestamps = timestamps - timestamps[0] + t0
             else:
                 timestamps = np.frombuffer(raw, dtype="<i8")
+        if dt == 0 or t0 < 0 or t0 + (n - 1) * dt > INT64_MAX:
+            _check_times(where, n, t0, dt, timestamps)
         total += n
         if n:
             a, b = (int(timestamps[0]), int(timestamps[-1])) if timestamps is not None else (
                 t0, t0 + (n - 1) * dt)  # fmt: skip
             first, last = min(first, a), max(last, b)
+        raw = view[pos : pos + n * dtype.itemsize]
         if wanted:
-            raw = view[pos : pos + n * dtype.itemsize]
             values = np.frombuffer(
                 _unshuffle(raw, dtype.itemsize) if shuffled else raw, dtype=dtype
             )
         pos += n * dtype.itemsize
+        if finite and n and dtype.kind == "f":
+            bad = _nonfinite(raw, dtype, n, shuffled)
+            if bad is not None:
+                _check_finite(where, bad, view[pos : pos + n] if has_q else None)
         quality = None
         if has_q:
             if wanted:
@@ -615,19 +674,34 @@ def to_json_model(frame: Frame) -> FrameJson:
     )
 
 
-def decode_json(data: bytes) -> Frame:
-    """Decode a JSON frame, raising :class:`FrameError` naming the bad field."""
+def decode_json(data: bytes, *, finite: bool = False) -> Frame:
+    """Decode a JSON frame, raising :class:`FrameError` naming the bad field (with ``finite``,
+    also a NaN or infinite value of good quality)."""
     try:
         model = FrameJson.model_validate_json(data)
     except ValidationError as exc:
         err = exc.errors()[0]
         where = ".".join(str(p) for p in err["loc"]) or "frame"
         raise FrameError(where, err["msg"]) from exc
-    return from_json_model(model)
+    frame = from_json_model(model)
+    for i, series in enumerate(frame.series):
+        where = f"series[{i}]."
+        _check_times(where, len(series.values), series.t0_ns, series.period_ns,
+                     series.timestamps_ns)  # fmt: skip
+        if finite and series.values.dtype.kind == "f":
+            bad = np.flatnonzero(~np.isfinite(series.values))
+            if len(bad):
+                q = series.quality
+                _check_finite(where, bad, memoryview(q.tobytes()) if q is not None else None)
+    return frame
 
 
 def decode(
-    data: bytes, headers: dict[str, str] | None, sensors: Container[str] | None = None
+    data: bytes,
+    headers: dict[str, str] | None,
+    sensors: Container[str] | None = None,
+    *,
+    finite: bool = False,
 ) -> Frame:
     """Decode a frame in either encoding, told apart by its Content-Type header (binary frames
     for ``sensors`` only, when given: see :func:`decode_binary`).
@@ -636,12 +710,14 @@ def decode(
     """
     content_type = (headers or {}).get(HEADER_CONTENT_TYPE, "")
     if content_type.startswith(CONTENT_TYPE_BINARY):
-        return decode_binary(data, sensors)
+        return decode_binary(data, sensors, finite=finite)
     if content_type.startswith(CONTENT_TYPE_JSON):
-        return decode_json(data)
+        return decode_json(data, finite=finite)
     if content_type:
         raise FrameError(
             HEADER_CONTENT_TYPE,
             f"{content_type!r} is neither {CONTENT_TYPE_BINARY!r} nor {CONTENT_TYPE_JSON!r}",
         )
-    return decode_binary(data, sensors) if data[:4] == MAGIC else decode_json(data)
+    if data[:4] == MAGIC:
+        return decode_binary(data, sensors, finite=finite)
+    return decode_json(data, finite=finite)

@@ -28,10 +28,11 @@ def decode_frame(msg: Msg) -> Frame:
 SensorsOf = Callable[[str], Container[str] | None]
 
 
-def frame_decoder(sensors_of: SensorsOf) -> Callable[[Msg], Frame]:
+def frame_decoder(sensors_of: SensorsOf, *, finite: bool = False) -> Callable[[Msg], Frame]:
     """A decoder of samples messages that builds the arrays of the sensors
     ``sensors_of(stream_id)`` names only (all of them for None): every sensor is checked all the
-    same, and the frame can still be completed (:meth:`Frame.complete`)."""
+    same, and the frame can still be completed (:meth:`Frame.complete`). With ``finite`` (what
+    stores frames), NaN or infinity of good quality is refused as well."""
 
     def decode_some(msg: Msg) -> Frame:
         try:
@@ -39,7 +40,7 @@ def frame_decoder(sensors_of: SensorsOf) -> Callable[[Msg], Frame]:
         except ValueError as exc:
             raise BadMessage("subject", str(exc)) from exc
         try:
-            frame = decode(msg.data, msg.headers, wanted)
+            frame = decode(msg.data, msg.headers, wanted, finite=finite)
         except FrameError as exc:
             raise BadMessage(exc.field, exc.reason) from exc
         _same_stream(msg, frame.stream_id)

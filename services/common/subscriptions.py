@@ -50,17 +50,22 @@ class Subscription:
     def consumer(
         self, js: JetStreamContext, durable: str, handle: BatchHandler[Any], metrics: Metrics,
         *, partition: int | None = None, batch: int | None = None,
-        sensors: SensorsOf | None = None, **policy: Any,
+        sensors: SensorsOf | None = None, stores: bool = False, **policy: Any,
     ) -> DurableConsumer[Any]:  # fmt: skip
         """The durable pull consumer of this row; ``policy`` are the consumer's retry and
         delivery settings (``max_deliver``, ``ack_wait``, ``nak_delay``, ``linger_s``,
         ``guard``, ``handler_acks``). A samples consumer given ``sensors`` decodes only the
-        sensors it names per stream."""
+        sensors it names per stream; one that ``stores`` frames also refuses NaN or infinity of
+        good quality."""
         decode: Any
         if self.payload is not messages.FrameJson:
             decode = model_decoder(self.payload)
         else:
-            decode = decode_frame if sensors is None else frame_decoder(sensors)
+            decode = (
+                decode_frame
+                if sensors is None and not stores
+                else frame_decoder(sensors or (lambda _: None), finite=stores)
+            )
         return DurableConsumer(
             js,
             service=self.service,

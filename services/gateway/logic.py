@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from collections import defaultdict
 from datetime import UTC, datetime
 from typing import Any
@@ -15,7 +16,6 @@ from pydantic import BaseModel, ValidationError
 from schemas.compat import LegacyBatch, quality_code
 from schemas.frames import (
     INT64_MAX,
-    INT64_MIN,
     MAGIC,
     QUALITY_GOOD,
     Frame,
@@ -112,10 +112,10 @@ def split_batch(batch: BatchRequest, max_samples: int) -> list[BatchRequest]:
 
 
 class BadTimestamp(ValueError):
-    """A batch sample's timestamp that no frame can carry; ``field`` names it."""
+    """A batch sample's timestamp (or value) that no frame can carry; ``field`` names it."""
 
-    def __init__(self, index: int, reason: str) -> None:
-        self.field = f"samples.{index}.timestamp"
+    def __init__(self, index: int, reason: str, field: str = "timestamp") -> None:
+        self.field = f"samples.{index}.{field}"
         super().__init__(f"{self.field} {reason}")
 
 
@@ -136,12 +136,19 @@ def batch_to_frame(
             t = to_ns(sample.timestamp)
         except OverflowError as exc:  # inf, 1e300
             raise BadTimestamp(i, "is not a finite time") from exc
-        if not INT64_MIN <= t <= INT64_MAX:  # beyond 1677..2262
-            raise BadTimestamp(i, "is outside the years 1678-2261 (nanoseconds in 64 bits)")
+        if not 0 <= t <= INT64_MAX:  # ns since 1970 in 64 bits
+            raise BadTimestamp(i, "is outside 1970-01-01 .. 2262-04-11 (ns since 1970 in 64 bits)")
         q = sample.quality or {}
         for sensor_id, value in sample.values.items():
             if known is not None and sensor_id not in known:
                 raise UnknownSensor(f"samples.{i}.values.{sensor_id}", sensor_id, sorted(known))
+            if not math.isfinite(value) and q.get(sensor_id, QUALITY_GOOD) >= QUALITY_GOOD:
+                raise BadTimestamp(
+                    i,
+                    f"is {value}: a NaN or infinite value needs a quality below "
+                    f"{QUALITY_GOOD} (bad) in samples.{i}.quality.{sensor_id}",
+                    f"values.{sensor_id}",
+                )
             times[sensor_id].append(t)
             values[sensor_id].append(value)
             quality[sensor_id].append(q.get(sensor_id, QUALITY_GOOD))

@@ -45,6 +45,7 @@ async def serve(settings: Settings, common: CommonSettings, stop: asyncio.Event)
             batch=settings.batch,
             max_deliver=common.max_deliver,
             sensors=lambda _: (),  # checked whole, stored as sent, rolled up from the body
+            stores=True,
         ),
         subscription(SERVICE, "registry").consumer(
             bus.js,

@@ -57,7 +57,12 @@ def poison(stream_id: str) -> list[tuple[bytes, dict[str, str], str]]:
         {"stream_id": stream_id, "seq": 7, "sensors": [
             {"sensor_id": "p", "values": [1.0], "timestamps_ns": [1e19]}]}
     ).encode()  # fmt: skip
+    near_end = Frame(stream_id, 998, (Series("p", np.zeros(10), 2**63 - 5, 1),))
+    back = Frame(stream_id, 997, (
+        Series("p", np.zeros(3), 10, 0, np.array([10, 30, 20], dtype=np.int64)),))  # fmt: skip
     return [
+        (encode_binary(near_end), binary, "sensors[0].t0"),
+        (encode_binary(back, shuffled=True), binary, "sensors[0].timestamps"),
         (with_header(f, sent_ns="abc"), binary, "sent_ns"),
         (with_header(f, sent_ns=[1]), binary, "sent_ns"),
         (with_header(f, seq=2**63), binary, "seq"),
@@ -101,6 +106,27 @@ async def test_poison_frames_are_dead_lettered_by_every_consumer_and_good_frames
         assert len(stored.data) == big.payload_bytes  # kept by reference, still readable
         assert all(d.reason and d.error_type for d in letters)
     assert running.failures() == []
+
+
+async def test_nan_or_infinity_of_good_quality_is_not_stored_as_a_value(
+    bus, common: CommonSettings, running, stream_id: str
+) -> None:
+    running.start(serve_ingest(IngestSettings(metrics_port=0), common, running.stop))
+    publisher = FramePublisher(bus.js)
+    odd = np.array([1.0, np.nan, np.inf, 4.0], dtype="f4")
+    marked = np.array([192, 0, 0, 192], dtype=np.uint8)
+    await publisher.publish(Frame(stream_id, 0, (Series("p", odd, 10**18, 10**8),)))
+    await publisher.publish(
+        Frame(stream_id, 1, (Series("p", odd, 2 * 10**18, 10**8, None, marked),))
+    )
+    await publisher.flush()
+
+    async def one_stored() -> bool:
+        return await frame_count(common.database_url, stream_id) == 1
+
+    await eventually(one_stored, timeout=60)
+    (letter,) = await dead_letters(bus, "ingest", 1)
+    assert letter.field == "sensors[0].values" and "sample 1" in letter.reason
 
 
 async def test_a_handler_exception_dead_letters_only_its_message(bus, stream_id: str) -> None:

@@ -190,3 +190,52 @@ def test_a_frame_decoded_in_part_is_checked_whole() -> None:
     data = struct.pack("<4sI", b"VTF1", len(header)) + header + bytes(16)
     with pytest.raises(FrameError, match="not a sensor id"):
         decode_binary(data, {"a"})
+
+
+def _one(values: np.ndarray, t0: int = 1_000, dt: int = 10, timestamps=None, quality=None):  # type: ignore[no-untyped-def]
+    return Frame("press-01", 1, (Series("p", values, t0, dt, timestamps, quality),))
+
+
+@pytest.mark.parametrize("shuffled", [False, True])
+def test_times_that_int64_cannot_hold_or_that_go_back_are_refused_by_field(
+    shuffled: bool,
+) -> None:
+    near_end = 2**63 - 5
+    cases = [
+        (_one(np.zeros(10, "f4"), t0=near_end, dt=1), "sensors[0].t0"),
+        (_one(np.zeros(3, "f4"), t0=-5, dt=1), "sensors[0].t0"),
+        (_one(np.zeros(3, "f4"), t0=10, dt=0, timestamps=np.array([10, 30, 20])),
+         "sensors[0].timestamps"),
+        (_one(np.zeros(2, "f4"), t0=-10, dt=0, timestamps=np.array([-10, 5])),
+         "sensors[0].timestamps"),
+    ]  # fmt: skip
+    for frame, field in cases:
+        with pytest.raises(FrameError) as caught:
+            decode_binary(encode_binary(frame, shuffled=shuffled))
+        assert caught.value.field == field
+    # equal times are kept: two samples of one instant
+    same = _one(np.zeros(2, "f4"), t0=10, dt=0, timestamps=np.array([10, 10]))
+    assert decode_binary(encode_binary(same, shuffled=shuffled)).equals(same)
+
+
+@pytest.mark.parametrize("shuffled", [False, True])
+@pytest.mark.parametrize("dtype", ["f4", "f8"])
+@pytest.mark.parametrize("odd", [np.nan, np.inf, -np.inf])
+def test_nan_and_infinity_are_stored_only_as_bad_samples(
+    shuffled: bool, dtype: str, odd: float
+) -> None:
+    values = np.array([1.0, 2.0, odd, 4.0], dtype=dtype)
+    good = encode_binary(_one(values), shuffled=shuffled)
+    with pytest.raises(FrameError, match="sample 2 is NaN or infinite") as caught:
+        decode_binary(good, sensors=(), finite=True)
+    assert caught.value.field == "sensors[0].values"
+    decode_binary(good)  # a reader that stores nothing takes it as it is
+    marked = _one(values, quality=np.array([192, 192, 0, 192], dtype=np.uint8))
+    back = decode_binary(encode_binary(marked, shuffled=shuffled), finite=True).series[0]
+    assert np.array_equal(back.values, values, equal_nan=True)
+    assert back.qualities().tolist() == [192, 192, 0, 192]
+    # large finite values and integers are no NaN
+    big = _one(np.array([3.0e38, -3.0e38, 1e-30], dtype=dtype))
+    decode_binary(encode_binary(big, shuffled=shuffled), finite=True)
+    ints = _one(np.array([-1, 2**31 - 1], dtype="i4"))
+    decode_binary(encode_binary(ints, shuffled=shuffled), finite=True)

@@ -62,7 +62,7 @@ def same(a: dict[Key, tuple[float, ...]], b: dict[Key, tuple[float, ...]]) -> bo
 
 def mixed_frames() -> list[Frame]:
     """Regular frames (one clock, with and without quality, NaN, an int dtype, two streams)
-    and irregular ones (explicit timestamps out of order, two rates), 700 ms each: buckets of
+    and irregular ones (explicit timestamps at uneven steps, two rates), 700 ms each: buckets of
     1 s span two or three frames."""
     rng = np.random.default_rng(5)
     frames = []
@@ -80,7 +80,7 @@ def mixed_frames() -> list[Frame]:
         frames.append(
             Frame("press-2", k, (Series("c", rng.integers(0, 9, 35).astype("i4"), t0, 20_000_000),))
         )
-        t = t0 + rng.permutation(np.arange(50) * 14_000_000)
+        t = t0 + np.sort(rng.choice(np.arange(200) * 3_500_000, 50, replace=False))
         frames.append(
             Frame("press-3", k, (
                 Series("x", rng.normal(size=50), int(t.min()), 0, t, np.full(50, 64, np.uint8)),
