@@ -200,7 +200,11 @@ LEFT JOIN LATERAL (
     SELECT health_score, risk_class, reference_version FROM live_deviations
     WHERE cycle_id = c.cycle_id ORDER BY created_at DESC LIMIT 1
 ) d ON true
-WHERE c.stream_id = %s ORDER BY c.started_at DESC LIMIT %s
+WHERE c.stream_id = %(s)s
+  AND (%(start)s::timestamptz IS NULL OR c.started_at >= %(start)s)
+  AND (%(end)s::timestamptz IS NULL OR c.started_at < %(end)s)
+  AND (%(at)s::timestamptz IS NULL OR (c.started_at, c.cycle_id) < (%(at)s, %(id)s))
+ORDER BY c.started_at DESC, c.cycle_id DESC LIMIT %(n)s
 """
 _CYCLE_ONE = """
 SELECT c.cycle_id, c.stream_id, c.cycle_no, c.state, c.started_at, c.ended_at, c.duration_s,
@@ -241,9 +245,22 @@ class CycleQueries:
     def __init__(self, pool: AsyncConnectionPool) -> None:
         self.pool = pool
 
-    async def list(self, stream_id: str, limit: int) -> list[CycleSummary]:
+    async def list(
+        self,
+        stream_id: str,
+        limit: int,
+        *,
+        start: datetime | None = None,
+        end: datetime | None = None,
+        after: tuple[datetime, str] | None = None,
+    ) -> list[CycleSummary]:
+        """Newest first: started in ``start``..``end``, and older than the cycle ``after``
+        names (its start and id: a page's last cycle)."""
+        at, cycle_id = after if after is not None else (None, "")
+        params = {"s": stream_id, "start": start, "end": end, "at": at, "id": cycle_id,
+                  "n": limit}  # fmt: skip
         async with self.pool.connection() as conn:
-            cur = await conn.execute(_CYCLE_LIST, (stream_id, limit))
+            cur = await conn.execute(_CYCLE_LIST, params)
             return [_summary(r) for r in await cur.fetchall()]
 
     async def one(self, cycle_id: str) -> tuple[CycleDetail, str | None] | None:

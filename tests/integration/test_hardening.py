@@ -341,3 +341,37 @@ async def test_origin_scheme_security_headers_audit_via_invisible_ids_and_health
     async with httpx.AsyncClient(base_url=gateway, timeout=60) as anonymous:
         told = (await anonymous.get("/api/health")).json()
         assert told["status"] == "ok" and told["version"] == "" and told["pid"] == 0
+
+
+async def test_every_cycle_can_be_reached_page_by_page_and_by_time(
+    gateway: GatewayUrl, common: CommonSettings, stream_id: str
+) -> None:
+    n = 1203
+    async with await psycopg.AsyncConnection.connect(common.database_url) as conn:
+        await conn.execute(
+            "INSERT INTO live_cycles (cycle_id, stream_id, state, started_at, ended_at,"
+            " duration_s, cycle_no)"
+            " SELECT %s || '-' || k, %s, 'completed',"
+            "  timestamptz '2026-01-01Z' + k * interval '1 minute',"
+            "  timestamptz '2026-01-01Z' + k * interval '1 minute' + interval '30 s', 30, k"
+            " FROM generate_series(1, %s) AS k",
+            (stream_id, stream_id, n),
+        )
+    async with httpx.AsyncClient(base_url=gateway, headers=gateway.headers, timeout=60) as client:
+        seen: list[int] = []
+        url: str | None = f"/api/live/stream/{stream_id}/cycles?limit=500"
+        while url:
+            r = await client.get(url)
+            assert r.status_code == 200, r.text
+            seen += [c["cycle_no"] for c in r.json()]
+            link = r.headers.get("link")
+            url = link[1 : link.index(">")] if link else None
+            if url:
+                assert r.headers["x-next-cursor"] in url
+        assert seen == list(range(n, 0, -1))  # each once, newest first, the oldest included
+        r = await client.get(f"/api/live/stream/{stream_id}/cycles", params={
+            "start": "2026-01-01T00:10:00Z", "end": "2026-01-01T00:20:00Z", "limit": 1000})  # fmt: skip
+        assert [c["cycle_no"] for c in r.json()] == list(range(19, 9, -1))
+        assert "x-next-cursor" not in r.headers
+        r = await client.get(f"/api/live/stream/{stream_id}/cycles", params={"cursor": "nope"})
+        assert r.status_code == 422 and r.json()["details"][0]["field"] == "cursor"

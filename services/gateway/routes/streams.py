@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import logging
 import math
 from datetime import UTC, datetime, timedelta
@@ -189,9 +190,49 @@ async def put_cycle_config(
     return body
 
 
-@router.get("/api/live/stream/{stream_id}/cycles", response_model=list[CycleSummary])
+def _cursor_of(cycle: CycleSummary) -> str:
+    started = cycle.started_at or datetime(1970, 1, 1, tzinfo=UTC)  # every stored cycle has one
+    text = f"{started.isoformat()}|{cycle.cycle_id}"
+    return base64.urlsafe_b64encode(text.encode()).decode().rstrip("=")
+
+
+def _after(cursor: str) -> tuple[datetime, str]:
+    try:
+        text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        at, cycle_id = text.split("|", 1)
+        return datetime.fromisoformat(at), cycle_id
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ApiError(422, "cursor: not one this API gave (X-Next-Cursor)", "cursor") from exc
+
+
+@router.get(
+    "/api/live/stream/{stream_id}/cycles",
+    response_model=list[CycleSummary],
+    responses={200: {"headers": {
+        "X-Next-Cursor": {"description": "Pass as cursor for the next (older) page; absent on "
+                          "the last page.", "schema": {"type": "string"}},
+        "Link": {"description": "The next page's URL, rel=\"next\".", "schema": {"type": "string"}},
+    }}},
+)  # fmt: skip
 async def list_cycles(
-    stream_id: StreamIdPath, request: Request, limit: Annotated[int, Query(ge=1, le=1000)] = 50
+    stream_id: StreamIdPath,
+    request: Request,
+    response: Response,
+    limit: Annotated[int, Query(ge=1, le=1000, description="Cycles per page.")] = 50,
+    cursor: Annotated[
+        str | None, Query(max_length=400, description="X-Next-Cursor of the previous page.")
+    ] = None,
+    start: Annotated[IsoTime | None, Query(description="Started at or after (ISO time).")] = None,
+    end: Annotated[IsoTime | None, Query(description="Started before (ISO time).")] = None,
 ) -> list[CycleSummary]:
-    """Recent cycles, newest first, with their health score."""
-    return await gw(request).cycles.list(valid_stream_id(stream_id), limit)
+    """Cycles, newest first, with their health score: a page of ``limit``, the next (older)
+    one with ``cursor``, optionally only those started in ``start``..``end``."""
+    valid_stream_id(stream_id)
+    after = _after(cursor) if cursor else None
+    page = await gw(request).cycles.list(stream_id, limit + 1, start=start, end=end, after=after)
+    if len(page) > limit:
+        page = page[:limit]
+        token = _cursor_of(page[-1])
+        response.headers["X-Next-Cursor"] = token
+        response.headers["Link"] = f'<{request.url.include_query_params(cursor=token)}>; rel="next"'
+    return page
