@@ -149,13 +149,19 @@ class DatasetInfo(Contract):
 
 
 class HistoryTrace(Contract):
-    """One sensor's buckets: the time (ms) each bucket starts, min, max, mean, sample count."""
+    """One sensor's buckets: the time (ms) each bucket starts, min, max, mean, sample count.
+    Samples of a quality that is not good (below 192: bad or uncertain) and NaN are no values:
+    counted in ``count`` and ``bad``, left out of min, max and mean."""
 
     t_ms: list[float]
     min: list[float | None]
     max: list[float | None]
     mean: list[float | None]
     count: list[int]
+    bad: list[int] = Field(
+        default_factory=list,
+        description="Samples per bucket whose quality is not good (not in min, max, mean).",
+    )
 
 
 class HistorySamples(Contract):

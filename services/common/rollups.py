@@ -175,13 +175,17 @@ def _reduce(
     ends = np.concatenate((change, [m])) - 1
     n = np.diff(np.concatenate((starts, [m])))
     rows = v.shape[0]
-    if v.dtype.kind != "f" or bool(np.isfinite(v).all()):
+    # a value is a finite sample of good quality; the others are counted, not reduced
+    valid = None if q is None or bool((q == QUALITY_GOOD).all()) else q == QUALITY_GOOD
+    if v.dtype.kind == "f" and not bool(np.isfinite(v).all()):
+        valid = np.isfinite(v) if valid is None else valid & np.isfinite(v)
+    if valid is None:
         lo = np.minimum.reduceat(v, starts, axis=1).astype(np.float64)
         hi = np.maximum.reduceat(v, starts, axis=1).astype(np.float64)
         total = np.add.reduceat(v, starts, axis=1, dtype=np.float64)
         n_values = np.broadcast_to(n, (rows, len(n)))
     else:
-        finite = np.isfinite(v)
+        finite = valid
         n_values = np.add.reduceat(finite, starts, axis=1, dtype=np.int64)
         lo = np.minimum.reduceat(np.where(finite, v, np.inf), starts, axis=1).astype(np.float64)
         hi = np.maximum.reduceat(np.where(finite, v, -np.inf), starts, axis=1).astype(np.float64)

@@ -51,7 +51,8 @@ def plan(start_ns: int, end_ns: int, max_points: int) -> Plan:
 _ROLLUP = """
 SELECT sensor_id,
        (extract(epoch FROM bucket)::bigint * 1000000000) / %(w)s * %(w)s AS b,
-       min(min), max(max), sum(sum) / nullif(sum(n_values), 0), sum(n)::bigint
+       min(min), max(max), sum(sum) / nullif(sum(n_values), 0), sum(n)::bigint,
+       sum(n_bad)::bigint
 FROM {table}
 WHERE stream_id = %(stream)s AND bucket >= %(start)s AND bucket < %(end)s
   AND (%(sensors)s::text[] IS NULL OR sensor_id = ANY(%(sensors)s))
@@ -104,13 +105,16 @@ class HistoryQueries:
             cur = await conn.execute(_ROLLUP.format(table=table).encode(), args)
             rows = await cur.fetchall()
         out: dict[str, HistoryTrace] = {}
-        for sensor, b, lo, hi, mean, n in rows:
-            tr = out.setdefault(sensor, HistoryTrace(t_ms=[], min=[], max=[], mean=[], count=[]))
+        for sensor, b, lo, hi, mean, n, n_bad in rows:
+            tr = out.setdefault(
+                sensor, HistoryTrace(t_ms=[], min=[], max=[], mean=[], count=[], bad=[])
+            )
             tr.t_ms.append(b / 1e6)
             tr.min.append(lo)
             tr.max.append(hi)
             tr.mean.append(mean)
             tr.count.append(int(n))
+            tr.bad.append(int(n_bad))
         return out
 
     async def _raw(
@@ -146,6 +150,7 @@ class HistoryQueries:
             out[sensor] = HistoryTrace(
                 t_ms=t_ms[sel].tolist(), min=_nones(b.min[row, sel]), max=_nones(b.max[row, sel]),
                 mean=_nones(mean[row, sel]), count=b.count[row, sel].tolist(),
+                bad=b.bad[row, sel].tolist(),
             )  # fmt: skip
         return out
 

@@ -20,7 +20,7 @@ import numpy as np
 import numpy.typing as npt
 import zstandard
 
-from schemas.frames import Frame, RegularFrame, decode_binary, peek_regular
+from schemas.frames import GOOD_QUALITY, Frame, RegularFrame, decode_binary, peek_regular
 
 THREADS: Final = 2
 _POOL = ThreadPoolExecutor(max_workers=THREADS, thread_name_prefix="vertac-history")
@@ -30,7 +30,8 @@ _POOL = ThreadPoolExecutor(max_workers=THREADS, thread_name_prefix="vertac-histo
 class Buckets:
     """Dense buckets: row ``i`` is sensor ``ids[i]``, column ``j`` the bucket starting at
     ``start_ns + j * bucket_ns``. ``min``/``max`` are NaN and ``sum`` 0 where a bucket holds no
-    finite value; ``count`` counts every sample, ``n_values`` the finite ones."""
+    value; ``count`` counts every sample, ``n_values`` the finite ones of good quality, ``bad``
+    those of a quality that is not good."""
 
     ids: list[str]
     start_ns: int
@@ -40,6 +41,7 @@ class Buckets:
     sum: npt.NDArray[np.float64]
     count: npt.NDArray[np.int64]
     n_values: npt.NDArray[np.int64]
+    bad: npt.NDArray[np.int64]
 
 
 @numba.njit(cache=True, nogil=True)
@@ -151,6 +153,7 @@ class _Acc:
         self.total = np.zeros((rows, columns))
         self.count = np.zeros((rows, columns), dtype=np.int64)
         self.n_values = np.zeros((rows, columns), dtype=np.int64)
+        self.bad = np.zeros((rows, columns), dtype=np.int64)
 
     def arrays(self) -> tuple[Any, ...]:
         return self.lo, self.hi, self.total, self.count, self.n_values
@@ -209,6 +212,13 @@ def _reduce(
                 if row is None or not s.n:
                     continue
                 vals = np.ascontiguousarray(s.values)
+                if s.quality is not None:  # not good: no value, counted as bad
+                    good = s.quality >= GOOD_QUALITY
+                    if not good.all():
+                        vals = np.where(good, vals.astype(np.float64), np.nan)
+                        ts = s.timestamps()
+                        inside = (ts >= start_ns) & (ts < end_ns) & ~good
+                        np.add.at(acc.bad[row], (ts[inside] - start_ns) // bucket_ns, 1)
                 if s.timestamps_ns is None:
                     _add_uniform(vals, s.t0_ns, max(s.period_ns, 1), row, start_ns, end_ns,
                                  bucket_ns, *arrays)  # fmt: skip
@@ -239,7 +249,7 @@ def raw_buckets(
                 rows.setdefault(sid, len(rows))
     acc = _reduce(frames, rows, columns, start_ns, end_ns, bucket_ns)
     return Buckets(list(rows), start_ns, bucket_ns, acc.lo, acc.hi, acc.total, acc.count,
-                   acc.n_values)  # fmt: skip
+                   acc.n_values, acc.bad)  # fmt: skip
 
 
 def combine(parts: list[Buckets]) -> Buckets:
@@ -253,7 +263,8 @@ def combine(parts: list[Buckets]) -> Buckets:
         return Buckets(ids, first.start_ns, first.bucket_ns, lo, hi,
                        np.sum([p.sum for p in parts], axis=0),
                        np.sum([p.count for p in parts], axis=0),
-                       np.sum([p.n_values for p in parts], axis=0))  # fmt: skip
+                       np.sum([p.n_values for p in parts], axis=0),
+                       np.sum([p.bad for p in parts], axis=0))  # fmt: skip
     acc = _Acc(len(ids), first.count.shape[1])
     row = {sid: i for i, sid in enumerate(ids)}
     for p in parts:
@@ -263,8 +274,9 @@ def combine(parts: list[Buckets]) -> Buckets:
         acc.total[at] += p.sum
         acc.count[at] += p.count
         acc.n_values[at] += p.n_values
+        acc.bad[at] += p.bad
     return Buckets(ids, first.start_ns, first.bucket_ns, acc.lo, acc.hi, acc.total, acc.count,
-                   acc.n_values)  # fmt: skip
+                   acc.n_values, acc.bad)  # fmt: skip
 
 
 async def run(fn: Any, *args: Any) -> Any:

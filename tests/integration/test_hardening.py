@@ -375,3 +375,30 @@ async def test_every_cycle_can_be_reached_page_by_page_and_by_time(
         assert "x-next-cursor" not in r.headers
         r = await client.get(f"/api/live/stream/{stream_id}/cycles", params={"cursor": "nope"})
         assert r.status_code == 422 and r.json()["details"][0]["field"] == "cursor"
+
+
+async def test_history_says_which_samples_were_bad_and_leaves_them_out_of_the_values(
+    gateway: GatewayUrl, common: CommonSettings, running: Running, stream_id: str
+) -> None:
+    running.start(serve_ingest(IngestSettings(metrics_port=0), common, running.stop))
+    t0 = 1_800_000_000.0
+    samples = [
+        {"timestamp": t0 + i * 0.1, "values": {"p": v}, "quality": {"p": q}}
+        for i, (v, q) in enumerate([(1.0, 192), (999.0, 0), (3.0, 192), (-50.0, 64)])
+    ]
+    async with httpx.AsyncClient(base_url=gateway, headers=gateway.headers, timeout=60) as client:
+        r = await client.post("/api/live/register", json=registration(stream_id))
+        assert r.status_code == 201, r.text
+        r = await client.post("/api/live/batch", json={"stream_id": stream_id, "samples": samples})
+        assert r.status_code == 200, r.text
+        params = {"start": "2027-01-15T08:00:00Z", "end": "2027-01-15T08:00:01Z",
+                  "max_points": 1}  # fmt: skip
+
+        async def stored() -> dict | None:
+            r = await client.get(f"/api/live/stream/{stream_id}/samples", params=params)
+            trace = r.json()["sensors"].get("p")
+            return trace if trace and sum(trace["count"]) == 4 else None
+
+        trace = await eventually(stored, timeout=60)
+    assert trace["bad"] == [2]
+    assert trace["min"] == [1.0] and trace["max"] == [3.0] and trace["mean"] == [2.0]

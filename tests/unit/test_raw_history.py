@@ -42,7 +42,8 @@ def _frames() -> list[Frame]:
         t = t0 + np.sort(rng.choice(np.arange(200) * 4 * MS, 50, replace=False))
         frames.append(
             Frame("rig", 4 * k + 3, (
-                Series("x", rng.normal(size=50), int(t.min()), 0, t, np.full(50, 192, np.uint8)),
+                Series("x", rng.normal(size=50), int(t.min()), 0, t,
+                       np.where(np.arange(50) % 7 == 3, 0, 192).astype(np.uint8)),
                 Series("f0", rng.normal(size=7).astype("f4"), t0 + 5 * MS, 100 * MS),
                 Series("i", rng.integers(-9, 9, 35).astype("u1"), t0, 20 * MS),
             ))
@@ -51,14 +52,16 @@ def _frames() -> list[Frame]:
 
 
 def _reckon(frames: list[Frame], start: int, end: int, width: int, sensors: set[str] | None):
-    out: dict[tuple[str, int], list[float]] = {}
+    """(value, quality) of each sample per (sensor, bucket)."""
+    out: dict[tuple[str, int], list[tuple[float, int]]] = {}
     for f in frames:
         for s in f.series:
             if sensors is not None and s.sensor_id not in sensors:
                 continue
-            for t, v in zip(s.timestamps().tolist(), s.values.tolist(), strict=True):
+            for t, v, q in zip(s.timestamps().tolist(), s.values.tolist(),
+                               s.qualities().tolist(), strict=True):  # fmt: skip
                 if start <= t < end:
-                    out.setdefault((s.sensor_id, (t - start) // width), []).append(float(v))
+                    out.setdefault((s.sensor_id, (t - start) // width), []).append((float(v), q))
     return out
 
 
@@ -90,8 +93,10 @@ def test_raw_buckets_match_a_plain_reckoning(
     assert got == set(expected)
     for (sid, col), values in expected.items():
         row = b.ids.index(sid)
-        finite = [v for v in values if math.isfinite(v)]
+        # a sample of bad quality is no value: counted, not reduced
+        finite = [v for v, q in values if math.isfinite(v) and q == 192]
         assert b.count[row, col] == len(values)
+        assert b.bad[row, col] == sum(q != 192 for _, q in values)
         assert b.n_values[row, col] == len(finite)
         if finite:
             assert b.min[row, col] == min(finite) and b.max[row, col] == max(finite)

@@ -26,7 +26,7 @@ def reckon(frames: list[Frame], width: int) -> dict[Key, tuple[float, ...]]:
                 )
     out = {}
     for key, rows in items.items():
-        finite = [v for _, v, _ in rows if math.isfinite(v)]
+        finite = [v for _, v, q in rows if math.isfinite(v) and q == 192]
         last = max(rows, key=lambda r: r[0])
         out[key] = (
             len(rows), sum(q != 192 for *_, q in rows), len(finite),

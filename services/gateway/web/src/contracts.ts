@@ -179,13 +179,18 @@ export interface HistorySamples {
   sensors: Record<string, HistoryTrace>;
 }
 
-/** One sensor's buckets: the time (ms) each bucket starts, min, max, mean, sample count. */
+/**
+ * One sensor's buckets: the time (ms) each bucket starts, min, max, mean, sample count. Samples of
+ * a quality that is not good (below 192: bad or uncertain) and NaN are no values: counted in
+ * ``count`` and ``bad``, left out of min, max and mean.
+ */
 export interface HistoryTrace {
   t_ms: number[];
   min: (number | null)[];
   max: (number | null)[];
   mean: (number | null)[];
   count: number[];
+  bad: number[];
 }
 
 /** One sensor of a cycle over its reference, on the cycle's own time axis (seconds). */
