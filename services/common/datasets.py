@@ -105,20 +105,38 @@ def read_file(name: str, data: bytes) -> pa.Table:
         raise DatasetError(f"{name} is not a readable CSV or Parquet file: {exc}", name) from exc
 
 
-def unpack_upload(name: str, data: bytes) -> list[tuple[str, bytes]]:
-    """The files of one upload: a zip's CSV and Parquet members, or the file itself."""
+UNPACKED_MAX_BYTES = 256 * 2**20  # what the files of one upload may hold, unpacked
+
+
+def unpack_upload(
+    name: str, data: bytes, max_bytes: int = UNPACKED_MAX_BYTES
+) -> list[tuple[str, bytes]]:
+    """The files of one upload: a zip's CSV and Parquet members, or the file itself. A zip is
+    unpacked counting the bytes it really gives (what its directory claims may lie), and
+    refused once they pass ``max_bytes``."""
     if data[:4] != b"PK\x03\x04":
         return [(name, data)]
+    too_big = DatasetError(
+        f"{name}: the zip unpacks to more than {max_bytes // 2**20} MiB (split the import)", name
+    )
     try:
         with zipfile.ZipFile(io.BytesIO(data)) as z:
             kinds = (".csv", ".parquet", ".pq", ".txt")
             members = [
                 m for m in z.infolist() if not m.is_dir() and m.filename.lower().endswith(kinds)
             ]
-            if sum(m.file_size for m in members) > 2**30:
-                raise DatasetError(f"{name}: the zip unpacks to more than 1 GiB", name)
-            return [(m.filename, z.read(m)) for m in members]
-    except zipfile.BadZipFile as exc:
+            if sum(m.file_size for m in members) > max_bytes:
+                raise too_big
+            out, room = [], max_bytes
+            for m in members:
+                with z.open(m) as f:
+                    body = f.read(room + 1)
+                if len(body) > room:
+                    raise too_big
+                room -= len(body)
+                out.append((m.filename, body))
+            return out
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, NotImplementedError, EOFError) as exc:
         raise DatasetError(f"{name} is not a readable zip: {exc}", name) from exc
 
 

@@ -6,10 +6,12 @@ settings (auth on, the bus closed)."""
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 import logging
 import stat
 import time
+import zipfile
 from pathlib import Path
 
 import httpx
@@ -402,3 +404,32 @@ async def test_history_says_which_samples_were_bad_and_leaves_them_out_of_the_va
         trace = await eventually(stored, timeout=60)
     assert trace["bad"] == [2]
     assert trace["min"] == [1.0] and trace["max"] == [3.0] and trace["mean"] == [2.0]
+
+
+async def test_a_zip_that_unpacks_beyond_the_bound_is_refused_without_stalling_the_gateway(
+    gateway: GatewayUrl,
+) -> None:
+    buf = io.BytesIO()
+    with (
+        zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_DEFLATED) as z,
+        z.open("cycle.csv", "w") as f,
+    ):
+        f.write(b"timestamp,p\n")
+        row = b"0,1\n" * 2**18
+        for _ in range(300 * 2**20 // len(row)):
+            f.write(row)
+    bomb = buf.getvalue()
+    assert len(bomb) < 2**20
+    async with httpx.AsyncClient(base_url=gateway, headers=gateway.headers, timeout=120) as client:
+        importing = asyncio.ensure_future(client.post(
+            "/api/live/datasets/bomb/import", params={"filename": "b.zip"}, content=bomb))  # fmt: skip
+        # the gateway answers others meanwhile: parsing runs off its event loop
+        answered = 0
+        while not importing.done():
+            r = await client.get("/api/live/streams")
+            assert r.status_code == 200
+            answered += 1
+        r = await importing
+        assert r.status_code == 422, r.text
+        assert "unpacks to more than 256 MiB" in r.json()["error"]
+        assert answered >= 1

@@ -6,7 +6,7 @@ import asyncio
 import dataclasses
 import logging
 import re
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from fastapi import (
     APIRouter,
@@ -142,9 +142,16 @@ async def import_dataset(
             raise ApiError(413, f"at most {IMPORT_MAX_BYTES // 2**20} MiB per import", "body")
         chunks.append(chunk)
     data = b"".join(chunks)
-    try:
+
+    def parse() -> list[Any]:
         files = unpack_upload(filename, data)
-        parsed = [c for fname, raw in files for c in parse_cycles(fname, read_file(fname, raw))]
+        return [c for fname, raw in files for c in parse_cycles(fname, read_file(fname, raw))]
+
+    try:
+        if not hasattr(request.app.state, "parsing"):
+            request.app.state.parsing = asyncio.Semaphore(1)
+        async with request.app.state.parsing:  # off the loop, one at a time: bounded memory
+            parsed = await asyncio.to_thread(parse)
         imported = await store_cycles(
             g.port.bus.js, g.port.kv_streams, g.datasets.pool, name, target, parsed, label
         )
