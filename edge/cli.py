@@ -13,7 +13,7 @@ from typing import Annotated, Any, TypeVar
 import typer
 
 from schemas import logs
-from schemas.client import Bus, BusSettings, ServerUnreachable, open_client
+from schemas.client import Bus, BusSettings, ServerUnreachable, beside_local_run, open_client
 
 app = typer.Typer(
     help="Edge sources that publish frames: Modbus TCP, OPC-UA, MQTT (JSON, Sparkplug B), "
@@ -91,7 +91,7 @@ def edge_simulate(
 
     if encoding not in ("binary", "json"):
         raise fail(f"--encoding must be binary or json, not {encoding!r}")
-    common = BusSettings()
+    common = beside_local_run(BusSettings())
     logs.setup("simulator", common.log_level, common.log_json)
     try:
         model = build_machine(
@@ -223,7 +223,7 @@ def edge_replay_hydraulic(
     """Replay cycles of the hydraulic test rig as a live stream (with a cycle_active input)."""
     from edge.replay import DataSetError, load_hydraulic, replay_hydraulic
 
-    common = BusSettings()
+    common = beside_local_run(BusSettings())
     logs.setup("replay", common.log_level, common.log_json)
     try:
         data = load_hydraulic(folder)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import re
 import ssl
@@ -22,8 +23,9 @@ import unicodedata
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Final, TypeVar
-from urllib.parse import unquote, urlsplit
+from urllib.parse import quote, unquote, urlsplit
 
 import nats
 import nats.errors
@@ -108,6 +110,32 @@ class Bus:
         with contextlib.suppress(Exception):
             await self.nc.flush(timeout=2)
             await self.nc.close()
+
+
+LOCAL_NATS: Final = "nats://127.0.0.1:4222"  # vertac run's bus
+LOCAL_NATS_SECRETS: Final = Path(".vertac") / "nats.secrets"
+
+
+def local_admin_url(url: str) -> str:
+    """``url``, or, when it is ``vertac run``'s bus and the command runs beside its data
+    (``.vertac/nats.secrets``), that bus with its admin's credentials."""
+    if url != LOCAL_NATS or not LOCAL_NATS_SECRETS.is_file():
+        return url
+    try:
+        password = str(json.loads(LOCAL_NATS_SECRETS.read_text())["admin"])
+    except (OSError, ValueError, KeyError):
+        return url
+    return (
+        LOCAL_NATS.replace("://", f"://admin:{quote(password, safe='')}@", 1) if password else url
+    )
+
+
+def beside_local_run(settings: BusSettings) -> BusSettings:
+    """The settings of a command that may run beside ``vertac run`` (simulate, replay): with
+    no bus user given, it takes the local admin's credentials, as the other commands do."""
+    if settings.nats_user:
+        return settings
+    return settings.model_copy(update={"nats_url": local_admin_url(settings.nats_url)})
 
 
 async def open_client(settings: BusSettings, name: str) -> Bus:

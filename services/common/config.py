@@ -9,12 +9,10 @@ from typing import Literal
 from pydantic import Field, model_validator
 from pydantic_settings import SettingsConfigDict
 
-from schemas.client import BusSettings
+from schemas.client import BusSettings, local_admin_url
 
 EMBEDDED_URL = "postgresql://vertac@127.0.0.1:55432/vertac"
 EMBEDDED_SECRETS = Path(".vertac") / "pg.secrets"
-EMBEDDED_NATS = "nats://127.0.0.1:4222"
-EMBEDDED_NATS_SECRETS = Path(".vertac") / "nats.secrets"
 
 
 class CommonSettings(BusSettings):
@@ -72,15 +70,7 @@ class CommonSettings(BusSettings):
         """The default URLs are those of ``vertac run``'s servers: take their passwords from
         ``.vertac/pg.secrets`` and ``.vertac/nats.secrets`` (as admin) when the command runs
         beside it (``vertac auth token``, ``vertac bus init``, a service started by hand)."""
-        if self.nats_url == EMBEDDED_NATS and EMBEDDED_NATS_SECRETS.is_file():
-            try:
-                password = json.loads(EMBEDDED_NATS_SECRETS.read_text())["admin"]
-            except (OSError, ValueError, KeyError):
-                password = ""
-            if password:
-                object.__setattr__(
-                    self, "nats_url", EMBEDDED_NATS.replace("://", f"://admin:{password}@", 1)
-                )
+        object.__setattr__(self, "nats_url", local_admin_url(self.nats_url))
         if self.database_url == EMBEDDED_URL and EMBEDDED_SECRETS.is_file():
             try:
                 password = json.loads(EMBEDDED_SECRETS.read_text())["vertac"]

@@ -219,6 +219,12 @@ def test_vertac_run_brings_up_the_whole_system_and_keeps_data_across_runs(tmp_pa
         # the sign-in link is printed on the first start only; the token stays the same
         assert (signed_in in text) == (len(seen) == 1), text
     assert seen[1] > seen[0]  # the second run continued on the first run's data
+    # the terminal showed the sign-in link once; no log file keeps a credential
+    secret = token()
+    assert secret
+    for log_file in (data / "logs").iterdir():
+        assert secret not in log_file.read_text(errors="replace"), log_file
+        assert log_file.stat().st_mode & 0o777 == 0o600, log_file
     cycles_log = (data / "logs" / "cycles.log").read_text()
     assert '"durable": "cycles-control-p' in cycles_log
     leftovers = subprocess.run(
