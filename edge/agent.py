@@ -132,7 +132,10 @@ class EdgeAgent:
         self.common = common
         self.source = source or source_of(config)
         self.buffer = FrameBuffer(
-            config.buffer.path, config.stream_id, int(config.buffer.max_mb * 1024**2)
+            config.buffer.path,
+            config.stream_id,
+            int(config.buffer.max_mb * 1024**2),
+            exclusive=True,
         )
         self.published_recent: list[tuple[float, int]] = []
         self.bus: Bus | None = None

@@ -13,6 +13,8 @@ already buffered are never dropped, and nothing is dropped silently.
 
 from __future__ import annotations
 
+import fcntl
+import os
 import sqlite3
 import time
 from collections.abc import Callable
@@ -26,6 +28,11 @@ CREATE TABLE IF NOT EXISTS frames (seq INTEGER PRIMARY KEY, stream_id TEXT NOT N
     created_ns INTEGER NOT NULL, payload BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
 """
+
+
+class BufferInUse(OSError):
+    """Another agent holds the buffer file: two writers would number and delete frames of one
+    another."""
 
 
 class BufferFull(RuntimeError):
@@ -45,8 +52,15 @@ class BufferStatus:
 class FrameBuffer:
     """A durable FIFO of encoded frames of one stream."""
 
-    def __init__(self, path: Path, stream_id: str, max_bytes: int) -> None:
+    def __init__(
+        self, path: Path, stream_id: str, max_bytes: int, *, exclusive: bool = False
+    ) -> None:
+        """``exclusive`` (an agent, which writes): hold the buffer's lock file, or raise
+        :class:`BufferInUse`; readers (``vertac edge status``) open it beside the agent."""
         path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock: int | None = None
+        if exclusive:
+            self._lock = _hold(path)
         self.path = path
         self.stream_id = stream_id
         self.max_bytes = max_bytes
@@ -138,3 +152,23 @@ class FrameBuffer:
 
     def close(self) -> None:
         self.db.close()
+        if self._lock is not None:
+            os.close(self._lock)  # the lock goes with the descriptor
+            self._lock = None
+
+
+def _hold(path: Path) -> int:
+    lock_path = path.with_name(path.name + ".lock")
+    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+        os.close(fd)
+        raise BufferInUse(
+            f"edge buffer {path} is in use by another agent (pid {holder}): give each agent "
+            "a buffer file of its own (buffer.path)"
+        ) from None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, str(os.getpid()).encode(), 0)
+    return fd

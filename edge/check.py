@@ -24,8 +24,16 @@ class Row:
     state: str
 
     def line(self) -> str:
-        value = "-" if math.isnan(self.value) else f"{self.value:.6g}"
+        value = "-" if math.isnan(self.value) else number(self.value)
         return f"{self.sensor:<24} {value:>14}  {self.state}"
+
+
+def number(value: float) -> str:
+    """A reading as read: whole numbers in full (a counter of 123456789 stays so), others in
+    the shortest form that reads back to the same float."""
+    if math.isfinite(value) and value.is_integer() and abs(value) < 2**63:
+        return str(int(value))
+    return repr(value)
 
 
 HEADER = f"{'sensor':<24} {'value':>14}  state"

@@ -26,10 +26,32 @@ log = logging.getLogger(__name__)
 NS = 1_000_000_000
 
 
+class _NoTraceback(logging.Filter):
+    """A library's error as one line (its type and message), without the traceback: a server
+    that restarts is an expected event, and the source says what it means."""
+
+    def __init__(self, library: str) -> None:
+        super().__init__()
+        self.library = library
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        mine = record.name == self.library or record.name.startswith(self.library + ".")
+        if mine and record.exc_info and record.exc_info[1] is not None:
+            exc = record.exc_info[1]
+            record.msg = f"{record.getMessage()} ({type(exc).__name__}: {exc})"
+            record.args = None
+            record.exc_info = None
+            record.exc_text = None
+        return True
+
+
 def quiet(library: str, level: int = logging.CRITICAL) -> None:
     """Silence a client library's own logging (a hex dump per Modbus timeout, a line per
     OPC-UA notification) unless the edge logs at DEBUG; the source logs one line per change of
-    state instead."""
+    state instead. What still gets through has no traceback."""
+    for handler in logging.getLogger().handlers:  # the records of its child loggers too
+        if not any(isinstance(f, _NoTraceback) and f.library == library for f in handler.filters):
+            handler.addFilter(_NoTraceback(library))
     if not logging.getLogger("edge").isEnabledFor(logging.DEBUG):
         logging.getLogger(library).setLevel(level)
 
@@ -170,6 +192,7 @@ class ModbusPoller:
         self.refused: dict[str, int] = {}  # sensor -> exception code of its refused read
         self.client = self._new_client()
         self.probe_client: AsyncModbusTcpClient | None = None
+        self.server_down = False
         quiet("pymodbus")
 
     def _new_client(self) -> AsyncModbusTcpClient:
@@ -324,14 +347,40 @@ class ModbusPoller:
                 value = decode_registers(np.asarray(regs[i : i + width], dtype=np.uint16), s)
             values[s.id] = (value, QUALITY_GOOD)
 
+    async def _reconnect(self) -> bool:
+        """Connect again; one line when the server goes away and one when it is back."""
+        try:
+            connected = bool(await self.client.connect())
+        except (OSError, ModbusException):
+            connected = False
+        where = f"{self.source.host}:{self.source.port}"
+        if not connected and not self.server_down:
+            self.server_down = True
+            log.warning(
+                "modbus server unreachable; every sensor reads bad, reconnecting",
+                extra={"server": where},
+            )
+        elif connected:
+            self._server_back()
+        return connected
+
+    def _server_back(self) -> None:
+        if self.server_down:
+            self.server_down = False
+            where = f"{self.source.host}:{self.source.port}"
+            log.info("modbus server answers again", extra={"server": where})
+
     async def poll_once(self) -> tuple[int, dict[str, tuple[float, int]]]:
         """Read every sensor once: (timestamp ns, sensor -> (value, quality)); sensors that
         could not be read have NaN and bad quality."""
-        if not self.client.connected:
-            await self.client.connect()
-        self._start_probes()
         t = time.time_ns()  # the edge's clock at read time
         values: dict[str, tuple[float, int]] = {}
+        if not self.client.connected:
+            if not await self._reconnect():
+                return t, {s.id: (float("nan"), QUALITY_BAD) for s in self.config.sensors}
+        else:
+            self._server_back()  # (the client may have connected again by itself)
+        self._start_probes()
         for g in list(self.groups):  # one connection answers one request at a time
             await self._read_group(g, values)
         for s in self.config.sensors:

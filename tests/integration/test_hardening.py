@@ -20,7 +20,7 @@ import pytest
 import websockets
 
 from edge.agent import EdgeAgent
-from edge.config import load
+from edge.config import ModbusSource, load
 from schemas import subjects
 from schemas.client import Bus, ServerUnreachable, open_client
 from schemas.logs import JsonFormatter, TextFormatter, private_file
@@ -433,3 +433,50 @@ async def test_a_zip_that_unpacks_beyond_the_bound_is_refused_without_stalling_t
         assert r.status_code == 422, r.text
         assert "unpacks to more than 256 MiB" in r.json()["error"]
         assert answered >= 1
+
+
+async def test_a_modbus_server_that_goes_and_comes_back_is_told_in_one_line_each(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, stream_id: str
+) -> None:
+    from edge.sources import ModbusPoller
+    from services.common.embedded import free_port
+    from tests.integration.test_edge import Plant
+
+    caplog.set_level(logging.INFO)
+    port = free_port()
+    config = load(machine_file(tmp_path, stream_id, port))
+    assert isinstance(config.source, ModbusSource)
+    poller = ModbusPoller(config.source, config)
+
+    async def serve() -> tuple[asyncio.Event, asyncio.Future[None]]:
+        stop = asyncio.Event()
+        return stop, asyncio.ensure_future(Plant(port).run(stop))
+
+    def said(text: str) -> int:
+        return sum(text in r.getMessage() for r in caplog.records)
+
+    stop, task = await serve()
+
+    async def reads_good() -> bool:
+        _, values = await poller.poll_once()
+        return values["pressure"][1] == 192
+
+    await eventually(reads_good)
+    gone, back = said("modbus server unreachable"), said("modbus server answers again")
+    stop.set()
+    await task
+
+    async def reads_bad() -> bool:
+        _, values = await poller.poll_once()
+        return values["pressure"][1] == 0 and said("modbus server unreachable") == gone + 1
+
+    await eventually(reads_bad)
+    for _ in range(3):  # still away: no more lines
+        await poller.poll_once()
+    assert said("modbus server unreachable") == gone + 1, [r.getMessage() for r in caplog.records]
+    stop, task = await serve()
+    await eventually(reads_good, timeout=60)
+    assert said("modbus server answers again") == back + 1
+    poller.close()
+    stop.set()
+    await task
