@@ -29,7 +29,7 @@ from services.common.config import CommonSettings
 from services.common.db import open_pool
 from services.common.metrics import Metrics
 from services.common.runtime import EXIT_UNREACHABLE, open_bus
-from services.gateway import raw_history
+from services.gateway import raw_history, rules
 from services.gateway.adapters import (
     AlertQueries,
     AlertRulesKv,
@@ -161,6 +161,15 @@ def build_app(settings: Settings, common: CommonSettings) -> FastAPI:
     if (DASHBOARD / "assets").is_dir():
         app.mount("/assets", StaticFiles(directory=DASHBOARD / "assets"), name="assets")
 
+    plain_openapi = app.openapi
+
+    def openapi_with_rules() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            rules.document(plain_openapi())
+        assert app.openapi_schema is not None
+        return app.openapi_schema
+
+    app.openapi = openapi_with_rules  # type: ignore[method-assign]
     return app
 
 

@@ -83,10 +83,10 @@ LATEST = datetime(2262, 4, 11, tzinfo=UTC)  # int64 nanoseconds since 1970 end o
 
 
 def _in_range(value: datetime) -> datetime:
+    """A query time within what is stored (ns since 1970 in 64 bits): an earlier one reads as
+    1970-01-01, a later one as 2262-04-11 ("until forever")."""
     aware = value if value.tzinfo is not None else value.replace(tzinfo=UTC)
-    if not EARLIEST <= aware <= LATEST:
-        raise ValueError("a time between 1970-01-01 and 2262-04-11 is needed (stored as ns)")
-    return value
+    return min(max(aware, EARLIEST), LATEST)
 
 
 IsoTime = Annotated[datetime, BeforeValidator(_iso_only), AfterValidator(_in_range)]

@@ -20,6 +20,7 @@ from schemas import subjects
 from schemas.messages import (
     AcknowledgeAlert,
     AlertRule,
+    ErrorBody,
 )
 from services.gateway.auth import Admin, Operator, role
 from services.gateway.bodies import OffLoopJson
@@ -109,7 +110,14 @@ async def alert_history(alert_id: AlertIdPath, request: Request) -> list[dict[st
     return rows
 
 
-@router.post("/api/live/alerts/{alert_id}/ack")
+@router.post(
+    "/api/live/alerts/{alert_id}/ack",
+    responses={
+        409: {"model": ErrorBody, "description": "The alert is already acknowledged, or no "
+              "longer the rule's current one."},
+        504: {"model": ErrorBody, "description": "The alerts service did not answer in time."},
+    },
+)  # fmt: skip
 async def ack_alert(
     alert_id: AlertIdPath, body: AcknowledgeAlert, request: Request, who: Operator
 ) -> Response:
