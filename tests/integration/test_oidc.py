@@ -81,6 +81,9 @@ async def test_a_provider_jwt_signs_in_with_its_role_and_a_forged_one_does_not(
         assert r.status_code == 403  # an operator sets no rules
         r = await me(token(key, issuer, vertac_role=["viewer", "admin"]))
         assert r.json()["role"] == "admin"
+        # a provider's user named like the command line is not taken for it
+        r = await me(token(key, issuer, preferred_username="cli:root"))
+        assert r.json()["name"] == "oidc:cli:root" and r.json()["via"] == "oidc"
         refused = {
             "another audience": token(key, issuer, aud="grafana"),
             "another issuer": token(key, "https://evil.example"),
