@@ -326,7 +326,7 @@ def dataset_analyse(
         total = len(await Catalogue(pool).of_dataset(name, label))
         with typer.progressbar(length=total, label=f"analysing {name}", file=sys.stderr) as bar:
             return await analyse_dataset(
-                bus.js, pool, kv, name, stream, version, label, params_of(AnalysisSettings()),
+                bus, pool, kv, name, stream, version, label, params_of(AnalysisSettings()),
                 progress=lambda _: bar.update(1),
             )  # fmt: skip
 

@@ -7,10 +7,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, LiteralString
 
+import nats.errors
 import psycopg
+from nats.aio.client import Client
 from nats.js import JetStreamContext
 from nats.js.kv import KeyValue
-from nats.js.object_store import ObjectStore
 from psycopg_pool import AsyncConnectionPool
 
 from schemas import subjects
@@ -18,22 +19,27 @@ from schemas.client import lookup
 from schemas.frames import Frame, unpack
 from schemas.messages import AnalysisCompleted
 from schemas.timeutil import ns_of
+from services.common import directget
 from services.common.consumer import BadMessage, TransientError
 from services.common.references import Reference, reference_from_bytes, reference_to_bytes
 
 
 class RecordingStore:
-    def __init__(self, store: ObjectStore) -> None:
-        self.store = store
+    """Cycle recordings, read with direct gets (no consumer per cycle)."""
+
+    def __init__(self, nc: Client) -> None:
+        self.nc = nc
 
     async def get(self, name: str) -> Frame:
+        """A missing recording is poison (dead-lettered with the reason); a bus that does not
+        answer is an outage (retried)."""
         try:
-            result = await self.store.get(name)
-        except Exception as exc:  # nats-py raises several types for a missing object
-            raise BadMessage(
-                "recording", f"recording {name!r} is not in the object store: {exc}"
-            ) from exc
-        return unpack(result.data or b"")
+            data = await directget.read_object(self.nc, subjects.OBJ_CYCLES, name)
+        except directget.ObjectMissing as exc:
+            raise BadMessage("recording", str(exc)) from exc
+        except (nats.errors.Error, TimeoutError, OSError) as exc:
+            raise TransientError(f"reading recording {name!r}: {exc!r}") from exc
+        return unpack(data)
 
 
 class Registry:

@@ -37,7 +37,7 @@ async def serve(settings: Settings, common: CommonSettings, stop: asyncio.Event)
     metrics, bus, pool = await open_service(
         SERVICE, common, settings.metrics_host, settings.metrics_port
     )
-    recordings = RecordingStore(await bus.js.object_store(subjects.OBJ_CYCLES))
+    recordings = RecordingStore(bus.nc)
     registry = Registry(await bus.js.key_value(subjects.KV_STREAMS))
     references = References(pool)
     handler = AnalyseCycles(

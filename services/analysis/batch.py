@@ -9,7 +9,7 @@ import asyncio
 from collections.abc import Callable
 from typing import Any
 
-from schemas import subjects
+from schemas.client import Bus
 from schemas.messages import AnalysisCompleted
 from services.analysis.adapters import Catalogue, RecordingStore, Registry, Results
 from services.analysis.handlers import load_cycle
@@ -35,7 +35,7 @@ async def reference_of(catalogue: Catalogue, stream_id: str, version: int | None
 
 
 async def analyse_dataset(
-    js: Any,
+    bus: Bus,
     pool: Any,
     kv_streams: Any,
     dataset: str,
@@ -53,9 +53,9 @@ async def analyse_dataset(
     if not cycles:
         which = f" labelled {label!r}" if label else ""
         raise BatchError(f"dataset {dataset!r} has no completed cycles{which}", "dataset")
-    recordings = RecordingStore(await js.object_store(subjects.OBJ_CYCLES))
+    recordings = RecordingStore(bus.nc)
     types, _ = await Registry(kv_streams).sensors(stream_id)
-    results = Results(js, pool)
+    results = Results(bus.js, pool)
     out = []
     for stored in cycles:
         cycle = await load_cycle(recordings, stored, types)

@@ -6,7 +6,7 @@ consumers but not delete them (every service but the admin) can fill that limit 
 reads. A direct get (``$JS.API.DIRECT.GET.<stream>``, nats-server 2.11+) answers from the
 stream itself and leaves nothing: :func:`messages` pages through one subject's messages by
 sequence or time, :func:`latest` reads the last value of every key of a bucket
-(``multi_last``).
+(``multi_last``), :func:`read_object` an object of an object store.
 
 The stream must allow direct access (``allow_direct``); :func:`services.common.bus.init_bus`
 sets it on the streams and buckets read this way (``DIRECT_READ_STREAMS`` and
@@ -16,6 +16,8 @@ sets it on the streams and buckets read this way (``DIRECT_READ_STREAMS`` and
 from __future__ import annotations
 
 import asyncio
+import base64
+import hashlib
 import json
 import logging
 from collections.abc import AsyncIterator, Callable
@@ -182,3 +184,32 @@ def valid_records(
                 extra={"bucket": bucket, "key": key, "revision": msg.seq, "reason": reason},
             )
     return out
+
+
+class ObjectMissing(LookupError):
+    """No such object in the store (never put, or deleted)."""
+
+
+async def read_object(nc: Client, store: str, name: str, wait_s: float = 10.0) -> bytes:
+    """An object of object store ``store``, read with direct gets (an object store's ``get``
+    makes an ordered consumer per read); its SHA-256 digest is checked."""
+    stream = f"OBJ_{store}"
+    meta_subject = f"$O.{store}.M.{base64.urlsafe_b64encode(name.encode()).decode()}"
+    page, _ = await _batch(nc, stream, {"multi_last": [meta_subject], "batch": 1}, wait_s)
+    if not page:
+        raise ObjectMissing(f"object {name!r} is not in {store}")
+    info = json.loads(page[0].data)
+    if info.get("deleted") or not info.get("nuid"):
+        raise ObjectMissing(f"object {name!r} was deleted from {store}")
+    chunks = [
+        msg.data
+        async for msg in messages(nc, stream, f"$O.{store}.C.{info['nuid']}", wait_s=wait_s)
+    ]
+    data = b"".join(chunks)
+    digest = str(info.get("digest", ""))
+    if digest:
+        encoded = digest.split("=", 1)[1] if "=" in digest else digest
+        want = base64.urlsafe_b64decode(encoded + "=" * (-len(encoded) % 4))
+        if hashlib.sha256(data).digest() != want:
+            raise ObjectMissing(f"object {name!r} of {store} does not match its digest")
+    return data

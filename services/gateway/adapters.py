@@ -13,7 +13,7 @@ import nats.errors
 import psycopg
 from nats.aio.client import Client
 from nats.js.api import PubAck
-from nats.js.errors import KeyNotFoundError, NotFoundError, ObjectNotFoundError
+from nats.js.errors import KeyNotFoundError, NotFoundError
 from nats.js.kv import KeyValue
 from nats.js.object_store import ObjectStore
 from psycopg.rows import class_row, dict_row
@@ -89,11 +89,12 @@ class BusPort:
         await self.kv_config.put(stream_id, config.model_dump_json().encode())
 
     async def recording(self, name: str) -> Frame | None:
+        """A cycle's recording, read directly (no consumer per read), or None."""
         try:
-            result = await self.recordings.get(name)
-        except (NotFoundError, ObjectNotFoundError):
+            data = await directget.read_object(self.bus.nc, subjects.OBJ_CYCLES, name)
+        except directget.ObjectMissing:
             return None
-        return unpack(result.data or b"")
+        return unpack(data)
 
     async def recent_frames(self, stream_id: str, seconds: float, limit: int) -> list[Frame]:
         """The stream's frames JetStream stored in the last ``seconds`` (at most ``limit``)."""

@@ -71,17 +71,27 @@ async def test_a_viewers_reads_leave_no_consumer_behind(
         samples = [{"timestamp": now - 1 + i / 10, "values": {"p": float(i)}} for i in range(10)]
         r = await admin.post("/api/live/batch", json={"stream_id": stream_id, "samples": samples})
         assert r.status_code == 200, r.text
+        # a recorded cycle, imported
+        csv = "timestamp,p\n" + "".join(f"{i / 10},{i}\n" for i in range(50))
+        r = await admin.post(f"/api/live/datasets/{stream_id}/import",
+                             params={"filename": "c1.csv"}, content=csv.encode())  # fmt: skip
+        assert r.status_code == 201, r.text
+        cycle_id = r.json()["cycles"][0]["cycle_id"]
     before = await consumers(bus)
     paths = (
         "/api/live/streams",
         f"/api/live/stream/{stream_id}/alert-rules",
         f"/api/live/stream/{stream_id}/recent?seconds=60",
         f"/api/live/stream/{stream_id}/status",
+        f"/api/live/cycles/{cycle_id}/samples",
+        f"/api/live/cycles/{cycle_id}/overlay",
     )
     async with httpx.AsyncClient(base_url=gateway, headers=viewer, timeout=60) as client:
-        for _ in range(50):  # 1,200 reads, 24 at a time
+        for _ in range(50):  # 1,800 reads, 36 at a time
             answers = await asyncio.gather(*(client.get(p) for p in paths * 6))
-            assert {a.status_code for a in answers} == {200}, answers[0].text
+            assert {a.status_code for a in answers} <= {200, 409}, answers[0].text
+        samples_of_cycle = (await client.get(paths[4])).json()
+        assert samples_of_cycle["sensors"]["p"]["values"][:3] == [0.0, 1.0, 2.0]
         listed = (await client.get(paths[0])).json()
         rules = (await client.get(paths[1])).json()
         recent = (await client.get(paths[2])).json()
