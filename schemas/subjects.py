@@ -177,7 +177,7 @@ ALL_KV: Final = (
 )
 # read with direct gets (no consumer per read): streams allow it, buckets as KV_<bucket>
 DIRECT_READ_STREAMS: Final = (SAMPLES.name,)
-DIRECT_READ_BUCKETS: Final = (KV_STREAMS, KV_ALERT_RULES)
+DIRECT_READ_BUCKETS: Final = (KV_STREAMS, KV_ALERT_RULES, KV_LEASES)
 OBJ_CYCLES: Final = "vertac_cycles"
 OBJ_REFERENCES: Final = "vertac_references"
 ALL_OBJECT_STORES: Final = (OBJ_CYCLES, OBJ_REFERENCES)

@@ -39,7 +39,7 @@ async def serve(settings: Settings, common: CommonSettings, stop: asyncio.Event)
     )
     await engine.refresh()
     held: set[int] = set()
-    leases = PartitionLeases(await bus.js.key_value(subjects.KV_LEASES), SERVICE)
+    leases = PartitionLeases(await bus.js.key_value(subjects.KV_LEASES), SERVICE, nc=bus.nc)
 
     async def partition(p: int, done: asyncio.Event) -> None:
         frames = subscription(SERVICE, "frames").consumer(

@@ -202,7 +202,7 @@ async def init_bus(js: JetStreamContext, settings: CommonSettings) -> dict[str, 
             done[bucket] = "created"
     try:
         await js.key_value(subjects.KV_LEASES)
-        done[subjects.KV_LEASES] = "unchanged"
+        done[subjects.KV_LEASES] = await _allow_direct(js, f"KV_{subjects.KV_LEASES}")
     except BucketNotFoundError:
         await _made(
             f"bucket {subjects.KV_LEASES}",
@@ -210,6 +210,7 @@ async def init_bus(js: JetStreamContext, settings: CommonSettings) -> dict[str, 
                 KeyValueConfig(
                     bucket=subjects.KV_LEASES,
                     history=1,
+                    direct=True,
                     ttl=subjects.LEASE_TTL_S,
                     replicas=settings.bus_replicas,
                     storage=StorageType.FILE,

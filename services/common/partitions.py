@@ -22,11 +22,13 @@ from typing import Any
 
 import nats.errors
 import nats.js.errors
+from nats.aio.client import Client
 from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError, NoKeysError, NotFoundError
 from nats.js.kv import KeyValue
 
 from schemas import subjects
 from schemas.client import describe
+from services.common import directget
 
 log = logging.getLogger(__name__)
 PartitionWork = Callable[[int, asyncio.Event], Coroutine[Any, Any, None]]
@@ -36,9 +38,15 @@ class PartitionLeases:
     """The lease bookkeeping of one replica (no tasks: :class:`Partitioned` runs the work)."""
 
     def __init__(
-        self, kv: KeyValue, service: str, partitions: int = subjects.PARTITIONS, member: str = ""
+        self,
+        kv: KeyValue,
+        service: str,
+        partitions: int = subjects.PARTITIONS,
+        member: str = "",
+        nc: Client | None = None,
     ) -> None:
         self.kv = kv
+        self.nc = nc  # given: members are listed with a direct get, not a consumer per step
         self.service = service
         self.partitions = partitions
         self.member = member or uuid.uuid4().hex[:12]
@@ -63,10 +71,13 @@ class PartitionLeases:
 
     async def members(self) -> list[str]:
         prefix = f"{self.service}.member."
-        try:
-            keys = await self.kv.keys()
-        except NoKeysError:
-            return [self.member]
+        if self.nc is not None:
+            keys = list(await directget.latest(self.nc, subjects.KV_LEASES, prefix))
+        else:
+            try:
+                keys = await self.kv.keys()
+            except NoKeysError:
+                return [self.member]
         found = sorted(k.removeprefix(prefix) for k in keys if k.startswith(prefix))
         return found if self.member in found else sorted([*found, self.member])
 

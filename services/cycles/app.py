@@ -43,7 +43,7 @@ async def serve(settings: Settings, common: CommonSettings, stop: asyncio.Event)
         CycleRows(pool),
         save_every_s=settings.save_every_s,
     )
-    leases = PartitionLeases(await bus.js.key_value(subjects.KV_LEASES), SERVICE)
+    leases = PartitionLeases(await bus.js.key_value(subjects.KV_LEASES), SERVICE, nc=bus.nc)
     engine.holds = lambda stream_id: leases.holds(subjects.partition_of(stream_id))
     held: dict[int, tuple[DurableConsumer[Frame], int]] = {}
 
