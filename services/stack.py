@@ -120,7 +120,8 @@ class Stack:
 
     def _plan(self) -> list[Child]:
         logs = self.options.data_dir.resolve() / "logs"
-        logs.mkdir(parents=True, exist_ok=True)
+        logs.mkdir(mode=0o700, parents=True, exist_ok=True)
+        logs.chmod(0o700)  # only its owner lists what is logged
         py = sys.executable
         host = self.options.host
         plan = [
@@ -168,7 +169,8 @@ class Stack:
 
     def start(self) -> None:
         logs = self.options.data_dir.resolve() / "logs"
-        logs.mkdir(parents=True, exist_ok=True)
+        logs.mkdir(mode=0o700, parents=True, exist_ok=True)
+        logs.chmod(0o700)  # only its owner lists what is logged
         _STACK_LOG[:] = [logs / "stack.log"]
         say(f"VerTac: data in {self.options.data_dir.resolve()}")
         self.bus_users.ensure(edge_user("sim-01"))

@@ -222,6 +222,7 @@ def test_vertac_run_brings_up_the_whole_system_and_keeps_data_across_runs(tmp_pa
     # the terminal showed the sign-in link once; no log file keeps a credential
     secret = token()
     assert secret
+    assert (data / "logs").stat().st_mode & 0o777 == 0o700
     for log_file in (data / "logs").iterdir():
         assert secret not in log_file.read_text(errors="replace"), log_file
         assert log_file.stat().st_mode & 0o777 == 0o600, log_file
