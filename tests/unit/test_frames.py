@@ -239,3 +239,16 @@ def test_nan_and_infinity_are_stored_only_as_bad_samples(
     decode_binary(encode_binary(big, shuffled=shuffled), finite=True)
     ints = _one(np.array([-1, 2**31 - 1], dtype="i4"))
     decode_binary(encode_binary(ints, shuffled=shuffled), finite=True)
+
+
+def test_the_one_pass_finite_check_names_the_right_sensor_among_many() -> None:
+    rng = np.random.default_rng(2)
+    series = [Series(f"s{i}", rng.normal(size=50).astype("f4"), 10, 10) for i in range(6)]
+    series[2] = Series("s2", np.full(50, 3.0e38, dtype="f4"), 10, 10)  # huge, finite
+    odd = rng.normal(size=50)
+    odd[17] = np.nan
+    series[4] = Series("s4", odd, 10, 10)
+    raw = encode_binary(Frame("press-01", 1, tuple(series)), shuffled=True)
+    with pytest.raises(FrameError, match="sample 17") as caught:
+        decode_binary(raw, (), finite=True)
+    assert caught.value.field == "sensors[4].values"
