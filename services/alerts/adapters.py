@@ -71,6 +71,10 @@ class RuleStates:
         self._known[key] = read
         return read
 
+    def forget(self) -> None:
+        """Drop what was kept: read every state from KV again (a partition was taken over)."""
+        self._known.clear()
+
     async def save(self, rule: AlertRule, state: RuleState, revision: int | None) -> None:
         key = rule_key(rule.stream_id, rule.rule_id)
         body = state.model_dump_json().encode()

@@ -15,7 +15,7 @@ from services.alerts.config import Settings
 from services.alerts.handlers import AlertEngine
 from services.alerts.notify import Channel, Email, Notifier, Webhook
 from services.common.config import CommonSettings
-from services.common.consumer import DurableConsumer
+from services.common.consumer import DurableConsumer, after_previous_holder
 from services.common.partitions import Partitioned, PartitionLeases
 from services.common.runtime import open_service, run_process
 from services.common.subscriptions import subscription
@@ -44,11 +44,13 @@ async def serve(settings: Settings, common: CommonSettings, stop: asyncio.Event)
     async def partition(p: int, done: asyncio.Event) -> None:
         frames = subscription(SERVICE, "frames").consumer(
             bus.js, settings.durable, engine.on_frames, metrics, partition=p,
-            batch=settings.batch, max_deliver=common.max_deliver,
+            batch=settings.batch, max_deliver=common.max_deliver, ack_wait=settings.ack_wait_s,
             guard=lambda: leases.holds(p),  # no rule state is changed on a lease that passed on
             sensors=engine.sensors_of, pause_s=settings.fetch_pause_s,
         )  # fmt: skip
         await frames.declare()
+        await after_previous_holder([frames], done)
+        engine.states.forget()  # another replica may have written rule states meanwhile
         held.add(p)
         try:
             await frames.run(done)

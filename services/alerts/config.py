@@ -16,6 +16,12 @@ class Settings(BaseSettings):
     metrics_host: str = "127.0.0.1"
     metrics_port: int = Field(default=9104, ge=0, description="/metrics port; 0 disables it.")
     batch: int = Field(default=256, ge=1, description="Frames fetched per batch.")
+    ack_wait_s: float = Field(
+        default=6.0,
+        gt=0,
+        description="JetStream ack wait of the frame consumers: how long a replica that died "
+        "holds up the frames it had in flight before another replica takes them (in order).",
+    )
     fetch_pause_s: float = Field(
         default=0.0,
         ge=0,

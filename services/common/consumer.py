@@ -31,13 +31,13 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Final, Generic, TypeVar
+from typing import Any, Final, Generic, TypeVar
 
 import nats.errors
 import nats.js.errors
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
-from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, StreamConfig
+from nats.js.api import AckPolicy, ConsumerConfig, ConsumerInfo, DeliverPolicy, StreamConfig
 
 from schemas import subjects
 from schemas.client import MAX_REASON_CHARS, describe
@@ -51,6 +51,7 @@ __all__ = [
     "DurableConsumer",
     "TransientError",
     "ack_all",
+    "after_previous_holder",
     "is_transient",
 ]
 
@@ -216,11 +217,10 @@ class DurableConsumer(Generic[T]):
             extra={"durable": self.durable, "stream": self.stream, "subject": self.subject},
         )
 
-    async def in_flight(self) -> int:
-        """Messages delivered on this durable and not yet acknowledged (by anyone)."""
+    async def info(self) -> ConsumerInfo:
+        """The durable's state as JetStream keeps it."""
         assert self._sub is not None
-        info = await self._sub.consumer_info()
-        return int(info.num_ack_pending or 0)
+        return await self._sub.consumer_info()
 
     async def run(self, stop: asyncio.Event) -> None:
         """Process messages until ``stop`` is set."""
@@ -527,3 +527,23 @@ class DurableConsumer(Generic[T]):
                 log.debug("consumer info failed", extra={"error": str(exc)})
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), timeout=5)
+
+
+async def after_previous_holder(consumers: list[DurableConsumer[Any]], stop: asyncio.Event) -> None:
+    """On taking over a partition: wait until what a previous holder had in flight (it died, or
+    stopped mid-batch) is due again, so it is handled before anything newer. JetStream
+    redelivers an expired message ahead of new ones; handled out of order, a state machine
+    would skip it or apply it on top of later data."""
+    wait_s = 0.0
+    for consumer in consumers:
+        info = await consumer.info()
+        if info.num_ack_pending:
+            # the durable's own ack wait: one made by an older version may differ from ours
+            wait_s = max(wait_s, (info.config.ack_wait or consumer.ack_wait) + 1)
+    if wait_s:
+        log.info(
+            "waiting for the previous holder's messages",
+            extra={"s": wait_s, "durables": [c.durable for c in consumers]},
+        )
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), wait_s)

@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-from typing import Any
 
 from schemas import subjects
 from schemas.frames import Frame
 from services.common.config import CommonSettings
-from services.common.consumer import DurableConsumer
+from services.common.consumer import DurableConsumer, after_previous_holder
 from services.common.partitions import Partitioned, PartitionLeases
 from services.common.runtime import open_service, run_process
 from services.common.subscriptions import subscription
@@ -63,7 +61,7 @@ async def serve(settings: Settings, common: CommonSettings, stop: asyncio.Event)
         )  # fmt: skip
         await frames.declare()
         await commands.declare()
-        await after_previous_holder([frames, commands], settings.ack_wait_s, done)
+        await after_previous_holder([frames, commands], done)
         engine.states.forget_partition(p)  # another replica may have written them meanwhile
         engine.window.forget(p)
         held[p] = (frames, engine.clock())
@@ -99,19 +97,6 @@ async def serve(settings: Settings, common: CommonSettings, stop: asyncio.Event)
     finally:
         await bus.close()
         await pool.close()
-
-
-async def after_previous_holder(
-    consumers: list[DurableConsumer[Any]], ack_wait_s: float, stop: asyncio.Event
-) -> None:
-    """Wait until what a previous lease holder had in flight is due again, so it is handled
-    before anything newer (JetStream redelivers an expired message ahead of new ones)."""
-    for consumer in consumers:
-        if await consumer.in_flight() > 0:
-            log.info("waiting for the previous holder's messages", extra={"s": ack_wait_s + 1})
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), ack_wait_s + 1)
-            return
 
 
 def main() -> None:

@@ -474,6 +474,17 @@ async def _count_alerts(
         rows = await cur.fetchall()
     row.alerts_raised = sum(int(n) for state, _, n in rows if state == "raised")
     row.dup_alerts = sum(int(n) - 1 for _, _, n in rows)
+    if row.dup_alerts:
+        async with await psycopg.AsyncConnection.connect(url, connect_timeout=3) as conn:
+            cur = await conn.execute(
+                "SELECT alert_id, state, occurrences, severity, at FROM live_alert_history"
+                " WHERE alert_id LIKE %s ORDER BY at",
+                (f"{STREAM}.active.%",),
+            )
+            history = await cur.fetchall()
+        row.notes += (
+            f"; alert history {[(a, s, o, sev, at.isoformat()) for a, s, o, sev, at in history]}"
+        )
     t = np.concatenate([p[0] for p in signal_parts])
     v = np.concatenate([p[1] for p in signal_parts])[np.argsort(t, kind="stable")] >= 0.5
     row.expected_raises = int(v[0]) + int(np.count_nonzero(v[1:] & ~v[:-1]))
