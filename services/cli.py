@@ -336,12 +336,17 @@ def dataset_analyse(
         raise fail(exc.message) from exc
     for r in results:
         top = r.sensors[0].sensor_id if r.sensors else "-"
-        typer.echo(f"{r.cycle_id}\t{r.health_score:5.1f}\t{r.risk_class}\ttop {top}")
-    if results:
-        scores = sorted(r.health_score for r in results)
+        score = "  n/a" if r.health_score is None else f"{r.health_score:5.1f}"
+        typer.echo(f"{r.cycle_id}\t{score}\t{r.risk_class}\ttop {top}")
+    scores = sorted(r.health_score for r in results if r.health_score is not None)
+    blind = len(results) - len(scores)
+    if scores:
         typer.echo(f"analysed {len(results)} cycles against {stream} reference "
                    f"v{results[0].reference_version}: median score "
                    f"{scores[len(scores) // 2]:.1f}, lowest {scores[0]:.1f}")  # fmt: skip
+    if blind:
+        typer.echo(f"{blind} of {len(results)} cycles were not comparable with the reference "
+                   "(no score): see each cycle's qualification", err=True)  # fmt: skip
 
 
 @app.command("export")

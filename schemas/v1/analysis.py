@@ -70,8 +70,20 @@ class AnalysisCompleted(Contract):
     stream_id: StreamId
     cycle_id: str
     reference_version: int | None = None
-    health_score: float = Field(ge=0, le=100)
-    risk_class: str
+    health_score: float | None = Field(
+        ge=0,
+        le=100,
+        description="0-100; null when the cycle was not comparable (see ``comparable``): a "
+        "cycle that compared too little of its reference gets no score.",
+    )
+    risk_class: str = Field(
+        description="low, medium, high or critical; unknown when the cycle was not comparable."
+    )
+    comparable: bool = Field(
+        default=True,
+        description="False when the cycle had no data or compared fewer than half of its "
+        "reference's sensors; ``qualification`` says why.",
+    )
     aborted: bool = False
     end_reason: str = ""
     qualified: bool = Field(default=False, description="True when data was incomplete.")

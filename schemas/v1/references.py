@@ -137,7 +137,7 @@ class ReferenceInfo(Contract):
 
 class DryRunCycle(Contract):
     cycle_id: str
-    health_score: float
+    health_score: float | None = Field(description="null: the cycle was not comparable.")
     risk_class: str
     top_sensor: str | None
 

@@ -22,6 +22,7 @@ from services.alerts.logic import (
     RuleState,
     Transition,
     acknowledge,
+    comparable_rule,
     on_analysis,
     on_cycle,
     on_envelope,
@@ -64,6 +65,10 @@ class AlertEngine:
         # whether this replica holds the partition of a stream's samples (data-gap rules run
         # where the samples are seen)
         self.owns: Callable[[str], bool] = lambda _: True
+
+    def rules_of(self, stream_id: str) -> list[AlertRule]:
+        """A stream's rules and the built-in ones (:func:`comparable_rule`)."""
+        return [*self.by_stream.get(stream_id, []), comparable_rule(stream_id)]
 
     def sensors_of(self, stream_id: str) -> tuple[str, ...]:
         """The sensors whose samples a stream's rules read (frames are decoded for those)."""
@@ -147,11 +152,11 @@ class AlertEngine:
             await self.states.save(rule, new, revision)
 
     async def on_frames(self, batch: list[Delivery[Frame]]) -> None:
-        by_stream: dict[str, list[Frame]] = defaultdict(list)
+        by_stream: dict[str, list[tuple[int, Frame]]] = defaultdict(list)
         for d in batch:
-            by_stream[d.item.stream_id].append(d.item)
+            by_stream[d.item.stream_id].append((d.msg.metadata.sequence.stream, d.item))
         now = self.clock()
-        for stream_id, frames in by_stream.items():
+        for stream_id, messages in by_stream.items():
             rules = self.by_stream.get(stream_id, [])
             if not rules:
                 continue
@@ -160,26 +165,24 @@ class AlertEngine:
                     if rule.kind == "data_gap":
                         await self._apply(rule, on_frame_arrival, now)
                     elif rule.kind == "envelope" and self.context is not None:
-                        t, v = _series(frames, rule.sensor_id)
-                        if len(t):
+                        if any(f.has(rule.sensor_id or "") for _, f in messages):
                             started = await self.context.running_since(stream_id)
                             ref = await self.context.reference(stream_id, time.monotonic())
                             sensor = ref.sensors.get(rule.sensor_id or "") if ref else None
                             duration = ref.duration_s if ref else 0.0
                             await self._apply(
-                                rule, on_envelope, t, v, started, sensor, duration, now, self.window
-                            )
+                                rule, _unapplied(on_envelope), messages,
+                                started, sensor, duration, now, self.window,
+                            )  # fmt: skip
                     elif rule.kind in SAMPLE_KINDS:
-                        t, v = _series(frames, rule.sensor_id)
-                        if len(t):
-                            await self._apply(rule, on_samples, t, v, now, self.window)
+                        await self._apply(rule, _unapplied(on_samples), messages, now, self.window)
 
     async def on_analyses(self, batch: list[Delivery[AnalysisCompleted]]) -> None:
         for d in batch:
             result = d.item
             at = self.clock()
             async with self.locks[result.stream_id]:
-                for rule in self.by_stream.get(result.stream_id, []):
+                for rule in self.rules_of(result.stream_id):
                     if rule.kind in ("health", "contribution"):
                         await self._apply(rule, on_analysis, result, at, self.window)
 
@@ -226,7 +229,7 @@ class AlertEngine:
         rule = next(
             (
                 r
-                for r in self.by_stream.get(stream_id, [])
+                for r in self.rules_of(stream_id)
                 if alert_id.startswith(f"{stream_id}.{r.rule_id}.")
             ),
             None,
@@ -243,6 +246,31 @@ class AlertEngine:
             await self._record(rule, transitions)
             await self.states.save(rule, new, revision)
         return 200, {"alert_id": alert_id, "state": new.alert_state}
+
+
+SamplesStep = Callable[..., tuple[RuleState, list[Transition]]]
+
+
+def _unapplied(step: SamplesStep) -> SamplesStep:
+    """``step`` over the samples of the messages (stream sequence, frame) that the rule's state
+    has not applied yet. A state that changes is written with the last sequence it applied, so a
+    redelivery of those messages (a replica died between writing and acknowledging) changes
+    nothing; a state that does not change needs no mark, as applying them again changes
+    nothing either."""
+
+    def run(
+        rule: AlertRule, s: RuleState, messages: list[tuple[int, Frame]], *args: Any
+    ) -> tuple[RuleState, list[Transition]]:
+        todo = [f for seq, f in messages if seq > s.applied_js_seq]
+        t, v = _series(todo, rule.sensor_id)
+        if not len(t):
+            return s, []
+        new, transitions = step(rule, s, t, v, *args)
+        if new != s:
+            new = new.model_copy(update={"applied_js_seq": max(seq for seq, _ in messages)})
+        return new, transitions
+
+    return run
 
 
 def _series(frames: list[Frame], sensor_id: str | None) -> tuple[np.ndarray, np.ndarray]:

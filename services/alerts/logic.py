@@ -44,6 +44,10 @@ class RuleState(BaseModel):
     cleared_at_ns: int | None = None
     severity: str = "warning"
     alerts_created: int = 0
+    # stream sequence of the last samples message behind a written state: a message at or
+    # before it was applied already (a redelivery after a replica died between writing the
+    # state and acknowledging), so it is not applied twice
+    applied_js_seq: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +64,22 @@ class Transition:
     value: float | None = None
     user: str | None = None
     comment: str = ""
+
+
+COMPARABLE_RULE_ID = "_comparable"
+
+
+def comparable_rule(stream_id: str) -> AlertRule:
+    """The built-in rule of every stream: a warning while its cycles are not comparable with
+    the reference (no score could be given), cleared by the next cycle that is."""
+    return AlertRule(
+        rule_id=COMPARABLE_RULE_ID,
+        stream_id=stream_id,
+        kind="health",
+        health_below=0.0,
+        severity="warning",
+        description="built in: cycles that could not be compared with the reference",
+    )
 
 
 def alert_id_for(rule: AlertRule, n: int) -> str:
@@ -376,6 +396,11 @@ def on_analysis(
         return s, []
     if rule.kind == "health":
         assert rule.health_below is not None
+        if result.health_score is None:  # not comparable: only the built-in rule speaks
+            if rule.rule_id != COMPARABLE_RULE_ID:
+                return s, []
+            msg = f"cycle {result.cycle_id} was not compared: {result.qualification}"
+            return _lifecycle_on(rule, s, at_ns, None, msg, "warning", window)
         if result.health_score < rule.health_below:
             top = result.sensors[0].sensor_id if result.sensors else "?"
             msg = (

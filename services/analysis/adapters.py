@@ -53,6 +53,13 @@ class Registry:
             return {}, {}
         return {s.id: s.type for s in record.sensors}, {s.id: s.unit for s in record.sensors}
 
+    async def names(self, stream_id: str) -> dict[str, str] | None:
+        """Registered sensors of a stream, id -> name; None when it is not registered."""
+        record = await lookup(self.kv, stream_id)
+        if record is None:
+            return None
+        return {s.id: s.name for s in record.sensors}
+
 
 def _transient(exc: Exception) -> TransientError:
     return TransientError(f"PostgreSQL: {exc}")
@@ -118,16 +125,34 @@ class References:
             raise _transient(exc) from exc
         return version
 
+    async def retire(self, stream_id: str, version: int, since: datetime, reason: str) -> bool:
+        """Retire the active reference ``version`` (its sensors are gone): no longer active,
+        the reason added to its description. False when it was not active any more."""
+        try:
+            async with self.pool.connection() as conn, conn.transaction():
+                cur = await conn.execute(
+                    "UPDATE live_references SET active = false, retired_at = %s,"
+                    " description = left(description || ' (retired: ' || %s || ')', 2000)"
+                    " WHERE stream_id = %s AND version = %s AND active",
+                    (since, reason, stream_id, version),
+                )
+                return cur.rowcount > 0
+        except (psycopg.OperationalError, TimeoutError) as exc:
+            raise _transient(exc) from exc
+
     async def completed_cycles(self, stream_id: str, limit: int) -> list[tuple[str, str, int, int]]:
-        """(cycle_id, recording, start ns, end ns) of the stream's first completed cycles."""
+        """(cycle_id, recording, start ns, end ns) of the stream's first completed cycles: the
+        first ever, or after a reference was retired, the first since then."""
         try:
             async with self.pool.connection() as conn:
                 cur = await conn.execute(
                     "SELECT cycle_id, recording, started_at, ended_at FROM live_cycles"
                     " WHERE stream_id = %s"
                     " AND state = 'completed' AND recording IS NOT NULL"
+                    " AND started_at >= coalesce((SELECT max(retired_at) FROM live_references"
+                    "   WHERE stream_id = %s), '-infinity')"
                     " ORDER BY started_at LIMIT %s",
-                    (stream_id, limit),
+                    (stream_id, stream_id, limit),
                 )
                 return [(r[0], r[1], ns_of(r[2]), ns_of(r[3])) for r in await cur.fetchall()]
         except (psycopg.OperationalError, TimeoutError) as exc:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+import math
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
@@ -40,7 +41,7 @@ from services.analysis.logic import (
     cycle_from_recording,
 )
 from services.common.consumer import Delivery
-from services.common.references import Reference, reference_from_bytes
+from services.common.references import Reference, matched, reference_from_bytes, with_names
 
 log = logging.getLogger(__name__)
 NS = 1_000_000_000
@@ -110,23 +111,61 @@ class AnalyseCycles:
     async def one(self, event: CycleStateChanged) -> None:
         assert event.recording is not None
         reference = await self.references.active(event.stream_id)
+        retired = ""
+        if reference is not None:
+            reference, retired = await self._on_registered_sensors(event, reference)
         if reference is None:
             reference = await self._auto_reference(event)
             if reference is None:
                 return
         cycle = await self.load(event, event.recording)
         result = await asyncio.to_thread(analyse, cycle, reference, self.params)
+        if retired:
+            notes = "; ".join(n for n in (result.qualification, retired) if n)
+            result = result.model_copy(update={"qualified": True, "qualification": notes})
         await self.results.store(result)
         top = result.sensors[0].sensor_id if result.sensors else None
         log.info(
             "cycle analysed",
             extra={
                 "cycle_id": event.cycle_id,
-                "score": round(result.health_score, 1),
+                "score": None if result.health_score is None else round(result.health_score, 1),
                 "risk": result.risk_class,
                 "top_sensor": top,
             },
         )
+
+    async def _on_registered_sensors(
+        self, event: CycleStateChanged, reference: Reference
+    ) -> tuple[Reference, str]:
+        """The reference on the stream's registered sensor ids (a sensor registered again under
+        a new id is found by its name). When too few of its sensors are registered any more,
+        the machine's sensor set changed: the reference is retired (a new one is built the way
+        the first was) and the note that says so is returned with it."""
+        names = await self.registry.names(event.stream_id)
+        if names is None:  # not registered (an imported dataset's stream): nothing to match
+            return reference, ""
+        renamed, found = matched(reference, names)
+        needed = max(1, math.ceil(self.params.min_compared_share * len(reference.sensors)))
+        if found >= needed:
+            return renamed, ""
+        assert event.started_at is not None
+        why = (
+            f"the stream's sensors changed: {found} of the reference's {len(reference.sensors)} "
+            "sensors are registered (by id or name)"
+        )
+        if await self.references.retire(event.stream_id, reference.version, event.started_at, why):
+            log.warning(
+                "reference retired",
+                extra={"stream_id": event.stream_id, "version": reference.version, "why": why},
+            )
+        wanted = self.auto_reference_cycles
+        then = (
+            f"a new one is built from the first {wanted} completed cycles from this one on"
+            if wanted > 0
+            else "make a new one (automatic references are off)"
+        )
+        return renamed, f"reference version {reference.version} retired, as {why}; {then}"
 
     async def _auto_reference(self, event: CycleStateChanged) -> Reference | None:
         wanted = self.auto_reference_cycles
@@ -163,6 +202,7 @@ class AnalyseCycles:
             params=self.params,
             units=units,
         )
+        reference = with_names(reference, await self.registry.names(event.stream_id) or {})
         version = await self.references.save(
             reference,
             ids,
@@ -239,7 +279,7 @@ class ReferenceService:
         cycles = await self._cycles(stream_id, cycle_ids)
         _, units = await self.registry.sensors(stream_id)
         try:
-            return await asyncio.to_thread(
+            reference = await asyncio.to_thread(
                 build_reference,
                 cycles,
                 version=0,
@@ -249,6 +289,7 @@ class ReferenceService:
             )
         except ValueError as exc:
             raise RequestError(422, str(exc), "cycle_ids") from exc
+        return with_names(reference, await self.registry.names(stream_id) or {})
 
     def _info(self, stored: StoredReference, *, curves: bool) -> ReferenceInfo:
         ref = reference_from_bytes(stored.data) if stored.data is not None else None
@@ -358,7 +399,7 @@ class ReferenceService:
                     top_sensor=result.sensors[0].sensor_id if result.sensors else None,
                 )
             )
-        scores = [r.health_score for r in results]
+        scores = [r.health_score for r in results if r.health_score is not None]
         return DryRunResult(
             stream_id=req.stream_id,
             candidate=name,

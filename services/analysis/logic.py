@@ -17,6 +17,11 @@ spread (see :func:`normal_spread`):
 The cycle's deviation ``D`` = 0.7·max(severity) + 0.3·RMS(severity), and the health score is
 ``100 · exp(-max(0, D - 1.5) / 4)``: 100 for a normal cycle, about 60 at D = 3.5, 25 at D = 7,
 falling monotonically. Risk: low ≥ 80 > medium ≥ 60 > high ≥ 40 > critical.
+
+A cycle with no data, or that compares fewer than ``min_compared_share`` (half) of its
+reference's sensors, is *not comparable*: no score, risk ``unknown``, and the reason in
+``qualification``. A score from what little was compared would look like a measurement of the
+whole machine; it is not one.
 """
 
 from __future__ import annotations
@@ -58,6 +63,8 @@ class Params:
     slow_accuracy_share: float = 0.002  # slow sensors' accuracy, share of level (PT100 class A)
     first_run_share: float = 0.01  # a deviation must last this share of the cycle to count
     qualify_below: float = 0.98  # completeness under which the score is qualified
+    # a cycle that compares fewer of its reference's sensors than this share gets no score
+    min_compared_share: float = 0.5
     workers: int = 2  # sensors compared in parallel (the DTW kernels release the GIL)
 
 
@@ -672,9 +679,17 @@ def analyse(cycle: CycleData, reference: Reference, params: Params = Params()) -
         key=lambda d: d.contribution,
         reverse=True,
     )
-    score = health_score([d.severity for d in ranked])
     missing = sorted(set(reference.sensors) - set(compared))
+    needed = max(1, int(np.ceil(params.min_compared_share * len(reference.sensors))))
+    comparable = len(compared) >= needed
+    score = health_score([d.severity for d in ranked]) if comparable else None
     notes = []
+    if not comparable:
+        notes.append(
+            f"not comparable: {len(compared)} of the reference's {len(reference.sensors)} "
+            f"sensors compared, at least {needed} needed"
+            + ("" if cycle.sensors else "; the cycle has no data")
+        )
     if cycle.completeness < params.qualify_below or cycle.gaps:
         notes.append(f"data {cycle.completeness:.0%} complete, {cycle.gaps} gaps")
     if missing:
@@ -695,7 +710,8 @@ def analyse(cycle: CycleData, reference: Reference, params: Params = Params()) -
         cycle_id=cycle.cycle_id,
         reference_version=reference.version,
         health_score=score,
-        risk_class=risk_class(score),
+        risk_class=risk_class(score) if score is not None else "unknown",
+        comparable=comparable,
         aborted=cycle.aborted,
         end_reason=cycle.end_reason,
         qualified=bool(notes),

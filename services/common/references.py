@@ -3,14 +3,18 @@
 Shared by the analysis service (which builds and uses them) and the alerts service (whose
 envelope rule checks a running cycle against them). Storage: a compressed ``.npz`` with, per
 sensor ``i``, ``mean_i``, ``spread_i`` and ``cover_i`` on the common base, and ``meta`` (JSON:
-stream, version, duration, and per sensor its level spread, type and unit).
+stream, version, duration, and per sensor its level spread, type, unit and registered name).
+
+A reference outlives the sensor ids it was built with: a client that registers the same sensors
+under new ids (a v0.2.0 client makes new uuids each time) keeps it, as :func:`matched` finds
+each sensor again by its name.
 """
 
 from __future__ import annotations
 
 import io
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -31,6 +35,7 @@ class SensorReference:
     unit: str = ""
     coverage: npt.NDArray[np.bool_] | None = None  # points every reference cycle had data for
     noise: float = 0.0  # measurement noise of the reference cycles on this base (0: unknown)
+    name: str = ""  # the sensor's registered name when the reference was built ("" unknown)
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,6 +64,7 @@ def reference_to_bytes(reference: Reference) -> bytes:
                 "sensor_type": r.sensor_type,
                 "unit": r.unit,
                 "noise": r.noise,
+                "name": r.name,
             }
             for sid, r in reference.sensors.items()
         },
@@ -90,7 +96,41 @@ def reference_from_bytes(data: bytes) -> Reference:
                 unit=str(info["unit"]),
                 coverage=npz[f"cover_{i}"] if f"cover_{i}" in npz.files else None,
                 noise=float(info.get("noise", 0.0)),
+                name=str(info.get("name", "")),
             )
             for i, (sid, info) in enumerate(meta["sensors"].items())
         }
     return Reference(meta["stream_id"], int(meta["version"]), float(meta["duration_s"]), sensors)
+
+
+def with_names(reference: Reference, names: dict[str, str]) -> Reference:
+    """``reference`` with each sensor's registered name (``names``: id -> name)."""
+    sensors = {sid: replace(r, name=names.get(sid, r.name)) for sid, r in reference.sensors.items()}
+    return Reference(reference.stream_id, reference.version, reference.duration_s, sensors)
+
+
+def matched(reference: Reference, registered: dict[str, str]) -> tuple[Reference, int]:
+    """``reference`` on today's sensor ids (``registered``: id -> name), and how many of its
+    sensors are registered today. A sensor whose id is gone is found again by its name, when
+    exactly one registered sensor that the reference does not hold already bears it."""
+    by_name: dict[str, list[str]] = {}
+    for sid, name in registered.items():
+        if name and sid not in reference.sensors:
+            by_name.setdefault(name, []).append(sid)
+    own_names = [r.name for r in reference.sensors.values()]
+    sensors: dict[str, SensorReference] = {}
+    found = 0
+    for sid, r in reference.sensors.items():
+        if sid in registered:
+            sensors[sid] = r
+            found += 1
+            continue
+        candidates = by_name.get(r.name, []) if r.name and own_names.count(r.name) == 1 else []
+        if len(candidates) == 1:
+            new_id = candidates[0]
+            sensors[new_id] = replace(r, sensor_id=new_id)
+            found += 1
+        else:
+            sensors[sid] = r
+    renamed = Reference(reference.stream_id, reference.version, reference.duration_s, sensors)
+    return renamed, found

@@ -74,7 +74,7 @@ def analysis_csv(detail: CycleDetail) -> str:
             [
                 neutral(a.cycle_id),
                 a.reference_version,
-                f"{a.health_score:.2f}",
+                "" if a.health_score is None else f"{a.health_score:.2f}",
                 neutral(a.risk_class),
                 neutral(d.sensor_id),
                 neutral(d.unit),
@@ -151,10 +151,13 @@ def _summary_page(pdf: PdfPages, detail: CycleDetail, alerts: CycleAlerts | None
         return
     gauge = fig.add_axes((0.62, 0.79, 0.32, 0.14))
     gauge.barh([0], [100], color="#eaeef2")
-    gauge.barh([0], [a.health_score], color=RISK_COLOURS.get(a.risk_class, "#57606a"))
     gauge.set_xlim(0, 100)
     gauge.set_yticks([])
-    gauge.set_title(f"Health {a.health_score:.0f} / 100 — risk {a.risk_class}", fontsize=11)
+    if a.health_score is None:
+        gauge.set_title("Not comparable — no score, risk unknown", fontsize=11, color="#9a6700")
+    else:
+        gauge.barh([0], [a.health_score], color=RISK_COLOURS.get(a.risk_class, "#57606a"))
+        gauge.set_title(f"Health {a.health_score:.0f} / 100 — risk {a.risk_class}", fontsize=11)
     y = 0.76
     if a.first_deviation is not None:
         fd = a.first_deviation

@@ -228,3 +228,22 @@ def test_an_aborted_cycle_raises_and_a_completed_one_clears() -> None:
     done = CycleStateChanged(stream_id="s", cycle_id="c2", state="completed", at=now)
     s, out = on_cycle(rule, s, done, 2)
     assert out[0].state == "cleared"
+
+
+def test_a_cycle_that_was_not_compared_raises_only_the_built_in_warning() -> None:
+    from schemas.messages import AnalysisCompleted
+    from services.alerts.logic import comparable_rule, on_analysis
+
+    blind = AnalysisCompleted(stream_id="s", cycle_id="c1", health_score=None,
+                              risk_class="unknown", comparable=False,
+                              qualification="not comparable: 0 of 3")  # fmt: skip
+    scored = blind.model_copy(
+        update={"health_score": 95.0, "risk_class": "low", "comparable": True}
+    )
+    user = AlertRule(rule_id="h", stream_id="s", kind="health", health_below=80)
+    assert on_analysis(user, RuleState(), blind, 1) == (RuleState(), [])
+    s, (raised,) = on_analysis(comparable_rule("s"), RuleState(), blind, 1)
+    assert (raised.state, raised.severity) == ("raised", "warning")
+    assert "was not compared: not comparable: 0 of 3" in raised.message
+    _, (cleared,) = on_analysis(comparable_rule("s"), s, scored, 2)
+    assert cleared.state == "cleared"

@@ -145,3 +145,49 @@ def test_slow_sensors_tolerate_warm_up_drift_but_not_a_step() -> None:
     )
     assert analyse(warm, ref, Params()).health_score > 85
     assert analyse(step, ref, Params()).risk_class in ("high", "critical")
+
+
+def test_a_cycle_without_data_or_with_too_few_sensors_gets_no_score(reference) -> None:
+    import dataclasses
+
+    full = sim_cycle(seed=21)
+    empty = analyse(dataclasses.replace(full, sensors={}, aborted=True, end_reason="x"), reference)
+    assert (empty.comparable, empty.health_score, empty.risk_class) == (False, None, "unknown")
+    assert "the cycle has no data" in empty.qualification and empty.qualified
+    n = len(reference.sensors)
+    keep = sorted(reference.sensors)[: (n + 1) // 2 - 1]  # one short of half
+    few = analyse(dataclasses.replace(full, sensors={k: full.sensors[k] for k in keep}), reference)
+    assert few.health_score is None and few.risk_class == "unknown"
+    assert (
+        f"not comparable: {len(keep)} of the reference's {n} sensors compared" in few.qualification
+    )
+    half = sorted(reference.sensors)[: (n + 1) // 2]
+    enough = analyse(
+        dataclasses.replace(full, sensors={k: full.sensors[k] for k in half}), reference
+    )
+    assert enough.comparable and enough.health_score is not None
+    assert "no data for" in enough.qualification
+
+
+def test_a_reference_finds_its_sensors_again_by_name(reference) -> None:
+    from services.common.references import (
+        matched,
+        reference_from_bytes,
+        reference_to_bytes,
+        with_names,
+    )
+
+    named = with_names(reference, {sid: f"name-{sid}" for sid in reference.sensors})
+    stored = reference_from_bytes(reference_to_bytes(named))
+    assert {r.name for r in stored.sensors.values()} == {f"name-{s}" for s in reference.sensors}
+    today = {f"new-{sid}": f"name-{sid}" for sid in reference.sensors}
+    renamed, found = matched(stored, today)
+    assert found == len(reference.sensors)
+    assert set(renamed.sensors) == set(today)
+    assert all(r.sensor_id == sid for sid, r in renamed.sensors.items())
+    # a name two of today's sensors bear, or a reference without names, matches nothing
+    first = sorted(reference.sensors)[0]
+    _, found = matched(stored, {**today, "twin": f"name-{first}"})
+    assert found == len(reference.sensors) - 1
+    _, found = matched(reference, today)
+    assert found == 0

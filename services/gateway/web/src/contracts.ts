@@ -41,8 +41,9 @@ export interface AnalysisCompleted {
   stream_id: string;
   cycle_id: string;
   reference_version: number | null;
-  health_score: number;
+  health_score: number | null;
   risk_class: string;
+  comparable: boolean;
   aborted: boolean;
   end_reason: string;
   qualified: boolean;

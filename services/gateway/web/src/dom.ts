@@ -63,4 +63,5 @@ export const RISK_COLOURS: Record<string, string> = {
   medium: "#d4a72c",
   high: "#e16f24",
   critical: "#cf222e",
+  unknown: "#57606a",
 };

@@ -11,12 +11,17 @@ function arc(r: number, from: number, to: number): string {
   return `M ${x0.toFixed(2)} ${y0.toFixed(2)} A ${r} ${r} 0 0 1 ${x1.toFixed(2)} ${y1.toFixed(2)}`;
 }
 
-export function gauge(score: number, risk: string): SVGSVGElement {
+/** ``score`` null: the cycle was not comparable with its reference; the gauge says so instead
+ * of showing a value. */
+export function gauge(score: number | null, risk: string): SVGSVGElement {
   const svg = document.createElementNS(NS, "svg");
   svg.setAttribute("viewBox", "0 0 200 120");
   svg.setAttribute("class", "gauge");
   svg.setAttribute("role", "img");
-  svg.setAttribute("aria-label", `health score ${score.toFixed(0)} of 100, ${risk} risk`);
+  svg.setAttribute(
+    "aria-label",
+    score === null ? "not comparable: no health score, risk unknown" : `health score ${score.toFixed(0)} of 100, ${risk} risk`,
+  );
   const path = (d: string, colour: string, width: number) => {
     const el = document.createElementNS(NS, "path");
     el.setAttribute("d", d);
@@ -36,8 +41,13 @@ export function gauge(score: number, risk: string): SVGSVGElement {
     el.textContent = content;
     svg.append(el);
   };
-  const f = Math.min(1, Math.max(0, score / 100));
   path(arc(80, 0, 1), "#d0d7de", 16);
+  if (score === null) {
+    text(92, 22, "not comparable", "health-score");
+    text(114, 13, "risk unknown", "risk-class");
+    return svg;
+  }
+  const f = Math.min(1, Math.max(0, score / 100));
   if (f > 0.002) path(arc(80, 0, f), RISK_COLOURS[risk] ?? "#57606a", 16);
   text(92, 34, score.toFixed(0), "health-score");
   text(114, 13, `${risk} risk`, "risk-class");

@@ -335,7 +335,7 @@ export function mountLive(root: HTMLElement, streamId: string, ctx: LiveContext)
       void backfill();
       const recent = await api.cycles(streamId, 10);
       const latest = recent[0];
-      const analysed = recent.find((c) => c.state !== "running" && c.health_score !== null);
+      const analysed = recent.find((c) => c.state !== "running" && c.risk_class !== null);
       if (!seenLive.cycle) {
         showState(status.cycle_state);
         if (latest) cycleNo.textContent = String(latest.cycle_no);
