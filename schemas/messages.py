@@ -19,9 +19,12 @@ from schemas.v1.alerts import (
 from schemas.v1.analysis import (
     AnalysisCompleted,
     FirstDeviation,
+    ModelContribution,
+    ModelStats,
     Recommendation,
     SensorDeviation,
     SensorStats,
+    Trend,
 )
 from schemas.v1.api import (
     AlertGroup,
@@ -217,6 +220,8 @@ __all__ = [
     "HistoryTrace",
     "Int64",
     "ListReferences",
+    "ModelContribution",
+    "ModelStats",
     "NewReferenceBody",
     "NewToken",
     "OverlaySensor",
@@ -240,6 +245,7 @@ __all__ = [
     "StreamStatus",
     "TokenCreated",
     "TokenInfo",
+    "Trend",
     "WhoAmI",
     "WsAlert",
     "WsAnalysisResult",

@@ -63,6 +63,84 @@ class Recommendation(Contract):
     evidence: str
 
 
+class ModelContribution(Contract):
+    """One sensor's part in the multivariate statistics of a cycle."""
+
+    sensor_id: str
+    spe_share: float = Field(description="Share of the cycle's SPE from this sensor (0-1).")
+    t2_share: float = Field(
+        description="Share of the cycle's T² from this sensor (may be negative: a sensor can "
+        "pull the cycle towards the model's centre)."
+    )
+    points: list[float] = Field(
+        default_factory=list,
+        description="Per point of the cycle (at most 60, spread evenly over it): SPE + T² "
+        "contribution.",
+    )
+
+
+class ModelStats(Contract):
+    """The cycle judged by the learned model of normal cycles (multiway PCA): Hotelling's T²
+    and SPE with their control limits."""
+
+    available: bool = Field(
+        description="False while the model has fewer cycles than it needs; ``note`` says why."
+    )
+    note: str = ""
+    reference_version: int | None = None
+    model_version: int = Field(
+        default=0, description="How many cycles the model was fitted on (it grows with them)."
+    )
+    components: int = 0
+    t2: float | None = None
+    t2_limit_95: float | None = None
+    t2_limit_99: float | None = None
+    spe: float | None = None
+    spe_limit_95: float | None = None
+    spe_limit_99: float | None = None
+    ratio_99: float | None = Field(
+        default=None, description="max(T²/limit, SPE/limit) at 99 %: 1 at the control limit."
+    )
+    contributions: list[ModelContribution] = Field(
+        default_factory=list, description="Largest SPE share first."
+    )
+
+
+class Trend(Contract):
+    """A robust (Theil-Sen) trend of the health score over the stream's last cycles, and when
+    it would reach the threshold."""
+
+    cycles: int = Field(description="Scored cycles the trend is fitted on.")
+    slope_per_cycle: float = Field(description="Health points per cycle (negative: degrading).")
+    slope_low: float = Field(description="Lower end of the slope's 90 % interval.")
+    slope_high: float = Field(description="Upper end of the slope's 90 % interval.")
+    threshold: float = Field(description="The health score the forecast counts down to.")
+    cycles_to_threshold: float | None = Field(
+        default=None, description="Expected cycles until the threshold; null when not degrading."
+    )
+    cycles_to_threshold_low: float | None = Field(
+        default=None, description="Earliest, from the steeper end of the slope's interval."
+    )
+    cycles_to_threshold_high: float | None = Field(
+        default=None, description="Latest; null when the interval includes no decline."
+    )
+    seconds_to_threshold: float | None = Field(
+        default=None, description="The expected cycles times the median time between cycles."
+    )
+    degrading: bool = Field(
+        default=False, description="True when the whole slope interval lies below zero."
+    )
+    alert: bool = Field(
+        default=False,
+        description="True when degrading and the earliest forecast is within the horizon "
+        "(the built-in ``_trend`` alert rule fires on it).",
+    )
+    sensors: dict[str, float] = Field(
+        default_factory=dict,
+        description="Per sensor, the Theil-Sen slope of its severity per cycle (rising: worse).",
+    )
+
+
 class AnalysisCompleted(Contract):
     """Event on ``vertac.analysis.<stream_id>``: a finished cycle compared with its reference."""
 
@@ -94,4 +172,10 @@ class AnalysisCompleted(Contract):
     sensors: list[SensorDeviation] = Field(default_factory=list, description="Ranked, worst first.")
     first_deviation: FirstDeviation | None = None
     recommendations: list[Recommendation] = Field(default_factory=list)
+    model: ModelStats | None = Field(
+        default=None, description="The learned model's T² and SPE (null: not judged by it)."
+    )
+    trend: Trend | None = Field(
+        default=None, description="The stream's health trend up to and including this cycle."
+    )
     details: dict[str, Any] = Field(default_factory=dict)

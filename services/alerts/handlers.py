@@ -29,6 +29,7 @@ from services.alerts.logic import (
     on_frame_arrival,
     on_samples,
     on_tick,
+    trend_rule,
 )
 from services.common.consumer import Delivery
 
@@ -67,8 +68,12 @@ class AlertEngine:
         self.owns: Callable[[str], bool] = lambda _: True
 
     def rules_of(self, stream_id: str) -> list[AlertRule]:
-        """A stream's rules and the built-in ones (:func:`comparable_rule`)."""
-        return [*self.by_stream.get(stream_id, []), comparable_rule(stream_id)]
+        """A stream's rules and the built-in ones (:func:`comparable_rule`, :func:`trend_rule`)."""
+        return [
+            *self.by_stream.get(stream_id, []),
+            comparable_rule(stream_id),
+            trend_rule(stream_id),
+        ]
 
     def sensors_of(self, stream_id: str) -> tuple[str, ...]:
         """The sensors whose samples a stream's rules read (frames are decoded for those)."""

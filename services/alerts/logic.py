@@ -82,6 +82,42 @@ def comparable_rule(stream_id: str) -> AlertRule:
     )
 
 
+TREND_RULE_ID = "_trend"
+
+
+def trend_rule(stream_id: str) -> AlertRule:
+    """The built-in rule of every stream: a warning while its health trend may reach the
+    threshold within the horizon (``AnalysisCompleted.trend.alert``), before any cycle is that
+    bad; cleared by a cycle whose trend no longer says so."""
+    return AlertRule(
+        rule_id=TREND_RULE_ID,
+        stream_id=stream_id,
+        kind="health",
+        health_below=0.0,
+        severity="warning",
+        description="built in: the health trend falls toward the critical threshold",
+    )
+
+
+def _on_trend(
+    rule: AlertRule, s: RuleState, result: AnalysisCompleted, at_ns: int, window: int
+) -> tuple[RuleState, list[Transition]]:
+    t = result.trend
+    if result.health_score is None:
+        return s, []  # a cycle with no score says nothing of the trend
+    if t is None or not t.alert:
+        msg = f"cycle {result.cycle_id}: the health trend no longer falls toward the threshold"
+        return _lifecycle_off(s, at_ns, msg, result.health_score)
+    low, high = t.cycles_to_threshold_low, t.cycles_to_threshold_high
+    when = f"{low:.0f}" + (f"-{high:.0f}" if high is not None else " or more")
+    msg = (
+        f"health falls {-t.slope_per_cycle:.1f} points a cycle (last {t.cycles} cycles); it may"
+        f" reach {t.threshold:g} in {when} cycles (cycle {result.cycle_id}, health"
+        f" {result.health_score:.0f})"
+    )
+    return _lifecycle_on(rule, s, at_ns, low, msg, rule.severity, window)
+
+
 def alert_id_for(rule: AlertRule, n: int) -> str:
     return f"{rule.stream_id}.{rule.rule_id}.{n}"
 
@@ -394,6 +430,8 @@ def on_analysis(
     window = round(reraise_window_s * NS)
     if not rule.enabled:
         return s, []
+    if rule.rule_id == TREND_RULE_ID:
+        return _on_trend(rule, s, result, at_ns, window)
     if rule.kind == "health":
         assert rule.health_below is not None
         if result.health_score is None:  # not comparable: only the built-in rule speaks

@@ -3,11 +3,14 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import io
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any, LiteralString
 
 import nats.errors
+import numpy as np
+import numpy.typing as npt
 import psycopg
 from nats.aio.client import Client
 from nats.js import JetStreamContext
@@ -19,6 +22,7 @@ from schemas.client import lookup
 from schemas.frames import Frame, unpack
 from schemas.messages import AnalysisCompleted
 from schemas.timeutil import ns_of
+from services.analysis.trend import Point
 from services.common import directget
 from services.common.consumer import BadMessage, TransientError
 from services.common.references import Reference, reference_from_bytes, reference_to_bytes
@@ -98,9 +102,7 @@ class References:
                 )
                 row = await cur.fetchone()
                 version = int(row[0]) if row else 1
-                versioned = Reference(
-                    reference.stream_id, version, reference.duration_s, reference.sensors
-                )
+                versioned = replace(reference, version=version)
                 if activate:
                     await conn.execute(
                         "UPDATE live_references SET active = false WHERE stream_id = %s AND active",
@@ -157,6 +159,109 @@ class References:
                 return [(r[0], r[1], ns_of(r[2]), ns_of(r[3])) for r in await cur.fetchall()]
         except (psycopg.OperationalError, TimeoutError) as exc:
             raise _transient(exc) from exc
+
+
+def _rows_to_bytes(rows: npt.NDArray[np.float64]) -> bytes:
+    buffer = io.BytesIO()
+    np.save(buffer, np.asarray(rows, dtype=np.float64), allow_pickle=False)
+    return buffer.getvalue()
+
+
+def _rows_from_bytes(data: bytes) -> npt.NDArray[np.float64]:
+    return np.asarray(np.load(io.BytesIO(data), allow_pickle=False), dtype=np.float64)
+
+
+class Models:
+    """What the learned model of each stream and reference version learnt (``live_models``):
+    the rows of the later healthy cycles, in the order they came."""
+
+    def __init__(self, pool: AsyncConnectionPool) -> None:
+        self.pool = pool
+
+    async def learnt(
+        self, stream_id: str, reference_version: int
+    ) -> tuple[list[str], npt.NDArray[np.float64] | None]:
+        try:
+            async with self.pool.connection() as conn:
+                cur = await conn.execute(
+                    "SELECT cycle_ids, rows FROM live_models"
+                    " WHERE stream_id = %s AND reference_version = %s",
+                    (stream_id, reference_version),
+                )
+                row = await cur.fetchone()
+        except (psycopg.OperationalError, TimeoutError) as exc:
+            raise _transient(exc) from exc
+        return (list(row[0]), _rows_from_bytes(row[1])) if row else ([], None)
+
+    async def learn(
+        self,
+        stream_id: str,
+        reference_version: int,
+        cycle_id: str,
+        row: npt.NDArray[np.float64],
+        limit: int,
+    ) -> bool:
+        """Add a cycle's row (once: a cycle analysed again is not added twice), while fewer
+        than ``limit`` are held; True when it was added."""
+        try:
+            async with self.pool.connection() as conn, conn.transaction():
+                await conn.execute(
+                    "SELECT pg_advisory_xact_lock(hashtext(%s))", (f"model:{stream_id}",)
+                )
+                cur = await conn.execute(
+                    "SELECT cycle_ids, rows FROM live_models"
+                    " WHERE stream_id = %s AND reference_version = %s",
+                    (stream_id, reference_version),
+                )
+                found = await cur.fetchone()
+                ids = list(found[0]) if found else []
+                if cycle_id in ids or len(ids) >= limit:
+                    return False
+                held = _rows_from_bytes(found[1]) if found else None
+                if held is not None and held.shape[1] != len(row):
+                    return False  # rows of another layout: never mixed
+                rows = np.vstack([held, row]) if held is not None else row[None, :]
+                await conn.execute(
+                    "INSERT INTO live_models (stream_id, reference_version, cycle_ids, rows)"
+                    " VALUES (%s, %s, %s, %s) ON CONFLICT (stream_id, reference_version)"
+                    " DO UPDATE SET cycle_ids = EXCLUDED.cycle_ids, rows = EXCLUDED.rows,"
+                    " updated_at = now()",
+                    (stream_id, reference_version, [*ids, cycle_id], _rows_to_bytes(rows)),
+                )
+                return True
+        except (psycopg.OperationalError, TimeoutError) as exc:
+            raise _transient(exc) from exc
+
+
+class History:
+    """A stream's last scored cycles under one reference version, for its trend."""
+
+    def __init__(self, pool: AsyncConnectionPool) -> None:
+        self.pool = pool
+
+    async def before(
+        self, stream_id: str, reference_version: int, ended_at: datetime, cycle_id: str, n: int
+    ) -> list[Point]:
+        """The ``n`` scored cycles that ended before ``ended_at``, oldest first."""
+        try:
+            async with self.pool.connection() as conn:
+                cur = await conn.execute(
+                    "SELECT extract(epoch FROM c.ended_at)::float8, d.health_score,"
+                    " (SELECT jsonb_object_agg(s->>'sensor_id', s->'severity')"
+                    "  FROM jsonb_array_elements(d.result->'sensors') s)"
+                    " FROM live_deviations d JOIN live_cycles c ON c.cycle_id = d.cycle_id"
+                    " WHERE d.stream_id = %s AND d.reference_version = %s"
+                    " AND d.health_score IS NOT NULL AND c.ended_at < %s AND d.cycle_id <> %s"
+                    " ORDER BY c.ended_at DESC LIMIT %s",
+                    (stream_id, reference_version, ended_at, cycle_id, n),
+                )
+                rows = await cur.fetchall()
+        except (psycopg.OperationalError, TimeoutError) as exc:
+            raise _transient(exc) from exc
+        return [
+            Point(float(r[0]), float(r[1]), {k: float(v) for k, v in (r[2] or {}).items()})
+            for r in reversed(rows)
+        ]
 
 
 class Results:

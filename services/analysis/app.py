@@ -9,11 +9,20 @@ from nats.aio.msg import Msg
 
 from schemas import subjects
 from schemas.messages import ErrorBody
-from services.analysis.adapters import Catalogue, RecordingStore, References, Registry, Results
+from services.analysis.adapters import (
+    Catalogue,
+    History,
+    Models,
+    RecordingStore,
+    References,
+    Registry,
+    Results,
+)
 from services.analysis.config import Settings
 from services.analysis.dtw import warm_up
 from services.analysis.handlers import AnalyseCycles, ReferenceService
 from services.analysis.logic import Params
+from services.analysis.trend import TrendParams
 from services.common.config import CommonSettings
 from services.common.runtime import open_service, run_process
 from services.common.subscriptions import subscription
@@ -28,6 +37,17 @@ def params_of(settings: Settings) -> Params:
         envelope_k=settings.envelope_k,
         drift_share_slow=settings.drift_share_slow,
         workers=settings.workers,
+        model_cycles=settings.model_cycles,
+        model_feeds_from=settings.model_feeds_from,
+    )
+
+
+def trend_params_of(settings: Settings) -> TrendParams:
+    return TrendParams(
+        window=settings.trend_window,
+        min_cycles=min(TrendParams().min_cycles, settings.trend_window),
+        threshold=settings.trend_threshold,
+        horizon_cycles=settings.trend_horizon_cycles,
     )
 
 
@@ -48,6 +68,9 @@ async def serve(settings: Settings, common: CommonSettings, stop: asyncio.Event)
         params_of(settings),
         settings.n_points,
         settings.auto_reference_cycles,
+        models=Models(pool),
+        history=History(pool),
+        trend_params=trend_params_of(settings),
     )
     service = ReferenceService(
         Catalogue(pool), references, recordings, registry, params_of(settings), settings.n_points

@@ -30,3 +30,25 @@ class Settings(BaseSettings):
         ge=0,
         description="With no reference yet, build one from the first N completed cycles; 0: never.",
     )
+    model_cycles: int = Field(
+        default=50,
+        ge=0,
+        description="The learned model of normal cycles learns from at most this many cycles "
+        "(its reference's and later healthy ones); 0: no learned model.",
+    )
+    model_feeds_from: int = Field(
+        default=10,
+        ge=5,
+        description="The learned model feeds the health score once it learnt from this many.",
+    )
+    trend_window: int = Field(
+        default=30, ge=3, description="The health trend is fitted over the last N scored cycles."
+    )
+    trend_threshold: float = Field(
+        default=40.0, ge=0, le=100, description="The score the trend's forecast counts down to."
+    )
+    trend_horizon_cycles: float = Field(
+        default=20.0,
+        gt=0,
+        description="A trend alert is raised when the threshold may be reached within N cycles.",
+    )

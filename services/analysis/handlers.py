@@ -8,10 +8,12 @@ import logging
 import math
 from typing import Any
 
+import numpy as np
 from pydantic import BaseModel, ValidationError
 
 from schemas.messages import (
     ActivateReference,
+    AnalysisCompleted,
     CreateReference,
     CycleStateChanged,
     DryRunCycle,
@@ -24,8 +26,11 @@ from schemas.messages import (
     ReferenceSensor,
 )
 from schemas.timeutil import ns_of
+from services.analysis import mspc
 from services.analysis.adapters import (
     Catalogue,
+    History,
+    Models,
     RecordingStore,
     References,
     Registry,
@@ -39,7 +44,10 @@ from services.analysis.logic import (
     analyse,
     build_reference,
     cycle_from_recording,
+    learns_from,
+    model_row,
 )
+from services.analysis.trend import Point, TrendParams, trend
 from services.common.consumer import Delivery
 from services.common.references import Reference, matched, reference_from_bytes, with_names
 
@@ -76,6 +84,9 @@ class AnalyseCycles:
         params: Params,
         n_points: int,
         auto_reference_cycles: int,
+        models: Models | None = None,
+        history: History | None = None,
+        trend_params: TrendParams | None = None,
     ) -> None:
         self.recordings = recordings
         self.references = references
@@ -84,6 +95,11 @@ class AnalyseCycles:
         self.params = params
         self.n_points = n_points
         self.auto_reference_cycles = auto_reference_cycles
+        self.models = models
+        self.history = history
+        self.trend_params = trend_params or TrendParams()
+        # per stream: (reference version, cycles learnt from, the fitted model)
+        self._fitted: dict[str, tuple[int, int, mspc.Model | None]] = {}
 
     async def __call__(self, batch: list[Delivery[CycleStateChanged]]) -> None:
         for d in batch:
@@ -119,11 +135,14 @@ class AnalyseCycles:
             if reference is None:
                 return
         cycle = await self.load(event, event.recording)
-        result = await asyncio.to_thread(analyse, cycle, reference, self.params)
+        model, learnt = await self._model(event.stream_id, reference)
+        result = await asyncio.to_thread(analyse, cycle, reference, self.params, model, learnt)
         if retired:
             notes = "; ".join(n for n in (result.qualification, retired) if n)
             result = result.model_copy(update={"qualified": True, "qualification": notes})
+        result = await self._with_trend(event, result)
         await self.results.store(result)
+        await self._learn(cycle, reference, result, learnt)
         top = result.sensors[0].sensor_id if result.sensors else None
         log.info(
             "cycle analysed",
@@ -134,6 +153,65 @@ class AnalyseCycles:
                 "top_sensor": top,
             },
         )
+
+    async def _model(self, stream_id: str, reference: Reference) -> tuple[mspc.Model | None, int]:
+        """The learned model of the stream under ``reference`` (fitted again only when it
+        learnt from another cycle) and how many cycles it learnt from."""
+        members = reference.members
+        own = 0 if members is None else len(members)
+        if self.models is None or self.params.model_cycles <= 0:
+            return None, own
+        ids, rows = await self.models.learnt(stream_id, reference.version)
+        count = own + len(ids)
+        cached = self._fitted.get(stream_id)
+        if cached is not None and cached[:2] == (reference.version, count):
+            return cached[2], count
+        parts = [r for r in (members, rows) if r is not None and len(r)]
+        model = None
+        if parts and len({p.shape[1] for p in parts}) == 1:
+            training = np.vstack(parts)[: self.params.model_cycles]
+            layout = mspc.layout_of(reference)
+            model = await asyncio.to_thread(mspc.fit, layout, training)
+        self._fitted[stream_id] = (reference.version, count, model)
+        return model, count
+
+    async def _learn(
+        self, cycle: CycleData, reference: Reference, result: AnalysisCompleted, learnt: int
+    ) -> None:
+        """Let the model learn from a healthy cycle, while it learnt from fewer than its
+        limit (once per cycle: a cycle analysed again is not learnt twice)."""
+        if self.models is None or learnt >= self.params.model_cycles or not learns_from(result):
+            return
+        row = await asyncio.to_thread(model_row, cycle, reference, self.params)
+        if row is None:
+            return
+        own = 0 if reference.members is None else len(reference.members)
+        await self.models.learn(
+            cycle.stream_id, reference.version, cycle.cycle_id, row, self.params.model_cycles - own
+        )
+
+    async def _with_trend(
+        self, event: CycleStateChanged, result: AnalysisCompleted
+    ) -> AnalysisCompleted:
+        """The result with the stream's health trend up to this cycle (none while the cycle
+        has no score or too few cycles were scored)."""
+        if self.history is None or result.health_score is None:
+            return result
+        assert event.ended_at is not None
+        before = await self.history.before(
+            event.stream_id,
+            result.reference_version or 0,
+            event.ended_at,
+            event.cycle_id,
+            self.trend_params.window - 1,
+        )
+        now = Point(
+            event.ended_at.timestamp(),
+            result.health_score,
+            {d.sensor_id: d.severity for d in result.sensors},
+        )
+        found = trend([*before, now], self.trend_params)
+        return result if found is None else result.model_copy(update={"trend": found})
 
     async def _on_registered_sensors(
         self, event: CycleStateChanged, reference: Reference

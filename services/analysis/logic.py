@@ -14,9 +14,14 @@ spread (see :func:`normal_spread`):
 - timing vs magnitude from the warping path: of the squared Euclidean difference E², the part
   DTW removes (E² - DTW²) is timing, the rest magnitude.
 
-The cycle's deviation ``D`` = 0.7·max(severity) + 0.3·RMS(severity), and the health score is
-``100 · exp(-max(0, D - 1.5) / 4)``: 100 for a normal cycle, about 60 at D = 3.5, 25 at D = 7,
-falling monotonically. Risk: low ≥ 80 > medium ≥ 60 > high ≥ 40 > critical.
+The cycle's deviation ``D`` = 0.7·max(severity) + 0.3·RMS(severity). Once the learned model of
+normal cycles (:mod:`services.analysis.mspc`) has ``model_feeds_from`` cycles, ``D`` is at least
+``2 · sqrt(r)``, with ``r`` the larger of T² and SPE over their 99 % control limits. The health
+score is ``100 · exp(-softplus₂(D - 1.5) / 4)`` (``softplus₂(x) = ln(1 + e^(2x)) / 2``), falling
+continuously: about 99 at D = 0, 96 at D = 1, 92 at D = 1.5, 85 at D = 2 (the model's 99 % limit),
+80 at D = 2.3 (1.3 times the limit), 60 at D = 3.5 (3 times), 40 at D = 5.2 (6.8 times), 25 at
+D = 7. Normal cycles spread over about 85-100 instead of all scoring 100, so a drift shows before
+it is a fault. Risk: low ≥ 80 > medium ≥ 60 > high ≥ 40 > critical.
 
 A cycle with no data, or that compares fewer than ``min_compared_share`` (half) of its
 reference's sensors, is *not comparable*: no score, risk ``unknown``, and the reason in
@@ -27,7 +32,7 @@ whole machine; it is not one.
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import numpy.typing as npt
@@ -36,19 +41,22 @@ from schemas.frames import Frame
 from schemas.messages import (
     AnalysisCompleted,
     FirstDeviation,
+    ModelContribution,
+    ModelStats,
     Recommendation,
     SensorDeviation,
     SensorStats,
 )
+from services.analysis import mspc
 from services.analysis.dtw import dtw_distance, dtw_path, refined_path
 from services.common.references import (
+    SLOW_TYPES,
     Reference,
     SensorReference,
 )
 
 Array = npt.NDArray[np.float64]
 NS = 1_000_000_000
-SLOW_TYPES = frozenset({"temperature", "humidity", "level"})
 # status inputs (a cycle-active bit, a step counter) tell the machine's state, not its health
 STATUS_TYPES = frozenset({"digital", "status", "counter", "state"})
 
@@ -65,6 +73,8 @@ class Params:
     qualify_below: float = 0.98  # completeness under which the score is qualified
     # a cycle that compares fewer of its reference's sensors than this share gets no score
     min_compared_share: float = 0.5
+    model_cycles: int = 50  # the learned model learns from at most this many cycles
+    model_feeds_from: int = 10  # ... and feeds the score once it has this many
     workers: int = 2  # sensors compared in parallel (the DTW kernels release the GIL)
 
 
@@ -400,7 +410,39 @@ def build_reference(
             built = list(pool.map(one, common))
     else:
         built = [one(sid) for sid in common]
-    return Reference(cycles[0].stream_id, version, duration, {r.sensor_id: r for r in built})
+    reference = Reference(cycles[0].stream_id, version, duration, {r.sensor_id: r for r in built})
+    rows = [model_row(c, reference, params) for c in cycles]
+    members = np.array([r for r in rows if r is not None])
+    return replace(reference, members=members if len(members) else None)
+
+
+def model_row(cycle: CycleData, reference: Reference, params: Params) -> Array | None:
+    """The cycle as a row of the learned model (None when it lacks one of its sensors)."""
+    tolerances = {sid: offset_tolerance(r, params) for sid, r in reference.sensors.items()}
+    return mspc.unfold(on_common_base(cycle, reference), reference, tolerances)
+
+
+def model_stats(model: mspc.Model, row: Array, reference_version: int) -> ModelStats:
+    """What the model says of one cycle's row."""
+    got = model.monitor(row)
+    order = sorted(got.contributions.items(), key=lambda kv: kv[1][0], reverse=True)
+    return ModelStats(
+        available=True,
+        reference_version=reference_version,
+        model_version=model.cycles,
+        components=model.k,
+        t2=got.t2,
+        t2_limit_95=got.t2_limit_95,
+        t2_limit_99=got.t2_limit_99,
+        spe=got.spe,
+        spe_limit_95=got.spe_limit_95,
+        spe_limit_99=got.spe_limit_99,
+        ratio_99=got.ratio_99,
+        contributions=[
+            ModelContribution(sensor_id=sid, spe_share=a, t2_share=b, points=got.points[sid])
+            for sid, (a, b) in order
+        ],
+    )
 
 
 def offset_tolerance(ref: SensorReference, params: Params) -> float:
@@ -585,13 +627,27 @@ def first_deviation(
     return FirstDeviation(sensor_id=best[2], at_s=best[0], z=best[1])
 
 
-def health_score(severities: list[float]) -> float:
-    """0-100 from the sensors' severities (module docstring)."""
-    if not severities:
-        return 100.0
-    sev = np.asarray(severities)
+MODEL_D_AT_LIMIT = 2.0  # the model's 99 % control limit counts as this deviation D
+
+
+def deviation(severities: list[float], model_ratio: float | None = None) -> float:
+    """The cycle's deviation ``D`` (module docstring)."""
+    sev = np.asarray(severities) if severities else np.zeros(1)
     d = 0.7 * float(sev.max()) + 0.3 * float(np.sqrt(np.mean(sev**2)))
-    return float(100.0 * np.exp(-max(0.0, d - 1.5) / 4.0))
+    if model_ratio is not None:
+        d = max(d, MODEL_D_AT_LIMIT * float(np.sqrt(max(model_ratio, 0.0))))
+    return d
+
+
+def score_of(d: float) -> float:
+    """0-100 from the deviation ``D``: continuous and falling (module docstring)."""
+    soft = float(np.logaddexp(0.0, 2.0 * (d - 1.5))) / 2.0
+    return float(100.0 * np.exp(-soft / 4.0))
+
+
+def health_score(severities: list[float], model_ratio: float | None = None) -> float:
+    """0-100 from the sensors' severities and the model's statistics (module docstring)."""
+    return score_of(deviation(severities, model_ratio))
 
 
 def risk_class(score: float) -> str:
@@ -651,8 +707,54 @@ def recommendations(deviations: list[SensorDeviation]) -> list[Recommendation]:
     return out
 
 
-def analyse(cycle: CycleData, reference: Reference, params: Params = Params()) -> AnalysisCompleted:
-    """Compare ``cycle`` with ``reference``: metrics per sensor, ranking, score, advice."""
+def judged_by_model(
+    cycle: CycleData,
+    reference: Reference,
+    model: mspc.Model | None,
+    params: Params,
+    learnt: int | None = None,
+) -> ModelStats:
+    """The learned model's view of a cycle, or why it has none (``learnt``: how many cycles the
+    model has collected so far; by default the reference's own)."""
+
+    def without(note: str) -> ModelStats:
+        return ModelStats(available=False, note=note, reference_version=reference.version,
+                          model_version=model.cycles if model else 0)  # fmt: skip
+
+    if model is None:
+        if learnt is None:
+            learnt = 0 if reference.members is None else len(reference.members)
+        return without(f"learning: {learnt} of the {mspc.MIN_CYCLES} healthy cycles it needs")
+    if cycle.aborted:
+        return without("an aborted cycle is not judged by the model")
+    row = model_row(cycle, reference, params)
+    if row is None or len(row) != model.layout.columns:
+        return without("the cycle lacks a sensor of the model")
+    return model_stats(model, row, reference.version)
+
+
+def learns_from(result: AnalysisCompleted) -> bool:
+    """Whether the model may learn from this cycle: complete, comparable, of low risk, and (once
+    there is a model) within its 95 % limits, so that a slowly growing fault is not learnt."""
+    if not result.comparable or result.aborted or result.qualified or result.risk_class != "low":
+        return False
+    m = result.model
+    if m is None or not m.available:
+        return True
+    assert m.t2 is not None
+    assert m.spe is not None
+    return m.t2 <= (m.t2_limit_95 or 0) and m.spe <= (m.spe_limit_95 or 0)
+
+
+def analyse(
+    cycle: CycleData,
+    reference: Reference,
+    params: Params = Params(),
+    model: mspc.Model | None = None,
+    learnt: int | None = None,
+) -> AnalysisCompleted:
+    """Compare ``cycle`` with ``reference`` (and with the learned ``model`` of normal cycles,
+    when there is one): metrics per sensor, ranking, score, advice."""
     base = on_common_base(cycle, reference)
     duration = reference.duration_s if cycle.aborted else cycle.duration_s
     usable = [(sid, x) for sid, x in base.items() if np.isfinite(x).sum() >= 2]
@@ -682,7 +784,12 @@ def analyse(cycle: CycleData, reference: Reference, params: Params = Params()) -
     missing = sorted(set(reference.sensors) - set(compared))
     needed = max(1, int(np.ceil(params.min_compared_share * len(reference.sensors))))
     comparable = len(compared) >= needed
-    score = health_score([d.severity for d in ranked]) if comparable else None
+    judged = judged_by_model(cycle, reference, model, params, learnt) if comparable else None
+    feeds = (
+        judged is not None and judged.available and judged.model_version >= params.model_feeds_from
+    )
+    ratio = judged.ratio_99 if feeds and judged is not None else None
+    score = health_score([d.severity for d in ranked], ratio) if comparable else None
     notes = []
     if not comparable:
         notes.append(
@@ -722,6 +829,7 @@ def analyse(cycle: CycleData, reference: Reference, params: Params = Params()) -
         sensors=ranked,
         first_deviation=first_deviation(compared, duration, params),
         recommendations=recommendations(ranked),
+        model=judged,
     )
 
 

@@ -23,6 +23,10 @@ import numpy.typing as npt
 Array = npt.NDArray[np.float64]
 
 
+# slow sensors: their operating point drifts over hours (warm-up) without anything being wrong
+SLOW_TYPES = frozenset({"temperature", "humidity", "level"})
+
+
 @dataclass(frozen=True, slots=True)
 class SensorReference:
     """Reference of one sensor on the common base."""
@@ -44,6 +48,9 @@ class Reference:
     version: int
     duration_s: float
     sensors: dict[str, SensorReference]
+    # the reference's own cycles as rows of the learned model (services.analysis.mspc), in the
+    # order of ``sensors``; None for a reference built before the model existed
+    members: npt.NDArray[np.float64] | None = None
 
     @property
     def n_points(self) -> int:
@@ -77,6 +84,8 @@ def reference_to_bytes(reference: Reference) -> bytes:
         arrays[f"spread_{i}"] = r.spread
         if r.coverage is not None:
             arrays[f"cover_{i}"] = r.coverage
+    if reference.members is not None:
+        arrays["members"] = reference.members
     buffer = io.BytesIO()
     np.savez_compressed(buffer, **arrays)  # type: ignore[arg-type]
     return buffer.getvalue()
@@ -100,13 +109,16 @@ def reference_from_bytes(data: bytes) -> Reference:
             )
             for i, (sid, info) in enumerate(meta["sensors"].items())
         }
-    return Reference(meta["stream_id"], int(meta["version"]), float(meta["duration_s"]), sensors)
+        members = npz["members"] if "members" in npz.files else None
+    return Reference(
+        meta["stream_id"], int(meta["version"]), float(meta["duration_s"]), sensors, members
+    )
 
 
 def with_names(reference: Reference, names: dict[str, str]) -> Reference:
     """``reference`` with each sensor's registered name (``names``: id -> name)."""
     sensors = {sid: replace(r, name=names.get(sid, r.name)) for sid, r in reference.sensors.items()}
-    return Reference(reference.stream_id, reference.version, reference.duration_s, sensors)
+    return replace(reference, sensors=sensors)
 
 
 def matched(reference: Reference, registered: dict[str, str]) -> tuple[Reference, int]:
@@ -132,5 +144,4 @@ def matched(reference: Reference, registered: dict[str, str]) -> tuple[Reference
             found += 1
         else:
             sensors[sid] = r
-    renamed = Reference(reference.stream_id, reference.version, reference.duration_s, sensors)
-    return renamed, found
+    return replace(reference, sensors=sensors), found

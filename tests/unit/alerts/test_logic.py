@@ -247,3 +247,28 @@ def test_a_cycle_that_was_not_compared_raises_only_the_built_in_warning() -> Non
     assert "was not compared: not comparable: 0 of 3" in raised.message
     _, (cleared,) = on_analysis(comparable_rule("s"), s, scored, 2)
     assert cleared.state == "cleared"
+
+
+def test_the_built_in_trend_rule_warns_before_the_threshold_and_clears_when_it_levels_off() -> None:
+    from schemas.messages import AnalysisCompleted
+    from services.alerts.logic import on_analysis, trend_rule
+    from services.analysis.trend import Point, trend
+
+    def scored(i: int, scores: list[float]) -> AnalysisCompleted:
+        points = [Point(60.0 * k, v, {}) for k, v in enumerate(scores)]
+        return AnalysisCompleted(stream_id="s", cycle_id=f"c{i}", health_score=scores[-1],
+                                 risk_class="low", trend=trend(points))  # fmt: skip
+
+    falling = [95.0 - 1.5 * k for k in range(20)]  # 66.5 at the last: still medium, not critical
+    rule = trend_rule("s")
+    s, (raised,) = on_analysis(rule, RuleState(), scored(20, falling), 1)
+    assert (raised.state, raised.severity) == ("raised", "warning")
+    assert "health falls 1.5 points a cycle" in raised.message and "reach 40 in" in raised.message
+    assert on_analysis(rule, s, scored(21, [*falling, 65.0]), 2)[1] == []  # still falling: held
+    level = [*falling, *([66.0] * 20)]
+    _, (cleared,) = on_analysis(rule, s, scored(40, level), 3)
+    assert cleared.state == "cleared"
+    # a stream with too few scored cycles has no trend, and a cycle with no score says nothing
+    assert on_analysis(rule, RuleState(), scored(3, falling[:3]), 4) == (RuleState(), [])
+    blind = scored(5, falling).model_copy(update={"health_score": None, "risk_class": "unknown"})
+    assert on_analysis(rule, s, blind, 5) == (s, [])

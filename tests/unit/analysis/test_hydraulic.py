@@ -74,7 +74,10 @@ def test_scores_fall_as_a_component_degrades(scores, component: str, levels) -> 
         float(np.median(scores.healthy if lv == HEALTHY else scores.by_level[lv])) for lv in levels
     ]
     assert medians == sorted(medians, reverse=True), (component, medians)
-    assert medians[0] - medians[-1] > 40, (component, medians)
+    # healthy cycles spread over about 85-100 (the score is continuous), a failing component is
+    # at least of high risk
+    assert medians[-1] < 60, (component, medians)
+    assert medians[0] - medians[-1] > 35, (component, medians)
 
 
 @pytest.mark.parametrize(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 
@@ -122,11 +124,23 @@ def test_a_uniformly_slower_cycle_is_not_a_shape_change(reference) -> None:
     assert result.health_score > 85
 
 
-def test_health_score_is_100_for_normal_and_decreasing() -> None:
-    assert health_score([0.5, 1.0]) == 100
-    values = [health_score([s]) for s in (1, 2, 3, 5, 8, 13)]
-    assert values == sorted(values, reverse=True)
+def test_health_score_is_continuous_high_for_normal_and_decreasing() -> None:
+    values = [health_score([s]) for s in (0.0, 0.5, 1.0, 1.5, 2, 3, 5, 8, 13)]
+    assert all(a > b for a, b in itertools.pairwise(values))  # strictly falling
+    assert 95 < values[0] <= 100
+    assert 90 < health_score([0.5, 1.0]) < 100  # a normal cycle: high, but not clipped to 100
     assert values[-1] < 10
+
+
+def test_the_score_is_calibrated_on_the_models_control_limits() -> None:
+    # README, "Calibration": the model's 99 % limit scores 85, 1.3 times it 80, 3 times it 60,
+    # 6.8 times it 40
+    assert abs(health_score([0.1], model_ratio=1.0) - 85) < 1
+    assert abs(health_score([0.1], model_ratio=1.3) - 80) < 1
+    assert abs(health_score([0.1], model_ratio=3.0) - 60) < 1.5
+    assert abs(health_score([0.1], model_ratio=6.8) - 40) < 1
+    # the model can only lower a score, never raise one
+    assert health_score([4.0], model_ratio=0.1) == health_score([4.0])
 
 
 def test_slow_sensors_tolerate_warm_up_drift_but_not_a_step() -> None:

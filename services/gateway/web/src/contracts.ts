@@ -54,6 +54,8 @@ export interface AnalysisCompleted {
   sensors: SensorDeviation[];
   first_deviation: FirstDeviation | null;
   recommendations: Recommendation[];
+  model: ModelStats | null;
+  trend: Trend | null;
   details: Record<string, unknown>;
 }
 
@@ -194,6 +196,34 @@ export interface HistoryTrace {
   bad: number[];
 }
 
+/** One sensor's part in the multivariate statistics of a cycle. */
+export interface ModelContribution {
+  sensor_id: string;
+  spe_share: number;
+  t2_share: number;
+  points: number[];
+}
+
+/**
+ * The cycle judged by the learned model of normal cycles (multiway PCA): Hotelling's T² and SPE
+ * with their control limits.
+ */
+export interface ModelStats {
+  available: boolean;
+  note: string;
+  reference_version: number | null;
+  model_version: number;
+  components: number;
+  t2: number | null;
+  t2_limit_95: number | null;
+  t2_limit_99: number | null;
+  spe: number | null;
+  spe_limit_95: number | null;
+  spe_limit_99: number | null;
+  ratio_99: number | null;
+  contributions: ModelContribution[];
+}
+
 /** One sensor of a cycle over its reference, on the cycle's own time axis (seconds). */
 export interface OverlaySensor {
   sensor_id: string;
@@ -302,6 +332,25 @@ export interface StreamStatus {
   samples_persisted: number;
   last_seq: number | null;
   last_sample_at: string | null;
+}
+
+/**
+ * A robust (Theil-Sen) trend of the health score over the stream's last cycles, and when it would
+ * reach the threshold.
+ */
+export interface Trend {
+  cycles: number;
+  slope_per_cycle: number;
+  slope_low: number;
+  slope_high: number;
+  threshold: number;
+  cycles_to_threshold: number | null;
+  cycles_to_threshold_low: number | null;
+  cycles_to_threshold_high: number | null;
+  seconds_to_threshold: number | null;
+  degrading: boolean;
+  alert: boolean;
+  sensors: Record<string, number>;
 }
 
 /** Answer of ``GET /api/auth/me``: who the request is from and what the role allows. */
