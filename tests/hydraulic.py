@@ -8,14 +8,13 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
-from edge.replay import SENSORS, HydraulicData, load_hydraulic
-from services.analysis.logic import CycleData
+from edge.replay import HydraulicData, load_hydraulic
+from services.analysis.evaluate import HEALTHY, LEVELS, RIG_UNITS, auc, rig_cycle
 from tests.conftest import SHARED_DATA
 
 FOLDER = SHARED_DATA / "hydraulic-1hz"
-NS = 1_000_000_000
-UNITS = {s: unit for s, (_, unit, _) in SENSORS.items()}
-TYPES = {s: kind for s, (kind, _, _) in SENSORS.items()}
+UNITS = RIG_UNITS
+__all__ = ["HEALTHY", "LEVELS", "UNITS", "auc", "load_rig", "rig_cycle", "rig_scores"]
 
 
 def load_rig() -> HydraulicData:
@@ -24,46 +23,8 @@ def load_rig() -> HydraulicData:
     return load_hydraulic(FOLDER)
 
 
-def rig_cycle(rig: HydraulicData, row: int, stream_id: str = "hydraulic-rig") -> CycleData:
-    start = int(rig.original[row]) * 60 * NS
-    t = start + np.arange(60, dtype=np.int64) * NS
-    return CycleData(
-        stream_id=stream_id,
-        cycle_id=f"rig-{int(rig.original[row])}",
-        start_ns=start,
-        end_ns=start + 59 * NS,
-        sensors={s: (t, rig.values[s][row]) for s in SENSORS},
-        sensor_types=TYPES,
-    )
-
-
-# single-fault groups: every level of each component, the others healthy (cooler, valve, pump,
-# accumulator); the first level of each is the mildest
-HEALTHY = (100, 100, 0, 130)
-LEVELS: dict[str, list[tuple[int, int, int, int]]] = {
-    "cooler": [(20, 100, 0, 130), (3, 100, 0, 130)],
-    "valve": [(100, 90, 0, 130), (100, 80, 0, 130), (100, 73, 0, 130)],
-    "pump": [(100, 100, 1, 130), (100, 100, 2, 130)],
-    "accumulator": [(100, 100, 0, 115), (100, 100, 0, 100), (100, 100, 0, 90)],
-}
 # each component's fault "close to total failure" (the README's words for the last level)
 FAILING = {component: levels[-1] for component, levels in LEVELS.items()}
-
-
-def auc(healthy: list[float], faulty: list[float]) -> float:
-    """Probability that a healthy cycle scores higher than a faulty one (ties count half)."""
-    h = np.asarray(healthy)[:, None]
-    f = np.asarray(faulty)[None, :]
-    return float(np.mean((h > f) + 0.5 * (h == f)))
-
-
-@dataclass(frozen=True)
-class RigRow:
-    component: str
-    level: str
-    cycles: int
-    median: float
-    auc: float
 
 
 @dataclass(frozen=True)
@@ -100,26 +61,3 @@ def rig_scores(rig: HydraulicData, members: int) -> RigScores:
         warming=scores(rig.rows(*HEALTHY, 1)),
         by_level={lv: scores(rig.rows(*lv)) for levels in LEVELS.values() for lv in levels},
     )
-
-
-def rig_auc_table(members: int | None = None) -> list[RigRow] | None:
-    """The AUC table of ``make bench`` (None when the data set is absent)."""
-    if not (FOLDER / "profile.txt").exists():
-        return None
-    from services.analysis.config import Settings
-
-    rig = load_hydraulic(FOLDER)
-    s = rig_scores(rig, members or Settings().auto_reference_cycles)
-    rows = [
-        RigRow("healthy", "reference cycles", len(s.members), float(np.median(s.members)), 0.5),
-        RigRow("healthy", "others", len(s.healthy), float(np.median(s.healthy)), 0.5),
-    ]
-    for component, levels in LEVELS.items():
-        for lv in levels:
-            f = s.by_level[lv]
-            if f:
-                label = "/".join(str(x) for x in lv)
-                rows.append(
-                    RigRow(component, label, len(f), float(np.median(f)), auc(s.healthy, f))
-                )
-    return rows

@@ -87,6 +87,11 @@ class ModelStats(Contract):
         description="False while the model has fewer cycles than it needs; ``note`` says why."
     )
     note: str = ""
+    feeds_score: bool = Field(
+        default=False,
+        description="Whether the model fed this cycle's health score (it does once it learnt "
+        "from model_feeds_from cycles).",
+    )
     reference_version: int | None = None
     model_version: int = Field(
         default=0, description="How many cycles the model was fitted on (it grows with them)."

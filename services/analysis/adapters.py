@@ -248,7 +248,8 @@ class History:
                 cur = await conn.execute(
                     "SELECT extract(epoch FROM c.ended_at)::float8, d.health_score,"
                     " (SELECT jsonb_object_agg(s->>'sensor_id', s->'severity')"
-                    "  FROM jsonb_array_elements(d.result->'sensors') s)"
+                    "  FROM jsonb_array_elements(d.result->'sensors') s),"
+                    " coalesce((d.result->'model'->>'feeds_score')::boolean, false)"
                     " FROM live_deviations d JOIN live_cycles c ON c.cycle_id = d.cycle_id"
                     " WHERE d.stream_id = %s AND d.reference_version = %s"
                     " AND d.health_score IS NOT NULL AND c.ended_at < %s AND d.cycle_id <> %s"
@@ -258,10 +259,11 @@ class History:
                 rows = await cur.fetchall()
         except (psycopg.OperationalError, TimeoutError) as exc:
             raise _transient(exc) from exc
-        return [
-            Point(float(r[0]), float(r[1]), {k: float(v) for k, v in (r[2] or {}).items()})
-            for r in reversed(rows)
-        ]
+        out = []
+        for r in reversed(rows):
+            severities = {k: float(v) for k, v in (r[2] or {}).items()}
+            out.append(Point(float(r[0]), float(r[1]), severities, bool(r[3])))
+        return out
 
 
 class Results:

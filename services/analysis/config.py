@@ -37,7 +37,7 @@ class Settings(BaseSettings):
         "(its reference's and later healthy ones); 0: no learned model.",
     )
     model_feeds_from: int = Field(
-        default=10,
+        default=8,
         ge=5,
         description="The learned model feeds the health score once it learnt from this many.",
     )

@@ -209,6 +209,7 @@ class AnalyseCycles:
             event.ended_at.timestamp(),
             result.health_score,
             {d.sensor_id: d.severity for d in result.sensors},
+            result.model is not None and result.model.feeds_score,
         )
         found = trend([*before, now], self.trend_params)
         return result if found is None else result.model_copy(update={"trend": found})

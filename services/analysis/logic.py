@@ -14,14 +14,20 @@ spread (see :func:`normal_spread`):
 - timing vs magnitude from the warping path: of the squared Euclidean difference E², the part
   DTW removes (E² - DTW²) is timing, the rest magnitude.
 
-The cycle's deviation ``D`` = 0.7·max(severity) + 0.3·RMS(severity). Once the learned model of
-normal cycles (:mod:`services.analysis.mspc`) has ``model_feeds_from`` cycles, ``D`` is at least
-``2 · sqrt(r)``, with ``r`` the larger of T² and SPE over their 99 % control limits. The health
-score is ``100 · exp(-softplus₂(D - 1.5) / 4)`` (``softplus₂(x) = ln(1 + e^(2x)) / 2``), falling
-continuously: about 99 at D = 0, 96 at D = 1, 92 at D = 1.5, 85 at D = 2 (the model's 99 % limit),
-80 at D = 2.3 (1.3 times the limit), 60 at D = 3.5 (3 times), 40 at D = 5.2 (6.8 times), 25 at
-D = 7. Normal cycles spread over about 85-100 instead of all scoring 100, so a drift shows before
-it is a fault. Risk: low ≥ 80 > medium ≥ 60 > high ≥ 40 > critical.
+The cycle's deviation ``D`` = 0.7·max(severity) + 0.3·RMS(severity): 1 is a sensor at its normal
+spread. Once the learned model of normal cycles (:mod:`services.analysis.mspc`) learnt from
+``model_feeds_from`` cycles, its own deviation ``D_m = 2·sqrt(r)`` (``r``: the larger of T² and
+SPE over their 99 % control limits, so ``D_m`` = 2 at the limit and about 1.4 for a typical normal
+cycle) is added in quadrature beyond the normal: ``D = sqrt(D² + max(0, D_m² - 1.4²))``. A cycle
+both views find a little off is judged worse than one that only one finds a little off.
+
+The health score is ``100 · exp(-softplus₂(D - 1.5) / 4)`` (``softplus₂(x) = ln(1 + e^(2x)) / 2``),
+continuous and falling: 99 at D = 0, 96 at D = 1, 90 at D = 1.64, 85 at D = 2, 80 at D = 2.3,
+60 at D = 3.5, 40 at D = 5.2. In terms of the control limits, with the sensors each within their
+normal spread (D ≈ 1): a cycle at the model's 99 % limit scores 89, **80** means T² or SPE at 1.6
+times its 99 % limit, **60** at 3.4 times and **40** at 6.9 times. Normal cycles spread over about
+85-100 instead of all scoring 100, so a drift shows before it is a fault. Risk: low ≥ 80 > medium
+≥ 60 > high ≥ 40 > critical.
 
 A cycle with no data, or that compares fewer than ``min_compared_share`` (half) of its
 reference's sensors, is *not comparable*: no score, risk ``unknown``, and the reason in
@@ -74,7 +80,7 @@ class Params:
     # a cycle that compares fewer of its reference's sensors than this share gets no score
     min_compared_share: float = 0.5
     model_cycles: int = 50  # the learned model learns from at most this many cycles
-    model_feeds_from: int = 10  # ... and feeds the score once it has this many
+    model_feeds_from: int = 8  # ... and feeds the score once it has this many
     workers: int = 2  # sensors compared in parallel (the DTW kernels release the GIL)
 
 
@@ -627,7 +633,8 @@ def first_deviation(
     return FirstDeviation(sensor_id=best[2], at_s=best[0], z=best[1])
 
 
-MODEL_D_AT_LIMIT = 2.0  # the model's 99 % control limit counts as this deviation D
+MODEL_D_AT_LIMIT = 2.0  # the model's 99 % control limit counts as this deviation D_m
+MODEL_D_NORMAL = 1.4  # D_m of a typical normal cycle (its statistic at about half the limit)
 
 
 def deviation(severities: list[float], model_ratio: float | None = None) -> float:
@@ -635,7 +642,8 @@ def deviation(severities: list[float], model_ratio: float | None = None) -> floa
     sev = np.asarray(severities) if severities else np.zeros(1)
     d = 0.7 * float(sev.max()) + 0.3 * float(np.sqrt(np.mean(sev**2)))
     if model_ratio is not None:
-        d = max(d, MODEL_D_AT_LIMIT * float(np.sqrt(max(model_ratio, 0.0))))
+        dm2 = MODEL_D_AT_LIMIT**2 * max(model_ratio, 0.0)
+        d = float(np.sqrt(d * d + max(0.0, dm2 - MODEL_D_NORMAL**2)))
     return d
 
 
@@ -789,6 +797,8 @@ def analyse(
         judged is not None and judged.available and judged.model_version >= params.model_feeds_from
     )
     ratio = judged.ratio_99 if feeds and judged is not None else None
+    if feeds and judged is not None:
+        judged = judged.model_copy(update={"feeds_score": True})
     score = health_score([d.severity for d in ranked], ratio) if comparable else None
     notes = []
     if not comparable:

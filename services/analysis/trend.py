@@ -27,6 +27,7 @@ class Point:
     at_s: float
     score: float
     severities: dict[str, float]
+    model_fed: bool = False  # whether the learned model fed the score
 
 
 def _cycles_to(level: float, slope: float, threshold: float) -> float | None:
@@ -39,6 +40,11 @@ def trend(points: list[Point], params: TrendParams = TrendParams()) -> Trend | N
     """The trend of ``points`` (oldest first; the last is the cycle just analysed); None with
     fewer than ``min_cycles``."""
     last = points[-params.window :]
+    # scores with and without the learned model are on different footings: the trend starts
+    # again when the model begins to feed the score
+    fed = [p.model_fed for p in last]
+    if fed and not all(f == fed[-1] for f in fed):
+        last = last[max(i for i, f in enumerate(fed) if f != fed[-1]) + 1 :]
     n = len(last)
     if n < params.min_cycles:
         return None

@@ -127,21 +127,28 @@ def reports() -> None:
           f"six at once in threads: {six:.2f} s for all six")  # fmt: skip
 
 
-def rig_table() -> None:
-    try:
-        from tests.hydraulic import rig_auc_table
-    except ImportError:
-        return
-    print("  Hydraulic rig (real 1 Hz cycles), default settings, reference = the first "
-          f"{SETTINGS.auto_reference_cycles} healthy stable cycles:")  # fmt: skip
-    rows = rig_auc_table()
-    if rows is None:
-        print("    data set not found (it lives in ../shared/data/hydraulic-1hz); table skipped")
-        return
-    print("    | fault | level | cycles | median score | AUC vs healthy |")
-    print("    | --- | --- | --- | --- | --- |")
-    for r in rows:
-        print(f"    | {r.component} | {r.level} | {r.cycles} | {r.median:.1f} | {r.auc:.3f} |")
+def evaluation() -> None:
+    """``vertac evaluate``'s figures (rig AUCs per method, healthy spread, drift lead)."""
+    from pathlib import Path
+
+    from services.analysis import evaluate as ev
+    from services.analysis.app import params_of, trend_params_of
+
+    params = params_of(SETTINGS)
+    data = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "hydraulic-1hz"
+    print("  vertac evaluate, default settings:")
+    if (data / "profile.txt").exists():
+        found = ev.evaluate_rig(data, params, SETTINGS.auto_reference_cycles, SETTINGS.n_points)
+        for line in ev.rig_report(found):
+            print(f"    {line}")
+    else:
+        print(f"    hydraulic data set not found at {data}: the rig table is skipped")
+    drift = ev.evaluate_drift(
+        Fault.parse("pressure_1:drift:0.1:10"), params, trend_params_of(SETTINGS),
+        SETTINGS.auto_reference_cycles, SETTINGS.n_points,
+    )  # fmt: skip
+    for line in ev.drift_report(drift, ev.SIM_CYCLE_S):
+        print(f"    {line}")
 
 
 def main() -> None:
@@ -151,7 +158,7 @@ def main() -> None:
     print(f"  JIT warm-up at start: {time.perf_counter() - t0:.2f} s")
     comparison()
     reports()
-    rig_table()
+    evaluation()
 
 
 if __name__ == "__main__":

@@ -133,12 +133,14 @@ def test_health_score_is_continuous_high_for_normal_and_decreasing() -> None:
 
 
 def test_the_score_is_calibrated_on_the_models_control_limits() -> None:
-    # README, "Calibration": the model's 99 % limit scores 85, 1.3 times it 80, 3 times it 60,
-    # 6.8 times it 40
-    assert abs(health_score([0.1], model_ratio=1.0) - 85) < 1
-    assert abs(health_score([0.1], model_ratio=1.3) - 80) < 1
-    assert abs(health_score([0.1], model_ratio=3.0) - 60) < 1.5
-    assert abs(health_score([0.1], model_ratio=6.8) - 40) < 1
+    # README, "Calibration": with every sensor at its normal spread (D = 1), the model's 99 %
+    # limit scores 89, 1.6 times it 80, 3.4 times it 60, 6.9 times it 40
+    assert abs(health_score([1.0], model_ratio=1.0) - 89) < 1
+    assert abs(health_score([1.0], model_ratio=1.56) - 80) < 1
+    assert abs(health_score([1.0], model_ratio=3.36) - 60) < 1
+    assert abs(health_score([1.0], model_ratio=6.91) - 40) < 1
+    # a typical normal cycle of the model (half its limit) costs nothing
+    assert health_score([1.0], model_ratio=0.45) == health_score([1.0])
     # the model can only lower a score, never raise one
     assert health_score([4.0], model_ratio=0.1) == health_score([4.0])
 

@@ -41,3 +41,10 @@ def test_too_few_cycles_give_no_trend_and_the_window_keeps_the_last() -> None:
     old_fall = [95 - 3.0 * i for i in range(20)]
     found = trend(points([*old_fall, *([60.0] * 30)]), TrendParams(window=30))
     assert found is not None and found.cycles == 30 and not found.degrading
+
+
+def test_the_trend_starts_again_when_the_learned_model_begins_to_feed_the_score() -> None:
+    before = [Point(30.0 * i, 97.0, {}, model_fed=False) for i in range(10)]
+    after = [Point(30.0 * (10 + i), 88.0 + (i % 2), {}, model_fed=True) for i in range(10)]
+    found = trend([*before, *after])
+    assert found is not None and found.cycles == 10 and not found.degrading

@@ -211,6 +211,7 @@ export interface ModelContribution {
 export interface ModelStats {
   available: boolean;
   note: string;
+  feeds_score: boolean;
   reference_version: number | null;
   model_version: number;
   components: number;
