@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import ConfigDict, Field, model_validator
 
-from schemas.v1.analysis import AnalysisCompleted
+from schemas.v1.analysis import AnalysisCompleted, Trend
 from schemas.v1.base import Contract, StreamId
 
 
@@ -147,6 +147,13 @@ class CycleSummary(Contract):
     health_score: float | None = None
     risk_class: str | None = None
     reference_version: int | None = None
+    t2: float | None = Field(default=None, description="The learned model's Hotelling T².")
+    t2_limit_99: float | None = None
+    spe: float | None = Field(default=None, description="The learned model's SPE (Q).")
+    spe_limit_99: float | None = None
+    trend: Trend | None = Field(
+        default=None, description="The stream's health trend as of this cycle."
+    )
 
 
 class CycleDetail(Contract):

@@ -33,6 +33,7 @@ from schemas.messages import (
     DatasetEntryBody,
     DatasetInfo,
     StreamRegistered,
+    Trend,
 )
 from services.common import directget
 from services.common.failures import is_transient
@@ -195,10 +196,17 @@ class Database:
 _CYCLE_LIST = """
 SELECT c.cycle_id, c.stream_id, c.cycle_no, c.state, c.started_at, c.ended_at, c.duration_s,
        c.end_reason, c.samples, c.frames, c.gaps, c.completeness,
-       d.health_score, d.risk_class, d.reference_version
+       d.health_score, d.risk_class, d.reference_version,
+       d.t2, d.t2_limit_99, d.spe, d.spe_limit_99, d.trend
 FROM live_cycles c
 LEFT JOIN LATERAL (
-    SELECT health_score, risk_class, reference_version FROM live_deviations
+    SELECT health_score, risk_class, reference_version,
+           (result->'model'->>'t2')::float8 AS t2,
+           (result->'model'->>'t2_limit_99')::float8 AS t2_limit_99,
+           (result->'model'->>'spe')::float8 AS spe,
+           (result->'model'->>'spe_limit_99')::float8 AS spe_limit_99,
+           result->'trend' AS trend
+    FROM live_deviations
     WHERE cycle_id = c.cycle_id ORDER BY created_at DESC LIMIT 1
 ) d ON true
 WHERE c.stream_id = %(s)s
@@ -210,10 +218,17 @@ ORDER BY c.started_at DESC, c.cycle_id DESC LIMIT %(n)s
 _CYCLE_ONE = """
 SELECT c.cycle_id, c.stream_id, c.cycle_no, c.state, c.started_at, c.ended_at, c.duration_s,
        c.end_reason, c.samples, c.frames, c.gaps, c.completeness,
-       d.health_score, d.risk_class, d.reference_version, d.result, c.recording
+       d.health_score, d.risk_class, d.reference_version,
+       d.t2, d.t2_limit_99, d.spe, d.spe_limit_99, d.trend, d.result, c.recording
 FROM live_cycles c
 LEFT JOIN LATERAL (
-    SELECT health_score, risk_class, reference_version, result FROM live_deviations
+    SELECT health_score, risk_class, reference_version,
+           (result->'model'->>'t2')::float8 AS t2,
+           (result->'model'->>'t2_limit_99')::float8 AS t2_limit_99,
+           (result->'model'->>'spe')::float8 AS spe,
+           (result->'model'->>'spe_limit_99')::float8 AS spe_limit_99,
+           result->'trend' AS trend, result
+    FROM live_deviations
     WHERE cycle_id = c.cycle_id ORDER BY created_at DESC LIMIT 1
 ) d ON true
 WHERE c.cycle_id = %s
@@ -237,6 +252,11 @@ def _summary(r: tuple[Any, ...]) -> CycleSummary:
         health_score=r[12],
         risk_class=r[13],
         reference_version=r[14],
+        t2=r[15],
+        t2_limit_99=r[16],
+        spe=r[17],
+        spe_limit_99=r[18],
+        trend=Trend.model_validate(r[19]) if r[19] else None,
     )
 
 
@@ -270,8 +290,8 @@ class CycleQueries:
             r = await cur.fetchone()
         if r is None:
             return None
-        analysis = AnalysisCompleted.model_validate(r[15]) if r[15] else None
-        return CycleDetail(cycle=_summary(r), analysis=analysis), r[16]
+        analysis = AnalysisCompleted.model_validate(r[20]) if r[20] else None
+        return CycleDetail(cycle=_summary(r), analysis=analysis), r[21]
 
 
 class AlertQueries:

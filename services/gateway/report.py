@@ -24,7 +24,13 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Polygon, Rectangle
 from matplotlib.ticker import MaxNLocator
 
-from schemas.messages import CycleAlerts, CycleDetail, CycleOverlay, OverlaySensor
+from schemas.messages import (
+    AnalysisCompleted,
+    CycleAlerts,
+    CycleDetail,
+    CycleOverlay,
+    OverlaySensor,
+)
 from services.common.csvtext import neutral
 
 ALERT_COLOURS = {"critical": "#cf222e", "warning": "#9a6700", "info": "#0969da"}
@@ -126,6 +132,36 @@ def _alerts_block(fig: Figure, y: float, alerts: CycleAlerts | None) -> float:
     return y
 
 
+def model_lines(a: AnalysisCompleted) -> list[str]:
+    """The learned model's view and the health trend, in words (also for the CLI)."""
+    out = []
+    m = a.model
+    if m is not None and m.available and m.t2 is not None and m.spe is not None:
+        top = ", ".join(f"{c.sensor_id} {100 * c.spe_share:.0f} %" for c in m.contributions[:3])
+        fed = "feeds the score" if m.feeds_score else "shown, not yet scoring"
+        out.append(
+            f"Learned model ({m.model_version} cycles, {m.components} components, {fed}): "
+            f"T² {m.t2:.1f} (99 % limit {m.t2_limit_99:.1f}), SPE {m.spe:.3g} "
+            f"(99 % limit {m.spe_limit_99:.3g}); SPE from {top}"
+        )
+    elif m is not None:
+        out.append(f"Learned model: {m.note}")
+    t = a.trend
+    if t is not None:
+        slope = f"{t.slope_per_cycle:+.2f} a cycle over {t.cycles} cycles"
+        if t.degrading and t.cycles_to_threshold is not None:
+            low = "?" if t.cycles_to_threshold_low is None else f"{t.cycles_to_threshold_low:.0f}"
+            high = (
+                "" if t.cycles_to_threshold_high is None else f"-{t.cycles_to_threshold_high:.0f}"
+            )
+            out.append(f"Health trend {slope}: {t.threshold:g} may be reached in "
+                       f"{t.cycles_to_threshold:.0f} cycles ({low}{high})"
+                       + (" - TREND ALERT" if t.alert else ""))  # fmt: skip
+        else:
+            out.append(f"Health trend {slope}: steady")
+    return out
+
+
 def _summary_page(pdf: PdfPages, detail: CycleDetail, alerts: CycleAlerts | None) -> None:
     c, a = detail.cycle, detail.analysis
     fig = Figure(figsize=(8.27, 11.69))
@@ -142,6 +178,7 @@ def _summary_page(pdf: PdfPages, detail: CycleDetail, alerts: CycleAlerts | None
         lines.append(f"Reference version {a.reference_version}")
         if a.qualified:
             lines.append(f"Qualified: {a.qualification}")
+        lines.extend(model_lines(a))
     for i, line in enumerate(lines):
         fig.text(0.06, 0.91 - i * 0.022, line, fontsize=10)
     if a is None:

@@ -93,3 +93,14 @@ def test_a_warm_up_is_not_a_fault_for_the_model_but_a_step_beyond_tolerance_is(t
 
     assert abs(ratio(0.5) - ratio(0.0)) < 0.1 * ratio(0.0)  # within the drift tolerance (1.2 °C)
     assert ratio(3.0) > 5
+
+
+def test_the_report_says_what_the_model_says_or_why_it_has_nothing(trained) -> None:
+    from services.gateway.report import model_lines
+
+    ref, model, rng = trained
+    (learning,) = model_lines(analyse(cycle(8, rng), ref))
+    assert learning == "Learned model: learning: 3 of the 5 healthy cycles it needs"
+    (judged,) = model_lines(analyse(cycle(9, rng, break_link=0.08), ref, model=model))
+    assert judged.startswith("Learned model (30 cycles,") and "feeds the score" in judged
+    assert "99 % limit" in judged and "SPE from a " in judged or "SPE from b " in judged

@@ -123,6 +123,38 @@ export function trendChart(el: HTMLElement, cycles: CycleSummary[], height = 200
   return plot;
 }
 
+/** The learned model's statistics per cycle, each over its 99 % control limit (1 = at the
+ * limit, drawn as a dashed line): T² (distance inside the model) and SPE (broken correlations). */
+export function modelChart(el: HTMLElement, cycles: CycleSummary[], height = 180): uPlot | null {
+  const judged = cycles
+    .filter((c) => c.t2 != null && c.t2_limit_99 && c.spe != null && c.spe_limit_99)
+    .sort((a, b) => a.cycle_no - b.cycle_no);
+  if (judged.length === 0) return null;
+  const x = judged.map((c) => c.cycle_no);
+  const t2 = judged.map((c) => (c.t2 as number) / (c.t2_limit_99 as number));
+  const spe = judged.map((c) => (c.spe as number) / (c.spe_limit_99 as number));
+  const plot = new uPlot(
+    {
+      ...sized(el, height),
+      scales: { x: { time: false }, y: { distr: 3, log: 10 } },
+      axes: [
+        { label: "cycle", labelSize: 14, incrs: [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000] },
+        { label: "× 99 % limit", size: 48 },
+      ],
+      series: [
+        { label: "cycle" },
+        { label: "T² / limit", stroke: "#8250df", width: 1.5, points: { show: true, size: 5, fill: "#8250df" } },
+        { label: "SPE / limit", stroke: "#bf8700", width: 1.5, points: { show: true, size: 5, fill: "#bf8700" } },
+        { label: "99 % limit", stroke: "#cf222e", width: 1, dash: [6, 4], points: { show: false } },
+      ],
+    },
+    [x, t2, spe, x.map(() => 1)],
+    el,
+  );
+  follow(el, plot, height);
+  return plot;
+}
+
 /** A sensor's history buckets: mean line over the min-max band, gaps where buckets are empty.
  * Dragging across the chart selects a range, handed to ``onZoom`` (seconds). */
 export function signalChart(

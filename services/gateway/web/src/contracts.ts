@@ -119,6 +119,11 @@ export interface CycleSummary {
   health_score: number | null;
   risk_class: string | null;
   reference_version: number | null;
+  t2: number | null;
+  t2_limit_99: number | null;
+  spe: number | null;
+  spe_limit_99: number | null;
+  trend: Trend | null;
 }
 
 /** A cycle in a dataset. */

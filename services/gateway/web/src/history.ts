@@ -1,12 +1,16 @@
 // Cycle history of one stream: health trend chart and the list of cycles, each opening its report.
 import type uPlot from "uplot";
 import { api } from "./api";
-import { trendChart } from "./charts";
+import { modelChart, trendChart } from "./charts";
 import { duration, fmt, h, RISK_COLOURS, when } from "./dom";
+import { trendText } from "./forecast";
 import { mountSignals } from "./signals";
 
 export function mountHistory(root: HTMLElement, streamId: string): () => void {
   const chartBox = h("div", { class: "trend", "data-testid": "health-trend" });
+  const trendLine = h("p", { "data-testid": "trend-forecast" }, "");
+  const modelBox = h("div", { class: "trend", "data-testid": "model-chart" });
+  const modelNote = h("p", { class: "muted" }, "");
   const table = h("tbody", {});
   const signals = h("div", { "data-testid": "signals" });
   root.replaceChildren(
@@ -16,6 +20,10 @@ export function mountHistory(root: HTMLElement, streamId: string): () => void {
       signals,
       h("h2", {}, "Health trend"),
       chartBox,
+      trendLine,
+      h("h2", {}, "Learned model of normal cycles (T² and SPE over their 99 % limits)"),
+      modelNote,
+      modelBox,
       h("h2", {}, "Cycles"),
       h("table", { class: "cycles", "data-testid": "cycle-list" },
         h("thead", {}, h("tr", {}, ["#", "Started", "Duration", "State", "Health", "Risk", "Reference", "Completeness", ""].map((t) => h("th", {}, t)))),
@@ -24,6 +32,7 @@ export function mountHistory(root: HTMLElement, streamId: string): () => void {
     ),
   );
   let chart: uPlot | null = null;
+  let model: uPlot | null = null;
   let unmountSignals = (): void => undefined;
   let closed = false;
   void api
@@ -41,6 +50,11 @@ export function mountHistory(root: HTMLElement, streamId: string): () => void {
         return;
       }
       chart = trendChart(chartBox, cycles);
+      const said = trendText(cycles);
+      trendLine.textContent = said.text;
+      trendLine.className = said.alert ? "error" : "";
+      model = modelChart(modelBox, cycles);
+      if (!model) modelNote.textContent = "The model is still learning: it is judged once it has learnt from 5 healthy cycles.";
       for (const c of cycles) {
         const link = `#/cycle/${encodeURIComponent(c.cycle_id)}`;
         table.append(
@@ -62,6 +76,7 @@ export function mountHistory(root: HTMLElement, streamId: string): () => void {
   return () => {
     closed = true;
     chart?.destroy();
+    model?.destroy();
     unmountSignals();
   };
 }
