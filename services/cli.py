@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import importlib
 import sys
 from collections.abc import Awaitable, Callable
@@ -399,6 +400,11 @@ def evaluate(
     except ValueError as exc:
         raise fail(str(exc)) from exc
     typer.echo("\n".join(ev.drift_report(result, ev.SIM_CYCLE_S)))
+    healthy = ev.evaluate_drift(
+        dataclasses.replace(drift, magnitude=0.0), params, trend_params_of(settings),
+        settings.auto_reference_cycles, settings.n_points, cycles,
+    )  # fmt: skip
+    typer.echo("\n".join(ev.baseline_report(healthy)))
 
 
 @app.command("export")

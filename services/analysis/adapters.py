@@ -171,27 +171,36 @@ def _rows_from_bytes(data: bytes) -> npt.NDArray[np.float64]:
     return np.asarray(np.load(io.BytesIO(data), allow_pickle=False), dtype=np.float64)
 
 
+@dataclass(frozen=True, slots=True)
+class Learnt:
+    """What a stream's learned model learnt under one reference version: the last healthy
+    cycles (ids and rows, oldest first) and how many it learnt from in all."""
+
+    cycle_ids: list[str]
+    rows: npt.NDArray[np.float64] | None
+    total: int
+
+
 class Models:
-    """What the learned model of each stream and reference version learnt (``live_models``):
-    the rows of the later healthy cycles, in the order they came."""
+    """What the learned model of each stream and reference version learnt (``live_models``)."""
 
     def __init__(self, pool: AsyncConnectionPool) -> None:
         self.pool = pool
 
-    async def learnt(
-        self, stream_id: str, reference_version: int
-    ) -> tuple[list[str], npt.NDArray[np.float64] | None]:
+    async def learnt(self, stream_id: str, reference_version: int) -> Learnt:
         try:
             async with self.pool.connection() as conn:
                 cur = await conn.execute(
-                    "SELECT cycle_ids, rows FROM live_models"
+                    "SELECT cycle_ids, rows, learnt FROM live_models"
                     " WHERE stream_id = %s AND reference_version = %s",
                     (stream_id, reference_version),
                 )
                 row = await cur.fetchone()
         except (psycopg.OperationalError, TimeoutError) as exc:
             raise _transient(exc) from exc
-        return (list(row[0]), _rows_from_bytes(row[1])) if row else ([], None)
+        if row is None:
+            return Learnt([], None, 0)
+        return Learnt(list(row[0]), _rows_from_bytes(row[1]), int(row[2]))
 
     async def learn(
         self,
@@ -199,34 +208,37 @@ class Models:
         reference_version: int,
         cycle_id: str,
         row: npt.NDArray[np.float64],
-        limit: int,
+        keep: int,
     ) -> bool:
-        """Add a cycle's row (once: a cycle analysed again is not added twice), while fewer
-        than ``limit`` are held; True when it was added."""
+        """Add a cycle's row (once: a cycle analysed again is not added twice), keeping the last
+        ``keep``; True when it was added."""
         try:
             async with self.pool.connection() as conn, conn.transaction():
                 await conn.execute(
                     "SELECT pg_advisory_xact_lock(hashtext(%s))", (f"model:{stream_id}",)
                 )
                 cur = await conn.execute(
-                    "SELECT cycle_ids, rows FROM live_models"
+                    "SELECT cycle_ids, rows, learnt FROM live_models"
                     " WHERE stream_id = %s AND reference_version = %s",
                     (stream_id, reference_version),
                 )
                 found = await cur.fetchone()
                 ids = list(found[0]) if found else []
-                if cycle_id in ids or len(ids) >= limit:
+                if cycle_id in ids:
                     return False
                 held = _rows_from_bytes(found[1]) if found else None
                 if held is not None and held.shape[1] != len(row):
                     return False  # rows of another layout: never mixed
                 rows = np.vstack([held, row]) if held is not None else row[None, :]
+                ids.append(cycle_id)
+                keep = max(1, keep)
                 await conn.execute(
-                    "INSERT INTO live_models (stream_id, reference_version, cycle_ids, rows)"
-                    " VALUES (%s, %s, %s, %s) ON CONFLICT (stream_id, reference_version)"
+                    "INSERT INTO live_models"
+                    " (stream_id, reference_version, cycle_ids, rows, learnt)"
+                    " VALUES (%s, %s, %s, %s, 1) ON CONFLICT (stream_id, reference_version)"
                     " DO UPDATE SET cycle_ids = EXCLUDED.cycle_ids, rows = EXCLUDED.rows,"
-                    " updated_at = now()",
-                    (stream_id, reference_version, [*ids, cycle_id], _rows_to_bytes(rows)),
+                    " learnt = live_models.learnt + 1, updated_at = now()",
+                    (stream_id, reference_version, ids[-keep:], _rows_to_bytes(rows[-keep:])),
                 )
                 return True
         except (psycopg.OperationalError, TimeoutError) as exc:

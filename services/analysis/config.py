@@ -33,8 +33,8 @@ class Settings(BaseSettings):
     model_cycles: int = Field(
         default=50,
         ge=0,
-        description="The learned model of normal cycles learns from at most this many cycles "
-        "(its reference's and later healthy ones); 0: no learned model.",
+        description="The learned model of normal cycles learns from the last N healthy cycles "
+        "(its reference's always among them); 0: no learned model.",
     )
     model_feeds_from: int = Field(
         default=8,

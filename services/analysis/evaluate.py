@@ -33,7 +33,7 @@ import numpy as np
 import numpy.typing as npt
 
 from edge.replay import SENSORS, HydraulicData, load_hydraulic
-from edge.simulator import NS, Fault, Simulation, build_machine
+from edge.simulator import NS, Fault, MachineModel, Simulation, build_machine
 from schemas.messages import AnalysisCompleted
 from services.analysis import mspc
 from services.analysis.logic import (
@@ -230,9 +230,12 @@ class DriftEvaluation:
         return self.first_alert + self.forecast_at_alert - self.first_critical
 
 
-def simulated_cycles(fault: Fault, cycles: int, seed: int = 7) -> list[CycleData]:
+def simulated_cycles(
+    fault: Fault, cycles: int, seed: int = 7, machine: MachineModel | None = None
+) -> list[CycleData]:
     """``cycles`` cycles of the simulated machine (as ``vertac run`` runs it) with ``fault``."""
-    machine = build_machine(faults=(fault,), seed=seed, cycle_s=SIM_CYCLE_S)
+    if machine is None:
+        machine = build_machine(faults=(fault,), seed=seed, cycle_s=SIM_CYCLE_S)
     start = 1_700_000_000 * NS
     sim = Simulation(machine, start)
     length = round(machine.cycle_s * NS)
@@ -252,20 +255,23 @@ def simulated_cycles(fault: Fault, cycles: int, seed: int = 7) -> list[CycleData
 
 def evaluate_drift(
     fault: Fault, params: Params, trend_params: TrendParams, members: int, n_points: int,
-    cycles: int = 150,
+    cycles: int = 150, machine: MachineModel | None = None,
 ) -> DriftEvaluation:  # fmt: skip
     """Cycle by cycle, as the service analyses a stream (see the module docstring)."""
-    data = simulated_cycles(fault, cycles)
+    data = simulated_cycles(fault, cycles, machine=machine)
     reference: Reference = build_reference(data[:members], version=1, n_points=n_points,
                                            params=params)  # fmt: skip
     out = DriftEvaluation(fault, scores=[None] * members, risks=["reference"] * members)
     layout = mspc.layout_of(reference)
-    rows = [] if reference.members is None else list(reference.members)
-    model = mspc.fit(layout, np.array(rows)) if rows else None
+    own = [] if reference.members is None else list(reference.members)
+    learnt: list[Array] = []  # the last healthy cycles' rows, as the service keeps them
+    keep = max(1, params.model_cycles - len(own))
+    model = mspc.fit(layout, np.array(own)) if own else None
     points: list[Point] = []
     for i in range(members, cycles):
         cycle = data[i]
-        result = analyse(cycle, reference, params, model, len(rows))
+        version = len(own) + len(learnt)
+        result = analyse(cycle, reference, params, model, version)
         if result.health_score is not None:
             at = cycle.end_ns / NS
             fed = result.model is not None and result.model.feeds_score
@@ -288,12 +294,26 @@ def evaluate_drift(
         if result.risk_class == "critical":
             out.first_critical = i
             break
-        if len(rows) < params.model_cycles and learns_from(result):
+        if params.model_cycles > 0 and learns_from(result):
             row = model_row(cycle, reference, params)
             if row is not None:
-                rows.append(row)
-                model = mspc.fit(layout, np.array(rows))
+                learnt.append(row)
+                model = mspc.fit(layout, np.array([*own, *learnt[-keep:]]))
     return out
+
+
+def baseline_report(e: DriftEvaluation) -> list[str]:
+    """The same machine without the fault: false alarms and the healthy score spread."""
+    scored = np.array([s for s in e.scores if s is not None])
+    flagged = (
+        "never flagged"
+        if e.first_flagged is None
+        else f"FALSE ALARM: flagged at cycle {e.first_flagged} ({e.flagged_by})"
+    )
+    return [
+        f"The same machine without the fault, {len(e.scores)} cycles: {flagged}; health median "
+        f"{np.median(scored):.1f}, min {scored.min():.1f}, max {scored.max():.1f}"
+    ]
 
 
 def drift_report(e: DriftEvaluation, cycle_s: float) -> list[str]:
@@ -308,7 +328,7 @@ def drift_report(e: DriftEvaluation, cycle_s: float) -> list[str]:
     else:
         lines.append(f"  first scored critical: cycle {e.first_critical}")
     if e.first_flagged is None:
-        lines.append("  NOT FLAGGED before the end")
+        lines.append(f"  never flagged in {len(e.scores)} cycles")
     else:
         lines.append(f"  first flagged: cycle {e.first_flagged} ({e.flagged_by})")
     if e.lead is not None:

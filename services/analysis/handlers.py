@@ -142,7 +142,7 @@ class AnalyseCycles:
             result = result.model_copy(update={"qualified": True, "qualification": notes})
         result = await self._with_trend(event, result)
         await self.results.store(result)
-        await self._learn(cycle, reference, result, learnt)
+        await self._learn(cycle, reference, result)
         top = result.sensors[0].sensor_id if result.sensors else None
         log.info(
             "cycle analysed",
@@ -156,31 +156,31 @@ class AnalyseCycles:
 
     async def _model(self, stream_id: str, reference: Reference) -> tuple[mspc.Model | None, int]:
         """The learned model of the stream under ``reference`` (fitted again only when it
-        learnt from another cycle) and how many cycles it learnt from."""
+        learnt from another cycle) and its version: how many cycles it learnt from in all."""
         members = reference.members
         own = 0 if members is None else len(members)
         if self.models is None or self.params.model_cycles <= 0:
             return None, own
-        ids, rows = await self.models.learnt(stream_id, reference.version)
-        count = own + len(ids)
+        learnt = await self.models.learnt(stream_id, reference.version)
+        version = own + learnt.total
         cached = self._fitted.get(stream_id)
-        if cached is not None and cached[:2] == (reference.version, count):
-            return cached[2], count
-        parts = [r for r in (members, rows) if r is not None and len(r)]
+        if cached is not None and cached[:2] == (reference.version, version):
+            return cached[2], version
+        parts = [r for r in (members, learnt.rows) if r is not None and len(r)]
         model = None
         if parts and len({p.shape[1] for p in parts}) == 1:
-            training = np.vstack(parts)[: self.params.model_cycles]
             layout = mspc.layout_of(reference)
-            model = await asyncio.to_thread(mspc.fit, layout, training)
-        self._fitted[stream_id] = (reference.version, count, model)
-        return model, count
+            model = await asyncio.to_thread(mspc.fit, layout, np.vstack(parts))
+        self._fitted[stream_id] = (reference.version, version, model)
+        return model, version
 
     async def _learn(
-        self, cycle: CycleData, reference: Reference, result: AnalysisCompleted, learnt: int
+        self, cycle: CycleData, reference: Reference, result: AnalysisCompleted
     ) -> None:
-        """Let the model learn from a healthy cycle, while it learnt from fewer than its
-        limit (once per cycle: a cycle analysed again is not learnt twice)."""
-        if self.models is None or learnt >= self.params.model_cycles or not learns_from(result):
+        """Let the model learn from a healthy cycle: it keeps the last ``model_cycles`` (the
+        reference's own always among them), so a slow, healthy drift of the operating point is
+        learnt while a fault, outside the model's 95 % limits, is not."""
+        if self.models is None or self.params.model_cycles <= 0 or not learns_from(result):
             return
         row = await asyncio.to_thread(model_row, cycle, reference, self.params)
         if row is None:

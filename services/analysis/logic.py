@@ -79,7 +79,7 @@ class Params:
     qualify_below: float = 0.98  # completeness under which the score is qualified
     # a cycle that compares fewer of its reference's sensors than this share gets no score
     min_compared_share: float = 0.5
-    model_cycles: int = 50  # the learned model learns from at most this many cycles
+    model_cycles: int = 50  # the learned model learns from the last this many healthy cycles
     model_feeds_from: int = 8  # ... and feeds the score once it has this many
     workers: int = 2  # sensors compared in parallel (the DTW kernels release the GIL)
 
@@ -428,14 +428,17 @@ def model_row(cycle: CycleData, reference: Reference, params: Params) -> Array |
     return mspc.unfold(on_common_base(cycle, reference), reference, tolerances)
 
 
-def model_stats(model: mspc.Model, row: Array, reference_version: int) -> ModelStats:
-    """What the model says of one cycle's row."""
+def model_stats(
+    model: mspc.Model, row: Array, reference_version: int, version: int | None = None
+) -> ModelStats:
+    """What the model says of one cycle's row (``version``: how many cycles it learnt from in
+    all; by default its training rows)."""
     got = model.monitor(row)
     order = sorted(got.contributions.items(), key=lambda kv: kv[1][0], reverse=True)
     return ModelStats(
         available=True,
         reference_version=reference_version,
-        model_version=model.cycles,
+        model_version=model.cycles if version is None else version,
         components=model.k,
         t2=got.t2,
         t2_limit_95=got.t2_limit_95,
@@ -723,22 +726,24 @@ def judged_by_model(
     learnt: int | None = None,
 ) -> ModelStats:
     """The learned model's view of a cycle, or why it has none (``learnt``: how many cycles the
-    model has collected so far; by default the reference's own)."""
+    model has learnt from in all, its version; by default its training rows, or the reference's
+    own cycles while there is no model)."""
+    if learnt is None:
+        own = 0 if reference.members is None else len(reference.members)
+        learnt = model.cycles if model is not None else own
 
     def without(note: str) -> ModelStats:
         return ModelStats(available=False, note=note, reference_version=reference.version,
-                          model_version=model.cycles if model else 0)  # fmt: skip
+                          model_version=learnt)  # fmt: skip
 
     if model is None:
-        if learnt is None:
-            learnt = 0 if reference.members is None else len(reference.members)
         return without(f"learning: {learnt} of the {mspc.MIN_CYCLES} healthy cycles it needs")
     if cycle.aborted:
         return without("an aborted cycle is not judged by the model")
     row = model_row(cycle, reference, params)
     if row is None or len(row) != model.layout.columns:
         return without("the cycle lacks a sensor of the model")
-    return model_stats(model, row, reference.version)
+    return model_stats(model, row, reference.version, learnt)
 
 
 def learns_from(result: AnalysisCompleted) -> bool:

@@ -1,5 +1,10 @@
 """The degradation trend of a stream: a Theil-Sen line through its last scored cycles (robust:
-a few odd cycles do not tilt it), and when it would reach the threshold. Pure; no I/O."""
+a few odd cycles do not tilt it), and when it would reach the threshold. Pure; no I/O.
+
+The stream is *degrading* when the whole window's slope is below zero with 90 % confidence. The
+forecast ("cycles until the threshold", with the interval from the slope's 90 % interval) follows
+the current rate: a Theil-Sen line through the recent half of the window. The trend alert is
+raised while the stream degrades and the earliest forecast is within ``horizon_cycles``."""
 
 from __future__ import annotations
 
@@ -50,11 +55,15 @@ def trend(points: list[Point], params: TrendParams = TrendParams()) -> Trend | N
         return None
     x = np.arange(n, dtype=np.float64)
     y = np.array([p.score for p in last])
-    slope, intercept, low, high = st.theilslopes(y, x, alpha=params.confidence)
-    level = float(intercept + slope * (n - 1))  # where the line stands at the last cycle
-    expected = _cycles_to(level, float(slope), params.threshold)
-    earliest = _cycles_to(level, float(low), params.threshold)
-    latest = _cycles_to(level, float(high), params.threshold)
+    slope, _, low, high = st.theilslopes(y, x, alpha=params.confidence)
+    # the forecast follows the current rate: a line through the recent half of the window (a
+    # wear that set in a while ago falls faster now than over the whole window)
+    k = min(n, max(params.min_cycles, n // 2))
+    now_slope, now_icpt, now_low, now_high = st.theilslopes(y[-k:], x[-k:], alpha=params.confidence)
+    level = float(now_icpt + now_slope * (n - 1))  # where the line stands at the last cycle
+    expected = _cycles_to(level, float(now_slope), params.threshold)
+    earliest = _cycles_to(level, float(now_low), params.threshold)
+    latest = _cycles_to(level, float(now_high), params.threshold)
     gaps = np.diff([p.at_s for p in last])
     period = float(np.median(gaps)) if len(gaps) else 0.0
     degrading = bool(high < 0)

@@ -147,7 +147,11 @@ def evaluation() -> None:
         Fault.parse("pressure_1:drift:0.1:10"), params, trend_params_of(SETTINGS),
         SETTINGS.auto_reference_cycles, SETTINGS.n_points,
     )  # fmt: skip
-    for line in ev.drift_report(drift, ev.SIM_CYCLE_S):
+    healthy = ev.evaluate_drift(
+        Fault.parse("pressure_1:drift:0:10"), params, trend_params_of(SETTINGS),
+        SETTINGS.auto_reference_cycles, SETTINGS.n_points,
+    )  # fmt: skip
+    for line in [*ev.drift_report(drift, ev.SIM_CYCLE_S), *ev.baseline_report(healthy)]:
         print(f"    {line}")
 
 

@@ -103,4 +103,4 @@ def test_the_report_says_what_the_model_says_or_why_it_has_nothing(trained) -> N
     assert learning == "Learned model: learning: 3 of the 5 healthy cycles it needs"
     (judged,) = model_lines(analyse(cycle(9, rng, break_link=0.08), ref, model=model))
     assert judged.startswith("Learned model (30 cycles,") and "feeds the score" in judged
-    assert "99 % limit" in judged and "SPE from a " in judged or "SPE from b " in judged
+    assert ("99 % limit" in judged and "SPE from a " in judged) or "SPE from b " in judged
