@@ -22,6 +22,7 @@ from schemas.client import lookup
 from schemas.frames import Frame, unpack
 from schemas.messages import AnalysisCompleted
 from schemas.timeutil import ns_of
+from services.analysis.logic import sensor_deviations
 from services.analysis.trend import Point
 from services.common import directget
 from services.common.consumer import BadMessage, TransientError
@@ -261,7 +262,11 @@ class History:
                     "SELECT extract(epoch FROM c.ended_at)::float8, d.health_score,"
                     " (SELECT jsonb_object_agg(s->>'sensor_id', s->'severity')"
                     "  FROM jsonb_array_elements(d.result->'sensors') s),"
-                    " coalesce((d.result->'model'->>'feeds_score')::boolean, false)"
+                    " coalesce((d.result->'model'->>'feeds_score')::boolean, false),"
+                    " (d.result->'model'->>'ratio_99')::float8,"
+                    " (SELECT jsonb_object_agg(m->>'sensor_id',"
+                    "   jsonb_build_array(m->'spe_share', m->'t2_share'))"
+                    "  FROM jsonb_array_elements(d.result->'model'->'contributions') m)"
                     " FROM live_deviations d JOIN live_cycles c ON c.cycle_id = d.cycle_id"
                     " WHERE d.stream_id = %s AND d.reference_version = %s"
                     " AND d.health_score IS NOT NULL AND c.ended_at < %s AND d.cycle_id <> %s"
@@ -274,7 +279,10 @@ class History:
         out = []
         for r in reversed(rows):
             severities = {k: float(v) for k, v in (r[2] or {}).items()}
-            out.append(Point(float(r[0]), float(r[1]), severities, bool(r[3])))
+            fed = bool(r[3]) and r[4] is not None
+            shares = {k: (float(v[0]), float(v[1])) for k, v in (r[5] or {}).items()}
+            parts = sensor_deviations(severities, shares if fed else None, r[4] if fed else None)
+            out.append(Point(float(r[0]), float(r[1]), parts, bool(r[3])))
         return out
 
 

@@ -44,6 +44,7 @@ from services.analysis.logic import (
     deviation,
     learns_from,
     model_row,
+    result_deviations,
 )
 from services.analysis.trend import Point, TrendParams, trend
 from services.common.references import Reference
@@ -275,8 +276,7 @@ def evaluate_drift(
         if result.health_score is not None:
             at = cycle.end_ns / NS
             fed = result.model is not None and result.model.feeds_score
-            severities = {d.sensor_id: d.severity for d in result.sensors}
-            points = [*points, Point(at, result.health_score, severities, fed)]
+            points = [*points, Point(at, result.health_score, result_deviations(result), fed)]
             result = result.model_copy(update={"trend": trend(points, trend_params)})
         out.scores.append(result.health_score)
         out.risks.append(result.risk_class)

@@ -46,6 +46,7 @@ from services.analysis.logic import (
     cycle_from_recording,
     learns_from,
     model_row,
+    result_deviations,
 )
 from services.analysis.trend import Point, TrendParams, trend
 from services.common.consumer import Delivery
@@ -208,7 +209,7 @@ class AnalyseCycles:
         now = Point(
             event.ended_at.timestamp(),
             result.health_score,
-            {d.sensor_id: d.severity for d in result.sensors},
+            result_deviations(result),
             result.model is not None and result.model.feeds_score,
         )
         found = trend([*before, now], self.trend_params)

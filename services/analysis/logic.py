@@ -645,9 +645,44 @@ def deviation(severities: list[float], model_ratio: float | None = None) -> floa
     sev = np.asarray(severities) if severities else np.zeros(1)
     d = 0.7 * float(sev.max()) + 0.3 * float(np.sqrt(np.mean(sev**2)))
     if model_ratio is not None:
-        dm2 = MODEL_D_AT_LIMIT**2 * max(model_ratio, 0.0)
-        d = float(np.sqrt(d * d + max(0.0, dm2 - MODEL_D_NORMAL**2)))
+        d = float(np.sqrt(d * d + model_excess(model_ratio)))
     return d
+
+
+def model_excess(model_ratio: float) -> float:
+    """What the model adds to ``D²``: its ``D_m²`` beyond a typical normal cycle's."""
+    return max(0.0, MODEL_D_AT_LIMIT**2 * max(model_ratio, 0.0) - MODEL_D_NORMAL**2)
+
+
+def sensor_deviations(
+    severities: dict[str, float],
+    shares: dict[str, tuple[float, float]] | None = None,
+    model_ratio: float | None = None,
+) -> dict[str, float]:
+    """Per sensor, its part of the cycle's deviation: its severity and, when the model fed the
+    score, its share of the model's excess (from its SPE and T² contributions), in quadrature.
+    The per-sensor health trend follows these, so it points at the sensor the model blames too."""
+    if not shares or model_ratio is None:
+        return dict(severities)
+    weight = {s: max(0.0, a) + max(0.0, b) for s, (a, b) in shares.items()}
+    total = sum(weight.values())
+    excess = model_excess(model_ratio)
+    out = {}
+    for sid, sev in severities.items():
+        part = excess * weight.get(sid, 0.0) / total if total > 0 else 0.0
+        out[sid] = float(np.sqrt(sev * sev + part))
+    return out
+
+
+def result_deviations(result: AnalysisCompleted) -> dict[str, float]:
+    """:func:`sensor_deviations` of an analysis result."""
+    m = result.model
+    fed = m is not None and m.feeds_score and m.ratio_99 is not None
+    return sensor_deviations(
+        {d.sensor_id: d.severity for d in result.sensors},
+        {c.sensor_id: (c.spe_share, c.t2_share) for c in m.contributions} if fed and m else None,
+        m.ratio_99 if fed and m else None,
+    )
 
 
 def score_of(d: float) -> float:

@@ -207,3 +207,16 @@ def test_a_reference_finds_its_sensors_again_by_name(reference) -> None:
     assert found == len(reference.sensors) - 1
     _, found = matched(reference, today)
     assert found == 0
+
+
+def test_each_sensor_carries_its_share_of_the_models_excess_for_its_trend() -> None:
+    from services.analysis.logic import model_excess, sensor_deviations
+
+    severities = {"p": 1.0, "v": 1.0}
+    assert sensor_deviations(severities) == severities  # no model: the severities
+    parts = sensor_deviations(severities, {"p": (0.9, 0.8), "v": (0.1, -0.2)}, model_ratio=4.0)
+    assert parts["p"] > 3 * parts["v"] - 2 and parts["v"] >= 1.0
+    # the parts add up to the model's excess (beyond a typical normal cycle)
+    total = sum(v * v - 1.0 for v in parts.values())
+    assert abs(total - model_excess(4.0)) < 1e-9
+    assert model_excess(0.3) == 0.0  # a typical normal cycle adds nothing
