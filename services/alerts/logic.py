@@ -69,16 +69,17 @@ class Transition:
 COMPARABLE_RULE_ID = "_comparable"
 
 
+def _built_in(rule_id: str, stream_id: str, description: str) -> AlertRule:
+    """A built-in warning rule (``health_below`` 0: no score alone raises it)."""
+    return AlertRule(rule_id=rule_id, stream_id=stream_id, kind="health", health_below=0.0,
+                     severity="warning", description=f"built in: {description}")  # fmt: skip
+
+
 def comparable_rule(stream_id: str) -> AlertRule:
     """The built-in rule of every stream: a warning while its cycles are not comparable with
     the reference (no score could be given), cleared by the next cycle that is."""
-    return AlertRule(
-        rule_id=COMPARABLE_RULE_ID,
-        stream_id=stream_id,
-        kind="health",
-        health_below=0.0,
-        severity="warning",
-        description="built in: cycles that could not be compared with the reference",
+    return _built_in(
+        COMPARABLE_RULE_ID, stream_id, "cycles that could not be compared with the reference"
     )
 
 
@@ -89,13 +90,8 @@ def trend_rule(stream_id: str) -> AlertRule:
     """The built-in rule of every stream: a warning while its health trend may reach the
     threshold within the horizon (``AnalysisCompleted.trend.alert``), before any cycle is that
     bad; cleared by a cycle whose trend no longer says so."""
-    return AlertRule(
-        rule_id=TREND_RULE_ID,
-        stream_id=stream_id,
-        kind="health",
-        health_below=0.0,
-        severity="warning",
-        description="built in: the health trend falls toward the critical threshold",
+    return _built_in(
+        TREND_RULE_ID, stream_id, "the health trend falls toward the critical threshold"
     )
 
 

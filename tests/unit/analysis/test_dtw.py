@@ -9,7 +9,7 @@ from tslearn.metrics import dtw as tslearn_dtw
 from tslearn.metrics import dtw_path as tslearn_path
 
 from services.analysis.dtw import dtw_distance, dtw_path, refined_path
-from services.analysis.logic import _dba, barycenter, medoid
+from services.analysis.reference import _dba, barycenter, medoid
 
 
 @pytest.mark.parametrize(("n", "radius"), [(1, 0), (2, 1), (40, 0), (60, 3), (120, 12), (200, 199)])

@@ -210,7 +210,7 @@ def test_a_reference_finds_its_sensors_again_by_name(reference) -> None:
 
 
 def test_each_sensor_carries_its_share_of_the_models_excess_for_its_trend() -> None:
-    from services.analysis.logic import model_excess, sensor_deviations
+    from services.analysis.score import model_excess, sensor_deviations
 
     severities = {"p": 1.0, "v": 1.0}
     assert sensor_deviations(severities) == severities  # no model: the severities
