@@ -1,0 +1,119 @@
+"""In-memory stand-ins for the analysis service's repositories and bus (the real ones are tested
+against real servers in tests/integration): each keeps what it was given, so a handler's
+behaviour is tested in milliseconds."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import datetime
+
+import numpy as np
+import numpy.typing as npt
+
+from schemas.frames import Frame
+from schemas.messages import AnalysisCompleted, StreamRegistration
+from services.analysis.adapters import Learnt
+from services.analysis.score import result_deviations
+from services.analysis.trend import Point
+from services.common.references import Reference
+
+
+class FakeRecordings:
+    def __init__(self) -> None:
+        self.frames: dict[str, Frame] = {}
+
+    async def get(self, name: str) -> Frame:
+        return self.frames[name]
+
+
+class FakeRegistry:
+    def __init__(self, registration: StreamRegistration) -> None:
+        self.registration = registration
+
+    async def sensors(self, stream_id: str) -> tuple[dict[str, str], dict[str, str]]:
+        s = self.registration.sensors
+        return {x.id: x.type for x in s}, {x.id: x.unit for x in s}
+
+    async def names(self, stream_id: str) -> dict[str, str] | None:
+        return {x.id: x.name for x in self.registration.sensors}
+
+
+class FakeReferences:
+    def __init__(self) -> None:
+        self.saved: list[Reference] = []
+        self.completed: list[tuple[str, str, int, int]] = []  # as the cycles service stores them
+        self.retired: list[int] = []
+
+    async def active(self, stream_id: str) -> Reference | None:
+        live = [r for r in self.saved if r.version not in self.retired]
+        return live[-1] if live else None
+
+    async def save(self, reference: Reference, cycle_ids: list[str], *, activate: bool,
+                   description: str) -> int:  # fmt: skip
+        version = len(self.saved) + 1
+        self.saved.append(replace(reference, version=version))
+        return version
+
+    async def retire(self, stream_id: str, version: int, since: datetime, reason: str) -> bool:
+        self.retired.append(version)
+        return True
+
+    async def completed_cycles(self, stream_id: str, limit: int) -> list[tuple[str, str, int, int]]:
+        return self.completed[:limit]
+
+
+class FakeResults:
+    def __init__(self) -> None:
+        self.stored: dict[tuple[str, int], AnalysisCompleted] = {}  # as live_deviations: upsert
+        self.published: list[AnalysisCompleted] = []
+
+    async def store(self, result: AnalysisCompleted, *, publish: bool = True) -> None:
+        self.stored[(result.cycle_id, result.reference_version or 0)] = result
+        if publish:
+            self.published.append(result)
+
+
+class FakeModels:
+    def __init__(self) -> None:
+        self.held: dict[tuple[str, int], tuple[list[str], list[npt.NDArray[np.float64]], int]] = {}
+
+    async def learnt(self, stream_id: str, reference_version: int) -> Learnt:
+        ids, rows, total = self.held.get((stream_id, reference_version), ([], [], 0))
+        return Learnt(list(ids), np.array(rows) if rows else None, total)
+
+    async def learn(self, stream_id: str, reference_version: int, cycle_id: str,
+                    row: npt.NDArray[np.float64], keep: int) -> bool:  # fmt: skip
+        ids, rows, total = self.held.get((stream_id, reference_version), ([], [], 0))
+        if cycle_id in ids:
+            return False
+        ids, rows = [*ids, cycle_id][-keep:], [*rows, row][-keep:]
+        self.held[(stream_id, reference_version)] = (ids, rows, total + 1)
+        return True
+
+
+class FakeHistory:
+    """The trend's history, read from what :class:`FakeResults` stored (as the real one reads
+    ``live_deviations`` joined with ``live_cycles``)."""
+
+    def __init__(self, results: FakeResults, ended: dict[str, datetime]) -> None:
+        self.results = results
+        self.ended = ended
+
+    async def before(self, stream_id: str, reference_version: int, ended_at: datetime,
+                     cycle_id: str, n: int) -> list[Point]:  # fmt: skip
+        rows = sorted(
+            ((self.ended[r.cycle_id], r)
+             for (cid, version), r in self.results.stored.items()
+             if version == reference_version and r.health_score is not None
+             and cid != cycle_id and self.ended[cid] < ended_at),
+            key=lambda pair: pair[0],
+        )[-n:]  # fmt: skip
+        return [
+            Point(
+                at.timestamp(),
+                r.health_score or 0.0,
+                result_deviations(r),
+                r.model is not None and r.model.feeds_score,
+            )  # fmt: skip
+            for at, r in rows
+        ]

@@ -1,0 +1,117 @@
+"""The analysis handler (AnalyseCycles) with in-memory repositories (tests/fakes.py): the first
+cycles make the reference, the learned model learns each healthy cycle once and is refitted only
+when it learnt another, the trend comes after 8 scored cycles and warns of a drift before it is
+critical. The same handler runs against real servers in tests/integration."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+
+from edge.simulator import NS, Fault, Simulation, build_machine
+from schemas.frames import pack, unpack
+from schemas.messages import CycleStateChanged
+from services.analysis import mspc
+from services.analysis.app import params_of, trend_params_of
+from services.analysis.config import Settings
+from services.analysis.handlers import AnalyseCycles
+from tests.fakes import (
+    FakeHistory,
+    FakeModels,
+    FakeRecordings,
+    FakeReferences,
+    FakeRegistry,
+    FakeResults,
+)
+
+SETTINGS = Settings()
+CYCLE_S = 4
+START = 1_750_000_000 * NS
+
+
+class Plant:
+    """One simulated press and the analysis handler at default settings, on fakes."""
+
+    def __init__(self, faults: tuple[Fault, ...] = ()) -> None:
+        self.machine = build_machine(stream_id="press", sensors=6, rate_hz=50, cycle_s=CYCLE_S,
+                                     faults=faults)  # fmt: skip
+        self.sim = Simulation(self.machine, START)
+        self.recordings, self.references = FakeRecordings(), FakeReferences()
+        self.results, self.models, self.ended = FakeResults(), FakeModels(), {}
+        self.handler = AnalyseCycles(
+            self.recordings, self.references, FakeRegistry(self.machine.registration()),  # type: ignore[arg-type]
+            self.results, params_of(SETTINGS), SETTINGS.n_points, SETTINGS.auto_reference_cycles,  # type: ignore[arg-type]
+            models=self.models, history=FakeHistory(self.results, self.ended),  # type: ignore[arg-type]
+            trend_params=trend_params_of(SETTINGS),
+        )  # fmt: skip
+
+    def event(self, i: int) -> CycleStateChanged:
+        a, b = START + i * CYCLE_S * NS, START + (i + 1) * CYCLE_S * NS
+        name = f"rec-{i}"
+        if name not in self.recordings.frames:  # the cycles service records it, then says so
+            self.recordings.frames[name] = unpack(pack(self.sim.frame(i, a, b)))
+            self.references.completed.append((f"c{i}", name, a, b - 1))
+        ended = datetime.fromtimestamp((b - 1) / NS, UTC)
+        self.ended[f"c{i}"] = ended
+        return CycleStateChanged(
+            stream_id="press", cycle_id=f"c{i}", state="completed", at=ended, cycle_no=i,
+            started_at=datetime.fromtimestamp(a / NS, UTC), ended_at=ended, recording=name,
+        )  # fmt: skip
+
+    async def run(self, cycles: range) -> None:
+        for i in cycles:
+            await self.handler.one(self.event(i))
+
+
+async def test_the_first_cycles_make_the_reference_and_the_model_learns_each_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    fits = []
+    real_fit = mspc.fit
+    monkeypatch.setattr(mspc, "fit", lambda *a: fits.append(1) or real_fit(*a))
+    plant = Plant()
+    await plant.run(range(14))
+    assert len(plant.references.saved) == 1  # from c0-c2, which are not compared with it
+    published = plant.results.published
+    assert [r.cycle_id for r in published] == [f"c{i}" for i in range(3, 14)]
+    first = published[0].model
+    assert first is not None and not first.available and "learning: 3 of the 5" in first.note
+    judged = [r.model for r in published if r.model is not None and r.model.available]
+    assert judged and judged[0].model_version == 5
+    assert any(m.feeds_score for m in judged) and not judged[0].feeds_score  # from 8 on
+    ids, _, total = plant.models.held[("press", 1)]
+    assert total == len(ids) == len(set(ids)) == 11  # every healthy cycle, once
+    versions = {r.model.model_version for r in published if r.model is not None}
+    assert len(fits) == len(versions) == 11  # fitted once per version (3 and 4: too few)
+    healthy = [r.health_score for r in published if r.health_score is not None]
+    assert min(healthy) >= 80 and max(healthy) < 99.95, healthy
+
+    # a cycle delivered again: analysed again (the same row, upserted), not learnt twice
+    await plant.handler.one(plant.event(13))
+    assert plant.models.held[("press", 1)][2] == 11
+    assert len(plant.results.stored) == 11
+
+
+async def test_a_drift_gets_a_trend_alert_before_it_scores_critical() -> None:
+    plant = Plant(faults=(Fault("pressure_1", "drift", 0.5, 14),))
+    i = 0
+    while not any(r.risk_class == "critical" for r in plant.results.published):
+        await plant.run(range(i, i + 1))
+        i += 1
+        assert i < 80, [r.health_score for r in plant.results.published]
+    published = plant.results.published
+    # 8 scored cycles make a trend; it starts again when the model begins to feed the score
+    fed = [r.model is not None and r.model.feeds_score for r in published]
+    for k, r in enumerate(published):
+        footing = next(j for j in range(k, -1, -1) if j == 0 or fed[j - 1] != fed[k])
+        assert (r.trend is not None) == (k - footing + 1 >= 8), (k, footing, r.trend)
+    alerted = [k for k, r in enumerate(published) if r.trend is not None and r.trend.alert]
+    assert alerted and alerted[0] < len(published) - 1  # before the critical cycle
+    warned = published[alerted[0]].trend
+    assert (
+        warned is not None and max(warned.sensors, key=warned.sensors.__getitem__) == "pressure_1"
+    )
+    # the drifting cycles were not all learnt: the model stops learning what is off
+    total = plant.models.held[("press", 1)][2]
+    assert total < len(published), (total, len(published))
