@@ -6,12 +6,15 @@ from __future__ import annotations
 
 from dataclasses import replace
 from datetime import datetime
+from types import SimpleNamespace
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
 from schemas.frames import Frame
-from schemas.messages import AnalysisCompleted, StreamRegistration
+from schemas.messages import AlertChanged, AlertRule, AnalysisCompleted, StreamRegistration
+from services.alerts.logic import RuleState
 from services.analysis.adapters import Learnt
 from services.analysis.score import result_deviations
 from services.analysis.trend import Point
@@ -114,6 +117,41 @@ class FakeHistory:
                 r.health_score or 0.0,
                 result_deviations(r),
                 r.model is not None and r.model.feeds_score,
-            )  # fmt: skip
+            )
             for at, r in rows
         ]
+
+
+class FakeRules:
+    def __init__(self, rules: list[AlertRule] | None = None) -> None:
+        self.rules = rules or []
+
+    async def all(self) -> list[AlertRule]:
+        return list(self.rules)
+
+
+class FakeRuleStates:
+    """Rule states with a revision each, as the KV bucket keeps them."""
+
+    def __init__(self) -> None:
+        self.held: dict[tuple[str, str], tuple[RuleState, int]] = {}
+
+    async def load(self, rule: AlertRule, cached: bool = False) -> tuple[RuleState, int | None]:
+        found = self.held.get((rule.stream_id, rule.rule_id))
+        return found if found is not None else (RuleState(), None)
+
+    async def save(self, rule: AlertRule, state: RuleState, revision: int | None) -> None:
+        self.held[(rule.stream_id, rule.rule_id)] = (state, (revision or 0) + 1)
+
+
+class FakeAlerts:
+    def __init__(self) -> None:
+        self.events: list[AlertChanged] = []
+
+    async def record(self, event: AlertChanged) -> None:
+        self.events.append(event)
+
+
+def delivered(item: Any) -> Any:
+    """A delivery as the consumer loop hands it to a handler (no bus message behind it)."""
+    return SimpleNamespace(msg=None, item=item)

@@ -115,3 +115,29 @@ async def test_a_drift_gets_a_trend_alert_before_it_scores_critical() -> None:
     # the drifting cycles were not all learnt: the model stops learning what is off
     total = plant.models.held[("press", 1)][2]
     assert total < len(published), (total, len(published))
+
+
+async def test_the_alerts_handler_raises_the_trend_warning_once_from_the_analyses() -> None:
+    from services.alerts.handlers import AlertEngine
+    from tests.fakes import FakeAlerts, FakeRules, FakeRuleStates, delivered
+
+    plant = Plant(faults=(Fault("pressure_1", "drift", 0.5, 14),))
+    i = 0
+    while not any(r.risk_class == "critical" for r in plant.results.published):
+        await plant.run(range(i, i + 1))
+        i += 1
+        assert i < 80
+    alerts = FakeAlerts()
+    clock = iter(range(10**9, 10**12, 10**9))
+    engine = AlertEngine(FakeRules(), FakeRuleStates(), alerts, 60.0,  # type: ignore[arg-type]
+                         clock=lambda: next(clock))  # fmt: skip
+    for r in plant.results.published:
+        await engine.on_analyses([delivered(r)])
+    trend = [e for e in alerts.events if e.rule_id == "_trend"]
+    assert [e.state for e in trend] == ["raised"], [(e.state, e.message) for e in trend]
+    assert trend[0].severity == "warning" and "may reach 40 in" in trend[0].message
+    assert not [e for e in alerts.events if e.rule_id == "_comparable"]
+    raised_for = trend[0].message.split("(cycle ")[1].split(",")[0]
+    critical = next(r.cycle_id for r in plant.results.published if r.risk_class == "critical")
+    order = [r.cycle_id for r in plant.results.published]
+    assert order.index(raised_for) < order.index(critical)
