@@ -38,7 +38,6 @@ from schemas.client import (
 from schemas.frames import CONTENT_TYPE_BINARY, Frame, Series
 
 log = logging.getLogger(__name__)
-NS = 1_000_000_000
 
 
 class Source(Protocol):

@@ -23,8 +23,8 @@ from schemas import subjects
 from schemas.client import Bus, register_stream, release_frames, reserve_frames, through_outage
 from schemas.frames import Frame, Series
 from schemas.messages import CycleConfig, SensorSpec, StreamRegistration
+from schemas.timeutil import NS
 
-NS = 1_000_000_000
 CYCLE_S = 60
 SLOT_S = CYCLE_S + 1  # one idle second between replayed cycles
 ACTIVE = "cycle_active"

@@ -19,10 +19,10 @@ import numpy.typing as npt
 
 from schemas.frames import Frame, Series
 from schemas.messages import SensorSpec, StreamRegistration
+from schemas.timeutil import NS
 
 FaultKind = Literal["offset", "drift", "noise", "spike", "lag", "stuck"]
 FAULT_KINDS: tuple[str, ...] = ("offset", "drift", "noise", "spike", "lag", "stuck")
-NS = 1_000_000_000
 # (type, unit, base, amplitude) by sensor position, repeated for larger machines
 _KINDS = (
     ("pressure", "bar", 5.0, 150.0),

@@ -20,10 +20,9 @@ from pymodbus.exceptions import ConnectionException, ModbusException, ModbusIOEx
 
 from edge.config import REGISTERS_OF, CsvSource, MachineConfig, ModbusSource, SensorConfig
 from schemas.frames import QUALITY_BAD, QUALITY_GOOD
-from schemas.timeutil import ns_of
+from schemas.timeutil import NS, ns_of
 
 log = logging.getLogger(__name__)
-NS = 1_000_000_000
 
 
 class _NoTraceback(logging.Filter):

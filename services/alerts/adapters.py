@@ -3,8 +3,6 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-
 import psycopg
 from nats.aio.client import Client
 from nats.js import JetStreamContext
@@ -19,12 +17,6 @@ from services.alerts.logic import RuleState
 from services.common import directget
 from services.common.consumer import TransientError
 from services.common.references import Reference, reference_from_bytes
-
-NS = 1_000_000_000
-
-
-def _dt(ns: int | None) -> datetime | None:
-    return None if ns is None else datetime.fromtimestamp(ns / NS, UTC)
 
 
 def rule_key(stream_id: str, rule_id: str) -> str:

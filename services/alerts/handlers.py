@@ -15,8 +15,8 @@ import numpy as np
 
 from schemas.frames import Frame
 from schemas.messages import AlertChanged, AlertRule, AnalysisCompleted, CycleStateChanged
-from schemas.timeutil import ns_of
-from services.alerts.adapters import Alerts, CycleContext, Rules, RuleStates, _dt
+from schemas.timeutil import datetime_of, datetime_or_none, ns_of
+from services.alerts.adapters import Alerts, CycleContext, Rules, RuleStates
 from services.alerts.logic import (
     RateGuard,
     RuleState,
@@ -34,7 +34,6 @@ from services.alerts.logic import (
 from services.common.consumer import Delivery
 
 log = logging.getLogger(__name__)
-NS = 1_000_000_000
 SAMPLE_KINDS = ("limit", "rate", "flatline")
 READS_SAMPLES = (*SAMPLE_KINDS, "envelope")
 
@@ -127,11 +126,11 @@ class AlertEngine:
             severity=t.severity,
             state=t.state,
             message=t.message,
-            at=_dt(t.at_ns),
+            at=datetime_of(t.at_ns),
             sensor_id=sensor_id,
             value=t.value,
             occurrences=t.occurrences,
-            raised_at=_dt(t.raised_at_ns),
+            raised_at=datetime_or_none(t.raised_at_ns),
             acknowledged_by=t.user,
             comment=t.comment,
         )

@@ -18,9 +18,9 @@ import numpy.typing as npt
 from pydantic import BaseModel, ConfigDict
 
 from schemas.messages import AlertRule, AnalysisCompleted, CycleStateChanged
+from schemas.timeutil import NS
 from services.common.references import SensorReference
 
-NS = 1_000_000_000
 Bools = npt.NDArray[np.bool_]
 
 

@@ -9,13 +9,13 @@ import numpy as np
 import numpy.typing as npt
 
 from schemas.frames import Frame
+from schemas.timeutil import NS
 from services.common.references import (
     Reference,
 )
 
 Array = npt.NDArray[np.float64]
 
-NS = 1_000_000_000
 # status inputs (a cycle-active bit, a step counter) tell the machine's state, not its health
 STATUS_TYPES = frozenset({"digital", "status", "counter", "state"})
 

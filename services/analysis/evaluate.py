@@ -33,8 +33,9 @@ import numpy as np
 import numpy.typing as npt
 
 from edge.replay import SENSORS, HydraulicData, load_hydraulic
-from edge.simulator import NS, Fault, MachineModel, Simulation, build_machine
+from edge.simulator import Fault, MachineModel, Simulation, build_machine
 from schemas.messages import AnalysisCompleted
+from schemas.timeutil import NS
 from services.analysis import mspc
 from services.analysis.logic import (
     CycleData,

@@ -53,7 +53,6 @@ from services.common.consumer import Delivery
 from services.common.references import Reference, matched, reference_from_bytes, with_names
 
 log = logging.getLogger(__name__)
-NS = 1_000_000_000
 
 
 async def load_cycle(

@@ -37,9 +37,9 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from schemas.frames import QUALITY_GOOD, Frame, Series
+from schemas.timeutil import NS, datetime_of
 from services.common.csvtext import cell
 
-NS = 1_000_000_000
 Samples = tuple[npt.NDArray[np.int64], npt.NDArray[np.float64], npt.NDArray[np.uint8]]
 TIME_COLUMNS = ("timestamp_ns", "timestamp", "time_utc", "time", "t_s", "time_s")
 RELATIVE_TIME = ("t_s", "time_s")
@@ -422,10 +422,6 @@ class Imported:
     duration_s: float
 
 
-def _dt(ns: int) -> datetime:
-    return datetime.fromtimestamp(ns / NS, UTC)
-
-
 def registration_for(dataset: str, stream_id: str, cycles: list[ParsedCycle]) -> Any:
     """A registration for a new stream that holds imported cycles: their sensors, each with
     its median sampling rate."""
@@ -499,8 +495,8 @@ async def store_cycles(
         start, end = c.start_ns, c.end_ns
         async with pool.connection() as conn, conn.transaction():
             cur = await conn.execute(_CYCLE_ROW, {
-                "cycle_id": cycle_id, "stream_id": stream_id, "started_at": _dt(start),
-                "ended_at": _dt(end), "duration_s": (end - start) / NS,
+                "cycle_id": cycle_id, "stream_id": stream_id, "started_at": datetime_of(start),
+                "ended_at": datetime_of(end), "duration_s": (end - start) / NS,
                 "samples": json.dumps(c.samples), "cycle_no": next_no, "recording": cycle_id,
             })  # fmt: skip
             if await cur.fetchone() is None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import time
-from datetime import UTC, datetime
 
 import nats.errors
 import psycopg
@@ -22,12 +21,6 @@ from schemas.messages import CycleConfig, CycleStateChanged, CycleStateRecord
 from services.common.consumer import TransientError
 from services.common.records import config_or_default
 from services.common.streams import read_frames
-
-NS = 1_000_000_000
-
-
-def _dt(ns: int | None) -> datetime | None:
-    return None if ns is None else datetime.fromtimestamp(ns / NS, UTC)
 
 
 class StateConflict(TransientError):
@@ -247,5 +240,4 @@ __all__ = [
     "Recordings",
     "StateConflict",
     "StateStore",
-    "_dt",
 ]

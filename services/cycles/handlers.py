@@ -16,7 +16,7 @@ from nats.aio.msg import Msg
 from schemas import subjects
 from schemas.frames import Frame
 from schemas.messages import CycleCommand, CycleStateChanged, CycleStateRecord
-from schemas.timeutil import ns_of
+from schemas.timeutil import NS, datetime_of, ns_of
 from services.common.consumer import Delivery, TransientError, ack_all
 from services.cycles.adapters import (
     ConfigStore,
@@ -26,11 +26,9 @@ from services.cycles.adapters import (
     Recordings,
     StateConflict,
     StateStore,
-    _dt,
 )
 from services.cycles.logic import (
     END_OF_STREAM,
-    NS,
     Ended,
     FrameInfo,
     Ignored,
@@ -290,8 +288,8 @@ class CycleEngine:
             elif isinstance(out, Started):
                 event = CycleStateChanged(
                     stream_id=before.stream_id, cycle_id=out.cycle_id, state="running",
-                    at=_dt(out.at_ns), reason=out.reason, cycle_no=out.cycle_no,
-                    started_at=_dt(out.at_ns),
+                    at=datetime_of(out.at_ns), reason=out.reason, cycle_no=out.cycle_no,
+                    started_at=datetime_of(out.at_ns),
                 )  # fmt: skip
                 await self.rows.upsert(event, out.reason)
                 await self.events.publish(event)
@@ -312,8 +310,8 @@ class CycleEngine:
         name = await self.recordings.put(ended.cycle_id, rec.frame)
         event = CycleStateChanged(
             stream_id=stream_id, cycle_id=ended.cycle_id, state=ended.state,
-            at=_dt(ended.end_ns), reason=ended.reason, cycle_no=ended.cycle_no,
-            started_at=_dt(ended.start_ns), ended_at=_dt(ended.end_ns),
+            at=datetime_of(ended.end_ns), reason=ended.reason, cycle_no=ended.cycle_no,
+            started_at=datetime_of(ended.start_ns), ended_at=datetime_of(ended.end_ns),
             duration_s=(ended.end_ns - ended.start_ns) / NS, samples=rec.samples, frames=rec.frames,
             gaps=rec.gaps, late_frames=rec.late_frames, replayed_frames=rec.replayed_frames,
             completeness=rec.completeness, recording=name,

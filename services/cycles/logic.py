@@ -19,8 +19,8 @@ import numpy.typing as npt
 
 from schemas.frames import QUALITY_GOOD, Frame, Series, peek_regular
 from schemas.messages import CycleConfig, CycleStateRecord
+from schemas.timeutil import NS
 
-NS = 1_000_000_000
 RECENT = 64  # frames remembered for command-started cycles
 END_OF_STREAM = 2**63 - 1  # record up to whatever the bus holds now (cut by time anyway)
 

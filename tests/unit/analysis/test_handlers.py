@@ -9,9 +9,10 @@ from datetime import UTC, datetime
 
 import pytest
 
-from edge.simulator import NS, Fault, Simulation, build_machine
+from edge.simulator import Fault, Simulation, build_machine
 from schemas.frames import pack, unpack
 from schemas.messages import CycleStateChanged
+from schemas.timeutil import NS
 from services.analysis import mspc
 from services.analysis.app import params_of, trend_params_of
 from services.analysis.config import Settings
