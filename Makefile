@@ -12,7 +12,7 @@ PEERDEP := $(PEERS)/node_modules/.installed
 APP    := services/gateway/static/app/index.html
 WEBSRC := $(wildcard $(WEB)/src/*) $(WEB)/index.html $(WEB)/vite.config.ts $(WEB)/tsconfig.json
 
-.PHONY: help install web run test test-unit test-web lint fmt bench bench-browser bench-viewers bench-plant bench-historian chaos schemas clean
+.PHONY: help install web run test test-unit test-web lint docs fmt bench bench-browser bench-viewers bench-plant bench-historian chaos schemas clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -56,11 +56,16 @@ test-web: $(WEBDEP) ## Only the dashboard's unit tests (Vitest)
 test-unit: $(STAMP) ## Run only the fast unit tests
 	$(BIN)/pytest tests/unit
 
-lint: $(STAMP) $(WEBDEP) ## ruff check, ruff format --check, mypy --strict and tsc
+lint: $(STAMP) $(WEBDEP) ## ruff check, ruff format --check, mypy --strict, tsc and the docs site (strict)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy schemas services edge
 	cd $(WEB) && npm run --silent typecheck
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet --site-dir site
+
+docs: $(STAMP) ## Build the docs site (MkDocs, Material) into site/ and serve it on :8001 with live reload
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --site-dir site
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs serve --dev-addr 127.0.0.1:8001
 
 fmt: $(STAMP) ## Format and auto-fix the code
 	$(BIN)/ruff format .

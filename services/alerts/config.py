@@ -27,7 +27,7 @@ class Settings(BaseSettings):
         ge=0,
         description="Once a partition's frames are all handled, wait this long before asking "
         "for more, so they come several at a time. Off by default: on a lightly loaded host it "
-        "lengthened latencies (see README).",
+        "lengthened latencies (see docs/benchmarks.md).",
     )
     tick_s: float = Field(default=0.5, gt=0, description="How often data gaps are checked.")
     rules_refresh_s: float = Field(default=2.0, gt=0, description="How often rules are re-read.")

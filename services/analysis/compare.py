@@ -48,7 +48,7 @@ class _Compared:
 def classify(
     dev: Array, z_shape: Array, offset_z: float, shape_z: float, timing_share: float
 ) -> str:
-    """The deviation pattern of one sensor (see README, "Recommendations")."""
+    """The deviation pattern of one sensor (docs/concepts/analysis.md, "Patterns")."""
     severity = float(np.hypot(offset_z, shape_z))
     if severity < 2.0:
         return "normal"

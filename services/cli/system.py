@@ -176,12 +176,16 @@ def deploy_init(
 
 @schemas_app.command("export")
 def schemas_export() -> None:
-    """Write JSON Schemas and the AsyncAPI document into schemas/json/, and the dashboard's
-    TypeScript types into services/gateway/web/src/contracts.ts."""
+    """Write JSON Schemas and the AsyncAPI document into schemas/json/, the dashboard's
+    TypeScript types into services/gateway/web/src/contracts.ts, and the docs site's API
+    reference (docs/api/rest.md from the OpenAPI document, docs/api/bus.md from the AsyncAPI)."""
     from schemas import asyncapi, export, typescript
+    from services import apidocs
 
     paths = export.write()
     (export.JSON_DIR / "asyncapi.json").write_text(asyncapi.render())
     ts = typescript.write()
+    pages = apidocs.write()
     typer.echo(f"wrote {len(paths)} JSON Schemas and asyncapi.json to {export.JSON_DIR}, "
-               f"and the dashboard's types to {ts}")  # fmt: skip
+               f"the dashboard's types to {ts}, and {len(pages)} API pages to "
+               f"{apidocs.DOCS_API}")  # fmt: skip

@@ -7,7 +7,7 @@ which durable name and in which batch size. The services build their consumers f
 
 Durable names are relative to the service's ``VERTAC_<SERVICE>_DURABLE`` setting: ``{durable}``
 is that setting, ``{p:02d}`` the partition of a partitioned subscription (one durable per
-partition; see README, "Partitions").
+partition; see docs/concepts/bus.md, "Partitions").
 """
 
 from __future__ import annotations

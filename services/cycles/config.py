@@ -28,7 +28,7 @@ class Settings(BaseSettings):
         ge=0,
         description="Once a partition's frames are all handled, wait this long before asking "
         "for more, so they come several at a time (a fetch costs as much for one as for many). "
-        "Off by default: on a lightly loaded host it lengthened latencies (see README).",
+        "Off by default: on a lightly loaded host it lengthened latencies (docs/benchmarks.md).",
     )
     save_every_s: float = Field(
         default=1.0,

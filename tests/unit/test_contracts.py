@@ -62,3 +62,11 @@ def test_subjects_are_built_from_one_helper() -> None:
 def test_stream_ids_that_break_subjects_are_refused(bad: str) -> None:
     with pytest.raises(subjects.InvalidStreamId):
         subjects.samples(bad)
+
+
+def test_the_docs_sites_api_pages_match_the_openapi_and_asyncapi_documents() -> None:
+    from services import apidocs
+
+    for path, text in apidocs.render().items():
+        assert path.exists(), f"{path} is missing: run `make schemas`"
+        assert path.read_text() == text, f"{path} is stale: run `make schemas` and commit docs/api/"

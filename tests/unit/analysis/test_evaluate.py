@@ -1,5 +1,5 @@
 """``vertac evaluate`` at default settings: the rig's AUCs per method, the healthy cycles' score
-spread and how early a slow drift is flagged. These are the figures the README gives."""
+spread and how early a slow drift is flagged. These are the figures docs/concepts/analysis.md gives."""
 
 from __future__ import annotations
 
