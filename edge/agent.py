@@ -14,15 +14,13 @@ import contextlib
 import json
 import logging
 import time
-from collections.abc import AsyncIterator
-from typing import Protocol
 
 import nats.errors
 import numpy as np
 
 from edge.buffer import BufferFull, FrameBuffer
-from edge.config import CsvSource, MachineConfig, ModbusSource, MqttSource, OpcUaSource
-from edge.sources import CsvReplay, ModbusPoller, Samples
+from edge.config import MachineConfig
+from edge.sources import Samples, Source, source_of
 from schemas import subjects
 from schemas.client import (
     Bus,
@@ -38,28 +36,6 @@ from schemas.client import (
 from schemas.frames import CONTENT_TYPE_BINARY, Frame, Series
 
 log = logging.getLogger(__name__)
-
-
-class Source(Protocol):
-    def stream(self, stop: asyncio.Event) -> AsyncIterator[Samples]: ...
-
-    def close(self) -> None: ...
-
-
-def source_of(config: MachineConfig) -> Source:
-    if isinstance(config.source, ModbusSource):
-        return ModbusPoller(config.source, config)
-    if isinstance(config.source, CsvSource):
-        return CsvReplay(config.source, config)
-    if isinstance(config.source, OpcUaSource):
-        from edge.opcua import OpcUaReader
-
-        return OpcUaReader(config.source, config)
-    if isinstance(config.source, MqttSource):
-        from edge.mqtt import MqttReader
-
-        return MqttReader(config.source, config)
-    raise ValueError(f"unknown source {config.source!r}")
 
 
 class FrameCutter:

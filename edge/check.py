@@ -40,7 +40,7 @@ HEADER = f"{'sensor':<24} {'value':>14}  state"
 
 
 async def check_modbus(machine: MachineConfig, source: ModbusSource) -> list[Row]:
-    from edge.sources import EXCEPTION_NAMES, ModbusPoller
+    from edge.sources.modbus import EXCEPTION_NAMES, ModbusPoller
 
     poller = ModbusPoller(source, machine)  # the client needs a running loop
     try:
@@ -69,7 +69,7 @@ async def check_modbus(machine: MachineConfig, source: ModbusSource) -> list[Row
 
 
 async def check_opcua(machine: MachineConfig, source: OpcUaSource) -> list[Row]:
-    from edge.opcua import OpcUaReader, read_once
+    from edge.sources.opcua import OpcUaReader, read_once
 
     try:
         values = await read_once(OpcUaReader(source, machine))
@@ -80,7 +80,7 @@ async def check_opcua(machine: MachineConfig, source: OpcUaSource) -> list[Row]:
 
 async def check_mqtt(machine: MachineConfig, source: MqttSource, timeout_s: float) -> list[Row]:
     """Wait until every sensor has had a message (or ``timeout_s`` has passed)."""
-    from edge.mqtt import MqttReader
+    from edge.sources.mqtt import MqttReader
 
     reader = MqttReader(source, machine)
     stop = asyncio.Event()
@@ -113,7 +113,7 @@ async def check_mqtt(machine: MachineConfig, source: MqttSource, timeout_s: floa
 
 
 def check_file(machine: MachineConfig, source: CsvSource) -> list[Row]:
-    from edge.sources import read_table
+    from edge.sources.files import read_table
 
     try:
         _, cols = read_table(source.path, machine.sensors)

@@ -31,7 +31,7 @@ from pymodbus.simulator.simutils import DataType
 
 from edge.buffer import FrameBuffer
 from edge.config import MachineConfig
-from edge.sources import ModbusPoller
+from edge.sources.modbus import ModbusPoller
 from schemas.frames import Frame, Series, encode_binary
 from services.common.embedded import free_port
 
@@ -130,7 +130,7 @@ async def opcua() -> tuple[float, float]:
 
     from asyncua import Server
 
-    from edge.opcua import OpcUaReader
+    from edge.sources.opcua import OpcUaReader
 
     logging.getLogger("asyncua").setLevel(logging.ERROR)
     port = free_port()

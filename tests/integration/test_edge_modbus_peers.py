@@ -19,7 +19,7 @@ from pymodbus.simulator.simdevice import SimDevice
 from pymodbus.simulator.simutils import DataType
 
 from edge.config import load
-from edge.sources import ModbusPoller
+from edge.sources.modbus import ModbusPoller
 from services.common.embedded import free_port
 from tests.conftest import eventually
 from tests.peers import NodePeer

@@ -88,7 +88,7 @@ sensors:
 async def test_sparkplug_b_metrics_arrive_by_name_and_by_alias(
     tmp_path: Path, mosquitto: int, common: CommonSettings, running, stream_id: str
 ) -> None:
-    from edge import sparkplug
+    from edge.sources import sparkplug
 
     path = tmp_path / "sp.yaml"
     path.write_text(f"""

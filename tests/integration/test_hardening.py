@@ -454,7 +454,7 @@ async def test_a_zip_that_unpacks_beyond_the_bound_is_refused_without_stalling_t
 async def test_a_modbus_server_that_goes_and_comes_back_is_told_in_one_line_each(
     tmp_path: Path, caplog: pytest.LogCaptureFixture, stream_id: str
 ) -> None:
-    from edge.sources import ModbusPoller
+    from edge.sources.modbus import ModbusPoller
     from services.common.embedded import free_port
     from tests.integration.test_edge import Plant
 

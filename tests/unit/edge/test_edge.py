@@ -10,7 +10,7 @@ import pytest
 
 from edge.buffer import BufferFull, FrameBuffer
 from edge.config import ConfigError, SensorConfig, load
-from edge.sources import decode_registers, plan_reads
+from edge.sources.modbus import decode_registers, plan_reads
 from schemas.frames import Frame, Series, decode_binary
 
 GOOD = """
@@ -152,7 +152,7 @@ def test_a_full_buffer_refuses_new_frames_and_counts_them(tmp_path: Path) -> Non
 
 
 def test_sparkplug_payloads_round_trip_and_signed_ints_decode() -> None:
-    from edge import sparkplug
+    from edge.sources import sparkplug
 
     payload = sparkplug.encode(
         [

@@ -10,8 +10,9 @@ import sys
 from tests.conftest import REPO
 
 EDGE_MODULES = [
-    "edge.cli", "edge.agent", "edge.check", "edge.config", "edge.sources", "edge.opcua",
-    "edge.mqtt", "edge.sparkplug", "edge.buffer", "edge.publisher", "edge.run", "edge.replay",
+    "edge.cli", "edge.agent", "edge.check", "edge.config", "edge.sources",
+    "edge.sources.modbus", "edge.sources.files", "edge.sources.opcua", "edge.sources.mqtt",
+    "edge.sources.sparkplug", "edge.buffer", "edge.publisher", "edge.run", "edge.replay",
     "edge.simulator",
 ]  # fmt: skip
 SERVER_PACKAGES = ("services", "fastapi", "psycopg", "numba", "matplotlib", "tslearn", "faststream")

@@ -32,7 +32,8 @@ from asyncua.crypto import security_policies
 from asyncua.ua.uaerrors import UaError
 
 from edge.config import MachineConfig, OpcUaSource, SensorConfig
-from edge.sources import QueuedSource, quiet
+from edge.sources import register
+from edge.sources.base import QueuedSource, quiet
 from schemas.frames import QUALITY_BAD, QUALITY_GOOD, QUALITY_UNCERTAIN
 from schemas.timeutil import ns_of
 
@@ -89,6 +90,7 @@ def reading_of(dv: ua.DataValue, sensor: SensorConfig, now_ns: int) -> Reading |
     )
 
 
+@register("opcua")
 class OpcUaReader(QueuedSource):
     def __init__(self, source: OpcUaSource, config: MachineConfig) -> None:
         super().__init__(config)

@@ -1,81 +1,26 @@
-"""Sources of samples: Modbus TCP polling and CSV replay. Each yields batches of samples per
-sensor (timestamps in ns, values, qualities) that the agent cuts into frames."""
+"""Modbus TCP: the sensors' registers read in as few requests as the gaps allow, polled at each
+sensor's rate (pymodbus)."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import csv
 import logging
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
-from datetime import datetime
-from pathlib import Path
+from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
 from pymodbus.client import AsyncModbusTcpClient
 from pymodbus.exceptions import ConnectionException, ModbusException, ModbusIOException
 
-from edge.config import REGISTERS_OF, CsvSource, MachineConfig, ModbusSource, SensorConfig
+from edge.config import REGISTERS_OF, MachineConfig, ModbusSource, SensorConfig
+from edge.sources import register
+from edge.sources.base import Samples, quiet
 from schemas.frames import QUALITY_BAD, QUALITY_GOOD
-from schemas.timeutil import NS, ns_of
 
 log = logging.getLogger(__name__)
-
-
-class _NoTraceback(logging.Filter):
-    """A library's error as one line (its type and message), without the traceback: a server
-    that restarts is an expected event, and the source says what it means."""
-
-    def __init__(self, library: str) -> None:
-        super().__init__()
-        self.library = library
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        mine = record.name == self.library or record.name.startswith(self.library + ".")
-        if mine and record.exc_info and record.exc_info[1] is not None:
-            exc = record.exc_info[1]
-            record.msg = f"{record.getMessage()} ({type(exc).__name__}: {exc})"
-            record.args = None
-            record.exc_info = None
-            record.exc_text = None
-        return True
-
-
-def quiet(library: str, level: int = logging.CRITICAL) -> None:
-    """Silence a client library's own logging (a hex dump per Modbus timeout, a line per
-    OPC-UA notification) unless the edge logs at DEBUG; the source logs one line per change of
-    state instead. What still gets through has no traceback."""
-    for handler in logging.getLogger().handlers:  # the records of its child loggers too
-        if not any(isinstance(f, _NoTraceback) and f.library == library for f in handler.filters):
-            handler.addFilter(_NoTraceback(library))
-    if not logging.getLogger("edge").isEnabledFor(logging.DEBUG):
-        logging.getLogger(library).setLevel(level)
-
-
-@dataclass
-class Samples:
-    """Samples of several sensors, column-wise."""
-
-    t: dict[str, list[npt.NDArray[np.int64]]] = field(default_factory=dict)
-    v: dict[str, list[npt.NDArray[np.float64]]] = field(default_factory=dict)
-    q: dict[str, list[npt.NDArray[np.uint8]]] = field(default_factory=dict)
-
-    def add(
-        self,
-        sensor: str,
-        t: npt.NDArray[np.int64],
-        v: npt.NDArray[np.float64],
-        q: npt.NDArray[np.uint8],
-    ) -> None:
-        self.t.setdefault(sensor, []).append(t)
-        self.v.setdefault(sensor, []).append(v)
-        self.q.setdefault(sensor, []).append(q)
-
-
-# --- Modbus -------------------------------------------------------------------------------------
 
 
 def decode_registers(registers: npt.NDArray[np.uint16], sensor: SensorConfig) -> float:
@@ -172,6 +117,7 @@ class UnitState:
     probing: asyncio.Task[None] | None = None
 
 
+@register("modbus")
 class ModbusPoller:
     """Polls every sensor each interval. Requests share one TCP connection (a Modbus TCP
     connection answers one request at a time), so a unit that stops answering would hold up
@@ -414,171 +360,3 @@ class ModbusPoller:
 
 
 # --- CSV replay ---------------------------------------------------------------------------------
-
-
-def read_table(
-    path: Path, sensors: list[SensorConfig]
-) -> tuple[npt.NDArray[np.int64], dict[str, npt.NDArray[np.float64]]]:
-    """A CSV or Parquet file (by its suffix) as timestamps (ns) and one column per sensor."""
-    if path.suffix.lower() in (".parquet", ".pq"):
-        return read_parquet(path, sensors)
-    return read_csv(path, sensors)
-
-
-def read_parquet(
-    path: Path, sensors: list[SensorConfig]
-) -> tuple[npt.NDArray[np.int64], dict[str, npt.NDArray[np.float64]]]:
-    """A Parquet file with a ``timestamp`` column (a timestamp type, or seconds as a number)."""
-    import pyarrow.parquet as pq
-    import pyarrow.types as pat
-
-    table = pq.read_table(path)
-    if "timestamp" not in table.column_names:
-        raise ValueError(
-            f"{path}: no 'timestamp' column (columns: {', '.join(table.column_names)})"
-        )
-    column = table.column("timestamp")
-    if pat.is_timestamp(column.type):
-        t = (
-            column.cast("timestamp[ns, tz=UTC]")
-            .to_numpy()
-            .astype("datetime64[ns]")
-            .astype(np.int64)
-        )
-    else:
-        t = np.rint(column.to_numpy().astype(np.float64) * 1e6).astype(np.int64) * 1000
-    values = {}
-    for s in sensors:
-        name = s.column or s.id
-        if name not in table.column_names:
-            raise ValueError(f"{path}: no column {name!r} for sensor {s.id}")
-        raw = table.column(name).to_numpy(zero_copy_only=False).astype(np.float64)
-        values[s.id] = raw * s.scale + s.offset
-    return t, values
-
-
-def read_csv(
-    path: Path, sensors: list[SensorConfig]
-) -> tuple[npt.NDArray[np.int64], dict[str, npt.NDArray[np.float64]]]:
-    """Timestamps (ns) and one column per sensor; a wrong header names the missing column."""
-    with path.open(newline="") as f:
-        rows = list(csv.reader(f))
-    if not rows:
-        raise ValueError(f"{path} is empty")
-    header, body = rows[0], rows[1:]
-    if "timestamp" not in header:
-        raise ValueError(f"{path}: no 'timestamp' column (columns: {', '.join(header)})")
-    cols = {name: i for i, name in enumerate(header)}
-    raw_t = [r[cols["timestamp"]] for r in body]
-    try:
-        # to the microsecond a float of seconds still carries, then ns
-        t = np.rint(np.asarray(raw_t, dtype=np.float64) * 1e6).astype(np.int64) * 1000
-    except ValueError:
-        t = np.array([ns_of(datetime.fromisoformat(x)) for x in raw_t], dtype=np.int64)
-    values = {}
-    for s in sensors:
-        name = s.column or s.id
-        if name not in cols:
-            raise ValueError(f"{path}: no column {name!r} for sensor {s.id}")
-        col = [r[cols[name]] for r in body]
-        values[s.id] = (
-            np.asarray([float(x) if x != "" else np.nan for x in col]) * s.scale + s.offset
-        )
-    return t, values
-
-
-class CsvReplay:
-    """Replays a CSV file as a live stream, timestamps moved to now, at ``speed`` x real time."""
-
-    def __init__(self, source: CsvSource, config: MachineConfig) -> None:
-        self.source = source
-        self.config = config
-        self.t, self.values = read_table(source.path, config.sensors)
-
-    async def stream(self, stop: asyncio.Event) -> AsyncIterator[Samples]:
-        if not len(self.t):
-            return
-        chunk_ns = round(self.config.poll_interval_ms * 1e6)
-        while not stop.is_set():
-            base = time.time_ns() - int(self.t[0])
-            wall0 = time.monotonic()
-            span = int(self.t[-1] - self.t[0])
-            for lo in range(0, span + 1, chunk_ns):
-                if stop.is_set():
-                    return
-                sel = (self.t - self.t[0] >= lo) & (self.t - self.t[0] < lo + chunk_ns)
-                if self.source.speed > 0:
-                    due = wall0 + (lo + chunk_ns) / NS / self.source.speed
-                    await asyncio.sleep(max(0.0, due - time.monotonic()))
-                else:
-                    await asyncio.sleep(0)
-                if not sel.any():
-                    continue
-                batch = Samples()
-                for sensor_id, v in self.values.items():
-                    ok = sel & np.isfinite(v)
-                    batch.add(
-                        sensor_id,
-                        self.t[ok] + base,
-                        v[ok],
-                        np.full(int(ok.sum()), QUALITY_GOOD, dtype=np.uint8),
-                    )
-                yield batch
-            if not self.source.loop:
-                return
-
-    def close(self) -> None:
-        pass
-
-
-# --- sources that push (OPC-UA, MQTT) -------------------------------------------------------------
-
-
-class QueuedSource:
-    """A source whose client pushes samples into a queue from ``keep_connected``; ``stream``
-    hands them over in one batch per poll interval."""
-
-    def __init__(self, config: MachineConfig) -> None:
-        self.config = config
-        self.queue: asyncio.Queue[tuple[str, int, float, int]] = asyncio.Queue(maxsize=1_000_000)
-        self.reconnects = 0
-
-    async def keep_connected(self, stop: asyncio.Event) -> None:  # pragma: no cover - interface
-        raise NotImplementedError
-
-    async def stream(self, stop: asyncio.Event) -> AsyncIterator[Samples]:
-        keeper = asyncio.ensure_future(self.keep_connected(stop))
-        try:
-            while not stop.is_set():
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), self.config.poll_interval_ms / 1000)
-                batch = drain(self.queue)
-                if batch is not None:
-                    yield batch
-        finally:
-            keeper.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await keeper
-
-    def close(self) -> None:
-        pass
-
-
-def drain(queue: asyncio.Queue[tuple[str, int, float, int]]) -> Samples | None:
-    """Everything waiting in ``queue`` as one batch, each sensor in time order."""
-    items = []
-    while not queue.empty():
-        items.append(queue.get_nowait())
-    if not items:
-        return None
-    batch = Samples()
-    by_sensor: dict[str, list[tuple[int, float, int]]] = {}
-    for sensor_id, stamp, value, quality in items:
-        by_sensor.setdefault(sensor_id, []).append((stamp, value, quality))
-    for sensor_id, rows in by_sensor.items():
-        ts = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
-        vs = np.fromiter((r[1] for r in rows), dtype=np.float64, count=len(rows))
-        qs = np.fromiter((r[2] for r in rows), dtype=np.uint8, count=len(rows))
-        order = np.argsort(ts, kind="stable")
-        batch.add(sensor_id, ts[order], vs[order], qs[order])
-    return batch

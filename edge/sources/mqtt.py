@@ -15,9 +15,9 @@ from datetime import datetime
 
 import aiomqtt
 
-from edge import sparkplug
 from edge.config import MachineConfig, MqttSource
-from edge.sources import QueuedSource
+from edge.sources import register, sparkplug
+from edge.sources.base import QueuedSource
 from schemas.frames import QUALITY_BAD, QUALITY_GOOD
 from schemas.timeutil import ns_of, ns_of_seconds
 
@@ -49,6 +49,7 @@ def parse(payload: bytes, key: str, arrival_ns: int) -> tuple[int, float, int]:
     )
 
 
+@register("mqtt")
 class MqttReader(QueuedSource):
     def __init__(self, source: MqttSource, config: MachineConfig) -> None:
         super().__init__(config)
