@@ -20,8 +20,9 @@ from services.analysis.adapters import (
 )
 from services.analysis.config import Settings
 from services.analysis.dtw import warm_up
-from services.analysis.handlers import AnalyseCycles, ReferenceService
+from services.analysis.handlers import AnalyseCycles
 from services.analysis.logic import Params
+from services.analysis.requests import ReferenceService
 from services.analysis.trend import TrendParams
 from services.common.config import CommonSettings
 from services.common.runtime import open_service, run_process

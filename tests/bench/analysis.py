@@ -22,8 +22,8 @@ from schemas.messages import CycleDetail, CycleSummary, ReferenceInfo
 from services.analysis.app import params_of
 from services.analysis.config import Settings
 from services.analysis.dtw import warm_up
-from services.analysis.handlers import reference_curves
 from services.analysis.logic import CycleData, analyse, build_reference, on_common_base
+from services.analysis.requests import reference_curves
 from services.gateway.logic import cycle_overlay
 from services.gateway.report import cycle_pdf
 
