@@ -26,11 +26,9 @@ Quality codes follow OPC DA: 192 good, 64 uncertain, 0 bad (any value 0-255 is c
 
 from __future__ import annotations
 
-import re
-import struct
 from collections.abc import Container
-from dataclasses import dataclass, field
-from typing import Any, Final
+from dataclasses import dataclass
+from typing import Any
 
 import msgpack
 import numpy as np
@@ -38,185 +36,68 @@ import numpy.typing as npt
 import zstandard
 from pydantic import ValidationError
 
+from schemas.frame_checks import (
+    _DTYPE,
+    _GOOD_IDS,
+    GOOD_QUALITY,
+    _check_finite,
+    _check_planes,
+    _check_sensor_id,
+    _check_times,
+    _field,
+    _int64,
+    _nonfinite,
+    _sensor_meta,
+    _trusted_series,
+)
+from schemas.frame_model import (
+    _PREAMBLE,
+    CONTENT_TYPE_BINARY,
+    CONTENT_TYPE_JSON,
+    DTYPES,
+    INT64_MAX,
+    INT64_MIN,
+    MAGIC,
+    MAX_SAMPLES_PER_SERIES,
+    QUALITY_BAD,
+    QUALITY_GOOD,
+    QUALITY_UNCERTAIN,
+    Frame,
+    FrameError,
+    Series,
+    Span,
+)
 from schemas.messages import FrameJson, SeriesJson
-from schemas.subjects import HEADER_CONTENT_TYPE, InvalidStreamId, check_stream_id
-from schemas.v1.base import SENSOR_ID_PATTERN
+from schemas.subjects import HEADER_CONTENT_TYPE
 
-MAGIC: Final = b"VTF1"
-CONTENT_TYPE_BINARY: Final = "application/vnd.vertac.frame.v1+msgpack"
-CONTENT_TYPE_JSON: Final = "application/json"
-QUALITY_GOOD: Final = 192
-QUALITY_UNCERTAIN: Final = 64
-QUALITY_BAD: Final = 0
-DTYPES: Final = frozenset({"f4", "f8", "i1", "i2", "i4", "i8", "u1", "u2", "u4", "u8"})
-MAX_SAMPLES_PER_SERIES: Final = 10_000_000
-INT64_MIN: Final = -(2**63)
-INT64_MAX: Final = 2**63 - 1
-_PREAMBLE = struct.Struct("<4sI")
-_SENSOR_ID = re.compile(SENSOR_ID_PATTERN.removeprefix("^").removesuffix("+$") + "{1,128}")
-
-
-class FrameError(ValueError):
-    """A frame that cannot be decoded; ``field`` names the offending part."""
-
-    def __init__(self, field: str, reason: str) -> None:
-        super().__init__(f"{field}: {reason}")
-        self.field = field
-        self.reason = reason
-
-
-@dataclass(frozen=True, slots=True, eq=False)
-class Series:
-    """The samples of one sensor inside a frame."""
-
-    sensor_id: str
-    values: npt.NDArray[Any]
-    t0_ns: int
-    period_ns: int = 0
-    timestamps_ns: npt.NDArray[np.int64] | None = None
-    quality: npt.NDArray[np.uint8] | None = None
-
-    def __post_init__(self) -> None:
-        n = len(self.values)
-        if self.values.ndim != 1:
-            raise FrameError(f"sensors[{self.sensor_id}].values", "must be one-dimensional")
-        if self.values.dtype.str[1:] not in DTYPES:
-            raise FrameError(
-                f"sensors[{self.sensor_id}].dtype", f"{self.values.dtype} is not supported"
-            )
-        if self.timestamps_ns is None:
-            if self.period_ns <= 0 and n > 1:
-                raise FrameError(
-                    f"sensors[{self.sensor_id}].period_ns",
-                    "must be > 0 when no explicit timestamps are given",
-                )
-        elif len(self.timestamps_ns) != n:
-            raise FrameError(
-                f"sensors[{self.sensor_id}].timestamps_ns",
-                f"has {len(self.timestamps_ns)} items for {n} values",
-            )
-        if self.quality is not None and len(self.quality) != n:
-            raise FrameError(
-                f"sensors[{self.sensor_id}].quality",
-                f"has {len(self.quality)} items for {n} values",
-            )
-
-    @property
-    def n(self) -> int:
-        return len(self.values)
-
-    def timestamps(self) -> npt.NDArray[np.int64]:
-        """Nanosecond timestamps of every sample."""
-        if self.timestamps_ns is not None:
-            return self.timestamps_ns
-        return self.t0_ns + np.arange(self.n, dtype=np.int64) * self.period_ns
-
-    def qualities(self) -> npt.NDArray[np.uint8]:
-        """Quality of every sample (all good when the frame carried none)."""
-        if self.quality is not None:
-            return self.quality
-        return np.full(self.n, QUALITY_GOOD, dtype=np.uint8)
-
-    def first_ns(self) -> int:
-        if self.timestamps_ns is not None and self.n:
-            return int(self.timestamps_ns[0])
-        return self.t0_ns
-
-    def last_ns(self) -> int:
-        if self.timestamps_ns is not None:
-            return int(self.timestamps_ns[-1]) if self.n else self.t0_ns
-        return self.t0_ns + max(self.n - 1, 0) * self.period_ns
-
-    def equals(self, other: Series) -> bool:
-        return (
-            self.sensor_id == other.sensor_id
-            and np.array_equal(self.values, other.values)
-            and np.array_equal(self.timestamps(), other.timestamps())
-            and np.array_equal(self.qualities(), other.qualities())
-        )
-
-
-@dataclass(frozen=True, slots=True)
-class Span:
-    """What a whole frame holds, for a frame of which only some sensors were decoded."""
-
-    n_samples: int
-    first_ns: int
-    last_ns: int
-    ids: tuple[str, ...]  # every sensor of the frame, in its order
-    shuffled: bool = False  # the message is in the storage layout
-
-
-@dataclass(frozen=True, slots=True, eq=False)
-class Frame:
-    """Many samples of one stream; ``seq`` is monotonic per stream.
-
-    A frame decoded for some of its sensors only (:func:`decode_binary` with ``sensors``) holds
-    those in ``series``, what the whole frame holds in ``span``, and the message itself in
-    ``raw``: :meth:`complete` decodes the rest when it is needed after all.
-    """
-
-    stream_id: str
-    seq: int
-    series: tuple[Series, ...]
-    sent_ns: int = 0
-    span: Span | None = field(default=None, repr=False)
-    raw: bytes | None = field(default=None, repr=False)
-
-    def __post_init__(self) -> None:
-        try:
-            check_stream_id(self.stream_id)
-        except InvalidStreamId as exc:
-            raise FrameError("stream_id", str(exc)) from exc
-        if self.seq < 0:
-            raise FrameError("seq", "must be >= 0")
-        if not self.series and self.span is None:
-            raise FrameError("sensors", "a frame needs at least one sensor")
-        if len(self.series) > 1:
-            ids = [s.sensor_id for s in self.series]
-            if len(set(ids)) != len(ids):
-                raise FrameError("sensors", "sensor ids repeat within the frame")
-
-    @property
-    def n_samples(self) -> int:
-        if self.span is not None:
-            return self.span.n_samples
-        return sum(s.n for s in self.series)
-
-    @property
-    def n_sensors(self) -> int:
-        return len(self.span.ids) if self.span is not None else len(self.series)
-
-    def first_ns(self) -> int:
-        if self.span is not None:
-            return self.span.first_ns
-        return min(s.first_ns() for s in self.series)
-
-    def last_ns(self) -> int:
-        if self.span is not None:
-            return self.span.last_ns
-        return max(s.last_ns() for s in self.series)
-
-    def has(self, sensor_id: str) -> bool:
-        """Whether the frame carries ``sensor_id`` (decoded or not)."""
-        if self.span is not None:
-            return sensor_id in self.span.ids
-        return any(s.sensor_id == sensor_id for s in self.series)
-
-    def complete(self) -> Frame:
-        """The frame with every sensor decoded (itself when it already is)."""
-        if self.span is None or self.raw is None:
-            return self
-        return decode_binary(self.raw)
-
-    def equals(self, other: Frame) -> bool:
-        a, b = self.complete(), other.complete()
-        return (
-            a.stream_id == b.stream_id
-            and a.seq == b.seq
-            and len(a.series) == len(b.series)
-            and all(x.equals(y) for x, y in zip(a.series, b.series, strict=True))
-        )
+# the frame's public names, wherever they are defined
+__all__ = [
+    "CONTENT_TYPE_BINARY",
+    "CONTENT_TYPE_JSON",
+    "DTYPES",
+    "GOOD_QUALITY",
+    "INT64_MAX",
+    "INT64_MIN",
+    "MAGIC",
+    "MAX_SAMPLES_PER_SERIES",
+    "QUALITY_BAD",
+    "QUALITY_GOOD",
+    "QUALITY_UNCERTAIN",
+    "Frame",
+    "FrameError",
+    "RegularFrame",
+    "Series",
+    "Span",
+    "decode",
+    "decode_binary",
+    "decode_json",
+    "encode_binary",
+    "from_json_model",
+    "pack",
+    "peek_regular",
+    "to_json_model",
+    "unpack",
+]
 
 
 def _shuffle(raw: bytes, itemsize: int) -> bytes:
@@ -288,149 +169,6 @@ def _header(data: bytes) -> tuple[dict[str, Any], int]:
     if not isinstance(header, dict):
         raise FrameError("header", "must be a msgpack map")
     return header, end
-
-
-def _field(mapping: dict[str, Any], key: str, kind: type | tuple[type, ...], where: str) -> Any:
-    if key not in mapping:
-        raise FrameError(f"{where}{key}", "is missing")
-    value = mapping[key]
-    if not isinstance(value, kind) or (isinstance(value, bool) and kind is int):
-        raise FrameError(f"{where}{key}", f"has the wrong type {type(value).__name__}")
-    return value
-
-
-def _int64(mapping: dict[str, Any], key: str, where: str, *, low: int = INT64_MIN) -> int:
-    """An integer header field that must fit a signed 64-bit column (ns timestamps, seq)."""
-    value: int = _field(mapping, key, int, where)
-    if not low <= value <= INT64_MAX:
-        raise FrameError(f"{where}{key}", f"{value} is outside {low}..{INT64_MAX}")
-    return value
-
-
-_DTYPE = {code: np.dtype("<" + code) for code in DTYPES}
-_GOOD_IDS: set[str] = set()  # sensor ids already found well-formed (ids repeat frame after frame)
-_GOOD_IDS_MAX = 100_000
-
-
-def _check_sensor_id(sid: str, where: str) -> None:
-    if sid in _GOOD_IDS:
-        return
-    if not _SENSOR_ID.fullmatch(sid):
-        raise FrameError(
-            f"{where}id",
-            f"{sid[:80]!r} is not a sensor id (1-128 characters; no spaces, commas, '=' or "
-            "control characters)",
-        )
-    if len(_GOOD_IDS) < _GOOD_IDS_MAX:
-        _GOOD_IDS.add(sid)
-
-
-def _trusted_series(
-    sid: str,
-    values: npt.NDArray[Any],
-    t0: int,
-    dt: int,
-    timestamps: npt.NDArray[np.int64] | None,
-    quality: npt.NDArray[np.uint8] | None,
-) -> Series:
-    """A :class:`Series` whose parts :func:`decode_binary` has checked already."""
-    s = object.__new__(Series)
-    put = object.__setattr__
-    put(s, "sensor_id", sid)
-    put(s, "values", values)
-    put(s, "t0_ns", t0)
-    put(s, "period_ns", dt)
-    put(s, "timestamps_ns", timestamps)
-    put(s, "quality", quality)
-    return s
-
-
-def _sensor_meta(meta: Any, i: int) -> tuple[str, np.dtype[Any], int, int, int, bool]:
-    """One sensor's header fields, checked one by one; raises naming the first bad one."""
-    where = f"sensors[{i}]."
-    if not isinstance(meta, dict):
-        raise FrameError(f"sensors[{i}]", "must be a map")
-    sid = _field(meta, "id", str, where)
-    _check_sensor_id(sid, where)
-    code = _field(meta, "dtype", str, where)
-    dtype = _DTYPE.get(code)
-    if dtype is None:
-        raise FrameError(f"{where}dtype", f"{code!r} is not one of {sorted(DTYPES)}")
-    n = _field(meta, "n", int, where)
-    if not 0 <= n <= MAX_SAMPLES_PER_SERIES:
-        raise FrameError(f"{where}n", f"{n} is outside 0..{MAX_SAMPLES_PER_SERIES}")
-    t0 = _int64(meta, "t0", where)
-    dt = _int64(meta, "dt", where, low=0)
-    has_q = meta.get("q", False)
-    if not isinstance(has_q, bool):
-        raise FrameError(f"{where}q", f"has the wrong type {type(has_q).__name__}")
-    return sid, dtype, n, t0, dt, has_q
-
-
-GOOD_QUALITY = 192  # OPC-UA "good"; below it a sample is uncertain (64..191) or bad (0..63)
-
-
-def _check_times(where: str, n: int, t0: int, dt: int, timestamps: Any) -> None:
-    """Times are ns since 1970 that int64 holds (1970-01-01 .. 2262-04-11), never decreasing."""
-    if not n:
-        return
-    if timestamps is None:
-        if t0 < 0 or t0 + (n - 1) * dt > INT64_MAX:
-            raise FrameError(
-                f"{where}t0",
-                f"samples from {t0} every {dt} ns leave 0..{INT64_MAX} (1970-01-01 .. "
-                "2262-04-11 in ns)",
-            )
-        return
-    steps = np.diff(timestamps)
-    if steps.size and int(steps.min()) < 0:
-        k = int(np.argmax(steps < 0)) + 1
-        raise FrameError(f"{where}timestamps", f"decrease at sample {k}: times must not go back")
-    if int(timestamps[0]) < 0:
-        raise FrameError(f"{where}timestamps", "times before 1970-01-01 cannot be stored")
-
-
-def _nonfinite(raw: memoryview, dtype: np.dtype[Any], n: int, shuffled: bool) -> Any:
-    """Indices of the NaN and infinite values of a float series, read from the exponent bits of
-    its bytes (no copy, plain or shuffled alike); None when every value is finite."""
-    size = dtype.itemsize
-    b = np.frombuffer(raw, dtype=np.uint8)
-    if shuffled:  # plane k holds byte k of every value (little-endian: the last is the highest)
-        hi, nxt = b[(size - 1) * n : size * n], b[(size - 2) * n : (size - 1) * n]
-    else:
-        hi, nxt = b[size - 1 :: size], b[size - 2 :: size]
-    low_mask = 0x80 if size == 4 else 0xF0  # the exponent's bits in the second-highest byte
-    bad = ((hi & 0x7F) == 0x7F) & ((nxt & low_mask) == low_mask)
-    return np.flatnonzero(bad) if bad.any() else None
-
-
-def _check_finite(where: str, bad: Any, quality: memoryview | None) -> None:
-    """NaN and infinity carry no value: such a sample must be sent with a bad or uncertain
-    quality (the edge marks a failed read so), never as a good one."""
-    q = np.frombuffer(quality, dtype=np.uint8)[bad] if quality is not None else None
-    good = bad if q is None else bad[q >= GOOD_QUALITY]
-    if len(good):
-        raise FrameError(
-            f"{where}values",
-            f"sample {int(good[0])} is NaN or infinite with good quality: send such a sample "
-            f"with a quality below {GOOD_QUALITY} (bad), or leave it out",
-        )
-
-
-def _check_planes(
-    data: bytes, planes: list[tuple[int, int, str, memoryview, np.dtype[Any], int, int]]
-) -> None:
-    """The finite check of a shuffled frame's float sensors in one pass: a NaN or infinity has
-    its highest byte at 0x7F or 0xFF, so only a sensor whose highest byte plane holds one is
-    looked at closely (a value of 2^127 or more does too, and passes the close look)."""
-    marked = (np.frombuffer(data, dtype=np.uint8) & 0x7F) == 0x7F
-    bounds = np.array([b for lo, hi, *_ in planes for b in (lo, hi)], dtype=np.int64)
-    counts = np.add.reduceat(np.append(marked, False), bounds)[::2]
-    for k in np.flatnonzero(counts).tolist():
-        _, _, where, raw, dtype, n, q_at = planes[k]  # q_at: where its qualities are, or -1
-        bad = _nonfinite(raw, dtype, n, True)
-        if bad is not None:
-            _check_finite(where, bad, memoryview(data)[q_at : q_at + n] if q_at >= 0 else None)
 
 
 def decode_binary(
