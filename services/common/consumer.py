@@ -24,24 +24,27 @@ works, and a deleted dead-letter stream is created again.
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
-from typing import Any, Final, Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 import nats.errors
 import nats.js.errors
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
-from nats.js.api import AckPolicy, ConsumerConfig, ConsumerInfo, DeliverPolicy, StreamConfig
+from nats.js.api import AckPolicy, ConsumerConfig, ConsumerInfo, DeliverPolicy
 
 from schemas import subjects
-from schemas.client import MAX_REASON_CHARS, describe
-from schemas.messages import DeadLetter
+from schemas.client import describe
+from services.common.deadletter import (
+    MAX_HEADER_CHARS,
+    dead_letter_for,
+    dead_letter_stream_config,
+    delivery_metadata,
+)
 from services.common.failures import BadMessage, TransientError, is_transient
 from services.common.metrics import Metrics
 
@@ -58,8 +61,6 @@ __all__ = [
 YIELD_EVERY = 16  # messages decoded between two turns of the event loop
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-INLINE_PAYLOAD_LIMIT: Final = 256 * 1024
-MAX_HEADER_CHARS: Final = 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,40 +73,6 @@ class Delivery(Generic[T]):
 
 Decoder = Callable[[Msg], T]
 BatchHandler = Callable[[list[Delivery[T]]], Awaitable[None]]
-
-
-def dead_letter_for(
-    service: str, msg: Msg, reason: str, field: str = "", error_type: str = ""
-) -> DeadLetter:
-    """The dead-letter record of ``msg``; a large payload is kept by reference, not inline."""
-    deliveries, stream_seq, stream = _metadata(msg)
-    inline = len(msg.data) <= INLINE_PAYLOAD_LIMIT
-    return DeadLetter(
-        service=service,
-        subject=msg.subject[:MAX_HEADER_CHARS],
-        reason=reason[:MAX_REASON_CHARS],
-        field=field[:MAX_HEADER_CHARS],
-        error_type=error_type,
-        deliveries=deliveries,
-        stream=stream,
-        stream_seq=stream_seq,
-        headers={
-            k[:MAX_HEADER_CHARS]: str(v)[:MAX_HEADER_CHARS]
-            for k, v in list((msg.headers or {}).items())[:32]
-        },
-        payload_bytes=len(msg.data),
-        payload_inline=inline,
-        payload_b64=base64.b64encode(msg.data).decode() if inline else "",
-        at=datetime.now(UTC),
-    )
-
-
-def _metadata(msg: Msg) -> tuple[int, int | None, str]:
-    try:
-        meta = msg.metadata
-    except (nats.errors.NotJSMessageError, ValueError, IndexError):
-        return 1, None, ""
-    return meta.num_delivered, meta.sequence.stream, meta.stream
 
 
 async def ack_all(msgs: list[Msg]) -> None:
@@ -121,20 +88,6 @@ async def _touch(deliveries: list[Delivery[T]]) -> None:
     """Tell JetStream the messages are still being worked on (a lost touch is harmless)."""
     with contextlib.suppress(nats.errors.Error, TimeoutError, OSError):
         await asyncio.gather(*(d.msg.in_progress() for d in deliveries))
-
-
-def dead_letter_stream_config() -> StreamConfig:
-    """The dead-letter stream as a consumer recreates it when it was deleted; ``vertac bus
-    init`` (run by every service at start) sets its configured limits again."""
-    js_stream = subjects.DEAD_LETTER
-    return StreamConfig(
-        name=js_stream.name,
-        description="Messages no service could process, with the reason",
-        subjects=list(js_stream.subjects),
-        max_age=30 * 86400,
-        max_bytes=1024**3,
-        max_msg_size=8 * 1024 * 1024,
-    )
 
 
 class DurableConsumer(Generic[T]):
@@ -340,7 +293,7 @@ class DurableConsumer(Generic[T]):
         for i, msg in enumerate(msgs):
             if i and i % YIELD_EVERY == 0:
                 await asyncio.sleep(0)  # a long batch must not starve lease renewals and the rest
-            deliveries, _, _ = _metadata(msg)
+            deliveries, _, _ = delivery_metadata(msg)
             if deliveries > 1:
                 self.metrics.redeliveries.labels(*self._labels).inc()
             if deliveries > self.max_deliver:
