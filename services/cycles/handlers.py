@@ -37,9 +37,9 @@ from services.cycles.logic import (
     on_command,
     on_frame,
     on_tick,
-    record,
     signal_of,
 )
+from services.cycles.recording import record
 
 log = logging.getLogger(__name__)
 

@@ -236,7 +236,7 @@ def test_a_recording_cut_from_message_bodies_keeps_each_sensor_as_it_was_sent() 
     """Frames decoded for the trigger only (as the cycles service decodes them) are recorded
     from their bodies: every sensor, in its own dtype, cut to the cycle."""
     from schemas.frames import Frame, Series, decode_binary, encode_binary
-    from services.cycles.logic import record
+    from services.cycles.recording import record
 
     ns = 1_000_000_000
     frames, whole = [], []
