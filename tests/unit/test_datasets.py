@@ -14,13 +14,11 @@ import pytest
 from schemas.frames import Frame, Series
 from services.common.datasets import (
     DatasetError,
-    ExportedCycle,
     cycle_id_of,
-    export_parquet,
-    export_zip,
     parse_cycles,
     read_file,
 )
+from services.gateway.dataset_export import ExportedCycle, export_parquet, export_zip
 from services.gateway.logic import recording_csv
 
 T0 = 1_767_225_600_000_000_000  # 2026-01-01T00:00:00Z

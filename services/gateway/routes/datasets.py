@@ -25,9 +25,6 @@ from schemas.messages import (
 )
 from services.common.datasets import (
     DatasetError,
-    ExportedCycle,
-    export_parquet,
-    export_zip,
     parse_cycles,
     read_file,
     store_cycles,
@@ -35,6 +32,7 @@ from services.common.datasets import (
 )
 from services.gateway.auth import Admin, Operator, role
 from services.gateway.bodies import OffLoopJson
+from services.gateway.dataset_export import ExportedCycle, export_parquet, export_zip
 from services.gateway.history import PARQUET
 from services.gateway.logic import (
     recording_csv,
