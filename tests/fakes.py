@@ -5,17 +5,28 @@ behaviour is tested in milliseconds."""
 from __future__ import annotations
 
 from dataclasses import replace
-from datetime import datetime
+from datetime import UTC, datetime
 from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
-from schemas.frames import Frame
-from schemas.messages import AlertChanged, AlertRule, AnalysisCompleted, StreamRegistration
+from edge.simulator import Fault, Simulation, build_machine
+from schemas.frames import Frame, pack, unpack
+from schemas.messages import (
+    AlertChanged,
+    AlertRule,
+    AnalysisCompleted,
+    CycleStateChanged,
+    StreamRegistration,
+)
+from schemas.timeutil import NS
 from services.alerts.logic import RuleState
 from services.analysis.adapters import Learnt
+from services.analysis.app import params_of, trend_params_of
+from services.analysis.config import Settings
+from services.analysis.handlers import AnalyseCycles
 from services.analysis.score import result_deviations
 from services.analysis.trend import Point
 from services.common.references import Reference
@@ -155,3 +166,52 @@ class FakeAlerts:
 def delivered(item: Any) -> Any:
     """A delivery as the consumer loop hands it to a handler (no bus message behind it)."""
     return SimpleNamespace(msg=None, item=item)
+
+
+SETTINGS = Settings()
+CYCLE_S = 4
+START = 1_750_000_000 * NS
+
+
+class Plant:
+    """One simulated press and the analysis handler at default settings, on fakes."""
+
+    def __init__(self, faults: tuple[Fault, ...] = (), stream_id: str = "press") -> None:
+        self.stream_id = stream_id
+        self.machine = build_machine(stream_id=stream_id, sensors=6, rate_hz=50, cycle_s=CYCLE_S,
+                                     faults=faults)  # fmt: skip
+        self.sim = Simulation(self.machine, START)
+        self.recordings, self.references = FakeRecordings(), FakeReferences()
+        self.results, self.models, self.ended = FakeResults(), FakeModels(), {}
+        self.handler = AnalyseCycles(
+            self.recordings, self.references, FakeRegistry(self.machine.registration()),  # type: ignore[arg-type]
+            self.results, params_of(SETTINGS), SETTINGS.n_points, SETTINGS.auto_reference_cycles,  # type: ignore[arg-type]
+            models=self.models, history=FakeHistory(self.results, self.ended),  # type: ignore[arg-type]
+            trend_params=trend_params_of(SETTINGS),
+        )  # fmt: skip
+
+    def event(self, i: int) -> CycleStateChanged:
+        a, b = START + i * CYCLE_S * NS, START + (i + 1) * CYCLE_S * NS
+        name = f"rec-{i}"
+        if name not in self.recordings.frames:  # the cycles service records it, then says so
+            self.recordings.frames[name] = unpack(pack(self.sim.frame(i, a, b)))
+            self.references.completed.append((f"{self.stream_id}-c{i}", name, a, b - 1))
+        ended = datetime.fromtimestamp((b - 1) / NS, UTC)
+        self.ended[f"{self.stream_id}-c{i}"] = ended
+        return CycleStateChanged(
+            stream_id=self.stream_id, cycle_id=f"{self.stream_id}-c{i}", state="completed", at=ended, cycle_no=i,
+            started_at=datetime.fromtimestamp(a / NS, UTC), ended_at=ended, recording=name,
+        )  # fmt: skip
+
+    async def run(self, cycles: range) -> None:
+        for i in cycles:
+            await self.handler.one(self.event(i))
+
+    async def until_critical(self, most: int = 80) -> int:
+        """Cycles until one scores critical; how many ran."""
+        i = 0
+        while not any(r.risk_class == "critical" for r in self.results.published):
+            await self.run(range(i, i + 1))
+            i += 1
+            assert i < most, [r.health_score for r in self.results.published]
+        return i

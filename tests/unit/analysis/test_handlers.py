@@ -5,64 +5,11 @@ critical. The same handler runs against real servers in tests/integration."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-
 import pytest
 
-from edge.simulator import Fault, Simulation, build_machine
-from schemas.frames import pack, unpack
-from schemas.messages import CycleStateChanged
-from schemas.timeutil import NS
+from edge.simulator import Fault
 from services.analysis import mspc
-from services.analysis.app import params_of, trend_params_of
-from services.analysis.config import Settings
-from services.analysis.handlers import AnalyseCycles
-from tests.fakes import (
-    FakeHistory,
-    FakeModels,
-    FakeRecordings,
-    FakeReferences,
-    FakeRegistry,
-    FakeResults,
-)
-
-SETTINGS = Settings()
-CYCLE_S = 4
-START = 1_750_000_000 * NS
-
-
-class Plant:
-    """One simulated press and the analysis handler at default settings, on fakes."""
-
-    def __init__(self, faults: tuple[Fault, ...] = ()) -> None:
-        self.machine = build_machine(stream_id="press", sensors=6, rate_hz=50, cycle_s=CYCLE_S,
-                                     faults=faults)  # fmt: skip
-        self.sim = Simulation(self.machine, START)
-        self.recordings, self.references = FakeRecordings(), FakeReferences()
-        self.results, self.models, self.ended = FakeResults(), FakeModels(), {}
-        self.handler = AnalyseCycles(
-            self.recordings, self.references, FakeRegistry(self.machine.registration()),  # type: ignore[arg-type]
-            self.results, params_of(SETTINGS), SETTINGS.n_points, SETTINGS.auto_reference_cycles,  # type: ignore[arg-type]
-            models=self.models, history=FakeHistory(self.results, self.ended),  # type: ignore[arg-type]
-            trend_params=trend_params_of(SETTINGS),
-        )  # fmt: skip
-
-    def event(self, i: int) -> CycleStateChanged:
-        a, b = START + i * CYCLE_S * NS, START + (i + 1) * CYCLE_S * NS
-        name = f"rec-{i}"
-        if name not in self.recordings.frames:  # the cycles service records it, then says so
-            self.recordings.frames[name] = unpack(pack(self.sim.frame(i, a, b)))
-            self.references.completed.append((f"c{i}", name, a, b - 1))
-        ended = datetime.fromtimestamp((b - 1) / NS, UTC)
-        self.ended[f"c{i}"] = ended
-        return CycleStateChanged(
-            stream_id="press", cycle_id=f"c{i}", state="completed", at=ended, cycle_no=i,
-            started_at=datetime.fromtimestamp(a / NS, UTC), ended_at=ended, recording=name,
-        )  # fmt: skip
-
-    async def run(self, cycles: range) -> None:
-        for i in cycles:
-            await self.handler.one(self.event(i))
+from tests.fakes import Plant
 
 
 async def test_the_first_cycles_make_the_reference_and_the_model_learns_each_once(
@@ -75,7 +22,7 @@ async def test_the_first_cycles_make_the_reference_and_the_model_learns_each_onc
     await plant.run(range(14))
     assert len(plant.references.saved) == 1  # from c0-c2, which are not compared with it
     published = plant.results.published
-    assert [r.cycle_id for r in published] == [f"c{i}" for i in range(3, 14)]
+    assert [r.cycle_id for r in published] == [f"press-c{i}" for i in range(3, 14)]
     first = published[0].model
     assert first is not None and not first.available and "learning: 3 of the 5" in first.note
     judged = [r.model for r in published if r.model is not None and r.model.available]
@@ -96,11 +43,7 @@ async def test_the_first_cycles_make_the_reference_and_the_model_learns_each_onc
 
 async def test_a_drift_gets_a_trend_alert_before_it_scores_critical() -> None:
     plant = Plant(faults=(Fault("pressure_1", "drift", 0.5, 14),))
-    i = 0
-    while not any(r.risk_class == "critical" for r in plant.results.published):
-        await plant.run(range(i, i + 1))
-        i += 1
-        assert i < 80, [r.health_score for r in plant.results.published]
+    await plant.until_critical()
     published = plant.results.published
     # 8 scored cycles make a trend; it starts again when the model begins to feed the score
     fed = [r.model is not None and r.model.feeds_score for r in published]
@@ -123,11 +66,7 @@ async def test_the_alerts_handler_raises_the_trend_warning_once_from_the_analyse
     from tests.fakes import FakeAlerts, FakeRules, FakeRuleStates, delivered
 
     plant = Plant(faults=(Fault("pressure_1", "drift", 0.5, 14),))
-    i = 0
-    while not any(r.risk_class == "critical" for r in plant.results.published):
-        await plant.run(range(i, i + 1))
-        i += 1
-        assert i < 80
+    await plant.until_critical()
     alerts = FakeAlerts()
     clock = iter(range(10**9, 10**12, 10**9))
     engine = AlertEngine(FakeRules(), FakeRuleStates(), alerts, 60.0,  # type: ignore[arg-type]
