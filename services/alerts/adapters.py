@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import psycopg
 from nats.aio.client import Client
 from nats.js import JetStreamContext
 from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError, NotFoundError
@@ -144,12 +143,9 @@ class Alerts:
             "comment": event.comment,
             "at": event.at,
         }
-        try:
-            async with self.pool.connection() as conn, conn.transaction():
-                await conn.execute(_UPSERT, row)
-                await conn.execute(_HISTORY, row)
-        except (psycopg.OperationalError, TimeoutError) as exc:
-            raise TransientError(f"PostgreSQL: {exc}") from exc
+        async with self.pool.connection() as conn, conn.transaction():
+            await conn.execute(_UPSERT, row)
+            await conn.execute(_HISTORY, row)
 
 
 class CycleContext:
@@ -175,14 +171,11 @@ class CycleContext:
         # a missing reference is looked for again soon: the first one is built while cycles run
         if cached is not None and now - cached[0] < (self.ttl_s if cached[1] else 1.0):
             return cached[1]
-        try:
-            async with self.pool.connection() as conn:
-                cur = await conn.execute(
-                    "SELECT data FROM live_references WHERE stream_id = %s AND active", (stream_id,)
-                )
-                row = await cur.fetchone()
-        except (psycopg.OperationalError, TimeoutError) as exc:
-            raise TransientError(f"PostgreSQL: {exc}") from exc
+        async with self.pool.connection() as conn:
+            cur = await conn.execute(
+                "SELECT data FROM live_references WHERE stream_id = %s AND active", (stream_id,)
+            )
+            row = await cur.fetchone()
         reference = reference_from_bytes(row[0]) if row else None
         self._refs[stream_id] = (now, reference)
         return reference

@@ -11,7 +11,6 @@ from typing import Any, LiteralString
 import nats.errors
 import numpy as np
 import numpy.typing as npt
-import psycopg
 from nats.aio.client import Client
 from nats.js import JetStreamContext
 from nats.js.kv import KeyValue
@@ -66,10 +65,6 @@ class Registry:
         return {s.id: s.name for s in record.sensors}
 
 
-def _transient(exc: Exception) -> TransientError:
-    return TransientError(f"PostgreSQL: {exc}")
-
-
 class References:
     """Versioned references in ``live_references`` (one active per stream)."""
 
@@ -77,89 +72,74 @@ class References:
         self.pool = pool
 
     async def active(self, stream_id: str) -> Reference | None:
-        try:
-            async with self.pool.connection() as conn:
-                cur = await conn.execute(
-                    "SELECT data FROM live_references WHERE stream_id = %s AND active", (stream_id,)
-                )
-                row = await cur.fetchone()
-        except (psycopg.OperationalError, TimeoutError) as exc:
-            raise _transient(exc) from exc
+        async with self.pool.connection() as conn:
+            cur = await conn.execute(
+                "SELECT data FROM live_references WHERE stream_id = %s AND active", (stream_id,)
+            )
+            row = await cur.fetchone()
         return reference_from_bytes(row[0]) if row else None
 
     async def save(
         self, reference: Reference, source_cycles: list[str], *, activate: bool, description: str
     ) -> int:
         """Store ``reference`` as the stream's next version; returns the version."""
-        try:
-            async with self.pool.connection() as conn, conn.transaction():
+        async with self.pool.connection() as conn, conn.transaction():
+            await conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (reference.stream_id,))
+            cur = await conn.execute(
+                "SELECT coalesce(max(version), 0) + 1 FROM live_references WHERE stream_id = %s",
+                (reference.stream_id,),
+            )
+            row = await cur.fetchone()
+            version = int(row[0]) if row else 1
+            versioned = replace(reference, version=version)
+            if activate:
                 await conn.execute(
-                    "SELECT pg_advisory_xact_lock(hashtext(%s))", (reference.stream_id,)
-                )
-                cur = await conn.execute(
-                    "SELECT coalesce(max(version), 0) + 1 FROM live_references"
-                    " WHERE stream_id = %s",
+                    "UPDATE live_references SET active = false WHERE stream_id = %s AND active",
                     (reference.stream_id,),
                 )
-                row = await cur.fetchone()
-                version = int(row[0]) if row else 1
-                versioned = replace(reference, version=version)
-                if activate:
-                    await conn.execute(
-                        "UPDATE live_references SET active = false WHERE stream_id = %s AND active",
-                        (reference.stream_id,),
-                    )
-                await conn.execute(
-                    "INSERT INTO live_references (stream_id, version, active, source_cycles,"
-                    " n_points, duration_s, description, data)"
-                    " VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
-                    (
-                        reference.stream_id,
-                        version,
-                        activate,
-                        source_cycles,
-                        versioned.n_points,
-                        versioned.duration_s,
-                        description,
-                        reference_to_bytes(versioned),
-                    ),
-                )
-        except (psycopg.OperationalError, TimeoutError) as exc:
-            raise _transient(exc) from exc
+            await conn.execute(
+                "INSERT INTO live_references (stream_id, version, active, source_cycles,"
+                " n_points, duration_s, description, data)"
+                " VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
+                (
+                    reference.stream_id,
+                    version,
+                    activate,
+                    source_cycles,
+                    versioned.n_points,
+                    versioned.duration_s,
+                    description,
+                    reference_to_bytes(versioned),
+                ),
+            )
         return version
 
     async def retire(self, stream_id: str, version: int, since: datetime, reason: str) -> bool:
         """Retire the active reference ``version`` (its sensors are gone): no longer active,
         the reason added to its description. False when it was not active any more."""
-        try:
-            async with self.pool.connection() as conn, conn.transaction():
-                cur = await conn.execute(
-                    "UPDATE live_references SET active = false, retired_at = %s,"
-                    " description = left(description || ' (retired: ' || %s || ')', 2000)"
-                    " WHERE stream_id = %s AND version = %s AND active",
-                    (since, reason, stream_id, version),
-                )
-                return cur.rowcount > 0
-        except (psycopg.OperationalError, TimeoutError) as exc:
-            raise _transient(exc) from exc
+        async with self.pool.connection() as conn, conn.transaction():
+            cur = await conn.execute(
+                "UPDATE live_references SET active = false, retired_at = %s,"
+                " description = left(description || ' (retired: ' || %s || ')', 2000)"
+                " WHERE stream_id = %s AND version = %s AND active",
+                (since, reason, stream_id, version),
+            )
+            return cur.rowcount > 0
 
     async def completed_cycles(self, stream_id: str, limit: int) -> list[tuple[str, str, int, int]]:
         """(cycle_id, recording, start ns, end ns) of the stream's first completed cycles: the
         first ever, or after a reference was retired, the first since then."""
-        try:
-            async with self.pool.connection() as conn:
-                cur = await conn.execute(
-                    "SELECT cycle_id, recording, started_at, ended_at FROM live_cycles"
-                    " WHERE stream_id = %s"
-                    " AND state = 'completed' AND recording IS NOT NULL"
-                    " AND started_at >= coalesce((SELECT max(retired_at) FROM live_references"
-                    "   WHERE stream_id = %s), '-infinity')"
-                    " ORDER BY started_at LIMIT %s",
-                    (stream_id, stream_id, limit),
-                )
-                return [(r[0], r[1], ns_of(r[2]), ns_of(r[3])) for r in await cur.fetchall()]
-        except (psycopg.OperationalError, TimeoutError) as exc:
-            raise _transient(exc) from exc
+        async with self.pool.connection() as conn:
+            cur = await conn.execute(
+                "SELECT cycle_id, recording, started_at, ended_at FROM live_cycles"
+                " WHERE stream_id = %s"
+                " AND state = 'completed' AND recording IS NOT NULL"
+                " AND started_at >= coalesce((SELECT max(retired_at) FROM live_references"
+                "   WHERE stream_id = %s), '-infinity')"
+                " ORDER BY started_at LIMIT %s",
+                (stream_id, stream_id, limit),
+            )
+            return [(r[0], r[1], ns_of(r[2]), ns_of(r[3])) for r in await cur.fetchall()]
 
 
 def _rows_to_bytes(rows: npt.NDArray[np.float64]) -> bytes:
@@ -189,16 +169,13 @@ class Models:
         self.pool = pool
 
     async def learnt(self, stream_id: str, reference_version: int) -> Learnt:
-        try:
-            async with self.pool.connection() as conn:
-                cur = await conn.execute(
-                    "SELECT cycle_ids, rows, learnt FROM live_models"
-                    " WHERE stream_id = %s AND reference_version = %s",
-                    (stream_id, reference_version),
-                )
-                row = await cur.fetchone()
-        except (psycopg.OperationalError, TimeoutError) as exc:
-            raise _transient(exc) from exc
+        async with self.pool.connection() as conn:
+            cur = await conn.execute(
+                "SELECT cycle_ids, rows, learnt FROM live_models"
+                " WHERE stream_id = %s AND reference_version = %s",
+                (stream_id, reference_version),
+            )
+            row = await cur.fetchone()
         if row is None:
             return Learnt([], None, 0)
         return Learnt(list(row[0]), _rows_from_bytes(row[1]), int(row[2]))
@@ -213,37 +190,34 @@ class Models:
     ) -> bool:
         """Add a cycle's row (once: a cycle analysed again is not added twice), keeping the last
         ``keep``; True when it was added."""
-        try:
-            async with self.pool.connection() as conn, conn.transaction():
-                await conn.execute(
-                    "SELECT pg_advisory_xact_lock(hashtext(%s))", (f"model:{stream_id}",)
-                )
-                cur = await conn.execute(
-                    "SELECT cycle_ids, rows, learnt FROM live_models"
-                    " WHERE stream_id = %s AND reference_version = %s",
-                    (stream_id, reference_version),
-                )
-                found = await cur.fetchone()
-                ids = list(found[0]) if found else []
-                if cycle_id in ids:
-                    return False
-                held = _rows_from_bytes(found[1]) if found else None
-                if held is not None and held.shape[1] != len(row):
-                    return False  # rows of another layout: never mixed
-                rows = np.vstack([held, row]) if held is not None else row[None, :]
-                ids.append(cycle_id)
-                keep = max(1, keep)
-                await conn.execute(
-                    "INSERT INTO live_models"
-                    " (stream_id, reference_version, cycle_ids, rows, learnt)"
-                    " VALUES (%s, %s, %s, %s, 1) ON CONFLICT (stream_id, reference_version)"
-                    " DO UPDATE SET cycle_ids = EXCLUDED.cycle_ids, rows = EXCLUDED.rows,"
-                    " learnt = live_models.learnt + 1, updated_at = now()",
-                    (stream_id, reference_version, ids[-keep:], _rows_to_bytes(rows[-keep:])),
-                )
-                return True
-        except (psycopg.OperationalError, TimeoutError) as exc:
-            raise _transient(exc) from exc
+        async with self.pool.connection() as conn, conn.transaction():
+            await conn.execute(
+                "SELECT pg_advisory_xact_lock(hashtext(%s))", (f"model:{stream_id}",)
+            )
+            cur = await conn.execute(
+                "SELECT cycle_ids, rows, learnt FROM live_models"
+                " WHERE stream_id = %s AND reference_version = %s",
+                (stream_id, reference_version),
+            )
+            found = await cur.fetchone()
+            ids = list(found[0]) if found else []
+            if cycle_id in ids:
+                return False
+            held = _rows_from_bytes(found[1]) if found else None
+            if held is not None and held.shape[1] != len(row):
+                return False  # rows of another layout: never mixed
+            rows = np.vstack([held, row]) if held is not None else row[None, :]
+            ids.append(cycle_id)
+            keep = max(1, keep)
+            await conn.execute(
+                "INSERT INTO live_models"
+                " (stream_id, reference_version, cycle_ids, rows, learnt)"
+                " VALUES (%s, %s, %s, %s, 1) ON CONFLICT (stream_id, reference_version)"
+                " DO UPDATE SET cycle_ids = EXCLUDED.cycle_ids, rows = EXCLUDED.rows,"
+                " learnt = live_models.learnt + 1, updated_at = now()",
+                (stream_id, reference_version, ids[-keep:], _rows_to_bytes(rows[-keep:])),
+            )
+            return True
 
 
 class History:
@@ -256,26 +230,23 @@ class History:
         self, stream_id: str, reference_version: int, ended_at: datetime, cycle_id: str, n: int
     ) -> list[Point]:
         """The ``n`` scored cycles that ended before ``ended_at``, oldest first."""
-        try:
-            async with self.pool.connection() as conn:
-                cur = await conn.execute(
-                    "SELECT extract(epoch FROM c.ended_at)::float8, d.health_score,"
-                    " (SELECT jsonb_object_agg(s->>'sensor_id', s->'severity')"
-                    "  FROM jsonb_array_elements(d.result->'sensors') s),"
-                    " coalesce((d.result->'model'->>'feeds_score')::boolean, false),"
-                    " (d.result->'model'->>'ratio_99')::float8,"
-                    " (SELECT jsonb_object_agg(m->>'sensor_id',"
-                    "   jsonb_build_array(m->'spe_share', m->'t2_share'))"
-                    "  FROM jsonb_array_elements(d.result->'model'->'contributions') m)"
-                    " FROM live_deviations d JOIN live_cycles c ON c.cycle_id = d.cycle_id"
-                    " WHERE d.stream_id = %s AND d.reference_version = %s"
-                    " AND d.health_score IS NOT NULL AND c.ended_at < %s AND d.cycle_id <> %s"
-                    " ORDER BY c.ended_at DESC LIMIT %s",
-                    (stream_id, reference_version, ended_at, cycle_id, n),
-                )
-                rows = await cur.fetchall()
-        except (psycopg.OperationalError, TimeoutError) as exc:
-            raise _transient(exc) from exc
+        async with self.pool.connection() as conn:
+            cur = await conn.execute(
+                "SELECT extract(epoch FROM c.ended_at)::float8, d.health_score,"
+                " (SELECT jsonb_object_agg(s->>'sensor_id', s->'severity')"
+                "  FROM jsonb_array_elements(d.result->'sensors') s),"
+                " coalesce((d.result->'model'->>'feeds_score')::boolean, false),"
+                " (d.result->'model'->>'ratio_99')::float8,"
+                " (SELECT jsonb_object_agg(m->>'sensor_id',"
+                "   jsonb_build_array(m->'spe_share', m->'t2_share'))"
+                "  FROM jsonb_array_elements(d.result->'model'->'contributions') m)"
+                " FROM live_deviations d JOIN live_cycles c ON c.cycle_id = d.cycle_id"
+                " WHERE d.stream_id = %s AND d.reference_version = %s"
+                " AND d.health_score IS NOT NULL AND c.ended_at < %s AND d.cycle_id <> %s"
+                " ORDER BY c.ended_at DESC LIMIT %s",
+                (stream_id, reference_version, ended_at, cycle_id, n),
+            )
+            rows = await cur.fetchall()
         out = []
         for r in reversed(rows):
             severities = {k: float(v) for k, v in (r[2] or {}).items()}
@@ -296,25 +267,22 @@ class Results:
     async def store(self, result: AnalysisCompleted, *, publish: bool = True) -> None:
         """Store (idempotent) and, with ``publish``, announce on ``vertac.analysis.<id>``."""
         version = result.reference_version or 0
-        try:
-            async with self.pool.connection() as conn:
-                await conn.execute(
-                    "INSERT INTO live_deviations (cycle_id, reference_version, stream_id,"
-                    " health_score, risk_class, result) VALUES (%s, %s, %s, %s, %s, %s::jsonb)"
-                    " ON CONFLICT (cycle_id, reference_version) DO UPDATE SET"
-                    " health_score = EXCLUDED.health_score, risk_class = EXCLUDED.risk_class,"
-                    " result = EXCLUDED.result",
-                    (
-                        result.cycle_id,
-                        version,
-                        result.stream_id,
-                        result.health_score,
-                        result.risk_class,
-                        result.model_dump_json(),
-                    ),
-                )
-        except (psycopg.OperationalError, TimeoutError) as exc:
-            raise _transient(exc) from exc
+        async with self.pool.connection() as conn:
+            await conn.execute(
+                "INSERT INTO live_deviations (cycle_id, reference_version, stream_id,"
+                " health_score, risk_class, result) VALUES (%s, %s, %s, %s, %s, %s::jsonb)"
+                " ON CONFLICT (cycle_id, reference_version) DO UPDATE SET"
+                " health_score = EXCLUDED.health_score, risk_class = EXCLUDED.risk_class,"
+                " result = EXCLUDED.result",
+                (
+                    result.cycle_id,
+                    version,
+                    result.stream_id,
+                    result.health_score,
+                    result.risk_class,
+                    result.model_dump_json(),
+                ),
+            )
         if not publish:
             return
         await self.js.publish(
@@ -389,12 +357,9 @@ class Catalogue:
         self.pool = pool
 
     async def _rows(self, sql: LiteralString, params: tuple[Any, ...]) -> list[tuple[Any, ...]]:
-        try:
-            async with self.pool.connection() as conn:
-                cur = await conn.execute(sql, params)
-                return list(await cur.fetchall())
-        except (psycopg.OperationalError, TimeoutError) as exc:
-            raise _transient(exc) from exc
+        async with self.pool.connection() as conn:
+            cur = await conn.execute(sql, params)
+            return list(await cur.fetchall())
 
     async def cycles(self, stream_id: str, cycle_ids: list[str]) -> list[StoredCycle]:
         rows = await self._rows(_CYCLES_BY_ID, (stream_id, cycle_ids))
@@ -419,23 +384,19 @@ class Catalogue:
         ]
 
     async def activate(self, stream_id: str, version: int) -> bool:
-        try:
-            async with self.pool.connection() as conn, conn.transaction():
-                cur = await conn.execute(
-                    "SELECT 1 FROM live_references WHERE stream_id = %s AND version = %s",
-                    (stream_id, version),
-                )
-                if await cur.fetchone() is None:
-                    return False
-                await conn.execute(
-                    "UPDATE live_references SET active = false WHERE stream_id = %s AND active",
-                    (stream_id,),
-                )
-                await conn.execute(
-                    "UPDATE live_references SET active = true"
-                    " WHERE stream_id = %s AND version = %s",
-                    (stream_id, version),
-                )
-        except (psycopg.OperationalError, TimeoutError) as exc:
-            raise _transient(exc) from exc
+        async with self.pool.connection() as conn, conn.transaction():
+            cur = await conn.execute(
+                "SELECT 1 FROM live_references WHERE stream_id = %s AND version = %s",
+                (stream_id, version),
+            )
+            if await cur.fetchone() is None:
+                return False
+            await conn.execute(
+                "UPDATE live_references SET active = false WHERE stream_id = %s AND active",
+                (stream_id,),
+            )
+            await conn.execute(
+                "UPDATE live_references SET active = true WHERE stream_id = %s AND version = %s",
+                (stream_id, version),
+            )
         return True

@@ -7,7 +7,6 @@ import json
 import time
 
 import nats.errors
-import psycopg
 from nats.aio.client import Client
 from nats.js import JetStreamContext
 from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError, NotFoundError
@@ -225,11 +224,8 @@ class CycleRows:
             "recording": event.recording,
             "start_reason": start_reason,
         }
-        try:
-            async with self.pool.connection() as conn:
-                await conn.execute(_UPSERT, row)
-        except (psycopg.OperationalError, TimeoutError) as exc:
-            raise TransientError(f"PostgreSQL: {exc}") from exc
+        async with self.pool.connection() as conn:
+            await conn.execute(_UPSERT, row)
 
 
 __all__ = [

@@ -187,21 +187,18 @@ class PgFrameStore:
         )  # fmt: skip
 
     async def upsert_streams(self, records: list[StreamRegistered]) -> None:
-        try:
-            async with self.pool.connection() as conn, conn.transaction():
-                for r in records:
-                    await conn.execute(
-                        _UPSERT_STREAM,
-                        (
-                            r.stream_id,
-                            r.device_name,
-                            r.description,
-                            json.dumps([s.model_dump() for s in r.sensors]),
-                            r.registered_at,
-                        ),
-                    )
-        except (psycopg.OperationalError, TimeoutError) as exc:
-            raise TransientError(f"PostgreSQL: {exc}") from exc
+        async with self.pool.connection() as conn, conn.transaction():
+            for r in records:
+                await conn.execute(
+                    _UPSERT_STREAM,
+                    (
+                        r.stream_id,
+                        r.device_name,
+                        r.description,
+                        json.dumps([s.model_dump() for s in r.sensors]),
+                        r.registered_at,
+                    ),
+                )
 
 
 class LineSink(Protocol):
