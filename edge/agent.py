@@ -34,6 +34,7 @@ from schemas.client import (
     register_stream,
 )
 from schemas.frames import CONTENT_TYPE_BINARY, Frame, Series
+from schemas.messages import EdgeStatus
 
 log = logging.getLogger(__name__)
 
@@ -317,7 +318,8 @@ class EdgeAgent:
             if self.bus is not None and self.bus.nc.is_connected:
                 with contextlib.suppress(nats.errors.Error):
                     await self.bus.nc.publish(
-                        subjects.edge_status(self.config.stream_id), json.dumps(status).encode()
+                        subjects.edge_status(self.config.stream_id),
+                        EdgeStatus(**status).model_dump_json().encode(),
                     )
 
     async def run(self, stop: asyncio.Event) -> None:

@@ -49,6 +49,14 @@ CHANNELS: tuple[tuple[str, str, str, type[Any]], ...] = (
      "(ActivateReference), dry_run (DryRunReference), list or get (ListReferences). The reply is "
      "ReferenceInfo, a list of them, DryRunResult or ErrorBody, with header Vertac-Status.",
      messages.CreateReference),
+    ("vertac.alertctl.{stream_id}.{op}", "alertctl",
+     "Request-reply, answered by the alerts service (queue group alerts): op ack acknowledges one "
+     "of the stream's alerts (the gateway's POST /api/live/alerts/{alert_id}/ack sends it). The "
+     "reply is a JSON object with header Vertac-Status.",
+     messages.AlertControlRequest),
+    ("vertac.edge.{stream_id}.status", "edge-status",
+     "What an edge agent says of itself every 5 s: its store-and-forward buffer and publish rate.",
+     messages.EdgeStatus),
     ("vertac.dlq.{service}", "dead-letter",
      "Messages a service could not process, with the reason and the original payload.",
      messages.DeadLetter),

@@ -61,7 +61,9 @@ from schemas.v1.base import (
     StreamId,
 )
 from schemas.v1.bus import (
+    AlertControlRequest,
     DeadLetter,
+    EdgeStatus,
 )
 from schemas.v1.cycles import (
     CommandAccepted,
@@ -138,6 +140,8 @@ EXPORTED: tuple[type[BaseModel], ...] = (
     AlertChanged,
     AcknowledgeAlert,
     DeadLetter,
+    EdgeStatus,
+    AlertControlRequest,
     CycleSummary,
     CycleDetail,
     CycleOverlay,
@@ -180,6 +184,7 @@ __all__ = [
     "AcknowledgeAlert",
     "ActivateReference",
     "AlertChanged",
+    "AlertControlRequest",
     "AlertGroup",
     "AlertRule",
     "AnalysisCompleted",
@@ -211,6 +216,7 @@ __all__ = [
     "DryRunCycle",
     "DryRunReference",
     "DryRunResult",
+    "EdgeStatus",
     "ErrorBody",
     "ErrorDetail",
     "FirstDeviation",

@@ -90,6 +90,31 @@ def alert_control(stream_id: str, op: str) -> str:
     return f"{PREFIX}.alertctl.{check_stream_id(stream_id)}.{op}"
 
 
+def cycles_of(stream_id: str) -> str:
+    """Every cycle lifecycle event of one stream (a subscription)."""
+    return f"{PREFIX}.cycles.{check_stream_id(stream_id)}.*"
+
+
+def alerts_of(stream_id: str) -> str:
+    """Alert events of one stream at every severity (a subscription)."""
+    return f"{PREFIX}.alerts.{check_stream_id(stream_id)}.*"
+
+
+def register_requests() -> str:
+    """Registry requests of every stream (the ingest service answers them)."""
+    return f"{PREFIX}.register.*"
+
+
+def reference_requests() -> str:
+    """Reference requests of every stream and operation (the analysis service answers them)."""
+    return f"{PREFIX}.references.*.*"
+
+
+def alert_acks() -> str:
+    """Alert acknowledgements of every stream (the alerts service answers them)."""
+    return f"{PREFIX}.alertctl.*.ack"
+
+
 def edge_status(stream_id: str) -> str:
     """Subject on which an edge agent publishes its buffer status every few seconds."""
     return f"{PREFIX}.edge.{check_stream_id(stream_id)}.status"

@@ -35,3 +35,29 @@ class DeadLetter(Contract):
         default="", description="The original payload, base64 (empty when not inline)."
     )
     at: datetime
+
+
+class EdgeStatus(Contract):
+    """What an edge agent says of itself every few seconds, on ``vertac.edge.<stream_id>.status``
+    (and in its log): its store-and-forward buffer and how fast it publishes."""
+
+    stream_id: str
+    depth: int = Field(description="Frames in the buffer, not yet acknowledged by JetStream.")
+    bytes: int = Field(description="Bytes the buffer holds.")
+    oldest_age_s: float | None = Field(description="Age of the oldest buffered frame, seconds.")
+    next_seq: int = Field(description="The seq the next frame gets.")
+    published: int = Field(description="Frames published since start.")
+    refused: int = Field(description="Frames the bus refused (dead-lettered by the edge).")
+    publish_rate_fps: float = Field(description="Frames published a second, last 10 s.")
+    clock_offset_s: float | None = Field(
+        description="The edge clock minus the server's, seconds (None until measured)."
+    )
+
+
+class AlertControlRequest(Contract):
+    """Request on ``vertac.alertctl.<stream_id>.ack``, answered by the alerts service: acknowledge
+    one of the stream's alerts (the gateway's ``POST /api/live/alerts/{alert_id}/ack`` sends it)."""
+
+    alert_id: str
+    user: str
+    comment: str = ""

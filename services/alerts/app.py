@@ -101,7 +101,7 @@ async def serve(settings: Settings, common: CommonSettings, stop: asyncio.Event)
                 msg.reply, json.dumps(body).encode(), headers={"Vertac-Status": str(status)}
             )
 
-    await bus.nc.subscribe(f"{subjects.PREFIX}.alertctl.*.ack", queue=SERVICE, cb=on_control)
+    await bus.nc.subscribe(subjects.alert_acks(), queue=SERVICE, cb=on_control)
     log.info("alerts running", extra={"consumers": [c.durable for c in consumers]})
     try:
         await asyncio.gather(

@@ -90,7 +90,7 @@ async def serve(settings: Settings, common: CommonSettings, stop: asyncio.Event)
         if msg.reply:
             await bus.nc.publish(msg.reply, body, headers={"Vertac-Status": str(status)})
 
-    await bus.nc.subscribe(f"{subjects.PREFIX}.references.*.*", queue=SERVICE, cb=on_request)
+    await bus.nc.subscribe(subjects.reference_requests(), queue=SERVICE, cb=on_request)
     consumer = subscription(SERVICE, "cycles").consumer(
         bus.js, settings.durable, handler, metrics, max_deliver=common.max_deliver, ack_wait=120
     )

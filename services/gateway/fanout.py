@@ -82,12 +82,11 @@ class StreamFeed:
 
     async def open(self) -> None:
         try:
-            prefix = f"{subjects.PREFIX}"
             self.subs = [
                 await self.nc.subscribe(subjects.samples(self.stream_id), cb=self._on_samples),
-                await self.nc.subscribe(f"{prefix}.cycles.{self.stream_id}.*", cb=self._on_cycle),
+                await self.nc.subscribe(subjects.cycles_of(self.stream_id), cb=self._on_cycle),
                 await self.nc.subscribe(subjects.analysis(self.stream_id), cb=self._on_analysis),
-                await self.nc.subscribe(f"{prefix}.alerts.{self.stream_id}.*", cb=self._on_alert),
+                await self.nc.subscribe(subjects.alerts_of(self.stream_id), cb=self._on_alert),
             ]
             await self.nc.flush()  # the server has the subscriptions: viewers may read state
         except BaseException:

@@ -113,7 +113,7 @@ class RegistryResponder:
                     )
 
         sub: Subscription = await nc.subscribe(
-            f"{subjects.PREFIX}.register.*", queue="ingest", cb=on_request
+            subjects.register_requests(), queue="ingest", cb=on_request
         )
         try:
             await stop.wait()

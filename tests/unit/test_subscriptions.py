@@ -74,3 +74,37 @@ def test_no_service_declares_a_consumer_of_its_own() -> None:
 
 def test_frames_stand_for_both_encodings() -> None:
     assert subscription("ingest", "frames").payload is messages.FrameJson
+
+
+def test_code_uses_only_subjects_the_catalogue_names() -> None:
+    """Every subject a service or the edge publishes, subscribes or sends a request on is built
+    by schemas.subjects (no subject spelt out in code), and every kind of subject built there is
+    a channel of the AsyncAPI document."""
+    import ast
+
+    calls = {"publish", "subscribe", "request", "pull_subscribe"}
+    offenders = []
+    for path in sorted([*(REPO / "services").rglob("*.py"), *(REPO / "edge").rglob("*.py")]):
+        text = path.read_text()
+        for node in ast.walk(ast.parse(text)):
+            if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)):
+                continue
+            if node.func.attr not in calls or not node.args:
+                continue
+            arg = node.args[0]
+            if isinstance(arg, ast.Constant | ast.JoinedStr):
+                source = ast.get_source_segment(text, arg) or ""
+                if "$JS.API" in source:  # JetStream's own API (direct gets), not a VerTac subject
+                    continue
+                offenders.append(f"{path.relative_to(REPO)}:{node.lineno} {source}")
+    assert not offenders, offenders
+    channels = {
+        c["address"].split(".")[1]
+        for c in document()["channels"].values()
+        if c["address"].startswith(f"{subjects.PREFIX}.")
+    }
+    built = set(
+        re.findall(r'f"\{PREFIX\}\.([a-z]+)\.', (REPO / "schemas" / "subjects.py").read_text())
+    )
+    assert len(built) >= 10, built
+    assert built <= channels, f"subjects without a channel: {sorted(built - channels)}"

@@ -19,6 +19,7 @@ from pydantic import ValidationError
 from schemas import subjects
 from schemas.messages import (
     AcknowledgeAlert,
+    AlertControlRequest,
     AlertRule,
     ErrorBody,
 )
@@ -127,11 +128,12 @@ async def ack_alert(
     user = body.user if who.via == "anonymous" else who.name
     if not user:
         raise ApiError(422, "say who acknowledges (auth is off)", "body.user")
-    payload = json.dumps({"alert_id": alert_id, "user": user, "comment": body.comment}).encode()
+    payload = AlertControlRequest(alert_id=alert_id, user=user, comment=body.comment)
+    payload_bytes = payload.model_dump_json().encode()
     try:
         reply = await gw(request).port.bus.nc.request(
             subjects.alert_control(valid_stream_id(stream_id, "alert_id"), "ack"),
-            payload,
+            payload_bytes,
             timeout=30,
         )
     except nats.errors.NoRespondersError:
