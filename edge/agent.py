@@ -26,15 +26,14 @@ from schemas.client import (
     Bus,
     BusSettings,
     ServerUnreachable,
-    clock_offset_s,
     describe,
     is_transient,
     open_client,
     redact,
-    register_stream,
 )
 from schemas.frames import CONTENT_TYPE_BINARY, Frame, Series
 from schemas.messages import EdgeStatus
+from schemas.registry_client import clock_offset_s, register_stream
 
 log = logging.getLogger(__name__)
 

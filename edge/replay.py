@@ -20,9 +20,10 @@ import numpy.typing as npt
 
 from edge.publisher import FramePublisher
 from schemas import subjects
-from schemas.client import Bus, register_stream, release_frames, reserve_frames, through_outage
+from schemas.client import Bus, through_outage
 from schemas.frames import Frame, Series
 from schemas.messages import CycleConfig, SensorSpec, StreamRegistration
+from schemas.registry_client import register_stream, release_frames, reserve_frames
 from schemas.timeutil import NS
 
 CYCLE_S = 60

@@ -10,8 +10,9 @@ from dataclasses import dataclass
 
 from edge.publisher import Encoding, FramePublisher
 from edge.simulator import MachineModel, Simulation
-from schemas.client import Bus, register_stream, release_frames, reserve_frames, through_outage
+from schemas.client import Bus, through_outage
 from schemas.frames import Frame
+from schemas.registry_client import register_stream, release_frames, reserve_frames
 
 log = logging.getLogger(__name__)
 

@@ -17,9 +17,9 @@ from nats.js.kv import KeyValue
 from psycopg_pool import AsyncConnectionPool
 
 from schemas import subjects
-from schemas.client import lookup
 from schemas.frames import Frame, unpack
 from schemas.messages import AnalysisCompleted
+from schemas.registry_client import lookup
 from schemas.timeutil import ns_of
 from services.analysis.logic import sensor_deviations
 from services.analysis.trend import Point

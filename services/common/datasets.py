@@ -367,8 +367,8 @@ async def store_cycles(
     ``stream_id``, registering the stream from the files when it is not registered yet and
     otherwise checking every sensor is. Importing the same files again updates them."""
     from schemas import subjects
-    from schemas.client import lookup, register
     from schemas.frames import pack
+    from schemas.registry_client import lookup, register
 
     if not cycles:
         raise DatasetError("no cycles to import", "files")

@@ -18,7 +18,6 @@ from prometheus_client.registry import Collector
 from pydantic import AfterValidator, BeforeValidator
 
 from schemas import subjects
-from schemas.client import lookup
 from schemas.frames import Frame
 from schemas.messages import (
     CycleAlerts,
@@ -28,6 +27,7 @@ from schemas.messages import (
     ErrorDetail,
     StreamRegistered,
 )
+from schemas.registry_client import lookup
 from schemas.v1.alerts import RULE_ID_PATTERN
 from schemas.v1.base import ALERT_ID_PATTERN, CYCLE_ID_PATTERN
 from services.common.auth import AuditLog, Principal, TokenStore

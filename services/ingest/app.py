@@ -8,7 +8,7 @@ import logging
 from typing import Any
 
 from schemas import subjects
-from schemas.client import lookup
+from schemas.registry_client import lookup
 from services.common.config import CommonSettings
 from services.common.consumer import DurableConsumer
 from services.common.runtime import open_service, run_process

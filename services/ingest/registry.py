@@ -23,8 +23,9 @@ from nats.js.kv import KeyValue
 from pydantic import ValidationError
 
 from schemas import subjects
-from schemas.client import describe, is_transient, register, release_seq, reserve_seq
+from schemas.client import describe, is_transient
 from schemas.messages import RegistryReply, RegistryRequest
+from schemas.registry_client import register, release_seq, reserve_seq
 
 log = logging.getLogger(__name__)
 STATUS_HEADER = "Vertac-Status"

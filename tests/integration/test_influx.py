@@ -10,8 +10,8 @@ import pytest
 from edge.run import SimulateOptions, simulate
 from edge.simulator import build_machine
 from schemas import subjects
-from schemas.client import register
 from schemas.frames import Frame
+from schemas.registry_client import register
 from services.common.config import CommonSettings
 from services.common.embedded import free_port
 from services.ingest.app import serve

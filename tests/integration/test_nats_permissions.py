@@ -15,15 +15,9 @@ import pytest
 from edge.run import SimulateOptions, simulate
 from edge.simulator import build_machine
 from schemas import subjects
-from schemas.client import (
-    RegistryRefused,
-    ServerUnreachable,
-    connect,
-    lookup,
-    open_client,
-    registry_call,
-)
+from schemas.client import ServerUnreachable, connect, open_client
 from schemas.messages import RegistryRequest
+from schemas.registry_client import RegistryRefused, lookup, registry_call
 from services.common.config import CommonSettings
 from services.common.embedded import NatsServer, free_port
 from services.common.natsauth import BusUsers, edge_user, url_for

@@ -15,7 +15,6 @@ from fastapi import (
 )
 
 from schemas import subjects
-from schemas.client import derive_stream_id, lookup, register, reserve_seq
 from schemas.compat import (
     BATCH_EXAMPLES,
     REGISTER_EXAMPLES,
@@ -30,6 +29,7 @@ from schemas.messages import (
     BufferStatus,
     RegisterResponse,
 )
+from schemas.registry_client import derive_stream_id, lookup, register, reserve_seq
 from services.gateway.auth import Edge, may_write, role
 from services.gateway.bodies import OffLoopJson
 from services.gateway.logic import (

@@ -17,7 +17,6 @@ from fastapi import (
 )
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 
-from schemas.client import lookup
 from schemas.messages import (
     CommandAccepted,
     CycleConfig,
@@ -27,6 +26,7 @@ from schemas.messages import (
     StreamStatus,
     WsSamples,
 )
+from schemas.registry_client import lookup
 from services.common.auth import Principal
 from services.gateway.auth import Admin, Operator, role
 from services.gateway.bodies import OffLoopJson
