@@ -15,8 +15,8 @@ from services.alerts.config import Settings
 from services.alerts.handlers import AlertEngine
 from services.alerts.notify import Channel, Email, Notifier, Webhook
 from services.common.config import CommonSettings
-from services.common.consumer import DurableConsumer, after_previous_holder
-from services.common.partitions import Partitioned, PartitionLeases
+from services.common.consumer import DurableConsumer
+from services.common.partitions import Partitioned, PartitionLeases, after_previous_holder
 from services.common.runtime import open_service, run_process
 from services.common.subscriptions import subscription
 

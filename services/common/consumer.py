@@ -29,7 +29,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, Generic, TypeVar
+from typing import Generic, TypeVar
 
 import nats.errors
 import nats.js.errors
@@ -54,7 +54,6 @@ __all__ = [
     "DurableConsumer",
     "TransientError",
     "ack_all",
-    "after_previous_holder",
     "is_transient",
 ]
 
@@ -480,23 +479,3 @@ class DurableConsumer(Generic[T]):
                 log.debug("consumer info failed", extra={"error": str(exc)})
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), timeout=5)
-
-
-async def after_previous_holder(consumers: list[DurableConsumer[Any]], stop: asyncio.Event) -> None:
-    """On taking over a partition: wait until what a previous holder had in flight (it died, or
-    stopped mid-batch) is due again, so it is handled before anything newer. JetStream
-    redelivers an expired message ahead of new ones; handled out of order, a state machine
-    would skip it or apply it on top of later data."""
-    wait_s = 0.0
-    for consumer in consumers:
-        info = await consumer.info()
-        if info.num_ack_pending:
-            # the durable's own ack wait: one made by an older version may differ from ours
-            wait_s = max(wait_s, (info.config.ack_wait or consumer.ack_wait) + 1)
-    if wait_s:
-        log.info(
-            "waiting for the previous holder's messages",
-            extra={"s": wait_s, "durables": [c.durable for c in consumers]},
-        )
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), wait_s)

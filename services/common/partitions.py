@@ -29,6 +29,7 @@ from nats.js.kv import KeyValue
 from schemas import subjects
 from schemas.client import describe
 from services.common import directget
+from services.common.consumer import DurableConsumer
 
 log = logging.getLogger(__name__)
 PartitionWork = Callable[[int, asyncio.Event], Coroutine[Any, Any, None]]
@@ -243,3 +244,23 @@ class Partitioned:
             log.warning("partition work did not stop in 30 s: cancelled", extra={"partition": p})
         except Exception as exc:  # the work already failed; it is stopped either way
             log.warning("partition work ended with an error", extra={"error": describe(exc)})
+
+
+async def after_previous_holder(consumers: list[DurableConsumer[Any]], stop: asyncio.Event) -> None:
+    """On taking over a partition: wait until what a previous holder had in flight (it died, or
+    stopped mid-batch) is due again, so it is handled before anything newer. JetStream
+    redelivers an expired message ahead of new ones; handled out of order, a state machine
+    would skip it or apply it on top of later data."""
+    wait_s = 0.0
+    for consumer in consumers:
+        info = await consumer.info()
+        if info.num_ack_pending:
+            # the durable's own ack wait: one made by an older version may differ from ours
+            wait_s = max(wait_s, (info.config.ack_wait or consumer.ack_wait) + 1)
+    if wait_s:
+        log.info(
+            "waiting for the previous holder's messages",
+            extra={"s": wait_s, "durables": [c.durable for c in consumers]},
+        )
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), wait_s)

@@ -8,8 +8,8 @@ import logging
 from schemas import subjects
 from schemas.frames import Frame
 from services.common.config import CommonSettings
-from services.common.consumer import DurableConsumer, after_previous_holder
-from services.common.partitions import Partitioned, PartitionLeases
+from services.common.consumer import DurableConsumer
+from services.common.partitions import Partitioned, PartitionLeases, after_previous_holder
 from services.common.runtime import open_service, run_process
 from services.common.subscriptions import subscription
 from services.cycles.adapters import (
