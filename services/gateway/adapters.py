@@ -193,11 +193,14 @@ class Database:
         return "ok"
 
 
-_CYCLE_LIST = """
+# a cycle's summary columns and, from its latest analysis, the score, the learned model's
+# statistics and the trend (the full result only where it is asked for: it is large)
+_SUMMARY = """
 SELECT c.cycle_id, c.stream_id, c.cycle_no, c.state, c.started_at, c.ended_at, c.duration_s,
        c.end_reason, c.samples, c.frames, c.gaps, c.completeness,
        d.health_score, d.risk_class, d.reference_version,
-       d.t2, d.t2_limit_99, d.spe, d.spe_limit_99, d.trend
+       d.t2, d.t2_limit_99, d.spe, d.spe_limit_99, d.trend"""
+_LATEST = """
 FROM live_cycles c
 LEFT JOIN LATERAL (
     SELECT health_score, risk_class, reference_version,
@@ -205,34 +208,31 @@ LEFT JOIN LATERAL (
            (result->'model'->>'t2_limit_99')::float8 AS t2_limit_99,
            (result->'model'->>'spe')::float8 AS spe,
            (result->'model'->>'spe_limit_99')::float8 AS spe_limit_99,
-           result->'trend' AS trend
+           result->'trend' AS trend"""
+_OF_CYCLE = """
     FROM live_deviations
     WHERE cycle_id = c.cycle_id ORDER BY created_at DESC LIMIT 1
 ) d ON true
-WHERE c.stream_id = %(s)s
+"""
+_CYCLE_LIST = (
+    _SUMMARY
+    + _LATEST
+    + _OF_CYCLE
+    + """WHERE c.stream_id = %(s)s
   AND (%(start)s::timestamptz IS NULL OR c.started_at >= %(start)s)
   AND (%(end)s::timestamptz IS NULL OR c.started_at < %(end)s)
   AND (%(at)s::timestamptz IS NULL OR (c.started_at, c.cycle_id) < (%(at)s, %(id)s))
 ORDER BY c.started_at DESC, c.cycle_id DESC LIMIT %(n)s
 """
-_CYCLE_ONE = """
-SELECT c.cycle_id, c.stream_id, c.cycle_no, c.state, c.started_at, c.ended_at, c.duration_s,
-       c.end_reason, c.samples, c.frames, c.gaps, c.completeness,
-       d.health_score, d.risk_class, d.reference_version,
-       d.t2, d.t2_limit_99, d.spe, d.spe_limit_99, d.trend, d.result, c.recording
-FROM live_cycles c
-LEFT JOIN LATERAL (
-    SELECT health_score, risk_class, reference_version,
-           (result->'model'->>'t2')::float8 AS t2,
-           (result->'model'->>'t2_limit_99')::float8 AS t2_limit_99,
-           (result->'model'->>'spe')::float8 AS spe,
-           (result->'model'->>'spe_limit_99')::float8 AS spe_limit_99,
-           result->'trend' AS trend, result
-    FROM live_deviations
-    WHERE cycle_id = c.cycle_id ORDER BY created_at DESC LIMIT 1
-) d ON true
-WHERE c.cycle_id = %s
-"""
+)
+_CYCLE_ONE = (
+    _SUMMARY
+    + ", d.result, c.recording"
+    + _LATEST
+    + ", result"
+    + _OF_CYCLE
+    + "WHERE c.cycle_id = %s\n"
+)
 
 
 def _summary(r: tuple[Any, ...]) -> CycleSummary:
