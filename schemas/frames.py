@@ -119,7 +119,9 @@ def encode_binary(frame: Frame, *, shuffled: bool = False) -> bytes:
     for s in frame.series:
         code = s.values.dtype.str[1:]
         item = s.values.dtype.itemsize
-        explicit = s.timestamps_ns is not None
+        # a series with no period (one sample, or none) travels with its timestamp: in the header,
+        # dt 0 means "explicit timestamps follow"
+        explicit = s.timestamps_ns is not None or s.period_ns <= 0
         sensors.append(
             {
                 "id": s.sensor_id,
@@ -130,8 +132,8 @@ def encode_binary(frame: Frame, *, shuffled: bool = False) -> bytes:
                 "q": s.quality is not None,
             }
         )
-        if s.timestamps_ns is not None:
-            ts = np.ascontiguousarray(s.timestamps_ns, dtype="<i8")
+        if explicit:
+            ts = np.ascontiguousarray(s.timestamps(), dtype="<i8")
             if shuffled:
                 chunks.append(_shuffle(np.diff(ts, prepend=ts[:1]).tobytes(), 8))
             else:

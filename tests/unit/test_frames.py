@@ -252,3 +252,16 @@ def test_the_one_pass_finite_check_names_the_right_sensor_among_many() -> None:
     with pytest.raises(FrameError, match="sample 17") as caught:
         decode_binary(raw, (), finite=True)
     assert caught.value.field == "sensors[4].values"
+
+
+@pytest.mark.parametrize("shuffled", [False, True])
+def test_a_one_sample_series_without_a_period_round_trips(shuffled: bool) -> None:
+    # what a JSON frame with t0_ns and one value gives: no period, no timestamps array
+    from schemas.frames import Frame, Series, decode_binary, encode_binary
+
+    t0 = 1_767_225_600_123_456_789
+    frame = Frame("s", 7, (Series("temp", np.array([40.5]), t0, 0),
+                           Series("p", np.arange(3, dtype="f4"), t0, 10_000_000)))  # fmt: skip
+    back = decode_binary(encode_binary(frame, shuffled=shuffled))
+    assert back.equals(frame)
+    assert back.series[0].timestamps().tolist() == [t0]
