@@ -215,3 +215,82 @@ class Plant:
             i += 1
             assert i < most, [r.health_score for r in self.results.published]
         return i
+
+
+class FakeKV:
+    """A JetStream KV bucket in memory: revisions, create and compare-and-set update, with the
+    errors nats-py raises."""
+
+    def __init__(self) -> None:
+        self.entries: dict[str, tuple[bytes, int]] = {}
+        self.revision = 0
+
+    async def get(self, key: str) -> Any:
+        from nats.js.errors import KeyNotFoundError
+
+        if key not in self.entries:
+            raise KeyNotFoundError
+        value, revision = self.entries[key]
+        return SimpleNamespace(key=key, value=value, revision=revision)
+
+    async def create(self, key: str, value: bytes) -> int:
+        from nats.js.errors import KeyWrongLastSequenceError
+
+        if key in self.entries:
+            raise KeyWrongLastSequenceError
+        return await self.put(key, value)
+
+    async def update(self, key: str, value: bytes, last: int) -> int:
+        from nats.js.errors import KeyWrongLastSequenceError
+
+        if key not in self.entries or self.entries[key][1] != last:
+            raise KeyWrongLastSequenceError
+        return await self.put(key, value)
+
+    async def put(self, key: str, value: bytes) -> int:
+        self.revision += 1
+        self.entries[key] = (value, self.revision)
+        return self.revision
+
+    async def keys(self) -> list[str]:
+        from nats.js.errors import NoKeysError
+
+        if not self.entries:
+            raise NoKeysError
+        return list(self.entries)
+
+
+class FakeMsg:
+    """A JetStream message as a handler sees it: its stream sequence, ack and nak."""
+
+    def __init__(self, js_seq: int) -> None:
+        self.metadata = SimpleNamespace(sequence=SimpleNamespace(stream=js_seq), num_delivered=1)
+        self.acks = 0
+        self.naks = 0
+
+    async def ack(self) -> None:
+        self.acks += 1
+
+    async def nak(self) -> None:
+        self.naks += 1
+
+
+class FakeCycleOutputs:
+    """Where the cycles engine writes: recordings (object store), events (bus), rows (table)."""
+
+    def __init__(self) -> None:
+        self.recorded: dict[str, Frame] = {}
+        self.events: list[CycleStateChanged] = []
+        self.rows: dict[str, CycleStateChanged] = {}
+
+    async def put(self, cycle_id: str, frame: Frame) -> str:
+        self.recorded[cycle_id] = unpack(pack(frame))
+        return cycle_id
+
+    async def publish(self, event: CycleStateChanged) -> None:
+        self.events.append(event)
+
+    async def upsert(self, event: CycleStateChanged, start_reason: str = "") -> None:
+        held = self.rows.get(event.cycle_id)
+        if held is None or held.state == "running":  # as live_cycles' upsert
+            self.rows[event.cycle_id] = event
