@@ -229,7 +229,10 @@ class History:
     async def before(
         self, stream_id: str, reference_version: int, ended_at: datetime, cycle_id: str, n: int
     ) -> list[Point]:
-        """The ``n`` scored cycles that ended before ``ended_at``, oldest first."""
+        """The ``n`` scored cycles that ended before ``ended_at``, oldest first. They are looked
+        for among the stream's last ``4n + 50`` analyses (by the index on when they were made), so
+        that the cost stays the same after years of cycles; a cycle analysed long after it ended
+        gets a trend of those of its predecessors found there."""
         async with self.pool.connection() as conn:
             cur = await conn.execute(
                 "SELECT extract(epoch FROM c.ended_at)::float8, d.health_score,"
@@ -240,11 +243,13 @@ class History:
                 " (SELECT jsonb_object_agg(m->>'sensor_id',"
                 "   jsonb_build_array(m->'spe_share', m->'t2_share'))"
                 "  FROM jsonb_array_elements(d.result->'model'->'contributions') m)"
-                " FROM live_deviations d JOIN live_cycles c ON c.cycle_id = d.cycle_id"
-                " WHERE d.stream_id = %s AND d.reference_version = %s"
-                " AND d.health_score IS NOT NULL AND c.ended_at < %s AND d.cycle_id <> %s"
+                " FROM (SELECT cycle_id, health_score, result FROM live_deviations"
+                "   WHERE stream_id = %s AND reference_version = %s"
+                "   ORDER BY created_at DESC LIMIT %s) d"
+                " JOIN live_cycles c ON c.cycle_id = d.cycle_id"
+                " WHERE d.health_score IS NOT NULL AND c.ended_at < %s AND d.cycle_id <> %s"
                 " ORDER BY c.ended_at DESC LIMIT %s",
-                (stream_id, reference_version, ended_at, cycle_id, n),
+                (stream_id, reference_version, 4 * n + 50, ended_at, cycle_id, n),
             )
             rows = await cur.fetchall()
         out = []
