@@ -37,6 +37,7 @@ from edge.simulator import Fault, MachineModel, Simulation, build_machine
 from schemas.messages import AnalysisCompleted
 from schemas.timeutil import NS
 from services.analysis import mspc
+from services.analysis.handlers import REFIT_SHARE
 from services.analysis.logic import (
     CycleData,
     Params,
@@ -269,11 +270,11 @@ def evaluate_drift(
     learnt: list[Array] = []  # the last healthy cycles' rows, as the service keeps them
     keep = max(1, params.model_cycles - len(own))
     model = mspc.fit(layout, np.array(own)) if own else None
+    fitted = len(own)  # the version the model was fitted at (the service refits as it does)
     points: list[Point] = []
     for i in range(members, cycles):
         cycle = data[i]
-        version = len(own) + len(learnt)
-        result = analyse(cycle, reference, params, model, version)
+        result = analyse(cycle, reference, params, model, fitted)
         if result.health_score is not None:
             at = cycle.end_ns / NS
             fed = result.model is not None and result.model.feeds_score
@@ -299,7 +300,10 @@ def evaluate_drift(
             row = model_row(cycle, reference, params)
             if row is not None:
                 learnt.append(row)
-                model = mspc.fit(layout, np.array([*own, *learnt[-keep:]]))
+                version = len(own) + len(learnt)
+                if model is None or version - fitted >= max(1, int(fitted * REFIT_SHARE)):
+                    model = mspc.fit(layout, np.array([*own, *learnt[-keep:]]))
+                    fitted = version
     return out
 
 

@@ -38,6 +38,7 @@ from services.common.consumer import Delivery
 from services.common.references import Reference, matched, with_names
 
 log = logging.getLogger(__name__)
+REFIT_SHARE = 0.1  # the learned model is fitted again once it learnt this share more cycles
 
 
 async def load_cycle(
@@ -140,8 +141,8 @@ class AnalyseCycles:
         )
 
     async def _model(self, stream_id: str, reference: Reference) -> tuple[mspc.Model | None, int]:
-        """The learned model of the stream under ``reference`` (fitted again only when it
-        learnt from another cycle) and its version: how many cycles it learnt from in all."""
+        """The learned model of the stream under ``reference`` and its version: how many cycles
+        it learnt from in all when it was fitted (again once it learnt about a tenth more)."""
         members = reference.members
         own = 0 if members is None else len(members)
         if self.models is None or self.params.model_cycles <= 0:
@@ -149,8 +150,12 @@ class AnalyseCycles:
         learnt = await self.models.learnt(stream_id, reference.version)
         version = own + learnt.total
         cached = self._fitted.get(stream_id)
-        if cached is not None and cached[:2] == (reference.version, version):
-            return cached[2], version
+        if cached is not None and cached[0] == reference.version:
+            fitted = cached[1]
+            # refitted once it learnt about a tenth more (every cycle while it is young)
+            step = max(1, int(fitted * REFIT_SHARE))
+            if version == fitted or (cached[2] is not None and 0 <= version - fitted < step):
+                return cached[2], fitted
         parts = [r for r in (members, learnt.rows) if r is not None and len(r)]
         model = None
         if parts and len({p.shape[1] for p in parts}) == 1:
