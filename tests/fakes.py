@@ -91,6 +91,9 @@ class FakeModels:
     def __init__(self) -> None:
         self.held: dict[tuple[str, int], tuple[list[str], list[npt.NDArray[np.float64]], int]] = {}
 
+    async def total(self, stream_id: str, reference_version: int) -> int:
+        return self.held.get((stream_id, reference_version), ([], [], 0))[2]
+
     async def learnt(self, stream_id: str, reference_version: int) -> Learnt:
         ids, rows, total = self.held.get((stream_id, reference_version), ([], [], 0))
         return Learnt(list(ids), np.array(rows) if rows else None, total)

@@ -168,6 +168,16 @@ class Models:
     def __init__(self, pool: AsyncConnectionPool) -> None:
         self.pool = pool
 
+    async def total(self, stream_id: str, reference_version: int) -> int:
+        """How many cycles the model learnt from in all (without reading its rows)."""
+        async with self.pool.connection() as conn:
+            cur = await conn.execute(
+                "SELECT learnt FROM live_models WHERE stream_id = %s AND reference_version = %s",
+                (stream_id, reference_version),
+            )
+            row = await cur.fetchone()
+        return 0 if row is None else int(row[0])
+
     async def learnt(self, stream_id: str, reference_version: int) -> Learnt:
         async with self.pool.connection() as conn:
             cur = await conn.execute(
