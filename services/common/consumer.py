@@ -37,16 +37,16 @@ from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, ConsumerInfo, DeliverPolicy
 
-from schemas import subjects
 from schemas.client import describe
 from services.common.deadletter import (
     MAX_HEADER_CHARS,
     dead_letter_for,
-    dead_letter_stream_config,
     delivery_metadata,
+    publish_dead_letter,
 )
 from services.common.failures import BadMessage, TransientError, is_transient
 from services.common.metrics import Metrics
+from services.common.pull import Puller
 
 __all__ = [
     "BadMessage",
@@ -83,10 +83,11 @@ async def ack_all(msgs: list[Msg]) -> None:
             await msg.ack()
 
 
-async def _touch(deliveries: list[Delivery[T]]) -> None:
+async def _touch(msgs: list[Msg]) -> None:
     """Tell JetStream the messages are still being worked on (a lost touch is harmless)."""
     with contextlib.suppress(nats.errors.Error, TimeoutError, OSError):
-        await asyncio.gather(*(d.msg.in_progress() for d in deliveries))
+        for msg in msgs:
+            await msg.in_progress()
 
 
 class DurableConsumer(Generic[T]):
@@ -114,6 +115,7 @@ class DurableConsumer(Generic[T]):
         guard: Callable[[], bool] | None = None,
         handler_acks: bool = False,
         pause_s: float = 0.0,
+        ack_policy: AckPolicy = AckPolicy.EXPLICIT,
     ) -> None:
         self.js = js
         self.service = service
@@ -147,32 +149,49 @@ class DurableConsumer(Generic[T]):
         # the handler acknowledges its messages itself, once their effect is saved (cycles
         # saves state about once a second and acknowledges then)
         self.handler_acks = handler_acks
+        # a new durable's policy; one that exists keeps its own (read back in declare()). With
+        # AckPolicy.ALL one acknowledgement, of a batch's last message, settles the batch
+        self.ack_policy = ack_policy
         self._labels = (service, durable)
-        self._sub: JetStreamContext.PullSubscription | None = None
+        self._sub: Puller | None = None
 
     async def declare(self) -> None:
         """Create (or bind to) the durable consumer."""
         config = ConsumerConfig(
             durable_name=self.durable,
-            ack_policy=AckPolicy.EXPLICIT,
+            ack_policy=self.ack_policy,
             deliver_policy=DeliverPolicy.ALL,
             ack_wait=self.ack_wait,
             max_deliver=-1,  # counted here, so an exhausted message is dead-lettered, not dropped
             max_ack_pending=self.max_ack_pending,
             filter_subject=self.subject,
         )
-        self._sub = await self.js.pull_subscribe(
-            self.subject, durable=self.durable, stream=self.stream, config=config
-        )
+        try:
+            info = await self.js.consumer_info(self.stream, self.durable)
+        except nats.js.errors.NotFoundError:
+            info = await self.js.add_consumer(self.stream, config=config)
+        # an existing durable keeps the policy it was made with (it cannot be changed)
+        self.ack_policy = AckPolicy(info.config.ack_policy or AckPolicy.EXPLICIT)
+        puller = Puller(
+            self.js._nc, self.js._prefix, self.stream, self.durable, batch=self.batch,
+            expires_s=max(2 * self.fetch_timeout, 1.0),
+        )  # fmt: skip
+        await puller.open()
+        self._sub = puller
         log.info(
             "durable consumer ready",
-            extra={"durable": self.durable, "stream": self.stream, "subject": self.subject},
-        )
+            extra={"durable": self.durable, "stream": self.stream, "subject": self.subject,
+                   "ack_policy": str(self.ack_policy.value)},
+        )  # fmt: skip
+
+    @property
+    def _ack_all(self) -> bool:
+        return self.ack_policy == AckPolicy.ALL
 
     async def info(self) -> ConsumerInfo:
         """The durable's state as JetStream keeps it."""
-        assert self._sub is not None
-        return await self._sub.consumer_info()
+        info: ConsumerInfo = await self.js.consumer_info(self.stream, self.durable)
+        return info
 
     async def run(self, stop: asyncio.Event) -> None:
         """Process messages until ``stop`` is set."""
@@ -184,7 +203,7 @@ class DurableConsumer(Generic[T]):
         try:
             while not stop.is_set():
                 try:
-                    msgs = await self._sub.fetch(self.batch, timeout=self.fetch_timeout)
+                    msgs = await self._sub.next_batch(self.batch, self.fetch_timeout)
                 except (nats.errors.TimeoutError, TimeoutError):
                     await self._probe()
                     continue
@@ -204,7 +223,7 @@ class DurableConsumer(Generic[T]):
                 if self.linger_s and len(msgs) < self.batch:
                     await asyncio.sleep(self.linger_s)
                     with contextlib.suppress(nats.errors.TimeoutError, TimeoutError):
-                        msgs += await self._sub.fetch(self.batch - len(msgs), timeout=0.2)
+                        msgs += await self._sub.next_batch(self.batch - len(msgs), 0.2)
                 await self.process(msgs)
                 if self.pause_s and len(msgs) < self.batch:
                     with contextlib.suppress(TimeoutError):
@@ -213,19 +232,10 @@ class DurableConsumer(Generic[T]):
             lag_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await lag_task
-            await self._give_back(self._leftovers())
-
-    def _leftovers(self) -> list[Msg]:
-        """Messages a pull delivered after its fetch had returned (they wait in the
-        subscription for the next fetch). A consumer that stops gives them back at once, so the
-        next holder gets them in order instead of after ``ack_wait``."""
-        queue = getattr(getattr(self._sub, "_sub", None), "_pending_queue", None)
-        out: list[Msg] = []
-        while queue is not None and not queue.empty():
-            msg = queue.get_nowait()
-            if msg.reply and not (msg.headers or {}).get("Status"):
-                out.append(msg)
-        return out
+            # what the outstanding requests delivered and was not handled goes back at once,
+            # so the next holder gets it in order instead of after ack_wait
+            await self._sub.close()
+            self._sub = None
 
     async def _guarded(self, stop: asyncio.Event) -> bool:
         """Wait until the guard allows work (True) or the consumer stops (False). What was
@@ -239,12 +249,6 @@ class DurableConsumer(Generic[T]):
                 await asyncio.wait_for(stop.wait(), 0.1)
         return False
 
-    async def _give_back(self, msgs: list[Msg]) -> None:
-        """Return messages at once: they are delivered again ahead of newer ones."""
-        with contextlib.suppress(nats.errors.Error, TimeoutError):
-            for msg in msgs:
-                await msg.nak()
-
     async def _probe(self) -> None:
         """After a fetch that timed out: is the stream empty, or out of reach? The two look
         alike from the fetch (a stream without a leader, during an election or with its
@@ -254,7 +258,7 @@ class DurableConsumer(Generic[T]):
             self._saw(connected=False, empty=True)
             return
         try:
-            info = await asyncio.wait_for(self._sub.consumer_info(), timeout=self.fetch_timeout)
+            info = await asyncio.wait_for(self.info(), timeout=self.fetch_timeout)
             if not info.num_pending and info.cluster is not None and info.cluster.replicas:
                 # with replicas the consumer's leader may answer while the stream has none (it
                 # was killed, a new one is being elected): nothing can be stored then, so the
@@ -289,6 +293,7 @@ class DurableConsumer(Generic[T]):
         message's sake."""
         self.metrics.messages_in.labels(*self._labels).inc(len(msgs))
         good: list[Delivery[T]] = []
+        unsettled = False  # a dead letter that could not be published
         for i, msg in enumerate(msgs):
             if i and i % YIELD_EVERY == 0:
                 await asyncio.sleep(0)  # a long batch must not starve lease renewals and the rest
@@ -296,20 +301,34 @@ class DurableConsumer(Generic[T]):
             if deliveries > 1:
                 self.metrics.redeliveries.labels(*self._labels).inc()
             if deliveries > self.max_deliver:
-                await self._dead_letter(
-                    msg, f"not processed after {deliveries - 1} deliveries", "", "MaxDeliveries"
+                unsettled |= not await self._dead_letter(
+                    msg,
+                    f"not processed after {deliveries - 1} deliveries",
+                    "",
+                    "MaxDeliveries",
+                    ack=not self._ack_all,
                 )
                 continue
             try:
                 good.append(Delivery(msg, self.decode(msg)))
             except BadMessage as exc:
-                await self._dead_letter(msg, exc.reason, exc.field, type(exc).__name__)
+                unsettled |= not await self._dead_letter(
+                    msg, exc.reason, exc.field, type(exc).__name__, ack=not self._ack_all
+                )
             except Exception as exc:  # a decoder bug or an unforeseen input: that message's fault
-                await self._dead_letter(msg, describe(exc), "", type(exc).__name__)
+                unsettled |= not await self._dead_letter(
+                    msg, describe(exc), "", type(exc).__name__, ack=not self._ack_all
+                )
         if msgs:
             with contextlib.suppress(nats.errors.NotJSMessageError, ValueError, IndexError):
                 self.backlog = msgs[-1].metadata.num_pending
+        if self._ack_all and unsettled:
+            # a dead letter could not be published (stopping): acknowledging anything after it
+            # would take it along; the whole batch comes back instead
+            return
         if not good:
+            if self._ack_all and msgs:
+                await ack_all([msgs[-1]])  # only dead letters: one acknowledgement settles them
             return
         try:
             done = await self._handle_through_outages(good)
@@ -319,10 +338,12 @@ class DurableConsumer(Generic[T]):
                 "batch failed, retrying its messages one by one",
                 extra={"error": describe(exc), "messages": len(good), "durable": self.durable},
             )
-            await self._one_by_one(good)
+            done = await self._one_by_one(good)
+            if done and self._ack_all and not self.handler_acks:
+                await ack_all([msgs[-1]])  # the dead letters after the last good message
             return
         if done and not self.handler_acks:
-            await self._ack(good)
+            await self._ack(good, msgs[-1])
 
     async def _handle_through_outages(self, deliveries: list[Delivery[T]]) -> bool:
         """Run the handler, retrying in place while it fails for a transient reason.
@@ -372,7 +393,7 @@ class DurableConsumer(Generic[T]):
         timer: list[asyncio.TimerHandle] = []  # the one pending timer
 
         def touch() -> None:
-            future = asyncio.ensure_future(_touch(deliveries))
+            future = asyncio.ensure_future(_touch(self._held(deliveries)))
             touches.add(future)
             future.add_done_callback(touches.discard)
             timer[0] = loop.call_later(every, touch)
@@ -384,6 +405,12 @@ class DurableConsumer(Generic[T]):
         finally:
             timer[0].cancel()
             self.handling_since = None
+
+    def _held(self, deliveries: list[Delivery[T]]) -> list[Msg]:
+        """The batch in hand and what was delivered behind it, waiting in the inbox: all of
+        it is this process's to keep alive while the batch waits."""
+        queued = self._sub.queued() if self._sub is not None else []
+        return [d.msg for d in deliveries] + queued
 
     def waiting(self) -> bool:
         """True while a batch waits for an outage, or one handler call has taken over a
@@ -397,7 +424,7 @@ class DurableConsumer(Generic[T]):
         deadline = time.monotonic() + seconds
         every = max(self.ack_wait / 3, 0.5)
         while True:
-            await _touch(deliveries)
+            await _touch(self._held(deliveries))
             left = deadline - time.monotonic()
             if left <= 0:
                 return not self._stop.is_set()
@@ -406,56 +433,46 @@ class DurableConsumer(Generic[T]):
             if self._stop.is_set():
                 return False
 
-    async def _one_by_one(self, deliveries: list[Delivery[T]]) -> None:
+    async def _one_by_one(self, deliveries: list[Delivery[T]]) -> bool:
+        """Handle ``deliveries`` one at a time, dead-lettering each that fails; False when
+        the consumer stopped before the end."""
         for d in deliveries:
             try:
                 done = await self._handle_through_outages([d])
             except BadMessage as exc:
-                await self._dead_letter(d.msg, exc.reason, exc.field, type(exc).__name__)
+                if not await self._dead_letter(d.msg, exc.reason, exc.field, type(exc).__name__):
+                    return False
                 continue
             except Exception as exc:  # poison: this message, and only it, cannot be processed
                 self.metrics.errors.labels(*self._labels, "poison").inc()
                 log.exception("message failed", extra={"durable": self.durable})
-                await self._dead_letter(d.msg, describe(exc), "", type(exc).__name__)
+                if not await self._dead_letter(d.msg, describe(exc), "", type(exc).__name__):
+                    return False
                 continue
             if not done:
                 self.retrying = False
-                return
+                return False
             if not self.handler_acks:
-                await self._ack([d])
+                await self._ack([d], d.msg)
+        return True
 
-    async def _ack(self, deliveries: list[Delivery[T]]) -> None:
-        await ack_all([d.msg for d in deliveries])
+    async def _ack(self, deliveries: list[Delivery[T]], last: Msg) -> None:
+        """Acknowledge handled ``deliveries``: each of them, or under AckPolicy.ALL only
+        ``last``, the batch's last message, which settles everything before it."""
+        await ack_all([last] if self._ack_all else [d.msg for d in deliveries])
         self.metrics.messages_done.labels(*self._labels).inc(len(deliveries))
 
-    async def _dead_letter(self, msg: Msg, reason: str, field: str, error_type: str) -> None:
+    async def _dead_letter(
+        self, msg: Msg, reason: str, field: str, error_type: str, *, ack: bool = True
+    ) -> bool:
+        """Publish ``msg`` to the dead letters and (with ``ack``) acknowledge it; False when
+        the consumer stopped before the dead letter could be published."""
         record = dead_letter_for(self.service, msg, reason, field, error_type)
-        body = record.model_dump_json().encode()
-        delay = 0.5
-        while True:
-            try:
-                await self.js.publish(
-                    subjects.dead_letter(self.service),
-                    body,
-                    headers={subjects.HEADER_CONTENT_TYPE: "application/json"},
-                )
-                break
-            except (
-                nats.errors.NoRespondersError,
-                nats.js.errors.NoStreamResponseError,
-                nats.js.errors.NotFoundError,
-            ):
-                log.warning("dead-letter stream missing: creating it again")
-                with contextlib.suppress(nats.errors.Error, TimeoutError):
-                    await self.js.add_stream(dead_letter_stream_config())
-            except (nats.errors.Error, TimeoutError, OSError) as exc:
-                log.warning("dead letter not published, retrying", extra={"error": describe(exc)})
-            if self._stop.is_set():
-                return  # the message stays unacknowledged and comes back
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, self.max_retry_delay)
-        with contextlib.suppress(nats.errors.Error, TimeoutError):
-            await msg.ack()
+        if not await publish_dead_letter(self.js, record, self._stop, self.max_retry_delay):
+            return False  # stopping: the message stays unacknowledged and comes back
+        if ack:
+            with contextlib.suppress(nats.errors.Error, TimeoutError):
+                await msg.ack()
         self.metrics.dead_letters.labels(*self._labels).inc()
         log.warning(
             "message dead-lettered",
@@ -467,12 +484,12 @@ class DurableConsumer(Generic[T]):
                 "durable": self.durable,
             },
         )
+        return True
 
     async def _watch_lag(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
             try:
-                assert self._sub is not None
-                info = await self._sub.consumer_info()
+                info = await self.info()
                 self.metrics.lag.labels(*self._labels).set(info.num_pending or 0)
                 self.metrics.ack_pending.labels(*self._labels).set(info.num_ack_pending or 0)
             except (nats.errors.Error, TimeoutError) as exc:

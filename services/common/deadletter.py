@@ -1,24 +1,30 @@
 """Dead letters: the record of a message no service could process (the reason, the field, the
 payload inline or, above :data:`INLINE_PAYLOAD_LIMIT`, by reference to its source stream and
-sequence), and the dead-letter stream as a consumer makes it again when it was deleted."""
+sequence), publishing it until it is stored, and the dead-letter stream as a consumer makes it
+again when it was deleted."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import contextlib
+import logging
 from datetime import UTC, datetime
 from typing import Final
 
 import nats.errors
 import nats.js.errors
 from nats.aio.msg import Msg
+from nats.js import JetStreamContext
 from nats.js.api import StreamConfig
 
 from schemas import subjects
-from schemas.client import MAX_REASON_CHARS
+from schemas.client import MAX_REASON_CHARS, describe
 from schemas.messages import DeadLetter
 
 INLINE_PAYLOAD_LIMIT: Final = 256 * 1024
 MAX_HEADER_CHARS: Final = 1024
+log = logging.getLogger(__name__)
 
 
 def dead_letter_for(
@@ -67,3 +73,34 @@ def dead_letter_stream_config() -> StreamConfig:
         max_bytes=1024**3,
         max_msg_size=8 * 1024 * 1024,
     )
+
+
+async def publish_dead_letter(
+    js: JetStreamContext, record: DeadLetter, stop: asyncio.Event, max_retry_delay: float
+) -> bool:
+    """Publish ``record`` to ``vertac.dlq.<service>``, retrying (and making the dead-letter
+    stream again when it was deleted) until it is stored; False when ``stop`` was set first."""
+    body = record.model_dump_json().encode()
+    delay = 0.5
+    while True:
+        try:
+            await js.publish(
+                subjects.dead_letter(record.service),
+                body,
+                headers={subjects.HEADER_CONTENT_TYPE: "application/json"},
+            )
+            return True
+        except (
+            nats.errors.NoRespondersError,
+            nats.js.errors.NoStreamResponseError,
+            nats.js.errors.NotFoundError,
+        ):
+            log.warning("dead-letter stream missing: creating it again")
+            with contextlib.suppress(nats.errors.Error, TimeoutError):
+                await js.add_stream(dead_letter_stream_config())
+        except (nats.errors.Error, TimeoutError, OSError) as exc:
+            log.warning("dead letter not published, retrying", extra={"error": describe(exc)})
+        if stop.is_set():
+            return False
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, max_retry_delay)

@@ -15,6 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from nats.js.api import AckPolicy
 from nats.js.client import JetStreamContext
 from pydantic import BaseModel
 
@@ -35,6 +36,9 @@ class Subscription:
     batch: int
     description: str
     partitioned: bool = False
+    # one acknowledgement settles a whole handled batch (AckPolicy.ALL): for consumers that
+    # handle their batches in order and acknowledge nothing themselves
+    ack_all: bool = False
 
     def subject(self, partition: int | None = None) -> str:
         """The filter subject: all streams, or one partition of the stored subjects."""
@@ -76,25 +80,28 @@ class Subscription:
             handle=handle,
             metrics=metrics,
             batch=batch or self.batch,
+            ack_policy=AckPolicy.ALL if self.ack_all else AckPolicy.EXPLICIT,
             **policy,
         )
 
 
 def _row(service: str, name: str, kind: str, payload: type[BaseModel], durable: str,
-         batch: int, description: str, partitioned: bool = False) -> Subscription:  # fmt: skip
+         batch: int, description: str, partitioned: bool = False,
+         ack_all: bool = False) -> Subscription:  # fmt: skip
     stream = {"samples": subjects.SAMPLES.name, "registry": subjects.CONTROL.name,
               "control": subjects.CONTROL.name, "cycles": subjects.CYCLES.name,
               "analysis": subjects.ANALYSIS.name, "alerts": subjects.ALERTS.name}[kind]  # fmt: skip
     return Subscription(service, name, stream, kind, payload, durable, batch, description,
-                        partitioned)  # fmt: skip
+                        partitioned, ack_all)  # fmt: skip
 
 
 SUBSCRIPTIONS: tuple[Subscription, ...] = (
     _row("ingest", "frames", "samples", messages.FrameJson, "{durable}", 256,
          "Persists every frame to live_frames, one transaction per batch, idempotent on "
-         "stream and seq."),
+         "stream and seq.", ack_all=True),
     _row("ingest", "influx", "samples", messages.FrameJson, "{durable}-influx", 500,
-         "With VERTAC_INGEST_INFLUX_URL: writes frames to InfluxDB as sensor_readings."),
+         "With VERTAC_INGEST_INFLUX_URL: writes frames to InfluxDB as sensor_readings.",
+         ack_all=True),
     _row("ingest", "registry", "registry", messages.StreamRegistered, "{durable}-registry", 64,
          "Keeps live_streams in step with the registry."),
     _row("cycles", "frames", "samples", messages.FrameJson, "{durable}-p{p:02d}", 256,
@@ -106,7 +113,7 @@ SUBSCRIPTIONS: tuple[Subscription, ...] = (
          "Compares each completed or aborted cycle with the stream's active reference."),
     _row("alerts", "frames", "samples", messages.FrameJson, "{durable}-p{p:02d}", 256,
          "Live rules (limit, rate, flatline, data gap, envelope), one durable per partition.",
-         partitioned=True),
+         partitioned=True, ack_all=True),
     _row("alerts", "analysis", "analysis", messages.AnalysisCompleted, "{durable}-analysis", 16,
          "The health rule, on every analysis."),
     _row("alerts", "cycles", "cycles", messages.CycleStateChanged, "{durable}-cycles", 16,
