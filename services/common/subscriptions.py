@@ -36,8 +36,10 @@ class Subscription:
     batch: int
     description: str
     partitioned: bool = False
-    # one acknowledgement settles a whole handled batch (AckPolicy.ALL): for consumers that
-    # handle their batches in order and acknowledge nothing themselves
+    # one acknowledgement settles a whole handled batch (AckPolicy.ALL): only for a durable
+    # that one process at a time works on (a partition under its lease), which handles its
+    # batches in order and acknowledges nothing itself. Replicas sharing a durable (ingest)
+    # must not: one replica's acknowledgement would settle what another still holds
     ack_all: bool = False
 
     def subject(self, partition: int | None = None) -> str:
@@ -98,10 +100,9 @@ def _row(service: str, name: str, kind: str, payload: type[BaseModel], durable: 
 SUBSCRIPTIONS: tuple[Subscription, ...] = (
     _row("ingest", "frames", "samples", messages.FrameJson, "{durable}", 256,
          "Persists every frame to live_frames, one transaction per batch, idempotent on "
-         "stream and seq.", ack_all=True),
+         "stream and seq."),
     _row("ingest", "influx", "samples", messages.FrameJson, "{durable}-influx", 500,
-         "With VERTAC_INGEST_INFLUX_URL: writes frames to InfluxDB as sensor_readings.",
-         ack_all=True),
+         "With VERTAC_INGEST_INFLUX_URL: writes frames to InfluxDB as sensor_readings."),
     _row("ingest", "registry", "registry", messages.StreamRegistered, "{durable}-registry", 64,
          "Keeps live_streams in step with the registry."),
     _row("cycles", "frames", "samples", messages.FrameJson, "{durable}-p{p:02d}", 256,

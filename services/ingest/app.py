@@ -43,6 +43,7 @@ async def serve(settings: Settings, common: CommonSettings, stop: asyncio.Event)
             ),
             metrics,
             batch=settings.batch,
+            linger_s=settings.linger_s,
             max_deliver=common.max_deliver,
             sensors=lambda _: (),  # checked whole, stored as sent, rolled up from the body
             stores=True,

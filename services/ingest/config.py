@@ -10,7 +10,15 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="VERTAC_INGEST_", extra="ignore")
 
     durable: str = Field(default="ingest", description="Durable consumer of the samples stream.")
-    batch: int = Field(default=128, ge=1, le=10_000, description="Frames fetched per batch.")
+    batch: int = Field(default=512, ge=1, le=10_000, description="Frames fetched per batch.")
+    linger_s: float = Field(
+        default=0.25,
+        ge=0,
+        le=5,
+        description="After a short batch, wait this long for more before writing it: a plant's "
+        "frames go to PostgreSQL in a few large transactions, each second's rollup of a sensor "
+        "written about once instead of once per frame.",
+    )
     zstd_level: int = Field(
         default=3, ge=1, le=19, description="Compression level of stored frames."
     )

@@ -108,3 +108,14 @@ def test_code_uses_only_subjects_the_catalogue_names() -> None:
     )
     assert len(built) >= 10, built
     assert built <= channels, f"subjects without a channel: {sorted(built - channels)}"
+
+
+def test_only_a_durable_one_process_works_on_settles_batches_with_one_acknowledgement() -> None:
+    """AckPolicy.ALL acknowledges everything below a message: on a durable that replicas share
+    (ingest), one replica's acknowledgement would settle frames another still holds."""
+    from services.common.subscriptions import SUBSCRIPTIONS
+
+    rows = [row for row in SUBSCRIPTIONS if row.ack_all]
+    assert rows, "no subscription settles batches with one acknowledgement"
+    for row in rows:
+        assert row.partitioned, f"{row.service}/{row.name} is shared by replicas"
