@@ -70,14 +70,36 @@ class References:
 
     def __init__(self, pool: AsyncConnectionPool) -> None:
         self.pool = pool
+        # stream -> (row version, the active reference decoded): a reference is not rewritten,
+        # so it is read and decoded once, not for every cycle
+        self._decoded: dict[str, tuple[str, Reference]] = {}
 
     async def active(self, stream_id: str) -> Reference | None:
         async with self.pool.connection() as conn:
+            # xmin names the row version: a reference deleted and made again is read anew
             cur = await conn.execute(
-                "SELECT data FROM live_references WHERE stream_id = %s AND active", (stream_id,)
+                "SELECT version || '/' || xmin::text FROM live_references"
+                " WHERE stream_id = %s AND active",
+                (stream_id,),
             )
             row = await cur.fetchone()
-        return reference_from_bytes(row[0]) if row else None
+            if row is None:
+                self._decoded.pop(stream_id, None)
+                return None
+            cached = self._decoded.get(stream_id)
+            if cached is not None and cached[0] == row[0]:
+                return cached[1]
+            cur = await conn.execute(
+                "SELECT version || '/' || xmin::text, data FROM live_references"
+                " WHERE stream_id = %s AND active",
+                (stream_id,),
+            )
+            full = await cur.fetchone()
+        if full is None:
+            return None
+        reference = reference_from_bytes(full[1])
+        self._decoded[stream_id] = (str(full[0]), reference)
+        return reference
 
     async def save(
         self, reference: Reference, source_cycles: list[str], *, activate: bool, description: str

@@ -15,7 +15,7 @@ from schemas.messages import (
     SensorStats,
 )
 from services.analysis.cycle import Params
-from services.analysis.dtw import dtw_distance, dtw_path
+from services.analysis.dtw import dtw_distance_and_path
 from services.analysis.reference import noise_level, offset_tolerance, spread_floor
 from services.common.references import (
     SLOW_TYPES,
@@ -122,10 +122,10 @@ def compare_sensor(x: Array, ref: SensorReference, duration_s: float, params: Pa
     shape_z = max(float(np.sqrt(np.mean(z_shape**2))), local_shape_z(z_shape, radius))
     noise_z = noise_excess(noise_ratio(xs, ref))
     severity = float(np.sqrt(offset_z**2 + trend_z**2 + shape_z**2 + noise_z**2))
-    dtw = dtw_distance(xs, m, radius)
     # timing vs magnitude: the level difference is magnitude; of the level-free difference, the
-    # part that warping removes is timing (DTW alone would also "explain" an offset on a ramp)
-    path, dtw_shape = dtw_path(xs - xs.mean(), m - m.mean(), radius)
+    # part that warping removes is timing (DTW alone would also "explain" an offset on a ramp).
+    # Both DTWs in one pass
+    dtw, path, dtw_shape = dtw_distance_and_path(xs, m, xs - xs.mean(), m - m.mean(), radius)
     euclid_sq = float(np.sum(dev**2))
     level_sq = n * offset * offset
     shape_sq = max(0.0, euclid_sq - level_sq)

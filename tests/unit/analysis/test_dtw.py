@@ -85,3 +85,19 @@ def test_a_long_barycenter_stays_close_to_full_resolution_dba() -> None:
     assert np.median(np.abs(multi - full)) < 0.02 * np.ptp(full)
     cost = [np.mean([dtw_distance(b, x, 150) ** 2 for x in series]) for b in (multi, full)]
     assert cost[0] < 1.5 * cost[1], cost
+
+
+@pytest.mark.parametrize("n, radius", [(1, 0), (2, 1), (37, 5), (500, 25), (500, 499)])
+def test_both_dtws_in_one_pass_are_the_two_of_them_to_the_bit(n: int, radius: int) -> None:
+    from services.analysis.dtw import dtw_distance_and_path
+
+    rng = np.random.default_rng(n)
+    x, y = np.cumsum(rng.normal(size=n)), np.cumsum(rng.normal(size=n))
+    flat = np.round(x / 4) * 4  # flat stretches: ties between the steps are frequent
+    for a, b in ((x, y), (flat, np.round(y / 4) * 4)):
+        u, v = a - a.mean(), b - b.mean()
+        d, path, d_shape = dtw_distance_and_path(a, b, u, v, radius)
+        expected_path, expected_shape = dtw_path(u, v, radius)
+        assert d == dtw_distance(a, b, radius)
+        assert d_shape == expected_shape
+        assert np.array_equal(path, expected_path)
