@@ -87,7 +87,7 @@ def test_a_long_barycenter_stays_close_to_full_resolution_dba() -> None:
     assert cost[0] < 1.5 * cost[1], cost
 
 
-@pytest.mark.parametrize("n, radius", [(1, 0), (2, 1), (37, 5), (500, 25), (500, 499)])
+@pytest.mark.parametrize(("n", "radius"), [(1, 0), (2, 1), (37, 5), (500, 25), (500, 499)])
 def test_both_dtws_in_one_pass_are_the_two_of_them_to_the_bit(n: int, radius: int) -> None:
     from services.analysis.dtw import dtw_distance_and_path
 
