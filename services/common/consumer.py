@@ -46,7 +46,7 @@ from services.common.deadletter import (
 )
 from services.common.failures import BadMessage, TransientError, is_transient
 from services.common.metrics import Metrics
-from services.common.pull import Puller
+from services.common.pull import Puller, ack_all, mark_in_progress
 
 __all__ = [
     "BadMessage",
@@ -72,22 +72,6 @@ class Delivery(Generic[T]):
 
 Decoder = Callable[[Msg], T]
 BatchHandler = Callable[[list[Delivery[T]]], Awaitable[None]]
-
-
-async def ack_all(msgs: list[Msg]) -> None:
-    """Acknowledge ``msgs`` one after the other: an ack only queues a publish on the
-    connection, so no task per message is needed. A lost ack means one redelivery, which every
-    handler tolerates."""
-    with contextlib.suppress(nats.errors.Error, TimeoutError):
-        for msg in msgs:
-            await msg.ack()
-
-
-async def _touch(msgs: list[Msg]) -> None:
-    """Tell JetStream the messages are still being worked on (a lost touch is harmless)."""
-    with contextlib.suppress(nats.errors.Error, TimeoutError, OSError):
-        for msg in msgs:
-            await msg.in_progress()
 
 
 class DurableConsumer(Generic[T]):
@@ -116,6 +100,7 @@ class DurableConsumer(Generic[T]):
         handler_acks: bool = False,
         pause_s: float = 0.0,
         ack_policy: AckPolicy = AckPolicy.EXPLICIT,
+        probe_every_s: float = 10.0,
     ) -> None:
         self.js = js
         self.service = service
@@ -154,6 +139,11 @@ class DurableConsumer(Generic[T]):
         self.ack_policy = ack_policy
         self._labels = (service, durable)
         self._sub: Puller | None = None
+        # how often an idle consumer asks JetStream whether its stream is empty or out of reach
+        # (a consumer_info call, the costliest request of an idle plant); 0: at every fetch
+        # timeout, for a consumer whose backlog and seeing_since_ns judge silence (cycles)
+        self.probe_every_s = probe_every_s
+        self._probed_at = -float("inf")
 
     async def declare(self) -> None:
         """Create (or bind to) the durable consumer."""
@@ -257,6 +247,10 @@ class DurableConsumer(Generic[T]):
         if not self._connected() or self._sub is None:
             self._saw(connected=False, empty=True)
             return
+        now = time.monotonic()
+        if now - self._probed_at < self.probe_every_s and self.seeing_since_ns is not None:
+            return  # seen lately, and the connection has held since
+        self._probed_at = now
         try:
             info = await asyncio.wait_for(self.info(), timeout=self.fetch_timeout)
             if not info.num_pending and info.cluster is not None and info.cluster.replicas:
@@ -393,7 +387,7 @@ class DurableConsumer(Generic[T]):
         timer: list[asyncio.TimerHandle] = []  # the one pending timer
 
         def touch() -> None:
-            future = asyncio.ensure_future(_touch(self._held(deliveries)))
+            future = asyncio.ensure_future(mark_in_progress(self._held(deliveries)))
             touches.add(future)
             future.add_done_callback(touches.discard)
             timer[0] = loop.call_later(every, touch)
@@ -424,7 +418,7 @@ class DurableConsumer(Generic[T]):
         deadline = time.monotonic() + seconds
         every = max(self.ack_wait / 3, 0.5)
         while True:
-            await _touch(self._held(deliveries))
+            await mark_in_progress(self._held(deliveries))
             left = deadline - time.monotonic()
             if left <= 0:
                 return not self._stop.is_set()

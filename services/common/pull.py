@@ -13,6 +13,9 @@ dropped, the server restarted) is forgotten ``GRACE_S`` after its expiry, so the
 on its own. :meth:`close` stops asking and waits for the outstanding requests to end before it
 leaves the inbox: every message delivered to this process is in its hands, and it gives back
 (naks) what it did not handle, so the next holder of the durable gets it first.
+
+:func:`ack_all` and :func:`mark_in_progress` are how consumers and handlers acknowledge messages
+and keep them alive.
 """
 
 from __future__ import annotations
@@ -143,3 +146,19 @@ class Puller:
                     if msg.reply:
                         await msg.nak()
         self._sub = None
+
+
+async def ack_all(msgs: list[Msg]) -> None:
+    """Acknowledge ``msgs`` one after the other: an ack only queues a publish on the
+    connection, so no task per message is needed. A lost ack means one redelivery, which every
+    handler tolerates."""
+    with contextlib.suppress(nats.errors.Error, TimeoutError):
+        for msg in msgs:
+            await msg.ack()
+
+
+async def mark_in_progress(msgs: list[Msg]) -> None:
+    """Tell JetStream the messages are still being worked on (a lost touch is harmless)."""
+    with contextlib.suppress(nats.errors.Error, TimeoutError, OSError):
+        for msg in msgs:
+            await msg.in_progress()

@@ -53,7 +53,7 @@ async def serve(settings: Settings, common: CommonSettings, stop: asyncio.Event)
             bus.js, settings.durable, engine.on_frames, metrics, partition=p,
             batch=settings.batch, max_deliver=common.max_deliver, ack_wait=settings.ack_wait_s,
             guard=mine, handler_acks=True, sensors=engine.configs.trigger_sensors,
-            pause_s=settings.fetch_pause_s,
+            pause_s=settings.fetch_pause_s, probe_every_s=0.0,  # ownership() judges silence
         )  # fmt: skip
         commands = subscription(SERVICE, "commands").consumer(
             bus.js, settings.durable, engine.on_commands, metrics, partition=p,

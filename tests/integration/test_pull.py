@@ -149,3 +149,46 @@ async def test_a_closing_puller_gives_back_what_it_was_sent_for_the_next_holder(
     assert first == list(range(len(first)))
     assert first + second == list(range(60))  # nothing lost, nothing twice, in order
     assert took < 30  # given back at once, not waited out
+
+
+@pytest.mark.parametrize(("probe_every_s", "expected"), [(60.0, 1), (0.0, None)])
+async def test_an_idle_consumer_asks_about_its_stream_once_per_probe_period(
+    bus, stream_id: str, probe_every_s: float, expected: int | None
+) -> None:  # type: ignore[no-untyped-def]
+    async def handle(batch: list[Delivery[Frame]]) -> None:
+        return None
+
+    c = consumer(bus, stream_id, f"probe-idle-{int(probe_every_s)}", handle, fetch_timeout=0.2,
+                 probe_every_s=probe_every_s)  # fmt: skip
+    timeouts = 0
+    asked = 0  # consumer_info calls made by the probes
+    in_probe = False
+    probe, info = c._probe, c.info
+
+    async def counting_probe() -> None:
+        nonlocal timeouts, in_probe
+        timeouts += 1
+        in_probe = True
+        try:
+            await probe()
+        finally:
+            in_probe = False
+
+    async def counting_info():  # type: ignore[no-untyped-def]
+        nonlocal asked
+        asked += in_probe
+        return await info()
+
+    async def no_lag_watch(stop: asyncio.Event) -> None:
+        await stop.wait()  # its consumer_info calls are not the probes'
+
+    c._probe = counting_probe  # type: ignore[method-assign]
+    c.info = counting_info  # type: ignore[method-assign]
+    c._watch_lag = no_lag_watch  # type: ignore[method-assign]
+    stop = asyncio.Event()
+    task = asyncio.create_task(c.run(stop))
+    await eventually(lambda: asyncio.sleep(0, timeouts >= 6), timeout=30)
+    stop.set()
+    await task
+    assert c.backlog == 0 and c.seeing_since_ns is not None  # it knows the stream is empty
+    assert asked == (expected if expected is not None else timeouts)
