@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import io
+import logging
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any, LiteralString
@@ -26,6 +27,8 @@ from services.analysis.trend import Point
 from services.common import directget
 from services.common.consumer import BadMessage, TransientError
 from services.common.references import Reference, reference_from_bytes, reference_to_bytes
+
+log = logging.getLogger(__name__)
 
 
 class RecordingStore:
@@ -174,6 +177,27 @@ def _rows_from_bytes(data: bytes) -> npt.NDArray[np.float64]:
     return np.asarray(np.load(io.BytesIO(data), allow_pickle=False), dtype=np.float64)
 
 
+def _held_rows(
+    stream_id: str, reference_version: int, data: bytes, ids: list[str]
+) -> npt.NDArray[np.float64] | None:
+    """The rows a model learnt, one per cycle id; None (and a warning) when they cannot be read
+    or do not match the ids: the model then learns again from the reference and the next
+    healthy cycles instead of failing every cycle's analysis."""
+    try:
+        rows = _rows_from_bytes(data)
+    except (ValueError, EOFError, OSError) as exc:
+        why = f"unreadable ({exc})"
+    else:
+        if rows.ndim == 2 and rows.shape[0] == len(ids) and np.isfinite(rows).all():
+            return rows
+        why = f"shape {rows.shape} for {len(ids)} cycles, or values not finite"
+    log.warning(
+        "learned model rows dropped: it learns again",
+        extra={"stream_id": stream_id, "reference_version": reference_version, "why": why},
+    )
+    return None
+
+
 @dataclass(frozen=True, slots=True)
 class Learnt:
     """What a stream's learned model learnt under one reference version: the last healthy
@@ -210,7 +234,11 @@ class Models:
             row = await cur.fetchone()
         if row is None:
             return Learnt([], None, 0)
-        return Learnt(list(row[0]), _rows_from_bytes(row[1]), int(row[2]))
+        ids = list(row[0])
+        rows = _held_rows(stream_id, reference_version, row[1], ids)
+        if rows is None:
+            return Learnt([], None, 0)  # dropped: the count starts again with the next cycle
+        return Learnt(ids, rows, int(row[2]))
 
     async def learn(
         self,
@@ -235,7 +263,10 @@ class Models:
             ids = list(found[0]) if found else []
             if cycle_id in ids:
                 return False
-            held = _rows_from_bytes(found[1]) if found else None
+            held = _held_rows(stream_id, reference_version, found[1], ids) if found else None
+            again = held is None  # nothing learnt, or rows that cannot be read: start again
+            if again:
+                ids = []
             if held is not None and held.shape[1] != len(row):
                 return False  # rows of another layout: never mixed
             rows = np.vstack([held, row]) if held is not None else row[None, :]
@@ -246,8 +277,9 @@ class Models:
                 " (stream_id, reference_version, cycle_ids, rows, learnt)"
                 " VALUES (%s, %s, %s, %s, 1) ON CONFLICT (stream_id, reference_version)"
                 " DO UPDATE SET cycle_ids = EXCLUDED.cycle_ids, rows = EXCLUDED.rows,"
-                " learnt = live_models.learnt + 1, updated_at = now()",
-                (stream_id, reference_version, ids[-keep:], _rows_to_bytes(rows[-keep:])),
+                " learnt = CASE WHEN %s THEN 1 ELSE live_models.learnt + 1 END,"
+                " updated_at = now()",
+                (stream_id, reference_version, ids[-keep:], _rows_to_bytes(rows[-keep:]), again),
             )
             return True
 

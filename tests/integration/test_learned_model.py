@@ -103,3 +103,36 @@ async def test_the_model_learns_feeds_the_score_and_the_trend_warns_before_criti
         ((ids, learnt),) = await cur.fetchall()
     assert len(ids) == len(set(ids)) == learnt >= 2
     assert set(ids) <= set(results)
+
+
+async def test_rows_of_a_model_that_cannot_be_read_are_dropped_and_it_learns_again(
+    database_url: str, stream_id: str
+) -> None:
+    """A ``live_models`` row that cannot be read (a broken disk, a hand edit) must not fail
+    every later cycle's analysis: the rows are dropped with a warning and the model learns again,
+    its count starting over."""
+    import numpy as np
+    from psycopg_pool import AsyncConnectionPool
+
+    from services.analysis.adapters import Models
+
+    async with AsyncConnectionPool(database_url, open=False) as pool:
+        models = Models(pool)
+        row = np.arange(6, dtype=np.float64)
+        assert await models.learn(stream_id, 1, "c-1", row, keep=10)
+        assert await models.learn(stream_id, 1, "c-2", row + 1, keep=10)
+        good = await models.learnt(stream_id, 1)
+        assert good.cycle_ids == ["c-1", "c-2"] and good.total == 2
+        assert good.rows is not None and good.rows.shape == (2, 6)
+        async with pool.connection() as conn:
+            await conn.execute(
+                "UPDATE live_models SET rows = %s WHERE stream_id = %s", (b"\x93NUMPY garbage",
+                                                                          stream_id),
+            )  # fmt: skip
+        dropped = await models.learnt(stream_id, 1)
+        assert (dropped.cycle_ids, dropped.rows, dropped.total) == ([], None, 0)
+        assert await models.learn(stream_id, 1, "c-3", row + 2, keep=10)
+        again = await models.learnt(stream_id, 1)
+        assert again.cycle_ids == ["c-3"] and again.total == 1
+        assert again.rows is not None and np.array_equal(again.rows, (row + 2)[None, :])
+        assert await models.total(stream_id, 1) == 1
