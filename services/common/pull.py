@@ -10,9 +10,9 @@ server sends messages as they are stored, and the consumer takes whatever has ar
 Requests expire after ``expires_s``; the server says so with a 408 status (a 409 ends one too:
 leadership change, consumer deleted). A request whose end was never heard of (the connection
 dropped, the server restarted) is forgotten ``GRACE_S`` after its expiry, so the puller asks again
-on its own. :meth:`close` stops asking and waits for the outstanding requests to end before it
-leaves the inbox: every message delivered to this process is in its hands, and it gives back
-(naks) what it did not handle, so the next holder of the durable gets it first.
+on its own. :meth:`close` stops asking and leaves the inbox (JetStream then drops the requests
+still outstanding) once every message sent to it has arrived, and gives back (naks) what it did
+not handle, so the next holder of the durable gets it first.
 
 :func:`ack_all` and :func:`mark_in_progress` are how consumers and handlers acknowledge messages
 and keep them alive.
@@ -123,29 +123,32 @@ class Puller:
         return [m for m in held if not (m.headers and m.headers.get(_STATUS))]
 
     async def close(self, give_back: bool = True) -> None:
-        """Stop asking, let the outstanding requests end, give back what they delivered and
-        leave the inbox."""
+        """Stop asking, leave the inbox and give back what was delivered and not taken.
+
+        JetStream drops the outstanding requests of an inbox nobody listens to any more, so the
+        inbox is left at once, without waiting for them to expire: the server is told first,
+        and a round trip later everything it sent before it knew is in the queue (the
+        subscription is removed only then), to be given back with the rest.
+        """
         self._asking = False
         if self._sub is None or self._queue is None:
             return
         leftovers: list[Msg] = []
-        with contextlib.suppress(nats.errors.Error):
-            while self._asked(time.monotonic()) and self.nc.is_connected:
-                wait = max(0.05, self.requests[0].deadline + GRACE_S - time.monotonic())
-                try:
-                    self._take(await asyncio.wait_for(self._queue.get(), wait), leftovers)
-                except TimeoutError:
-                    continue
-            while not self._queue.empty():
-                self._take(self._queue.get_nowait(), leftovers)
-            with contextlib.suppress(TimeoutError):
-                await self._sub.unsubscribe()
+        with contextlib.suppress(nats.errors.Error, TimeoutError):
+            if self.nc.is_connected:
+                await self.nc._send_unsubscribe(self._sub._id)
+                await self.nc.flush(timeout=2)
+        while not self._queue.empty():
+            self._take(self._queue.get_nowait(), leftovers)
+        with contextlib.suppress(nats.errors.Error, TimeoutError):
+            await self._sub.unsubscribe()
+        self.requests.clear()
+        self._sub = None
         if give_back:
             with contextlib.suppress(nats.errors.Error, TimeoutError):
                 for msg in leftovers:
                     if msg.reply:
                         await msg.nak()
-        self._sub = None
 
 
 async def ack_all(msgs: list[Msg]) -> None:
