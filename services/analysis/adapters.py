@@ -78,30 +78,24 @@ class References:
         self._decoded: dict[str, tuple[str, Reference]] = {}
 
     async def active(self, stream_id: str) -> Reference | None:
+        cached = self._decoded.get(stream_id)
         async with self.pool.connection() as conn:
-            # xmin names the row version: a reference deleted and made again is read anew
+            # xmin names the row version: a reference deleted and made again is read anew; the
+            # data comes over only when it is not the one already decoded
             cur = await conn.execute(
-                "SELECT version || '/' || xmin::text FROM live_references"
-                " WHERE stream_id = %s AND active",
-                (stream_id,),
+                "SELECT v, CASE WHEN v = %s THEN NULL ELSE data END FROM"
+                " (SELECT version || '/' || xmin::text AS v, data FROM live_references"
+                "  WHERE stream_id = %s AND active) AS r",
+                (cached[0] if cached else "", stream_id),
             )
             row = await cur.fetchone()
-            if row is None:
-                self._decoded.pop(stream_id, None)
-                return None
-            cached = self._decoded.get(stream_id)
-            if cached is not None and cached[0] == row[0]:
-                return cached[1]
-            cur = await conn.execute(
-                "SELECT version || '/' || xmin::text, data FROM live_references"
-                " WHERE stream_id = %s AND active",
-                (stream_id,),
-            )
-            full = await cur.fetchone()
-        if full is None:
+        if row is None:
+            self._decoded.pop(stream_id, None)
             return None
-        reference = reference_from_bytes(full[1])
-        self._decoded[stream_id] = (str(full[0]), reference)
+        if row[1] is None and cached is not None:
+            return cached[1]
+        reference = reference_from_bytes(row[1])
+        self._decoded[stream_id] = (str(row[0]), reference)
         return reference
 
     async def save(
