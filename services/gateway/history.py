@@ -20,7 +20,8 @@ from services.gateway.raw_history import Buckets, combine, raw_buckets
 
 PARQUET: Final = "application/vnd.apache.parquet"
 S: Final = 1_000_000_000
-RAW_SPAN_S: Final = 600  # raw frames answer spans up to 10 min
+RAW_SPAN_S: Final = 600  # raw frames answer spans up to 10 min,
+SPAN_SLACK_NS: Final = S  # give or take a second of a client's clock and rounding
 MAX_FRAME_S: Final = 60  # a frame covers at most this much: it may start before the range
 RAW_PARTS: Final = 6  # a raw range is fetched and reduced in this many parts,
 RAW_LANES: Final = 2  # over this many connections
@@ -41,7 +42,7 @@ def plan(start_ns: int, end_ns: int, max_points: int) -> Plan:
     source's own (1 s, 1 min), so that rollup buckets are never split."""
     span = max(1, end_ns - start_ns)
     width = -(-span // max_points)  # ceil
-    if width < S and span <= RAW_SPAN_S * S:
+    if width < S and span <= RAW_SPAN_S * S + SPAN_SLACK_NS:
         return Plan("raw", max(1, width))
     if width < 60 * S:
         return Plan("1s", -(-width // S) * S)

@@ -111,6 +111,9 @@ def test_the_plan_picks_the_coarsest_source_that_still_gives_max_points() -> Non
     now = 1_800_000_000 * S
     assert plan(now, now + 10 * S, 1000).resolution == "raw"
     assert plan(now, now + 3600 * S, 1000).resolution == "1s"
+    # ten minutes as a browser's clock gives them (a millisecond more) are still raw
+    assert plan(now, now + 600 * S + 1_000_000, 2000).resolution == "raw"
+    assert plan(now, now + 602 * S, 2000).resolution == "1s"
     assert plan(now, now + 30 * 86400 * S, 1000).resolution == "1m"
     p = plan(now, now + 86400 * S, 1000)
     assert p.resolution == "1m" and p.bucket_ns % (60 * S) == 0

@@ -32,7 +32,8 @@ export function mountSignals(root: HTMLElement, streamId: string, sensors: Senso
   const back = h("button", { "data-testid": "history-back", disabled: true }, "Back");
   const out = h("button", { "data-testid": "history-zoom-out" }, "Zoom out");
   let plots: uPlot[] = [];
-  let range: [number, number] = [Date.now() - 3600_000, Date.now()];
+  const opened = Date.now();
+  let range: [number, number] = [opened - 3600_000, opened];
   const previous: [number, number][] = [];
   let request = 0;
 
@@ -108,8 +109,13 @@ export function mountSignals(root: HTMLElement, streamId: string, sensors: Senso
     const half = b - a;
     zoom([a - half, Math.min(Date.now(), b + half)]);
   });
+  // one clock read per range, so that a preset spans exactly its length
+  const lastSeconds = (seconds: number) => {
+    const now = Date.now();
+    zoom([now - seconds * 1000, now]);
+  };
   const presets = PRESETS.map(([label, seconds]) =>
-    h("button", { "data-testid": `range-${label.replace(" ", "")}`, onclick: () => zoom([Date.now() - seconds * 1000, Date.now()]) }, label),
+    h("button", { "data-testid": `range-${label.replace(" ", "")}`, onclick: () => lastSeconds(seconds) }, label),
   );
   root.replaceChildren(
     h("div", { class: "buttons" }, ...presets, back, out, csv, parquet, status),
