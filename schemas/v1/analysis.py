@@ -79,9 +79,23 @@ class ModelContribution(Contract):
     )
 
 
+class ModelLevel(Contract):
+    """The learned model's operating-point part: the sensors' mean levels over the cycle against
+    the one direction a healthy operating point moves along (a warm-up)."""
+
+    components: int = 0
+    t2: float
+    t2_limit_95: float
+    t2_limit_99: float
+    spe: float = Field(description="Distance from the healthy operating line: a level that "
+                       "breaks the relation between the sensors.")  # fmt: skip
+    spe_limit_95: float
+    spe_limit_99: float
+
+
 class ModelStats(Contract):
     """The cycle judged by the learned model of normal cycles (multiway PCA): Hotelling's T²
-    and SPE with their control limits."""
+    and SPE of the cycle's profile, and of its operating point, with their control limits."""
 
     available: bool = Field(
         description="False while the model has fewer cycles than it needs; ``note`` says why."
@@ -96,7 +110,7 @@ class ModelStats(Contract):
     model_version: int = Field(
         default=0, description="How many cycles the model was fitted on (it grows with them)."
     )
-    components: int = 0
+    components: int = Field(default=0, description="The profile part's components.")
     t2: float | None = None
     t2_limit_95: float | None = None
     t2_limit_99: float | None = None
@@ -104,8 +118,14 @@ class ModelStats(Contract):
     spe_limit_95: float | None = None
     spe_limit_99: float | None = None
     ratio_99: float | None = Field(
-        default=None, description="max(T²/limit, SPE/limit) at 99 %: 1 at the control limit."
+        default=None,
+        description="The largest of T²/limit and SPE/limit at 99 %, of the profile and of the "
+        "operating point: 1 at the control limit.",
     )
+    level: ModelLevel | None = Field(
+        default=None, description="The operating point's statistics (t2 and spe above are the "
+        "profile's).",
+    )  # fmt: skip
     contributions: list[ModelContribution] = Field(
         default_factory=list, description="Largest SPE share first."
     )

@@ -151,6 +151,10 @@ class CycleSummary(Contract):
     t2_limit_99: float | None = None
     spe: float | None = Field(default=None, description="The learned model's SPE (Q).")
     spe_limit_99: float | None = None
+    level_ratio_99: float | None = Field(
+        default=None, description="The learned model's operating point: its larger statistic "
+        "over its 99 % limit.",
+    )  # fmt: skip
     trend: Trend | None = Field(
         default=None, description="The stream's health trend as of this cycle."
     )

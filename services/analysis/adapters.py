@@ -258,11 +258,15 @@ class Models:
             if cycle_id in ids:
                 return False
             held = _held_rows(stream_id, reference_version, found[1], ids) if found else None
+            if held is not None and (held.shape[1] != len(row) or np.any(held[:, 0] != row[0])):
+                log.warning(
+                    "learned model rows of another format dropped: it learns again",
+                    extra={"stream_id": stream_id, "reference_version": reference_version},
+                )
+                held = None  # rows of an earlier format: never mixed, the model starts again
             again = held is None  # nothing learnt, or rows that cannot be read: start again
             if again:
                 ids = []
-            if held is not None and held.shape[1] != len(row):
-                return False  # rows of another layout: never mixed
             rows = np.vstack([held, row]) if held is not None else row[None, :]
             ids.append(cycle_id)
             keep = max(1, keep)

@@ -144,7 +144,8 @@ class AnalyseCycles:
         """The learned model of the stream under ``reference`` and its version: how many cycles
         it learnt from in all when it was fitted (again once it learnt about a tenth more)."""
         members = reference.members
-        own = 0 if members is None else len(members)
+        layout = mspc.layout_of(reference)
+        own = len(members) if members is not None and layout.readable(members) else 0
         if self.models is None or self.params.model_cycles <= 0:
             return None, own
         # the count first: the rows (about 400 kB for 50 cycles of 17 sensors) only for a refit
@@ -158,10 +159,16 @@ class AnalyseCycles:
                 return cached[2], fitted
         learnt = await self.models.learnt(stream_id, reference.version)
         version = own + learnt.total
-        parts = [r for r in (members, learnt.rows) if r is not None and len(r)]
+        held = [r for r in (members, learnt.rows) if r is not None and len(r)]
+        parts = [r for r in held if layout.readable(r)]
+        if len(parts) < len(held):
+            # a reference built, or rows learnt, by an earlier release: the model learns anew
+            log.warning(
+                "learned model rows of an earlier format left out",
+                extra={"stream_id": stream_id, "reference_version": reference.version},
+            )
         model = None
-        if parts and len({p.shape[1] for p in parts}) == 1:
-            layout = mspc.layout_of(reference)
+        if parts:
             model = await asyncio.to_thread(mspc.fit, layout, np.vstack(parts))
         self._fitted[stream_id] = (reference.version, version, model)
         return model, version

@@ -9,6 +9,7 @@ import numpy.typing as npt
 from schemas.messages import (
     AnalysisCompleted,
     ModelContribution,
+    ModelLevel,
     ModelStats,
 )
 from services.analysis import mspc
@@ -40,6 +41,15 @@ def model_stats(
         spe_limit_95=got.spe_limit_95,
         spe_limit_99=got.spe_limit_99,
         ratio_99=got.ratio_99,
+        level=ModelLevel(
+            components=got.level.components,
+            t2=got.level.t2,
+            t2_limit_95=got.level.t2_limit_95,
+            t2_limit_99=got.level.t2_limit_99,
+            spe=got.level.spe,
+            spe_limit_95=got.level.spe_limit_95,
+            spe_limit_99=got.level.spe_limit_99,
+        ),
         contributions=[
             ModelContribution(sensor_id=sid, spe_share=a, t2_share=b, points=got.points[sid])
             for sid, (a, b) in order
@@ -70,7 +80,7 @@ def judged_by_model(
     if cycle.aborted:
         return without("an aborted cycle is not judged by the model")
     row = model_row(cycle, reference, params)
-    if row is None or len(row) != model.layout.columns:
+    if row is None or not model.layout.readable(row[None, :]):
         return without("the cycle lacks a sensor of the model")
     return model_stats(model, row, reference.version, learnt)
 
@@ -85,4 +95,6 @@ def learns_from(result: AnalysisCompleted) -> bool:
         return True
     assert m.t2 is not None
     assert m.spe is not None
-    return m.t2 <= (m.t2_limit_95 or 0) and m.spe <= (m.spe_limit_95 or 0)
+    lv = m.level
+    level_ok = lv is None or (lv.t2 <= lv.t2_limit_95 and lv.spe <= lv.spe_limit_95)
+    return m.t2 <= (m.t2_limit_95 or 0) and m.spe <= (m.spe_limit_95 or 0) and level_ok

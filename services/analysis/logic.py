@@ -58,6 +58,7 @@ from services.analysis.score import (
     result_deviations,
     risk_class,
     score_of,
+    scored_severities,
     sensor_deviations,
 )
 from services.common.references import (
@@ -132,7 +133,7 @@ def analyse(
     ratio = judged.ratio_99 if feeds and judged is not None else None
     if feeds and judged is not None:
         judged = judged.model_copy(update={"feeds_score": True})
-    score = health_score([d.severity for d in ranked], ratio) if comparable else None
+    score = health_score(scored_severities(ranked, ratio), ratio) if comparable else None
     notes = []
     if not comparable:
         notes.append(

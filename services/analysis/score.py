@@ -8,6 +8,7 @@ import numpy.typing as npt
 
 from schemas.messages import (
     AnalysisCompleted,
+    SensorDeviation,
 )
 
 Array = npt.NDArray[np.float64]
@@ -23,6 +24,21 @@ def deviation(severities: list[float], model_ratio: float | None = None) -> floa
     if model_ratio is not None:
         d = float(np.sqrt(d * d + model_excess(model_ratio)))
     return d
+
+
+def level_free(severity: float, offset_z: float) -> float:
+    """A sensor's severity with its level (offset) part counted only beyond its tolerance."""
+    beyond = max(0.0, offset_z - 1.0)
+    return float(np.sqrt(max(0.0, severity * severity - offset_z * offset_z) + beyond * beyond))
+
+
+def scored_severities(sensors: list[SensorDeviation], model_ratio: float | None) -> list[float]:
+    """The sensors' severities as the score counts them: whole while the learned model does not
+    feed the score; without their level part once it does, since the model's operating point
+    then judges the levels, together (a warm-up moves them along the line it learnt)."""
+    if model_ratio is None:
+        return [d.severity for d in sensors]
+    return [level_free(d.severity, d.offset_z) for d in sensors]
 
 
 def model_excess(model_ratio: float) -> float:

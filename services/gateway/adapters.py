@@ -199,7 +199,7 @@ _SUMMARY = """
 SELECT c.cycle_id, c.stream_id, c.cycle_no, c.state, c.started_at, c.ended_at, c.duration_s,
        c.end_reason, c.samples, c.frames, c.gaps, c.completeness,
        d.health_score, d.risk_class, d.reference_version,
-       d.t2, d.t2_limit_99, d.spe, d.spe_limit_99, d.trend"""
+       d.t2, d.t2_limit_99, d.spe, d.spe_limit_99, d.trend, d.level_ratio_99"""
 _LATEST = """
 FROM live_cycles c
 LEFT JOIN LATERAL (
@@ -208,7 +208,12 @@ LEFT JOIN LATERAL (
            (result->'model'->>'t2_limit_99')::float8 AS t2_limit_99,
            (result->'model'->>'spe')::float8 AS spe,
            (result->'model'->>'spe_limit_99')::float8 AS spe_limit_99,
-           result->'trend' AS trend"""
+           result->'trend' AS trend,
+           greatest((result->'model'->'level'->>'t2')::float8
+                    / nullif((result->'model'->'level'->>'t2_limit_99')::float8, 0),
+                    (result->'model'->'level'->>'spe')::float8
+                    / nullif((result->'model'->'level'->>'spe_limit_99')::float8, 0))
+               AS level_ratio_99"""
 _OF_CYCLE = """
     FROM live_deviations
     WHERE cycle_id = c.cycle_id ORDER BY created_at DESC LIMIT 1
@@ -257,6 +262,7 @@ def _summary(r: tuple[Any, ...]) -> CycleSummary:
         spe=r[17],
         spe_limit_99=r[18],
         trend=Trend.model_validate(r[19]) if r[19] else None,
+        level_ratio_99=r[20],
     )
 
 
@@ -290,8 +296,8 @@ class CycleQueries:
             r = await cur.fetchone()
         if r is None:
             return None
-        analysis = AnalysisCompleted.model_validate(r[20]) if r[20] else None
-        return CycleDetail(cycle=_summary(r), analysis=analysis), r[21]
+        analysis = AnalysisCompleted.model_validate(r[21]) if r[21] else None
+        return CycleDetail(cycle=_summary(r), analysis=analysis), r[22]
 
 
 class AlertQueries:

@@ -144,6 +144,13 @@ def model_lines(a: AnalysisCompleted) -> list[str]:
             f"T² {m.t2:.1f} (99 % limit {m.t2_limit_99:.1f}), SPE {m.spe:.3g} "
             f"(99 % limit {m.spe_limit_99:.3g}); SPE from {top}"
         )
+        if m.level is not None:
+            lv = m.level
+            out.append(
+                f"Operating point (the sensors' levels against the healthy line): "
+                f"T² {lv.t2:.2g} (99 % limit {lv.t2_limit_99:.2g}), off the line {lv.spe:.2g} "
+                f"(99 % limit {lv.spe_limit_99:.2g})"
+            )
     elif m is not None:
         out.append(f"Learned model: {m.note}")
     t = a.trend

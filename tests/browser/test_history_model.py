@@ -56,3 +56,4 @@ async def test_the_history_shows_the_models_chart_and_the_trends_forecast(
     legend = page.get_by_test_id("model-chart")
     await expect(legend).to_contain_text("T² / limit")
     await expect(legend).to_contain_text("SPE / limit")
+    await expect(legend).to_contain_text("operating point / limit")

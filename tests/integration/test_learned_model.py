@@ -92,6 +92,11 @@ async def test_the_model_learns_feeds_the_score_and_the_trend_warns_before_criti
         one = listed[judged[-1].cycle_id]
         assert one["t2"] == pytest.approx(judged[-1].model.t2)  # type: ignore[union-attr]
         assert one["spe_limit_99"] > 0 and one["trend"] is not None
+        lv = judged[-1].model.level  # type: ignore[union-attr]
+        assert lv is not None
+        assert one["level_ratio_99"] == pytest.approx(
+            max(lv.t2 / lv.t2_limit_99, lv.spe / lv.spe_limit_99)
+        )
         detail = (await client.get(f"/api/live/cycles/{judged[-1].cycle_id}")).json()
         assert detail["analysis"]["model"]["contributions"][0]["points"]
 
@@ -115,12 +120,16 @@ async def test_rows_of_a_model_that_cannot_be_read_are_dropped_and_it_learns_aga
     from psycopg_pool import AsyncConnectionPool
 
     from services.analysis.adapters import Models
+    from services.analysis.mspc import ROW_FORMAT
 
     async with AsyncConnectionPool(database_url, open=False) as pool:
         models = Models(pool)
-        row = np.arange(6, dtype=np.float64)
-        assert await models.learn(stream_id, 1, "c-1", row, keep=10)
-        assert await models.learn(stream_id, 1, "c-2", row + 1, keep=10)
+
+        def row(v: float) -> np.ndarray:  # a row: its format tag, then its columns
+            return np.r_[ROW_FORMAT, np.arange(5, dtype=np.float64) + v]
+
+        assert await models.learn(stream_id, 1, "c-1", row(0), keep=10)
+        assert await models.learn(stream_id, 1, "c-2", row(1), keep=10)
         good = await models.learnt(stream_id, 1)
         assert good.cycle_ids == ["c-1", "c-2"] and good.total == 2
         assert good.rows is not None and good.rows.shape == (2, 6)
@@ -131,8 +140,15 @@ async def test_rows_of_a_model_that_cannot_be_read_are_dropped_and_it_learns_aga
             )  # fmt: skip
         dropped = await models.learnt(stream_id, 1)
         assert (dropped.cycle_ids, dropped.rows, dropped.total) == ([], None, 0)
-        assert await models.learn(stream_id, 1, "c-3", row + 2, keep=10)
+        assert await models.learn(stream_id, 1, "c-3", row(2), keep=10)
         again = await models.learnt(stream_id, 1)
         assert again.cycle_ids == ["c-3"] and again.total == 1
-        assert again.rows is not None and np.array_equal(again.rows, (row + 2)[None, :])
+        assert again.rows is not None and np.array_equal(again.rows, row(2)[None, :])
         assert await models.total(stream_id, 1) == 1
+        # a row of another format (a release that unfolds cycles otherwise) is never mixed with
+        # the rows held: they are dropped and the model learns again
+        other = row(3)
+        other[0] = ROW_FORMAT + 1
+        assert await models.learn(stream_id, 1, "c-4", other, keep=10)
+        fresh = await models.learnt(stream_id, 1)
+        assert fresh.cycle_ids == ["c-4"] and fresh.total == 1

@@ -32,18 +32,21 @@ def test_healthy_cycles_spread_below_100_with_a_high_median(rig) -> None:
     assert h.max() < 99.95 and h.max() - h.min() > 5, h  # a band, not a flat line at 100
 
 
-def test_every_clear_fault_level_is_told_apart_by_the_health_score(rig) -> None:
-    clear = [lv for levels in ev.LEVELS.values() for lv in levels
-             if lv not in ((100, 90, 0, 130), (100, 80, 0, 130), (100, 100, 0, 115))]  # fmt: skip
-    for lv in clear:
+def test_every_fault_level_that_moves_the_1hz_channels_is_told_apart_by_the_health_score(
+    rig,
+) -> None:
+    # the valve at 90 % moves none of the 1 Hz channels; every other level does, the mildest
+    # (valve 80 %, accumulator 115 bar) included
+    moving = [lv for levels in ev.LEVELS.values() for lv in levels if lv != (100, 90, 0, 130)]
+    for lv in moving:
         assert rig.auc(lv, "health") >= 0.95, (lv, rig.auc(lv, "health"))
     assert rig.auc((100, 100, 0, 100), "health") == 1.0  # accumulator severely reduced
 
 
-def test_the_learned_model_finds_the_mild_accumulator_fault_better_than_before(rig) -> None:
-    mild = (100, 100, 0, 115)
-    assert rig.auc(mild, "model") > rig.auc(mild, "v0.15") + 0.1
-    assert rig.auc(mild, "health") > rig.auc(mild, "v0.15") + 0.1
+def test_the_learned_model_finds_the_mild_faults_better_than_before(rig) -> None:
+    for mild in ((100, 100, 0, 115), (100, 80, 0, 130)):
+        assert rig.auc(mild, "model") >= 0.95, (mild, rig.auc(mild, "model"))
+        assert rig.auc(mild, "health") > rig.auc(mild, "v0.15") + 0.1
     # every rated cycle has the model's view: none was judged blind
     assert all(r.result.model is not None and r.result.model.available for r in rig.healthy)
 
@@ -80,7 +83,7 @@ def test_the_command_prints_the_tables_and_says_when_the_data_is_missing(tmp_pat
     assert missing.returncode == 2 and "no hydraulic rig data at" in missing.stderr
     bad = vertac("--no-rig", "--fault", "pressure_1:wobble:1")
     assert bad.returncode == 2 and "expected sensor:kind" in bad.stderr
-    drift = vertac("--no-rig", "--cycles", "60")
+    drift = vertac("--no-rig", "--cycles", "100")
     assert drift.returncode == 0, drift.stderr
     assert "first scored critical: cycle" in drift.stdout and "first flagged: cycle" in drift.stdout
     assert "The same machine without the fault, " in drift.stdout

@@ -101,6 +101,72 @@ def test_the_report_says_what_the_model_says_or_why_it_has_nothing(trained) -> N
     ref, model, rng = trained
     (learning,) = model_lines(analyse(cycle(8, rng), ref))
     assert learning == "Learned model: learning: 3 of the 5 healthy cycles it needs"
-    (judged,) = model_lines(analyse(cycle(9, rng, break_link=0.08), ref, model=model))
+    judged, level = model_lines(analyse(cycle(9, rng, break_link=0.08), ref, model=model))
     assert judged.startswith("Learned model (30 cycles,") and "feeds the score" in judged
+    assert level.startswith("Operating point (the sensors' levels") and "99 % limit" in level
     assert ("99 % limit" in judged and "SPE from a " in judged) or "SPE from b " in judged
+
+
+def _shifted(c: CycleData, name: str, shift: float) -> CycleData:
+    t, v = c.sensors[name]
+    return CycleData(c.stream_id, f"{c.cycle_id}+{name}", c.start_ns, c.end_ns,
+                     {**c.sensors, name: (t, v + shift)}, sensor_types=c.sensor_types)  # fmt: skip
+
+
+def test_a_level_off_the_healthy_operating_line_is_found_though_each_sensor_is_in_tolerance(
+    trained,
+) -> None:
+    from services.analysis.reference import offset_tolerance
+
+    ref, model, rng = trained
+    tol = offset_tolerance(ref.sensors["a"], Params())
+    off = analyse(_shifted(cycle(11, rng), "a", 0.9 * tol), ref, model=model)
+    # on its own, a's level is within its tolerance ...
+    (a,) = [d for d in off.sensors if d.sensor_id == "a"]
+    assert a.offset_z < 1.0, a.offset_z
+    # ... but a and b move their levels together (one load), and here only a moved: the
+    # operating point left the healthy line; the link of a and b is blamed, not the temperature
+    # (a residual off a line of two sensors shows on both)
+    lv = off.model.level
+    assert lv is not None and lv.spe > lv.spe_limit_99, lv
+    shares = {c.sensor_id: c.spe_share for c in off.model.contributions}
+    assert shares["a"] + shares["b"] > 0.8, shares
+    # the same load change on both (along the line) stays within the limits
+    c = cycle(12, rng)
+    ta, va = c.sensors["a"]
+    tb, vb = c.sensors["b"]
+    both = CycleData(c.stream_id, "both", c.start_ns, c.end_ns,
+                     {**c.sensors, "a": (ta, va * 1.04), "b": (tb, vb * 1.04)},
+                     sensor_types=c.sensor_types)  # fmt: skip
+    along = analyse(both, ref, model=model).model.level
+    assert along is not None and along.spe < along.spe_limit_99, along
+    assert along.t2 < along.t2_limit_99, along
+
+
+def test_rows_of_another_format_are_never_mixed_into_a_model(trained) -> None:
+    ref, _, _ = trained
+    layout = mspc.layout_of(ref)
+    rows = np.array(ref.members)
+    assert layout.readable(rows)
+    earlier = rows.copy()
+    earlier[:, 0] = 1.0  # as an earlier release wrote them
+    assert not layout.readable(earlier) and not layout.readable(rows[:, 1:])
+    assert mspc.fit(layout, np.vstack([earlier] * 3)) is None
+
+
+def test_the_leave_one_out_spe_refits_the_scaling_and_the_pca_without_the_row() -> None:
+    from sklearn.decomposition import PCA
+
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(12, 30)) * rng.uniform(0.5, 3, 30)
+    weights, floor, k = np.full(30, 0.5), np.full(30, 0.2), 3
+    spe, residual2 = mspc.loo_spe(x, weights, floor, k)
+    for i in (0, 5, 11):
+        others = np.delete(x, i, axis=0)
+        mean = others.mean(axis=0)
+        scale = np.maximum(others.std(axis=0, ddof=1), floor) / weights
+        pca = PCA(n_components=k).fit((others - mean) / scale)
+        z = (x[i] - mean) / scale - pca.mean_
+        e = z - (pca.components_ @ z) @ pca.components_
+        assert spe[i] == pytest.approx(float(e @ e), rel=1e-9)
+    assert residual2.shape == (30,) and residual2.sum() == pytest.approx(spe.mean(), rel=1e-9)

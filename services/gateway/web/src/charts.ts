@@ -124,7 +124,8 @@ export function trendChart(el: HTMLElement, cycles: CycleSummary[], height = 200
 }
 
 /** The learned model's statistics per cycle, each over its 99 % control limit (1 = at the
- * limit, drawn as a dashed line): T² (distance inside the model) and SPE (broken correlations). */
+ * limit, drawn as a dashed line): the profile's T² (distance inside the model) and SPE (broken
+ * correlations), and the operating point's (the sensors' levels against the healthy line). */
 export function modelChart(el: HTMLElement, cycles: CycleSummary[], height = 180): uPlot | null {
   const judged = cycles
     .filter((c) => c.t2 != null && c.t2_limit_99 && c.spe != null && c.spe_limit_99)
@@ -133,6 +134,7 @@ export function modelChart(el: HTMLElement, cycles: CycleSummary[], height = 180
   const x = judged.map((c) => c.cycle_no);
   const t2 = judged.map((c) => (c.t2 as number) / (c.t2_limit_99 as number));
   const spe = judged.map((c) => (c.spe as number) / (c.spe_limit_99 as number));
+  const level = judged.map((c) => (c.level_ratio_99 == null ? null : c.level_ratio_99));
   const plot = new uPlot(
     {
       ...sized(el, height),
@@ -145,10 +147,11 @@ export function modelChart(el: HTMLElement, cycles: CycleSummary[], height = 180
         { label: "cycle" },
         { label: "T² / limit", stroke: "#8250df", width: 1.5, points: { show: true, size: 5, fill: "#8250df" } },
         { label: "SPE / limit", stroke: "#bf8700", width: 1.5, points: { show: true, size: 5, fill: "#bf8700" } },
+        { label: "operating point / limit", stroke: "#1a7f37", width: 1.5, points: { show: true, size: 5, fill: "#1a7f37" } },
         { label: "99 % limit", stroke: "#cf222e", width: 1, dash: [6, 4], points: { show: false } },
       ],
     },
-    [x, t2, spe, x.map(() => 1)],
+    [x, t2, spe, level, x.map(() => 1)],
     el,
   );
   follow(el, plot, height);

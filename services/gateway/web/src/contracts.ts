@@ -123,6 +123,7 @@ export interface CycleSummary {
   t2_limit_99: number | null;
   spe: number | null;
   spe_limit_99: number | null;
+  level_ratio_99: number | null;
   trend: Trend | null;
 }
 
@@ -210,8 +211,22 @@ export interface ModelContribution {
 }
 
 /**
- * The cycle judged by the learned model of normal cycles (multiway PCA): Hotelling's T² and SPE
- * with their control limits.
+ * The learned model's operating-point part: the sensors' mean levels over the cycle against the
+ * one direction a healthy operating point moves along (a warm-up).
+ */
+export interface ModelLevel {
+  components: number;
+  t2: number;
+  t2_limit_95: number;
+  t2_limit_99: number;
+  spe: number;
+  spe_limit_95: number;
+  spe_limit_99: number;
+}
+
+/**
+ * The cycle judged by the learned model of normal cycles (multiway PCA): Hotelling's T² and SPE of
+ * the cycle's profile, and of its operating point, with their control limits.
  */
 export interface ModelStats {
   available: boolean;
@@ -227,6 +242,7 @@ export interface ModelStats {
   spe_limit_95: number | null;
   spe_limit_99: number | null;
   ratio_99: number | null;
+  level: ModelLevel | null;
   contributions: ModelContribution[];
 }
 
