@@ -67,6 +67,7 @@ from schemas.frame_model import (
     Series,
     Span,
 )
+from schemas.frame_regular import decode_regular
 from schemas.messages import FrameJson, SeriesJson
 from schemas.subjects import HEADER_CONTENT_TYPE
 
@@ -184,6 +185,9 @@ def decode_binary(
     quality is refused too.
     """
     header, pos = _header(data)
+    regular = decode_regular(data, header, pos, sensors, finite)
+    if regular is not None:
+        return regular
     if header.get("v") != 1:
         raise FrameError("v", f"version {header.get('v')!r} is not supported (expected 1)")
     layout = header.get("layout", "plain")

@@ -1,0 +1,107 @@
+"""The one-go decoder of regular frames gives what the general, sensor-by-sensor decoder gives,
+and leaves everything else to it (so that bad input is refused the same way, naming the field)."""
+
+from __future__ import annotations
+
+import msgpack
+import numpy as np
+import pytest
+
+from schemas import frames
+from schemas.frame_regular import decode_regular
+from schemas.frames import Frame, FrameError, Series, decode_binary, encode_binary
+
+DTYPES = ("f4", "f8", "u1", "i2", "i4", "u2", "i8")
+
+
+def general(data: bytes, sensors=None, finite: bool = False) -> Frame:
+    """The general decoder alone."""
+    original = frames.decode_regular
+    frames.decode_regular = lambda *a: None  # type: ignore[assignment]
+    try:
+        return decode_binary(data, sensors, finite=finite)
+    finally:
+        frames.decode_regular = original  # type: ignore[assignment]
+
+
+def regular(data: bytes, sensors=None, finite: bool = False) -> Frame | None:
+    header, pos = frames._header(data)
+    return decode_regular(data, header, pos, sensors, finite)
+
+
+def same(a: Frame, b: Frame) -> None:
+    assert (a.stream_id, a.seq, a.sent_ns, a.span) == (b.stream_id, b.seq, b.sent_ns, b.span)
+    assert (a.raw is None) == (b.raw is None)
+    assert len(a.series) == len(b.series)
+    for x, y in zip(a.series, b.series, strict=True):
+        assert (x.sensor_id, x.t0_ns, x.period_ns) == (y.sensor_id, y.t0_ns, y.period_ns)
+        assert x.values.dtype == y.values.dtype and np.array_equal(x.values, y.values)
+        assert x.timestamps_ns is None and y.timestamps_ns is None
+        assert x.quality is None and y.quality is None
+        assert not x.values.flags.writeable
+
+
+def a_frame(rng: np.random.Generator, count: int, n: int) -> Frame:
+    t0 = 1_800_000_000_000_000_000 + int(rng.integers(0, 10**9))
+    series = []
+    for i in range(count):
+        code = DTYPES[int(rng.integers(len(DTYPES)))]
+        dtype = np.dtype("<" + code)
+        if dtype.kind == "f":
+            values = rng.normal(0, 100, n).astype(dtype)
+        else:
+            info = np.iinfo(dtype)
+            values = rng.integers(max(info.min, -(2**40)), min(info.max, 2**40), n).astype(dtype)
+        series.append(Series(f"s{i}.x", values, t0, 1_000_000))
+    return Frame("line-1", int(rng.integers(0, 2**40)), tuple(series), 123)
+
+
+@pytest.mark.parametrize("shuffled", [False, True])
+def test_regular_frames_decode_in_one_go_to_what_the_general_decoder_gives(shuffled) -> None:
+    rng = np.random.default_rng(5)
+    for _ in range(200):
+        frame = a_frame(rng, int(rng.integers(1, 20)), int(rng.integers(1, 40)))
+        data = encode_binary(frame, shuffled=shuffled)
+        reference = general(data)  # also makes the ids known (as the first frame of a stream)
+        fast = regular(data)
+        assert fast is not None
+        same(fast, reference)
+        same(fast, Frame(frame.stream_id, frame.seq, frame.series, frame.sent_ns))
+        some = {s.sensor_id for s in frame.series[::2]}
+        partial = regular(data, some, True)
+        assert partial is not None
+        same(partial, general(data, some, finite=True))
+        assert len(partial.complete().series) == len(frame.series)
+
+
+def test_anything_else_is_left_to_the_general_decoder() -> None:
+    t0 = 1_800_000_000_000_000_000
+    ok = Frame("line-1", 1, (Series("a", np.arange(5.0), t0, 10), Series("b", np.ones(5), t0, 10)))
+    data = encode_binary(ok)
+    general(data)
+    assert regular(data) is not None
+    header, pos = frames._header(data)
+
+    def tried(**change: object) -> Frame | None:
+        h = {**header, **change}
+        packed = msgpack.packb(h)
+        again = frames.MAGIC + len(packed).to_bytes(4, "little") + packed + data[pos:]
+        return regular(again)
+
+    metas = header["sensors"]
+    assert tried(sensors=[metas[0], {**metas[1], "t0": t0 + 1}]) is None  # two clocks
+    assert tried(sensors=[metas[0], {**metas[1], "q": True}]) is None
+    assert tried(sensors=[metas[0], {**metas[1], "n": True}]) is None  # a bool is no count
+    assert tried(sensors=[metas[0], {**metas[1], "id": "unseen"}]) is None
+    assert tried(sensors=[metas[0], metas[0]]) is None  # ids repeat
+    assert tried(sensors=[]) is None
+    assert tried(v=2) is None and tried(layout="zipped") is None and tried(seq=-1) is None
+    assert regular(data + b"\0") is None  # bytes left over
+    # a NaN where finite values are asked for: the general decoder names the sensor and sample
+    nan = Frame("line-1", 2, (Series("a", np.array([1.0, np.nan]), t0, 10),))
+    raw = encode_binary(nan, shuffled=True)
+    general(raw)
+    assert regular(raw) is not None and regular(raw, finite=True) is None
+    with pytest.raises(FrameError) as caught:
+        decode_binary(raw, finite=True)
+    assert caught.value.field.startswith("sensors[0]")
