@@ -5,14 +5,17 @@ from __future__ import annotations
 
 from typing import Any
 
+import msgpack
 import numpy as np
 import numpy.typing as npt
 
 from schemas.frame_model import (
+    _PREAMBLE,
     _SENSOR_ID,
     DTYPES,
     INT64_MAX,
     INT64_MIN,
+    MAGIC,
     MAX_SAMPLES_PER_SERIES,
     FrameError,
     Series,
@@ -160,3 +163,21 @@ def _check_planes(
         bad = _nonfinite(raw, dtype, n, True)
         if bad is not None:
             _check_finite(where, bad, memoryview(data)[q_at : q_at + n] if q_at >= 0 else None)
+
+
+def _header(data: bytes) -> tuple[dict[str, Any], int]:
+    if len(data) < _PREAMBLE.size:
+        raise FrameError("frame", f"only {len(data)} bytes; a binary frame starts with 8")
+    magic, header_len = _PREAMBLE.unpack_from(data)
+    if magic != MAGIC:
+        raise FrameError("frame", f"magic bytes {magic!r} are not {MAGIC!r}")
+    end = _PREAMBLE.size + header_len
+    if end > len(data):
+        raise FrameError("header", "header length runs past the end of the message")
+    try:
+        header = msgpack.unpackb(data[_PREAMBLE.size : end], strict_map_key=True)
+    except (ValueError, msgpack.ExtraData, msgpack.FormatError, msgpack.StackError) as exc:
+        raise FrameError("header", f"is not valid msgpack ({exc})") from exc
+    if not isinstance(header, dict):
+        raise FrameError("header", "must be a msgpack map")
+    return header, end

@@ -14,8 +14,17 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from schemas.frame_checks import _DTYPE, _GOOD_IDS, _trusted_series
-from schemas.frame_model import INT64_MAX, MAX_SAMPLES_PER_SERIES, Frame, Series, Span
+from schemas.frame_checks import _DTYPE, _GOOD_IDS, _header, _trusted_series
+from schemas.frame_model import (
+    DTYPES,
+    INT64_MAX,
+    INT64_MIN,
+    MAX_SAMPLES_PER_SERIES,
+    Frame,
+    FrameError,
+    Series,
+    Span,
+)
 
 
 def decode_regular(
@@ -136,3 +145,135 @@ def _make_plan(codes: tuple[str, ...], n: int) -> _Plan | None:
         gather = np.array([starts[i] for i in members])[:, None] + np.arange(width)
         groups.append((d, members, gather))
     return _Plan(at, tuple(groups))
+
+
+@dataclass(frozen=True, slots=True)
+class RegularFrame:
+    """The header of a regular binary frame — every sensor on one clock (same first timestamp,
+    period and count), all samples good — and its body, the values sensor after sensor.
+    Readers that reduce many frames take such bodies as matrices without decoding sensor by
+    sensor. ``dtype`` is the one dtype of every sensor, or "" when they differ (``dtypes``)."""
+
+    stream_id: str
+    seq: int
+    ids: tuple[str, ...]
+    dtype: str
+    n: int
+    t0_ns: int
+    period_ns: int
+    shuffled: bool
+    body: memoryview
+    sent_ns: int = 0
+    dtypes: tuple[str, ...] = ()
+
+    def runs(self) -> list[npt.NDArray[Any]]:
+        """The values in their own dtypes: one matrix (sensors by samples) per run of sensors
+        of one dtype, in sensor order."""
+        k, n = len(self.ids), self.n
+        body = np.frombuffer(self.body, dtype=np.uint8)
+        out = []
+        row = pos = 0
+        codes = self.dtypes or (self.dtype,) * k
+        while row < k:
+            code = codes[row]
+            run = 1
+            while row + run < k and codes[row + run] == code:
+                run += 1
+            size = _DTYPE[code].itemsize
+            chunk = body[pos : pos + run * n * size]
+            if self.shuffled:
+                chunk = np.ascontiguousarray(chunk.reshape(run, size, n).transpose(0, 2, 1))
+            out.append(chunk.view(_DTYPE[code]).reshape(run, n))
+            row += run
+            pos += run * n * size
+        return out
+
+    def rows(self) -> list[npt.NDArray[Any]]:
+        """Each sensor's values in its own dtype."""
+        return [row for run in self.runs() for row in run]
+
+    def matrix(self) -> npt.NDArray[np.float64]:
+        """The values as float64, sensors by samples."""
+        runs = self.runs()
+        if len(runs) == 1:
+            return runs[0].astype(np.float64)
+        return np.concatenate(runs).astype(np.float64)
+
+
+# the regular frames decoded in part last, by their message: a reader of the body (rollups,
+# recordings) finds the header parsed already; bounded, as a flood of frames must not grow it
+_PEEKED: dict[bytes, RegularFrame] = {}
+_PEEKED_MAX = 4096
+
+
+def _remember(data: bytes, header: dict[str, Any], pos: int) -> None:
+    """Keep the :class:`RegularFrame` of ``data``, whose header :func:`decode_regular` took."""
+    metas = header["sensors"]
+    first = metas[0]
+    codes = tuple(m["dtype"] for m in metas)
+    uniform = len(set(codes)) == 1
+    if len(_PEEKED) >= _PEEKED_MAX:
+        _PEEKED.clear()
+    _PEEKED[data] = RegularFrame(
+        header["stream_id"], header["seq"], tuple(m["id"] for m in metas),
+        codes[0] if uniform else "", first["n"], first["t0"], first["dt"],
+        header.get("layout", "plain") == "shuffled", memoryview(data)[pos:],
+        header.get("sent_ns", 0), () if uniform else codes,
+    )  # fmt: skip
+
+
+def peek_regular(data: bytes, *, one_dtype: bool = True) -> RegularFrame | None:
+    """``data`` (a binary frame) as a :class:`RegularFrame`, or None when it is not regular or
+    not well-formed (:func:`decode_binary` then decodes it, or says what is wrong). With
+    ``one_dtype=False`` the sensors may differ in dtype."""
+    known = _PEEKED.get(data) if type(data) is bytes else None
+    if known is not None and (not one_dtype or not known.dtypes):
+        return known
+    try:
+        header, pos = _header(data)
+    except FrameError:
+        return None
+    sensors = header.get("sensors")
+    stream_id, seq = header.get("stream_id"), header.get("seq")
+    layout = header.get("layout", "plain")
+    if (
+        header.get("v") != 1
+        or layout not in ("plain", "shuffled")
+        or not isinstance(sensors, list)
+        or not sensors
+        or not isinstance(stream_id, str)
+        or not isinstance(seq, int)
+        or not all(isinstance(m, dict) for m in sensors)
+    ):
+        return None
+    first = sensors[0]
+    clock = (first.get("n"), first.get("t0"), first.get("dt"))
+    n, t0, dt = clock
+    if (
+        not isinstance(n, int)
+        or not isinstance(t0, int)
+        or not isinstance(dt, int)
+        or dt <= 0
+        or not 0 <= n <= MAX_SAMPLES_PER_SERIES
+        or not INT64_MIN <= t0 <= INT64_MAX
+    ):
+        return None
+    ids, codes = [], []
+    for m in sensors:
+        if (m.get("n"), m.get("t0"), m.get("dt")) != clock or m.get("q", False):
+            return None
+        ids.append(m.get("id"))
+        codes.append(m.get("dtype"))
+    if not all(c in DTYPES for c in codes) or (one_dtype and len(set(codes)) > 1):
+        return None
+    if not all(isinstance(i, str) for i in ids) or len(set(ids)) != len(ids):
+        return None
+    if len(data) - pos != n * sum(_DTYPE[c].itemsize for c in codes):
+        return None
+    sent_ns = header.get("sent_ns", 0)
+    uniform = len(set(codes)) == 1
+    return RegularFrame(
+        stream_id, seq, tuple(ids), codes[0] if uniform else "", n, t0, dt,
+        layout == "shuffled", memoryview(data)[pos:],
+        sent_ns if isinstance(sent_ns, int) else 0, () if uniform else tuple(codes),
+    )  # fmt: skip

@@ -27,12 +27,10 @@ Quality codes follow OPC DA: 192 good, 64 uncertain, 0 bad (any value 0-255 is c
 from __future__ import annotations
 
 from collections.abc import Container
-from dataclasses import dataclass
 from typing import Any
 
 import msgpack
 import numpy as np
-import numpy.typing as npt
 import zstandard
 from pydantic import ValidationError
 
@@ -45,6 +43,7 @@ from schemas.frame_checks import (
     _check_sensor_id,
     _check_times,
     _field,
+    _header,
     _int64,
     _nonfinite,
     _sensor_meta,
@@ -67,7 +66,7 @@ from schemas.frame_model import (
     Series,
     Span,
 )
-from schemas.frame_regular import decode_regular
+from schemas.frame_regular import RegularFrame, _remember, decode_regular, peek_regular
 from schemas.messages import FrameJson, SeriesJson
 from schemas.subjects import HEADER_CONTENT_TYPE
 
@@ -156,24 +155,6 @@ def encode_binary(frame: Frame, *, shuffled: bool = False) -> bytes:
     return b"".join([_PREAMBLE.pack(MAGIC, len(header)), header, *chunks])
 
 
-def _header(data: bytes) -> tuple[dict[str, Any], int]:
-    if len(data) < _PREAMBLE.size:
-        raise FrameError("frame", f"only {len(data)} bytes; a binary frame starts with 8")
-    magic, header_len = _PREAMBLE.unpack_from(data)
-    if magic != MAGIC:
-        raise FrameError("frame", f"magic bytes {magic!r} are not {MAGIC!r}")
-    end = _PREAMBLE.size + header_len
-    if end > len(data):
-        raise FrameError("header", "header length runs past the end of the message")
-    try:
-        header = msgpack.unpackb(data[_PREAMBLE.size : end], strict_map_key=True)
-    except (ValueError, msgpack.ExtraData, msgpack.FormatError, msgpack.StackError) as exc:
-        raise FrameError("header", f"is not valid msgpack ({exc})") from exc
-    if not isinstance(header, dict):
-        raise FrameError("header", "must be a msgpack map")
-    return header, end
-
-
 def decode_binary(
     data: bytes, sensors: Container[str] | None = None, *, finite: bool = False
 ) -> Frame:
@@ -187,6 +168,8 @@ def decode_binary(
     header, pos = _header(data)
     regular = decode_regular(data, header, pos, sensors, finite)
     if regular is not None:
+        if regular.span is not None:  # decoded in part: its readers look at the body next
+            _remember(data, header, pos)
         return regular
     if header.get("v") != 1:
         raise FrameError("v", f"version {header.get('v')!r} is not supported (expected 1)")
@@ -287,113 +270,6 @@ def decode_binary(
         span=Span(total, first, last, tuple(seen), shuffled) if partial else None,
         raw=data if partial else None,
     )
-
-
-@dataclass(frozen=True, slots=True)
-class RegularFrame:
-    """The header of a regular binary frame — every sensor on one clock (same first timestamp,
-    period and count), all samples good — and its body, the values sensor after sensor.
-    Readers that reduce many frames take such bodies as matrices without decoding sensor by
-    sensor. ``dtype`` is the one dtype of every sensor, or "" when they differ (``dtypes``)."""
-
-    stream_id: str
-    seq: int
-    ids: tuple[str, ...]
-    dtype: str
-    n: int
-    t0_ns: int
-    period_ns: int
-    shuffled: bool
-    body: memoryview
-    sent_ns: int = 0
-    dtypes: tuple[str, ...] = ()
-
-    def runs(self) -> list[npt.NDArray[Any]]:
-        """The values in their own dtypes: one matrix (sensors by samples) per run of sensors
-        of one dtype, in sensor order."""
-        k, n = len(self.ids), self.n
-        body = np.frombuffer(self.body, dtype=np.uint8)
-        out = []
-        row = pos = 0
-        codes = self.dtypes or (self.dtype,) * k
-        while row < k:
-            code = codes[row]
-            run = 1
-            while row + run < k and codes[row + run] == code:
-                run += 1
-            size = _DTYPE[code].itemsize
-            chunk = body[pos : pos + run * n * size]
-            if self.shuffled:
-                chunk = np.ascontiguousarray(chunk.reshape(run, size, n).transpose(0, 2, 1))
-            out.append(chunk.view(_DTYPE[code]).reshape(run, n))
-            row += run
-            pos += run * n * size
-        return out
-
-    def rows(self) -> list[npt.NDArray[Any]]:
-        """Each sensor's values in its own dtype."""
-        return [row for run in self.runs() for row in run]
-
-    def matrix(self) -> npt.NDArray[np.float64]:
-        """The values as float64, sensors by samples."""
-        runs = self.runs()
-        if len(runs) == 1:
-            return runs[0].astype(np.float64)
-        return np.concatenate(runs).astype(np.float64)
-
-
-def peek_regular(data: bytes, *, one_dtype: bool = True) -> RegularFrame | None:
-    """``data`` (a binary frame) as a :class:`RegularFrame`, or None when it is not regular or
-    not well-formed (:func:`decode_binary` then decodes it, or says what is wrong). With
-    ``one_dtype=False`` the sensors may differ in dtype."""
-    try:
-        header, pos = _header(data)
-    except FrameError:
-        return None
-    sensors = header.get("sensors")
-    stream_id, seq = header.get("stream_id"), header.get("seq")
-    layout = header.get("layout", "plain")
-    if (
-        header.get("v") != 1
-        or layout not in ("plain", "shuffled")
-        or not isinstance(sensors, list)
-        or not sensors
-        or not isinstance(stream_id, str)
-        or not isinstance(seq, int)
-        or not all(isinstance(m, dict) for m in sensors)
-    ):
-        return None
-    first = sensors[0]
-    clock = (first.get("n"), first.get("t0"), first.get("dt"))
-    n, t0, dt = clock
-    if (
-        not isinstance(n, int)
-        or not isinstance(t0, int)
-        or not isinstance(dt, int)
-        or dt <= 0
-        or not 0 <= n <= MAX_SAMPLES_PER_SERIES
-        or not INT64_MIN <= t0 <= INT64_MAX
-    ):
-        return None
-    ids, codes = [], []
-    for m in sensors:
-        if (m.get("n"), m.get("t0"), m.get("dt")) != clock or m.get("q", False):
-            return None
-        ids.append(m.get("id"))
-        codes.append(m.get("dtype"))
-    if not all(c in DTYPES for c in codes) or (one_dtype and len(set(codes)) > 1):
-        return None
-    if not all(isinstance(i, str) for i in ids) or len(set(ids)) != len(ids):
-        return None
-    if len(data) - pos != n * sum(_DTYPE[c].itemsize for c in codes):
-        return None
-    sent_ns = header.get("sent_ns", 0)
-    uniform = len(set(codes)) == 1
-    return RegularFrame(
-        stream_id, seq, tuple(ids), codes[0] if uniform else "", n, t0, dt,
-        layout == "shuffled", memoryview(data)[pos:],
-        sent_ns if isinstance(sent_ns, int) else 0, () if uniform else tuple(codes),
-    )  # fmt: skip
 
 
 def pack(frame: Frame, level: int = 3) -> bytes:

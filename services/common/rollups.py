@@ -11,7 +11,7 @@ from typing import Any, cast
 import numpy as np
 import numpy.typing as npt
 
-from schemas.frames import QUALITY_GOOD, Frame, peek_regular
+from schemas.frames import QUALITY_GOOD, Frame, RegularFrame, peek_regular
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,14 +99,15 @@ class Block:
     frame: npt.NDArray[np.int64]
 
 
-def _regular(f: Frame) -> tuple[Any, ...] | None:
-    """The stacking key of a regular frame, None for another."""
+def _regular(f: Frame) -> tuple[tuple[Any, ...] | None, RegularFrame | None]:
+    """The stacking key of a regular frame (None for another) and, for a frame decoded in part,
+    its body as the message has it (read once: its header is not parsed again)."""
     if f.span is not None and f.raw is not None:  # decoded in part: the message says
         r = peek_regular(f.raw, one_dtype=False)
-        return None if r is None else (f.stream_id, r.ids, r.n, r.period_ns, False)
+        return (None if r is None else (f.stream_id, r.ids, r.n, r.period_ns, False)), r
     first = f.series[0]
     if first.timestamps_ns is not None or first.period_ns <= 0:
-        return None
+        return None, None
     has_q = first.quality is not None
     for s in f.series:
         if (
@@ -116,18 +117,16 @@ def _regular(f: Frame) -> tuple[Any, ...] | None:
             or s.n != first.n
             or (s.quality is not None) != has_q
         ):
-            return None
+            return None, None
     ids = tuple(s.sensor_id for s in f.series)
     # sensors of other dtypes stack into their common one (a u1 input beside f4 values: f4)
-    return f.stream_id, ids, first.n, first.period_ns, has_q
+    return (f.stream_id, ids, first.n, first.period_ns, has_q), None
 
 
-def _matrix(f: Frame) -> npt.NDArray[Any]:
+def _matrix(f: Frame, regular: RegularFrame | None) -> npt.NDArray[Any]:
     """The values of a regular frame, sensors by samples."""
-    if f.span is not None and f.raw is not None:
-        r = peek_regular(f.raw, one_dtype=False)
-        assert r is not None  # _regular said so
-        return r.matrix()
+    if regular is not None:
+        return regular.matrix()
     return np.stack([s.values for s in f.series])
 
 
@@ -228,9 +227,10 @@ def frame_rollups(frames: Sequence[Frame], bucket_ns: int, origin_ns: int = 0) -
     """Rollups of ``frames`` per (frame, sensor, bucket of ``bucket_ns`` counted from
     ``origin_ns``); ``frame`` is each row's index in ``frames``."""
     groups: dict[tuple[Any, ...], list[int]] = {}
+    bodies: dict[int, RegularFrame | None] = {}
     other: list[int] = []
     for i, f in enumerate(frames):
-        key = _regular(f)
+        key, bodies[i] = _regular(f)
         if key is None:
             other.append(i)
         else:
@@ -238,7 +238,7 @@ def frame_rollups(frames: Sequence[Frame], bucket_ns: int, origin_ns: int = 0) -
     parts = []
     for (stream_id, ids, _, period, has_q), members in groups.items():
         fs = [frames[i] for i in members]
-        values = np.stack([_matrix(f) for f in fs])
+        values = np.stack([_matrix(frames[i], bodies[i]) for i in members])
         quality = None
         if has_q:
             quality = np.stack([np.stack([cast(Any, s.quality) for s in f.series]) for f in fs])

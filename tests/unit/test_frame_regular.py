@@ -105,3 +105,25 @@ def test_anything_else_is_left_to_the_general_decoder() -> None:
     with pytest.raises(FrameError) as caught:
         decode_binary(raw, finite=True)
     assert caught.value.field.startswith("sensors[0]")
+
+
+def test_a_frame_decoded_in_part_is_peeked_at_without_parsing_its_header_again() -> None:
+    from schemas import frame_regular
+
+    rng = np.random.default_rng(9)
+    for shuffled in (False, True):
+        frame = a_frame(rng, 6, 12)
+        data = encode_binary(frame, shuffled=shuffled)
+        general(data)
+        frame_regular._PEEKED.clear()
+        parsed = frames.peek_regular(data, one_dtype=False)  # from the header
+        assert parsed is not None
+        decode_binary(data, ())  # in part: its body is read next
+        assert data in frame_regular._PEEKED
+        kept = frames.peek_regular(data, one_dtype=False)
+        assert kept is frame_regular._PEEKED[data]
+        assert kept == parsed
+        for a, b in zip(kept.rows(), parsed.rows(), strict=True):
+            assert a.dtype == b.dtype and np.array_equal(a, b)
+        # asked for one dtype, a frame of several is still not regular
+        assert (frames.peek_regular(data) is None) == (len(set(kept.dtypes)) > 1)
