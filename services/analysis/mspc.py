@@ -46,7 +46,7 @@ import numpy as np
 import numpy.typing as npt
 from scipy import stats as st
 from sklearn.decomposition import PCA
-from threadpoolctl import threadpool_limits
+from threadpoolctl import ThreadpoolController
 
 from services.common.references import Reference
 
@@ -357,8 +357,18 @@ def fit(layout: Layout, rows: Array) -> Model | None:
         return None
     # matrices of a few dozen rows: BLAS threads cost more than they bring (about 2.5 times the
     # time on 2 cores) and take a core from the other services
-    with threadpool_limits(limits=1, user_api="blas"):
+    with _threads().limit(limits=1, user_api="blas"):
         return _fit(layout, x)
+
+
+_CONTROLLER: list[ThreadpoolController] = []
+
+
+def _threads() -> ThreadpoolController:
+    """The process's BLAS libraries, found once (finding them takes about 1.5 ms)."""
+    if not _CONTROLLER:
+        _CONTROLLER.append(ThreadpoolController())
+    return _CONTROLLER[0]
 
 
 def _fit(layout: Layout, x: Array) -> Model:
