@@ -302,6 +302,8 @@ class Model:
     cycles: int
     profile: Part
     level: Part
+    profile_columns: npt.NDArray[np.intp]  # the layout's, found once per fit
+    level_columns: npt.NDArray[np.intp]
 
     @property
     def k(self) -> int:
@@ -318,8 +320,8 @@ class Model:
 
     def monitor(self, row: Array) -> Stats:
         p, lv = self.profile, self.level
-        t2, spe, spe_c, t2_c = p.judge(row[self.layout.profile_columns()])
-        lt2, lspe, lspe_c, lt2_c = lv.judge(row[self.layout.level_columns()])
+        t2, spe, spe_c, t2_c = p.judge(row[self.profile_columns])
+        lt2, lspe, lspe_c, lt2_c = lv.judge(row[self.level_columns])
         # each part's contributions over its 99 % limits, so that both parts weigh alike; SPE is
         # blamed by what a sensor's residual has beyond a normal cycle's, so that sensors which
         # only show their usual noise take none (all of it alike when nothing stands out)
@@ -380,4 +382,4 @@ def _fit(layout: Layout, x: Array) -> Model:
     profile = Part.fit(x[:, pc], weights, floor, None)
     level = Part.fit(x[:, lc], np.ones(len(lc)), np.full(len(lc), LEVEL_FLOOR), LEVEL_COMPONENTS,
                      LEVEL_RESOLUTION)  # fmt: skip
-    return Model(layout, n, profile, level)
+    return Model(layout, n, profile, level, pc, lc)
