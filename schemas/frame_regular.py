@@ -11,72 +11,108 @@ from collections.abc import Container
 from dataclasses import dataclass
 from typing import Any
 
+import msgspec
 import numpy as np
 import numpy.typing as npt
 
-from schemas.frame_checks import _DTYPE, _GOOD_IDS, _header, _trusted_series
+from schemas.frame_checks import _DTYPE, _GOOD_IDS, _trusted_series
 from schemas.frame_model import (
+    _PREAMBLE,
     DTYPES,
     INT64_MAX,
-    INT64_MIN,
+    MAGIC,
     MAX_SAMPLES_PER_SERIES,
     Frame,
-    FrameError,
     Series,
     Span,
 )
 
 
+class _Meta(msgspec.Struct, forbid_unknown_fields=True):
+    """One sensor of a header, as the regular path takes it (anything else: the general one)."""
+
+    id: str
+    dtype: str
+    n: int
+    t0: int
+    dt: int
+    q: bool = False
+
+
+class _Head(msgspec.Struct, forbid_unknown_fields=True):
+    v: int
+    stream_id: str
+    seq: int
+    sensors: list[_Meta]
+    sent_ns: int = 0
+    layout: str = "plain"
+
+
+_HEAD = msgspec.msgpack.Decoder(_Head)  # typed in C: no dict per sensor, no type checks in Python
+
+
+def _typed_header(data: bytes) -> tuple[_Head, int] | None:
+    """The header of a binary frame when it has exactly the fields and types of a regular one
+    (checked in C), and where the body starts; None otherwise."""
+    if len(data) < _PREAMBLE.size:
+        return None
+    magic, length = _PREAMBLE.unpack_from(data)
+    end = _PREAMBLE.size + length
+    if magic != MAGIC or end > len(data):
+        return None
+    try:
+        return _HEAD.decode(memoryview(data)[_PREAMBLE.size : end]), end
+    except msgspec.DecodeError:  # a validation error is one too
+        return None
+
+
+def _clock(head: _Head) -> tuple[int, int, int] | None:
+    """(n, t0, dt) shared by every sensor of a well-formed regular header, else None."""
+    metas = head.sensors
+    if not metas or head.v != 1 or head.layout not in ("plain", "shuffled"):
+        return None
+    first = metas[0]
+    n, t0, dt = first.n, first.t0, first.dt
+    for m in metas:
+        if m.n != n or m.t0 != t0 or m.dt != dt or m.q:
+            return None
+    if (
+        not 0 < n <= MAX_SAMPLES_PER_SERIES or dt <= 0 or t0 < 0
+        or t0 + (n - 1) * dt > INT64_MAX or not 0 <= head.seq <= INT64_MAX
+        or not -INT64_MAX - 1 <= head.sent_ns <= INT64_MAX
+    ):  # fmt: skip
+        return None
+    return n, t0, dt
+
+
 def decode_regular(
     data: bytes,
-    header: dict[str, Any],
-    pos: int,
     sensors: Container[str] | None,
     finite: bool,
 ) -> Frame | None:
-    """The frame whose msgpack ``header`` ends at ``pos`` when it is a regular one (module
-    docstring), else None."""
-    try:
-        if header["v"] != 1:
-            return None
-        layout = header.get("layout", "plain")
-        metas = header["sensors"]
-        stream_id, seq = header["stream_id"], header["seq"]
-        sent_ns = header.get("sent_ns", 0)
-        first = metas[0]
-        n, t0, dt = first["n"], first["t0"], first["dt"]
-        ids, codes = [], []
-        for m in metas:
-            mn, mt0, mdt = m["n"], m["t0"], m["dt"]
-            if (
-                mn != n or mt0 != t0 or mdt != dt
-                or type(mn) is not int or type(mt0) is not int or type(mdt) is not int
-                or m.get("q", False) is not False or len(m) > 6
-            ):  # fmt: skip
-                return None
-            ids.append(m["id"])
-            codes.append(m["dtype"])
-    except (KeyError, TypeError, IndexError):
+    """``data`` decoded when it is a regular frame (module docstring), else None."""
+    typed = _typed_header(data)
+    if typed is None:
         return None
-    if (
-        layout not in ("plain", "shuffled")
-        or type(n) is not int or type(t0) is not int or type(dt) is not int
-        or type(stream_id) is not str or type(seq) is not int or type(sent_ns) is not int
-        or not 0 < n <= MAX_SAMPLES_PER_SERIES or dt <= 0 or t0 < 0
-        or t0 + (n - 1) * dt > INT64_MAX or not 0 <= seq <= INT64_MAX
-        or not -INT64_MAX - 1 <= sent_ns <= INT64_MAX
-    ):  # fmt: skip
+    head, pos = typed
+    clock = _clock(head)
+    if clock is None:
         return None
+    n, t0, dt = clock
+    metas = head.sensors
+    ids = [m.id for m in metas]
     count = len(ids)
-    if not all(type(sid) is str and sid in _GOOD_IDS for sid in ids) or len(set(ids)) != count:
+    if not all(sid in _GOOD_IDS for sid in ids) or len(set(ids)) != count:
         return None
-    plan = _plan(tuple(codes), n)
+    plan = _plan(tuple(m.dtype for m in metas), n)
     if plan is None or pos + plan.size != len(data):
         return None
     body = np.frombuffer(data, dtype=np.uint8, count=plan.size, offset=pos)
-    shuffled = layout == "shuffled"
+    shuffled = head.layout == "shuffled"
     values: list[Any] = [None] * count
     for dtype, members, gather in plan.groups:
+        if not finite and sensors is not None and not any(ids[i] in sensors for i in members):
+            continue  # none of its sensors is asked for, and no value needs checking
         size = dtype.itemsize
         block = body[gather]  # its sensors' bytes, one row each
         if shuffled and size > 1:  # byte planes (byte 0 of every sample, then byte 1, ...)
@@ -93,11 +129,15 @@ def decode_regular(
         if sensors is None or sid in sensors
     ]
     partial = len(series) < count
+    if partial:  # decoded in part: its readers (rollups, recordings) look at the body next
+        if len(_PEEKED) >= _PEEKED_MAX:
+            _PEEKED.clear()
+        _PEEKED[data] = (head, pos, ids)
     return Frame(
-        stream_id=stream_id,
-        seq=seq,
+        stream_id=head.stream_id,
+        seq=head.seq,
         series=tuple(series),
-        sent_ns=sent_ns,
+        sent_ns=head.sent_ns,
         span=Span(count * n, t0, t0 + (n - 1) * dt, tuple(ids), shuffled) if partial else None,
         raw=data if partial else None,
     )
@@ -202,23 +242,20 @@ class RegularFrame:
 
 # the regular frames decoded in part last, by their message: a reader of the body (rollups,
 # recordings) finds the header parsed already; bounded, as a flood of frames must not grow it
-_PEEKED: dict[bytes, RegularFrame] = {}
+# (the header as parsed, where the body starts, the ids); most are never looked at, so the
+# RegularFrame is built only when one is
+_PEEKED: dict[bytes, tuple[_Head, int, list[str]]] = {}
 _PEEKED_MAX = 4096
 
 
-def _remember(data: bytes, header: dict[str, Any], pos: int) -> None:
-    """Keep the :class:`RegularFrame` of ``data``, whose header :func:`decode_regular` took."""
-    metas = header["sensors"]
-    first = metas[0]
-    codes = tuple(m["dtype"] for m in metas)
-    uniform = len(set(codes)) == 1
-    if len(_PEEKED) >= _PEEKED_MAX:
-        _PEEKED.clear()
-    _PEEKED[data] = RegularFrame(
-        header["stream_id"], header["seq"], tuple(m["id"] for m in metas),
-        codes[0] if uniform else "", first["n"], first["t0"], first["dt"],
-        header.get("layout", "plain") == "shuffled", memoryview(data)[pos:],
-        header.get("sent_ns", 0), () if uniform else codes,
+def _regular_of(head: _Head, pos: int, data: bytes, ids: list[str]) -> RegularFrame:
+    first = head.sensors[0]
+    codes = tuple(m.dtype for m in head.sensors)
+    uniform = all(c == codes[0] for c in codes)
+    return RegularFrame(
+        head.stream_id, head.seq, tuple(ids), codes[0] if uniform else "", first.n, first.t0,
+        first.dt, head.layout == "shuffled", memoryview(data)[pos:], head.sent_ns,
+        () if uniform else codes,
     )  # fmt: skip
 
 
@@ -227,53 +264,22 @@ def peek_regular(data: bytes, *, one_dtype: bool = True) -> RegularFrame | None:
     not well-formed (:func:`decode_binary` then decodes it, or says what is wrong). With
     ``one_dtype=False`` the sensors may differ in dtype."""
     known = _PEEKED.get(data) if type(data) is bytes else None
-    if known is not None and (not one_dtype or not known.dtypes):
-        return known
-    try:
-        header, pos = _header(data)
-    except FrameError:
+    if known is not None:
+        regular = _regular_of(*known[:2], data, known[2])
+        return regular if not one_dtype or not regular.dtypes else None
+    typed = _typed_header(data)
+    if typed is None:
         return None
-    sensors = header.get("sensors")
-    stream_id, seq = header.get("stream_id"), header.get("seq")
-    layout = header.get("layout", "plain")
-    if (
-        header.get("v") != 1
-        or layout not in ("plain", "shuffled")
-        or not isinstance(sensors, list)
-        or not sensors
-        or not isinstance(stream_id, str)
-        or not isinstance(seq, int)
-        or not all(isinstance(m, dict) for m in sensors)
-    ):
+    head, pos = typed
+    clock = _clock(head)
+    if clock is None:
         return None
-    first = sensors[0]
-    clock = (first.get("n"), first.get("t0"), first.get("dt"))
-    n, t0, dt = clock
-    if (
-        not isinstance(n, int)
-        or not isinstance(t0, int)
-        or not isinstance(dt, int)
-        or dt <= 0
-        or not 0 <= n <= MAX_SAMPLES_PER_SERIES
-        or not INT64_MIN <= t0 <= INT64_MAX
-    ):
-        return None
-    ids, codes = [], []
-    for m in sensors:
-        if (m.get("n"), m.get("t0"), m.get("dt")) != clock or m.get("q", False):
-            return None
-        ids.append(m.get("id"))
-        codes.append(m.get("dtype"))
+    ids = [m.id for m in head.sensors]
+    codes = [m.dtype for m in head.sensors]
     if not all(c in DTYPES for c in codes) or (one_dtype and len(set(codes)) > 1):
         return None
-    if not all(isinstance(i, str) for i in ids) or len(set(ids)) != len(ids):
+    if len(set(ids)) != len(ids):
         return None
-    if len(data) - pos != n * sum(_DTYPE[c].itemsize for c in codes):
+    if len(data) - pos != clock[0] * sum(_DTYPE[c].itemsize for c in codes):
         return None
-    sent_ns = header.get("sent_ns", 0)
-    uniform = len(set(codes)) == 1
-    return RegularFrame(
-        stream_id, seq, tuple(ids), codes[0] if uniform else "", n, t0, dt,
-        layout == "shuffled", memoryview(data)[pos:],
-        sent_ns if isinstance(sent_ns, int) else 0, () if uniform else tuple(codes),
-    )  # fmt: skip
+    return _regular_of(head, pos, data, ids)

@@ -66,7 +66,7 @@ from schemas.frame_model import (
     Series,
     Span,
 )
-from schemas.frame_regular import RegularFrame, _remember, decode_regular, peek_regular
+from schemas.frame_regular import RegularFrame, decode_regular, peek_regular
 from schemas.messages import FrameJson, SeriesJson
 from schemas.subjects import HEADER_CONTENT_TYPE
 
@@ -165,12 +165,10 @@ def decode_binary(
     the rest from ``raw``. With ``finite`` (what is stored), a NaN or infinite value of good
     quality is refused too.
     """
-    header, pos = _header(data)
-    regular = decode_regular(data, header, pos, sensors, finite)
+    regular = decode_regular(data, sensors, finite)
     if regular is not None:
-        if regular.span is not None:  # decoded in part: its readers look at the body next
-            _remember(data, header, pos)
         return regular
+    header, pos = _header(data)
     if header.get("v") != 1:
         raise FrameError("v", f"version {header.get('v')!r} is not supported (expected 1)")
     layout = header.get("layout", "plain")

@@ -145,14 +145,14 @@ class AlertEngine:
     ) -> None:
         state, revision = await self.states.load(rule, cached=True)
         new, transitions = step(rule, state, *args)
-        if transitions or new != state:
+        if transitions or (new is not state and new != state):
             # about to record or write: from what KV holds now, not from what was kept
             fresh, fresh_revision = await self.states.load(rule)
             if fresh_revision != revision or fresh != state:
                 state, revision = fresh, fresh_revision
                 new, transitions = step(rule, state, *args)
         await self._record(rule, transitions)
-        if new != state:
+        if new is not state and new != state:
             await self.states.save(rule, new, revision)
 
     async def on_frames(self, batch: list[Delivery[Frame]]) -> None:
@@ -278,6 +278,7 @@ def _unapplied(step: SamplesStep) -> SamplesStep:
 
 
 def _series(frames: list[Frame], sensor_id: str | None) -> tuple[np.ndarray, np.ndarray]:
+    """The good samples of ``sensor_id`` in ``frames``, in time order, as float64."""
     ts, vs = [], []
     for f in frames:
         if sensor_id is None or not f.has(sensor_id):
@@ -286,11 +287,19 @@ def _series(frames: list[Frame], sensor_id: str | None) -> tuple[np.ndarray, np.
             f = f.complete()  # decoded before this rule was read: once, the whole frame
         for s in f.series:
             if s.sensor_id == sensor_id and s.n:
-                good = s.qualities() >= 192
-                ts.append(s.timestamps()[good])
-                vs.append(s.values[good].astype(np.float64))
+                t, v = s.timestamps(), s.values
+                if s.quality is not None:
+                    good = s.quality >= 192
+                    t, v = t[good], v[good]
+                ts.append(t)
+                vs.append(v)
     if not ts:
         return np.zeros(0, dtype=np.int64), np.zeros(0)
-    t, v = np.concatenate(ts), np.concatenate(vs)
-    order = np.argsort(t, kind="stable")
-    return t[order], v[order]
+    if len(ts) == 1:
+        t, v = ts[0], vs[0].astype(np.float64, copy=False)
+    else:
+        t, v = np.concatenate(ts), np.concatenate(vs).astype(np.float64, copy=False)
+    if len(t) > 1 and bool((t[1:] < t[:-1]).any()):
+        order = np.argsort(t, kind="stable")
+        t, v = t[order], v[order]
+    return t, v

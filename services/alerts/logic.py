@@ -117,6 +117,13 @@ def _timeline(
     return s, out
 
 
+def _within(rule: AlertRule, v: npt.NDArray[np.float64]) -> bool:
+    """Whether no value is beyond the rule's limits (NaN is beyond none)."""
+    highs = [x for x in (rule.hi, rule.hihi) if x is not None]
+    lows = [x for x in (rule.lo, rule.lolo) if x is not None]
+    return not ((highs and (v > min(highs)).any()) or (lows and (v < max(lows)).any()))
+
+
 def on_samples(
     rule: AlertRule,
     s: RuleState,
@@ -133,6 +140,8 @@ def on_samples(
     db = rule.deadband
     name = rule.sensor_id or "value"
     if rule.kind == "limit":
+        if not s.condition and _within(rule, v):
+            return s, []  # the usual frame: nothing beyond a limit, nothing to clear
         on = np.zeros(len(v), dtype=bool)
         off = np.ones(len(v), dtype=bool)
         critical = np.zeros(len(v), dtype=bool)

@@ -364,6 +364,7 @@ def profile(pids: dict[str, list[int]], n: int) -> list[subprocess.Popen[bytes]]
                 spy,
                 "record",
                 "--nonblocking",
+                "--subprocesses",  # the gateway's workers
                 "-r",
                 "50",
                 "-d",
@@ -593,9 +594,10 @@ async def main() -> None:
         report(r)
         results.append(r)
     held = [r.machines for r in results if not r.misses]
-    print(f"\n  plot: {plot(results)}" + (f"; flame graphs: {OUT}/flame-*.svg" if PROFILE else ""))
-    print(f"  largest plant that holds (lag, analysis, alert, viewers): "
-          f"{max(held) if held else 'none'} machines")  # fmt: skip
+    flames = f"{OUT}/flame-*.{SUFFIX.get(PROFILE_FORMAT, 'txt')}"
+    print(f"\n  plot: {plot(results)}" + (f"; flame graphs: {flames}" if PROFILE else ""))
+    print("  largest plant that holds (lag, analysis, alert, viewers): "
+          + (f"{max(held)} machines" if held else "none of the sizes run"))  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -25,8 +25,7 @@ def general(data: bytes, sensors=None, finite: bool = False) -> Frame:
 
 
 def regular(data: bytes, sensors=None, finite: bool = False) -> Frame | None:
-    header, pos = frames._header(data)
-    return decode_regular(data, header, pos, sensors, finite)
+    return decode_regular(data, sensors, finite)
 
 
 def same(a: Frame, b: Frame) -> None:
@@ -96,6 +95,10 @@ def test_anything_else_is_left_to_the_general_decoder() -> None:
     assert tried(sensors=[metas[0], metas[0]]) is None  # ids repeat
     assert tried(sensors=[]) is None
     assert tried(v=2) is None and tried(layout="zipped") is None and tried(seq=-1) is None
+    assert (
+        tried(note="x") is None and tried(sensors=[metas[0], {**metas[1], "unit": "bar"}]) is None
+    )
+    assert tried(seq=True) is None and tried(stream_id=b"line-1") is None  # types, checked in C
     assert regular(data + b"\0") is None  # bytes left over
     # a NaN where finite values are asked for: the general decoder names the sensor and sample
     nan = Frame("line-1", 2, (Series("a", np.array([1.0, np.nan]), t0, 10),))
@@ -121,7 +124,6 @@ def test_a_frame_decoded_in_part_is_peeked_at_without_parsing_its_header_again()
         decode_binary(data, ())  # in part: its body is read next
         assert data in frame_regular._PEEKED
         kept = frames.peek_regular(data, one_dtype=False)
-        assert kept is frame_regular._PEEKED[data]
         assert kept == parsed
         for a, b in zip(kept.rows(), parsed.rows(), strict=True):
             assert a.dtype == b.dtype and np.array_equal(a, b)
