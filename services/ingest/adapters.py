@@ -20,6 +20,7 @@ from schemas.messages import StreamRegistered
 from services.common.consumer import BadMessage, TransientError
 from services.common.rollups import frame_rollups
 from services.ingest.logic import FrameRow
+from services.ingest.pgarrays import Float8s, Int8s, Texts
 from services.ingest.retention import DAY_NS, day_of, ensure_days
 
 _INSERT_FRAMES = """
@@ -168,7 +169,7 @@ class PgFrameStore:
 
     async def _rollup_params(
         self, conn: psycopg.AsyncConnection, frames: list[Frame]
-    ) -> tuple[list[Any], ...]:
+    ) -> tuple[Any, ...]:
         """The 1 s rollups of ``frames`` per frame, keyed by frame, as statement parameters
         (the statement keeps those of frames newly stored and folds them into minutes too)."""
         first: dict[tuple[str, int, int], Frame] = {}
@@ -178,12 +179,12 @@ class PgFrameStore:
         r = frame_rollups(list(first.values()), ROLLUP_TABLES[0][1])
         for table, width in ROLLUP_TABLES:
             await self._partitions(conn, table, np.unique(r.bucket_ns // width * width))
-        owner = r.frame.tolist()
+        seqs = np.array([k[1] for k in keys], dtype=np.int64)
+        firsts = np.array([k[2] for k in keys], dtype=np.int64)
         return (
-            r.stream_id,
-            [keys[k][1] for k in owner], [keys[k][2] for k in owner], r.sensor_id,
-            r.bucket_ns.tolist(), r.n.tolist(), r.n_bad.tolist(), r.n_values.tolist(),
-            r.min.tolist(), r.max.tolist(), r.sum.tolist(), r.last.tolist(), r.last_ns.tolist(),
+            Texts(r.stream_id), Int8s(seqs[r.frame]), Int8s(firsts[r.frame]), Texts(r.sensor_id),
+            Int8s(r.bucket_ns), Int8s(r.n), Int8s(r.n_bad), Int8s(r.n_values), Float8s(r.min),
+            Float8s(r.max), Float8s(r.sum), Float8s(r.last), Int8s(r.last_ns),
         )  # fmt: skip
 
     async def upsert_streams(self, records: list[StreamRegistered]) -> None:

@@ -47,7 +47,9 @@ async def serve(settings: Settings, common: CommonSettings, stop: asyncio.Event)
             max_deliver=common.max_deliver,
             sensors=lambda _: (),  # checked whole, stored as sent, rolled up from the body
             stores=True,
-        ),
+        )
+        for _ in range(settings.writers)  # on one durable, as replicas share it
+    ] + [
         subscription(SERVICE, "registry").consumer(
             bus.js,
             settings.durable,

@@ -19,6 +19,13 @@ class Settings(BaseSettings):
         "frames go to PostgreSQL in a few large transactions, each second's rollup of a sensor "
         "written about once instead of once per frame.",
     )
+    writers: int = Field(
+        default=2,
+        ge=1,
+        le=16,
+        description="Batches in hand at once: while one is written to PostgreSQL the next is "
+        "fetched and decoded (writes are idempotent, so their order does not matter).",
+    )
     zstd_level: int = Field(
         default=3, ge=1, le=19, description="Compression level of stored frames."
     )
