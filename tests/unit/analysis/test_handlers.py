@@ -81,3 +81,34 @@ async def test_the_alerts_handler_raises_the_trend_warning_once_from_the_analyse
     critical = next(r.cycle_id for r in plant.results.published if r.risk_class == "critical")
     order = [r.cycle_id for r in plant.results.published]
     assert order.index(raised_for) < order.index(critical)
+
+
+async def test_a_batch_runs_each_streams_cycles_in_order_and_every_one_before_a_failure_counts() -> (
+    None
+):
+    import asyncio
+    from types import SimpleNamespace
+
+    plant = Plant()
+    seen: list[str] = []
+
+    async def one(event) -> None:  # type: ignore[no-untyped-def]
+        seen.append(event.cycle_id)
+        await asyncio.sleep(0.01 if event.stream_id == "a" else 0)  # streams interleave
+        if event.cycle_id == "b-1":
+            raise RuntimeError("b-1 cannot be analysed")
+
+    plant.handler.one = one  # type: ignore[method-assign]
+    base = plant.event(0)
+    events = [
+        base.model_copy(update={"stream_id": s, "cycle_id": f"{s}-{k}"})
+        for s, k in (("a", 0), ("b", 0), ("a", 1), ("b", 1), ("b", 2), ("a", 2))
+    ]
+    running = base.model_copy(update={"stream_id": "c", "cycle_id": "c-0", "state": "running"})
+    batch = [SimpleNamespace(msg=None, item=e) for e in [*events, running]]
+    with pytest.raises(RuntimeError, match="b-1"):
+        await plant.handler(batch)  # type: ignore[arg-type]
+    assert [c for c in seen if c.startswith("a")] == ["a-0", "a-1", "a-2"]  # all, in order
+    assert [c for c in seen if c.startswith("b")] == ["b-0", "b-1"]  # in order, up to the failure
+    assert seen.index("b-0") < seen.index("a-1")  # side by side, not one stream after the other
+    assert "c-0" not in seen
