@@ -117,6 +117,8 @@ class Span:
     last_ns: int
     ids: tuple[str, ...]  # every sensor of the frame, in its order
     shuffled: bool = False  # the message is in the storage layout
+    # a regular frame's header as parsed (schemas.frame_regular), for the readers of its body
+    header: Any = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True, slots=True, eq=False)

@@ -51,9 +51,10 @@ class _Head(msgspec.Struct, forbid_unknown_fields=True):
 _HEAD = msgspec.msgpack.Decoder(_Head)  # typed in C: no dict per sensor, no type checks in Python
 
 
-def _typed_header(data: bytes) -> tuple[_Head, int] | None:
+def _typed_header(data: bytes) -> tuple[_Head, int, tuple[int, int, int]] | None:
     """The header of a binary frame when it has exactly the fields and types of a regular one
-    (checked in C), and where the body starts; None otherwise."""
+    (checked in C) and one clock, where the body starts, and the clock (n, t0, dt); None
+    otherwise."""
     if len(data) < _PREAMBLE.size:
         return None
     magic, length = _PREAMBLE.unpack_from(data)
@@ -61,9 +62,11 @@ def _typed_header(data: bytes) -> tuple[_Head, int] | None:
     if magic != MAGIC or end > len(data):
         return None
     try:
-        return _HEAD.decode(memoryview(data)[_PREAMBLE.size : end]), end
+        head = _HEAD.decode(memoryview(data)[_PREAMBLE.size : end])
     except msgspec.DecodeError:  # a validation error is one too
         return None
+    clock = _clock(head)
+    return None if clock is None else (head, end, clock)
 
 
 def _clock(head: _Head) -> tuple[int, int, int] | None:
@@ -94,11 +97,7 @@ def decode_regular(
     typed = _typed_header(data)
     if typed is None:
         return None
-    head, pos = typed
-    clock = _clock(head)
-    if clock is None:
-        return None
-    n, t0, dt = clock
+    head, pos, (n, t0, dt) = typed
     metas = head.sensors
     ids = [m.id for m in metas]
     count = len(ids)
@@ -129,16 +128,14 @@ def decode_regular(
         if sensors is None or sid in sensors
     ]
     partial = len(series) < count
-    if partial:  # decoded in part: its readers (rollups, recordings) look at the body next
-        if len(_PEEKED) >= _PEEKED_MAX:
-            _PEEKED.clear()
-        _PEEKED[data] = (head, pos, ids)
     return Frame(
         stream_id=head.stream_id,
         seq=head.seq,
         series=tuple(series),
         sent_ns=head.sent_ns,
-        span=Span(count * n, t0, t0 + (n - 1) * dt, tuple(ids), shuffled) if partial else None,
+        span=Span(count * n, t0, t0 + (n - 1) * dt, tuple(ids), shuffled, (head, pos, ids))
+        if partial  # decoded in part: its readers (rollups, recordings) look at the body next
+        else None,
         raw=data if partial else None,
     )
 
@@ -240,14 +237,6 @@ class RegularFrame:
         return np.concatenate(runs).astype(np.float64)
 
 
-# the regular frames decoded in part last, by their message: a reader of the body (rollups,
-# recordings) finds the header parsed already; bounded, as a flood of frames must not grow it
-# (the header as parsed, where the body starts, the ids); most are never looked at, so the
-# RegularFrame is built only when one is
-_PEEKED: dict[bytes, tuple[_Head, int, list[str]]] = {}
-_PEEKED_MAX = 4096
-
-
 def _regular_of(head: _Head, pos: int, data: bytes, ids: list[str]) -> RegularFrame:
     first = head.sensors[0]
     codes = tuple(m.dtype for m in head.sensors)
@@ -263,17 +252,10 @@ def peek_regular(data: bytes, *, one_dtype: bool = True) -> RegularFrame | None:
     """``data`` (a binary frame) as a :class:`RegularFrame`, or None when it is not regular or
     not well-formed (:func:`decode_binary` then decodes it, or says what is wrong). With
     ``one_dtype=False`` the sensors may differ in dtype."""
-    known = _PEEKED.get(data) if type(data) is bytes else None
-    if known is not None:
-        regular = _regular_of(*known[:2], data, known[2])
-        return regular if not one_dtype or not regular.dtypes else None
     typed = _typed_header(data)
     if typed is None:
         return None
-    head, pos = typed
-    clock = _clock(head)
-    if clock is None:
-        return None
+    head, pos, clock = typed
     ids = [m.id for m in head.sensors]
     codes = [m.dtype for m in head.sensors]
     if not all(c in DTYPES for c in codes) or (one_dtype and len(set(codes)) > 1):
@@ -283,3 +265,16 @@ def peek_regular(data: bytes, *, one_dtype: bool = True) -> RegularFrame | None:
     if len(data) - pos != clock[0] * sum(_DTYPE[c].itemsize for c in codes):
         return None
     return _regular_of(head, pos, data, ids)
+
+
+def regular_of(frame: Frame) -> RegularFrame | None:
+    """The body of a frame decoded in part (:func:`decode_binary` with ``sensors``) as a
+    :class:`RegularFrame`, its sensors in any dtypes, without parsing its header again; None
+    when it is not regular, or when nothing of it was left undecoded."""
+    span = frame.span
+    if span is None or frame.raw is None:
+        return None
+    if span.header is not None:
+        head, pos, ids = span.header
+        return _regular_of(head, pos, frame.raw, ids)
+    return peek_regular(frame.raw, one_dtype=False)

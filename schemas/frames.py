@@ -66,7 +66,7 @@ from schemas.frame_model import (
     Series,
     Span,
 )
-from schemas.frame_regular import RegularFrame, decode_regular, peek_regular
+from schemas.frame_regular import RegularFrame, decode_regular, peek_regular, regular_of
 from schemas.messages import FrameJson, SeriesJson
 from schemas.subjects import HEADER_CONTENT_TYPE
 
@@ -95,6 +95,7 @@ __all__ = [
     "from_json_model",
     "pack",
     "peek_regular",
+    "regular_of",
     "to_json_model",
     "unpack",
 ]

@@ -11,7 +11,7 @@ from typing import Any, cast
 import numpy as np
 import numpy.typing as npt
 
-from schemas.frames import QUALITY_GOOD, Frame, RegularFrame, peek_regular
+from schemas.frames import QUALITY_GOOD, Frame, RegularFrame, regular_of
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,7 +103,7 @@ def _regular(f: Frame) -> tuple[tuple[Any, ...] | None, RegularFrame | None]:
     """The stacking key of a regular frame (None for another) and, for a frame decoded in part,
     its body as the message has it (read once: its header is not parsed again)."""
     if f.span is not None and f.raw is not None:  # decoded in part: the message says
-        r = peek_regular(f.raw, one_dtype=False)
+        r = regular_of(f)
         return (None if r is None else (f.stream_id, r.ids, r.n, r.period_ns, False)), r
     first = f.series[0]
     if first.timestamps_ns is not None or first.period_ns <= 0:

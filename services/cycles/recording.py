@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from schemas.frames import QUALITY_GOOD, Frame, Series, peek_regular
+from schemas.frames import QUALITY_GOOD, Frame, Series, regular_of
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,7 +74,7 @@ def _cut_regular(
     explicit timestamps)."""
     if not frames or any(f.raw is None for f in frames):
         return None
-    peeks = [peek_regular(f.raw, one_dtype=False) for f in frames if f.raw is not None]
+    peeks = [regular_of(f) for f in frames]
     first = peeks[0]
     if first is None:
         return None

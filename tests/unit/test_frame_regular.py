@@ -110,6 +110,10 @@ def test_anything_else_is_left_to_the_general_decoder() -> None:
     assert caught.value.field.startswith("sensors[0]")
 
 
+def _not_again(data: bytes) -> None:
+    raise AssertionError("the header was parsed again")
+
+
 def test_a_frame_decoded_in_part_is_peeked_at_without_parsing_its_header_again() -> None:
     from schemas import frame_regular
 
@@ -118,14 +122,16 @@ def test_a_frame_decoded_in_part_is_peeked_at_without_parsing_its_header_again()
         frame = a_frame(rng, 6, 12)
         data = encode_binary(frame, shuffled=shuffled)
         general(data)
-        frame_regular._PEEKED.clear()
         parsed = frames.peek_regular(data, one_dtype=False)  # from the header
         assert parsed is not None
-        decode_binary(data, ())  # in part: its body is read next
-        assert data in frame_regular._PEEKED
-        kept = frames.peek_regular(data, one_dtype=False)
+        part = decode_binary(data, ())  # in part: its body is read next
+        assert part.span is not None and part.span.header is not None
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(frame_regular, "_typed_header", _not_again)
+            kept = frames.regular_of(part)  # the header as parsed when it was decoded
         assert kept == parsed
         for a, b in zip(kept.rows(), parsed.rows(), strict=True):
             assert a.dtype == b.dtype and np.array_equal(a, b)
         # asked for one dtype, a frame of several is still not regular
         assert (frames.peek_regular(data) is None) == (len(set(kept.dtypes)) > 1)
+        assert frames.regular_of(decode_binary(data)) is None  # nothing left undecoded
