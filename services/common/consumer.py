@@ -101,6 +101,7 @@ class DurableConsumer(Generic[T]):
         pause_s: float = 0.0,
         ack_policy: AckPolicy = AckPolicy.EXPLICIT,
         probe_every_s: float = 10.0,
+        pipelined: bool = False,
     ) -> None:
         self.js = js
         self.service = service
@@ -128,6 +129,10 @@ class DurableConsumer(Generic[T]):
         # fetch: a fetch costs the same for one message as for many, so a consumer of a trickle
         # (one partition of a plant) lets a few arrive instead of pulling them one by one
         self.pause_s = pause_s
+        # fetch (and linger for) the next batch while this one is handled: one batch is handled
+        # at a time, in order, but a handler that waits on a database overlaps the fetching, and
+        # the next batch grows while it waits (ingest's transactions)
+        self.pipelined = pipelined
         # False while this process may not act on what it fetched (a partition whose lease is
         # not confirmed): the fetched batch waits, unhandled, until it is True again
         self.guard = guard
@@ -190,6 +195,7 @@ class DurableConsumer(Generic[T]):
             await self.declare()
         assert self._sub is not None
         lag_task = asyncio.create_task(self._watch_lag(stop))
+        handling: asyncio.Task[None] | None = None
         try:
             while not stop.is_set():
                 try:
@@ -214,11 +220,19 @@ class DurableConsumer(Generic[T]):
                     await asyncio.sleep(self.linger_s)
                     with contextlib.suppress(nats.errors.TimeoutError, TimeoutError):
                         msgs += await self._sub.next_batch(self.batch - len(msgs), 0.2)
+                if self.pipelined:
+                    if handling is not None:
+                        await handling  # one batch at a time, in order
+                    handling = asyncio.create_task(self.process(msgs))
+                    continue
                 await self.process(msgs)
                 if self.pause_s and len(msgs) < self.batch:
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(stop.wait(), self.pause_s)
         finally:
+            if handling is not None:  # the batch in hand is finished (or given back) first
+                with contextlib.suppress(asyncio.CancelledError):
+                    await asyncio.shield(handling)
             lag_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await lag_task

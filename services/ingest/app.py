@@ -47,6 +47,7 @@ async def serve(settings: Settings, common: CommonSettings, stop: asyncio.Event)
             max_deliver=common.max_deliver,
             sensors=lambda _: (),  # checked whole, stored as sent, rolled up from the body
             stores=True,
+            pipelined=True,  # the next batch gathers while one is written
         )
         for _ in range(settings.writers)  # on one durable, as replicas share it
     ] + [

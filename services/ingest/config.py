@@ -20,11 +20,12 @@ class Settings(BaseSettings):
         "written about once instead of once per frame.",
     )
     writers: int = Field(
-        default=2,
+        default=1,
         ge=1,
         le=16,
-        description="Batches in hand at once: while one is written to PostgreSQL the next is "
-        "fetched and decoded (writes are idempotent, so their order does not matter).",
+        description="Batches written to PostgreSQL at once (the writes are idempotent, so "
+        "their order does not matter). Each writer fetches its next batch while it writes one; "
+        "more than one makes smaller transactions, for a database with cores to spare.",
     )
     zstd_level: int = Field(
         default=3, ge=1, le=19, description="Compression level of stored frames."
