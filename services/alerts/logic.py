@@ -53,6 +53,7 @@ __all__ = [
     "on_samples",
     "on_tick",
     "trend_rule",
+    "within",
 ]
 
 Bools = npt.NDArray[np.bool_]
@@ -117,7 +118,7 @@ def _timeline(
     return s, out
 
 
-def _within(rule: AlertRule, v: npt.NDArray[np.float64]) -> bool:
+def within(rule: AlertRule, v: npt.NDArray[np.float64]) -> bool:
     """Whether no value is beyond the rule's limits (NaN is beyond none)."""
     highs = [x for x in (rule.hi, rule.hihi) if x is not None]
     lows = [x for x in (rule.lo, rule.lolo) if x is not None]
@@ -140,7 +141,7 @@ def on_samples(
     db = rule.deadband
     name = rule.sensor_id or "value"
     if rule.kind == "limit":
-        if not s.condition and _within(rule, v):
+        if not s.condition and within(rule, v):
             return s, []  # the usual frame: nothing beyond a limit, nothing to clear
         on = np.zeros(len(v), dtype=bool)
         off = np.ones(len(v), dtype=bool)
