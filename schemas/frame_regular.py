@@ -101,7 +101,7 @@ def decode_regular(
     metas = head.sensors
     ids = [m.id for m in metas]
     count = len(ids)
-    if not all(sid in _GOOD_IDS for sid in ids) or len(set(ids)) != count:
+    if not _GOOD_IDS.issuperset(ids) or len(set(ids)) != count:
         return None
     plan = _plan(tuple(m.dtype for m in metas), n)
     if plan is None or pos + plan.size != len(data):

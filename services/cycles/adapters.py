@@ -59,9 +59,15 @@ class StateStore:
         self._staged_since.setdefault(record.stream_id, time.monotonic())
 
     def due(self, every_s: float) -> list[str]:
-        """Streams whose staged state has waited ``every_s`` or more."""
+        """Streams whose staged state has waited ``every_s`` or more (the oldest first: a
+        stream is staged in time order, and leaves when written)."""
         now = time.monotonic()
-        return [sid for sid, since in self._staged_since.items() if now - since >= every_s]
+        out = []
+        for sid, since in self._staged_since.items():
+            if now - since < every_s:
+                break
+            out.append(sid)
+        return out
 
     def staged(self, stream_id: str) -> bool:
         return stream_id in self._staged_since
