@@ -2,4 +2,4 @@
 
 # the one version: the package (pyproject reads it from here), /api/health, the OpenAPI and
 # AsyncAPI documents and the newest CHANGELOG entry all say this
-__version__ = "0.18.0"
+__version__ = "0.19.0"
