@@ -3,8 +3,11 @@ the object store of recordings, and PostgreSQL's ``live_cycles``."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
 import time
+from collections.abc import Awaitable, Callable
 
 import nats.errors
 from nats.aio.client import Client
@@ -20,6 +23,8 @@ from schemas.messages import CycleConfig, CycleStateChanged, CycleStateRecord
 from services.common.consumer import TransientError
 from services.common.records import config_or_default
 from services.common.streams import read_frames
+
+log = logging.getLogger(__name__)
 
 
 class StateConflict(TransientError):
@@ -110,12 +115,26 @@ class StateStore:
 
 class ConfigStore:
     """Per-stream :class:`CycleConfig` in KV (manual triggering when none is set), read again
-    at most every ``ttl_s`` seconds: a changed configuration applies within that."""
+    at most every ``ttl_s`` seconds: a changed configuration applies within that.
 
-    def __init__(self, kv: KeyValue, ttl_s: float = 1.0) -> None:
+    With ``read_all`` (every key's current value in one request), the configurations of all
+    streams are read together, once per ``ttl_s``, instead of one request per stream; should
+    that request fail, the stream's key is read alone, as without it.
+    """
+
+    def __init__(
+        self,
+        kv: KeyValue,
+        ttl_s: float = 1.0,
+        read_all: Callable[[], Awaitable[dict[str, bytes]]] | None = None,
+    ) -> None:
         self.kv = kv
         self.ttl_s = ttl_s
+        self.read_all = read_all
         self._read: dict[str, tuple[float, CycleConfig]] = {}
+        self._raw: dict[str, bytes] = {}  # what each config was parsed from (parsed once)
+        self._all_read_at = -float("inf")
+        self._reading = asyncio.Lock()
 
     def trigger_sensors(self, stream_id: str) -> tuple[str, ...] | None:
         """The sensors a stream's frames must be decoded for (the trigger signal, or none at all
@@ -129,9 +148,14 @@ class ConfigStore:
         )
 
     async def get(self, stream_id: str) -> CycleConfig:
-        now = time.monotonic()
         read = self._read.get(stream_id)
-        if read is not None and now - read[0] < self.ttl_s:
+        if read is not None and time.monotonic() - read[0] < self.ttl_s:
+            return read[1]
+        if self.read_all is not None and await self._refresh_all():
+            read = self._read.get(stream_id)
+            if read is None:  # not in the bucket: manual triggering
+                read = (self._all_read_at, CycleConfig())
+                self._read[stream_id] = read
             return read[1]
         try:
             entry = await self.kv.get(stream_id)
@@ -139,8 +163,34 @@ class ConfigStore:
             config = CycleConfig()
         else:
             config = config_or_default(stream_id, entry.value)
-        self._read[stream_id] = (now, config)
+        self._read[stream_id] = (time.monotonic(), config)
         return config
+
+    async def _refresh_all(self) -> bool:
+        """Read every stream's configuration, unless another caller just did; False when the
+        bucket could not be read this way."""
+        assert self.read_all is not None
+        async with self._reading:
+            if time.monotonic() - self._all_read_at < self.ttl_s:
+                return True
+            try:
+                values = await self.read_all()
+            except Exception as exc:  # the per-key read says what is wrong, or retries
+                log.debug("reading every cycle configuration failed", extra={"error": str(exc)})
+                return False
+            now = time.monotonic()
+            for key in [k for k in self._read if k not in values]:  # deleted: manual again
+                self._raw.pop(key, None)
+                self._read[key] = (now, CycleConfig())
+            for key, value in values.items():
+                held = self._read.get(key)
+                if held is None or self._raw.get(key) != value:
+                    self._raw[key] = value
+                    self._read[key] = (now, config_or_default(key, value))
+                else:
+                    self._read[key] = (now, held[1])
+            self._all_read_at = now
+            return True
 
 
 class FrameReader:

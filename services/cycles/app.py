@@ -7,6 +7,7 @@ import logging
 
 from schemas import subjects
 from schemas.frames import Frame
+from services.common import directget
 from services.common.config import CommonSettings
 from services.common.consumer import DurableConsumer
 from services.common.partitions import Partitioned, PartitionLeases, after_previous_holder
@@ -32,9 +33,14 @@ async def serve(settings: Settings, common: CommonSettings, stop: asyncio.Event)
     metrics, bus, pool = await open_service(
         SERVICE, common, settings.metrics_host, settings.metrics_port
     )
+
+    async def read_configs() -> dict[str, bytes]:
+        entries = await directget.latest(bus.nc, subjects.KV_CYCLE_CONFIG)
+        return {key: msg.data for key, msg in entries.items()}
+
     engine = CycleEngine(
         StateStore(await bus.js.key_value(subjects.KV_CYCLE_STATE)),
-        ConfigStore(await bus.js.key_value(subjects.KV_CYCLE_CONFIG)),
+        ConfigStore(await bus.js.key_value(subjects.KV_CYCLE_CONFIG), read_all=read_configs),
         FrameReader(bus.nc, bus.js),
         Recordings(await bus.js.object_store(subjects.OBJ_CYCLES)),
         Events(bus.js),
