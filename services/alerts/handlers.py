@@ -30,7 +30,6 @@ from services.alerts.logic import (
     on_samples,
     on_tick,
     trend_rule,
-    within,
 )
 from services.common.consumer import Delivery
 
@@ -267,10 +266,6 @@ def _unapplied(step: SamplesStep) -> SamplesStep:
         rule: AlertRule, s: RuleState, messages: list[tuple[int, Frame]], *args: Any
     ) -> tuple[RuleState, list[Transition]]:
         todo = [f for seq, f in messages if seq > s.applied_js_seq]
-        if step is on_samples and rule.kind == "limit" and not s.condition:
-            values = [x.values for f in todo for x in f.series if x.sensor_id == rule.sensor_id]
-            if values and len(values) == len(todo) and all(within(rule, x) for x in values):
-                return s, []  # the usual frame: every value (bad ones too) inside the limits
         t, v = _series(todo, rule.sensor_id)
         if not len(t):
             return s, []
