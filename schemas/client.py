@@ -132,10 +132,35 @@ async def open_client(settings: BusSettings, name: str) -> Bus:
     return Bus(nc, nc.jetstream(timeout=10), bus_user(settings) or "")
 
 
+_STARTING: set[asyncio.Task[object]] = set()  # tasks inside with_startup_retry
+
+
+def cancel_startup() -> int:
+    """Cancel the tasks still waiting in :func:`with_startup_retry` (a stop signal came before
+    the servers answered: an init system must not wait out the backoff). Returns how many."""
+    waiting = [task for task in _STARTING if not task.done()]
+    for task in waiting:
+        task.cancel()
+    return len(waiting)
+
+
 async def with_startup_retry(
     what: str, attempt: Callable[[], Awaitable[T]], *, retry: bool, max_delay: float = 30.0
 ) -> T:
     """Run ``attempt``; on failure raise :class:`ServerUnreachable`, or retry with backoff."""
+    task = asyncio.current_task()
+    if task is None:  # pragma: no cover - always called from a task
+        return await _startup_retry(what, attempt, retry, max_delay)
+    _STARTING.add(task)
+    try:
+        return await _startup_retry(what, attempt, retry, max_delay)
+    finally:
+        _STARTING.discard(task)
+
+
+async def _startup_retry(
+    what: str, attempt: Callable[[], Awaitable[T]], retry: bool, max_delay: float
+) -> T:
     delay = 0.5
     while True:
         try:

@@ -34,6 +34,13 @@ from services.common.natsauth import ADMIN, SERVICES, BusUsers, url_for
 from services.common.runtime import open_bus
 
 REPO = Path(__file__).resolve().parents[1]
+
+# A nats-server sizes JetStream storage from the disk's free space when it starts (75 % of it), and
+# the default stream limits reserve 10 GiB of samples and 1 GiB per event stream. Tests store
+# megabytes: smaller limits keep them from being refused on a nearly full disk. Servers and
+# services started by tests inherit these; a test of the defaults removes them.
+os.environ.setdefault("VERTAC_SAMPLES_MAX_BYTES", str(512 * 2**20))
+os.environ.setdefault("VERTAC_EVENTS_MAX_BYTES", str(64 * 2**20))
 SHARED_DATA = REPO.parent / "shared" / "data"
 
 

@@ -7,6 +7,7 @@ server at start-up into one clear line on stderr and exit code 2.
 from __future__ import annotations
 
 import asyncio
+import logging
 import signal
 import sys
 from collections.abc import Awaitable, Callable
@@ -14,13 +15,22 @@ from collections.abc import Awaitable, Callable
 from psycopg_pool import AsyncConnectionPool
 
 from schemas import logs
-from schemas.client import Bus, ServerUnreachable, connect, redact, with_startup_retry
+from schemas.client import (
+    Bus,
+    ServerUnreachable,
+    cancel_startup,
+    connect,
+    redact,
+    with_startup_retry,
+)
 from services.common.bus import init_bus
 from services.common.config import CommonSettings
 from services.common.db import open_pool
 from services.common.metrics import Metrics
 
 EXIT_UNREACHABLE = 2
+
+log = logging.getLogger(__name__)
 
 
 async def open_bus(common: CommonSettings, name: str) -> Bus:
@@ -45,9 +55,22 @@ def run_process(
     async def main() -> None:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
+
+        def on_signal() -> None:
+            stop.set()
+            cancel_startup()  # still waiting for its servers: nothing to finish, stop now
+
         for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
-        await serve(stop)
+            loop.add_signal_handler(sig, on_signal)
+        try:
+            await serve(stop)
+        except asyncio.CancelledError:
+            if not stop.is_set():
+                raise
+            task = asyncio.current_task()
+            if task is not None:
+                task.uncancel()
+            log.info("stopped while waiting for its servers")
 
     try:
         import uvloop

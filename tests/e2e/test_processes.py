@@ -153,6 +153,30 @@ async def test_with_startup_retry_a_service_waits_for_the_bus(
         ingest.wait(10)
 
 
+@pytest.mark.parametrize("service", ["ingest", "cycles"])
+def test_a_service_waiting_for_its_servers_stops_at_once_on_sigterm(
+    tmp_path: Path, service: str
+) -> None:
+    """An init system stopping a service whose bus never came must not wait out the backoff
+    and kill it: SIGTERM ends the wait, exit 0, a log line saying so."""
+    common = CommonSettings(
+        nats_url=f"nats://127.0.0.1:{free_port()}",
+        database_url=f"postgresql://vertac:x@127.0.0.1:{free_port()}/vertac",
+    )
+    proc = start_service(service, service_env(common, VERTAC_STARTUP_RETRY="true"), tmp_path)
+    try:
+        log = tmp_path / f"{service}.log"
+        _wait(lambda: log.is_file() and log.read_text().count("retrying") >= 3, timeout=60)
+        assert proc.poll() is None, "it gave up instead of retrying"
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 0
+        assert "stopped while waiting for its servers" in log.read_text()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
 def _get(url: str, headers: dict[str, str] | None = None) -> httpx.Response | None:
     try:
         return httpx.get(url, timeout=2, headers=headers)
