@@ -5,6 +5,7 @@ committed pages match)."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -117,7 +118,23 @@ def render() -> dict[Path, str]:
     return {
         DOCS_API / "rest.md": rest_markdown(openapi),
         DOCS_API / "bus.md": bus_markdown(json.loads(asyncapi.render())),
+        CONCEPTS_BUS: concepts_bus(CONCEPTS_BUS.read_text()),
     }
+
+
+CONCEPTS_BUS = REPO / "docs" / "concepts" / "bus.md"
+_TABLE = re.compile(r"(<!-- catalogue:[^\n]*-->\n).*?(<!-- /catalogue -->)", re.S)
+
+
+def concepts_bus(page: str) -> str:
+    """``page`` with its subject table made anew from the catalogue and the subscriptions."""
+    from schemas import catalogue
+    from services.common.subscriptions import SUBSCRIPTIONS
+
+    table = catalogue.markdown_table([(row.kind, row.service) for row in SUBSCRIPTIONS])
+    if not _TABLE.search(page):
+        raise ValueError(f"{CONCEPTS_BUS} has no <!-- catalogue: --> ... <!-- /catalogue --> block")
+    return _TABLE.sub(lambda m: m.group(1) + table + m.group(2), page, count=1)
 
 
 def write() -> list[Path]:

@@ -187,5 +187,5 @@ def schemas_export() -> None:
     ts = typescript.write()
     pages = apidocs.write()
     typer.echo(f"wrote {len(paths)} JSON Schemas and asyncapi.json to {export.JSON_DIR}, "
-               f"the dashboard's types to {ts}, and {len(pages)} API pages to "
-               f"{apidocs.DOCS_API}")  # fmt: skip
+               f"the dashboard's types to {ts}, and {len(pages)} docs pages under "
+               f"{apidocs.DOCS_API.parent}")  # fmt: skip

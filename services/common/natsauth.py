@@ -3,7 +3,8 @@
 
 - ``admin`` (``vertac run`` itself, ``vertac bus init``, the CLI): everything.
 - ``ingest``, ``cycles``, ``analysis``, ``alerts``, ``gateway``: each its own subjects and the
-  JetStream calls it makes, nothing more (:data:`GRANTS`): consumers on the streams it reads
+  JetStream calls it makes, nothing more: the channels the catalogue (``schemas/catalogue.py``)
+  says it publishes, listens to or answers, and (:data:`GRANTS`) consumers on the streams it reads
   (the rows of :data:`services.common.subscriptions.SUBSCRIPTIONS` and its own reads), the
   buckets it reads or writes, the subjects it publishes, its dead letters and its own replies.
   Every service may read the bus's layout (stream and consumer information); none may create,
@@ -27,13 +28,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote
 
-from schemas import subjects
+from schemas import catalogue, subjects
 from schemas.client import inbox_prefix
-from schemas.subjects import all_of
 from services.common.auth import write_secret
 from services.common.subscriptions import SUBSCRIPTIONS
 
-SERVICES = ("ingest", "cycles", "analysis", "alerts", "gateway")
+SERVICES = catalogue.SERVICES
 ADMIN = "admin"
 
 # what every service may ask about the layout of the bus: read-only, no data
@@ -71,57 +71,31 @@ def _reads(stream: str) -> list[str]:
 
 @dataclass(frozen=True)
 class Grant:
-    """What one service does on the bus, besides the consumers of its subscriptions."""
+    """What one service reads and writes on the bus besides its channels (what it publishes,
+    listens to and answers comes from the catalogue, ``schemas/catalogue.py``) and the
+    consumers of its subscriptions."""
 
-    publishes: tuple[str, ...] = ()  # subjects (wildcards allowed)
-    subscribes: tuple[str, ...] = ()  # core subscriptions beyond its inbox
     reads: tuple[str, ...] = ()  # JetStream streams it reads with consumers of its own
     kv_reads: tuple[str, ...] = ()
     kv_writes: tuple[str, ...] = ()
     objects_read: tuple[str, ...] = ()
     objects_written: tuple[str, ...] = ()
-    responds: bool = False  # answers requests (reply subjects of what it received)
 
 
 GRANTS: dict[str, Grant] = {
-    "ingest": Grant(
-        # and the registry service: validates edges' registrations, writes the registry
-        publishes=(subjects.dead_letter("ingest"), all_of("registry")),
-        subscribes=(all_of("register"),),
-        kv_writes=(subjects.KV_STREAMS, subjects.KV_SEQ),
-        responds=True,
-    ),
+    # and the registry service: validates edges' registrations, writes the registry
+    "ingest": Grant(kv_writes=(subjects.KV_STREAMS, subjects.KV_SEQ)),
     "cycles": Grant(
-        publishes=(all_of("cycles"), subjects.dead_letter("cycles")),
         kv_reads=(subjects.KV_CYCLE_CONFIG,),
         kv_writes=(subjects.KV_CYCLE_STATE, subjects.KV_LEASES),
         objects_written=(subjects.OBJ_CYCLES,),
     ),
-    "analysis": Grant(
-        publishes=(all_of("analysis"), subjects.dead_letter("analysis")),
-        subscribes=(all_of("references"),),
-        kv_reads=(subjects.KV_STREAMS,),
-        objects_read=(subjects.OBJ_CYCLES,),
-        responds=True,
-    ),
+    "analysis": Grant(kv_reads=(subjects.KV_STREAMS,), objects_read=(subjects.OBJ_CYCLES,)),
     "alerts": Grant(
-        publishes=(all_of("alerts"), subjects.dead_letter("alerts")),
-        subscribes=(all_of("alertctl"),),
         kv_reads=(subjects.KV_ALERT_RULES, subjects.KV_CYCLE_STATE),
         kv_writes=(subjects.KV_ALERT_STATE, subjects.KV_LEASES),
-        responds=True,
     ),
     "gateway": Grant(
-        # REST ingest, commands, registrations, and requests to analysis and alerts
-        publishes=(
-            all_of("samples"),
-            all_of("control"),
-            all_of("registry"),
-            all_of("references"),
-            all_of("alertctl"),
-        ),
-        # the live view of each stream a WebSocket watches
-        subscribes=(all_of("samples"), all_of("cycles"), all_of("analysis"), all_of("alerts")),
         reads=(subjects.SAMPLES.name,),  # the last seconds of a stream (charts, recent)
         kv_reads=(subjects.KV_CYCLE_STATE,),
         kv_writes=(
@@ -139,14 +113,7 @@ def _edge_permissions(stream_id: str) -> dict[str, object]:
     # frames, registry requests (the ingest service validates them and writes the registry)
     # and status: no bucket, no stream read, no API but the account's own limits
     return {
-        "publish": {
-            "allow": [
-                subjects.samples(stream_id),
-                subjects.register_request(stream_id),
-                subjects.edge_status(stream_id),
-                "$JS.API.INFO",
-            ]
-        },
+        "publish": {"allow": [*catalogue.publishes(edge_user(stream_id)), "$JS.API.INFO"]},
         "subscribe": {"allow": [f"{inbox_prefix(edge_user(stream_id))}.>"]},
     }
 
@@ -154,7 +121,7 @@ def _edge_permissions(stream_id: str) -> dict[str, object]:
 def _service_permissions(service: str) -> dict[str, object]:
     g = GRANTS[service]
     streams = {row.stream for row in SUBSCRIPTIONS if row.service == service} | set(g.reads)
-    allow = list(_LAYOUT) + list(g.publishes)
+    allow = list(_LAYOUT) + catalogue.publishes(service)
     for stream in sorted(streams):
         allow += _reads(stream)
     for bucket in sorted(set(g.kv_reads) | set(g.kv_writes)):
@@ -166,9 +133,9 @@ def _service_permissions(service: str) -> dict[str, object]:
         allow += [f"$O.{store}.>", f"$JS.API.STREAM.PURGE.OBJ_{store}"]
     permissions: dict[str, object] = {
         "publish": {"allow": allow},
-        "subscribe": {"allow": [f"{inbox_prefix(service)}.>", *g.subscribes]},
+        "subscribe": {"allow": [f"{inbox_prefix(service)}.>", *catalogue.subscribes(service)]},
     }
-    if g.responds:
+    if catalogue.responds(service):
         permissions["allow_responses"] = True
     return permissions
 

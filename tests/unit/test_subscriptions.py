@@ -119,3 +119,52 @@ def test_only_a_durable_one_process_works_on_settles_batches_with_one_acknowledg
     assert rows, "no subscription settles batches with one acknowledgement"
     for row in rows:
         assert row.partitioned, f"{row.service}/{row.name} is shared by replicas"
+
+
+def test_every_durable_reads_a_channel_of_the_catalogue_where_it_is_stored() -> None:
+    from schemas.catalogue import channel
+
+    for row in SUBSCRIPTIONS:
+        assert channel(row.kind).stored_in == row.stream, f"{row.service}.{row.name}"
+
+
+def test_each_channel_is_stored_in_the_stream_that_captures_its_subjects() -> None:
+    from schemas.catalogue import CHANNELS
+
+    captured = {s: stream.name for stream in subjects.ALL_STREAMS for s in stream.subjects}
+    for c in CHANNELS:
+        assert captured.get(subjects.all_of(c.kind)) == c.stored_in, c.kind
+
+
+def test_the_bus_users_permissions_are_the_catalogues_channels() -> None:
+    """What a service may publish, subscribe to and answer is what the catalogue says of it;
+    an edge user publishes its own stream's subjects of the edge's channels, nothing else."""
+    import json
+
+    from schemas.catalogue import CHANNELS, EDGE, SERVICES
+    from services.common.natsauth import ADMIN, server_config
+
+    users = {ADMIN: "a", **{s: "s" for s in SERVICES}, "edge-press-1": "e"}
+    config = json.loads(server_config(users).removeprefix("authorization "))
+    perms = {u["user"]: u.get("permissions", {}) for u in config["users"]}
+    assert perms[ADMIN] == {}
+    for service in SERVICES:
+        publish = set(perms[service]["publish"]["allow"])
+        subscribe = set(perms[service]["subscribe"]["allow"])
+        for c in CHANNELS:
+            sends = service in c.publishers
+            subject = subjects.dead_letter(service) if c.kind == "dlq" else subjects.all_of(c.kind)
+            assert (subject in publish) == sends, (service, c.kind)
+            listens = service in c.listeners or c.responder == service
+            assert (subjects.all_of(c.kind) in subscribe) == listens, (service, c.kind)
+        answers = any(c.responder == service for c in CHANNELS)
+        assert perms[service].get("allow_responses", False) == answers, service
+    edge = perms["edge-press-1"]
+    vertac_subjects = {s for s in edge["publish"]["allow"] if s.startswith("vertac.")}
+    assert vertac_subjects == {
+        c.address.replace("{stream_id}", "press-1") for c in CHANNELS if EDGE in c.publishers
+    }
+    assert vertac_subjects == {
+        subjects.samples("press-1"), subjects.register_request("press-1"),
+        subjects.edge_status("press-1"),
+    }  # fmt: skip

@@ -1,0 +1,166 @@
+"""The channels of the bus, declared once: subject, payload, where JetStream stores it, and who
+publishes, listens and answers.
+
+Generated from this table (and from the durable subscriptions of
+``services/common/subscriptions.py``, which name their channel by kind):
+
+- the AsyncAPI document (``schemas/asyncapi.py``, ``schemas/json/asyncapi.json``);
+- what each bus user may publish and subscribe to (``services/common/natsauth.py``): a service
+  publishes the channels that name it a publisher (its own dead letters only), subscribes to
+  those it listens to or answers, and may reply when it answers one; an edge user publishes
+  its own stream's subjects of the channels that name ``edge``;
+- the subject table of the docs (``docs/concepts/bus.md``, written by ``vertac schemas export``).
+
+Tests check that the generated files match and that code uses no subject this table does not
+name.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Final
+
+from schemas import frames, messages, subjects
+
+EDGE: Final = "edge"  # an edge user (edge-<stream_id>): its own stream's subjects only
+SERVICES: Final = ("ingest", "cycles", "analysis", "alerts", "gateway")
+
+
+@dataclass(frozen=True)
+class Channel:
+    kind: str  # the subject's second token: vertac.<kind>...
+    title: str
+    address: str  # the subject, with {placeholders}
+    payload: type[Any]
+    description: str
+    stored_in: str | None = None  # the JetStream stream that keeps it, or None (core NATS)
+    publishers: tuple[str, ...] = ()  # bus users that publish (or send requests) on it
+    listeners: tuple[str, ...] = ()  # services with core subscriptions (not durables) to it
+    responder: str | None = None  # the service that answers its requests
+    payload_doc: str = ""  # the payload column of the docs' table (default: the model's name)
+    also: str = ""  # who else publishes, for the docs (any client with the admin's rights)
+
+    def subject_for(self, user: str) -> str:
+        """What ``user`` may publish on (edge: its stream's subjects; dead letters: its own)."""
+        if user.startswith(f"{EDGE}-"):
+            stream_id = user.removeprefix(f"{EDGE}-")
+            return self.address.replace("{stream_id}", subjects.check_stream_id(stream_id))
+        if self.kind == "dlq":
+            return subjects.dead_letter(user)
+        return subjects.all_of(self.kind)
+
+
+_SAMPLES_DOC = (
+    "Sample frames of one stream. Two encodings, told apart by the Content-Type header: "
+    f"'{frames.CONTENT_TYPE_BINARY}' (b'VTF1', uint32 LE header length, msgpack header "
+    "BinaryFrameHeader, then per sensor: int64 timestamps when dt == 0, values, uint8 qualities "
+    f"when q) and '{frames.CONTENT_TYPE_JSON}' (the FrameJson payload documented here). "
+    "Publishers set Nats-Msg-Id to '<stream_id>:<seq>' so JetStream drops repeats."
+)
+
+CHANNELS: Final[tuple[Channel, ...]] = (
+    Channel("samples", "samples", "vertac.samples.{stream_id}", messages.FrameJson, _SAMPLES_DOC,
+            subjects.SAMPLES.name, (EDGE, "gateway"), ("gateway",),
+            payload_doc="frame (binary or JSON)"),
+    Channel("register", "register", "vertac.register.{stream_id}", messages.RegistryRequest,
+            "Request-reply, answered by the ingest service (queue group ingest): register a "
+            "stream, reserve or release frame numbers, or read the server's clock. The only way "
+            "an edge changes the registry: the reply is RegistryReply, with header "
+            "Vertac-Status.",
+            None, (EDGE,), responder="ingest",
+            payload_doc="`RegistryRequest` (`register`, `reserve`, `release`, `clock`) → "
+                        "`RegistryReply` (header `Vertac-Status`)",
+            also="simulator, replay"),
+    Channel("registry", "registry", "vertac.registry.{stream_id}", messages.StreamRegistered,
+            "A stream was registered or its sensors changed.",
+            subjects.CONTROL.name, ("ingest", "gateway")),
+    Channel("control", "control", "vertac.control.{stream_id}", messages.CycleCommand,
+            "Commands for a stream: cycle_start, cycle_stop, cycle_abort.",
+            subjects.CONTROL.name, ("gateway",), also="CLI, any client"),
+    Channel("cycles", "cycles", "vertac.cycles.{stream_id}.{event}", messages.CycleStateChanged,
+            f"Cycle lifecycle events; event is one of {', '.join(subjects.CYCLE_EVENTS)}.",
+            subjects.CYCLES.name, ("cycles",), ("gateway",)),
+    Channel("analysis", "analysis", "vertac.analysis.{stream_id}", messages.AnalysisCompleted,
+            "Result of comparing a finished cycle with its reference.",
+            subjects.ANALYSIS.name, ("analysis",), ("gateway",)),
+    Channel("alerts", "alerts", "vertac.alerts.{stream_id}.{severity}", messages.AlertChanged,
+            f"Alert events; severity is one of {', '.join(subjects.SEVERITIES)}.",
+            subjects.ALERTS.name, ("alerts",), ("gateway",)),
+    Channel("references", "references", "vertac.references.{stream_id}.{op}",
+            messages.CreateReference,
+            "Request-reply, answered by the analysis service: op is create (CreateReference), "
+            "activate (ActivateReference), dry_run (DryRunReference), list or get "
+            "(ListReferences). The reply is ReferenceInfo, a list of them, DryRunResult or "
+            "ErrorBody, with header Vertac-Status.",
+            None, ("gateway",), responder="analysis",
+            payload_doc="`CreateReference`, `ActivateReference`, `DryRunReference`, "
+                        "`ListReferences` → `ReferenceInfo`, `DryRunResult` or `ErrorBody` "
+                        "(header `Vertac-Status`)",
+            also="any client"),
+    Channel("alertctl", "alertctl", "vertac.alertctl.{stream_id}.{op}",
+            messages.AlertControlRequest,
+            "Request-reply, answered by the alerts service (queue group alerts): op ack "
+            "acknowledges one of the stream's alerts (the gateway's POST "
+            "/api/live/alerts/{alert_id}/ack sends it). The reply is a JSON object with header "
+            "Vertac-Status.",
+            None, ("gateway",), responder="alerts",
+            payload_doc="`AlertControlRequest` → `{alert_id, state}` or `{error}` (header "
+                        "`Vertac-Status`)",
+            also="any client"),
+    Channel("edge", "edge-status", "vertac.edge.{stream_id}.status", messages.EdgeStatus,
+            "What an edge agent says of itself every 5 s: its store-and-forward buffer and "
+            "publish rate.",
+            None, (EDGE,)),
+    Channel("dlq", "dead-letter", "vertac.dlq.{service}", messages.DeadLetter,
+            "Messages a service could not process, with the reason and the original payload.",
+            subjects.DEAD_LETTER.name, ("ingest", "cycles", "analysis", "alerts"),
+            payload_doc="`DeadLetter` (reason, field, original payload base64)"),
+)  # fmt: skip
+
+
+def channel(kind: str) -> Channel:
+    for row in CHANNELS:
+        if row.kind == kind:
+            return row
+    raise KeyError(f"the catalogue has no channel {kind!r}")
+
+
+def publishes(user: str) -> list[str]:
+    """The subjects bus user ``user`` (a service or ``edge-<stream_id>``) may publish on."""
+    role = EDGE if user.startswith(f"{EDGE}-") else user
+    return [c.subject_for(user) for c in CHANNELS if role in c.publishers]
+
+
+def subscribes(service: str) -> list[str]:
+    """The core subscriptions of ``service``: what it listens to and the requests it answers."""
+    return [
+        subjects.all_of(c.kind)
+        for c in CHANNELS
+        if service in c.listeners or c.responder == service
+    ]
+
+
+def responds(service: str) -> bool:
+    return any(c.responder == service for c in CHANNELS)
+
+
+def markdown_table(durables: list[tuple[str, str]]) -> str:
+    """The docs' subject table; ``durables`` are (kind, service) of the durable consumers."""
+    out = [
+        "| subject | JetStream stream | payload | who publishes → who receives |",
+        "| --- | --- | --- | --- |",
+    ]
+    for c in CHANNELS:
+        senders = [*(p for p in c.publishers), *([c.also] if c.also else [])]
+        receivers: list[str] = []
+        for who in [*(s for k, s in durables if k == c.kind), *c.listeners]:
+            if who not in receivers:
+                receivers.append(who)
+        if c.responder:
+            receivers.append(f"{c.responder} (answers)")
+        subject = c.address.replace("{", "<").replace("}", ">")
+        stored = f"`{c.stored_in}`" if c.stored_in else "— (core NATS)"
+        payload = c.payload_doc or f"`{c.payload.__name__}`"
+        who = f"{', '.join(senders)} → {', '.join(receivers) or '—'}"
+        out.append(f"| `{subject}` | {stored} | {payload} | {who} |")
+    return "\n".join(out) + "\n"
