@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from schemas.v1.base import Contract, StreamId
+from schemas.v1.base import Contract, Int64, StreamId
 from schemas.v1.references import RuleKind
 
 RULE_ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
@@ -94,6 +94,9 @@ class AlertChanged(Contract):
     raised_at: datetime | None = None
     acknowledged_by: str | None = None
     comment: str = ""
+    at_ns: Int64 | None = Field(
+        default=None, description="at exactly, in ns since the epoch (at carries microseconds)."
+    )
 
 
 class AcknowledgeAlert(Contract):

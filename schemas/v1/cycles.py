@@ -8,7 +8,7 @@ from typing import Literal
 from pydantic import ConfigDict, Field, model_validator
 
 from schemas.v1.analysis import AnalysisCompleted, Trend
-from schemas.v1.base import Contract, StreamId
+from schemas.v1.base import Contract, Int64, StreamId
 
 
 class CycleCommand(Contract):
@@ -127,6 +127,12 @@ class CycleStateChanged(Contract):
     recording: str | None = Field(
         default=None, description="Object name of the recorded samples in 'vertac_cycles'."
     )
+    started_ns: Int64 | None = Field(
+        default=None,
+        description="started_at exactly, in ns since the epoch on the samples' clock "
+        "(started_at carries microseconds).",
+    )
+    ended_ns: Int64 | None = Field(default=None, description="ended_at exactly, in ns.")
 
 
 class CycleSummary(Contract):

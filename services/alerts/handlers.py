@@ -127,6 +127,7 @@ class AlertEngine:
             state=t.state,
             message=t.message,
             at=datetime_of(t.at_ns),
+            at_ns=t.at_ns,
             sensor_id=sensor_id,
             value=t.value,
             occurrences=t.occurrences,
@@ -195,7 +196,7 @@ class AlertEngine:
             event = d.item
             if event.state == "running":
                 continue
-            at = ns_of(event.at)
+            at = ns_of(event.at) if event.ended_ns is None else event.ended_ns
             async with self.locks[event.stream_id]:
                 for rule in self.by_stream.get(event.stream_id, []):
                     if rule.kind == "abnormal_stop":

@@ -113,8 +113,8 @@ class AnalyseCycles:
         stored = StoredCycle(
             cycle_id=event.cycle_id,
             recording=recording,
-            start_ns=ns_of(event.started_at),
-            end_ns=ns_of(event.ended_at),
+            start_ns=ns_of(event.started_at) if event.started_ns is None else event.started_ns,
+            end_ns=ns_of(event.ended_at) if event.ended_ns is None else event.ended_ns,
             state=event.state,
             end_reason=event.reason if event.state == "aborted" else "",
             completeness=event.completeness,

@@ -289,7 +289,7 @@ class CycleEngine:
                 event = CycleStateChanged(
                     stream_id=before.stream_id, cycle_id=out.cycle_id, state="running",
                     at=datetime_of(out.at_ns), reason=out.reason, cycle_no=out.cycle_no,
-                    started_at=datetime_of(out.at_ns),
+                    started_at=datetime_of(out.at_ns), started_ns=out.at_ns,
                 )  # fmt: skip
                 await self.rows.upsert(event, out.reason)
                 await self.events.publish(event)
@@ -314,7 +314,8 @@ class CycleEngine:
             started_at=datetime_of(ended.start_ns), ended_at=datetime_of(ended.end_ns),
             duration_s=(ended.end_ns - ended.start_ns) / NS, samples=rec.samples, frames=rec.frames,
             gaps=rec.gaps, late_frames=rec.late_frames, replayed_frames=rec.replayed_frames,
-            completeness=rec.completeness, recording=name,
+            completeness=rec.completeness, recording=name, started_ns=ended.start_ns,
+            ended_ns=ended.end_ns,
         )  # fmt: skip
         await self.rows.upsert(event)
         await self.events.publish(event)

@@ -13,6 +13,7 @@ from edge.simulator import build_machine
 from schemas import subjects
 from schemas.frames import unpack
 from schemas.messages import CycleConfig, CycleStateChanged
+from schemas.timeutil import datetime_of
 from services.common.config import CommonSettings
 from services.cycles.app import serve
 from services.cycles.config import Settings
@@ -80,8 +81,11 @@ async def test_a_signal_triggered_cycle_is_recorded_completely(
     recording = unpack((await store.get(first.recording)).data)
     pressure = next(s for s in recording.series if s.sensor_id == "pressure_1")
     assert pressure.n == first.samples["pressure_1"]
-    started_ns = round(first.started_at.timestamp() * 1e6) * 1000  # datetimes carry microseconds
-    assert pressure.timestamps()[0] >= started_ns - 1000
+    assert first.started_ns is not None and first.ended_ns is not None  # exact, in ns
+    assert first.started_at == datetime_of(first.started_ns)
+    assert first.ended_at == datetime_of(first.ended_ns)
+    assert first.started_ns <= pressure.timestamps()[0]
+    assert pressure.timestamps()[-1] <= first.ended_ns
     rows = await cycle_rows(common.database_url, stream_id)
     assert [r[1] for r in rows][:2] == ["completed", "completed"]
     assert done[0].cycle_id == rows[0][0]

@@ -21,6 +21,7 @@ export interface AlertChanged {
   raised_at: string | null;
   acknowledged_by: string | null;
   comment: string;
+  at_ns: number | null;
 }
 
 /** Alerts of one rule (and sensor) and severity, counted together. */
@@ -100,6 +101,8 @@ export interface CycleStateChanged {
   replayed_frames: number;
   completeness: number;
   recording: string | null;
+  started_ns: number | null;
+  ended_ns: number | null;
 }
 
 /** A cycle as listed by ``GET /api/live/stream/{id}/cycles``. */
