@@ -14,7 +14,7 @@ from schemas.messages import AlertChanged, AlertRule, CycleStateRecord
 from schemas.timeutil import ns_of
 from services.alerts.logic import RuleState
 from services.common import directget
-from services.common.consumer import TransientError
+from services.common.failures import TransientError
 from services.common.references import Reference, reference_from_bytes
 
 

@@ -20,7 +20,8 @@ from typing import Protocol
 import httpx
 
 from schemas.messages import AlertChanged, AlertRule
-from services.common.consumer import Delivery, TransientError
+from services.common.consumer import Delivery
+from services.common.failures import TransientError
 
 SEVERITY_RANK = {"info": 0, "warning": 1, "critical": 2}
 

@@ -25,7 +25,7 @@ from schemas.timeutil import ns_of
 from services.analysis.logic import sensor_deviations
 from services.analysis.trend import Point
 from services.common import directget
-from services.common.consumer import BadMessage, TransientError
+from services.common.failures import BadMessage, TransientError
 from services.common.references import Reference, reference_from_bytes, reference_to_bytes
 
 log = logging.getLogger(__name__)

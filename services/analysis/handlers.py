@@ -58,6 +58,19 @@ async def load_cycle(
     )
 
 
+async def named_reference(
+    cycles: list[CycleData], registry: Registry, stream_id: str, n_points: int,
+    params: Params,
+) -> Reference:  # fmt: skip
+    """A reference built from ``cycles`` (off the event loop), with the stream's units and
+    sensor names (raises ``ValueError`` when the cycles cannot make one)."""
+    _, units = await registry.sensors(stream_id)
+    reference = await asyncio.to_thread(
+        build_reference, cycles, version=0, n_points=n_points, params=params, units=units
+    )
+    return with_names(reference, await registry.names(stream_id) or {})
+
+
 class AnalyseCycles:
     """For each completed or aborted cycle: load its recording, compare, publish and store."""
 
@@ -273,7 +286,6 @@ class AnalyseCycles:
         ids = [c[0] for c in chosen]
         if event.cycle_id in ids[:-1]:
             return None  # the reference is built when the last of its cycles arrives
-        _, units = await self.registry.sensors(event.stream_id)
         types, _ = await self.registry.sensors(event.stream_id)
         cycles = [
             cycle_from_recording(
@@ -285,15 +297,9 @@ class AnalyseCycles:
             )
             for cycle_id, recording, start, end in chosen
         ]
-        reference = await asyncio.to_thread(
-            build_reference,
-            cycles,
-            version=0,
-            n_points=self.n_points,
-            params=self.params,
-            units=units,
+        reference = await named_reference(
+            cycles, self.registry, event.stream_id, self.n_points, self.params
         )
-        reference = with_names(reference, await self.registry.names(event.stream_id) or {})
         version = await self.references.save(
             reference,
             ids,

@@ -29,14 +29,14 @@ from services.analysis.adapters import (
     StoredCycle,
     StoredReference,
 )
-from services.analysis.handlers import load_cycle
+from services.analysis.handlers import load_cycle, named_reference
 from services.analysis.logic import (
     CycleData,
     Params,
     analyse,
     build_reference,
 )
-from services.common.references import Reference, reference_from_bytes, with_names
+from services.common.references import Reference, reference_from_bytes
 
 
 class RequestError(Exception):
@@ -101,19 +101,12 @@ class ReferenceService:
 
     async def _build(self, stream_id: str, cycle_ids: list[str]) -> Reference:
         cycles = await self._cycles(stream_id, cycle_ids)
-        _, units = await self.registry.sensors(stream_id)
         try:
-            reference = await asyncio.to_thread(
-                build_reference,
-                cycles,
-                version=0,
-                n_points=self.n_points,
-                params=self.params,
-                units=units,
+            return await named_reference(
+                cycles, self.registry, stream_id, self.n_points, self.params
             )
         except ValueError as exc:
             raise RequestError(422, str(exc), "cycle_ids") from exc
-        return with_names(reference, await self.registry.names(stream_id) or {})
 
     def _info(self, stored: StoredReference, *, curves: bool) -> ReferenceInfo:
         ref = reference_from_bytes(stored.data) if stored.data is not None else None

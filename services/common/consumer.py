@@ -44,18 +44,9 @@ from services.common.deadletter import (
     delivery_metadata,
     publish_dead_letter,
 )
-from services.common.failures import BadMessage, TransientError, is_transient
+from services.common.failures import BadMessage, is_transient
 from services.common.metrics import Metrics
 from services.common.pull import Puller, ack_all, mark_in_progress
-
-__all__ = [
-    "BadMessage",
-    "Delivery",
-    "DurableConsumer",
-    "TransientError",
-    "ack_all",
-    "is_transient",
-]
 
 YIELD_EVERY = 16  # messages decoded between two turns of the event loop
 log = logging.getLogger(__name__)

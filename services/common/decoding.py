@@ -10,7 +10,7 @@ from pydantic import BaseModel, ValidationError
 
 from schemas import subjects
 from schemas.frames import Frame, FrameError, decode
-from services.common.consumer import BadMessage
+from services.common.failures import BadMessage
 
 M = TypeVar("M", bound=BaseModel)
 

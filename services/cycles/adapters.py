@@ -20,7 +20,7 @@ from psycopg_pool import AsyncConnectionPool
 from schemas import subjects
 from schemas.frames import Frame, pack
 from schemas.messages import CycleConfig, CycleStateChanged, CycleStateRecord
-from services.common.consumer import TransientError
+from services.common.failures import TransientError
 from services.common.records import config_or_default
 from services.common.streams import read_frames
 

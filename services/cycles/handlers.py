@@ -17,7 +17,9 @@ from schemas import subjects
 from schemas.frames import Frame
 from schemas.messages import CycleCommand, CycleStateChanged, CycleStateRecord
 from schemas.timeutil import NS, datetime_of, ns_of
-from services.common.consumer import Delivery, TransientError, ack_all
+from services.common.consumer import Delivery
+from services.common.failures import TransientError
+from services.common.pull import ack_all
 from services.cycles.adapters import (
     ConfigStore,
     CycleRows,

@@ -81,13 +81,15 @@ class StreamFeed:
         self.ready = asyncio.Event()
 
     async def open(self) -> None:
+        wanted = (
+            (subjects.samples(self.stream_id), self._on_samples),
+            (subjects.cycles_of(self.stream_id), self._on_cycle),
+            (subjects.analysis(self.stream_id), self._on_analysis),
+            (subjects.alerts_of(self.stream_id), self._on_alert),
+        )
         try:
-            self.subs = [
-                await self.nc.subscribe(subjects.samples(self.stream_id), cb=self._on_samples),
-                await self.nc.subscribe(subjects.cycles_of(self.stream_id), cb=self._on_cycle),
-                await self.nc.subscribe(subjects.analysis(self.stream_id), cb=self._on_analysis),
-                await self.nc.subscribe(subjects.alerts_of(self.stream_id), cb=self._on_alert),
-            ]
+            for subject, cb in wanted:  # kept one by one: a failure closes those made before it
+                self.subs.append(await self.nc.subscribe(subject, cb=cb))
             await self.nc.flush()  # the server has the subscriptions: viewers may read state
         except BaseException:
             await self.close()

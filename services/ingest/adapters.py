@@ -17,7 +17,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from schemas.frames import Frame
 from schemas.messages import StreamRegistered
-from services.common.consumer import BadMessage, TransientError
+from services.common.failures import BadMessage, TransientError
 from services.common.rollups import frame_rollups
 from services.ingest.logic import FrameRow
 from services.ingest.pgarrays import Float8s, Int8s, Texts

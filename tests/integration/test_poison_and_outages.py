@@ -21,8 +21,9 @@ from schemas.messages import CycleCommand
 from services.alerts.app import serve as serve_alerts
 from services.alerts.config import Settings as AlertsSettings
 from services.common.config import CommonSettings
-from services.common.consumer import Delivery, DurableConsumer, TransientError
+from services.common.consumer import Delivery, DurableConsumer
 from services.common.decoding import decode_frame
+from services.common.failures import TransientError
 from services.common.metrics import Metrics
 from services.cycles.app import serve as serve_cycles
 from services.cycles.config import Settings as CyclesSettings

@@ -60,3 +60,18 @@ def test_the_docs_site_builds_strictly() -> None:
         )  # fmt: skip
         assert done.returncode == 0, done.stderr[-3000:]
         assert (REPO / "docs" / "api" / "rest.md").exists()
+
+
+def test_no_source_file_is_over_500_lines() -> None:
+    """A module a reader can hold in mind: past 500 lines it is split by concern."""
+    sources = [
+        p
+        for top in ("services", "schemas", "edge")
+        for p in (REPO / top).rglob("*.py")
+        if "node_modules" not in p.parts
+    ]
+    assert len(sources) > 50, "the source tree was not found"
+    long = {
+        str(p.relative_to(REPO)): n for p in sources if (n := len(p.read_text().splitlines())) > 500
+    }
+    assert not long, f"split these by concern: {long}"
