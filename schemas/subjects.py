@@ -201,7 +201,7 @@ ALL_KV: Final = (
     KV_ALERT_STATE,
 )
 # read with direct gets (no consumer per read): streams allow it, buckets as KV_<bucket>
-DIRECT_READ_STREAMS: Final = (SAMPLES.name,)
+DIRECT_READ_STREAMS: Final = (SAMPLES.name, CYCLES.name)
 DIRECT_READ_BUCKETS: Final = (KV_STREAMS, KV_ALERT_RULES, KV_LEASES)
 OBJ_CYCLES: Final = "vertac_cycles"
 OBJ_REFERENCES: Final = "vertac_references"

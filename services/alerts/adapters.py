@@ -10,11 +10,12 @@ from nats.js.kv import KeyValue
 from psycopg_pool import AsyncConnectionPool
 
 from schemas import subjects
-from schemas.messages import AlertChanged, AlertRule, CycleStateRecord
+from schemas.messages import AlertChanged, AlertRule
 from schemas.timeutil import ns_of
 from services.alerts.logic import RuleState
 from services.common import directget
 from services.common.failures import TransientError
+from services.common.records import current_cycle
 from services.common.references import Reference, reference_from_bytes
 
 
@@ -149,22 +150,20 @@ class Alerts:
 
 
 class CycleContext:
-    """Whether a stream's cycle is running (KV ``vertac_cycle_state``) and its active reference
-    (``live_references``, cached for ``ttl_s``), for the envelope rule."""
+    """Whether a stream's cycle is running (the newest of the cycles service's events) and its
+    active reference (``live_references``, cached for ``ttl_s``), for the envelope rule."""
 
-    def __init__(self, kv_state: KeyValue, pool: AsyncConnectionPool, ttl_s: float = 5.0) -> None:
-        self.kv_state = kv_state
+    def __init__(self, nc: Client, pool: AsyncConnectionPool, ttl_s: float = 5.0) -> None:
+        self.nc = nc
         self.pool = pool
         self.ttl_s = ttl_s
         self._refs: dict[str, tuple[float, Reference | None]] = {}
 
     async def running_since(self, stream_id: str) -> int | None:
-        try:
-            entry = await self.kv_state.get(stream_id)
-        except (KeyNotFoundError, NotFoundError):
+        event = await current_cycle(self.nc, stream_id)
+        if event is None or event.state != "running":
             return None
-        record = CycleStateRecord.model_validate_json(entry.value or b"{}")
-        return record.started_ns if record.state in ("running", "stopping") else None
+        return event.started_ns if event.started_ns is not None else ns_of(event.at)
 
     async def reference(self, stream_id: str, now: float) -> Reference | None:
         cached = self._refs.get(stream_id)

@@ -35,7 +35,7 @@ async def serve(settings: Settings, common: CommonSettings, stop: asyncio.Event)
         Alerts(bus.js, pool),
         settings.reraise_window_s,
         settings.max_new_per_minute,
-        CycleContext(await bus.js.key_value(subjects.KV_CYCLE_STATE), pool),
+        CycleContext(bus.nc, pool),
     )
     await engine.refresh()
     held: set[int] = set()

@@ -154,6 +154,14 @@ async def latest(
     }
 
 
+async def last_message(
+    nc: Client, stream: str, subject: str, wait_s: float = 5.0
+) -> StoredMsg | None:
+    """The newest message of ``stream`` on ``subject`` (wildcards allowed), or None."""
+    page, _ = await _batch(nc, stream, {"multi_last": [subject], "batch": MULTI_LAST_MAX}, wait_s)
+    return max(page, key=lambda m: m.seq, default=None)
+
+
 M = TypeVar("M", bound=BaseModel)
 _reported: set[tuple[str, str, int]] = set()
 

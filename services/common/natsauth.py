@@ -76,6 +76,7 @@ class Grant:
     consumers of its subscriptions."""
 
     reads: tuple[str, ...] = ()  # JetStream streams it reads with consumers of its own
+    direct_reads: tuple[str, ...] = ()  # streams it reads message by message, no consumer
     kv_reads: tuple[str, ...] = ()
     kv_writes: tuple[str, ...] = ()
     objects_read: tuple[str, ...] = ()
@@ -92,12 +93,12 @@ GRANTS: dict[str, Grant] = {
     ),
     "analysis": Grant(kv_reads=(subjects.KV_STREAMS,), objects_read=(subjects.OBJ_CYCLES,)),
     "alerts": Grant(
-        kv_reads=(subjects.KV_ALERT_RULES, subjects.KV_CYCLE_STATE),
+        kv_reads=(subjects.KV_ALERT_RULES,),
         kv_writes=(subjects.KV_ALERT_STATE, subjects.KV_LEASES),
     ),
     "gateway": Grant(
         reads=(subjects.SAMPLES.name,),  # the last seconds of a stream (charts, recent)
-        kv_reads=(subjects.KV_CYCLE_STATE,),
+        direct_reads=(subjects.CYCLES.name,),  # the newest cycle event of a stream
         kv_writes=(
             subjects.KV_STREAMS,
             subjects.KV_SEQ,
@@ -124,6 +125,8 @@ def _service_permissions(service: str) -> dict[str, object]:
     allow = list(_LAYOUT) + catalogue.publishes(service)
     for stream in sorted(streams):
         allow += _reads(stream)
+    for stream in sorted(set(g.direct_reads) - streams):
+        allow += [f"$JS.API.DIRECT.GET.{stream}", f"$JS.API.DIRECT.GET.{stream}.>"]
     for bucket in sorted(set(g.kv_reads) | set(g.kv_writes)):
         allow += _reads(f"KV_{bucket}")
     allow += [f"$KV.{bucket}.>" for bucket in g.kv_writes]

@@ -1,14 +1,16 @@
-"""Records read from KV that another user may have written: a malformed one is logged and read
-as the default, never raised into a request or a consumer."""
+"""Records read from KV or a stream that another user may have written: a malformed one is
+logged and read as the default, never raised into a request or a consumer."""
 
 from __future__ import annotations
 
 import logging
 
+from nats.aio.client import Client
 from pydantic import ValidationError
 
 from schemas import subjects
-from schemas.messages import CycleConfig
+from schemas.messages import CycleConfig, CycleStateChanged
+from services.common import directget
 
 log = logging.getLogger(__name__)
 
@@ -28,3 +30,20 @@ def config_or_default(stream_id: str, value: bytes | None) -> CycleConfig:
             },
         )
         return CycleConfig()
+
+
+async def current_cycle(nc: Client, stream_id: str) -> CycleStateChanged | None:
+    """The stream's newest cycle event, read from the cycles service's events (a direct get:
+    nothing is left on the server), or None when it has none (or a malformed one, logged).
+    ``state == "running"``: a cycle is under way, since ``started_ns``."""
+    stored = await directget.last_message(nc, subjects.CYCLES.name, subjects.cycles_of(stream_id))
+    if stored is None:
+        return None
+    try:
+        return CycleStateChanged.model_validate_json(stored.data)
+    except ValidationError as exc:
+        log.warning(
+            "malformed cycle event ignored",
+            extra={"subject": stored.subject, "seq": stored.seq, "error": str(exc)[:200]},
+        )
+        return None

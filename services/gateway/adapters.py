@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -37,7 +36,7 @@ from schemas.messages import (
 )
 from services.common import directget
 from services.common.failures import is_transient
-from services.common.records import config_or_default
+from services.common.records import config_or_default, current_cycle
 from services.common.streams import read_frames
 
 
@@ -57,14 +56,12 @@ class BusPort:
         bus: Bus,
         kv_streams: KeyValue,
         kv_seq: KeyValue,
-        kv_state: KeyValue,
         kv_config: KeyValue,
         recordings: ObjectStore,
     ) -> None:
         self.bus = bus
         self.kv_streams = kv_streams
         self.kv_seq = kv_seq
-        self.kv_state = kv_state
         self.kv_config = kv_config
         self.recordings = recordings
 
@@ -74,7 +71,6 @@ class BusPort:
             bus,
             await bus.js.key_value(subjects.KV_STREAMS),
             await bus.js.key_value(subjects.KV_SEQ),
-            await bus.js.key_value(subjects.KV_CYCLE_STATE),
             await bus.js.key_value(subjects.KV_CYCLE_CONFIG),
             await bus.js.object_store(subjects.OBJ_CYCLES),
         )
@@ -138,14 +134,10 @@ class BusPort:
         )
 
     async def cycle_state(self, stream_id: str) -> str:
-        try:
-            entry = await self.kv_state.get(stream_id)
-        except (KeyNotFoundError, NotFoundError):
-            return "idle"
-        try:
-            return str(json.loads(entry.value or b"{}").get("state", "idle"))
-        except ValueError:
-            return "unknown"
+        """``running`` while the stream's newest cycle event says a cycle is under way, else
+        ``idle`` (read from the cycles service's events, not its private state)."""
+        event = await current_cycle(self.bus.nc, stream_id)
+        return "running" if event is not None and event.state == "running" else "idle"
 
     async def streams(self) -> list[StreamRegistered]:
         """Every valid registration, by stream id (read directly: no server state per read)."""

@@ -202,3 +202,34 @@ async def test_a_cycle_report_downloads_as_pdf_and_csv(
         assert (await client.get("/api/live/datasets/faults")).status_code == 404
         r = await client.delete(f"/api/live/datasets/faults/cycles/{cid}")
         assert r.status_code == 404
+
+
+async def test_a_streams_status_follows_its_cycles_from_the_cycle_events(
+    gateway: GatewayUrl, common: CommonSettings, running, stream_id: str
+) -> None:
+    """The gateway says whether a cycle runs from the cycles service's events, not from that
+    service's private state (its bus user may not read the state bucket)."""
+    start_cycles_and_analysis(running, common)
+    model = build_machine(stream_id=stream_id, sensors=2, rate_hz=10, cycle_s=4)
+    async with httpx.AsyncClient(base_url=gateway, headers=gateway.headers, timeout=30) as client:
+        r = await client.post(
+            "/api/live/register", json=model.registration().model_dump(mode="json")
+        )
+        assert r.status_code in (200, 201), r.text
+
+        async def state() -> str:
+            r = await client.get(f"/api/live/stream/{stream_id}/status")
+            assert r.status_code == 200, r.text
+            return str(r.json()["cycle_state"])
+
+        assert await state() == "idle"
+        r = await client.post("/api/live/cycle/start", params={"stream_id": stream_id})
+        assert r.status_code == 202, r.text
+        await eventually(lambda: _is(state(), "running"))
+        r = await client.post("/api/live/cycle/stop", params={"stream_id": stream_id})
+        assert r.status_code == 202, r.text
+        await eventually(lambda: _is(state(), "idle"))
+
+
+async def _is(value, expected: str) -> bool:  # type: ignore[no-untyped-def]
+    return await value == expected

@@ -168,3 +168,15 @@ def test_the_bus_users_permissions_are_the_catalogues_channels() -> None:
         subjects.samples("press-1"), subjects.register_request("press-1"),
         subjects.edge_status("press-1"),
     }  # fmt: skip
+
+
+def test_no_service_may_read_another_services_private_state() -> None:
+    """Cycle state and alert-rule state are their service's own: no other bus user may read or
+    write their buckets (what others need of them comes as events)."""
+    from services.common.natsauth import SERVICES, _service_permissions
+
+    private = {subjects.KV_CYCLE_STATE: "cycles", subjects.KV_ALERT_STATE: "alerts"}
+    for service in SERVICES:
+        allowed = " ".join(_service_permissions(service)["publish"]["allow"])  # type: ignore[index]
+        for bucket, owner in private.items():
+            assert (f"KV_{bucket}" in allowed) == (service == owner), (service, bucket)
