@@ -54,7 +54,9 @@ _SAMPLES_DOC = (
     "Sample frames of one stream. Two encodings, told apart by the Content-Type header: "
     f"'{frames.CONTENT_TYPE_BINARY}' (b'VTF1', uint32 LE header length, msgpack header "
     "BinaryFrameHeader, then per sensor: int64 timestamps when dt == 0, values, uint8 qualities "
-    f"when q) and '{frames.CONTENT_TYPE_JSON}' (the FrameJson payload documented here). "
+    "when q; or, for a frame whose sensors share one clock and are all good, b'VTF2', uint32 LE "
+    "header length, msgpack header CompactFrameHeader with its SensorTable, then per sensor its "
+    f"values) and '{frames.CONTENT_TYPE_JSON}' (the FrameJson payload documented here). "
     "Publishers set Nats-Msg-Id to '<stream_id>:<seq>' so JetStream drops repeats."
 )
 

@@ -16,6 +16,7 @@ from schemas.frame_model import (
     INT64_MAX,
     INT64_MIN,
     MAGIC,
+    MAGIC_COMPACT,
     MAX_SAMPLES_PER_SERIES,
     FrameError,
     Series,
@@ -169,8 +170,8 @@ def _header(data: bytes) -> tuple[dict[str, Any], int]:
     if len(data) < _PREAMBLE.size:
         raise FrameError("frame", f"only {len(data)} bytes; a binary frame starts with 8")
     magic, header_len = _PREAMBLE.unpack_from(data)
-    if magic != MAGIC:
-        raise FrameError("frame", f"magic bytes {magic!r} are not {MAGIC!r}")
+    if magic not in (MAGIC, MAGIC_COMPACT):
+        raise FrameError("frame", f"magic bytes {magic!r} are not {MAGIC!r} or {MAGIC_COMPACT!r}")
     end = _PREAMBLE.size + header_len
     if end > len(data):
         raise FrameError("header", "header length runs past the end of the message")
@@ -181,3 +182,30 @@ def _header(data: bytes) -> tuple[dict[str, Any], int]:
     if not isinstance(header, dict):
         raise FrameError("header", "must be a msgpack map")
     return header, end
+
+
+def _compact_metas(header: dict[str, Any]) -> tuple[str, list[dict[str, Any]]]:
+    """A compact frame's header (``b"VTF2"``) as the stream id and the per-sensor metadata of
+    the ``b"VTF1"`` header it stands for; each failure names the field."""
+    n = _field(header, "n", int, "")
+    t0 = _int64(header, "t0", "")
+    dt = _int64(header, "dt", "", low=1)
+    if not 0 < n <= MAX_SAMPLES_PER_SERIES:
+        raise FrameError("n", f"{n} is outside 1..{MAX_SAMPLES_PER_SERIES}")
+    blob = _field(header, "table", bytes, "")
+    try:
+        table = msgpack.unpackb(blob, strict_map_key=True)
+    except (ValueError, msgpack.ExtraData, msgpack.FormatError, msgpack.StackError) as exc:
+        raise FrameError("table", f"is not valid msgpack ({exc})") from exc
+    if not isinstance(table, dict):
+        raise FrameError("table", "must be a msgpack map")
+    stream_id = _field(table, "stream_id", str, "table.")
+    ids = _field(table, "ids", list, "table.")
+    dtypes = _field(table, "dtypes", list, "table.")
+    if len(dtypes) != len(ids):
+        raise FrameError("table.dtypes", f"has {len(dtypes)} entries for {len(ids)} ids")
+    metas = [
+        {"id": sid, "dtype": code, "n": n, "t0": t0, "dt": dt, "q": False}
+        for sid, code in zip(ids, dtypes, strict=True)
+    ]
+    return stream_id, metas

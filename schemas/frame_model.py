@@ -15,6 +15,9 @@ from schemas.subjects import InvalidStreamId, check_stream_id
 from schemas.v1.base import SENSOR_ID_PATTERN
 
 MAGIC: Final = b"VTF1"
+# a regular frame (every sensor on one clock, all samples good) with its sensor table as one
+# blob that repeats frame after frame: read once per process, recognised by its bytes after
+MAGIC_COMPACT: Final = b"VTF2"
 CONTENT_TYPE_BINARY: Final = "application/vnd.vertac.frame.v1+msgpack"
 CONTENT_TYPE_JSON: Final = "application/json"
 QUALITY_GOOD: Final = 192

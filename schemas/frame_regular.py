@@ -18,9 +18,11 @@ import numpy.typing as npt
 from schemas.frame_checks import _DTYPE, _GOOD_IDS, _trusted_series
 from schemas.frame_model import (
     _PREAMBLE,
+    _SENSOR_ID,
     DTYPES,
     INT64_MAX,
     MAGIC,
+    MAGIC_COMPACT,
     MAX_SAMPLES_PER_SERIES,
     Frame,
     Series,
@@ -49,6 +51,102 @@ class _Head(msgspec.Struct, forbid_unknown_fields=True):
 
 
 _HEAD = msgspec.msgpack.Decoder(_Head)  # typed in C: no dict per sensor, no type checks in Python
+
+
+class _CompactHead(msgspec.Struct, forbid_unknown_fields=True):
+    """The header of a compact frame (``b"VTF2"``): one clock for every sensor, and the sensor
+    table as one msgpack blob, the same bytes in every frame of a stream."""
+
+    v: int
+    seq: int
+    n: int
+    t0: int
+    dt: int
+    table: bytes
+    sent_ns: int = 0
+    layout: str = "plain"
+
+
+class _TableBody(msgspec.Struct, forbid_unknown_fields=True):
+    stream_id: str
+    ids: list[str]
+    dtypes: list[str]
+
+
+_COMPACT = msgspec.msgpack.Decoder(_CompactHead)
+_TABLE = msgspec.msgpack.Decoder(_TableBody)
+
+
+@dataclass(frozen=True, slots=True)
+class SensorTable:
+    """A compact frame's sensor table, read and checked once per process."""
+
+    stream_id: str
+    ids: tuple[str, ...]
+    codes: tuple[str, ...]
+    dtype: str  # the one dtype of every sensor, or "" when they differ
+    row_bytes: int  # bytes of one sample of every sensor
+    index: dict[str, int]  # sensor id -> position
+
+
+_TABLES: dict[bytes, SensorTable | None] = {}
+_TABLES_MAX = 4096  # a plant's streams have a few tables each; a flood of odd ones is not kept
+
+
+def sensor_table(blob: bytes) -> SensorTable | None:
+    """The table ``blob`` holds when it is well-formed (ids valid and unique, known dtypes, as
+    many dtypes as ids), else None (the general decoder then says what is wrong)."""
+    found = _TABLES.get(blob, False)
+    if found is not False:
+        return found  # type: ignore[return-value]
+    table = _read_table(blob)
+    if len(_TABLES) >= _TABLES_MAX:
+        _TABLES.clear()
+    _TABLES[bytes(blob)] = table
+    return table
+
+
+def _read_table(blob: bytes) -> SensorTable | None:
+    try:
+        body = _TABLE.decode(blob)
+    except msgspec.DecodeError:
+        return None
+    ids, codes = body.ids, body.dtypes
+    if not ids or len(codes) != len(ids) or len(set(ids)) != len(ids):
+        return None
+    if not all(c in DTYPES for c in codes) or not all(_SENSOR_ID.fullmatch(i) for i in ids):
+        return None
+    return SensorTable(
+        body.stream_id, tuple(ids), tuple(codes), codes[0] if len(set(codes)) == 1 else "",
+        sum(_DTYPE[c].itemsize for c in codes), {sid: i for i, sid in enumerate(ids)},
+    )  # fmt: skip
+
+
+def _compact_header(data: bytes) -> tuple[_CompactHead, SensorTable, int] | None:
+    """A well-formed compact frame's header, its table and where its body starts; None for
+    anything else."""
+    if len(data) < _PREAMBLE.size:
+        return None
+    magic, length = _PREAMBLE.unpack_from(data)
+    end = _PREAMBLE.size + length
+    if magic != MAGIC_COMPACT or end > len(data):
+        return None
+    try:
+        head = _COMPACT.decode(memoryview(data)[_PREAMBLE.size : end])
+    except msgspec.DecodeError:
+        return None
+    n, t0, dt = head.n, head.t0, head.dt
+    if (
+        head.v != 2 or head.layout not in ("plain", "shuffled")
+        or not 0 < n <= MAX_SAMPLES_PER_SERIES or dt <= 0 or t0 < 0
+        or t0 + (n - 1) * dt > INT64_MAX or not 0 <= head.seq <= INT64_MAX
+        or not -INT64_MAX - 1 <= head.sent_ns <= INT64_MAX
+    ):  # fmt: skip
+        return None
+    table = sensor_table(head.table)
+    if table is None or len(data) - end != n * table.row_bytes:
+        return None
+    return head, table, end
 
 
 def _typed_header(data: bytes) -> tuple[_Head, int, tuple[int, int, int]] | None:
@@ -94,24 +192,66 @@ def decode_regular(
     finite: bool,
 ) -> Frame | None:
     """``data`` decoded when it is a regular frame (module docstring), else None."""
+    if data[:4] == MAGIC_COMPACT:
+        compact = _compact_header(data)
+        if compact is None:
+            return None
+        head, table, pos = compact
+        return _decoded(
+            data, pos, RegularFrame(
+                table.stream_id, head.seq, table.ids, table.dtype, head.n, head.t0, head.dt,
+                head.layout == "shuffled", memoryview(data)[pos:], head.sent_ns,
+                () if table.dtype else table.codes,
+            ), table.codes, sensors, finite, table.index,
+        )  # fmt: skip
     typed = _typed_header(data)
     if typed is None:
         return None
-    head, pos, (n, t0, dt) = typed
-    metas = head.sensors
+    head1, pos, (n, t0, dt) = typed
+    metas = head1.sensors
     ids = [m.id for m in metas]
-    count = len(ids)
-    if not _GOOD_IDS.issuperset(ids) or len(set(ids)) != count:
+    if not _GOOD_IDS.issuperset(ids) or len(set(ids)) != len(ids):
         return None
-    plan = _plan(tuple(m.dtype for m in metas), n)
+    codes = tuple(m.dtype for m in metas)
+    uniform = all(c == codes[0] for c in codes)
+    regular = RegularFrame(
+        head1.stream_id, head1.seq, tuple(ids), codes[0] if uniform else "", n, t0, dt,
+        head1.layout == "shuffled", memoryview(data)[pos:], head1.sent_ns,
+        () if uniform else codes,
+    )  # fmt: skip
+    return _decoded(data, pos, regular, codes, sensors, finite)
+
+
+def _decoded(
+    data: bytes,
+    pos: int,
+    regular: RegularFrame,
+    codes: tuple[str, ...],
+    sensors: Container[str] | None,
+    finite: bool,
+    index: dict[str, int] | None = None,
+) -> Frame | None:
+    """The frame ``regular`` describes, its ``sensors`` decoded (all when None). With the
+    sensors' positions (``index``), a few sensors asked for cost a few, not a look at all."""
+    ids, n = regular.ids, regular.n
+    count = len(ids)
+    plan = _plan(codes, n)
     if plan is None or pos + plan.size != len(data):
         return None
+    wanted: list[int] | None = None
+    if sensors is not None and index is not None and isinstance(sensors, (set, frozenset, tuple)):
+        wanted = sorted(index[sid] for sid in sensors if sid in index)
+        needed = {plan.group_of[i] for i in wanted}
     body = np.frombuffer(data, dtype=np.uint8, count=plan.size, offset=pos)
-    shuffled = head.layout == "shuffled"
+    shuffled = regular.shuffled
     values: list[Any] = [None] * count
-    for dtype, members, gather in plan.groups:
-        if not finite and sensors is not None and not any(ids[i] in sensors for i in members):
-            continue  # none of its sensors is asked for, and no value needs checking
+    for g, (dtype, members, gather) in enumerate(plan.groups):
+        if not finite and sensors is not None:
+            if wanted is not None:
+                if g not in needed:
+                    continue
+            elif not any(ids[i] in sensors for i in members):
+                continue  # none of its sensors is asked for, and no value needs checking
         size = dtype.itemsize
         block = body[gather]  # its sensors' bytes, one row each
         if shuffled and size > 1:  # byte planes (byte 0 of every sample, then byte 1, ...)
@@ -120,20 +260,30 @@ def decode_regular(
         if finite and dtype.kind == "f" and not np.isfinite(matrix).all():
             return None  # the general decoder names the sensor and the sample
         matrix.flags.writeable = False  # as the general decoder's arrays over the message
-        for row, i in enumerate(members):
-            values[i] = matrix[row]
-    series: list[Series] = [
-        _trusted_series(sid, values[i], t0, dt, None, None)
-        for i, sid in enumerate(ids)
-        if sensors is None or sid in sensors
-    ]
+        if wanted is None:
+            for row, i in enumerate(members):
+                values[i] = matrix[row]
+        else:
+            for i in wanted:
+                if plan.group_of[i] == g:
+                    values[i] = matrix[plan.row_of[i]]
+    t0, dt = regular.t0_ns, regular.period_ns
+    series: list[Series] = (
+        [_trusted_series(ids[i], values[i], t0, dt, None, None) for i in wanted]
+        if wanted is not None
+        else [
+            _trusted_series(sid, values[i], t0, dt, None, None)
+            for i, sid in enumerate(ids)
+            if sensors is None or sid in sensors
+        ]
+    )
     partial = len(series) < count
     return Frame(
-        stream_id=head.stream_id,
-        seq=head.seq,
+        stream_id=regular.stream_id,
+        seq=regular.seq,
         series=tuple(series),
-        sent_ns=head.sent_ns,
-        span=Span(count * n, t0, t0 + (n - 1) * dt, tuple(ids), shuffled, (head, pos, ids))
+        sent_ns=regular.sent_ns,
+        span=Span(count * n, t0, t0 + (n - 1) * dt, ids, shuffled, regular)
         if partial  # decoded in part: its readers (rollups, recordings) look at the body next
         else None,
         raw=data if partial else None,
@@ -147,6 +297,8 @@ class _Plan:
 
     size: int  # bytes of the body
     groups: tuple[tuple[np.dtype[Any], tuple[int, ...], npt.NDArray[np.intp]], ...]
+    group_of: tuple[int, ...]  # per sensor: its group
+    row_of: tuple[int, ...]  # per sensor: its row in its group's matrix
 
 
 _PLANS: dict[tuple[tuple[str, ...], int], _Plan | None] = {}
@@ -175,13 +327,16 @@ def _make_plan(codes: tuple[str, ...], n: int) -> _Plan | None:
         starts.append(at)
         at += n * d.itemsize
     groups = []
-    for d in dict.fromkeys(dtypes):
+    group_of, row_of = [0] * len(dtypes), [0] * len(dtypes)
+    for g, d in enumerate(dict.fromkeys(dtypes)):
         assert d is not None
         members = tuple(i for i, x in enumerate(dtypes) if x == d)
+        for row, i in enumerate(members):
+            group_of[i], row_of[i] = g, row
         width = n * d.itemsize
         gather = np.array([starts[i] for i in members])[:, None] + np.arange(width)
         groups.append((d, members, gather))
-    return _Plan(at, tuple(groups))
+    return _Plan(at, tuple(groups), tuple(group_of), tuple(row_of))
 
 
 @dataclass(frozen=True, slots=True)
@@ -237,34 +392,40 @@ class RegularFrame:
         return np.concatenate(runs).astype(np.float64)
 
 
-def _regular_of(head: _Head, pos: int, data: bytes, ids: list[str]) -> RegularFrame:
-    first = head.sensors[0]
-    codes = tuple(m.dtype for m in head.sensors)
-    uniform = all(c == codes[0] for c in codes)
-    return RegularFrame(
-        head.stream_id, head.seq, tuple(ids), codes[0] if uniform else "", first.n, first.t0,
-        first.dt, head.layout == "shuffled", memoryview(data)[pos:], head.sent_ns,
-        () if uniform else codes,
-    )  # fmt: skip
-
-
 def peek_regular(data: bytes, *, one_dtype: bool = True) -> RegularFrame | None:
     """``data`` (a binary frame) as a :class:`RegularFrame`, or None when it is not regular or
     not well-formed (:func:`decode_binary` then decodes it, or says what is wrong). With
     ``one_dtype=False`` the sensors may differ in dtype."""
+    if data[:4] == MAGIC_COMPACT:
+        compact = _compact_header(data)
+        if compact is None:
+            return None
+        head, table, pos = compact
+        if one_dtype and not table.dtype:
+            return None
+        return RegularFrame(
+            table.stream_id, head.seq, table.ids, table.dtype, head.n, head.t0, head.dt,
+            head.layout == "shuffled", memoryview(data)[pos:], head.sent_ns,
+            () if table.dtype else table.codes,
+        )  # fmt: skip
     typed = _typed_header(data)
     if typed is None:
         return None
-    head, pos, clock = typed
-    ids = [m.id for m in head.sensors]
-    codes = [m.dtype for m in head.sensors]
+    head1, pos, clock = typed
+    ids = [m.id for m in head1.sensors]
+    codes = tuple(m.dtype for m in head1.sensors)
     if not all(c in DTYPES for c in codes) or (one_dtype and len(set(codes)) > 1):
         return None
     if len(set(ids)) != len(ids):
         return None
     if len(data) - pos != clock[0] * sum(_DTYPE[c].itemsize for c in codes):
         return None
-    return _regular_of(head, pos, data, ids)
+    uniform = all(c == codes[0] for c in codes)
+    return RegularFrame(
+        head1.stream_id, head1.seq, tuple(ids), codes[0] if uniform else "", clock[0],
+        clock[1], clock[2], head1.layout == "shuffled", memoryview(data)[pos:],
+        head1.sent_ns, () if uniform else codes,
+    )  # fmt: skip
 
 
 def regular_of(frame: Frame) -> RegularFrame | None:
@@ -274,7 +435,6 @@ def regular_of(frame: Frame) -> RegularFrame | None:
     span = frame.span
     if span is None or frame.raw is None:
         return None
-    if span.header is not None:
-        head, pos, ids = span.header
-        return _regular_of(head, pos, frame.raw, ids)
+    if isinstance(span.header, RegularFrame):
+        return span.header
     return peek_regular(frame.raw, one_dtype=False)

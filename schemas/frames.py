@@ -42,6 +42,7 @@ from schemas.frame_checks import (
     _check_planes,
     _check_sensor_id,
     _check_times,
+    _compact_metas,
     _field,
     _header,
     _int64,
@@ -57,6 +58,7 @@ from schemas.frame_model import (
     INT64_MAX,
     INT64_MIN,
     MAGIC,
+    MAGIC_COMPACT,
     MAX_SAMPLES_PER_SERIES,
     QUALITY_BAD,
     QUALITY_GOOD,
@@ -79,6 +81,7 @@ __all__ = [
     "INT64_MAX",
     "INT64_MIN",
     "MAGIC",
+    "MAGIC_COMPACT",
     "MAX_SAMPLES_PER_SERIES",
     "QUALITY_BAD",
     "QUALITY_GOOD",
@@ -113,8 +116,15 @@ def _unshuffle(raw: bytes | memoryview, itemsize: int) -> bytes:
     return np.frombuffer(raw, dtype=np.uint8).reshape(itemsize, -1).T.tobytes()
 
 
-def encode_binary(frame: Frame, *, shuffled: bool = False) -> bytes:
-    """Encode ``frame`` in the binary layout (``shuffled=True`` for the storage form)."""
+def encode_binary(frame: Frame, *, shuffled: bool = False, compact: bool = True) -> bytes:
+    """Encode ``frame`` in the binary layout (``shuffled=True`` for the storage form): a
+    regular frame (every sensor on one clock, all samples good) as a compact one
+    (``b"VTF2"``, its sensor table one blob) unless ``compact`` is off, anything else with a
+    header entry per sensor (``b"VTF1"``)."""
+    if compact:
+        table = _regular_table(frame)
+        if table is not None:
+            return _encode_compact(frame, table, shuffled)
     sensors: list[dict[str, Any]] = []
     chunks: list[bytes] = []
     for s in frame.series:
@@ -156,6 +166,61 @@ def encode_binary(frame: Frame, *, shuffled: bool = False) -> bytes:
     return b"".join([_PREAMBLE.pack(MAGIC, len(header)), header, *chunks])
 
 
+_TABLE_BLOBS: dict[tuple[str, tuple[str, ...], tuple[str, ...]], bytes] = {}
+
+
+def _regular_table(frame: Frame) -> bytes | None:
+    """The msgpack sensor table of ``frame`` when it is regular, else None."""
+    series = frame.series
+    if not series:
+        return None
+    s0 = series[0]
+    n, t0, dt = s0.n, s0.t0_ns, s0.period_ns
+    if n <= 0 or dt <= 0 or t0 < 0:
+        return None
+    for s in series:
+        if s.timestamps_ns is not None or s.quality is not None:
+            return None
+        if s.n != n or s.t0_ns != t0 or s.period_ns != dt:
+            return None
+    ids = tuple(s.sensor_id for s in series)
+    codes = tuple(s.values.dtype.str[1:] for s in series)
+    key = (frame.stream_id, ids, codes)
+    blob = _TABLE_BLOBS.get(key)
+    if blob is None:
+        if not DTYPES.issuperset(codes) or len(set(ids)) != len(ids):
+            return None
+        blob = msgpack.packb(
+            {"stream_id": frame.stream_id, "ids": list(ids), "dtypes": list(codes)}
+        )
+        if len(_TABLE_BLOBS) >= 4096:
+            _TABLE_BLOBS.clear()
+        _TABLE_BLOBS[key] = blob
+    return blob
+
+
+def _encode_compact(frame: Frame, table: bytes, shuffled: bool) -> bytes:
+    s0 = frame.series[0]
+    header = msgpack.packb(
+        {
+            "v": 2,
+            "seq": frame.seq,
+            "sent_ns": frame.sent_ns,
+            "layout": "shuffled" if shuffled else "plain",
+            "n": s0.n,
+            "t0": s0.t0_ns,
+            "dt": s0.period_ns,
+            "table": table,
+        }
+    )
+    chunks = []
+    for s in frame.series:
+        values = np.ascontiguousarray(s.values, dtype=s.values.dtype.newbyteorder("<"))
+        item = values.dtype.itemsize
+        chunks.append(_shuffle(values.tobytes(), item) if shuffled else values.tobytes())
+    return b"".join([_PREAMBLE.pack(MAGIC_COMPACT, len(header)), header, *chunks])
+
+
 def decode_binary(
     data: bytes, sensors: Container[str] | None = None, *, finite: bool = False
 ) -> Frame:
@@ -170,13 +235,18 @@ def decode_binary(
     if regular is not None:
         return regular
     header, pos = _header(data)
-    if header.get("v") != 1:
-        raise FrameError("v", f"version {header.get('v')!r} is not supported (expected 1)")
+    compact = data[:4] == MAGIC_COMPACT
+    version = 2 if compact else 1
+    if header.get("v") != version:
+        raise FrameError("v", f"version {header.get('v')!r} is not supported (expected {version})")
     layout = header.get("layout", "plain")
     if layout not in ("plain", "shuffled"):
         raise FrameError("layout", f"{layout!r} is not 'plain' or 'shuffled'")
     shuffled = layout == "shuffled"
-    metas = _field(header, "sensors", list, "")
+    if compact:  # errors below name a sensor by its place in the table, as sensors[i]
+        stream_id, metas = _compact_metas(header)
+    else:
+        stream_id, metas = _field(header, "stream_id", str, ""), _field(header, "sensors", list, "")
     if not metas:
         raise FrameError("sensors", "a frame needs at least one sensor")
     view = memoryview(data)
@@ -262,7 +332,7 @@ def decode_binary(
         first = min(m["t0"] for m in metas)
         last = max(m["t0"] for m in metas)
     return Frame(
-        stream_id=_field(header, "stream_id", str, ""),
+        stream_id=stream_id,
         seq=_int64(header, "seq", "", low=0),
         series=tuple(series),
         sent_ns=_int64(header, "sent_ns", "") if "sent_ns" in header else 0,
@@ -362,6 +432,6 @@ def decode(
             HEADER_CONTENT_TYPE,
             f"{content_type!r} is neither {CONTENT_TYPE_BINARY!r} nor {CONTENT_TYPE_JSON!r}",
         )
-    if data[:4] == MAGIC:
+    if data[:4] in (MAGIC, MAGIC_COMPACT):
         return decode_binary(data, sensors, finite=finite)
     return decode_json(data, finite=finite)

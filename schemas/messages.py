@@ -104,7 +104,9 @@ from schemas.v1.samples import (
     BinaryFrameHeader,
     BinarySeriesHeader,
     BufferStatus,
+    CompactFrameHeader,
     FrameJson,
+    SensorTable,
     SeriesJson,
 )
 from schemas.v1.websocket import (
@@ -124,6 +126,8 @@ from schemas.v1.websocket import (
 EXPORTED: tuple[type[BaseModel], ...] = (
     FrameJson,
     BinaryFrameHeader,
+    CompactFrameHeader,
+    SensorTable,
     StreamRegistration,
     StreamRegistered,
     RegisterResponse,
@@ -197,6 +201,7 @@ __all__ = [
     "BinarySeriesHeader",
     "BufferStatus",
     "CommandAccepted",
+    "CompactFrameHeader",
     "Contract",
     "CreateReference",
     "CycleAlerts",
@@ -245,6 +250,7 @@ __all__ = [
     "SensorId",
     "SensorSpec",
     "SensorStats",
+    "SensorTable",
     "SeriesJson",
     "SignIn",
     "StreamId",

@@ -79,6 +79,35 @@ class BinaryFrameHeader(Contract):
     sensors: list[BinarySeriesHeader] = Field(min_length=1)
 
 
+class SensorTable(Contract):
+    """The sensor table of a compact binary frame, msgpack-encoded into its header's ``table``:
+    the same bytes in every frame of a stream with the same sensors, so a reader decodes it
+    once and recognises it by its bytes after."""
+
+    stream_id: StreamId
+    ids: list[str] = Field(min_length=1, description="Sensor ids, in the order of the body.")
+    dtypes: list[str] = Field(
+        min_length=1, description="One dtype per id (f4 f8 i1 i2 i4 i8 u1 u2 u4 u8)."
+    )
+
+
+class CompactFrameHeader(Contract):
+    """The msgpack header of a compact binary frame: ``b"VTF2" | uint32 LE length | header |
+    body``. Every sensor has ``n`` samples at ``t0 + i*dt``, all of good quality; the body
+    holds each sensor's ``n`` values in the table's order (byte-shuffled per sensor when
+    ``layout`` is ``shuffled``). VerTac's publishers send a frame of that shape compact, any
+    other in ``b"VTF1"``."""
+
+    v: Literal[2] = 2
+    seq: int = Field(ge=0)
+    sent_ns: int = 0
+    layout: Literal["plain", "shuffled"] = "plain"
+    n: int = Field(ge=1, description="Samples per sensor.")
+    t0: int = Field(ge=0, description="Timestamp of every sensor's first sample, ns.")
+    dt: int = Field(ge=1, description="Sampling period of every sensor, ns.")
+    table: bytes = Field(description="The SensorTable, msgpack-encoded (a msgpack bin).")
+
+
 class BatchSample(Contract):
     """One timestamped reading of several sensors."""
 

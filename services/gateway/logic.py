@@ -17,6 +17,7 @@ from schemas.compat import LegacyBatch, quality_code
 from schemas.frames import (
     INT64_MAX,
     MAGIC,
+    MAGIC_COMPACT,
     QUALITY_GOOD,
     Frame,
     Series,
@@ -221,7 +222,8 @@ class Decimator:
 
     def add_message(self, data: bytes, headers: dict[str, str] | None) -> None:
         """Add a samples message as it came from the bus (raises :class:`FrameError`)."""
-        regular = peek_regular(data, one_dtype=False) if data[:4] == MAGIC else None
+        binary = data[:4] in (MAGIC, MAGIC_COMPACT)
+        regular = peek_regular(data, one_dtype=False) if binary else None
         if regular is None:
             self.add(decode(data, headers))
             return

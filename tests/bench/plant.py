@@ -58,7 +58,7 @@ from edge.publisher import frame_message
 from edge.simulator import Simulation, build_machine
 from schemas import subjects
 from schemas.client import Bus
-from schemas.frames import CONTENT_TYPE_BINARY, MAGIC, Frame, Series
+from schemas.frames import CONTENT_TYPE_BINARY, Frame, Series
 from schemas.messages import (
     AlertChanged,
     AlertRule,
@@ -104,7 +104,7 @@ class Machine:
         self.seq = 0
         self.ends: list[int] = []  # data end (ns) of every frame sent, and its publication time
         self.sent: list[int] = []
-        self._encoded: dict[int, tuple[dict[str, Any], bytes]] = {}  # slot -> header, values
+        self._encoded: dict[int, tuple[bytes, dict[str, Any], bytes]] = {}  # magic, header, values
 
     def frame(self, end_ns: int) -> Frame:
         k = (self.seq + self.phase) % self.frames_per_cycle
@@ -130,19 +130,21 @@ class Machine:
             subject, payload, headers = frame_message(frame)
             (length,) = struct.unpack_from("<I", payload, 4)
             header = msgpack.unpackb(payload[8 : 8 + length])
-            self._encoded[k] = (header, payload[8 + length :])
+            self._encoded[k] = (payload[:4], header, payload[8 + length :])
             return subject, payload, headers
-        header, body = cached
+        magic, header, body = cached
         start = frame.series[0].t0_ns
-        packed = msgpack.packb(
-            {**header, "seq": frame.seq, "sent_ns": frame.sent_ns,
-             "sensors": [{**meta, "t0": start} for meta in header["sensors"]]}
-        )  # fmt: skip
+        times = (
+            {"t0": start}  # a compact frame: one clock for all
+            if "sensors" not in header
+            else {"sensors": [{**meta, "t0": start} for meta in header["sensors"]]}
+        )
+        packed = msgpack.packb({**header, "seq": frame.seq, "sent_ns": frame.sent_ns, **times})
         headers = {
             subjects.HEADER_CONTENT_TYPE: CONTENT_TYPE_BINARY,
             subjects.HEADER_MSG_ID: subjects.dedup_id(frame.stream_id, frame.seq),
         }
-        payload = b"".join((MAGIC, struct.pack("<I", len(packed)), packed, body))
+        payload = b"".join((magic, struct.pack("<I", len(packed)), packed, body))
         return subjects.samples(frame.stream_id), payload, headers
 
     def sent_of(self, data_ns: int) -> int | None:

@@ -41,12 +41,12 @@ def good_frame(stream_id: str, seq: int) -> Frame:
 
 def with_header(frame: Frame, **changes: object) -> bytes:
     """``frame`` in the binary layout with header fields replaced (as a broken publisher would)."""
-    raw = encode_binary(frame)
+    raw = encode_binary(frame)  # compact: its header fields are sent_ns, seq, table, ...
     (length,) = struct.unpack_from("<I", raw, 4)
     header = msgpack.unpackb(raw[8 : 8 + length])
     header.update(changes)
     packed = msgpack.packb(header)
-    return b"VTF1" + struct.pack("<I", len(packed)) + packed + raw[8 + length :]
+    return raw[:4] + struct.pack("<I", len(packed)) + packed + raw[8 + length :]
 
 
 def poison(stream_id: str) -> list[tuple[bytes, dict[str, str], str]]:
@@ -67,6 +67,15 @@ def poison(stream_id: str) -> list[tuple[bytes, dict[str, str], str]]:
         (with_header(f, sent_ns="abc"), binary, "sent_ns"),
         (with_header(f, sent_ns=[1]), binary, "sent_ns"),
         (with_header(f, seq=2**63), binary, "seq"),
+        # a compact frame whose sensor table gives two dtypes for one id
+        (
+            with_header(
+                f,
+                table=msgpack.packb({"stream_id": stream_id, "ids": ["p"], "dtypes": ["f8", "f4"]}),
+            ),
+            binary,
+            "table.dtypes",
+        ),
         (big_ts, as_json, "sensors.0.timestamps_ns.0"),
         (b'{"stream_id": "x", "seq": Infinity}', as_json, "seq"),
         (os.urandom(900 * 1024), {}, ""),

@@ -55,12 +55,16 @@ def a_frame(rng: np.random.Generator, count: int, n: int) -> Frame:
     return Frame("line-1", int(rng.integers(0, 2**40)), tuple(series), 123)
 
 
+@pytest.mark.parametrize("compact", [False, True], ids=["VTF1", "VTF2"])
 @pytest.mark.parametrize("shuffled", [False, True])
-def test_regular_frames_decode_in_one_go_to_what_the_general_decoder_gives(shuffled) -> None:
+def test_regular_frames_decode_in_one_go_to_what_the_general_decoder_gives(
+    shuffled, compact
+) -> None:
     rng = np.random.default_rng(5)
     for _ in range(200):
         frame = a_frame(rng, int(rng.integers(1, 20)), int(rng.integers(1, 40)))
-        data = encode_binary(frame, shuffled=shuffled)
+        data = encode_binary(frame, shuffled=shuffled, compact=compact)
+        assert data[:4] == (frames.MAGIC_COMPACT if compact else frames.MAGIC)
         reference = general(data)  # also makes the ids known (as the first frame of a stream)
         fast = regular(data)
         assert fast is not None
@@ -76,7 +80,7 @@ def test_regular_frames_decode_in_one_go_to_what_the_general_decoder_gives(shuff
 def test_anything_else_is_left_to_the_general_decoder() -> None:
     t0 = 1_800_000_000_000_000_000
     ok = Frame("line-1", 1, (Series("a", np.arange(5.0), t0, 10), Series("b", np.ones(5), t0, 10)))
-    data = encode_binary(ok)
+    data = encode_binary(ok, compact=False)
     general(data)
     assert regular(data) is not None
     header, pos = frames._header(data)
@@ -114,13 +118,14 @@ def _not_again(data: bytes) -> None:
     raise AssertionError("the header was parsed again")
 
 
-def test_a_frame_decoded_in_part_is_peeked_at_without_parsing_its_header_again() -> None:
+@pytest.mark.parametrize("compact", [False, True], ids=["VTF1", "VTF2"])
+def test_a_frame_decoded_in_part_is_peeked_at_without_parsing_its_header_again(compact) -> None:
     from schemas import frame_regular
 
     rng = np.random.default_rng(9)
     for shuffled in (False, True):
         frame = a_frame(rng, 6, 12)
-        data = encode_binary(frame, shuffled=shuffled)
+        data = encode_binary(frame, shuffled=shuffled, compact=compact)
         general(data)
         parsed = frames.peek_regular(data, one_dtype=False)  # from the header
         assert parsed is not None
@@ -128,6 +133,7 @@ def test_a_frame_decoded_in_part_is_peeked_at_without_parsing_its_header_again()
         assert part.span is not None and part.span.header is not None
         with pytest.MonkeyPatch.context() as mp:
             mp.setattr(frame_regular, "_typed_header", _not_again)
+            mp.setattr(frame_regular, "_compact_header", _not_again)
             kept = frames.regular_of(part)  # the header as parsed when it was decoded
         assert kept == parsed
         for a, b in zip(kept.rows(), parsed.rows(), strict=True):
@@ -135,3 +141,74 @@ def test_a_frame_decoded_in_part_is_peeked_at_without_parsing_its_header_again()
         # asked for one dtype, a frame of several is still not regular
         assert (frames.peek_regular(data) is None) == (len(set(kept.dtypes)) > 1)
         assert frames.regular_of(decode_binary(data)) is None  # nothing left undecoded
+
+
+def _compact(data: bytes, table_change=None, **change: object) -> bytes:
+    """``data`` (a compact frame) with header fields or its table changed."""
+    header, pos = frames._header(data)
+    if table_change is not None:
+        table = msgpack.unpackb(header["table"])
+        header["table"] = msgpack.packb(table_change(table))
+    packed = msgpack.packb({**header, **change})
+    return frames.MAGIC_COMPACT + len(packed).to_bytes(4, "little") + packed + data[pos:]
+
+
+@pytest.mark.parametrize(
+    ("tampered", "field"),
+    [
+        (lambda d: _compact(d, v=1), "v"),
+        (lambda d: _compact(d, dt=0), "dt"),
+        (lambda d: _compact(d, n=0), "n"),
+        (lambda d: _compact(d, n=6), "sensors[1].n"),  # the body ends within the second
+        (lambda d: _compact(d, table=b"\xc1"), "table"),
+        (lambda d: _compact(d, table=b"\x91\x01"), "table"),  # a list, not a map
+        (lambda d: _compact(d, lambda t: {**t, "dtypes": ["f8"]}), "table.dtypes"),
+        (lambda d: _compact(d, lambda t: {**t, "dtypes": ["f8", "c16"]}), "sensors[1].dtype"),
+        (lambda d: _compact(d, lambda t: {**t, "ids": ["a", "a"]}), "sensors"),
+        (lambda d: _compact(d, lambda t: {**t, "ids": ["a", "b c"]}), "sensors[1].id"),
+        (lambda d: _compact(d, lambda t: {**t, "stream_id": 7}), "table.stream_id"),
+        (lambda d: d + b"\0", "frame"),
+    ],
+)
+def test_a_compact_frame_that_is_wrong_is_refused_naming_the_field(tampered, field) -> None:
+    t0 = 1_800_000_000_000_000_000
+    ok = Frame("line-2", 1, (Series("a", np.arange(5.0), t0, 10), Series("b", np.ones(5), t0, 10)))
+    data = encode_binary(ok, shuffled=True)
+    assert data[:4] == frames.MAGIC_COMPACT and regular(data) is not None
+    bad = tampered(data)
+    assert regular(bad) is None  # left to the general decoder, which says what is wrong
+    with pytest.raises(FrameError) as caught:
+        decode_binary(bad)
+    assert caught.value.field == field, caught.value
+
+
+def test_frames_that_are_not_regular_keep_a_header_entry_per_sensor() -> None:
+    """Two clocks, qualities or explicit timestamps: the compact form cannot say them."""
+    t0 = 1_800_000_000_000_000_000
+    a = Series("a", np.arange(5.0), t0, 10)
+    for other in (
+        Series("b", np.ones(5), t0 + 1, 10),  # another clock
+        Series("b", np.ones(5), t0, 10, None, np.full(5, 64, dtype=np.uint8)),  # qualities
+        Series("b", np.ones(3), t0, 0, np.array([t0, t0 + 7, t0 + 9])),  # explicit times
+    ):
+        frame = Frame("line-3", 2, (a, other))
+        data = encode_binary(frame, shuffled=True)
+        assert data[:4] == frames.MAGIC
+        assert decode_binary(data).equals(frame)
+
+
+def test_a_compact_frame_is_smaller_and_its_table_is_read_once() -> None:
+    from schemas import frame_regular
+
+    rng = np.random.default_rng(11)
+    frame = a_frame(rng, 17, 10)
+    compact, wide = (
+        encode_binary(frame, shuffled=True),
+        encode_binary(frame, shuffled=True, compact=False),
+    )
+    assert len(compact) < len(wide) - 17 * 20  # at least 20 bytes less per sensor
+    decode_binary(compact)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(frame_regular, "_read_table", _not_again)  # the same table: known by its bytes
+        again = Frame(frame.stream_id, frame.seq + 1, frame.series, 5)
+        same(regular(encode_binary(again, shuffled=True)), again)

@@ -77,7 +77,7 @@ def test_timestamps_of_uniform_series_follow_the_period() -> None:
 
 
 def _tamper(frame: Frame, **changes: object) -> bytes:
-    raw = encode_binary(frame)
+    raw = encode_binary(frame, compact=False)
     header_len = int.from_bytes(raw[4:8], "little")
     header = msgpack.unpackb(raw[8 : 8 + header_len])
     for key, value in changes.items():
