@@ -189,6 +189,13 @@ def on_frame(
         reason = f"data gap of {gap:.1f} s (timeout {cfg.gap_timeout_s:g} s)"
         state, ended = _end(state, cfg, last, state.last_js_seq, "aborted", reason)
         out.append(ended)
+    update: dict[str, Any] = {
+        "recent": [*state.recent[-(RECENT - 1) :], (frame.js_seq, frame.first_ns)],
+        "last_js_seq": frame.js_seq,
+        "last_seq": max(state.last_seq, frame.seq),
+        "last_data_ns": max(state.last_data_ns or frame.last_ns, frame.last_ns),
+        "last_arrival_ns": now_ns,
+    }
     if state.state in ("running", "stopping"):
         gaps, late, replayed = state.gaps, state.late_frames, state.replayed_frames
         if frame.seq > state.last_seq + 1 and state.frames > 0:
@@ -197,23 +204,10 @@ def on_frame(
             replayed += 1
         elif frame.seq < state.last_seq:
             late += 1
-        state = state.model_copy(
-            update={
-                "frames": state.frames + 1,
-                "gaps": gaps,
-                "late_frames": late,
-                "replayed_frames": replayed,
-            }
+        update.update(
+            frames=state.frames + 1, gaps=gaps, late_frames=late, replayed_frames=replayed
         )
-    state = state.model_copy(
-        update={
-            "recent": [*state.recent[-(RECENT - 1) :], (frame.js_seq, frame.first_ns)],
-            "last_js_seq": frame.js_seq,
-            "last_seq": max(state.last_seq, frame.seq),
-            "last_data_ns": max(state.last_data_ns or frame.last_ns, frame.last_ns),
-            "last_arrival_ns": now_ns,
-        }
-    )
+    state = state.model_copy(update=update)  # one copy a frame
     if state.state == "running" and state.started_ns is not None:
         limit = state.started_ns + round(cfg.max_duration_s * NS)
         if frame.last_ns > limit:
