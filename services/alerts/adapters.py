@@ -3,6 +3,9 @@
 
 from __future__ import annotations
 
+import asyncio
+from typing import Any
+
 from nats.aio.client import Client
 from nats.js import JetStreamContext
 from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError, NotFoundError
@@ -109,7 +112,8 @@ ON CONFLICT DO NOTHING
 
 
 class Alerts:
-    """Alert events: the bus first, then the rows (both idempotent)."""
+    """Alert events: on the bus and in the rows at the same time (both idempotent: the event
+    by its message id, the rows by upsert), and both done before the caller goes on."""
 
     def __init__(self, js: JetStreamContext, pool: AsyncConnectionPool) -> None:
         self.js = js
@@ -118,7 +122,7 @@ class Alerts:
     async def record(self, event: AlertChanged) -> None:
         at_ns = ns_of(event.at)
         dedup = f"{event.alert_id}:{event.state}:{event.occurrences}:{at_ns}"
-        await self.js.publish(
+        published = self.js.publish(
             subjects.alerts(event.stream_id, event.severity),
             event.model_dump_json().encode(),
             headers={
@@ -144,6 +148,13 @@ class Alerts:
             "comment": event.comment,
             "at": event.at,
         }
+        # a failure of either raises once both have finished: the caller tries both again
+        results = await asyncio.gather(published, self._store(row), return_exceptions=True)
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
+
+    async def _store(self, row: dict[str, Any]) -> None:
         async with self.pool.connection() as conn, conn.transaction():
             await conn.execute(_UPSERT, row)
             await conn.execute(_HISTORY, row)
