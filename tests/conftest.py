@@ -15,7 +15,7 @@ import re
 import shutil
 import subprocess
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,7 +29,13 @@ from schemas.client import Bus, inbox_prefix
 from services.common.bus import init_bus
 from services.common.config import CommonSettings
 from services.common.db import migrate
-from services.common.embedded import NatsServer, Postgres, free_port, wait_for_port
+from services.common.embedded import (
+    EmbeddedServerError,
+    NatsServer,
+    Postgres,
+    free_port,
+    wait_for_port,
+)
 from services.common.natsauth import ADMIN, SERVICES, BusUsers, url_for
 from services.common.runtime import open_bus
 
@@ -146,10 +152,10 @@ def nats_server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Nat
     if os.environ.get("VERTAC_TEST_NATS_TRACE"):  # every subject each client used, in the log
         with closed.users.config_file.open("a") as f:
             f.write("trace: true\nmax_traced_msg_len: 1\n")
-    server = NatsServer(
+    server = start_on_free_ports(lambda: NatsServer(
         tmp_path / "nats", port=free_port(), monitor_port=free_port(),
         config=closed.users.config_file,
-    ).start()  # fmt: skip
+    ))  # fmt: skip
     server.closed = closed  # type: ignore[attr-defined]
     closed.install(monkeypatch)
     # as in production, the admin declares the layout (vertac bus init): services may not
@@ -160,6 +166,23 @@ def nats_server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Nat
         server.stop()
     refused = refusals(server.store_dir / "nats-server.log")
     assert not refused, "the bus refused a service something:\n" + "\n".join(refused[:20])
+
+
+def start_on_free_ports(make: Callable[[], NatsServer], attempts: int = 5) -> NatsServer:
+    """Start the server ``make`` returns, on other free ports when the ones it was given were
+    taken between their choice and its start (an outgoing connection may get the same port
+    from the kernel meanwhile); any other failure is raised at once."""
+    for attempt in range(attempts):
+        server = make()
+        try:
+            return server.start()
+        except EmbeddedServerError:
+            log = server.store_dir / "nats-server.log"
+            text = log.read_text(errors="replace") if log.is_file() else ""
+            if attempt == attempts - 1 or "address already in use" not in text:
+                raise
+            log.unlink()
+    raise AssertionError("unreachable")
 
 
 def bus_url(nats_server: NatsServer | str, service: str = ADMIN) -> str:
