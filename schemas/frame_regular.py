@@ -122,14 +122,35 @@ def _read_table(blob: bytes) -> SensorTable | None:
     )  # fmt: skip
 
 
+def _header_end(data: bytes, magic: bytes) -> int | None:
+    """Where the header of a binary frame with ``magic`` ends, or None when ``data`` is not
+    one or its header runs past its end."""
+    if len(data) < _PREAMBLE.size:
+        return None
+    found, length = _PREAMBLE.unpack_from(data)
+    end = _PREAMBLE.size + length
+    return end if found == magic and end <= len(data) else None
+
+
+def _compact_regular(data: bytes) -> tuple[RegularFrame, SensorTable] | None:
+    """A well-formed compact frame as a :class:`RegularFrame`, with its table; else None."""
+    compact = _compact_header(data)
+    if compact is None:
+        return None
+    head, table, pos = compact
+    regular = RegularFrame(
+        table.stream_id, head.seq, table.ids, table.dtype, head.n, head.t0, head.dt,
+        head.layout == "shuffled", memoryview(data)[pos:], head.sent_ns,
+        () if table.dtype else table.codes,
+    )  # fmt: skip
+    return regular, table
+
+
 def _compact_header(data: bytes) -> tuple[_CompactHead, SensorTable, int] | None:
     """A well-formed compact frame's header, its table and where its body starts; None for
     anything else."""
-    if len(data) < _PREAMBLE.size:
-        return None
-    magic, length = _PREAMBLE.unpack_from(data)
-    end = _PREAMBLE.size + length
-    if magic != MAGIC_COMPACT or end > len(data):
+    end = _header_end(data, MAGIC_COMPACT)
+    if end is None:
         return None
     try:
         head = _COMPACT.decode(memoryview(data)[_PREAMBLE.size : end])
@@ -153,11 +174,8 @@ def _typed_header(data: bytes) -> tuple[_Head, int, tuple[int, int, int]] | None
     """The header of a binary frame when it has exactly the fields and types of a regular one
     (checked in C) and one clock, where the body starts, and the clock (n, t0, dt); None
     otherwise."""
-    if len(data) < _PREAMBLE.size:
-        return None
-    magic, length = _PREAMBLE.unpack_from(data)
-    end = _PREAMBLE.size + length
-    if magic != MAGIC or end > len(data):
+    end = _header_end(data, MAGIC)
+    if end is None:
         return None
     try:
         head = _HEAD.decode(memoryview(data)[_PREAMBLE.size : end])
@@ -193,17 +211,12 @@ def decode_regular(
 ) -> Frame | None:
     """``data`` decoded when it is a regular frame (module docstring), else None."""
     if data[:4] == MAGIC_COMPACT:
-        compact = _compact_header(data)
-        if compact is None:
+        found = _compact_regular(data)
+        if found is None:
             return None
-        head, table, pos = compact
-        return _decoded(
-            data, pos, RegularFrame(
-                table.stream_id, head.seq, table.ids, table.dtype, head.n, head.t0, head.dt,
-                head.layout == "shuffled", memoryview(data)[pos:], head.sent_ns,
-                () if table.dtype else table.codes,
-            ), table.codes, sensors, finite, table.index,
-        )  # fmt: skip
+        regular, table = found
+        pos = len(data) - len(regular.body)
+        return _decoded(data, pos, regular, table.codes, sensors, finite, table.index)
     typed = _typed_header(data)
     if typed is None:
         return None
@@ -397,17 +410,10 @@ def peek_regular(data: bytes, *, one_dtype: bool = True) -> RegularFrame | None:
     not well-formed (:func:`decode_binary` then decodes it, or says what is wrong). With
     ``one_dtype=False`` the sensors may differ in dtype."""
     if data[:4] == MAGIC_COMPACT:
-        compact = _compact_header(data)
-        if compact is None:
+        found = _compact_regular(data)
+        if found is None or (one_dtype and not found[1].dtype):
             return None
-        head, table, pos = compact
-        if one_dtype and not table.dtype:
-            return None
-        return RegularFrame(
-            table.stream_id, head.seq, table.ids, table.dtype, head.n, head.t0, head.dt,
-            head.layout == "shuffled", memoryview(data)[pos:], head.sent_ns,
-            () if table.dtype else table.codes,
-        )  # fmt: skip
+        return found[0]
     typed = _typed_header(data)
     if typed is None:
         return None
