@@ -69,7 +69,7 @@ CHANNELS: Final[tuple[Channel, ...]] = (
             "stream, reserve or release frame numbers, or read the server's clock. The only way "
             "an edge changes the registry: the reply is RegistryReply, with header "
             "Vertac-Status.",
-            None, (EDGE,), responder="ingest",
+            None, (EDGE, "cycles"), responder="ingest",
             payload_doc="`RegistryRequest` (`register`, `reserve`, `release`, `clock`) → "
                         "`RegistryReply` (header `Vertac-Status`)",
             also="simulator, replay"),
@@ -98,6 +98,16 @@ CHANNELS: Final[tuple[Channel, ...]] = (
             payload_doc="`CreateReference`, `ActivateReference`, `DryRunReference`, "
                         "`ListReferences` → `ReferenceInfo`, `DryRunResult` or `ErrorBody` "
                         "(header `Vertac-Status`)",
+            also="any client"),
+    Channel("datasets", "datasets", "vertac.datasets.{stream_id}.{op}", messages.DatasetRequest,
+            "Request-reply, answered by the cycles service (queue group cycles), which owns "
+            "cycles and datasets: op add files one of the stream's cycles into a dataset, remove "
+            "takes it out, import stores the cycles of an uploaded file (an object in "
+            f"{subjects.OBJ_UPLOADS}) on the stream and files them. The reply is DatasetEntry, "
+            "{removed}, DatasetImported or ErrorBody, with header Vertac-Status.",
+            None, ("gateway",), responder="cycles",
+            payload_doc="`DatasetRequest` → `DatasetEntry`, `{removed}`, `DatasetImported` or "
+                        "`ErrorBody` (header `Vertac-Status`)",
             also="any client"),
     Channel("alertctl", "alertctl", "vertac.alertctl.{stream_id}.{op}",
             messages.AlertControlRequest,

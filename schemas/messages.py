@@ -63,6 +63,7 @@ from schemas.v1.base import (
 )
 from schemas.v1.bus import (
     AlertControlRequest,
+    DatasetRequest,
     DeadLetter,
     EdgeStatus,
 )
@@ -147,6 +148,7 @@ EXPORTED: tuple[type[BaseModel], ...] = (
     DeadLetter,
     EdgeStatus,
     AlertControlRequest,
+    DatasetRequest,
     CycleSummary,
     CycleDetail,
     CycleOverlay,
@@ -217,6 +219,7 @@ __all__ = [
     "DatasetImported",
     "DatasetImportedCycle",
     "DatasetInfo",
+    "DatasetRequest",
     "DeadLetter",
     "DryRunBody",
     "DryRunCycle",

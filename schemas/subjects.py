@@ -85,6 +85,22 @@ def references(stream_id: str, op: str) -> str:
     return f"{PREFIX}.references.{check_stream_id(stream_id)}.{op}"
 
 
+DATASET_OPS: Final = ("add", "remove", "import")
+
+
+def datasets(stream_id: str, op: str) -> str:
+    """Request-reply subject of dataset operations on a stream's cycles (answered by the cycles
+    service, which owns them)."""
+    if op not in DATASET_OPS:
+        raise ValueError(f"dataset operation {op!r} is not one of {DATASET_OPS}")
+    return f"{PREFIX}.datasets.{check_stream_id(stream_id)}.{op}"
+
+
+def dataset_requests() -> str:
+    """Dataset requests of every stream and operation (the cycles service answers them)."""
+    return f"{PREFIX}.datasets.*.*"
+
+
 def alert_control(stream_id: str, op: str) -> str:
     """Request-reply subject of alert operations (``ack``), answered by the alerts service."""
     return f"{PREFIX}.alertctl.{check_stream_id(stream_id)}.{op}"
@@ -205,7 +221,8 @@ DIRECT_READ_STREAMS: Final = (SAMPLES.name, CYCLES.name)
 DIRECT_READ_BUCKETS: Final = (KV_STREAMS, KV_ALERT_RULES, KV_LEASES)
 OBJ_CYCLES: Final = "vertac_cycles"
 OBJ_REFERENCES: Final = "vertac_references"
-ALL_OBJECT_STORES: Final = (OBJ_CYCLES, OBJ_REFERENCES)
+OBJ_UPLOADS: Final = "vertac_uploads"  # files sent to a dataset import, until it is done
+ALL_OBJECT_STORES: Final = (OBJ_CYCLES, OBJ_REFERENCES, OBJ_UPLOADS)
 
 HEADER_CONTENT_TYPE: Final = "Content-Type"
 HEADER_MSG_ID: Final = "Nats-Msg-Id"

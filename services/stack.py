@@ -26,7 +26,7 @@ from schemas.messages import CycleConfig
 from services.common.auth import ensure_admin_token, write_secret
 from services.common.bus import init_bus
 from services.common.config import CommonSettings
-from services.common.db import migrate, open_pool
+from services.common.db import SERVICES, migrate, open_pool
 from services.common.embedded import EmbeddedServerError, NatsServer, Postgres, wait_for_port
 from services.common.natsauth import ADMIN, BusUsers, edge_user, url_for
 from services.common.runtime import open_bus
@@ -116,6 +116,12 @@ class Stack:
             env[f"VERTAC_{name}_METRICS_PORT"] = str(self.options.metrics_base_port + i)
         if self.options.influx_url:
             env["VERTAC_INGEST_INFLUX_URL"] = self.options.influx_url
+        if bus_user in SERVICES:
+            # its own login: PostgreSQL refuses it every other service's tables; the stack has
+            # migrated already, as the owner of the database
+            env.update(
+                VERTAC_DATABASE_URL=self.pg.service_url(bus_user), VERTAC_AUTO_MIGRATE="false"
+            )
         return env
 
     def _plan(self) -> list[Child]:

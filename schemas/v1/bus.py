@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from schemas.v1.base import Contract
+from schemas.v1.base import DATASET_PATTERN, Contract
 
 
 class DeadLetter(Contract):
@@ -61,3 +61,19 @@ class AlertControlRequest(Contract):
     alert_id: str
     user: str
     comment: str = ""
+
+
+class DatasetRequest(Contract):
+    """Request on ``vertac.datasets.<stream_id>.<op>``, answered by the cycles service (which
+    owns cycles and datasets): ``add`` files the stream's cycle ``cycle_id`` into ``dataset``
+    (again: updates label and note), ``remove`` takes it out, ``import`` stores the cycles of
+    the file ``upload`` (an object in ``vertac_uploads``, named ``filename``) on the stream and
+    files them. The reply is DatasetEntry, ``{"removed": true}``, DatasetImported or ErrorBody,
+    with header ``Vertac-Status``."""
+
+    dataset: str = Field(pattern=DATASET_PATTERN)
+    cycle_id: str = Field(default="", max_length=128, description="add, remove")
+    label: str = Field(default="", max_length=200, description="add, import")
+    note: str = Field(default="", max_length=2000, description="add")
+    upload: str = Field(default="", max_length=128, description="import: the object's name")
+    filename: str = Field(default="cycle.csv", max_length=200, description="import")

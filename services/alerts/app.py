@@ -7,8 +7,6 @@ import json
 import logging
 from typing import Any
 
-from nats.aio.msg import Msg
-
 from schemas import subjects
 from services.alerts.adapters import Alerts, CycleContext, Rules, RuleStates
 from services.alerts.config import Settings
@@ -17,6 +15,7 @@ from services.alerts.notify import Channel, Email, Notifier, Webhook
 from services.common.config import CommonSettings
 from services.common.consumer import DurableConsumer
 from services.common.partitions import Partitioned, PartitionLeases, after_previous_holder
+from services.common.responder import respond
 from services.common.runtime import open_service, run_process
 from services.common.subscriptions import subscription
 
@@ -89,19 +88,11 @@ async def serve(settings: Settings, common: CommonSettings, stop: asyncio.Event)
     for consumer in consumers:
         await consumer.declare()
 
-    async def on_control(msg: Msg) -> None:
-        stream_id = subjects.stream_of(msg.subject)
-        try:
-            status, body = await engine.acknowledge(stream_id, msg.data)
-        except Exception as exc:  # a request must always get an answer; the cause is logged
-            log.exception("alert request failed", extra={"subject": msg.subject})
-            status, body = 503, {"error": f"alerts could not answer: {exc}"}
-        if msg.reply:
-            await bus.nc.publish(
-                msg.reply, json.dumps(body).encode(), headers={"Vertac-Status": str(status)}
-            )
+    async def on_control(stream_id: str, _op: str, data: bytes) -> tuple[int, bytes]:
+        status, body = await engine.acknowledge(stream_id, data)
+        return status, json.dumps(body).encode()
 
-    await bus.nc.subscribe(subjects.alert_acks(), queue=SERVICE, cb=on_control)
+    await respond(bus.nc, subjects.alert_acks(), SERVICE, on_control, "alert")
     log.info("alerts running", extra={"consumers": [c.durable for c in consumers]})
     try:
         await asyncio.gather(

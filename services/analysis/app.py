@@ -5,10 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from nats.aio.msg import Msg
-
 from schemas import subjects
-from schemas.messages import ErrorBody
 from services.analysis.adapters import (
     Catalogue,
     History,
@@ -25,6 +22,7 @@ from services.analysis.logic import Params
 from services.analysis.requests import ReferenceService
 from services.analysis.trend import TrendParams
 from services.common.config import CommonSettings
+from services.common.responder import respond
 from services.common.runtime import open_service, run_process
 from services.common.subscriptions import subscription
 
@@ -77,20 +75,13 @@ async def serve(settings: Settings, common: CommonSettings, stop: asyncio.Event)
         Catalogue(pool), references, recordings, registry, params_of(settings), settings.n_points
     )
 
-    async def on_request(msg: Msg) -> None:
-        op = msg.subject.rsplit(".", 1)[-1]
-        try:
-            status, body = await service.handle(op, msg.data)
-        except Exception as exc:  # a request must always get an answer; the cause is logged
-            log.exception("reference request failed", extra={"subject": msg.subject})
-            status, body = (
-                503,
-                ErrorBody(error=f"analysis could not answer: {exc}").model_dump_json().encode(),
-            )
-        if msg.reply:
-            await bus.nc.publish(msg.reply, body, headers={"Vertac-Status": str(status)})
-
-    await bus.nc.subscribe(subjects.reference_requests(), queue=SERVICE, cb=on_request)
+    await respond(
+        bus.nc,
+        subjects.reference_requests(),
+        SERVICE,
+        lambda _stream_id, op, data: service.handle(op, data),
+        "reference",
+    )
     consumer = subscription(SERVICE, "cycles").consumer(
         bus.js, settings.durable, handler, metrics, max_deliver=common.max_deliver, ack_wait=120
     )

@@ -5,9 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-from typing import Any
-
-from pydantic import BaseModel, ValidationError
 
 from schemas.messages import (
     ActivateReference,
@@ -15,8 +12,6 @@ from schemas.messages import (
     DryRunCycle,
     DryRunReference,
     DryRunResult,
-    ErrorBody,
-    ErrorDetail,
     ListReferences,
     ReferenceInfo,
     ReferenceSensor,
@@ -37,14 +32,7 @@ from services.analysis.logic import (
     build_reference,
 )
 from services.common.references import Reference, reference_from_bytes
-
-
-class RequestError(Exception):
-    """A reference request that cannot be served; ``status`` is the HTTP-like code."""
-
-    def __init__(self, status: int, message: str, field: str = "") -> None:
-        super().__init__(message)
-        self.status, self.message, self.field = status, message, field
+from services.common.responder import RequestError, answer
 
 
 def reference_curves(reference: Reference, envelope_k: float) -> list[ReferenceSensor]:
@@ -227,33 +215,15 @@ class ReferenceService:
 
     async def handle(self, op: str, data: bytes) -> tuple[int, bytes]:
         """Serve one request; returns a status code and a JSON body."""
-        models: dict[str, type[BaseModel]] = {
-            "create": CreateReference,
-            "activate": ActivateReference,
-            "dry_run": DryRunReference,
-            "list": ListReferences,
-            "get": ListReferences,
-        }
-        if op not in models:
-            return 404, ErrorBody(
-                error=f"unknown reference operation {op!r}"
-            ).model_dump_json().encode()
-        try:
-            req = models[op].model_validate_json(data)
-            answer: Any = await getattr(self, "list" if op == "get" else op)(req)
-        except ValidationError as exc:
-            details = [
-                ErrorDetail(field=".".join(str(p) for p in e["loc"]), message=e["msg"])
-                for e in exc.errors()
-            ]
-            return 422, ErrorBody(
-                error="request is not valid", details=details
-            ).model_dump_json().encode()
-        except RequestError as exc:
-            details = [ErrorDetail(field=exc.field, message=exc.message)] if exc.field else []
-            return exc.status, ErrorBody(
-                error=exc.message, details=details
-            ).model_dump_json().encode()
-        if isinstance(answer, list):
-            return 200, ("[" + ",".join(a.model_dump_json() for a in answer) + "]").encode()
-        return 200, answer.model_dump_json().encode()
+        return await answer(
+            {
+                "create": (CreateReference, self.create),
+                "activate": (ActivateReference, self.activate),
+                "dry_run": (DryRunReference, self.dry_run),
+                "list": (ListReferences, self.list),
+                "get": (ListReferences, self.list),
+            },
+            op,
+            data,
+            "reference",
+        )

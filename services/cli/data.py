@@ -31,13 +31,8 @@ def dataset_import(
     """Import recorded cycles (one per file, or a cycle_id column) into a dataset."""
     import re
 
-    from services.common.datasets import (
-        DatasetError,
-        parse_cycles,
-        read_file,
-        store_cycles,
-        unpack_upload,
-    )
+    from services.common.datasets import DatasetError, parse_cycles, read_file, unpack_upload
+    from services.cycles.datasets import DatasetService
 
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}", name):
         raise fail(f"dataset name {name!r}: 1-64 letters, digits, '_', '.' or '-'")
@@ -52,11 +47,10 @@ def dataset_import(
     except DatasetError as exc:
         raise fail(exc.message) from exc
     common = CommonSettings()
-    from schemas import subjects
 
     async def work(bus: Bus, pool: Any) -> list[Any]:
-        kv = await bus.js.key_value(subjects.KV_STREAMS)
-        return await store_cycles(bus.js, kv, pool, name, target, parsed, label)
+        # the administrator's own import: what the cycles service does for the gateway's
+        return await DatasetService(pool, bus).store_cycles(name, target, parsed, label)
 
     try:
         imported = on_bus_and_db(common, work)

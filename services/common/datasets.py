@@ -14,14 +14,14 @@ The time column is ``timestamp_ns`` (integer ns since the Unix epoch), ``timesta
 time). Either one file holds one cycle, or a ``cycle_id`` (or ``cycle``) column cuts one long
 file into cycles; an optional ``label`` column labels each cycle.
 
-Every imported cycle is stored as a live one is: its recording in the object store, a
-``live_cycles`` row (state completed, start reason ``import``) and an entry of the dataset.
+Every imported cycle is stored as a live one is, by the cycles service that owns cycles
+(``services/cycles/datasets.py``): its recording in the object store, a ``live_cycles`` row
+(state completed, start reason ``import``) and an entry of the dataset.
 """
 
 from __future__ import annotations
 
 import io
-import json
 import re
 import time
 import zipfile
@@ -37,7 +37,7 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from schemas.frames import QUALITY_GOOD, Frame, Series
-from schemas.timeutil import NS, datetime_of
+from schemas.timeutil import NS
 
 Samples = tuple[npt.NDArray[np.int64], npt.NDArray[np.float64], npt.NDArray[np.uint8]]
 TIME_COLUMNS = ("timestamp_ns", "timestamp", "time_utc", "time", "t_s", "time_s")
@@ -296,35 +296,6 @@ def cycle_id_of(dataset: str, key: str) -> str:
     return f"{dataset}.{token}"[:128]
 
 
-_CYCLE_ROW = """
-INSERT INTO live_cycles (cycle_id, stream_id, state, started_at, ended_at, duration_s, end_reason,
-    samples, cycle_no, frames, gaps, late_frames, replayed_frames, completeness, recording,
-    start_reason, updated_at)
-VALUES (%(cycle_id)s, %(stream_id)s, 'completed', %(started_at)s, %(ended_at)s, %(duration_s)s,
-    '', %(samples)s::jsonb, %(cycle_no)s, 1, 0, 0, 0, 1.0, %(recording)s, 'import', now())
-ON CONFLICT (cycle_id) DO UPDATE SET
-    started_at = EXCLUDED.started_at, ended_at = EXCLUDED.ended_at,
-    duration_s = EXCLUDED.duration_s, samples = EXCLUDED.samples,
-    recording = EXCLUDED.recording, updated_at = now()
-WHERE live_cycles.start_reason = 'import'
-RETURNING cycle_id
-"""
-_ENTRY = """
-INSERT INTO live_dataset_cycles (dataset, cycle_id, stream_id, label, note)
-VALUES (%s, %s, %s, %s, %s)
-ON CONFLICT (dataset, cycle_id) DO UPDATE SET label = EXCLUDED.label, note = EXCLUDED.note
-"""
-
-
-@dataclass(frozen=True)
-class Imported:
-    cycle_id: str
-    key: str
-    label: str
-    samples: int
-    duration_s: float
-
-
 def registration_for(dataset: str, stream_id: str, cycles: list[ParsedCycle]) -> Any:
     """A registration for a new stream that holds imported cycles: their sensors, each with
     its median sampling rate."""
@@ -357,59 +328,3 @@ def registration_for(dataset: str, stream_id: str, cycles: list[ParsedCycle]) ->
             for sid, r in rates.items()
         ],
     )
-
-
-async def store_cycles(
-    js: Any, kv_streams: Any, pool: Any, dataset: str, stream_id: str,
-    cycles: list[ParsedCycle], label: str = "",
-) -> list[Imported]:  # fmt: skip
-    """Store parsed cycles like live ones (recording, ``live_cycles`` row, dataset entry) on
-    ``stream_id``, registering the stream from the files when it is not registered yet and
-    otherwise checking every sensor is. Importing the same files again updates them."""
-    from schemas import subjects
-    from schemas.frames import pack
-    from schemas.registry_client import lookup, register
-
-    if not cycles:
-        raise DatasetError("no cycles to import", "files")
-    record = await lookup(kv_streams, stream_id)
-    if record is None:
-        record, _ = await register(js, kv_streams, registration_for(dataset, stream_id, cycles))
-    known = {s.id for s in record.sensors}
-    for c in cycles:
-        unknown = sorted(set(c.series) - known)
-        if unknown:
-            raise DatasetError(
-                f"cycle {c.key!r} has sensors {unknown} that stream {stream_id!r} does not "
-                f"register (it has {sorted(known)})",
-                "files",
-            )
-    store = await js.object_store(subjects.OBJ_CYCLES)
-    out = []
-    async with pool.connection() as conn:
-        cur = await conn.execute(
-            "SELECT coalesce(max(cycle_no), -1) FROM live_cycles WHERE stream_id = %s", (stream_id,)
-        )
-        row = await cur.fetchone()
-        next_no = int(row[0]) + 1 if row else 0
-    for c in cycles:
-        cycle_id = cycle_id_of(dataset, c.key)
-        await store.put(cycle_id, pack(c.frame(stream_id)))
-        start, end = c.start_ns, c.end_ns
-        async with pool.connection() as conn, conn.transaction():
-            cur = await conn.execute(_CYCLE_ROW, {
-                "cycle_id": cycle_id, "stream_id": stream_id, "started_at": datetime_of(start),
-                "ended_at": datetime_of(end), "duration_s": (end - start) / NS,
-                "samples": json.dumps(c.samples), "cycle_no": next_no, "recording": cycle_id,
-            })  # fmt: skip
-            if await cur.fetchone() is None:
-                raise DatasetError(
-                    f"cycle id {cycle_id!r} belongs to a live cycle; rename the file or its "
-                    "cycle column",
-                    "files",
-                )
-            await conn.execute(_ENTRY, (dataset, cycle_id, stream_id, c.label or label, ""))
-        next_no += 1
-        out.append(Imported(cycle_id, c.key, c.label or label, sum(c.samples.values()),
-                            (end - start) / NS))  # fmt: skip
-    return out

@@ -33,6 +33,51 @@ async def _note_return(conn: psycopg.AsyncConnection[Any]) -> None:
     _returned[conn] = time.monotonic()
 
 
+SERVICES = ("ingest", "cycles", "analysis", "alerts", "gateway")
+"""The services that own tables: each has a schema of that name and the role ``vertac_<name>``
+(migration 0011). Its connections take the role on, with its schema and ``api`` (the read-only
+views the owners publish) on the search path, so PostgreSQL refuses any other table."""
+
+
+OWNED: dict[str, tuple[str, ...]] = {
+    "ingest": ("live_streams", "live_frames", "live_stream_stats", "live_rollup_1s",
+               "live_rollup_1m"),
+    "cycles": ("live_cycles", "live_dataset_cycles"),
+    "analysis": ("live_deviations", "live_references", "live_models"),
+    "alerts": ("live_alerts", "live_alert_history"),
+    "gateway": ("auth_tokens", "audit_log"),
+}  # fmt: skip
+"""Each service's tables, in its schema; only it reads and writes them."""
+
+PUBLISHED: tuple[str, ...] = (
+    "live_streams", "live_stream_stats", "live_frames", "live_rollup_1s", "live_rollup_1m",
+    "live_cycles", "live_dataset_cycles", "live_deviations", "live_references", "live_alerts",
+    "live_alert_history",
+)  # fmt: skip
+"""The tables whose owners publish a read-only view of the same name in schema ``api``."""
+
+READS: dict[str, tuple[str, ...]] = {
+    "gateway": PUBLISHED,  # it serves them (REST, history, reports)
+    "analysis": ("live_cycles", "live_dataset_cycles"),  # recorded cycles to compare or build on
+    "alerts": ("live_references",),  # the active reference, for the envelope rule
+}
+"""The published views each service may read (the others none)."""
+
+
+def role_of(service: str) -> str:
+    return f"vertac_{service}"
+
+
+def service_options(url: str, service: str) -> str:
+    """The connection's startup options for ``service``: its role and search path, after any
+    options the URL already gives."""
+    if service not in SERVICES:
+        raise ValueError(f"no database role for {service!r}; one of {', '.join(SERVICES)}")
+    given = str(psycopg.conninfo.conninfo_to_dict(url).get("options") or "")
+    own = f"-c role={role_of(service)} -c search_path={service},api"
+    return f"{given} {own}".strip()
+
+
 def migration_files() -> list[tuple[str, str]]:
     """(version, SQL) of every migration, in order."""
     folder = resources.files("services.common") / "migrations"
@@ -68,9 +113,17 @@ async def migrate(url: str) -> list[str]:
 
 
 async def open_pool(
-    url: str, *, retry: bool, name: str, max_size: int = 4, migrate_first: bool = False
+    url: str,
+    *,
+    retry: bool,
+    name: str,
+    max_size: int = 4,
+    migrate_first: bool = False,
+    service: str | None = None,
 ) -> AsyncConnectionPool:
-    """Open a pool once the database answers (or fail fast when ``retry`` is off)."""
+    """Open a pool once the database answers (or fail fast when ``retry`` is off). With
+    ``service``, every connection acts as that service's role (see ``SERVICES``); without, as
+    the URL's user (the CLI and the stack, which administer the database)."""
 
     async def probe() -> None:
         conn = await psycopg.AsyncConnection.connect(url, connect_timeout=3)
@@ -87,7 +140,8 @@ async def open_pool(
         open=False,
         check=_check_if_idle,
         reset=_note_return,
-        kwargs={"connect_timeout": 5},
+        kwargs={"connect_timeout": 5}
+        | ({"options": service_options(url, service)} if service else {}),
     )
     await pool.open(wait=True, timeout=15)
     return pool

@@ -226,6 +226,14 @@ class Postgres:
         """The services' URL: a role that owns VerTac's database, not a superuser."""
         return f"postgresql://{self._at(self.user)}{self.host}:{self.port}/{self.database}"
 
+    def service_url(self, service: str) -> str:
+        """The URL of one service's own login (``vertac_<service>``): PostgreSQL lets it
+        touch its own tables and the views published to it, nothing else."""
+        from services.common.db import role_of
+
+        role = role_of(service)
+        return f"postgresql://{self._at(role)}{self.host}:{self.port}/{self.database}"
+
     def admin_url(self, database: str = "postgres") -> str:
         return f"postgresql://{self._at('postgres')}{self.host}:{self.port}/{database}"
 
@@ -348,6 +356,20 @@ class Postgres:
         with os.fdopen(fd, "w") as f:
             json.dump(made, f)
 
+    def _add_secrets(self, roles: list[str]) -> None:
+        """Passwords for ``roles`` that have none yet (a cluster made by an earlier release)."""
+        try:
+            known = json.loads(self.secrets_file.read_text())
+        except (OSError, ValueError):
+            known = {}
+        missing = [r for r in roles if r not in known]
+        if not missing:
+            return
+        known.update({r: secrets.token_urlsafe(24) for r in missing})
+        fd = os.open(self.secrets_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            json.dump(known, f)
+
     def alive(self) -> bool:
         """True while the postmaster of this cluster runs (a cheap check, no subprocess)."""
         try:
@@ -385,6 +407,25 @@ class Postgres:
                     "ALTER ROLE {} NOSUPERUSER NOCREATEDB NOCREATEROLE PASSWORD {}"
                 ).format(role, psycopg.sql.Literal(self._password(self.user)))
             )
+            # each service's own login (migration 0011 gives it its tables): the services'
+            # role may not create roles, so the cluster's administrator makes them here, and
+            # VerTac's role is a member of each (it migrates and administers their tables)
+            from services.common.db import SERVICES, role_of
+
+            self._add_secrets([role_of(s) for s in SERVICES])
+            for service in SERVICES:
+                own = psycopg.sql.Identifier(role_of(service))
+                if not conn.execute(
+                    "SELECT 1 FROM pg_roles WHERE rolname = %s", (role_of(service),)
+                ).fetchone():
+                    with contextlib.suppress(psycopg.errors.DuplicateObject):  # made meanwhile
+                        conn.execute(psycopg.sql.SQL("CREATE ROLE {}").format(own))
+                conn.execute(
+                    psycopg.sql.SQL(
+                        "ALTER ROLE {} LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE PASSWORD {}"
+                    ).format(own, psycopg.sql.Literal(self._password(role_of(service))))
+                )
+                conn.execute(psycopg.sql.SQL("GRANT {} TO {}").format(own, role))
             if not conn.execute(
                 "SELECT 1 FROM pg_database WHERE datname = %s", (self.database,)
             ).fetchone():

@@ -87,8 +87,9 @@ GRANTS: dict[str, Grant] = {
     # and the registry service: validates edges' registrations, writes the registry
     "ingest": Grant(kv_writes=(subjects.KV_STREAMS, subjects.KV_SEQ)),
     "cycles": Grant(
-        kv_reads=(subjects.KV_CYCLE_CONFIG,),
+        kv_reads=(subjects.KV_CYCLE_CONFIG, subjects.KV_STREAMS),
         kv_writes=(subjects.KV_CYCLE_STATE, subjects.KV_LEASES),
+        objects_read=(subjects.OBJ_UPLOADS,),  # the files of dataset imports
         objects_written=(subjects.OBJ_CYCLES,),
     ),
     "analysis": Grant(kv_reads=(subjects.KV_STREAMS,), objects_read=(subjects.OBJ_CYCLES,)),
@@ -105,7 +106,8 @@ GRANTS: dict[str, Grant] = {
             subjects.KV_CYCLE_CONFIG,
             subjects.KV_ALERT_RULES,
         ),
-        objects_written=(subjects.OBJ_CYCLES,),
+        objects_read=(subjects.OBJ_CYCLES,),  # recordings of cycles (charts, reports)
+        objects_written=(subjects.OBJ_UPLOADS,),
     ),
 }
 

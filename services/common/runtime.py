@@ -97,6 +97,7 @@ async def open_service(
         retry=common.startup_retry,
         name=service,
         migrate_first=common.auto_migrate,
+        service=service,
     )
     return metrics, bus, pool
 

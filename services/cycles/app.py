@@ -11,6 +11,7 @@ from services.common import directget
 from services.common.config import CommonSettings
 from services.common.consumer import DurableConsumer
 from services.common.partitions import Partitioned, PartitionLeases, after_previous_holder
+from services.common.responder import respond
 from services.common.runtime import open_service, run_process
 from services.common.subscriptions import subscription
 from services.cycles.adapters import (
@@ -22,6 +23,7 @@ from services.cycles.adapters import (
     StateStore,
 )
 from services.cycles.config import Settings
+from services.cycles.datasets import DatasetService
 from services.cycles.handlers import CycleEngine
 
 SERVICE = "cycles"
@@ -95,6 +97,8 @@ async def serve(settings: Settings, common: CommonSettings, stop: asyncio.Event)
         return max(since_ns, consumer.seeing_since_ns), consumer.backlog
 
     engine.ownership = ownership
+    datasets = DatasetService(pool, bus)
+    await respond(bus.nc, subjects.dataset_requests(), SERVICE, datasets.handle, "dataset")
     log.info("cycles running", extra={"member": leases.member, "partitions": subjects.PARTITIONS})
     try:
         await asyncio.gather(

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
+import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -29,14 +31,15 @@ from schemas.messages import (
     CycleDetail,
     CycleSummary,
     DatasetEntry,
-    DatasetEntryBody,
     DatasetInfo,
+    DatasetRequest,
     StreamRegistered,
     Trend,
 )
 from services.common import directget
 from services.common.failures import is_transient
 from services.common.records import config_or_default, current_cycle
+from services.common.responder import STATUS_HEADER, until_answered
 from services.common.streams import read_frames
 
 
@@ -57,13 +60,13 @@ class BusPort:
         kv_streams: KeyValue,
         kv_seq: KeyValue,
         kv_config: KeyValue,
-        recordings: ObjectStore,
+        uploads: ObjectStore,
     ) -> None:
         self.bus = bus
         self.kv_streams = kv_streams
         self.kv_seq = kv_seq
         self.kv_config = kv_config
-        self.recordings = recordings
+        self.uploads = uploads
 
     @classmethod
     async def open(cls, bus: Bus) -> BusPort:
@@ -72,7 +75,7 @@ class BusPort:
             await bus.js.key_value(subjects.KV_STREAMS),
             await bus.js.key_value(subjects.KV_SEQ),
             await bus.js.key_value(subjects.KV_CYCLE_CONFIG),
-            await bus.js.object_store(subjects.OBJ_CYCLES),
+            await bus.js.object_store(subjects.OBJ_UPLOADS),
         )
 
     async def cycle_config(self, stream_id: str) -> CycleConfig:
@@ -100,8 +103,28 @@ class BusPort:
 
     async def reference_request(self, stream_id: str, op: str, body: bytes) -> tuple[int, bytes]:
         """Ask the analysis service; (status, JSON body)."""
-        reply = await self.bus.nc.request(subjects.references(stream_id, op), body, timeout=120)
-        return int((reply.headers or {}).get("Vertac-Status", "200")), reply.data
+        return await self._ask(subjects.references(stream_id, op), body, 120)
+
+    async def dataset_request(
+        self, stream_id: str, op: str, request: DatasetRequest, timeout_s: float = 30
+    ) -> tuple[int, bytes]:
+        """Ask the cycles service, which owns cycles and datasets; (status, JSON body)."""
+        body = request.model_dump_json().encode()
+        return await self._ask(subjects.datasets(stream_id, op), body, timeout_s)
+
+    async def _ask(self, subject: str, body: bytes, timeout_s: float) -> tuple[int, bytes]:
+        reply = await until_answered(lambda: self.bus.nc.request(subject, body, timeout=timeout_s))
+        return int((reply.headers or {}).get(STATUS_HEADER, "200")), reply.data
+
+    async def put_upload(self, data: bytes) -> str:
+        """Keep an import's file in ``vertac_uploads`` for the cycles service; its name."""
+        name = f"import-{uuid.uuid4().hex}"
+        await self.uploads.put(name, data)
+        return name
+
+    async def drop_upload(self, name: str) -> None:
+        with contextlib.suppress(nats.errors.Error):
+            await self.uploads.delete(name)
 
     async def publish_frame(self, frame: Frame, msg_id: str, within_s: float = 10.0) -> PubAck:
         """Publish until JetStream acknowledges, for at most ``within_s`` (a leader change or a
@@ -363,39 +386,27 @@ FROM live_dataset_cycles d GROUP BY d.dataset ORDER BY d.dataset
 
 
 class Datasets:
-    """Named, labelled collections of recorded cycles (table ``live_dataset_cycles``)."""
+    """Named, labelled collections of recorded cycles, as the cycles service publishes them
+    (view ``live_dataset_cycles``); changes go to it as dataset requests."""
 
     def __init__(self, pool: AsyncConnectionPool) -> None:
         self.pool = pool
 
-    async def add(self, dataset: str, stream_id: str, body: DatasetEntryBody) -> DatasetEntry:
-        """File a cycle; filing it again updates label and note (idempotent)."""
-        rows = class_row(DatasetEntry)
-        async with self.pool.connection() as conn, conn.cursor(row_factory=rows) as cur:
-            await cur.execute(
-                "INSERT INTO live_dataset_cycles (dataset, cycle_id, stream_id, label, note)"
-                " VALUES (%s, %s, %s, %s, %s) ON CONFLICT (dataset, cycle_id) DO UPDATE"
-                " SET label = EXCLUDED.label, note = EXCLUDED.note"
-                " RETURNING dataset, cycle_id, stream_id, label, note, added_at",
-                (dataset, body.cycle_id, stream_id, body.label, body.note),
+    async def stream_of(self, dataset: str, cycle_id: str) -> str | None:
+        """The stream of a cycle in a dataset, or None when it is not in it."""
+        async with self.pool.connection() as conn:
+            cur = await conn.execute(
+                "SELECT stream_id FROM live_dataset_cycles WHERE dataset = %s AND cycle_id = %s",
+                (dataset, cycle_id),
             )
-            entry = await cur.fetchone()
-        assert entry is not None
-        return entry
+            row = await cur.fetchone()
+        return None if row is None else str(row[0])
 
     async def entries(self, dataset: str) -> list[DatasetEntry]:
         rows = class_row(DatasetEntry)
         async with self.pool.connection() as conn, conn.cursor(row_factory=rows) as cur:
             await cur.execute(_DATASET_ENTRIES, (dataset,))
             return await cur.fetchall()
-
-    async def remove(self, dataset: str, cycle_id: str) -> bool:
-        async with self.pool.connection() as conn:
-            cur = await conn.execute(
-                "DELETE FROM live_dataset_cycles WHERE dataset = %s AND cycle_id = %s",
-                (dataset, cycle_id),
-            )
-            return cur.rowcount > 0
 
     async def all(self) -> list[DatasetInfo]:
         rows = class_row(DatasetInfo)

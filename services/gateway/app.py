@@ -98,6 +98,7 @@ def build_app(settings: Settings, common: CommonSettings) -> FastAPI:
             retry=common.startup_retry,
             name=SERVICE,
             migrate_first=common.auto_migrate,
+            service=SERVICE,
         )
         app.state.gw = Gateway(
             settings,

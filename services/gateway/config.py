@@ -29,6 +29,12 @@ class Settings(BaseSettings):
         ge=1024,
         description="Largest request body (dataset imports: 256 MiB); larger ones get 413.",
     )
+    import_timeout_s: float = Field(
+        default=600.0,
+        gt=0,
+        description="How long a dataset import may take at the cycles service (which parses "
+        "and stores it) before the request answers 504.",
+    )
     oidc_issuer: str = Field(
         default="",
         description="OIDC provider whose bearer JWTs are accepted beside API tokens (its 'iss'); "

@@ -19,7 +19,11 @@ from services.analysis.app import serve as serve_analysis
 from services.analysis.config import Settings as AnalysisSettings
 from services.cli import app as cli
 from services.common.config import CommonSettings
+from services.cycles.app import serve as serve_cycles
+from services.cycles.config import Settings as CyclesSettings
 from services.gateway.logic import recording_csv
+from services.ingest.app import serve as serve_ingest
+from services.ingest.config import Settings as IngestSettings
 from tests.conftest import GatewayUrl
 
 pytestmark = pytest.mark.integration
@@ -54,6 +58,9 @@ async def test_import_reference_batch_analysis_and_export(
 ) -> None:
     running.start(serve_analysis(AnalysisSettings(metrics_port=0, auto_reference_cycles=0),
                                  common, running.stop))  # fmt: skip
+    # the cycles service stores imported cycles; ingest registers a new stream of them
+    running.start(serve_cycles(CyclesSettings(metrics_port=0), common, running.stop))
+    running.start(serve_ingest(IngestSettings(metrics_port=0), common, running.stop))
     published: list[bytes] = []
 
     async def on_analysis(msg) -> None:

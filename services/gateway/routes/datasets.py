@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import logging
 import re
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
+import nats.errors
 from fastapi import (
     APIRouter,
     Depends,
@@ -20,15 +20,9 @@ from schemas.messages import (
     DatasetEntry,
     DatasetEntryBody,
     DatasetImported,
-    DatasetImportedCycle,
     DatasetInfo,
-)
-from services.common.datasets import (
-    DatasetError,
-    parse_cycles,
-    read_file,
-    store_cycles,
-    unpack_upload,
+    DatasetRequest,
+    ErrorBody,
 )
 from services.gateway.auth import Admin, Operator, role
 from services.gateway.bodies import OffLoopJson
@@ -66,6 +60,27 @@ def valid_dataset(name: str) -> str:
     return name
 
 
+async def ask_cycles(
+    request: Request, stream_id: str, op: str, body: DatasetRequest, timeout_s: float = 30
+) -> bytes:
+    """A dataset request to the cycles service (which owns cycles and datasets): the answer's
+    body, or its refusal as the same error."""
+    try:
+        status, data = await gw(request).port.dataset_request(stream_id, op, body, timeout_s)
+    except nats.errors.NoRespondersError as exc:
+        raise ApiError(503, "the cycles service is not running; start it and retry") from exc
+    except nats.errors.TimeoutError as exc:
+        raise ApiError(504, "the cycles service did not answer in time") from exc
+    if status >= 400:
+        try:
+            refused = ErrorBody.model_validate_json(data)
+        except ValueError:
+            raise ApiError(status, data.decode(errors="replace")) from None
+        field = refused.details[0].field if refused.details else ""
+        raise ApiError(status, refused.error, field)
+    return data
+
+
 @router.get("/api/live/datasets", response_model=list[DatasetInfo])
 async def list_datasets(request: Request) -> list[DatasetInfo]:
     """Every dataset with its size, streams and label counts."""
@@ -93,13 +108,13 @@ async def add_to_dataset(
     """Save a finished cycle into a dataset (created on first use) with a label; saving it
     again updates label and note. Its samples stay in the recording store."""
     g = gw(request)
-    detail, name = await g.cycle(body.cycle_id, "body.cycle_id")
-    if name is None:
-        raise ApiError(
-            409, f"cycle {body.cycle_id!r} has no recording yet (still running?)",
-            "body.cycle_id",
-        )  # fmt: skip
-    entry = await g.datasets.add(valid_dataset(dataset), detail.cycle.stream_id, body)
+    detail, _ = await g.cycle(body.cycle_id, "body.cycle_id")
+    req = DatasetRequest(
+        dataset=valid_dataset(dataset), cycle_id=body.cycle_id, label=body.label, note=body.note
+    )
+    entry = DatasetEntry.model_validate_json(
+        await ask_cycles(request, detail.cycle.stream_id, "add", req)
+    )
     await g.audit.record(who, "dataset.add", f"{dataset}/{body.cycle_id}", None, body)
     return entry
 
@@ -110,8 +125,11 @@ async def remove_from_dataset(
 ) -> Response:
     """Take a cycle out of a dataset (the cycle itself is kept)."""
     g = gw(request)
-    if not await g.datasets.remove(valid_dataset(dataset), cycle_id):
+    name = valid_dataset(dataset)
+    stream_id = await g.datasets.stream_of(name, cycle_id)
+    if stream_id is None:
         raise ApiError(404, f"cycle {cycle_id!r} is not in dataset {dataset!r}", "cycle_id")
+    await ask_cycles(request, stream_id, "remove", DatasetRequest(dataset=name, cycle_id=cycle_id))
     await g.audit.record(who, "dataset.remove", f"{dataset}/{cycle_id}")
     return Response(status_code=204)
 
@@ -139,29 +157,18 @@ async def import_dataset(
         if size > IMPORT_MAX_BYTES:
             raise ApiError(413, f"at most {IMPORT_MAX_BYTES // 2**20} MiB per import", "body")
         chunks.append(chunk)
-    data = b"".join(chunks)
-
-    def parse() -> list[Any]:
-        files = unpack_upload(filename, data)
-        return [c for fname, raw in files for c in parse_cycles(fname, read_file(fname, raw))]
-
+    upload = await g.port.put_upload(b"".join(chunks))
+    del chunks
+    req = DatasetRequest(dataset=name, label=label, upload=upload, filename=filename)
     try:
-        if not hasattr(request.app.state, "parsing"):
-            request.app.state.parsing = asyncio.Semaphore(1)
-        async with request.app.state.parsing:  # off the loop, one at a time: bounded memory
-            parsed = await asyncio.to_thread(parse)
-        imported = await store_cycles(
-            g.port.bus.js, g.port.kv_streams, g.datasets.pool, name, target, parsed, label
+        imported = DatasetImported.model_validate_json(
+            await ask_cycles(request, target, "import", req, g.settings.import_timeout_s)
         )
-    except DatasetError as exc:
-        raise ApiError(422, exc.message, exc.field) from exc
-    after = {"stream_id": target, "cycles": [c.cycle_id for c in imported], "label": label}
+    finally:
+        await g.port.drop_upload(upload)
+    after = {"stream_id": target, "cycles": [c.cycle_id for c in imported.cycles], "label": label}
     await g.audit.record(who, "dataset.import", name, None, after)
-    return DatasetImported(
-        dataset=name,
-        stream_id=target,
-        cycles=[DatasetImportedCycle(**dataclasses.asdict(c)) for c in imported],
-    )
+    return imported
 
 
 @router.get(
