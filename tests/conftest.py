@@ -318,6 +318,22 @@ async def serve_gateway(common: CommonSettings, **settings: object) -> AsyncIter
         await asyncio.wait_for(task, 15)
 
 
+@contextlib.asynccontextmanager
+async def cycles_service(common: CommonSettings) -> AsyncIterator[None]:
+    """The cycles service while the block runs: it carries out dataset changes and imports
+    for the gateway. Stopped at the end, so that its consumers stay as they are."""
+    from services.cycles.app import serve
+    from services.cycles.config import Settings
+
+    stop = asyncio.Event()
+    task = asyncio.ensure_future(serve(Settings(metrics_port=0), common, stop))
+    try:
+        yield
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 30)
+
+
 @pytest.fixture
 async def gateway(common: CommonSettings) -> AsyncIterator[GatewayUrl]:
     """The gateway served by uvicorn on a free port, at default settings (auth on); yields its

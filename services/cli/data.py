@@ -50,7 +50,7 @@ def dataset_import(
 
     async def work(bus: Bus, pool: Any) -> list[Any]:
         # the administrator's own import: what the cycles service does for the gateway's
-        return await DatasetService(pool, bus).store_cycles(name, target, parsed, label)
+        return await DatasetService(pool, bus, admin=True).store_cycles(name, target, parsed, label)
 
     try:
         imported = on_bus_and_db(common, work)

@@ -11,7 +11,6 @@ import json
 from typing import Any
 
 import nats.errors
-import nats.js.errors
 from psycopg.rows import class_row
 from psycopg_pool import AsyncConnectionPool
 
@@ -23,14 +22,17 @@ from schemas.messages import (
     DatasetImported,
     DatasetImportedCycle,
     DatasetRequest,
+    RegistryRequest,
 )
 from schemas.registry_client import (
-    NoRegistryService,
+    RegistryBusy,
     RegistryRefused,
     lookup,
     register_stream,
+    registry_call,
 )
 from schemas.timeutil import NS, datetime_of
+from services.common import directget
 from services.common.datasets import (
     DatasetError,
     ParsedCycle,
@@ -75,9 +77,10 @@ def parse_upload(filename: str, data: bytes) -> list[ParsedCycle]:
 class DatasetService:
     """Answers ``vertac.datasets.<stream_id>.<op>`` requests: add, remove, import."""
 
-    def __init__(self, pool: AsyncConnectionPool, bus: Bus) -> None:
+    def __init__(self, pool: AsyncConnectionPool, bus: Bus, *, admin: bool = False) -> None:
         self.pool = pool
         self.bus = bus
+        self.admin = admin  # the CLI's own import: may write the registry without its service
         self._importing = asyncio.Lock()  # one file in memory at a time
 
     async def handle(self, stream_id: str, op: str, data: bytes) -> tuple[int, bytes]:
@@ -130,11 +133,10 @@ class DatasetService:
         if not req.upload:
             raise RequestError(422, "an import names its upload", "upload")
         async with self._importing:
-            store = await self.bus.js.object_store(subjects.OBJ_UPLOADS)
-            try:
-                data = (await store.get(req.upload)).data or b""
-            except nats.js.errors.ObjectNotFoundError as exc:
-                raise RequestError(404, f"no upload {req.upload!r}", "upload") from exc
+            try:  # direct gets: a read leaves no consumer behind
+                data = await directget.read_object(self.bus.nc, subjects.OBJ_UPLOADS, req.upload)
+            except directget.ObjectMissing as exc:
+                raise RequestError(404, f"no upload {req.upload!r}: {exc}", "upload") from exc
             try:
                 parsed = await asyncio.to_thread(parse_upload, req.filename, data)
                 del data
@@ -149,10 +151,18 @@ class DatasetService:
             return record
         try:
             registration = registration_for(dataset, stream_id, cycles)
-            record, _, _ = await until_answered(
-                lambda: register_stream(self.bus, registration), retry=(NoRegistryService,)
-            )
-        except (nats.errors.NoRespondersError, NoRegistryService) as exc:
+            if self.admin:
+                record, _, _ = await register_stream(self.bus, registration)
+            else:  # through ingest's registry, the one writer of the registry
+                request = RegistryRequest(op="register", registration=registration)
+                reply = await until_answered(
+                    lambda: registry_call(self.bus, stream_id, request),
+                    retry=(RegistryBusy,),
+                )
+                if reply.registered is None:
+                    raise RequestError(503, "the registry answered without the registration")
+                record = reply.registered
+        except (nats.errors.NoRespondersError, RegistryBusy) as exc:
             raise RequestError(
                 503, "no ingest service answers registry requests; start it and retry"
             ) from exc

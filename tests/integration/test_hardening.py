@@ -29,7 +29,14 @@ from services.common.embedded import NatsServer
 from services.common.natsauth import edge_user, url_for
 from services.ingest.app import serve as serve_ingest
 from services.ingest.config import Settings as IngestSettings
-from tests.conftest import ClosedBus, GatewayUrl, Running, admin_token, eventually
+from tests.conftest import (
+    ClosedBus,
+    GatewayUrl,
+    Running,
+    admin_token,
+    cycles_service,
+    eventually,
+)
 from tests.helpers import stored_frames
 from tests.integration.test_edge import Synthetic, machine_file
 
@@ -71,10 +78,12 @@ async def test_a_viewers_reads_leave_no_consumer_behind(
         samples = [{"timestamp": now - 1 + i / 10, "values": {"p": float(i)}} for i in range(10)]
         r = await admin.post("/api/live/batch", json={"stream_id": stream_id, "samples": samples})
         assert r.status_code == 200, r.text
-        # a recorded cycle, imported
+        # a recorded cycle, imported (by the cycles service, stopped before the reads)
         csv = "timestamp,p\n" + "".join(f"{i / 10},{i}\n" for i in range(50))
-        r = await admin.post(f"/api/live/datasets/{stream_id}/import",
-                             params={"filename": "c1.csv"}, content=csv.encode())  # fmt: skip
+        async with cycles_service(common):
+            r = await admin.post(f"/api/live/datasets/{stream_id}/import",
+                                 params={"filename": "c1.csv", "stream_id": stream_id},
+                                 content=csv.encode())  # fmt: skip
         assert r.status_code == 201, r.text
         cycle_id = r.json()["cycles"][0]["cycle_id"]
     before = await consumers(bus)
@@ -304,7 +313,7 @@ async def test_a_stranger_gets_401_before_any_body_is_read_and_nesting_is_bounde
 
 
 async def test_odd_times_and_column_names_get_a_4xx_not_a_500(
-    gateway: GatewayUrl, stream_id: str
+    gateway: GatewayUrl, common: CommonSettings, stream_id: str
 ) -> None:
     async with httpx.AsyncClient(base_url=gateway, headers=gateway.headers, timeout=60) as client:
         r = await client.post("/api/live/register", json=registration(stream_id))
@@ -319,12 +328,13 @@ async def test_odd_times_and_column_names_get_a_4xx_not_a_500(
         assert r.json()["end"].startswith("2262-04-11")
         r = await client.get("/api/live/alerts", params={"until": "2771-05-11T21:50:12+05:46"})
         assert r.status_code == 200, r.text
-        for header in (b"timestamp,=1+1\n0,1\n1,2\n", b'timestamp,"a b"\n0,1\n1,2\n'):
-            r = await client.post(
-                "/api/live/datasets/odd/import", params={"filename": "c.csv"}, content=header
-            )
-            assert 400 <= r.status_code < 500, r.text
-            assert r.json()["details"][0]["field"], r.text
+        async with cycles_service(common):
+            for header in (b"timestamp,=1+1\n0,1\n1,2\n", b'timestamp,"a b"\n0,1\n1,2\n'):
+                r = await client.post(
+                    "/api/live/datasets/odd/import", params={"filename": "c.csv"}, content=header
+                )
+                assert 400 <= r.status_code < 500, r.text
+                assert r.json()["details"][0]["field"], r.text
 
 
 async def test_origin_scheme_security_headers_audit_via_invisible_ids_and_health(
@@ -423,7 +433,7 @@ async def test_history_says_which_samples_were_bad_and_leaves_them_out_of_the_va
 
 
 async def test_a_zip_that_unpacks_beyond_the_bound_is_refused_without_stalling_the_gateway(
-    gateway: GatewayUrl,
+    gateway: GatewayUrl, common: CommonSettings
 ) -> None:
     buf = io.BytesIO()
     with (
@@ -436,10 +446,13 @@ async def test_a_zip_that_unpacks_beyond_the_bound_is_refused_without_stalling_t
             f.write(row)
     bomb = buf.getvalue()
     assert len(bomb) < 2**20
-    async with httpx.AsyncClient(base_url=gateway, headers=gateway.headers, timeout=120) as client:
+    async with (
+        cycles_service(common),
+        httpx.AsyncClient(base_url=gateway, headers=gateway.headers, timeout=120) as client,
+    ):
         importing = asyncio.ensure_future(client.post(
             "/api/live/datasets/bomb/import", params={"filename": "b.zip"}, content=bomb))  # fmt: skip
-        # the gateway answers others meanwhile: parsing runs off its event loop
+        # the gateway answers others meanwhile: the cycles service parses, off its event loop
         answered = 0
         while not importing.done():
             r = await client.get("/api/live/streams")
