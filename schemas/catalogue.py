@@ -5,7 +5,7 @@ Generated from this table (and from the durable subscriptions of
 ``services/common/subscriptions.py``, which name their channel by kind):
 
 - the AsyncAPI document (``schemas/asyncapi.py``, ``schemas/json/asyncapi.json``);
-- what each bus user may publish and subscribe to (``services/common/natsauth.py``): a service
+- what each bus user may publish and subscribe to (``services/natsauth.py``): a service
   publishes the channels that name it a publisher (its own dead letters only), subscribes to
   those it listens to or answers, and may reply when it answers one; an edge user publishes
   its own stream's subjects of the channels that name ``edge``;

@@ -25,8 +25,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from services.common.auth import write_secret
-from services.common.natsauth import ADMIN, SERVICES, BusUsers, edge_user
-from services.common.pki import load_ca, make_ca, make_leaf, write_cert, write_key
+from services.natsauth import ADMIN, SERVICES, BusUsers, edge_user
+from services.pki import load_ca, make_ca, make_leaf, write_cert, write_key
 
 # the compose host names each certificate is for
 SERVERS = {

@@ -27,9 +27,9 @@ from services.common.auth import ensure_admin_token, write_secret
 from services.common.bus import init_bus
 from services.common.config import CommonSettings
 from services.common.db import SERVICES, migrate, open_pool
-from services.common.embedded import EmbeddedServerError, NatsServer, Postgres, wait_for_port
-from services.common.natsauth import ADMIN, BusUsers, edge_user, url_for
 from services.common.runtime import open_bus
+from services.embedded import EmbeddedServerError, NatsServer, Postgres, wait_for_port
+from services.natsauth import ADMIN, BusUsers, edge_user, url_for
 
 HEALTHY_S = 60.0  # a service that ran this long before dying restarts without backoff
 

@@ -29,15 +29,15 @@ from schemas.client import Bus, inbox_prefix
 from services.common.bus import init_bus
 from services.common.config import CommonSettings
 from services.common.db import migrate
-from services.common.embedded import (
+from services.common.runtime import open_bus
+from services.embedded import (
     EmbeddedServerError,
     NatsServer,
     Postgres,
     free_port,
     wait_for_port,
 )
-from services.common.natsauth import ADMIN, SERVICES, BusUsers, url_for
-from services.common.runtime import open_bus
+from services.natsauth import ADMIN, SERVICES, BusUsers, url_for
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -103,8 +103,8 @@ def auth_edge(
     --env-file, or ``set -a; . FILE; set +a``)."""
     from schemas import subjects
     from services.common.auth import write_secret
-    from services.common.embedded import reload_nats
-    from services.common.natsauth import BusUsers, edge_user, url_for
+    from services.embedded import reload_nats
+    from services.natsauth import BusUsers, edge_user, url_for
 
     try:
         user = edge_user(stream_id)

@@ -31,7 +31,7 @@ def dataset_import(
     """Import recorded cycles (one per file, or a cycle_id column) into a dataset."""
     import re
 
-    from services.common.datasets import DatasetError, parse_cycles, read_file, unpack_upload
+    from services.cycles.dataset_files import DatasetError, parse_cycles, read_file, unpack_upload
     from services.cycles.datasets import DatasetService
 
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}", name):
@@ -192,7 +192,7 @@ def export(
     from rich.progress import Progress
 
     from schemas import subjects
-    from services.common.raw_export import export_parquet
+    from services.cli.raw_export import export_parquet
 
     try:
         subjects.check_stream_id(stream)

@@ -33,7 +33,8 @@ from schemas.registry_client import (
 )
 from schemas.timeutil import NS, datetime_of
 from services.common import directget
-from services.common.datasets import (
+from services.common.responder import RequestError, answer, until_answered
+from services.cycles.dataset_files import (
     DatasetError,
     ParsedCycle,
     cycle_id_of,
@@ -42,7 +43,6 @@ from services.common.datasets import (
     registration_for,
     unpack_upload,
 )
-from services.common.responder import RequestError, answer, until_answered
 
 _CYCLE_ROW = """
 INSERT INTO live_cycles (cycle_id, stream_id, state, started_at, ended_at, duration_s, end_reason,

@@ -16,7 +16,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from schemas.frames import Frame
-from services.common.csvtext import cell
+from services.gateway.csvtext import cell
 
 Samples = tuple[npt.NDArray[np.int64], npt.NDArray[np.float64], npt.NDArray[np.uint8]]
 

@@ -14,8 +14,8 @@ import numpy as np
 from psycopg_pool import AsyncConnectionPool
 
 from schemas.messages import HistorySamples, HistoryTrace
-from services.common.csvtext import cell
 from services.gateway import raw_history
+from services.gateway.csvtext import cell
 from services.gateway.raw_history import Buckets, combine, raw_buckets
 
 PARQUET: Final = "application/vnd.apache.parquet"

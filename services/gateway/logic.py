@@ -37,7 +37,7 @@ from schemas.messages import (
     WsSensorTrace,
 )
 from schemas.timeutil import ns_of, ns_of_seconds
-from services.common.csvtext import cell
+from services.gateway.csvtext import cell
 
 
 class UnknownSensor(ValueError):

@@ -31,7 +31,7 @@ from schemas.messages import (
     CycleOverlay,
     OverlaySensor,
 )
-from services.common.csvtext import neutral
+from services.gateway.csvtext import neutral
 
 ALERT_COLOURS = {"critical": "#cf222e", "warning": "#9a6700", "info": "#0969da"}
 RISK_COLOURS = {"low": "#2da44e", "medium": "#d4a72c", "high": "#e16f24", "critical": "#cf222e"}

@@ -24,9 +24,9 @@ from schemas.frames import Frame, Series
 from services.common.auth import TokenStore
 from services.common.config import CommonSettings
 from services.common.db import open_pool
-from services.common.embedded import NatsServer, free_port, wait_for_port
-from services.common.natsauth import ADMIN, BusUsers, edge_user, url_for
 from services.common.runtime import open_bus
+from services.embedded import NatsServer, free_port, wait_for_port
+from services.natsauth import ADMIN, BusUsers, edge_user, url_for
 from tests.bench.stack import embedded_stack
 
 ROUNDS = 7

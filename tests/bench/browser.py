@@ -29,8 +29,8 @@ import websockets
 
 from edge.publisher import frame_message
 from schemas.frames import Frame, Series
-from services.common.embedded import free_port, wait_for_port
 from services.common.runtime import open_bus
+from services.embedded import free_port, wait_for_port
 from tests.bench.stack import REPO, embedded_stack, percentile
 from tests.browser.conftest import CHROMIUM_FLAGS, chromium_path, sign_in
 

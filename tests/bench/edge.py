@@ -33,7 +33,7 @@ from edge.buffer import FrameBuffer
 from edge.config import MachineConfig
 from edge.sources.modbus import ModbusPoller
 from schemas.frames import Frame, Series, encode_binary
-from services.common.embedded import free_port
+from services.embedded import free_port
 
 SECONDS = float(os.environ.get("VERTAC_BENCH_SECONDS", "4"))
 
@@ -228,8 +228,8 @@ async def agent_memory(command: list[str], seconds: float) -> tuple[float, float
     import nats
 
     from services.common.config import CommonSettings
-    from services.common.embedded import NatsServer
     from services.common.runtime import open_bus
+    from services.embedded import NatsServer
 
     folder = Path(tempfile.mkdtemp(prefix="vertac-bench-edge-agent-"))
     nats_server = NatsServer(folder / "nats", port=free_port(), monitor_port=free_port()).start()

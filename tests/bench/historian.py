@@ -33,7 +33,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from schemas.frames import Frame, Series
 from services.common.db import migrate
-from services.common.embedded import Postgres, free_port, wait_for_port
+from services.embedded import Postgres, free_port, wait_for_port
 from services.gateway.history import HistoryQueries
 from services.gateway.raw_history import warm_up
 from services.ingest.adapters import PgFrameStore

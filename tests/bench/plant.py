@@ -66,8 +66,8 @@ from schemas.messages import (
     CycleConfig,
     CycleStateChanged,
 )
-from services.common.embedded import free_port
 from services.common.runtime import open_bus
+from services.embedded import free_port
 from tests.bench.stack import REPO, Stack, cpu_s, embedded_stack, line, percentile, tree
 from tests.bench.viewers import NODE_DIR
 

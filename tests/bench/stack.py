@@ -20,7 +20,7 @@ from typing import Any
 from services.common.auth import TokenStore
 from services.common.config import CommonSettings
 from services.common.db import migrate, open_pool
-from services.common.embedded import NatsServer, Postgres, free_port
+from services.embedded import NatsServer, Postgres, free_port
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -42,8 +42,8 @@ from edge.publisher import frame_message
 from edge.simulator import Simulation, build_machine
 from schemas.client import Bus
 from schemas.frames import Frame
-from services.common.embedded import free_port
 from services.common.runtime import open_bus
+from services.embedded import free_port
 from services.gateway.logic import Decimator, envelope
 from tests.bench.stack import REPO, Stack, cpu_s, embedded_stack, line, percentile, rss_bytes, tree
 

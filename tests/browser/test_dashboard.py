@@ -23,9 +23,9 @@ from edge.simulator import build_machine
 from services.alerts.app import serve as serve_alerts
 from services.alerts.config import Settings as AlertsSettings
 from services.common.config import CommonSettings
-from services.common.embedded import free_port
 from services.cycles.app import serve as serve_cycles
 from services.cycles.config import Settings as CyclesSettings
+from services.embedded import free_port
 from tests.browser.conftest import ARTIFACTS, sign_in
 from tests.conftest import GatewayUrl, admin_token, eventually
 from tests.scenarios import SIGNAL_TRIGGER, flow_offset_machine, start_cycles_and_analysis

@@ -38,15 +38,15 @@ from schemas.frames import Frame
 from schemas.messages import AlertRule, AnalysisCompleted, CycleConfig
 from services.common.config import CommonSettings
 from services.common.db import migrate
-from services.common.embedded import (
+from services.common.runtime import open_bus
+from services.embedded import (
     NatsServer,
     Postgres,
     free_port,
     nats_server_binary,
     wait_for_port,
 )
-from services.common.natsauth import ADMIN, BusUsers, url_for
-from services.common.runtime import open_bus
+from services.natsauth import ADMIN, BusUsers, url_for
 from tests.conftest import refusals
 
 REPO = Path(__file__).resolve().parents[2]

@@ -31,8 +31,8 @@ from edge.publisher import FramePublisher
 from schemas import subjects
 from schemas.client import BusSettings, ServerUnreachable, connect
 from schemas.frames import Frame, Series
-from services.common.embedded import Postgres, free_port, nats_server_binary, wait_for_port
 from services.deploy import read_env
+from services.embedded import Postgres, free_port, nats_server_binary, wait_for_port
 from tests.conftest import eventually, refusals
 from tests.helpers import debian_postgres, frame_count
 

@@ -24,7 +24,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from services.common.embedded import free_port
+from services.embedded import free_port
 from services.gateway.rules import RULES
 from tests.conftest import REPO, refusals
 

@@ -17,7 +17,7 @@ from edge.run import SimulateOptions, simulate
 from edge.simulator import build_machine
 from schemas.frames import Frame
 from services.common.config import CommonSettings
-from services.common.embedded import NatsServer, free_port, free_ports
+from services.embedded import NatsServer, free_port, free_ports
 from tests.conftest import REPO, bus_url, eventually, refusals
 from tests.helpers import frame_count, stats, stored_frames
 

@@ -16,7 +16,7 @@ import uvicorn
 import websockets
 
 from services.common.config import CommonSettings
-from services.common.embedded import free_port
+from services.embedded import free_port
 from tests.conftest import REPO, GatewayUrl, admin_token
 
 pytestmark = pytest.mark.integration

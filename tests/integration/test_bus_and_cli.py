@@ -116,7 +116,7 @@ def test_alert_rules_load_from_a_file_with_errors_named(common: CommonSettings, 
 
 
 def test_bus_init_on_a_server_with_little_storage_names_the_setting(tmp_path) -> None:
-    from services.common.embedded import free_port, nats_server_binary, wait_for_port
+    from services.embedded import free_port, nats_server_binary, wait_for_port
 
     port = free_port()
     conf = tmp_path / "small.conf"

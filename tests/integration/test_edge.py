@@ -24,7 +24,7 @@ from edge.agent import EdgeAgent
 from edge.config import load
 from edge.sources import Samples
 from services.common.config import CommonSettings
-from services.common.embedded import free_port
+from services.embedded import free_port
 from services.ingest.app import serve as serve_ingest
 from services.ingest.config import Settings as IngestSettings
 from tests.conftest import REPO, eventually

@@ -20,7 +20,7 @@ from pymodbus.simulator.simutils import DataType
 
 from edge.config import load
 from edge.sources.modbus import ModbusPoller
-from services.common.embedded import free_port
+from services.embedded import free_port
 from tests.conftest import eventually
 from tests.peers import NodePeer
 

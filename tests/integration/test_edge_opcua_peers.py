@@ -19,7 +19,7 @@ from edge.agent import EdgeAgent
 from edge.check import check_opcua
 from edge.config import ConfigError, load
 from services.common.config import CommonSettings
-from services.common.embedded import free_port
+from services.embedded import free_port
 from services.ingest.app import serve as serve_ingest
 from services.ingest.config import Settings as IngestSettings
 from tests.conftest import eventually

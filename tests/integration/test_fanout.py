@@ -18,7 +18,7 @@ import websockets
 
 from edge.run import SimulateOptions, simulate
 from edge.simulator import build_machine
-from services.common.embedded import NatsServer
+from services.embedded import NatsServer
 from services.gateway.fanout import StreamFeed, Viewer
 from services.gateway.wsproto import FrameWriter
 from tests.conftest import GatewayUrl, eventually

@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from services.common.config import CommonSettings
-from services.common.embedded import free_port, wait_for_port
+from services.embedded import free_port, wait_for_port
 from tests.conftest import REPO, admin_token, bus_url, eventually
 
 pytestmark = pytest.mark.integration

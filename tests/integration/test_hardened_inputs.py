@@ -190,7 +190,7 @@ async def test_csv_exports_quote_ids_and_neutralise_formulas() -> None:
     import numpy as np
 
     from schemas.frames import Frame, Series
-    from services.common.csvtext import cell
+    from services.gateway.csvtext import cell
     from services.gateway.logic import recording_csv
 
     frame = Frame("s", 0, (Series('x"9999,forged', np.array([1.0]), 0, 1),

@@ -25,10 +25,10 @@ from schemas import subjects
 from schemas.client import Bus, ServerUnreachable, open_client
 from schemas.logs import JsonFormatter, TextFormatter, private_file
 from services.common.config import CommonSettings
-from services.common.embedded import NatsServer
-from services.common.natsauth import edge_user, url_for
+from services.embedded import NatsServer
 from services.ingest.app import serve as serve_ingest
 from services.ingest.config import Settings as IngestSettings
+from services.natsauth import edge_user, url_for
 from tests.conftest import (
     ClosedBus,
     GatewayUrl,
@@ -468,7 +468,7 @@ async def test_a_modbus_server_that_goes_and_comes_back_is_told_in_one_line_each
     tmp_path: Path, caplog: pytest.LogCaptureFixture, stream_id: str
 ) -> None:
     from edge.sources.modbus import ModbusPoller
-    from services.common.embedded import free_port
+    from services.embedded import free_port
     from tests.integration.test_edge import Plant
 
     caplog.set_level(logging.INFO)

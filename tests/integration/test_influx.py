@@ -13,7 +13,7 @@ from schemas import subjects
 from schemas.frames import Frame
 from schemas.registry_client import register
 from services.common.config import CommonSettings
-from services.common.embedded import free_port
+from services.embedded import free_port
 from services.ingest.app import serve
 from services.ingest.config import Settings
 from tests.conftest import eventually

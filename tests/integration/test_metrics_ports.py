@@ -5,8 +5,8 @@ from __future__ import annotations
 import socket
 import urllib.request
 
-from services.common.embedded import free_port
 from services.common.metrics import REPLICA_PORT_STEP, Metrics
+from services.embedded import free_port
 
 
 def test_a_second_replica_serves_its_metrics_a_step_up_and_says_so(caplog) -> None:  # type: ignore[no-untyped-def]

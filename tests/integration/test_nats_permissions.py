@@ -19,10 +19,10 @@ from schemas.client import ServerUnreachable, connect, open_client
 from schemas.messages import RegistryRequest
 from schemas.registry_client import RegistryRefused, lookup, registry_call
 from services.common.config import CommonSettings
-from services.common.embedded import NatsServer, free_port
-from services.common.natsauth import BusUsers, edge_user, url_for
 from services.common.runtime import open_bus
+from services.embedded import NatsServer, free_port
 from services.ingest.registry import RegistryResponder
+from services.natsauth import BusUsers, edge_user, url_for
 from tests.conftest import eventually
 
 pytestmark = pytest.mark.integration

@@ -16,7 +16,7 @@ from services.alerts.app import serve as serve_alerts
 from services.alerts.config import Settings as AlertsSettings
 from services.alerts.notify import Budget, signature
 from services.common.config import CommonSettings
-from services.common.embedded import free_port
+from services.embedded import free_port
 from tests.conftest import GatewayUrl, eventually
 
 pytestmark = pytest.mark.integration

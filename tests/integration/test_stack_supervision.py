@@ -12,7 +12,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from services.common.embedded import free_port
+from services.embedded import free_port
 from services.stack import HEALTHY_S, Child, Stack, StackOptions
 from tests.chaos.suite import kill_postmaster
 

@@ -14,9 +14,9 @@ import pytest
 from schemas.client import ServerUnreachable, connect
 from services.common.config import CommonSettings
 from services.common.db import open_pool
-from services.common.embedded import NatsServer, Postgres, free_port
-from services.common.pki import make_ca, make_leaf, write_cert, write_key
 from services.common.runtime import open_bus
+from services.embedded import NatsServer, Postgres, free_port
+from services.pki import make_ca, make_leaf, write_cert, write_key
 from tests.helpers import debian_postgres
 
 pytestmark = pytest.mark.integration

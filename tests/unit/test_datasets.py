@@ -12,7 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from schemas.frames import Frame, Series
-from services.common.datasets import (
+from services.cycles.dataset_files import (
     DatasetError,
     cycle_id_of,
     parse_cycles,

@@ -142,7 +142,7 @@ def test_the_bus_users_permissions_are_the_catalogues_channels() -> None:
     import json
 
     from schemas.catalogue import CHANNELS, EDGE, SERVICES
-    from services.common.natsauth import ADMIN, server_config
+    from services.natsauth import ADMIN, server_config
 
     users = {ADMIN: "a", **{s: "s" for s in SERVICES}, "edge-press-1": "e"}
     config = json.loads(server_config(users).removeprefix("authorization "))
@@ -173,7 +173,7 @@ def test_the_bus_users_permissions_are_the_catalogues_channels() -> None:
 def test_no_service_may_read_another_services_private_state() -> None:
     """Cycle state and alert-rule state are their service's own: no other bus user may read or
     write their buckets (what others need of them comes as events)."""
-    from services.common.natsauth import SERVICES, _service_permissions
+    from services.natsauth import SERVICES, _service_permissions
 
     private = {subjects.KV_CYCLE_STATE: "cycles", subjects.KV_ALERT_STATE: "alerts"}
     for service in SERVICES:
