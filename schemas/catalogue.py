@@ -69,7 +69,7 @@ CHANNELS: Final[tuple[Channel, ...]] = (
             "stream, reserve or release frame numbers, or read the server's clock. The only way "
             "an edge changes the registry: the reply is RegistryReply, with header "
             "Vertac-Status.",
-            None, (EDGE, "cycles"), responder="ingest",
+            None, (EDGE, "cycles", "gateway"), responder="ingest",
             payload_doc="`RegistryRequest` (`register`, `reserve`, `release`, `clock`) → "
                         "`RegistryReply` (header `Vertac-Status`)",
             also="simulator, replay"),

@@ -100,12 +100,8 @@ GRANTS: dict[str, Grant] = {
     "gateway": Grant(
         reads=(subjects.SAMPLES.name,),  # the last seconds of a stream (charts, recent)
         direct_reads=(subjects.CYCLES.name,),  # the newest cycle event of a stream
-        kv_writes=(
-            subjects.KV_STREAMS,
-            subjects.KV_SEQ,
-            subjects.KV_CYCLE_CONFIG,
-            subjects.KV_ALERT_RULES,
-        ),
+        kv_reads=(subjects.KV_STREAMS,),  # the registry; ingest alone writes it
+        kv_writes=(subjects.KV_CYCLE_CONFIG, subjects.KV_ALERT_RULES),  # what operators set
         objects_read=(subjects.OBJ_CYCLES,),  # recordings of cycles (charts, reports)
         objects_written=(subjects.OBJ_UPLOADS,),
     ),

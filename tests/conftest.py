@@ -25,6 +25,7 @@ import psycopg
 import pytest
 import uvicorn
 
+from schemas import subjects
 from schemas.client import Bus, inbox_prefix
 from services.common.bus import init_bus
 from services.common.config import CommonSettings
@@ -303,6 +304,13 @@ async def serve_gateway(common: CommonSettings, **settings: object) -> AsyncIter
         port=port,  # type: ignore[arg-type]
     )
     server = uvicorn.Server(config)
+    async with registry_service(common), _served(server) as base:
+        yield base
+
+
+@contextlib.asynccontextmanager
+async def _served(server: uvicorn.Server) -> AsyncIterator[str]:
+    port = server.config.port
     task = asyncio.ensure_future(server.serve())
     for _ in range(600):
         if server.started:
@@ -316,6 +324,35 @@ async def serve_gateway(common: CommonSettings, **settings: object) -> AsyncIter
     finally:
         server.should_exit = True
         await asyncio.wait_for(task, 15)
+
+
+@contextlib.asynccontextmanager
+async def registry_service(common: CommonSettings) -> AsyncIterator[None]:
+    """The stream registry of the ingest service (it answers registrations and frame number
+    reservations, which the gateway's REST routes ask it for), while the block runs."""
+    from services.ingest.registry import RegistryResponder
+
+    bus = await open_bus(common, "vertac-ingest")
+    registry = RegistryResponder(
+        bus.js,
+        await bus.js.key_value(subjects.KV_STREAMS),
+        await bus.js.key_value(subjects.KV_SEQ),
+    )
+    stop = asyncio.Event()
+    task = asyncio.ensure_future(registry.serve(bus.nc, stop))
+    try:
+        yield
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 15)
+        await bus.close()
+
+
+@pytest.fixture
+async def registry(common: CommonSettings) -> AsyncIterator[None]:
+    """The stream registry, for a test that serves a gateway of its own."""
+    async with registry_service(common):
+        yield
 
 
 @contextlib.asynccontextmanager

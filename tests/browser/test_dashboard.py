@@ -236,7 +236,7 @@ async def test_a_finished_cycle_opens_its_report_with_exports_history_and_action
 
 
 async def test_the_page_reconnects_after_the_gateway_restarts(
-    common: CommonSettings, bus, stream_id: str, page: Any
+    common: CommonSettings, bus, stream_id: str, page: Any, registry: None
 ) -> None:
     from services.gateway.app import build_app, uvicorn_config
     from services.gateway.config import Settings

@@ -7,6 +7,7 @@ import logging
 import time
 from typing import Annotated
 
+import nats.errors
 from fastapi import (
     APIRouter,
     Body,
@@ -28,8 +29,17 @@ from schemas.messages import (
     BatchAccepted,
     BufferStatus,
     RegisterResponse,
+    RegistryReply,
+    RegistryRequest,
 )
-from schemas.registry_client import derive_stream_id, lookup, register, reserve_seq
+from schemas.registry_client import (
+    RegistryBusy,
+    RegistryRefused,
+    derive_stream_id,
+    lookup,
+    registry_call,
+)
+from services.common.responder import until_answered
 from services.gateway.auth import Edge, may_write, role
 from services.gateway.bodies import OffLoopJson
 from services.gateway.logic import (
@@ -50,6 +60,25 @@ log = logging.getLogger(__name__)
 router = APIRouter(route_class=OffLoopJson, tags=["ingest"], dependencies=[Depends(role("edge"))])
 
 
+async def ask_registry(request: Request, stream_id: str, body: RegistryRequest) -> RegistryReply:
+    """A request to the stream registry, which the ingest service keeps (and alone writes); a
+    refusal comes back as the same error, a missing or busy registry as 503."""
+    g = gw(request)
+    try:
+        return await until_answered(  # type: ignore[no-any-return]
+            lambda: registry_call(g.port.bus, stream_id, body), retry=(RegistryBusy,)
+        )
+    except (nats.errors.NoRespondersError, nats.errors.TimeoutError) as exc:
+        raise ApiError(
+            503, "the ingest service (it keeps the stream registry) is not running; start it "
+            "and retry",
+        ) from exc  # fmt: skip
+    except RegistryBusy as exc:
+        raise ApiError(503, f"the stream registry is busy: {exc}; retry") from exc
+    except RegistryRefused as exc:
+        raise ApiError(exc.status, exc.reason, "body") from exc
+
+
 @router.post("/api/live/register", status_code=201, response_model=RegisterResponse)
 async def register_stream(
     body: Annotated[RegisterBody, Body(openapi_examples=REGISTER_EXAMPLES)],
@@ -64,7 +93,11 @@ async def register_stream(
     stream_id = registration.stream_id or derive_stream_id(registration.device_name)
     may_write(who, stream_id)
     before = await lookup(g.port.kv_streams, stream_id)
-    record, existed = await register(g.port.bus.js, g.port.kv_streams, registration)
+    reply = await ask_registry(
+        request, stream_id, RegistryRequest(op="register", registration=registration)
+    )
+    assert reply.registered is not None
+    record, existed = reply.registered, reply.existed
     if (
         before is None
         or before.sensors != record.sensors
@@ -114,8 +147,12 @@ async def post_batch(
         raise ApiError(422, str(exc), "body.samples") from exc
     first = ""
     seqs, acks = [], []
+    reserved = await ask_registry(
+        request, body.stream_id, RegistryRequest(op="reserve", count=len(parts))
+    )
+    assert reserved.first_seq is not None
     for k, frame in enumerate(parts):
-        seq = await reserve_seq(g.port.kv_seq, body.stream_id)
+        seq = reserved.first_seq + k
         base = (
             f"{body.stream_id}:batch:{body.batch_id}"
             if body.batch_id
