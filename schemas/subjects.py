@@ -88,6 +88,12 @@ def references(stream_id: str, op: str) -> str:
 DATASET_OPS: Final = ("add", "remove", "import")
 
 
+def dataset_stream_id(dataset: str) -> str:
+    """The stream a dataset's imported cycles belong to unless another is named:
+    ``batch-<dataset>``, with each character a stream id may not hold (``.``) as ``-``."""
+    return re.sub(r"[^A-Za-z0-9_-]", "-", f"batch-{dataset}")[:64]
+
+
 def datasets(stream_id: str, op: str) -> str:
     """Request-reply subject of dataset operations on a stream's cycles (answered by the cycles
     service, which owns them)."""

@@ -127,7 +127,11 @@ def _service_permissions(service: str) -> dict[str, object]:
         allow += [f"$JS.API.DIRECT.GET.{stream}", f"$JS.API.DIRECT.GET.{stream}.>"]
     for bucket in sorted(set(g.kv_reads) | set(g.kv_writes)):
         allow += _reads(f"KV_{bucket}")
-    allow += [f"$KV.{bucket}.>" for bucket in g.kv_writes]
+    # the lease bucket is shared by the partitioned services: each writes its own keys only
+    allow += [
+        f"$KV.{bucket}.{service}.>" if bucket == subjects.KV_LEASES else f"$KV.{bucket}.>"
+        for bucket in g.kv_writes
+    ]
     for store in sorted(set(g.objects_read) | set(g.objects_written)):
         allow += _reads(f"OBJ_{store}")
     for store in g.objects_written:

@@ -23,7 +23,8 @@ def dataset_import(
     stream: Annotated[
         str | None,
         typer.Option(
-            help="Stream of the cycles; default batch-NAME (registered from the files when new)."
+            help="Stream of the cycles; default batch-NAME ('.' as '-'; registered from the "
+            "files when new)."
         ),
     ] = None,
     label: Annotated[str, typer.Option(help="Label of cycles without a label column.")] = "",
@@ -36,7 +37,9 @@ def dataset_import(
 
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}", name):
         raise fail(f"dataset name {name!r}: 1-64 letters, digits, '_', '.' or '-'")
-    target = stream or f"batch-{name}"[:64]
+    from schemas import subjects
+
+    target = stream or subjects.dataset_stream_id(name)
     try:
         parsed = [
             cycle

@@ -335,6 +335,10 @@ async def test_odd_times_and_column_names_get_a_4xx_not_a_500(
                 )
                 assert 400 <= r.status_code < 500, r.text
                 assert r.json()["details"][0]["field"], r.text
+            # a dataset name may hold '.', a stream id may not: its default stream has '-'
+            r = await client.post("/api/live/datasets/odd.v2/import", params={"filename": "c.csv"},
+                                  content=b"timestamp,p\n0,1\n1,2\n")  # fmt: skip
+            assert r.status_code == 201 and r.json()["stream_id"] == "batch-odd-v2", r.text
 
 
 async def test_origin_scheme_security_headers_audit_via_invisible_ids_and_health(

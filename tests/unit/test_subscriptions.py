@@ -180,3 +180,22 @@ def test_no_service_may_read_another_services_private_state() -> None:
         allowed = " ".join(_service_permissions(service)["publish"]["allow"])  # type: ignore[index]
         for bucket, owner in private.items():
             assert (f"KV_{bucket}" in allowed) == (service == owner), (service, bucket)
+
+
+def test_every_bucket_and_object_store_has_one_writing_service() -> None:
+    """A bucket has one owner that writes it; the others read it at most. The lease bucket is
+    shared by the partitioned services, each writing only its own keys."""
+    from services.natsauth import GRANTS, SERVICES, _service_permissions
+
+    writers: dict[str, list[str]] = {}
+    for service, grant in GRANTS.items():
+        for bucket in (*grant.kv_writes, *grant.objects_written):
+            writers.setdefault(bucket, []).append(service)
+    shared = {subjects.KV_LEASES}
+    for bucket, services in writers.items():
+        assert len(services) == 1 or bucket in shared, (bucket, services)
+    for service in SERVICES:
+        allowed = _service_permissions(service)["publish"]["allow"]  # type: ignore[index]
+        leases = [s for s in allowed if s.startswith(f"$KV.{subjects.KV_LEASES}.")]
+        expected = [f"$KV.{subjects.KV_LEASES}.{service}.>"]
+        assert leases == (expected if subjects.KV_LEASES in GRANTS[service].kv_writes else [])

@@ -16,6 +16,7 @@ from fastapi import (
 )
 from fastapi.responses import Response
 
+from schemas import subjects
 from schemas.messages import (
     DatasetEntry,
     DatasetEntryBody,
@@ -140,7 +141,8 @@ async def import_dataset(
     request: Request,
     who: Admin,
     stream_id: Annotated[
-        str | None, Query(description="Stream the cycles belong to; default batch-<dataset>.")
+        str | None,
+        Query(description="Stream the cycles belong to; default batch-<dataset> ('.' as '-')."),
     ] = None,
     label: Annotated[str, Query(max_length=64)] = "",
     filename: Annotated[str, Query(max_length=200)] = "cycle.csv",
@@ -150,7 +152,7 @@ async def import_dataset(
     filed under the dataset; importing the same files again updates them."""
     g = gw(request)
     name = valid_dataset(dataset)
-    target = valid_stream_id(stream_id) if stream_id else f"batch-{name}"[:64]
+    target = valid_stream_id(stream_id) if stream_id else subjects.dataset_stream_id(name)
     chunks, size = [], 0
     async for chunk in request.stream():  # stop reading once over the limit
         size += len(chunk)
