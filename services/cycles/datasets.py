@@ -33,7 +33,7 @@ from schemas.registry_client import (
 )
 from schemas.timeutil import NS, datetime_of
 from services.common import directget
-from services.common.responder import RequestError, answer, until_answered
+from services.common.responder import RequestError, answer, error_body, until_answered
 from services.cycles.dataset_files import (
     DatasetError,
     ParsedCycle,
@@ -84,7 +84,10 @@ class DatasetService:
         self._importing = asyncio.Lock()  # one file in memory at a time
 
     async def handle(self, stream_id: str, op: str, data: bytes) -> tuple[int, bytes]:
-        subjects.check_stream_id(stream_id)
+        try:
+            subjects.check_stream_id(stream_id)
+        except subjects.InvalidStreamId as exc:
+            return 400, error_body(str(exc), "stream_id")
         ops: dict[str, Any] = {
             "add": (DatasetRequest, functools.partial(self.add, stream_id)),
             "remove": (DatasetRequest, functools.partial(self.remove, stream_id)),
