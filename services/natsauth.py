@@ -101,7 +101,8 @@ GRANTS: dict[str, Grant] = {
         reads=(subjects.SAMPLES.name,),  # the last seconds of a stream (charts, recent)
         direct_reads=(subjects.CYCLES.name,),  # the newest cycle event of a stream
         kv_reads=(subjects.KV_STREAMS,),  # the registry; ingest alone writes it
-        kv_writes=(subjects.KV_CYCLE_CONFIG, subjects.KV_ALERT_RULES),  # what operators set
+        # what operators set, and frame numbers of REST batches (a shared counter)
+        kv_writes=(subjects.KV_CYCLE_CONFIG, subjects.KV_ALERT_RULES, subjects.KV_SEQ),
         objects_read=(subjects.OBJ_CYCLES,),  # recordings of cycles (charts, reports)
         objects_written=(subjects.OBJ_UPLOADS,),
     ),

@@ -58,11 +58,13 @@ class BusPort:
         self,
         bus: Bus,
         kv_streams: KeyValue,
+        kv_seq: KeyValue,
         kv_config: KeyValue,
         uploads: ObjectStore,
     ) -> None:
         self.bus = bus
         self.kv_streams = kv_streams
+        self.kv_seq = kv_seq
         self.kv_config = kv_config
         self.uploads = uploads
 
@@ -71,6 +73,7 @@ class BusPort:
         return cls(
             bus,
             await bus.js.key_value(subjects.KV_STREAMS),
+            await bus.js.key_value(subjects.KV_SEQ),
             await bus.js.key_value(subjects.KV_CYCLE_CONFIG),
             await bus.js.object_store(subjects.OBJ_UPLOADS),
         )

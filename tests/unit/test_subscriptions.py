@@ -183,15 +183,17 @@ def test_no_service_may_read_another_services_private_state() -> None:
 
 
 def test_every_bucket_and_object_store_has_one_writing_service() -> None:
-    """A bucket has one owner that writes it; the others read it at most. The lease bucket is
-    shared by the partitioned services, each writing only its own keys."""
+    """A bucket has one owner that writes it; the others read it at most. Two are shared by
+    design: leases (each partitioned service writes only its own keys) and frame numbers (a
+    counter every publisher of a stream takes numbers from by compare-and-set: ingest's
+    registry for edges, the gateway for REST batches)."""
     from services.natsauth import GRANTS, SERVICES, _service_permissions
 
     writers: dict[str, list[str]] = {}
     for service, grant in GRANTS.items():
         for bucket in (*grant.kv_writes, *grant.objects_written):
             writers.setdefault(bucket, []).append(service)
-    shared = {subjects.KV_LEASES}
+    shared = {subjects.KV_LEASES, subjects.KV_SEQ}
     for bucket, services in writers.items():
         assert len(services) == 1 or bucket in shared, (bucket, services)
     for service in SERVICES:
