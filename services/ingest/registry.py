@@ -26,9 +26,9 @@ from schemas import subjects
 from schemas.client import describe, is_transient
 from schemas.messages import RegistryReply, RegistryRequest
 from schemas.registry_client import register, release_seq, reserve_seq
+from services.common.responder import STATUS_HEADER
 
 log = logging.getLogger(__name__)
-STATUS_HEADER = "Vertac-Status"
 
 
 class Refused(ValueError):
