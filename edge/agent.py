@@ -19,10 +19,7 @@ import nats.errors
 import numpy as np
 
 from edge.buffer import BufferFull, FrameBuffer
-from edge.config import MachineConfig
-from edge.sources import Samples, Source, source_of
-from schemas import subjects
-from schemas.client import (
+from edge.client import (
     Bus,
     BusSettings,
     ServerUnreachable,
@@ -31,9 +28,12 @@ from schemas.client import (
     open_client,
     redact,
 )
+from edge.config import MachineConfig
+from edge.registry_client import clock_offset_s, register_stream
+from edge.sources import Samples, Source, source_of
+from schemas import subjects
 from schemas.frames import CONTENT_TYPE_BINARY, Frame, Series
 from schemas.messages import EdgeStatus
-from schemas.registry_client import clock_offset_s, register_stream
 
 log = logging.getLogger(__name__)
 

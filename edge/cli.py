@@ -12,8 +12,14 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 
+from edge.client import (
+    Bus,
+    BusSettings,
+    ServerUnreachable,
+    beside_local_run,
+    open_client,
+)
 from schemas import logs
-from schemas.client import Bus, BusSettings, ServerUnreachable, beside_local_run, open_client
 
 app = typer.Typer(
     help="Edge sources that publish frames: Modbus TCP, OPC-UA, MQTT (JSON, Sparkplug B), "

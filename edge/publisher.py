@@ -12,8 +12,8 @@ import nats.errors
 from nats.js import JetStreamContext
 from nats.js.api import PubAck
 
+from edge.client import describe, is_transient
 from schemas import subjects
-from schemas.client import describe, is_transient
 from schemas.frames import (
     CONTENT_TYPE_BINARY,
     CONTENT_TYPE_JSON,

@@ -18,12 +18,12 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
+from edge.client import Bus, ask, through_outage
 from edge.publisher import FramePublisher
+from edge.registry_client import register_stream, release_frames, reserve_frames
 from schemas import subjects
-from schemas.client import Bus, through_outage
 from schemas.frames import Frame, Series
 from schemas.messages import CycleConfig, SensorSpec, StreamRegistration
-from schemas.registry_client import register_stream, release_frames, reserve_frames
 from schemas.timeutil import NS
 
 CYCLE_S = 60
@@ -142,6 +142,15 @@ def cycle_frames(
     return frames
 
 
+async def set_trigger(bus: Bus, stream_id: str) -> None:
+    """Ask the cycles service (which owns cycle settings) to start and end the stream's cycles
+    on ``cycle_active``."""
+    subject = subjects.cycle_control(stream_id, "config")
+    status, body = await ask(bus.nc, subject, trigger().model_dump_json().encode(), 10)
+    if status != 200:
+        raise ValueError(f"the cycles service refused the trigger ({status}): {body.decode()}")
+
+
 async def replay_hydraulic(
     bus: Bus,
     data: HydraulicData,
@@ -161,8 +170,7 @@ async def replay_hydraulic(
         raise ValueError(f"frame_s must divide {CYCLE_S}")
     # until the services answer (and have declared the buckets), this waits like an outage
     await through_outage("registering", lambda: register_stream(bus, registration(stream_id)))
-    kv_config = await bus.js.key_value(subjects.KV_CYCLE_CONFIG)
-    await kv_config.put(stream_id, trigger().model_dump_json().encode())
+    await through_outage("setting the cycle trigger", lambda: set_trigger(bus, stream_id))
     start = start_ns if start_ns is not None else time.time_ns() // NS * NS
     per_cycle = CYCLE_S // frame_s
     first = await through_outage(

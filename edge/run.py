@@ -8,11 +8,11 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from edge.client import Bus, through_outage
 from edge.publisher import Encoding, FramePublisher
+from edge.registry_client import register_stream, release_frames, reserve_frames
 from edge.simulator import MachineModel, Simulation
-from schemas.client import Bus, through_outage
 from schemas.frames import Frame
-from schemas.registry_client import register_stream, release_frames, reserve_frames
 
 log = logging.getLogger(__name__)
 

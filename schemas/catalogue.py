@@ -111,14 +111,25 @@ CHANNELS: Final[tuple[Channel, ...]] = (
             also="any client"),
     Channel("alertctl", "alertctl", "vertac.alertctl.{stream_id}.{op}",
             messages.AlertControlRequest,
-            "Request-reply, answered by the alerts service (queue group alerts): op ack "
-            "acknowledges one of the stream's alerts (the gateway's POST "
-            "/api/live/alerts/{alert_id}/ack sends it). The reply is a JSON object with header "
-            "Vertac-Status.",
+            "Request-reply, answered by the alerts service (queue group alerts), which owns "
+            "alerts and alert rules: op ack acknowledges one of the stream's alerts "
+            "(AlertControlRequest), rule_put creates or replaces a rule (AlertRule), "
+            f"rule_delete removes one (RemoveAlertRule); the rules are kept in "
+            f"{subjects.KV_ALERT_RULES}. The reply is {{alert_id, state}}, the AlertRule, "
+            "{removed} or ErrorBody, with header Vertac-Status.",
             None, ("gateway",), responder="alerts",
-            payload_doc="`AlertControlRequest` → `{alert_id, state}` or `{error}` (header "
+            payload_doc="`AlertControlRequest`, `AlertRule`, `RemoveAlertRule` → "
+                        "`{alert_id, state}`, `AlertRule`, `{removed}` or `ErrorBody` (header "
                         "`Vertac-Status`)",
-            also="any client"),
+            also="CLI, any client"),
+    Channel("cyclectl", "cyclectl", "vertac.cyclectl.{stream_id}.{op}", messages.CycleConfig,
+            "Request-reply, answered by the cycles service (queue group cycles), which owns how "
+            "a stream's cycles start and end: op config sets the stream's CycleConfig (kept in "
+            f"{subjects.KV_CYCLE_CONFIG}; applied from the next frame). The reply is the "
+            "CycleConfig or ErrorBody, with header Vertac-Status.",
+            None, ("gateway",), responder="cycles",
+            payload_doc="`CycleConfig` → `CycleConfig` or `ErrorBody` (header `Vertac-Status`)",
+            also="replay, any client"),
     Channel("edge", "edge-status", "vertac.edge.{stream_id}.status", messages.EdgeStatus,
             "What an edge agent says of itself every 5 s: its store-and-forward buffer and "
             "publish rate.",

@@ -66,6 +66,7 @@ from schemas.v1.bus import (
     DatasetRequest,
     DeadLetter,
     EdgeStatus,
+    RemoveAlertRule,
 )
 from schemas.v1.cycles import (
     CommandAccepted,
@@ -148,6 +149,7 @@ EXPORTED: tuple[type[BaseModel], ...] = (
     DeadLetter,
     EdgeStatus,
     AlertControlRequest,
+    RemoveAlertRule,
     DatasetRequest,
     CycleSummary,
     CycleDetail,
@@ -247,6 +249,7 @@ __all__ = [
     "RegisterResponse",
     "RegistryReply",
     "RegistryRequest",
+    "RemoveAlertRule",
     "Role",
     "RuleKind",
     "SensorDeviation",

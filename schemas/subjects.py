@@ -107,9 +107,26 @@ def dataset_requests() -> str:
     return f"{PREFIX}.datasets.*.*"
 
 
+ALERT_OPS: Final = ("ack", "rule_put", "rule_delete")
+
+
 def alert_control(stream_id: str, op: str) -> str:
-    """Request-reply subject of alert operations (``ack``), answered by the alerts service."""
+    """Request-reply subject of alert operations (acknowledge an alert, create, replace or
+    remove a rule), answered by the alerts service, which owns alerts and rules."""
+    if op not in ALERT_OPS:
+        raise ValueError(f"alert operation {op!r} is not one of {ALERT_OPS}")
     return f"{PREFIX}.alertctl.{check_stream_id(stream_id)}.{op}"
+
+
+CYCLE_OPS: Final = ("config",)
+
+
+def cycle_control(stream_id: str, op: str) -> str:
+    """Request-reply subject of a stream's cycle settings (``config``: how its cycles start and
+    end), answered by the cycles service, which owns them."""
+    if op not in CYCLE_OPS:
+        raise ValueError(f"cycle operation {op!r} is not one of {CYCLE_OPS}")
+    return f"{PREFIX}.cyclectl.{check_stream_id(stream_id)}.{op}"
 
 
 def cycles_of(stream_id: str) -> str:
@@ -132,9 +149,14 @@ def reference_requests() -> str:
     return f"{PREFIX}.references.*.*"
 
 
-def alert_acks() -> str:
-    """Alert acknowledgements of every stream (the alerts service answers them)."""
-    return f"{PREFIX}.alertctl.*.ack"
+def alert_requests() -> str:
+    """Alert operations of every stream (the alerts service answers them)."""
+    return f"{PREFIX}.alertctl.*.*"
+
+
+def cycle_requests() -> str:
+    """Cycle settings requests of every stream (the cycles service answers them)."""
+    return f"{PREFIX}.cyclectl.*.*"
 
 
 def edge_status(stream_id: str) -> str:
@@ -232,3 +254,4 @@ ALL_OBJECT_STORES: Final = (OBJ_CYCLES, OBJ_REFERENCES, OBJ_UPLOADS)
 
 HEADER_CONTENT_TYPE: Final = "Content-Type"
 HEADER_MSG_ID: Final = "Nats-Msg-Id"
+HEADER_STATUS: Final = "Vertac-Status"  # the HTTP-like status of a request's reply

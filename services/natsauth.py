@@ -14,7 +14,7 @@
   (``vertac.register.<stream>``, answered by ingest) and status only. It reads no bucket and no
   stream: the registry service validates what it asks and writes the registry.
 - Each user receives replies on its own inbox prefix, ``_INBOX.<user>.`` (see
-  :func:`schemas.client.inbox_prefix`), and subscribes nowhere else unless granted: no one
+  :func:`edge.client.inbox_prefix`), and subscribes nowhere else unless granted: no one
   reads another's replies.
 - No one else connects: there is no anonymous user.
 """
@@ -28,8 +28,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote
 
+from edge.client import inbox_prefix
 from schemas import catalogue, subjects
-from schemas.client import inbox_prefix
 from services.common.auth import write_secret
 from services.common.subscriptions import SUBSCRIPTIONS
 
@@ -87,22 +87,24 @@ GRANTS: dict[str, Grant] = {
     # and the registry service: validates edges' registrations, writes the registry
     "ingest": Grant(kv_writes=(subjects.KV_STREAMS, subjects.KV_SEQ)),
     "cycles": Grant(
-        kv_reads=(subjects.KV_CYCLE_CONFIG, subjects.KV_STREAMS),
-        kv_writes=(subjects.KV_CYCLE_STATE, subjects.KV_LEASES),
+        kv_reads=(subjects.KV_STREAMS,),
+        # its cycle state, the streams' cycle settings (operators set them by request), leases
+        kv_writes=(subjects.KV_CYCLE_STATE, subjects.KV_CYCLE_CONFIG, subjects.KV_LEASES),
         objects_read=(subjects.OBJ_UPLOADS,),  # the files of dataset imports
         objects_written=(subjects.OBJ_CYCLES,),
     ),
     "analysis": Grant(kv_reads=(subjects.KV_STREAMS,), objects_read=(subjects.OBJ_CYCLES,)),
     "alerts": Grant(
-        kv_reads=(subjects.KV_ALERT_RULES,),
-        kv_writes=(subjects.KV_ALERT_STATE, subjects.KV_LEASES),
+        # its rules (operators change them by request), their state, leases
+        kv_writes=(subjects.KV_ALERT_RULES, subjects.KV_ALERT_STATE, subjects.KV_LEASES),
     ),
     "gateway": Grant(
         reads=(subjects.SAMPLES.name,),  # the last seconds of a stream (charts, recent)
         direct_reads=(subjects.CYCLES.name,),  # the newest cycle event of a stream
-        kv_reads=(subjects.KV_STREAMS,),  # the registry; ingest alone writes it
-        # what operators set, and frame numbers of REST batches (a shared counter)
-        kv_writes=(subjects.KV_CYCLE_CONFIG, subjects.KV_ALERT_RULES, subjects.KV_SEQ),
+        # the registry (ingest's), cycle settings (cycles'), alert rules (alerts'): changes
+        # to them are requests to their owners
+        kv_reads=(subjects.KV_STREAMS, subjects.KV_CYCLE_CONFIG, subjects.KV_ALERT_RULES),
+        kv_writes=(subjects.KV_SEQ,),  # frame numbers of REST batches (a shared counter)
         objects_read=(subjects.OBJ_CYCLES,),  # recordings of cycles (charts, reports)
         objects_written=(subjects.OBJ_UPLOADS,),
     ),

@@ -25,8 +25,8 @@ import psycopg
 import pytest
 import uvicorn
 
+from edge.client import Bus, inbox_prefix
 from schemas import subjects
-from schemas.client import Bus, inbox_prefix
 from services.common.bus import init_bus
 from services.common.config import CommonSettings
 from services.common.db import migrate
@@ -304,7 +304,7 @@ async def serve_gateway(common: CommonSettings, **settings: object) -> AsyncIter
         port=port,  # type: ignore[arg-type]
     )
     server = uvicorn.Server(config)
-    async with registry_service(common), _served(server) as base:
+    async with registry_service(common), settings_owners(common), _served(server) as base:
         yield base
 
 
@@ -346,6 +346,41 @@ async def registry_service(common: CommonSettings) -> AsyncIterator[None]:
         stop.set()
         await asyncio.wait_for(task, 15)
         await bus.close()
+
+
+@contextlib.asynccontextmanager
+async def settings_owners(common: CommonSettings) -> AsyncIterator[None]:
+    """What the cycles and alerts services answer for operators' settings, while the block
+    runs: cycle configuration (``vertac.cyclectl``) and alert operations (``vertac.alertctl``),
+    with the services' own handlers, for tests that do not run those services."""
+    from edge.registry_client import lookup
+    from services.alerts.adapters import Alerts, Rules, RuleStates
+    from services.alerts.handlers import AlertEngine
+    from services.common.db import open_pool
+    from services.common.responder import respond
+    from services.cycles.adapters import ConfigStore
+    from services.cycles.control import CycleControl
+
+    bus = await open_bus(common, "vertac-owners")
+    pool = await open_pool(common.database_url, retry=False, name="test-owners")
+    streams = await bus.js.key_value(subjects.KV_STREAMS)
+    control = CycleControl(
+        ConfigStore(await bus.js.key_value(subjects.KV_CYCLE_CONFIG)),
+        lambda stream_id: lookup(streams, stream_id),
+    )
+    engine = AlertEngine(
+        Rules(bus.nc, await bus.js.key_value(subjects.KV_ALERT_RULES)),
+        RuleStates(await bus.js.key_value(subjects.KV_ALERT_STATE)),
+        Alerts(bus.js, pool),
+        reraise_window_s=300.0,
+    )
+    await respond(bus.nc, subjects.cycle_requests(), "cycles", control.handle, "cycle")
+    await respond(bus.nc, subjects.alert_requests(), "alerts", engine.control, "alert")
+    try:
+        yield
+    finally:
+        await bus.close()
+        await pool.close()
 
 
 @pytest.fixture

@@ -7,6 +7,7 @@ from typing import Literal
 
 from pydantic import Field
 
+from schemas.v1.alerts import RULE_ID_PATTERN
 from schemas.v1.base import DATASET_PATTERN, Contract
 
 
@@ -56,11 +57,20 @@ class EdgeStatus(Contract):
 
 class AlertControlRequest(Contract):
     """Request on ``vertac.alertctl.<stream_id>.ack``, answered by the alerts service: acknowledge
-    one of the stream's alerts (the gateway's ``POST /api/live/alerts/{alert_id}/ack`` sends it)."""
+    one of the stream's alerts (the gateway's ``POST /api/live/alerts/{alert_id}/ack`` sends it).
+    The reply is ``{"alert_id", "state"}`` or ErrorBody."""
 
     alert_id: str
     user: str
     comment: str = ""
+
+
+class RemoveAlertRule(Contract):
+    """Request on ``vertac.alertctl.<stream_id>.rule_delete``, answered by the alerts service
+    (which owns the rules): remove one of the stream's rules. ``rule_put`` carries the
+    AlertRule itself. The reply is ``{"removed": true}`` or ErrorBody (404: no such rule)."""
+
+    rule_id: str = Field(pattern=RULE_ID_PATTERN)
 
 
 class DatasetRequest(Contract):

@@ -28,10 +28,25 @@ def rule_key(stream_id: str, rule_id: str) -> str:
 
 class Rules:
     """Alert rules in KV ``vertac_alert_rules`` under ``<stream_id>.<rule_id>``, read directly
-    (no server state per refresh). A malformed record is skipped with a log line."""
+    (no server state per refresh). A malformed record is skipped with a log line. The alerts
+    service alone writes them (operators' changes come as requests)."""
 
-    def __init__(self, nc: Client) -> None:
+    def __init__(self, nc: Client, kv: KeyValue) -> None:
         self.nc = nc
+        self.kv = kv
+
+    async def put(self, rule: AlertRule) -> None:
+        await self.kv.put(rule_key(rule.stream_id, rule.rule_id), rule.model_dump_json().encode())
+
+    async def delete(self, stream_id: str, rule_id: str) -> bool:
+        """Remove a rule; False when there is none."""
+        key = rule_key(stream_id, rule_id)
+        try:
+            await self.kv.get(key)
+        except (KeyNotFoundError, NotFoundError):
+            return False
+        await self.kv.delete(key)
+        return True
 
     async def all(self) -> list[AlertRule]:
         entries = await directget.latest(self.nc, subjects.KV_ALERT_RULES)

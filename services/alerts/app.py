@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from typing import Any
 
@@ -29,7 +28,7 @@ async def serve(settings: Settings, common: CommonSettings, stop: asyncio.Event)
         SERVICE, common, settings.metrics_host, settings.metrics_port
     )
     engine = AlertEngine(
-        Rules(bus.nc),
+        Rules(bus.nc, await bus.js.key_value(subjects.KV_ALERT_RULES)),
         RuleStates(await bus.js.key_value(subjects.KV_ALERT_STATE)),
         Alerts(bus.js, pool),
         settings.reraise_window_s,
@@ -88,11 +87,7 @@ async def serve(settings: Settings, common: CommonSettings, stop: asyncio.Event)
     for consumer in consumers:
         await consumer.declare()
 
-    async def on_control(stream_id: str, _op: str, data: bytes) -> tuple[int, bytes]:
-        status, body = await engine.acknowledge(stream_id, data)
-        return status, json.dumps(body).encode()
-
-    await respond(bus.nc, subjects.alert_acks(), SERVICE, on_control, "alert")
+    await respond(bus.nc, subjects.alert_requests(), SERVICE, engine.control, "alert")
     log.info("alerts running", extra={"consumers": [c.durable for c in consumers]})
     try:
         await asyncio.gather(

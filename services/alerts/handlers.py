@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
+import functools
 import logging
 import time
 from collections import defaultdict
@@ -13,8 +13,16 @@ from typing import Any
 
 import numpy as np
 
+from schemas import subjects
 from schemas.frames import Frame
-from schemas.messages import AlertChanged, AlertRule, AnalysisCompleted, CycleStateChanged
+from schemas.messages import (
+    AlertChanged,
+    AlertControlRequest,
+    AlertRule,
+    AnalysisCompleted,
+    CycleStateChanged,
+    RemoveAlertRule,
+)
 from schemas.timeutil import datetime_of, datetime_or_none, ns_of
 from services.alerts.adapters import Alerts, CycleContext, Rules, RuleStates
 from services.alerts.logic import (
@@ -32,6 +40,7 @@ from services.alerts.logic import (
     trend_rule,
 )
 from services.common.consumer import Delivery
+from services.common.responder import Operation, RequestError, answer, error_body
 
 log = logging.getLogger(__name__)
 SAMPLE_KINDS = ("limit", "rate", "flatline")
@@ -223,34 +232,67 @@ class AlertEngine:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), every_s)
 
-    async def acknowledge(self, stream_id: str, body: bytes) -> tuple[int, dict[str, str]]:
-        """Handle an ``ack`` request: ``{"alert_id", "user", "comment"}``."""
-        try:
-            request = json.loads(body)
-            alert_id, user = str(request["alert_id"]), str(request["user"])
-            comment = str(request.get("comment", ""))
-        except (ValueError, KeyError, TypeError):
-            return 422, {"error": "an ack needs alert_id and user"}
-        rule = next(
-            (
-                r
-                for r in self.rules_of(stream_id)
-                if alert_id.startswith(f"{stream_id}.{r.rule_id}.")
-            ),
-            None,
-        )
+    async def acknowledge(self, stream_id: str, request: AlertControlRequest) -> dict[str, str]:
+        """Acknowledge one of the stream's alerts: ``{"alert_id", "state"}``; 404 when no rule
+        owns it, 409 when it is no longer current or already acknowledged."""
+        alert_id = request.alert_id
+
+        def owner() -> AlertRule | None:
+            rules = self.rules_of(stream_id)
+            return next(
+                (r for r in rules if alert_id.startswith(f"{stream_id}.{r.rule_id}.")), None
+            )
+
+        rule = owner()
+        if rule is None:  # a rule another replica was given since this one last read them
+            await self.refresh()
+            rule = owner()
         if rule is None:
-            return 404, {"error": f"no rule of {stream_id} owns alert {alert_id!r}"}
+            raise RequestError(404, f"no rule of {stream_id} owns alert {alert_id!r}", "alert_id")
         async with self.locks[stream_id]:
             state, revision = await self.states.load(rule)
             if state.alert_id != alert_id:
-                return 409, {"error": f"alert {alert_id!r} is no longer the rule's current alert"}
-            new, transitions = acknowledge(state, user, comment, self.clock())
+                raise RequestError(
+                    409, f"alert {alert_id!r} is no longer the rule's current alert", "alert_id"
+                )
+            new, transitions = acknowledge(state, request.user, request.comment, self.clock())
             if not transitions:
-                return 409, {"error": f"alert {alert_id!r} is already {state.alert_state}"}
+                raise RequestError(
+                    409, f"alert {alert_id!r} is already {state.alert_state}", "alert_id"
+                )
             await self._record(rule, transitions)
             await self.states.save(rule, new, revision)
-        return 200, {"alert_id": alert_id, "state": new.alert_state}
+        return {"alert_id": alert_id, "state": new.alert_state}
+
+    async def put_rule(self, stream_id: str, rule: AlertRule) -> AlertRule:
+        """Create or replace one of the stream's rules; it applies from now on."""
+        if rule.stream_id != stream_id:
+            raise RequestError(
+                422, f"the rule names stream {rule.stream_id!r}, not {stream_id!r}", "stream_id"
+            )
+        await self.rules.put(rule)
+        await self.refresh()
+        return rule
+
+    async def delete_rule(self, stream_id: str, request: RemoveAlertRule) -> dict[str, bool]:
+        """Remove one of the stream's rules: ``{"removed": true}``; 404 when there is none."""
+        if not await self.rules.delete(stream_id, request.rule_id):
+            raise RequestError(404, f"no rule {request.rule_id!r} on {stream_id}", "rule_id")
+        await self.refresh()
+        return {"removed": True}
+
+    async def control(self, stream_id: str, op: str, data: bytes) -> tuple[int, bytes]:
+        """Answer a request on ``vertac.alertctl.<stream_id>.<op>``."""
+        try:
+            subjects.check_stream_id(stream_id)
+        except subjects.InvalidStreamId as exc:
+            return 400, error_body(str(exc), "stream_id")
+        ops: dict[str, Operation] = {
+            "ack": (AlertControlRequest, functools.partial(self.acknowledge, stream_id)),
+            "rule_put": (AlertRule, functools.partial(self.put_rule, stream_id)),
+            "rule_delete": (RemoveAlertRule, functools.partial(self.delete_rule, stream_id)),
+        }
+        return await answer(ops, op, data, "alert")
 
 
 SamplesStep = Callable[..., tuple[RuleState, list[Transition]]]

@@ -17,10 +17,10 @@ from nats.js import JetStreamContext
 from nats.js.kv import KeyValue
 from psycopg_pool import AsyncConnectionPool
 
+from edge.registry_client import lookup
 from schemas import subjects
 from schemas.frames import Frame, unpack
 from schemas.messages import AnalysisCompleted
-from schemas.registry_client import lookup
 from schemas.timeutil import ns_of
 from services.analysis.logic import sensor_deviations
 from services.analysis.trend import Point

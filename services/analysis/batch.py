@@ -9,7 +9,7 @@ import asyncio
 from collections.abc import Callable
 from typing import Any
 
-from schemas.client import Bus
+from edge.client import Bus
 from schemas.messages import AnalysisCompleted
 from services.analysis.adapters import Catalogue, RecordingStore, Registry, Results
 from services.analysis.handlers import load_cycle

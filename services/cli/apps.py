@@ -12,7 +12,7 @@ import typer
 from edge import cli as edge_cli
 from edge.cli import app as edge_app
 from edge.cli import fail
-from schemas.client import Bus
+from edge.client import Bus
 from services.common.config import CommonSettings
 from services.common.runtime import open_bus
 
@@ -72,7 +72,7 @@ def on_bus_and_db(common: CommonSettings, work: Callable[[Bus, Any], Awaitable[T
 
 def on_db(common: CommonSettings, work: Callable[[Any], Awaitable[T]]) -> T:
     """Run ``work`` with a PostgreSQL pool; an unreachable database is one line, exit 2."""
-    from schemas.client import ServerUnreachable
+    from edge.client import ServerUnreachable
     from services.common.db import open_pool
 
     async def go() -> T:

@@ -11,7 +11,7 @@ from typing import Annotated, Any
 import typer
 
 from edge.cli import fail
-from schemas.client import Bus
+from edge.client import Bus
 from services.cli.apps import app, dataset_app, on_bus_and_db
 from services.common.config import CommonSettings
 

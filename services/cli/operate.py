@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from edge.cli import fail
-from schemas.client import Bus
+from edge.client import Bus
 from schemas.messages import AlertRule
 from services.cli.apps import alerts_app, cycle_app, on_bus
 from services.common.config import CommonSettings
@@ -88,6 +88,9 @@ def load_rules_file(path: Path) -> list[AlertRule]:
 @alerts_app.command("load")
 def alerts_load(path: Annotated[Path, typer.Argument(help="YAML or JSON file of rules.")]) -> None:
     """Create or replace the alert rules of a file (each names its stream_id and rule_id)."""
+    import nats.errors
+
+    from edge.client import ask
     from schemas import subjects
 
     try:
@@ -96,10 +99,21 @@ def alerts_load(path: Annotated[Path, typer.Argument(help="YAML or JSON file of 
         raise fail(str(exc)) from exc
     common = CommonSettings()
 
-    async def put_rules(bus: Bus) -> None:
-        kv = await bus.js.key_value(subjects.KV_ALERT_RULES)
+    async def put_rules(bus: Bus) -> str:
+        # the alerts service owns the rules: each one is a request it answers
         for rule in rules:
-            await kv.put(f"{rule.stream_id}.{rule.rule_id}", rule.model_dump_json().encode())
+            subject = subjects.alert_control(rule.stream_id, "rule_put")
+            try:
+                status, body = await ask(bus.nc, subject, rule.model_dump_json().encode())
+            except nats.errors.NoRespondersError:
+                return "no alerts service answers; start it (vertac service alerts) and retry"
+            except nats.errors.TimeoutError:
+                return "the alerts service did not answer in time; retry"
+            if status != 200:
+                return f"rule {rule.stream_id}/{rule.rule_id} refused ({status}): {body.decode()}"
+        return ""
 
-    on_bus(common, "vertac-cli", put_rules)
+    refused = on_bus(common, "vertac-cli", put_rules)
+    if refused:
+        raise fail(refused)
     typer.echo(f"loaded {len(rules)} alert rules from {path}")

@@ -19,11 +19,11 @@ from nats.js.api import (
 )
 from nats.js.errors import APIError, BucketNotFoundError, NotFoundError
 
-from schemas import subjects
-from schemas.client import (
+from edge.client import (
     BusLayoutError,
     PlacementPending,
 )
+from schemas import subjects
 from services.common.config import CommonSettings
 
 log = logging.getLogger(__name__)

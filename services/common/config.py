@@ -9,7 +9,7 @@ from typing import Literal
 from pydantic import Field, model_validator
 from pydantic_settings import SettingsConfigDict
 
-from schemas.client import BusSettings, local_admin_url
+from edge.client import BusSettings, local_admin_url
 
 EMBEDDED_URL = "postgresql://vertac@127.0.0.1:55432/vertac"
 EMBEDDED_SECRETS = Path(".vertac") / "pg.secrets"
@@ -17,7 +17,7 @@ EMBEDDED_SECRETS = Path(".vertac") / "pg.secrets"
 
 class CommonSettings(BusSettings):
     """Where the servers are and how the bus is laid out; read once in each ``app.py``. The
-    bus and log settings come from :class:`schemas.client.BusSettings` (the edge's too)."""
+    bus and log settings come from :class:`edge.client.BusSettings` (the edge's too)."""
 
     model_config = SettingsConfigDict(env_prefix="VERTAC_", extra="ignore")
 

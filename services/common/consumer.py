@@ -37,7 +37,7 @@ from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, ConsumerInfo, DeliverPolicy
 
-from schemas.client import describe
+from edge.client import describe
 from services.common.deadletter import (
     MAX_HEADER_CHARS,
     dead_letter_for,

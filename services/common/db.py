@@ -9,9 +9,10 @@ from importlib import resources
 from typing import Any
 
 import psycopg
+from psycopg import sql
 from psycopg_pool import AsyncConnectionPool
 
-from schemas.client import with_startup_retry
+from edge.client import with_startup_retry
 
 log = logging.getLogger(__name__)
 _LOCK_ID = 0x5E47AC  # advisory lock: one migrator at a time
@@ -78,37 +79,76 @@ def service_options(url: str, service: str) -> str:
     return f"{given} {own}".strip()
 
 
-def migration_files() -> list[tuple[str, str]]:
-    """(version, SQL) of every migration, in order."""
-    folder = resources.files("services.common") / "migrations"
+def migration_files(package: str = "services.common") -> list[tuple[str, str]]:
+    """(version, SQL) of every migration of ``package``'s folder ``migrations``, in order: the
+    platform's (``services.common``: roles, schemas, the tables' history) or one service's."""
+    folder = resources.files(package) / "migrations"
+    if not folder.is_dir():
+        return []
     files = sorted((f for f in folder.iterdir() if f.name.endswith(".sql")), key=lambda f: f.name)
     return [(f.name.removesuffix(".sql"), f.read_text()) for f in files]
 
 
 async def migrate(url: str) -> list[str]:
-    """Apply pending migrations; returns the versions applied now."""
+    """Apply pending migrations; returns the versions applied now (a service's as
+    ``<service>/<version>``).
+
+    First the platform's (``services/common/migrations``, kept in ``public.schema_migrations``),
+    then each service's own (``services/<service>/migrations``), applied as the service's role
+    with only its schema and ``api`` on the search path and kept in its own
+    ``<service>.schema_migrations``: PostgreSQL refuses a service's migration anything outside
+    what that service owns."""
     applied: list[str] = []
     async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
         await conn.execute("SELECT pg_advisory_lock(%s)", (_LOCK_ID,))
         try:
-            await conn.execute(
-                "CREATE TABLE IF NOT EXISTS schema_migrations ("
-                " version text PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())"
-            )
-            cur = await conn.execute("SELECT version FROM schema_migrations")
-            done = {row[0] for row in await cur.fetchall()}
-            for version, sql in migration_files():
-                if version in done:
-                    continue
-                async with conn.transaction():
-                    await conn.execute(sql.encode())
-                    await conn.execute(
-                        "INSERT INTO schema_migrations (version) VALUES (%s)", (version,)
-                    )
-                applied.append(version)
-                log.info("migration applied", extra={"version": version})
+            applied += await _apply(conn, "public", migration_files())
+            for service in SERVICES:
+                files = migration_files(f"services.{service}")
+                if files:
+                    applied += [f"{service}/{v}" for v in await _apply(conn, service, files)]
         finally:
             await conn.execute("SELECT pg_advisory_unlock(%s)", (_LOCK_ID,))
+    return applied
+
+
+async def _apply(
+    conn: psycopg.AsyncConnection[Any], schema: str, files: list[tuple[str, str]]
+) -> list[str]:
+    """Apply the files not yet in ``<schema>.schema_migrations``, each in a transaction (a
+    service's as its role)."""
+    as_service = schema != "public"
+    kept = sql.Identifier(schema, "schema_migrations")
+
+    async def become() -> None:
+        if as_service:
+            await conn.execute(sql.SQL("SET LOCAL ROLE {}").format(sql.Identifier(role_of(schema))))
+            await conn.execute(
+                sql.SQL("SET LOCAL search_path = {}, api").format(sql.Identifier(schema))
+            )
+
+    applied: list[str] = []
+    async with conn.transaction():
+        await become()
+        await conn.execute(
+            sql.SQL(
+                "CREATE TABLE IF NOT EXISTS {} ("
+                " version text PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())"
+            ).format(kept)
+        )
+        cur = await conn.execute(sql.SQL("SELECT version FROM {}").format(kept))
+        done = {row[0] for row in await cur.fetchall()}
+    for version, text in files:
+        if version in done:
+            continue
+        async with conn.transaction():
+            await become()
+            await conn.execute(text.encode())
+            await conn.execute(
+                sql.SQL("INSERT INTO {} (version) VALUES (%s)").format(kept), (version,)
+            )
+        applied.append(version)
+        log.info("migration applied", extra={"version": version, "schema": schema})
     return applied
 
 

@@ -18,8 +18,8 @@ from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.api import StreamConfig
 
+from edge.client import MAX_REASON_CHARS, describe
 from schemas import subjects
-from schemas.client import MAX_REASON_CHARS, describe
 from schemas.messages import DeadLetter
 
 INLINE_PAYLOAD_LIMIT: Final = 256 * 1024

@@ -7,7 +7,7 @@ from typing import TypeVar
 
 import psycopg
 
-from schemas import client
+from edge import client
 
 T = TypeVar("T")
 

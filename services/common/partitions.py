@@ -26,8 +26,8 @@ from nats.aio.client import Client
 from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError, NoKeysError, NotFoundError
 from nats.js.kv import KeyValue
 
+from edge.client import describe
 from schemas import subjects
-from schemas.client import describe
 from services.common import directget
 from services.common.consumer import DurableConsumer
 

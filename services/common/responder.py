@@ -9,22 +9,21 @@ logged): a request always gets an answer, and the caller decides whether to retr
 
 from __future__ import annotations
 
-import asyncio
+import json
 import logging
-import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
-import nats.errors
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 from pydantic import BaseModel, ValidationError
 
+from schemas import subjects
 from schemas.messages import ErrorBody, ErrorDetail
 
 log = logging.getLogger(__name__)
-STATUS_HEADER = "Vertac-Status"
+STATUS_HEADER = subjects.HEADER_STATUS
 
 Operation = tuple[type[BaseModel], Callable[[Any], Awaitable[Any]]]
 
@@ -45,6 +44,8 @@ def error_body(message: str, field: str = "") -> bytes:
 def _encoded(answer: Any) -> bytes:
     if isinstance(answer, bytes):
         return answer
+    if isinstance(answer, dict):
+        return json.dumps(answer).encode()
     if isinstance(answer, list):
         return ("[" + ",".join(a.model_dump_json() for a in answer) + "]").encode()
     return bytes(answer.model_dump_json().encode())
@@ -94,24 +95,3 @@ async def respond(
             await nc.publish(msg.reply, body, headers={STATUS_HEADER: str(status)})
 
     return await nc.subscribe(subject, queue=queue, cb=on_request)
-
-
-async def until_answered(
-    ask: Callable[[], Awaitable[Any]],
-    wait_s: float = 10.0,
-    retry: tuple[type[Exception], ...] = (),
-) -> Any:
-    """``ask()``, asked again while no service answers its subject (one starting or being
-    restarted: ``NoRespondersError`` or one of ``retry``) for up to ``wait_s``; then the error
-    goes to the caller."""
-    deadline = time.monotonic() + wait_s
-    delay = 0.1
-    waits: tuple[type[Exception], ...] = (nats.errors.NoRespondersError, *retry)
-    while True:
-        try:
-            return await ask()
-        except waits:
-            if time.monotonic() + delay > deadline:
-                raise
-        await asyncio.sleep(delay)
-        delay = min(delay * 2, 1.0)

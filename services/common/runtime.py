@@ -14,8 +14,7 @@ from collections.abc import Awaitable, Callable
 
 from psycopg_pool import AsyncConnectionPool
 
-from schemas import logs
-from schemas.client import (
+from edge.client import (
     Bus,
     ServerUnreachable,
     cancel_startup,
@@ -23,6 +22,7 @@ from schemas.client import (
     redact,
     with_startup_retry,
 )
+from schemas import logs
 from services.common.bus import init_bus
 from services.common.config import CommonSettings
 from services.common.db import open_pool

@@ -147,6 +147,14 @@ class ConfigStore:
             (config.signal_sensor,) if config.trigger == "signal" and config.signal_sensor else ()
         )
 
+    async def put(self, stream_id: str, config: CycleConfig) -> None:
+        """Keep the stream's configuration (this replica applies it at once, others within
+        ``ttl_s``)."""
+        raw = config.model_dump_json().encode()
+        await self.kv.put(stream_id, raw)
+        self._raw[stream_id] = raw
+        self._read[stream_id] = (time.monotonic(), config)
+
     async def get(self, stream_id: str) -> CycleConfig:
         read = self._read.get(stream_id)
         if read is not None and time.monotonic() - read[0] < self.ttl_s:

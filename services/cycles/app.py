@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 
+from edge.registry_client import lookup
 from schemas import subjects
 from schemas.frames import Frame
 from services.common import directget
@@ -23,6 +25,7 @@ from services.cycles.adapters import (
     StateStore,
 )
 from services.cycles.config import Settings
+from services.cycles.control import CycleControl
 from services.cycles.datasets import DatasetService
 from services.cycles.handlers import CycleEngine
 
@@ -40,9 +43,10 @@ async def serve(settings: Settings, common: CommonSettings, stop: asyncio.Event)
         entries = await directget.latest(bus.nc, subjects.KV_CYCLE_CONFIG)
         return {key: msg.data for key, msg in entries.items()}
 
+    configs = ConfigStore(await bus.js.key_value(subjects.KV_CYCLE_CONFIG), read_all=read_configs)
     engine = CycleEngine(
         StateStore(await bus.js.key_value(subjects.KV_CYCLE_STATE)),
-        ConfigStore(await bus.js.key_value(subjects.KV_CYCLE_CONFIG), read_all=read_configs),
+        configs,
         FrameReader(bus.nc, bus.js),
         Recordings(await bus.js.object_store(subjects.OBJ_CYCLES)),
         Events(bus.js),
@@ -99,6 +103,9 @@ async def serve(settings: Settings, common: CommonSettings, stop: asyncio.Event)
     engine.ownership = ownership
     datasets = DatasetService(pool, bus)
     await respond(bus.nc, subjects.dataset_requests(), SERVICE, datasets.handle, "dataset")
+    streams = await bus.js.key_value(subjects.KV_STREAMS)
+    control = CycleControl(configs, functools.partial(lookup, streams))
+    await respond(bus.nc, subjects.cycle_requests(), SERVICE, control.handle, "cycle")
     log.info("cycles running", extra={"member": leases.member, "partitions": subjects.PARTITIONS})
     try:
         await asyncio.gather(

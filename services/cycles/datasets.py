@@ -14,8 +14,15 @@ import nats.errors
 from psycopg.rows import class_row
 from psycopg_pool import AsyncConnectionPool
 
+from edge.client import Bus, until_answered
+from edge.registry_client import (
+    RegistryBusy,
+    RegistryRefused,
+    lookup,
+    register_stream,
+    registry_call,
+)
 from schemas import subjects
-from schemas.client import Bus
 from schemas.frames import pack
 from schemas.messages import (
     DatasetEntry,
@@ -24,16 +31,9 @@ from schemas.messages import (
     DatasetRequest,
     RegistryRequest,
 )
-from schemas.registry_client import (
-    RegistryBusy,
-    RegistryRefused,
-    lookup,
-    register_stream,
-    registry_call,
-)
 from schemas.timeutil import NS, datetime_of
 from services.common import directget
-from services.common.responder import RequestError, answer, error_body, until_answered
+from services.common.responder import RequestError, answer, error_body
 from services.cycles.dataset_files import (
     DatasetError,
     ParsedCycle,

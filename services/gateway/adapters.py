@@ -20,8 +20,8 @@ from nats.js.object_store import ObjectStore
 from psycopg.rows import class_row, dict_row
 from psycopg_pool import AsyncConnectionPool
 
+from edge.client import Bus, ask
 from schemas import subjects
-from schemas.client import Bus
 from schemas.frames import CONTENT_TYPE_BINARY, Frame, encode_binary, unpack
 from schemas.messages import (
     AlertRule,
@@ -32,14 +32,12 @@ from schemas.messages import (
     CycleSummary,
     DatasetEntry,
     DatasetInfo,
-    DatasetRequest,
     StreamRegistered,
     Trend,
 )
 from services.common import directget
 from services.common.failures import is_transient
 from services.common.records import config_or_default, current_cycle
-from services.common.responder import STATUS_HEADER, until_answered
 from services.common.streams import read_frames
 
 
@@ -59,7 +57,7 @@ class BusPort:
         bus: Bus,
         kv_streams: KeyValue,
         kv_seq: KeyValue,
-        kv_config: KeyValue,
+        kv_config: KeyValue,  # read only: the cycles service writes it
         uploads: ObjectStore,
     ) -> None:
         self.bus = bus
@@ -85,9 +83,6 @@ class BusPort:
             return CycleConfig()
         return config_or_default(stream_id, entry.value)
 
-    async def set_cycle_config(self, stream_id: str, config: CycleConfig) -> None:
-        await self.kv_config.put(stream_id, config.model_dump_json().encode())
-
     async def recording(self, name: str) -> Frame | None:
         """A cycle's recording, read directly (no consumer per read), or None."""
         try:
@@ -103,18 +98,12 @@ class BusPort:
 
     async def reference_request(self, stream_id: str, op: str, body: bytes) -> tuple[int, bytes]:
         """Ask the analysis service; (status, JSON body)."""
-        return await self._ask(subjects.references(stream_id, op), body, 120)
+        return await self.request(subjects.references(stream_id, op), body, 120)
 
-    async def dataset_request(
-        self, stream_id: str, op: str, request: DatasetRequest, timeout_s: float = 30
-    ) -> tuple[int, bytes]:
-        """Ask the cycles service, which owns cycles and datasets; (status, JSON body)."""
-        body = request.model_dump_json().encode()
-        return await self._ask(subjects.datasets(stream_id, op), body, timeout_s)
-
-    async def _ask(self, subject: str, body: bytes, timeout_s: float) -> tuple[int, bytes]:
-        reply = await until_answered(lambda: self.bus.nc.request(subject, body, timeout=timeout_s))
-        return int((reply.headers or {}).get(STATUS_HEADER, "200")), reply.data
+    async def request(self, subject: str, body: bytes, timeout_s: float) -> tuple[int, bytes]:
+        """Ask the service that answers ``subject``; (status, JSON body). Waits up to 10 s
+        for a responder (one being restarted)."""
+        return await ask(self.bus.nc, subject, body, timeout_s)
 
     async def put_upload(self, data: bytes) -> str:
         """Keep an import's file in ``vertac_uploads`` for the cycles service; its name."""
@@ -416,10 +405,10 @@ class Datasets:
 
 
 class AlertRulesKv:
-    """Alert rules in KV ``vertac_alert_rules`` (the alerts service re-reads them)."""
+    """Alert rules in KV ``vertac_alert_rules``, read directly; the alerts service owns and
+    writes them (the gateway asks it to)."""
 
-    def __init__(self, kv: KeyValue, nc: Client) -> None:
-        self.kv = kv
+    def __init__(self, nc: Client) -> None:
         self.nc = nc
 
     async def of_stream(self, stream_id: str) -> list[AlertRule]:
@@ -429,15 +418,3 @@ class AlertRulesKv:
             subjects.KV_ALERT_RULES, entries, AlertRule, lambda r: f"{r.stream_id}.{r.rule_id}"
         )
         return [valid[k] for k in sorted(valid)]
-
-    async def put(self, rule: AlertRule) -> None:
-        await self.kv.put(f"{rule.stream_id}.{rule.rule_id}", rule.model_dump_json().encode())
-
-    async def delete(self, stream_id: str, rule_id: str) -> bool:
-        key = f"{stream_id}.{rule_id}"
-        try:
-            await self.kv.get(key)
-        except (KeyNotFoundError, NotFoundError):
-            return False
-        await self.kv.delete(key)
-        return True

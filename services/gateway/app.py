@@ -18,8 +18,8 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.staticfiles import StaticFiles
 
-from schemas import logs, subjects
-from schemas.client import ServerUnreachable
+from edge.client import ServerUnreachable
+from schemas import logs
 from schemas.messages import (
     ErrorBody,
 )
@@ -106,7 +106,7 @@ def build_app(settings: Settings, common: CommonSettings) -> FastAPI:
             Database(pool),
             CycleQueries(pool),
             AlertQueries(pool),
-            AlertRulesKv(await bus.js.key_value(subjects.KV_ALERT_RULES), bus.nc),
+            AlertRulesKv(bus.nc),
             Metrics(SERVICE),
             Datasets(pool),
             HistoryQueries(pool),

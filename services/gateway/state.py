@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
 
+import nats.errors
 from fastapi import Path as PathParam
 from fastapi import Query, Request
 from fastapi.responses import JSONResponse
@@ -17,6 +18,7 @@ from prometheus_client.core import CounterMetricFamily, Metric
 from prometheus_client.registry import Collector
 from pydantic import AfterValidator, BeforeValidator
 
+from edge.registry_client import lookup
 from schemas import subjects
 from schemas.frames import Frame
 from schemas.messages import (
@@ -27,7 +29,6 @@ from schemas.messages import (
     ErrorDetail,
     StreamRegistered,
 )
-from schemas.registry_client import lookup
 from schemas.v1.alerts import RULE_ID_PATTERN
 from schemas.v1.base import ALERT_ID_PATTERN, CYCLE_ID_PATTERN
 from services.common.auth import AuditLog, Principal, TokenStore
@@ -121,6 +122,13 @@ def valid_stream_id(stream_id: str, field: str = "stream_id") -> str:
         raise ApiError(422, str(exc), field) from exc
 
 
+ASKS_OWNER: dict[int | str, dict[str, Any]] = {
+    503: {"model": ErrorBody, "description": "The service that owns it is not running."},
+    504: {"model": ErrorBody, "description": "The service that owns it did not answer in time."},
+}
+"""The responses of a route that asks the owning service to make a change."""
+
+
 class Gateway:
     """State shared by the routes: adapters, settings and metrics."""
 
@@ -182,6 +190,31 @@ class Gateway:
         c = detail.cycle
         rows = await self.alerts.find(c.stream_id, None, None, 1000, c.started_at, c.ended_at)
         return CycleAlerts(cycle_id=c.cycle_id, groups=group_alerts(rows))
+
+    async def ask(
+        self, service: str, subject: str, body: bytes, timeout_s: float = 30, fields: str = ""
+    ) -> bytes:
+        """A request to the service that owns what it changes: the answer's body, or its
+        refusal as the same error (a refused field prefixed with ``fields``, e.g. ``body.``);
+        503 while the service is not running, 504 when it does not answer in time."""
+        try:
+            status, data = await self.port.request(subject, body, timeout_s)
+        except nats.errors.NoRespondersError as exc:
+            raise ApiError(
+                503, f"the {service} service is not running; start it and retry"
+            ) from exc
+        except nats.errors.TimeoutError as exc:
+            raise ApiError(504, f"the {service} service did not answer in time") from exc
+        if status >= 400:
+            try:
+                refused = ErrorBody.model_validate_json(data)
+            except ValueError:
+                raise ApiError(status, data.decode(errors="replace")) from None
+            field = refused.details[0].field if refused.details else ""
+            if field and field != "stream_id":
+                field = f"{fields}{field}"
+            raise ApiError(status, refused.error, field)
+        return data
 
     async def registered(self, stream_id: str) -> StreamRegistered:
         record = await lookup(self.port.kv_streams, stream_id)

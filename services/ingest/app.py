@@ -7,8 +7,8 @@ import functools
 import logging
 from typing import Any
 
+from edge.registry_client import lookup
 from schemas import subjects
-from schemas.registry_client import lookup
 from services.common.config import CommonSettings
 from services.common.consumer import DurableConsumer
 from services.common.runtime import open_service, run_process

@@ -22,10 +22,10 @@ from nats.js import JetStreamContext
 from nats.js.kv import KeyValue
 from pydantic import ValidationError
 
+from edge.client import describe, is_transient
+from edge.registry_client import register, release_seq, reserve_seq
 from schemas import subjects
-from schemas.client import describe, is_transient
 from schemas.messages import RegistryReply, RegistryRequest
-from schemas.registry_client import register, release_seq, reserve_seq
 from services.common.responder import STATUS_HEADER
 
 log = logging.getLogger(__name__)

@@ -18,8 +18,8 @@ from pathlib import Path
 import httpx
 import numpy as np
 
+from edge.client import connect
 from edge.publisher import FramePublisher
-from schemas.client import connect
 from schemas.frames import Frame, Series
 from services.common.auth import TokenStore
 from services.common.config import CommonSettings

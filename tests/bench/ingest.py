@@ -19,9 +19,9 @@ import time
 import nats.errors
 import psycopg
 
+from edge.client import Bus
 from edge.publisher import frame_message
 from edge.simulator import Simulation, build_machine
-from schemas.client import Bus
 from schemas.frames import Frame
 from services.common.runtime import open_bus
 from tests.bench.stack import embedded_stack

@@ -54,10 +54,10 @@ from typing import Any
 import msgpack
 import psycopg
 
+from edge.client import Bus
 from edge.publisher import frame_message
 from edge.simulator import Simulation, build_machine
 from schemas import subjects
-from schemas.client import Bus
 from schemas.frames import CONTENT_TYPE_BINARY, Frame, Series
 from schemas.messages import (
     AlertChanged,

@@ -38,9 +38,9 @@ from dataclasses import dataclass
 
 import httpx
 
+from edge.client import Bus
 from edge.publisher import frame_message
 from edge.simulator import Simulation, build_machine
-from schemas.client import Bus
 from schemas.frames import Frame
 from services.common.runtime import open_bus
 from services.embedded import free_port

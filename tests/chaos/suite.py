@@ -30,10 +30,10 @@ import nats.errors
 import numpy as np
 import psycopg
 
+from edge.client import Bus
 from edge.run import SimulateOptions, simulate
 from edge.simulator import build_machine
 from schemas import subjects
-from schemas.client import Bus
 from schemas.frames import Frame
 from schemas.messages import AlertRule, AnalysisCompleted, CycleConfig
 from services.common.config import CommonSettings

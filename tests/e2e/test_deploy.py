@@ -27,9 +27,9 @@ import psycopg
 import pytest
 import yaml
 
+from edge.client import BusSettings, ServerUnreachable, connect
 from edge.publisher import FramePublisher
 from schemas import subjects
-from schemas.client import BusSettings, ServerUnreachable, connect
 from schemas.frames import Frame, Series
 from services.deploy import read_env
 from services.embedded import Postgres, free_port, nats_server_binary, wait_for_port

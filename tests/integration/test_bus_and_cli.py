@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import subprocess
 import sys
@@ -83,36 +84,44 @@ def test_cycle_commands_from_the_cli_reach_the_control_subject(
     assert {c.reason for c in commands} == {"from the test"}
 
 
-def test_alert_rules_load_from_a_file_with_errors_named(common: CommonSettings, tmp_path) -> None:
-    import asyncio
-
+async def test_alert_rules_load_from_a_file_with_errors_named(
+    common: CommonSettings, tmp_path
+) -> None:
+    """``vertac alerts load`` asks the alerts service, which owns the rules, to keep each one;
+    without that service it says so and fails."""
     from schemas.messages import AlertRule
     from services.common.runtime import open_bus
+    from tests.conftest import settings_owners
 
     env = {**os.environ, "VERTAC_NATS_URL": common.nats_url}
     run = [sys.executable, "-m", "services.cli", "alerts", "load"]
-    out = subprocess.run([*run, str(REPO / "deploy" / "alert-rules.example.yaml")], env=env, cwd=REPO,
-                         capture_output=True, text=True, check=True)  # fmt: skip
-    assert "loaded 8 alert rules" in out.stdout
-    bad = tmp_path / "bad.yaml"
-    bad.write_text("- {stream_id: s, rule_id: r, kind: limit, sensor_id: p, hi: 5, hihi: 1}\n")
-    out = subprocess.run(
-        [*run, str(bad)], env=env, cwd=REPO, capture_output=True, text=True, check=False
-    )
+    example = str(REPO / "deploy" / "alert-rules.example.yaml")
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([*run, *args], env=env, cwd=REPO, capture_output=True, text=True,
+                              check=False)  # fmt: skip
+
+    out = await asyncio.to_thread(cli, example)  # no alerts service on the bus
+    assert out.returncode == 2
+    assert "no alerts service answers" in out.stderr
+    async with settings_owners(common):
+        out = await asyncio.to_thread(cli, example)
+        assert out.returncode == 0, out.stderr
+        assert "loaded 8 alert rules" in out.stdout
+        bad = tmp_path / "bad.yaml"
+        bad.write_text("- {stream_id: s, rule_id: r, kind: limit, sensor_id: p, hi: 5, hihi: 1}\n")
+        out = await asyncio.to_thread(cli, str(bad))
     assert out.returncode == 2
     assert "rule 0 (r)" in out.stderr
     assert "hihi must not be below hi" in out.stderr
 
-    async def stored() -> list[str]:
-        bus = await open_bus(common, "t")
-        kv = await bus.js.key_value(subjects.KV_ALERT_RULES)
-        keys = sorted(await kv.keys())
-        entry = await kv.get("sim-01.pressure-high")
-        await bus.close()
-        assert AlertRule.model_validate_json(entry.value).hihi == 180
-        return keys
-
-    assert len(asyncio.run(stored())) == 8
+    bus = await open_bus(common, "t")
+    kv = await bus.js.key_value(subjects.KV_ALERT_RULES)
+    keys = sorted(await kv.keys())
+    entry = await kv.get("sim-01.pressure-high")
+    await bus.close()
+    assert AlertRule.model_validate_json(entry.value).hihi == 180
+    assert len(keys) == 8
 
 
 def test_bus_init_on_a_server_with_little_storage_names_the_setting(tmp_path) -> None:

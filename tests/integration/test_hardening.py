@@ -20,9 +20,9 @@ import pytest
 import websockets
 
 from edge.agent import EdgeAgent
+from edge.client import Bus, ServerUnreachable, open_client
 from edge.config import ModbusSource, load
 from schemas import subjects
-from schemas.client import Bus, ServerUnreachable, open_client
 from schemas.logs import JsonFormatter, TextFormatter, private_file
 from services.common.config import CommonSettings
 from services.embedded import NatsServer

@@ -7,11 +7,11 @@ import json
 import httpx
 import pytest
 
+from edge.registry_client import register
 from edge.run import SimulateOptions, simulate
 from edge.simulator import build_machine
 from schemas import subjects
 from schemas.frames import Frame
-from schemas.registry_client import register
 from services.common.config import CommonSettings
 from services.embedded import free_port
 from services.ingest.app import serve

@@ -130,7 +130,7 @@ async def test_malformed_frames_go_to_the_dead_letter_subject_with_the_reason(
 async def test_registrations_are_mirrored_into_live_streams(
     bus, common: CommonSettings, running, stream_id: str
 ) -> None:
-    from schemas.registry_client import register
+    from edge.registry_client import register
 
     running.start(serve(ingest_settings(), common, running.stop))
     model = build_machine(stream_id=stream_id, sensors=3)

@@ -12,12 +12,12 @@ import nats
 import nats.errors
 import pytest
 
+from edge.client import ServerUnreachable, connect, open_client
+from edge.registry_client import RegistryRefused, lookup, registry_call
 from edge.run import SimulateOptions, simulate
 from edge.simulator import build_machine
 from schemas import subjects
-from schemas.client import ServerUnreachable, connect, open_client
 from schemas.messages import RegistryRequest
-from schemas.registry_client import RegistryRefused, lookup, registry_call
 from services.common.config import CommonSettings
 from services.common.runtime import open_bus
 from services.embedded import NatsServer, free_port
@@ -131,6 +131,16 @@ async def test_an_edge_publishes_its_own_stream_only_and_strangers_stay_out(
         gateway = await open_bus(as_user("gateway"), "vertac-test-gateway")  # layout: info only
         ack = await gateway.js.publish(subjects.control("press-a"), b"{}")
         assert ack.stream == "VERTAC_CONTROL"
+        # and asks the owners to change settings: it may not write their buckets itself
+        for subject in (
+            f"$KV.{subjects.KV_ALERT_RULES}.press-a.r1",
+            f"$KV.{subjects.KV_CYCLE_CONFIG}.press-a",
+            f"$KV.{subjects.KV_STREAMS}.press-a",
+        ):
+            with pytest.raises(
+                (TimeoutError, nats.errors.TimeoutError, nats.errors.NoRespondersError)
+            ):
+                await gateway.js.publish(subject, b"{}", timeout=2)
         await gateway.close()
         ingest = await open_bus(as_user("ingest"), "vertac-test-ingest")
         for subject in (

@@ -7,7 +7,15 @@ from __future__ import annotations
 import psycopg
 import pytest
 
-from services.common.db import OWNED, PUBLISHED, READS, SERVICES, service_options
+from services.common.db import (
+    OWNED,
+    PUBLISHED,
+    READS,
+    SERVICES,
+    _apply,
+    migration_files,
+    service_options,
+)
 from tests.conftest import PgCluster
 
 pytestmark = pytest.mark.integration
@@ -31,7 +39,11 @@ def test_the_schemas_hold_what_each_service_declares(database_url: str) -> None:
                 " WHERE n.nspname = %s AND c.relkind IN ('r', 'p') AND NOT c.relispartition",
                 (service,),
             ).fetchall()
-            assert sorted(found) == sorted((t, f"vertac_{service}") for t in tables), service
+            own = [
+                *tables,
+                *(["schema_migrations"] if migration_files(f"services.{service}") else []),
+            ]
+            assert sorted(found) == sorted((t, f"vertac_{service}") for t in own), service
         views = conn.execute(
             "SELECT table_name FROM information_schema.views WHERE table_schema = 'api'"
         ).fetchall()
@@ -102,3 +114,32 @@ def test_with_its_own_login_a_service_cannot_take_on_another_role(
             for statement in (f"SET ROLE vertac_{other}", "SET ROLE vertac", "SET ROLE postgres",
                               f"RESET ROLE; SELECT 1 FROM {other}.{OWNED[other][0]}"):  # fmt: skip
                 assert refused(conn, statement), f"{service}: {statement}"
+
+
+async def test_a_service_migrates_only_what_it_owns(database_url: str) -> None:
+    """A service's migrations run as its role: PostgreSQL refuses one that reaches another
+    service's table, and keeps what each applied in the service's own schema."""
+    async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) as conn:
+        kept = await conn.execute("SELECT version FROM ingest.schema_migrations")
+        assert [v for (v,) in await kept.fetchall()] == ["0001_day_partitions"]
+        owner = await conn.execute(
+            "SELECT pg_get_userbyid(p.proowner) FROM pg_proc p JOIN pg_namespace n"
+            " ON n.oid = p.pronamespace WHERE n.nspname = 'ingest'"
+            " AND p.proname = 'vertac_frames_partition'"
+        )
+        assert await owner.fetchone() == ("vertac_ingest",)
+        intrude = [("9001_intrude", "ALTER TABLE cycles.live_cycles ADD COLUMN intruder int")]
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            await _apply(conn, "analysis", intrude)
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            await _apply(conn, "analysis", [("9002_api", "CREATE VIEW api.x AS SELECT 1 AS x")])
+        own = [("9003_own", "CREATE INDEX live_models_test_idx ON live_models (stream_id)")]
+        assert await _apply(conn, "analysis", own) == ["9003_own"]
+        assert await _apply(conn, "analysis", own) == []  # applied once
+        schema = await conn.execute(
+            "SELECT n.nspname, pg_get_userbyid(c.relowner) FROM pg_class c"
+            " JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.relname = 'live_models_test_idx'"
+        )
+        assert await schema.fetchone() == ("analysis", "vertac_analysis")
+        rows = await conn.execute("SELECT version FROM analysis.schema_migrations")
+        assert [v for (v,) in await rows.fetchall()] == ["9003_own"]

@@ -11,7 +11,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from schemas.client import ServerUnreachable, connect
+from edge.client import ServerUnreachable, connect
 from services.common.config import CommonSettings
 from services.common.db import open_pool
 from services.common.runtime import open_bus

@@ -196,6 +196,15 @@ def test_every_bucket_and_object_store_has_one_writing_service() -> None:
     shared = {subjects.KV_LEASES, subjects.KV_SEQ}
     for bucket, services in writers.items():
         assert len(services) == 1 or bucket in shared, (bucket, services)
+    # what operators set is written by the service it configures; the gateway asks it
+    owners = {subjects.KV_CYCLE_CONFIG: "cycles", subjects.KV_ALERT_RULES: "alerts",
+              subjects.KV_STREAMS: "ingest", subjects.OBJ_CYCLES: "cycles"}  # fmt: skip
+    for bucket, owner in owners.items():
+        assert writers[bucket] == [owner], (bucket, writers[bucket])
+        for service in SERVICES:
+            allowed = _service_permissions(service)["publish"]["allow"]  # type: ignore[index]
+            writes = f"$KV.{bucket}.>" in allowed or f"$O.{bucket}.>" in allowed
+            assert writes == (service == owner), (service, bucket)
     for service in SERVICES:
         allowed = _service_permissions(service)["publish"]["allow"]  # type: ignore[index]
         leases = [s for s in allowed if s.startswith(f"$KV.{subjects.KV_LEASES}.")]

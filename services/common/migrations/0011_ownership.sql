@@ -91,41 +91,7 @@ $$;
 DROP FUNCTION public.vertac_frames_partition(date);
 DROP FUNCTION public.vertac_day_partition(text, date);
 
-CREATE FUNCTION ingest.vertac_day_partition(parent text, day date) RETURNS text
-LANGUAGE plpgsql SET search_path = ingest AS $$
-DECLARE
-    name text := parent || '_' || to_char(day, 'YYYYMMDD');
-BEGIN
-    IF to_regclass('ingest.' || quote_ident(name)) IS NULL THEN
-        EXECUTE format(
-            'CREATE TABLE IF NOT EXISTS ingest.%I PARTITION OF ingest.%I FOR VALUES FROM (%L) TO (%L)',
-            name, parent, day::timestamp AT TIME ZONE 'UTC',
-            (day + 1)::timestamp AT TIME ZONE 'UTC');
-        EXECUTE format('ALTER TABLE ingest.%I OWNER TO vertac_ingest', name);
-    END IF;
-    RETURN name;
-END
-$$;
-
-CREATE FUNCTION ingest.vertac_frames_partition(day date) RETURNS text
-LANGUAGE plpgsql SET search_path = ingest AS $$
-DECLARE
-    name text := 'live_frames_' || to_char(day, 'YYYYMMDD');
-    lo bigint := (day - date '1970-01-01')::bigint * 86400000000000;
-BEGIN
-    IF to_regclass('ingest.' || quote_ident(name)) IS NULL THEN
-        EXECUTE format(
-            'CREATE TABLE IF NOT EXISTS ingest.%I PARTITION OF ingest.live_frames'
-            ' FOR VALUES FROM (%s) TO (%s)', name, lo, lo + 86400000000000);
-        -- the payload is compressed already: keep PostgreSQL from trying again
-        EXECUTE format('ALTER TABLE ingest.%I ALTER COLUMN payload SET STORAGE EXTERNAL', name);
-        EXECUTE format('ALTER TABLE ingest.%I OWNER TO vertac_ingest', name);
-    END IF;
-    RETURN name;
-END
-$$;
-ALTER FUNCTION ingest.vertac_day_partition(text, date) OWNER TO vertac_ingest;
-ALTER FUNCTION ingest.vertac_frames_partition(date) OWNER TO vertac_ingest;
+-- (ingest defines them again in its own schema: services/ingest/migrations)
 
 -- what the owners publish: read-only views under the tables' own names
 CREATE VIEW api.live_streams AS SELECT * FROM ingest.live_streams;

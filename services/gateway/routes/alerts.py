@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-import json
 import logging
 from typing import Annotated, Any
 
-import nats.errors
 from fastapi import (
     APIRouter,
     Depends,
     Query,
     Request,
 )
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import Response
 from pydantic import ValidationError
 
 from schemas import subjects
@@ -22,16 +20,17 @@ from schemas.messages import (
     AlertControlRequest,
     AlertRule,
     ErrorBody,
+    RemoveAlertRule,
 )
 from services.gateway.auth import Admin, Operator, role
 from services.gateway.bodies import OffLoopJson
 from services.gateway.state import (
+    ASKS_OWNER,
     AlertIdPath,
     ApiError,
     IsoTime,
     RuleIdPath,
     StreamIdPath,
-    error,
     gw,
     valid_stream_id,
 )
@@ -46,7 +45,11 @@ async def list_alert_rules(stream_id: StreamIdPath, request: Request) -> list[Al
     return await gw(request).rules.of_stream(valid_stream_id(stream_id))
 
 
-@router.put("/api/live/stream/{stream_id}/alert-rules/{rule_id}", response_model=AlertRule)
+@router.put(
+    "/api/live/stream/{stream_id}/alert-rules/{rule_id}",
+    response_model=AlertRule,
+    responses=ASKS_OWNER,
+)
 async def put_alert_rule(
     stream_id: StreamIdPath,
     rule_id: RuleIdPath,
@@ -66,12 +69,15 @@ async def put_alert_rule(
     if rule.sensor_id and rule.sensor_id not in {s.id for s in record.sensors}:
         raise ApiError(422, f"sensor {rule.sensor_id!r} is not registered", "body.sensor_id")
     before = next((r for r in await g.rules.of_stream(stream_id) if r.rule_id == rule_id), None)
-    await g.rules.put(rule)
+    subject = subjects.alert_control(stream_id, "rule_put")
+    kept = await g.ask("alerts", subject, rule.model_dump_json().encode(), fields="body.")
     await g.audit.record(who, "alert_rule.put", f"{stream_id}/{rule_id}", before, rule)
-    return rule
+    return AlertRule.model_validate_json(kept)
 
 
-@router.delete("/api/live/stream/{stream_id}/alert-rules/{rule_id}", status_code=204)
+@router.delete(
+    "/api/live/stream/{stream_id}/alert-rules/{rule_id}", status_code=204, responses=ASKS_OWNER
+)
 async def delete_alert_rule(
     stream_id: StreamIdPath, rule_id: RuleIdPath, request: Request, who: Admin
 ) -> Response:
@@ -81,8 +87,8 @@ async def delete_alert_rule(
         (r for r in await g.rules.of_stream(valid_stream_id(stream_id)) if r.rule_id == rule_id),
         None,
     )
-    if not await g.rules.delete(stream_id, rule_id):
-        raise ApiError(404, f"no rule {rule_id!r} on {stream_id}", "rule_id")
+    removal = RemoveAlertRule(rule_id=rule_id).model_dump_json().encode()
+    await g.ask("alerts", subjects.alert_control(stream_id, "rule_delete"), removal)
     await g.audit.record(who, "alert_rule.delete", f"{stream_id}/{rule_id}", before, None)
     return Response(status_code=204)
 
@@ -116,7 +122,7 @@ async def alert_history(alert_id: AlertIdPath, request: Request) -> list[dict[st
     responses={
         409: {"model": ErrorBody, "description": "The alert is already acknowledged, or no "
               "longer the rule's current one."},
-        504: {"model": ErrorBody, "description": "The alerts service did not answer in time."},
+        **ASKS_OWNER,
     },
 )  # fmt: skip
 async def ack_alert(
@@ -129,21 +135,8 @@ async def ack_alert(
     if not user:
         raise ApiError(422, "say who acknowledges (auth is off)", "body.user")
     payload = AlertControlRequest(alert_id=alert_id, user=user, comment=body.comment)
-    payload_bytes = payload.model_dump_json().encode()
-    try:
-        reply = await gw(request).port.bus.nc.request(
-            subjects.alert_control(valid_stream_id(stream_id, "alert_id"), "ack"),
-            payload_bytes,
-            timeout=30,
-        )
-    except nats.errors.NoRespondersError:
-        return error(503, "the alerts service is not running; start it and retry")
-    except nats.errors.TimeoutError:
-        return error(504, "the alerts service did not answer in time")
-    status = int((reply.headers or {}).get("Vertac-Status", "200"))
-    answer = json.loads(reply.data)
-    if status != 200:
-        return error(status, answer.get("error", "acknowledge failed"), "alert_id")
+    subject = subjects.alert_control(valid_stream_id(stream_id, "alert_id"), "ack")
+    answer = await gw(request).ask("alerts", subject, payload.model_dump_json().encode())
     after = {"user": user, "comment": body.comment}
     await gw(request).audit.record(who, "alert.ack", alert_id, None, after)
-    return JSONResponse(answer)
+    return Response(answer, media_type="application/json")

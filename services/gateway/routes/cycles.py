@@ -16,6 +16,7 @@ from fastapi import (
 )
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 
+from edge.registry_client import lookup
 from schemas.frames import Frame
 from schemas.messages import (
     CycleAlerts,
@@ -24,7 +25,6 @@ from schemas.messages import (
     ListReferences,
     ReferenceInfo,
 )
-from schemas.registry_client import lookup
 from services.gateway.auth import role
 from services.gateway.bodies import OffLoopJson
 from services.gateway.logic import (

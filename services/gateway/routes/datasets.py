@@ -7,7 +7,6 @@ import logging
 import re
 from typing import Annotated, Literal
 
-import nats.errors
 from fastapi import (
     APIRouter,
     Depends,
@@ -23,7 +22,6 @@ from schemas.messages import (
     DatasetImported,
     DatasetInfo,
     DatasetRequest,
-    ErrorBody,
 )
 from services.gateway.auth import Admin, Operator, role
 from services.gateway.bodies import OffLoopJson
@@ -64,22 +62,9 @@ def valid_dataset(name: str) -> str:
 async def ask_cycles(
     request: Request, stream_id: str, op: str, body: DatasetRequest, timeout_s: float = 30
 ) -> bytes:
-    """A dataset request to the cycles service (which owns cycles and datasets): the answer's
-    body, or its refusal as the same error."""
-    try:
-        status, data = await gw(request).port.dataset_request(stream_id, op, body, timeout_s)
-    except nats.errors.NoRespondersError as exc:
-        raise ApiError(503, "the cycles service is not running; start it and retry") from exc
-    except nats.errors.TimeoutError as exc:
-        raise ApiError(504, "the cycles service did not answer in time") from exc
-    if status >= 400:
-        try:
-            refused = ErrorBody.model_validate_json(data)
-        except ValueError:
-            raise ApiError(status, data.decode(errors="replace")) from None
-        field = refused.details[0].field if refused.details else ""
-        raise ApiError(status, refused.error, field)
-    return data
+    """A dataset request to the cycles service (which owns cycles and datasets)."""
+    subject = subjects.datasets(stream_id, op)
+    return await gw(request).ask("cycles", subject, body.model_dump_json().encode(), timeout_s)
 
 
 @router.get("/api/live/datasets", response_model=list[DatasetInfo])

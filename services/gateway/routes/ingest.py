@@ -15,6 +15,15 @@ from fastapi import (
     Request,
 )
 
+from edge.client import until_answered
+from edge.registry_client import (
+    RegistryBusy,
+    RegistryRefused,
+    derive_stream_id,
+    lookup,
+    registry_call,
+    reserve_seq,
+)
 from schemas import subjects
 from schemas.compat import (
     BATCH_EXAMPLES,
@@ -32,15 +41,6 @@ from schemas.messages import (
     RegistryReply,
     RegistryRequest,
 )
-from schemas.registry_client import (
-    RegistryBusy,
-    RegistryRefused,
-    derive_stream_id,
-    lookup,
-    registry_call,
-    reserve_seq,
-)
-from services.common.responder import until_answered
 from services.gateway.auth import Edge, may_write, role
 from services.gateway.bodies import OffLoopJson
 from services.gateway.logic import (
@@ -66,7 +66,7 @@ async def ask_registry(request: Request, stream_id: str, body: RegistryRequest) 
     refusal comes back as the same error, a missing or busy registry as 503."""
     g = gw(request)
     try:
-        return await until_answered(  # type: ignore[no-any-return]
+        return await until_answered(
             lambda: registry_call(g.port.bus, stream_id, body), retry=(RegistryBusy,)
         )
     except (nats.errors.NoRespondersError, nats.errors.TimeoutError) as exc:

@@ -17,6 +17,8 @@ from fastapi import (
 )
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 
+from edge.registry_client import lookup
+from schemas import subjects
 from schemas.messages import (
     CommandAccepted,
     CycleConfig,
@@ -26,7 +28,6 @@ from schemas.messages import (
     StreamStatus,
     WsSamples,
 )
-from schemas.registry_client import lookup
 from services.common.auth import Principal
 from services.gateway.auth import Admin, Operator, role
 from services.gateway.bodies import OffLoopJson
@@ -35,6 +36,7 @@ from services.gateway.logic import (
     Decimator,
 )
 from services.gateway.state import (
+    ASKS_OWNER,
     ApiError,
     IsoTime,
     StreamIdPath,
@@ -173,21 +175,21 @@ async def get_cycle_config(stream_id: StreamIdPath, request: Request) -> CycleCo
     return await gw(request).port.cycle_config(stream_id)
 
 
-@router.put("/api/live/stream/{stream_id}/cycle-config", response_model=CycleConfig)
+@router.put(
+    "/api/live/stream/{stream_id}/cycle-config", response_model=CycleConfig, responses=ASKS_OWNER
+)
 async def put_cycle_config(
     stream_id: StreamIdPath, body: CycleConfig, request: Request, who: Admin
 ) -> CycleConfig:
     """Set the cycle trigger and limits; the cycles service applies it from the next frame."""
     g = gw(request)
-    record = await g.registered(valid_stream_id(stream_id))
-    if body.signal_sensor and body.signal_sensor not in {s.id for s in record.sensors}:
-        raise ApiError(
-            422, f"sensor {body.signal_sensor!r} is not registered", "body.signal_sensor"
-        )
+    await g.registered(valid_stream_id(stream_id))
     before = await g.port.cycle_config(stream_id)
-    await g.port.set_cycle_config(stream_id, body)
-    await g.audit.record(who, "cycle_config.put", stream_id, before, body)
-    return body
+    subject = subjects.cycle_control(stream_id, "config")
+    kept = await g.ask("cycles", subject, body.model_dump_json().encode(), fields="body.")
+    config = CycleConfig.model_validate_json(kept)
+    await g.audit.record(who, "cycle_config.put", stream_id, before, config)
+    return config
 
 
 def _cursor_of(cycle: CycleSummary) -> str:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from schemas.client import BusSettings, beside_local_run
+from edge.client import BusSettings, beside_local_run
 
 
 def test_beside_a_local_run_the_edge_tools_sign_in_as_its_admin(

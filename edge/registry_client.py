@@ -17,8 +17,8 @@ from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError, NotFound
 from nats.js.kv import KeyValue
 from pydantic import ValidationError
 
+from edge.client import Bus
 from schemas import subjects
-from schemas.client import Bus
 from schemas.messages import (
     RegistryReply,
     RegistryRequest,

@@ -2,8 +2,9 @@
 connection that fails in one clear line, outage classification and retries, the stream registry
 and the per-stream sequence numbers in JetStream KV.
 
-Services and the edge agent both build on it; it depends on nats-py and pydantic only (an edge
-box installs no server packages).
+The edge agent, the CLI and the services all build on it. It lives with the edge, the lightest
+part of VerTac: it imports only the contracts of ``schemas``, nats-py and pydantic, so an edge
+box needs no server part.
 
 The registry record is the source of truth (``vertac_streams``); ingest mirrors it into
 PostgreSQL's ``live_streams``. Sequence numbers come from ``vertac_seq`` with compare-and-set, so
@@ -31,6 +32,8 @@ from nats.aio.client import Client as NatsClient
 from nats.js import JetStreamContext
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from schemas.subjects import HEADER_STATUS
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -354,3 +357,35 @@ async def through_outage(
 
 
 # --- stream registry and sequence numbers ---------------------------------------------------
+
+
+async def until_answered(
+    ask: Callable[[], Awaitable[T]],
+    wait_s: float = 10.0,
+    retry: tuple[type[Exception], ...] = (),
+) -> T:
+    """``ask()``, asked again while no service answers its subject (one starting or being
+    restarted: ``NoRespondersError`` or one of ``retry``) for up to ``wait_s``; then the error
+    goes to the caller."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + wait_s
+    delay = 0.1
+    waits: tuple[type[Exception], ...] = (nats.errors.NoRespondersError, *retry)
+    while True:
+        try:
+            return await ask()
+        except waits:
+            if loop.time() + delay > deadline:
+                raise
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, 1.0)
+
+
+async def ask(
+    nc: NatsClient, subject: str, body: bytes, timeout_s: float = 30.0
+) -> tuple[int, bytes]:
+    """A request to the service that answers ``subject`` (see the catalogue's request-reply
+    channels): the status of its ``Vertac-Status`` header and the JSON body. While no service
+    answers it is asked again for up to 10 s (:func:`until_answered`)."""
+    msg = await until_answered(lambda: nc.request(subject, body, timeout=timeout_s))
+    return int((msg.headers or {}).get(HEADER_STATUS, "200")), msg.data
