@@ -111,6 +111,18 @@ GRANTS: dict[str, Grant] = {
 }
 
 
+PUBLISHED_BUCKETS: dict[str, str] = {
+    subjects.KV_STREAMS: "ingest",  # the stream registry
+    subjects.KV_CYCLE_CONFIG: "cycles",  # how each stream's cycles start and end
+    subjects.OBJ_CYCLES: "cycles",  # the recordings of finished cycles
+    subjects.KV_ALERT_RULES: "alerts",  # the alert rules
+    subjects.OBJ_UPLOADS: "gateway",  # files of dataset imports, handed to the cycles service
+}
+"""The buckets and object stores whose owner publishes them (as PostgreSQL's ``api`` views):
+other services may read them, never write. Every other bucket is its owner's private state
+(cycle and alert states): no other service may even read it."""
+
+
 def _edge_permissions(stream_id: str) -> dict[str, object]:
     # frames, registry requests (the ingest service validates them and writes the registry)
     # and status: no bucket, no stream read, no API but the account's own limits

@@ -143,6 +143,17 @@ class FakeRules:
     async def all(self) -> list[AlertRule]:
         return list(self.rules)
 
+    async def put(self, rule: AlertRule) -> None:
+        self.rules = [
+            *(r for r in self.rules if (r.stream_id, r.rule_id) != (rule.stream_id, rule.rule_id)),
+            rule,
+        ]
+
+    async def delete(self, stream_id: str, rule_id: str) -> bool:
+        kept = [r for r in self.rules if (r.stream_id, r.rule_id) != (stream_id, rule_id)]
+        removed, self.rules = len(kept) < len(self.rules), kept
+        return removed
+
 
 class FakeRuleStates:
     """Rule states with a revision each, as the KV bucket keeps them."""

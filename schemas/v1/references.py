@@ -10,11 +10,10 @@ from pydantic import Field, model_validator
 from schemas.v1.base import DATASET_PATTERN, Contract, CycleId, StreamId
 
 
-class CreateReference(Contract):
-    """Request on ``vertac.references.<stream_id>.create`` (REST ``POST .../references``)."""
+class ReferenceSource(Contract):
+    """What a new reference is made of: ``cycle_ids`` of the stream, or a ``dataset``
+    (optionally only its cycles of one ``label``)."""
 
-    version: Literal[1] = 1
-    stream_id: StreamId
     cycle_ids: list[CycleId] = Field(
         default_factory=list, max_length=200, description="Good cycles of this stream to average."
     )
@@ -30,9 +29,16 @@ class CreateReference(Contract):
     description: str = Field(default="", max_length=2000)
 
     @model_validator(mode="after")
-    def _one_source(self) -> CreateReference:
+    def _one_source(self) -> ReferenceSource:
         _one_source_of(self.cycle_ids, self.dataset)
         return self
+
+
+class CreateReference(ReferenceSource):
+    """Request on ``vertac.references.<stream_id>.create`` (REST ``POST .../references``)."""
+
+    version: Literal[1] = 1
+    stream_id: StreamId
 
 
 class ActivateReference(Contract):
@@ -71,26 +77,9 @@ class ListReferences(Contract):
     reference_version: int | None = Field(default=None, ge=1, le=2**31 - 1)
 
 
-class NewReferenceBody(Contract):
+class NewReferenceBody(ReferenceSource):
     """Body of ``POST /api/live/stream/{id}/references``: ``cycle_ids`` of the stream, or a
     ``dataset`` (optionally only its cycles of one ``label``)."""
-
-    cycle_ids: list[CycleId] = Field(
-        default_factory=list, max_length=200, description="Good cycles of this stream to average."
-    )
-    dataset: str | None = Field(
-        default=None,
-        pattern=DATASET_PATTERN,
-        description="Or: the cycles of this dataset (of any stream, e.g. imported batch cycles).",
-    )
-    label: str | None = Field(default=None, max_length=64)
-    activate: bool = False
-    description: str = Field(default="", max_length=2000)
-
-    @model_validator(mode="after")
-    def _one_source(self) -> NewReferenceBody:
-        _one_source_of(self.cycle_ids, self.dataset)
-        return self
 
 
 def _one_source_of(cycle_ids: list[CycleId], dataset: str | None) -> None:

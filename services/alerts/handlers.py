@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import functools
 import logging
 import time
 from collections import defaultdict
@@ -13,7 +11,6 @@ from typing import Any
 
 import numpy as np
 
-from schemas import subjects
 from schemas.frames import Frame
 from schemas.messages import (
     AlertChanged,
@@ -40,7 +37,8 @@ from services.alerts.logic import (
     trend_rule,
 )
 from services.common.consumer import Delivery
-from services.common.responder import Operation, RequestError, answer, error_body
+from services.common.responder import RequestError, per_stream
+from services.common.runtime import every
 
 log = logging.getLogger(__name__)
 SAMPLE_KINDS = ("limit", "rate", "flatline")
@@ -74,6 +72,15 @@ class AlertEngine:
         # whether this replica holds the partition of a stream's samples (data-gap rules run
         # where the samples are seen)
         self.owns: Callable[[str], bool] = lambda _: True
+        # requests on vertac.alertctl.<stream_id>.<op>
+        self.control = per_stream(
+            {
+                "ack": (AlertControlRequest, self.acknowledge),
+                "rule_put": (AlertRule, self.put_rule),
+                "rule_delete": (RemoveAlertRule, self.delete_rule),
+            },
+            "alert",
+        )
 
     def rules_of(self, stream_id: str) -> list[AlertRule]:
         """A stream's rules and the built-in ones (:func:`comparable_rule`, :func:`trend_rule`)."""
@@ -101,13 +108,7 @@ class AlertEngine:
         self.index.update(fresh)
 
     async def run_refresh(self, stop: asyncio.Event, every_s: float) -> None:
-        while not stop.is_set():
-            try:
-                await self.refresh()
-            except Exception:  # a bad rule record must not stop the loop; it is logged
-                log.exception("reading alert rules failed")
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), every_s)
+        await every(stop, every_s, self.refresh, "reading alert rules")
 
     async def _record(self, rule: AlertRule, transitions: list[Transition]) -> None:
         held = 0
@@ -224,13 +225,7 @@ class AlertEngine:
                     await self._apply(rule, on_tick, now, self.window)
 
     async def run_ticks(self, stop: asyncio.Event, every_s: float) -> None:
-        while not stop.is_set():
-            try:
-                await self.tick()
-            except Exception:  # the tick loop must outlive one failing write; it is logged
-                log.exception("alert tick failed")
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), every_s)
+        await every(stop, every_s, self.tick, "alert tick")
 
     async def acknowledge(self, stream_id: str, request: AlertControlRequest) -> dict[str, str]:
         """Acknowledge one of the stream's alerts: ``{"alert_id", "state"}``; 404 when no rule
@@ -280,19 +275,6 @@ class AlertEngine:
             raise RequestError(404, f"no rule {request.rule_id!r} on {stream_id}", "rule_id")
         await self.refresh()
         return {"removed": True}
-
-    async def control(self, stream_id: str, op: str, data: bytes) -> tuple[int, bytes]:
-        """Answer a request on ``vertac.alertctl.<stream_id>.<op>``."""
-        try:
-            subjects.check_stream_id(stream_id)
-        except subjects.InvalidStreamId as exc:
-            return 400, error_body(str(exc), "stream_id")
-        ops: dict[str, Operation] = {
-            "ack": (AlertControlRequest, functools.partial(self.acknowledge, stream_id)),
-            "rule_put": (AlertRule, functools.partial(self.put_rule, stream_id)),
-            "rule_delete": (RemoveAlertRule, functools.partial(self.delete_rule, stream_id)),
-        }
-        return await answer(ops, op, data, "alert")
 
 
 SamplesStep = Callable[..., tuple[RuleState, list[Transition]]]

@@ -9,6 +9,7 @@ logged): a request always gets an answer, and the caller decides whether to retr
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 from collections.abc import Awaitable, Callable, Mapping
@@ -26,6 +27,8 @@ log = logging.getLogger(__name__)
 STATUS_HEADER = subjects.HEADER_STATUS
 
 Operation = tuple[type[BaseModel], Callable[[Any], Awaitable[Any]]]
+StreamOperation = tuple[type[BaseModel], Callable[[str, Any], Awaitable[Any]]]
+Handle = Callable[[str, str, bytes], Awaitable[tuple[int, bytes]]]
 
 
 class RequestError(Exception):
@@ -73,11 +76,30 @@ async def answer(
         return exc.status, error_body(exc.message, exc.field)
 
 
+def per_stream(ops: Mapping[str, StreamOperation], what: str) -> Handle:
+    """A handler of ``vertac.<kind>.<stream_id>.<op>`` requests: an invalid stream id is
+    answered 400, then ``ops[op]`` is served as :func:`answer` serves it, with the stream id
+    as its first argument."""
+
+    async def handle(stream_id: str, op: str, data: bytes) -> tuple[int, bytes]:
+        try:
+            subjects.check_stream_id(stream_id)
+        except subjects.InvalidStreamId as exc:
+            return 400, error_body(str(exc), "stream_id")
+        bound: dict[str, Operation] = {
+            name: (model, functools.partial(serve, stream_id))
+            for name, (model, serve) in ops.items()
+        }
+        return await answer(bound, op, data, what)
+
+    return handle
+
+
 async def respond(
     nc: Client,
     subject: str,
     queue: str,
-    handle: Callable[[str, str, bytes], Awaitable[tuple[int, bytes]]],
+    handle: Handle,
     what: str,
 ) -> Subscription:
     """Answer requests on ``subject`` (``vertac.<kind>.<stream_id>.<op>``, one member of queue

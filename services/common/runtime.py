@@ -7,6 +7,7 @@ server at start-up into one clear line on stderr and exit code 2.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
 import sys
@@ -106,3 +107,17 @@ def new_metrics(service: str, host: str, port: int) -> Metrics:
     metrics = Metrics(service)
     metrics.serve(host, port)
     return metrics
+
+
+async def every(
+    stop: asyncio.Event, every_s: float, work: Callable[[], Awaitable[object]], what: str
+) -> None:
+    """Run ``work`` now and then every ``every_s`` until ``stop``; a failure is logged (as
+    ``<what> failed``) and the next round runs as planned."""
+    while not stop.is_set():
+        try:
+            await work()
+        except Exception:  # one failing round must not end the loop; it is logged
+            log.exception(f"{what} failed")
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), every_s)

@@ -4,12 +4,10 @@ any client with the rights send ``vertac.cyclectl.<stream_id>.config``)."""
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Awaitable, Callable
 
-from schemas import subjects
 from schemas.messages import CycleConfig, StreamRegistered
-from services.common.responder import Operation, RequestError, answer, error_body
+from services.common.responder import RequestError, per_stream
 from services.cycles.adapters import ConfigStore
 
 
@@ -24,16 +22,7 @@ class CycleControl:
     ) -> None:
         self.configs = configs
         self.registered = registered
-
-    async def handle(self, stream_id: str, op: str, data: bytes) -> tuple[int, bytes]:
-        try:
-            subjects.check_stream_id(stream_id)
-        except subjects.InvalidStreamId as exc:
-            return 400, error_body(str(exc), "stream_id")
-        ops: dict[str, Operation] = {
-            "config": (CycleConfig, functools.partial(self.set_config, stream_id)),
-        }
-        return await answer(ops, op, data, "cycle")
+        self.handle = per_stream({"config": (CycleConfig, self.set_config)}, "cycle")
 
     async def set_config(self, stream_id: str, config: CycleConfig) -> CycleConfig:
         """Keep ``config`` for the stream; the replica that holds it applies it from its next

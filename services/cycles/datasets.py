@@ -6,7 +6,6 @@ the object store ``vertac_uploads``, which the gateway fills and empties."""
 from __future__ import annotations
 
 import asyncio
-import functools
 import json
 from typing import Any
 
@@ -33,7 +32,7 @@ from schemas.messages import (
 )
 from schemas.timeutil import NS, datetime_of
 from services.common import directget
-from services.common.responder import RequestError, answer, error_body
+from services.common.responder import RequestError, per_stream
 from services.cycles.dataset_files import (
     DatasetError,
     ParsedCycle,
@@ -82,18 +81,15 @@ class DatasetService:
         self.bus = bus
         self.admin = admin  # the CLI's own import: may write the registry without its service
         self._importing = asyncio.Lock()  # one file in memory at a time
-
-    async def handle(self, stream_id: str, op: str, data: bytes) -> tuple[int, bytes]:
-        try:
-            subjects.check_stream_id(stream_id)
-        except subjects.InvalidStreamId as exc:
-            return 400, error_body(str(exc), "stream_id")
-        ops: dict[str, Any] = {
-            "add": (DatasetRequest, functools.partial(self.add, stream_id)),
-            "remove": (DatasetRequest, functools.partial(self.remove, stream_id)),
-            "import": (DatasetRequest, functools.partial(self.import_upload, stream_id)),
-        }
-        return await answer(ops, op, data, "dataset")
+        # requests on vertac.datasets.<stream_id>.<op>
+        self.handle = per_stream(
+            {
+                "add": (DatasetRequest, self.add),
+                "remove": (DatasetRequest, self.remove),
+                "import": (DatasetRequest, self.import_upload),
+            },
+            "dataset",
+        )
 
     async def add(self, stream_id: str, req: DatasetRequest) -> DatasetEntry:
         """File one of the stream's recorded cycles; filing it again updates label and note."""

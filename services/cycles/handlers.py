@@ -20,6 +20,7 @@ from schemas.timeutil import NS, datetime_of, ns_of
 from services.common.consumer import Delivery
 from services.common.failures import TransientError
 from services.common.pull import ack_all
+from services.common.runtime import every
 from services.cycles.adapters import (
     ConfigStore,
     CycleRows,
@@ -273,13 +274,7 @@ class CycleEngine:
 
     async def run_ticks(self, stop: asyncio.Event, every_s: float = 0.5) -> None:
         self.known.update(await self.states.streams())
-        while not stop.is_set():
-            try:
-                await self.tick()
-            except Exception:  # the tick loop must outlive one bad stream; it is logged
-                log.exception("tick failed")
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), every_s)
+        await every(stop, every_s, self.tick, "tick")
 
     async def _carry_out(self, before: CycleStateRecord, outputs: list[Output]) -> None:
         for out in outputs:

@@ -182,6 +182,20 @@ def test_no_service_may_read_another_services_private_state() -> None:
             assert (f"KV_{bucket}" in allowed) == (service == owner), (service, bucket)
 
 
+def test_a_service_reads_only_its_own_buckets_and_those_published_to_all() -> None:
+    """What another service owns is read only where its owner publishes it (the registry,
+    cycle configurations, recordings, alert rules), as PostgreSQL's ``api`` views are."""
+    from services.natsauth import GRANTS, PUBLISHED_BUCKETS
+
+    for service, grant in GRANTS.items():
+        for bucket in (*grant.kv_reads, *grant.objects_read):
+            owner = PUBLISHED_BUCKETS.get(bucket)
+            writers = [s for s, g in GRANTS.items() if bucket in (*g.kv_writes, *g.objects_written)]
+            assert owner is not None or writers == [service], (service, bucket)
+            if owner is not None:
+                assert writers == [owner], (bucket, writers)
+
+
 def test_every_bucket_and_object_store_has_one_writing_service() -> None:
     """A bucket has one owner that writes it; the others read it at most. Two are shared by
     design: leases (each partitioned service writes only its own keys) and frame numbers (a
