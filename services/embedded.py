@@ -87,6 +87,9 @@ class NatsServer:
     tls_key: Path | None = None
     tls_ca: Path | None = None  # set: clients must present a certificate signed by it
     config: Path | None = None  # a configuration file (users and permissions), reread on reload()
+    domain: str | None = None  # the JetStream domain (a site's id, or "central")
+    leaf_port: int | None = None  # central: where sites' leaf nodes connect
+    leaf_remotes: tuple[str, ...] = ()  # a site: leafnodes {...} remotes block entries
     proc: subprocess.Popen[bytes] | None = field(default=None, repr=False)
 
     @property
@@ -96,6 +99,33 @@ class NatsServer:
     @property
     def url(self) -> str:
         return f"{'tls' if self.tls_cert else 'nats'}://{self.host}:{self.port}"
+
+    def config_text(self, log_file: Path) -> str:
+        """The server's configuration file: listeners, JetStream (with its domain), leaf nodes
+        and, included, the users and permissions."""
+        domain = f", domain: {json.dumps(self.domain)}" if self.domain else ""
+        name = f"vertac-{self.domain}" if self.domain else "vertac-embedded"
+        text = (
+            f'server_name: "{name}"\n'
+            f'listen: "{self.host}:{self.port}"\n'
+            f'http: "{self.host}:{self.monitor_port}"\n'
+            f"jetstream {{ store_dir: {json.dumps(str(self.store_dir))}{domain} }}\n"
+            f"log_file: {json.dumps(str(log_file))}\n"
+            f"pid_file: {json.dumps(str(self.pid_file))}\n"
+        )
+        leaf = []
+        if self.leaf_port:
+            leaf.append(f'  listen: "{self.host}:{self.leaf_port}"')
+            # sites reach central by the address they are given (a proxy, a load balancer)
+            leaf.append("  no_advertise: true")
+        if self.leaf_remotes:
+            remotes = ",\n".join(f"    {r}" for r in self.leaf_remotes)
+            leaf.append(f"  remotes: [\n{remotes}\n  ]")
+        if leaf:
+            text += "leafnodes {\n" + "\n".join(leaf) + "\n}\n"
+        if self.config is not None:
+            text += f"include {json.dumps(os.path.relpath(self.config, self.store_dir))}\n"
+        return text
 
     def start(self, timeout: float = 20) -> NatsServer:
         self.store_dir.mkdir(parents=True, exist_ok=True)
@@ -111,20 +141,13 @@ class NatsServer:
             "--log", str(log_file),
             "--pid", str(self.pid_file),
         ]  # fmt: skip
-        if self.config is not None:
-            if not self.config.is_file():
-                raise EmbeddedServerError(f"nats-server configuration {self.config} is missing")
+        if self.config is not None and not self.config.is_file():
+            raise EmbeddedServerError(f"nats-server configuration {self.config} is missing")
+        if self.config is not None or self.domain or self.leaf_port or self.leaf_remotes:
             # everything in one file: a reload compares the file with the running server, and
             # options given on the command line would read as changed
             server_conf = self.store_dir / "server.conf"
-            server_conf.write_text(
-                f'server_name: "vertac-embedded"\nlisten: "{self.host}:{self.port}"\n'
-                f'http: "{self.host}:{self.monitor_port}"\n'
-                f"jetstream {{ store_dir: {json.dumps(str(self.store_dir))} }}\n"
-                f"log_file: {json.dumps(str(log_file))}\n"
-                f"pid_file: {json.dumps(str(self.pid_file))}\n"
-                f"include {json.dumps(os.path.relpath(self.config, self.store_dir))}\n"
-            )
+            server_conf.write_text(self.config_text(log_file))
             args = [nats_server_binary(), "-c", str(server_conf)]
         if self.tls_cert and self.tls_key:
             args += ["--tls", "--tlscert", str(self.tls_cert), "--tlskey", str(self.tls_key)]

@@ -1,0 +1,130 @@
+"""Sites and a central VerTac, federated over NATS: leaf nodes and JetStream sourcing, no sync of
+our own.
+
+A site is a whole VerTac that runs alone; its nats-server is also a leaf node of central's, in a
+JetStream domain named by the site id. Central keeps one stream per site,
+``VERTAC_SITE_<site>``, that *sources* the site's streams through the site's domain
+(``$JS.<site>.API``), each through a subject transform that puts the site id in front:
+``vertac.samples.press-1.3`` at site ``north`` is ``vertac.north.samples.press-1.3`` at central.
+Stream ids of two sites therefore never clash, and JetStream keeps the source's position: after
+a link outage central takes up where it stopped, in order, each message once.
+
+The leaf connection carries JetStream's API and deliveries only: no ``vertac.>`` subject crosses
+it (denied both ways), so a site's live traffic stays in the site, and central's own streams
+never capture a site's subjects.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from typing import Final
+
+from nats.js import JetStreamContext
+from nats.js.api import ExternalStream, StreamConfig, StreamSource, SubjectTransform
+from nats.js.errors import NotFoundError
+
+from schemas import catalogue, subjects
+
+SITE_PATTERN: Final = r"^[a-z0-9][a-z0-9_-]{0,31}$"
+CENTRAL_DOMAIN: Final = "central"
+
+SHARED: Final[dict[str, str]] = {
+    "samples": subjects.SAMPLES.name,
+    "registry": subjects.CONTROL.name,  # only its registrations: commands stay in the site
+    "cycles": subjects.CYCLES.name,
+    "analysis": subjects.ANALYSIS.name,
+    "alerts": subjects.ALERTS.name,
+}
+"""What central takes from a site: each kind of the bus, from the site's stream that keeps it."""
+
+
+class InvalidSite(ValueError):
+    pass
+
+
+def check_site(site: str) -> str:
+    """A site id: lower-case letters, digits, ``_`` and ``-``, up to 32, not a channel's kind
+    nor the central domain (it is a subject token and a JetStream domain)."""
+    if not re.fullmatch(SITE_PATTERN, site):
+        raise InvalidSite(
+            f"site id {site!r} is not valid: 1-32 of a-z, 0-9, '_', '-', starting with a letter "
+            "or digit"
+        )
+    reserved = {c.kind for c in catalogue.CHANNELS} | {CENTRAL_DOMAIN}
+    if site in reserved:
+        raise InvalidSite(f"site id {site!r} is reserved; choose another")
+    return site
+
+
+def site_stream(site: str) -> str:
+    """Central's stream of one site's data."""
+    return f"VERTAC_SITE_{check_site(site)}"
+
+
+def site_subject(site: str, kind: str) -> str:
+    """Where central keeps a site's messages of one kind, e.g. ``vertac.north.samples.>``."""
+    return f"{subjects.PREFIX}.{check_site(site)}.{kind}.>"
+
+
+def site_leaf_remote(url: str, credentials: str | None = None) -> str:
+    """A site's ``leafnodes.remotes`` entry toward central at ``url`` (``nats-leaf://user:pass@
+    host:7422`` or ``tls://``): JetStream's API and deliveries cross it, no ``vertac.>``
+    subject does, either way."""
+    entry: dict[str, object] = {
+        "url": url,
+        "deny_imports": [f"{subjects.PREFIX}.>"],
+        "deny_exports": [f"{subjects.PREFIX}.>"],
+    }
+    if credentials:
+        entry["credentials"] = credentials
+    return json.dumps(entry)
+
+
+@dataclass(frozen=True)
+class SiteLink:
+    """What central takes from one site."""
+
+    site: str
+    kinds: tuple[str, ...] = tuple(SHARED)
+    max_age_s: float = 7 * 86400.0  # what central keeps of it, as a site keeps its raw frames
+
+    def stream_config(self) -> StreamConfig:
+        unknown = set(self.kinds) - set(SHARED)
+        if unknown:
+            raise ValueError(f"unknown kinds {sorted(unknown)}; of {', '.join(SHARED)}")
+        sources = [
+            StreamSource(
+                name=SHARED[kind],
+                external=ExternalStream(api=f"$JS.{check_site(self.site)}.API"),
+                subject_transforms=[
+                    SubjectTransform(src=subjects.all_of(kind), dest=site_subject(self.site, kind))
+                ],
+            )
+            for kind in self.kinds
+        ]
+        return StreamConfig(
+            name=site_stream(self.site),
+            description=f"VerTac site {self.site}: its {', '.join(self.kinds)}, sourced",
+            sources=sources,
+            max_age=self.max_age_s,
+        )
+
+
+async def link_site(js: JetStreamContext, link: SiteLink) -> str:
+    """Declare (or update) central's stream of a site on central's bus; idempotent: "created",
+    "updated" or "unchanged"."""
+    config = link.stream_config()
+    assert config.name is not None
+    try:
+        current = (await js.stream_info(config.name)).config
+    except NotFoundError:
+        await js.add_stream(config)
+        return "created"
+    have = sorted((s.name, str(s.subject_transforms)) for s in current.sources or [])
+    want = sorted((s.name, str(s.subject_transforms)) for s in config.sources or [])
+    if have == want and current.max_age == config.max_age:
+        return "unchanged"
+    await js.update_stream(config)
+    return "updated"

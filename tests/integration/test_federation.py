@@ -1,0 +1,187 @@
+"""Two sites and a central VerTac bus on this machine: three nats-servers, the sites leaf nodes
+of central over links a test can cut. Central sources each site's streams under the site's id;
+a cut link loses nothing, duplicates nothing, and the site runs on alone meanwhile.
+
+The outage lasts ``VERTAC_TEST_FEDERATION_OUTAGE_S`` seconds (20 by default)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import nats
+import pytest
+from nats.js import JetStreamContext
+
+from schemas import subjects
+from services.common.bus import init_bus
+from services.common.config import CommonSettings
+from services.embedded import NatsServer, free_port
+from services.federation import (
+    CENTRAL_DOMAIN,
+    InvalidSite,
+    SiteLink,
+    check_site,
+    link_site,
+    site_leaf_remote,
+    site_stream,
+)
+from tests.conftest import eventually
+from tests.link import Link
+
+pytestmark = pytest.mark.integration
+OUTAGE_S = float(os.environ.get("VERTAC_TEST_FEDERATION_OUTAGE_S", "20"))
+
+
+@dataclass
+class Site:
+    name: str
+    server: NatsServer
+    link: Link
+    nc: nats.NATS
+    js: JetStreamContext
+    sent: int = 0
+
+    async def publish(self, kind: str, stream_id: str, n: int) -> None:
+        """``n`` messages as VerTac's publishers send them (a message id each)."""
+        for _ in range(n):
+            self.sent += 1
+            subject = {
+                "samples": subjects.samples(stream_id),
+                "cycles": subjects.cycles(stream_id, "completed"),
+                "analysis": subjects.analysis(stream_id),
+                "alerts": subjects.alerts(stream_id, "warning"),
+                "registry": subjects.registry(stream_id),
+            }[kind]
+            ack = await self.js.publish(
+                subject, f"{self.name}:{self.sent}".encode(),
+                headers={subjects.HEADER_MSG_ID: f"{self.name}:{self.sent}"},
+            )  # fmt: skip
+            assert ack.duplicate is not True
+
+
+@pytest.fixture
+async def plant(tmp_path: Path) -> AsyncIterator[tuple[NatsServer, JetStreamContext, list[Site]]]:
+    central = NatsServer(tmp_path / "central", port=free_port(), monitor_port=free_port(),
+                         domain=CENTRAL_DOMAIN, leaf_port=free_port()).start()  # fmt: skip
+    sites: list[Site] = []
+    cnc = await nats.connect(central.url)
+    try:
+        for name in ("north", "south"):
+            assert central.leaf_port is not None
+            link = await Link(central.leaf_port).start()
+            remote = site_leaf_remote(f"nats-leaf://127.0.0.1:{link.port}")
+            server = NatsServer(tmp_path / name, port=free_port(), monitor_port=free_port(),
+                                domain=name, leaf_remotes=(remote,)).start()  # fmt: skip
+            nc = await nats.connect(server.url)
+            js = nc.jetstream()
+            await init_bus(js, CommonSettings(nats_url=server.url))  # a whole site's layout
+            sites.append(Site(name, server, link, nc, js))
+        yield central, cnc.jetstream(), sites
+    finally:
+        for site in sites:
+            await site.nc.close()
+            await site.link.close()
+            site.server.stop()
+        await cnc.close()
+        central.stop()
+
+
+async def stored(js: JetStreamContext, stream: str) -> list[tuple[str, bytes]]:
+    """Every message of ``stream`` in order: (subject, data), read message by message."""
+    info = await js.stream_info(stream)
+    out = []
+    for seq in range(info.state.first_seq, info.state.last_seq + 1):
+        msg = await js.get_msg(stream, seq)
+        out.append((msg.subject, msg.data or b""))
+    return out
+
+
+async def test_central_takes_every_site_message_once_across_a_cut_link(plant) -> None:  # type: ignore[no-untyped-def]
+    central, cjs, (north, south) = plant
+    for site in (north, south):
+        await site.publish("registry", "press-1", 1)
+        await site.publish("samples", "press-1", 50)
+        await site.publish("cycles", "press-1", 2)
+        await site.publish("analysis", "press-1", 2)
+        await site.publish("alerts", "press-1", 1)
+        assert await link_site(cjs, SiteLink(site.name)) == "created"
+        assert await link_site(cjs, SiteLink(site.name)) == "unchanged"
+
+    async def caught_up(site: Site) -> bool:
+        return (await cjs.stream_info(site_stream(site.name))).state.messages == site.sent
+
+    for site in (north, south):
+        await eventually(lambda s=site: caught_up(s), timeout=30)
+    got = await stored(cjs, site_stream("north"))
+    # under the site's id, so the two sites' press-1 never meet
+    assert {s.split(".")[1] for s, _ in got} == {"north"}
+    kept = {data: subject for subject, data in got}
+    assert kept[b"north:1"].startswith("vertac.north.registry.press-1.")  # stored partitioned
+    assert kept[b"north:2"].startswith("vertac.north.samples.press-1.")
+    assert kept[b"north:52"].startswith("vertac.north.cycles.press-1.completed")
+
+    # the link to north goes down: north runs on alone, south still reaches central
+    north.link.cut()
+    outage_end = asyncio.get_running_loop().time() + OUTAGE_S
+    while asyncio.get_running_loop().time() < outage_end:
+        await north.publish("samples", "press-1", 20)  # JetStream at the site takes every one
+        await north.publish("cycles", "press-1", 1)
+        await south.publish("samples", "press-1", 5)
+        await asyncio.sleep(0.5)
+    at_site = 0  # the site lost nothing while it was cut off
+    for stream in (subjects.SAMPLES, subjects.CONTROL, subjects.CYCLES, subjects.ANALYSIS,
+                   subjects.ALERTS):  # fmt: skip
+        at_site += (await north.js.stream_info(stream.name)).state.messages
+    assert at_site == north.sent
+    await eventually(lambda: caught_up(south), timeout=30)
+    lagging = (await cjs.stream_info(site_stream("north"))).state.messages
+    assert lagging < north.sent, "central got north's messages through a cut link"
+
+    north.link.restore()
+    restored = asyncio.get_running_loop().time()
+    await eventually(lambda: caught_up(north), timeout=120)
+    took = asyncio.get_running_loop().time() - restored
+    print(
+        f"north: {north.sent - lagging} messages caught up in {took:.1f} s after the link came back"
+    )
+    got = await stored(cjs, site_stream("north"))
+    # every message once, in the order the site stored each kind
+    numbers = [int(data.split(b":")[1]) for _, data in got]
+    assert sorted(numbers) == list(range(1, north.sent + 1))
+    samples = [int(d.split(b":")[1]) for s, d in got if ".samples." in s]
+    assert samples == sorted(samples)
+
+
+async def test_no_live_subject_crosses_the_leaf_link(plant) -> None:  # type: ignore[no-untyped-def]
+    """The link carries JetStream's API and deliveries only: central does not see a site's
+    live traffic, and a site does not see another's."""
+    central, cjs, (north, south) = plant
+    seen: list[str] = []
+
+    async def spy(msg: nats.aio.msg.Msg) -> None:
+        seen.append(msg.subject)
+
+    cnc = await nats.connect(central.url)
+    await cnc.subscribe("vertac.>", cb=spy)
+    await south.nc.subscribe("vertac.>", cb=spy)
+    await cnc.flush()
+    await south.nc.flush()
+    await asyncio.sleep(1)  # interest would have crossed the links by now
+    await north.publish("samples", "press-1", 5)
+    await north.nc.publish(subjects.control("press-1"), b"{}")
+    await cnc.publish(subjects.control("press-1"), b"{}")  # nor from central to a site
+    await asyncio.sleep(1)
+    assert [s for s in seen if s.startswith("vertac.samples")] == []
+    assert (await north.js.stream_info(subjects.CONTROL.name)).state.messages == 1  # its own
+    await cnc.close()
+
+
+def test_a_site_id_is_a_token_and_a_domain() -> None:
+    assert check_site("north-2") == "north-2"
+    for bad in ("North", "a.b", "", "samples", "central", "x" * 33):
+        with pytest.raises(InvalidSite):
+            check_site(bad)
