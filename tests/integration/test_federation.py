@@ -101,7 +101,7 @@ async def stored(js: JetStreamContext, stream: str) -> list[tuple[str, bytes]]:
 
 
 async def test_central_takes_every_site_message_once_across_a_cut_link(plant) -> None:  # type: ignore[no-untyped-def]
-    central, cjs, (north, south) = plant
+    _, cjs, (north, south) = plant
     for site in (north, south):
         await site.publish("registry", "press-1", 1)
         await site.publish("samples", "press-1", 50)
@@ -159,7 +159,7 @@ async def test_central_takes_every_site_message_once_across_a_cut_link(plant) ->
 async def test_no_live_subject_crosses_the_leaf_link(plant) -> None:  # type: ignore[no-untyped-def]
     """The link carries JetStream's API and deliveries only: central does not see a site's
     live traffic, and a site does not see another's."""
-    central, cjs, (north, south) = plant
+    central, _, (north, south) = plant
     seen: list[str] = []
 
     async def spy(msg: nats.aio.msg.Msg) -> None:
