@@ -90,6 +90,7 @@ class NatsServer:
     domain: str | None = None  # the JetStream domain (a site's id, or "central")
     leaf_port: int | None = None  # central: where sites' leaf nodes connect
     leaf_remotes: tuple[str, ...] = ()  # a site: leafnodes {...} remotes block entries
+    leaf_users: dict[str, str] = field(default_factory=dict)  # central: the sites' sign-ins
     proc: subprocess.Popen[bytes] | None = field(default=None, repr=False)
 
     @property
@@ -118,6 +119,12 @@ class NatsServer:
             leaf.append(f'  listen: "{self.host}:{self.leaf_port}"')
             # sites reach central by the address they are given (a proxy, a load balancer)
             leaf.append("  no_advertise: true")
+            if self.leaf_users:
+                users = ", ".join(
+                    f"{{user: {json.dumps(u)}, password: {json.dumps(p)}}}"
+                    for u, p in sorted(self.leaf_users.items())
+                )
+                leaf.append(f"  authorization {{ users: [{users}] }}")
         if self.leaf_remotes:
             remotes = ",\n".join(f"    {r}" for r in self.leaf_remotes)
             leaf.append(f"  remotes: [\n{remotes}\n  ]")

@@ -18,7 +18,9 @@ from __future__ import annotations
 
 import json
 import re
+import secrets
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Final
 
 from nats.js import JetStreamContext
@@ -26,6 +28,7 @@ from nats.js.api import ExternalStream, StreamConfig, StreamSource, SubjectTrans
 from nats.js.errors import NotFoundError
 
 from schemas import catalogue, subjects
+from services.common.auth import write_secret
 
 SITE_PATTERN: Final = r"^[a-z0-9][a-z0-9_-]{0,31}$"
 CENTRAL_DOMAIN: Final = "central"
@@ -128,3 +131,33 @@ async def link_site(js: JetStreamContext, link: SiteLink) -> str:
         return "unchanged"
     await js.update_stream(config)
     return "updated"
+
+
+def leaf_user(site: str) -> str:
+    """The user a site's leaf node signs in to central with."""
+    return f"site-{check_site(site)}"
+
+
+class LeafUsers:
+    """Central's passwords of the sites' leaf-node users, kept in a file (mode 600)."""
+
+    def __init__(self, secrets_file: Path) -> None:
+        self.secrets_file = secrets_file
+
+    def passwords(self) -> dict[str, str]:
+        try:
+            return dict(json.loads(self.secrets_file.read_text()))
+        except (OSError, ValueError):
+            return {}
+
+    def ensure(self, sites: tuple[str, ...]) -> dict[str, str]:
+        """``{leaf user: password}`` of ``sites`` (made when missing, kept for the others)."""
+        known = self.passwords()
+        for site in sites:
+            known.setdefault(leaf_user(site), secrets.token_urlsafe(24))
+        write_secret(self.secrets_file, json.dumps(known))
+        return known
+
+    def url(self, site: str, host: str, port: int) -> str:
+        """The URL a site gives ``vertac run --central``."""
+        return f"nats-leaf://{leaf_user(site)}:{self.passwords()[leaf_user(site)]}@{host}:{port}"

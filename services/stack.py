@@ -29,6 +29,14 @@ from services.common.config import CommonSettings
 from services.common.db import SERVICES, migrate, open_pool
 from services.common.runtime import open_bus
 from services.embedded import EmbeddedServerError, NatsServer, Postgres, wait_for_port
+from services.federation import (
+    CENTRAL_DOMAIN,
+    LeafUsers,
+    SiteLink,
+    leaf_user,
+    link_site,
+    site_leaf_remote,
+)
 from services.natsauth import ADMIN, BusUsers, edge_user, url_for
 
 HEALTHY_S = 60.0  # a service that ran this long before dying restarts without backoff
@@ -47,6 +55,10 @@ class StackOptions:
     sim_args: tuple[str, ...] = ()
     influx_url: str = ""
     gateway_workers: int = 1
+    site: str = ""  # a site of a federation: its id (the JetStream domain)
+    central_url: str = ""  # a site: central's leaf-node URL (nats-leaf://site-<id>:...@host:7422)
+    leaf_port: int = 0  # central: where sites' leaf nodes connect
+    sites: tuple[str, ...] = ()  # central: the sites whose data it takes
 
 
 @dataclass
@@ -92,9 +104,13 @@ class Stack:
         root = self.options.data_dir.resolve()
         self.bus_users = BusUsers(root / "nats.secrets", root / "nats.conf")
         o = self.options
+        self.leaf_users = LeafUsers(root / "leaf.secrets")
         self.nats = NatsServer(
             root / "nats", o.nats_port, o.nats_monitor_port, o.host,
             config=self.bus_users.config_file,
+            domain=o.site or (CENTRAL_DOMAIN if o.leaf_port else None),
+            leaf_port=o.leaf_port or None,
+            leaf_remotes=(site_leaf_remote(o.central_url),) if o.central_url else (),
         )  # fmt: skip
         self.pg = Postgres(root / "pg", self.options.pg_port, self.options.host)
 
@@ -162,6 +178,8 @@ class Stack:
             await pool.close()
         bus = await open_bus(common, "vertac-run")
         await init_bus(bus.js, common)
+        for site in self.options.sites:  # central: a stream of each site's data, sourced
+            await link_site(bus.js, SiteLink(site))
         if self.options.simulate:
             # the simulated machine has a digital cycle_active input: cycles start and stop on it
             kv = await bus.js.key_value(subjects.KV_CYCLE_CONFIG)
@@ -173,17 +191,30 @@ class Stack:
         await bus.close()
         return token
 
+    def start_nats(self) -> None:
+        """nats-server with its users (and, in a federation, its leaf nodes)."""
+        self.bus_users.ensure(edge_user("sim-01"))
+        o = self.options
+        if o.sites:
+            self.nats.leaf_users = self.leaf_users.ensure(o.sites)
+        self.nats.start()
+        say(
+            f"  nats-server   {self.nats.url}  (monitor http://{self.nats.host}:{self.nats.monitor_port})"
+        )
+        if o.site:
+            toward = f", leaf node of {redact_text(o.central_url)}" if o.central_url else ""
+            say(f"  site          {o.site} (JetStream domain){toward}")
+        for site in o.sites:
+            say(f"  site {site:<8} takes leaf nodes on {o.host}:{o.leaf_port} as "
+                f"{leaf_user(site)} (password in {self.leaf_users.secrets_file})")  # fmt: skip
+
     def start(self) -> None:
         logs = self.options.data_dir.resolve() / "logs"
         logs.mkdir(mode=0o700, parents=True, exist_ok=True)
         logs.chmod(0o700)  # only its owner lists what is logged
         _STACK_LOG[:] = [logs / "stack.log"]
         say(f"VerTac: data in {self.options.data_dir.resolve()}")
-        self.bus_users.ensure(edge_user("sim-01"))
-        self.nats.start()
-        say(
-            f"  nats-server   {self.nats.url}  (monitor http://{self.nats.host}:{self.nats.monitor_port})"
-        )
+        self.start_nats()
         self.pg.start()
         shown = self.pg.url.replace(self.pg.url.split("@")[0].rsplit(":", 1)[-1] + "@", "***@")
         say(f"  PostgreSQL    {shown}  (passwords in {self.pg.secrets_file}, mode 600)")

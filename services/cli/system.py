@@ -44,10 +44,27 @@ def run(
     gateway_workers: Annotated[
         int, typer.Option(min=1, max=64, help="Gateway processes sharing the port.")
     ] = 1,
+    site: Annotated[
+        str, typer.Option(help="This plant's site id, when it is a site of a central VerTac.")
+    ] = "",
+    central: Annotated[
+        str,
+        typer.Option(
+            help="Central's leaf-node URL (nats-leaf://site-<id>:<password>@host:7422); "
+            "needs --site."
+        ),
+    ] = "",
 ) -> None:
     """Run everything on this machine: nats-server, PostgreSQL, services, simulator, gateway."""
+    from services.federation import InvalidSite, check_site
     from services.stack import StackOptions, run_stack
 
+    if central and not site:
+        raise fail("--central needs --site: the id central knows this plant by")
+    try:
+        site = check_site(site) if site else ""
+    except InvalidSite as exc:
+        raise fail(f"--site: {exc}") from exc
     options = StackOptions(
         data_dir=data_dir,
         gateway_port=port,
@@ -59,6 +76,47 @@ def run(
         sim_args=("--sensors", str(sim_sensors), "--rate", str(sim_rate)),
         influx_url=influx_url,
         gateway_workers=gateway_workers,
+        site=site,
+        central_url=central,
+    )
+    raise typer.Exit(run_stack(options))
+
+
+@app.command()
+def central(
+    site: Annotated[
+        list[str], typer.Option(help="A site whose data central takes (repeat for each).")
+    ],
+    data_dir: Annotated[Path, typer.Option(help="Where central keeps its data.")] = Path(
+        ".vertac-central"
+    ),
+    port: Annotated[int, typer.Option(help="Gateway HTTP port.")] = 8000,
+    nats_port: Annotated[int, typer.Option()] = 4222,
+    nats_monitor_port: Annotated[int, typer.Option()] = 8222,
+    leaf_port: Annotated[int, typer.Option(help="Where the sites' leaf nodes connect.")] = 7422,
+    pg_port: Annotated[int, typer.Option()] = 55432,
+    metrics_base_port: Annotated[int, typer.Option()] = 9101,
+) -> None:
+    """Run a central VerTac: as ``vertac run`` without a simulated machine, taking each site's
+    registrations, samples, cycles, analyses and alerts over its leaf node (JetStream
+    sourcing, under ``vertac.<site>.>``)."""
+    from services.federation import InvalidSite, check_site
+    from services.stack import StackOptions, run_stack
+
+    try:
+        sites = tuple(check_site(s) for s in site)
+    except InvalidSite as exc:
+        raise fail(f"--site: {exc}") from exc
+    options = StackOptions(
+        data_dir=data_dir,
+        gateway_port=port,
+        nats_port=nats_port,
+        nats_monitor_port=nats_monitor_port,
+        pg_port=pg_port,
+        metrics_base_port=metrics_base_port,
+        simulate=False,
+        leaf_port=leaf_port,
+        sites=sites,
     )
     raise typer.Exit(run_stack(options))
 

@@ -185,3 +185,58 @@ def test_a_site_id_is_a_token_and_a_domain() -> None:
     for bad in ("North", "a.b", "", "samples", "central", "x" * 33):
         with pytest.raises(InvalidSite):
             check_site(bad)
+
+
+async def test_vertac_central_and_a_site_of_vertac_run_link_with_the_sites_own_sign_in(
+    tmp_path: Path, capsys
+) -> None:  # type: ignore[no-untyped-def]
+    """The servers as ``vertac central --site north`` and ``vertac run --site north --central
+    URL`` start them: closed buses both, the site's leaf node signed in as ``site-north`` (a
+    wrong password is refused), central's stream of the site declared at start."""
+    from services.natsauth import ADMIN, url_for
+    from services.stack import Stack, StackOptions
+
+    def options(name: str, **more: object) -> StackOptions:
+        return StackOptions(data_dir=tmp_path / name, nats_port=free_port(),
+                            nats_monitor_port=free_port(), pg_port=free_port(), simulate=False,
+                            **more)  # type: ignore[arg-type]  # fmt: skip
+
+    central = Stack(options("central", leaf_port=free_port(), sites=("north",)))
+    central.start_nats()
+    sites: list[Stack] = []
+    try:
+        assert central.options.leaf_port
+        good = central.leaf_users.url("north", "127.0.0.1", central.options.leaf_port)
+        wrong = good.replace(central.leaf_users.passwords()["site-north"], "guess")
+        for name, url in (("north", good), ("intruder", wrong)):
+            site = Stack(options(name, site="north", central_url=url))
+            site.start_nats()
+            sites.append(site)
+        said = capsys.readouterr().out
+        assert "site          north (JetStream domain), leaf node of nats-leaf://" in said
+        assert central.leaf_users.passwords()["site-north"] not in said
+        assert "site north    takes leaf nodes on" in said
+        admin = await nats.connect(
+            url_for(central.nats.url, ADMIN, central.bus_users.passwords()[ADMIN])
+        )
+        cjs = admin.jetstream()
+        site_admin = url_for(sites[0].nats.url, ADMIN, sites[0].bus_users.passwords()[ADMIN])
+        snc = await nats.connect(site_admin)
+        await init_bus(snc.jetstream(), CommonSettings(nats_url=site_admin))
+        await link_site(cjs, SiteLink("north"))  # what central's start declares
+        await snc.jetstream().publish(subjects.samples("sim-01"), b"frame",
+                                      headers={subjects.HEADER_MSG_ID: "sim-01:1"})  # fmt: skip
+
+        async def arrived() -> bool:
+            return (await cjs.stream_info(site_stream("north"))).state.messages == 1
+
+        await eventually(arrived, timeout=30)
+        log = (tmp_path / "central" / "nats" / "nats-server.log").read_text()
+        assert "Leafnode connection created" in log
+        assert "Leafnode connection closed: Authentication Failure" in log  # the wrong password
+        await snc.close()
+        await admin.close()
+    finally:
+        for site in sites:
+            site.nats.stop()
+        central.nats.stop()
