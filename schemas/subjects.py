@@ -46,6 +46,17 @@ def control(stream_id: str) -> str:
     return f"{PREFIX}.control.{check_stream_id(stream_id)}"
 
 
+SITE_PATTERN: Final = r"^[a-z0-9][a-z0-9_-]{0,31}$"  # a site id of a federation
+
+
+def site_control(site: str, stream_id: str) -> str:
+    """At central: a command for a stream of site ``site``; the site sources it into its own
+    ``vertac.control.<stream_id>`` (see services/federation.py)."""
+    if not re.fullmatch(SITE_PATTERN, site):
+        raise ValueError(f"site id {site!r} is not valid")
+    return f"{PREFIX}.{site}.control.{check_stream_id(stream_id)}"
+
+
 def registry(stream_id: str) -> str:
     """Subject on which a stream's registration record is announced."""
     return f"{PREFIX}.registry.{check_stream_id(stream_id)}"

@@ -30,7 +30,8 @@ from nats.js.errors import NotFoundError
 from schemas import catalogue, subjects
 from services.common.auth import write_secret
 
-SITE_PATTERN: Final = r"^[a-z0-9][a-z0-9_-]{0,31}$"
+SITE_PATTERN: Final = subjects.SITE_PATTERN
+COMMANDS_MAX_AGE_S: Final = 3600.0  # a command central sent that the site did not take by then
 CENTRAL_DOMAIN: Final = "central"
 
 SHARED: Final[dict[str, str]] = {
@@ -64,6 +65,28 @@ def check_site(site: str) -> str:
 def site_stream(site: str) -> str:
     """Central's stream of one site's data."""
     return f"VERTAC_SITE_{check_site(site)}"
+
+
+def commands_stream(site: str) -> str:
+    """Central's stream of the commands it sends to one site."""
+    return f"VERTAC_SITE_{check_site(site)}_COMMANDS"
+
+
+def commands_source(site: str) -> StreamSource:
+    """How a site's ``VERTAC_CONTROL`` takes central's commands for it: sourced through
+    central's domain, each ``vertac.<site>.control.<stream_id>`` stored as the site's own
+    ``vertac.control.<stream_id>.<partition>``, where its cycles service reads commands."""
+    return StreamSource(
+        name=commands_stream(site),
+        external=ExternalStream(api=f"$JS.{CENTRAL_DOMAIN}.API"),
+        subject_transforms=[
+            SubjectTransform(
+                src=f"{subjects.PREFIX}.{site}.control.*",
+                dest=f"{subjects.PREFIX}.control.{{{{wildcard(1)}}}}"
+                f".{{{{partition({subjects.PARTITIONS},1)}}}}",
+            )
+        ],
+    )
 
 
 def site_subject(site: str, kind: str) -> str:
@@ -116,8 +139,19 @@ class SiteLink:
 
 
 async def link_site(js: JetStreamContext, link: SiteLink) -> str:
-    """Declare (or update) central's stream of a site on central's bus; idempotent: "created",
-    "updated" or "unchanged"."""
+    """Declare (or update) central's streams of a site on central's bus, the site's data and
+    the commands for it; idempotent: "created", "updated" or "unchanged" (of the data)."""
+    commands = StreamConfig(
+        name=commands_stream(link.site),
+        description=f"Commands central sends to site {link.site} (it sources them)",
+        subjects=[f"{subjects.PREFIX}.{link.site}.control.>"],
+        max_age=COMMANDS_MAX_AGE_S,
+        duplicate_window=120.0,
+    )
+    try:
+        await js.stream_info(commands.name or "")
+    except NotFoundError:
+        await js.add_stream(commands)
     config = link.stream_config()
     assert config.name is not None
     try:

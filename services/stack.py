@@ -127,6 +127,7 @@ class Stack:
             VERTAC_GATEWAY_HOST=self.options.host,
             VERTAC_GATEWAY_PORT=str(self.options.gateway_port),
             VERTAC_GATEWAY_WORKERS=str(self.options.gateway_workers),
+            VERTAC_SITE=self.options.site,
         )
         for i, name in enumerate(("INGEST", "CYCLES", "ANALYSIS", "ALERTS")):
             env[f"VERTAC_{name}_METRICS_PORT"] = str(self.options.metrics_base_port + i)
@@ -170,7 +171,9 @@ class Stack:
 
     async def _prepare(self, kept_token: str | None) -> tuple[str, bool]:
         await migrate(self.pg.url)
-        common = CommonSettings(nats_url=self._bus_url(ADMIN), database_url=self.pg.url)
+        common = CommonSettings(
+            nats_url=self._bus_url(ADMIN), database_url=self.pg.url, site=self.options.site
+        )
         pool = await open_pool(self.pg.url, retry=True, name="vertac-run")
         try:
             token = await ensure_admin_token(pool, kept_token)

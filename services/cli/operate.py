@@ -13,16 +13,20 @@ from schemas.messages import AlertRule
 from services.cli.apps import alerts_app, cycle_app, on_bus
 from services.common.config import CommonSettings
 
+SiteOption = Annotated[
+    str, typer.Option(help="At central: the site of the stream (the command runs there).")
+]
 
-def _cycle_command(stream_id: str, command: str, reason: str) -> None:
+
+def _cycle_command(stream_id: str, command: str, reason: str, site: str = "") -> None:
     from datetime import UTC, datetime
 
     from schemas import subjects
     from schemas.messages import CycleCommand
 
     try:
-        subjects.check_stream_id(stream_id)
-    except subjects.InvalidStreamId as exc:
+        subject = subjects.site_control(site, stream_id) if site else subjects.control(stream_id)
+    except ValueError as exc:
         raise fail(str(exc)) from exc
     cmd = CycleCommand(
         stream_id=stream_id,
@@ -34,29 +38,30 @@ def _cycle_command(stream_id: str, command: str, reason: str) -> None:
     common = CommonSettings()
 
     async def publish(bus: Bus) -> int:
-        ack = await bus.js.publish(subjects.control(stream_id), cmd.model_dump_json().encode())
+        ack = await bus.js.publish(subject, cmd.model_dump_json().encode())
         return int(ack.seq)
 
     seq = on_bus(common, "vertac-cli", publish)
-    typer.echo(f"{command} for {stream_id} published (control stream sequence {seq})")
+    where = f" at site {site}" if site else ""
+    typer.echo(f"{command} for {stream_id}{where} published (control stream sequence {seq})")
 
 
 @cycle_app.command("start")
-def cycle_start(stream_id: str, reason: str = "") -> None:
+def cycle_start(stream_id: str, reason: str = "", site: SiteOption = "") -> None:
     """Start a cycle on STREAM_ID now."""
-    _cycle_command(stream_id, "cycle_start", reason)
+    _cycle_command(stream_id, "cycle_start", reason, site)
 
 
 @cycle_app.command("stop")
-def cycle_stop(stream_id: str, reason: str = "") -> None:
+def cycle_stop(stream_id: str, reason: str = "", site: SiteOption = "") -> None:
     """Stop the running cycle on STREAM_ID (it completes)."""
-    _cycle_command(stream_id, "cycle_stop", reason)
+    _cycle_command(stream_id, "cycle_stop", reason, site)
 
 
 @cycle_app.command("abort")
-def cycle_abort(stream_id: str, reason: str = "") -> None:
+def cycle_abort(stream_id: str, reason: str = "", site: SiteOption = "") -> None:
     """Abort the running cycle on STREAM_ID (it ends aborted, with the reason)."""
-    _cycle_command(stream_id, "cycle_abort", reason)
+    _cycle_command(stream_id, "cycle_abort", reason, site)
 
 
 def load_rules_file(path: Path) -> list[AlertRule]:

@@ -15,6 +15,7 @@ from nats.js.api import (
     RetentionPolicy,
     StorageType,
     StreamConfig,
+    StreamSource,
     SubjectTransform,
 )
 from nats.js.errors import APIError, BucketNotFoundError, NotFoundError
@@ -60,6 +61,19 @@ class Limits:
     max_bytes: int
 
 
+def _sources_of(stream: str, settings: CommonSettings) -> list[StreamSource] | None:
+    """A site's control stream also takes the commands central sends it."""
+    if stream != subjects.CONTROL.name or not settings.site:
+        return None
+    from services.federation import commands_source
+
+    return [commands_source(settings.site)]
+
+
+def _source_names(config: StreamConfig) -> list[str]:
+    return sorted(f"{s.name} {s.subject_transforms}" for s in config.sources or [])
+
+
 def stream_configs(settings: CommonSettings) -> list[StreamConfig]:
     """The JetStream streams VerTac uses, with explicit limits."""
     samples = Limits(settings.samples_max_age_s, settings.samples_max_bytes)
@@ -102,6 +116,7 @@ def stream_configs(settings: CommonSettings) -> list[StreamConfig]:
                 num_replicas=settings.bus_replicas,
                 subject_transform=partitioned.get(js_stream.name),
                 allow_direct=js_stream.name in subjects.DIRECT_READ_STREAMS or None,
+                sources=_sources_of(js_stream.name, settings),
             )
         )
     return configs
@@ -170,6 +185,7 @@ async def init_bus(js: JetStreamContext, settings: CommonSettings) -> dict[str, 
             and existing.max_msg_size == config.max_msg_size
             and _transform(existing) == _transform(config)
             and bool(existing.allow_direct) == bool(config.allow_direct)
+            and _source_names(existing) == _source_names(config)
         )
         if not same:
             try:

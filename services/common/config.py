@@ -10,6 +10,7 @@ from pydantic import Field, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from edge.client import BusSettings, local_admin_url
+from schemas import subjects
 
 EMBEDDED_URL = "postgresql://vertac@127.0.0.1:55432/vertac"
 EMBEDDED_SECRETS = Path(".vertac") / "pg.secrets"
@@ -26,6 +27,12 @@ class CommonSettings(BusSettings):
         description="PostgreSQL URL (default: vertac run's, password from .vertac/pg.secrets).",
     )
     bus_replicas: int = Field(default=1, ge=1, le=5, description="JetStream replicas per stream.")
+    site: str = Field(
+        default="",
+        pattern=r"^$|" + subjects.SITE_PATTERN,
+        description="This plant's site id when it is a site of a central VerTac: its control "
+        "stream then also takes central's commands for it.",
+    )
     samples_max_age_s: float = Field(
         default=7 * 86400, gt=0, description="Samples kept on the bus."
     )
