@@ -56,15 +56,10 @@ def run(
     ] = "",
 ) -> None:
     """Run everything on this machine: nats-server, PostgreSQL, services, simulator, gateway."""
-    from services.federation import InvalidSite, check_site
     from services.stack import StackOptions, run_stack
 
     if central and not site:
         raise fail("--central needs --site: the id central knows this plant by")
-    try:
-        site = check_site(site) if site else ""
-    except InvalidSite as exc:
-        raise fail(f"--site: {exc}") from exc
     options = StackOptions(
         data_dir=data_dir,
         gateway_port=port,
@@ -76,10 +71,20 @@ def run(
         sim_args=("--sensors", str(sim_sensors), "--rate", str(sim_rate)),
         influx_url=influx_url,
         gateway_workers=gateway_workers,
-        site=site,
+        site="".join(_checked_sites([site] if site else [])),
         central_url=central,
     )
     raise typer.Exit(run_stack(options))
+
+
+def _checked_sites(ids: list[str]) -> tuple[str, ...]:
+    """The site ids, each valid, or one line naming what is wrong (exit 2)."""
+    from services.federation import InvalidSite, check_site
+
+    try:
+        return tuple(check_site(s) for s in ids)
+    except InvalidSite as exc:
+        raise fail(f"--site: {exc}") from exc
 
 
 @app.command()
@@ -100,13 +105,8 @@ def central(
     """Run a central VerTac: as ``vertac run`` without a simulated machine, taking each site's
     registrations, samples, cycles, analyses and alerts over its leaf node (JetStream
     sourcing, under ``vertac.<site>.>``)."""
-    from services.federation import InvalidSite, check_site
     from services.stack import StackOptions, run_stack
 
-    try:
-        sites = tuple(check_site(s) for s in site)
-    except InvalidSite as exc:
-        raise fail(f"--site: {exc}") from exc
     options = StackOptions(
         data_dir=data_dir,
         gateway_port=port,
@@ -116,7 +116,7 @@ def central(
         metrics_base_port=metrics_base_port,
         simulate=False,
         leaf_port=leaf_port,
-        sites=sites,
+        sites=_checked_sites(site),
     )
     raise typer.Exit(run_stack(options))
 
