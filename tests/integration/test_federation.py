@@ -103,6 +103,7 @@ async def stored(js: JetStreamContext, stream: str) -> list[tuple[str, bytes]]:
     return out
 
 
+@pytest.mark.timeout(OUTAGE_S + 240)
 async def test_central_takes_every_site_message_once_across_a_cut_link(plant) -> None:  # type: ignore[no-untyped-def]
     _, cjs, (north, south) = plant
     for site in (north, south):
