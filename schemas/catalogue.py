@@ -134,6 +134,20 @@ CHANNELS: Final[tuple[Channel, ...]] = (
             "What an edge agent says of itself every 5 s: its store-and-forward buffer and "
             "publish rate.",
             None, (EDGE,)),
+    Channel("site", "site data (at central)", "vertac.{site}.{channel}.{stream_id}.{rest}",
+            messages.FrameJson,
+            "At a central VerTac: what a site published on its own bus (samples, registry, "
+            "cycles, analysis, alerts), sourced over the site's leaf node with the site id put "
+            "in front (vertac.samples.press-1.3 at site north is vertac.north.samples.press-1.3). "
+            "Payloads and headers are the site's, unchanged.",
+            "VERTAC_SITE_<site>", payload_doc="the site's message, unchanged",
+            also="the site's publishers (JetStream sourcing)"),
+    Channel("site-control", "site commands (at central)", "vertac.{site}.control.{stream_id}",
+            messages.CycleCommand,
+            "At a central VerTac: a command for a stream of a site. The site's VERTAC_CONTROL "
+            "sources it (kept an hour) as its own vertac.control.<stream_id>, where its cycles "
+            "service takes commands.",
+            "VERTAC_SITE_<site>_COMMANDS", also="CLI at central (vertac cycle ... --site)"),
     Channel("dlq", "dead-letter", "vertac.dlq.{service}", messages.DeadLetter,
             "Messages a service could not process, with the reason and the original payload.",
             subjects.DEAD_LETTER.name, ("ingest", "cycles", "analysis", "alerts"),

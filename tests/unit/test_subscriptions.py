@@ -130,9 +130,15 @@ def test_every_durable_reads_a_channel_of_the_catalogue_where_it_is_stored() -> 
 
 def test_each_channel_is_stored_in_the_stream_that_captures_its_subjects() -> None:
     from schemas.catalogue import CHANNELS
+    from services.federation import commands_stream, site_stream
 
     captured = {s: stream.name for stream in subjects.ALL_STREAMS for s in stream.subjects}
+    at_central = {"site": site_stream("x"), "site-control": commands_stream("x")}
     for c in CHANNELS:
+        if c.kind in at_central:  # a central's stream per site (services/federation.py)
+            assert c.address.startswith("vertac.{site}.")
+            assert c.stored_in == at_central[c.kind].replace("_x", "_<site>"), c.kind
+            continue
         assert captured.get(subjects.all_of(c.kind)) == c.stored_in, c.kind
 
 
