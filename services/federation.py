@@ -28,7 +28,7 @@ from nats.js.api import ExternalStream, StreamConfig, StreamSource, SubjectTrans
 from nats.js.errors import NotFoundError
 
 from schemas import catalogue, subjects
-from services.common.auth import write_secret
+from services.common.auth import read_secrets, write_secret
 
 SITE_PATTERN: Final = subjects.SITE_PATTERN
 COMMANDS_MAX_AGE_S: Final = 3600.0  # a command central sent that the site did not take by then
@@ -179,10 +179,7 @@ class LeafUsers:
         self.secrets_file = secrets_file
 
     def passwords(self) -> dict[str, str]:
-        try:
-            return dict(json.loads(self.secrets_file.read_text()))
-        except (OSError, ValueError):
-            return {}
+        return read_secrets(self.secrets_file)
 
     def ensure(self, sites: tuple[str, ...]) -> dict[str, str]:
         """``{leaf user: password}`` of ``sites`` (made when missing, kept for the others)."""

@@ -30,7 +30,7 @@ from urllib.parse import quote
 
 from edge.client import inbox_prefix
 from schemas import catalogue, subjects
-from services.common.auth import write_secret
+from services.common.auth import read_secrets, write_secret
 from services.common.subscriptions import SUBSCRIPTIONS
 
 SERVICES = catalogue.SERVICES
@@ -189,10 +189,7 @@ class BusUsers:
         self.config_file = config_file
 
     def passwords(self) -> dict[str, str]:
-        try:
-            return dict(json.loads(self.secrets_file.read_text()))
-        except (OSError, ValueError):
-            return {}
+        return read_secrets(self.secrets_file)
 
     def ensure(self, *users: str) -> dict[str, str]:
         """Passwords for ``users`` (made when missing), written with the config."""

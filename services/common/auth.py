@@ -272,6 +272,14 @@ async def ensure_admin_token(pool: AsyncConnectionPool, kept: str | None) -> tup
     return token, True
 
 
+def read_secrets(path: Path) -> dict[str, str]:
+    """The ``{name: password}`` a file of :func:`write_secret` keeps; empty when there is none."""
+    try:
+        return dict(json.loads(path.read_text()))
+    except (OSError, ValueError):
+        return {}
+
+
 def write_secret(path: Path, text: str) -> None:
     """Write ``text`` to ``path`` readable by its owner only (mode 600)."""
     path.parent.mkdir(parents=True, exist_ok=True)
