@@ -22,6 +22,7 @@ from services import __version__
 
 def build_broker() -> NatsBroker:
     """A broker that declares every channel of the bus (never connected; used for the document)."""
+    from services.common.sites import SITE_IMPORTS
     from services.common.subscriptions import SUBSCRIPTIONS
 
     broker = NatsBroker("nats://127.0.0.1:4222", description="VerTac NATS JetStream bus")
@@ -44,6 +45,14 @@ def build_broker() -> NatsBroker:
             title=f"{row.service}.{row.name}",
             description=f"{row.description} Pull consumer on {where}, batches of {row.batch}.",
         )(handler)
+    for site_row in SITE_IMPORTS:  # at central: the owner of each kind takes it from the sites
+        broker.subscriber(
+            site_row.subject("{site}"),
+            title=f"{site_row.service}.{site_row.name}-site",
+            description=f"At a central VerTac: {site_row.description} Pull consumer on "
+            f"VERTAC_SITE_<site>, durable {site_row.durable_name('{durable}', '<site>')}, "
+            f"batches of {site_row.batch}; ids become '<site>.<stream_id>'.",
+        )(_receiver(site_row.payload))
     return broker
 
 

@@ -47,6 +47,8 @@ class Channel:
             return self.address.replace("{stream_id}", subjects.check_stream_id(stream_id))
         if self.kind == "dlq":
             return subjects.dead_letter(user)
+        if self.kind == "site-control":  # at central: a command for any site's stream
+            return f"{subjects.PREFIX}.*.control.*"
         return subjects.all_of(self.kind)
 
 
@@ -147,7 +149,8 @@ CHANNELS: Final[tuple[Channel, ...]] = (
             "At a central VerTac: a command for a stream of a site. The site's VERTAC_CONTROL "
             "sources it (kept an hour) as its own vertac.control.<stream_id>, where its cycles "
             "service takes commands.",
-            "VERTAC_SITE_<site>_COMMANDS", also="CLI at central (vertac cycle ... --site)"),
+            "VERTAC_SITE_<site>_COMMANDS", ("gateway",),
+            also="CLI at central (vertac cycle ... --site)"),
     Channel("dlq", "dead-letter", "vertac.dlq.{service}", messages.DeadLetter,
             "Messages a service could not process, with the reason and the original payload.",
             subjects.DEAD_LETTER.name, ("ingest", "cycles", "analysis", "alerts"),

@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import re
 import struct
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Final
 
 import numpy as np
 import numpy.typing as npt
 
-from schemas.subjects import InvalidStreamId, check_stream_id
+from schemas.subjects import InvalidStreamId, check_any_stream_id
 from schemas.v1.base import SENSOR_ID_PATTERN
 
 MAGIC: Final = b"VTF1"
@@ -142,7 +142,7 @@ class Frame:
 
     def __post_init__(self) -> None:
         try:
-            check_stream_id(self.stream_id)
+            check_any_stream_id(self.stream_id)
         except InvalidStreamId as exc:
             raise FrameError("stream_id", str(exc)) from exc
         if self.seq < 0:
@@ -186,7 +186,11 @@ class Frame:
             return self
         from schemas.frames import decode_binary  # the codec builds on this module
 
-        return decode_binary(self.raw)
+        whole = decode_binary(self.raw)
+        # a site's frame at central keeps the id central gives it (the message has the site's)
+        if whole.stream_id == self.stream_id:
+            return whole
+        return replace(whole, stream_id=self.stream_id)
 
     def equals(self, other: Frame) -> bool:
         a, b = self.complete(), other.complete()

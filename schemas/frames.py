@@ -70,7 +70,7 @@ from schemas.frame_model import (
 )
 from schemas.frame_regular import RegularFrame, decode_regular, peek_regular, regular_of
 from schemas.messages import FrameJson, SeriesJson
-from schemas.subjects import HEADER_CONTENT_TYPE
+from schemas.subjects import HEADER_CONTENT_TYPE, InvalidStreamId, check_stream_id
 
 # the frame's public names, wherever they are defined
 __all__ = [
@@ -424,14 +424,20 @@ def decode(
     """
     content_type = (headers or {}).get(HEADER_CONTENT_TYPE, "")
     if content_type.startswith(CONTENT_TYPE_BINARY):
-        return decode_binary(data, sensors, finite=finite)
-    if content_type.startswith(CONTENT_TYPE_JSON):
-        return decode_json(data, finite=finite)
-    if content_type:
+        frame = decode_binary(data, sensors, finite=finite)
+    elif content_type.startswith(CONTENT_TYPE_JSON):
+        frame = decode_json(data, finite=finite)
+    elif content_type:
         raise FrameError(
             HEADER_CONTENT_TYPE,
             f"{content_type!r} is neither {CONTENT_TYPE_BINARY!r} nor {CONTENT_TYPE_JSON!r}",
         )
-    if data[:4] in (MAGIC, MAGIC_COMPACT):
-        return decode_binary(data, sensors, finite=finite)
-    return decode_json(data, finite=finite)
+    elif data[:4] in (MAGIC, MAGIC_COMPACT):
+        frame = decode_binary(data, sensors, finite=finite)
+    else:
+        frame = decode_json(data, finite=finite)
+    try:  # a frame on the wire names its publisher's own stream (a site's id is central's)
+        check_stream_id(frame.stream_id)
+    except InvalidStreamId as exc:
+        raise FrameError("stream_id", str(exc)) from exc
+    return frame

@@ -30,10 +30,52 @@ class InvalidStreamId(ValueError):
 
 
 def check_stream_id(stream_id: str) -> str:
-    """Return ``stream_id`` unchanged, or raise :class:`InvalidStreamId`."""
+    """Return ``stream_id`` unchanged, or raise :class:`InvalidStreamId` (:class:`SiteStream`
+    for a site's stream at central: no local subject names it)."""
     if not _STREAM_ID.fullmatch(stream_id):
+        if _ANY_STREAM_ID.fullmatch(stream_id):
+            raise SiteStream(stream_id)
         raise InvalidStreamId(stream_id)
     return stream_id
+
+
+SITE_PATTERN: Final = r"^[a-z0-9][a-z0-9_-]{0,31}$"  # a site id of a federation
+ANY_STREAM_ID_PATTERN: Final = r"^([a-z0-9][a-z0-9_-]{0,31}\.)?[A-Za-z0-9_-]{1,64}$"
+"""A stream id as stored and shown: a local one, or at central a site's ``<site>.<stream_id>``
+(the subject tokens it came on: ``vertac.<site>.samples.<stream_id>``)."""
+_ANY_STREAM_ID = re.compile(ANY_STREAM_ID_PATTERN)
+
+
+class SiteStream(InvalidStreamId):
+    """A site's stream at central (``<site>.<stream_id>``): what happens to it is decided at the
+    site; central stores and shows it, and sends it cycle commands."""
+
+    def __init__(self, stream_id: str) -> None:
+        ValueError.__init__(
+            self,
+            f"stream {stream_id!r} is site {stream_id.split('.', 1)[0]!r}'s: central keeps its "
+            "history, cycles, analyses and alerts and sends it cycle commands; its live data, "
+            "settings, references and rules are at the site",
+        )
+        self.stream_id = stream_id
+
+
+def check_any_stream_id(stream_id: str) -> str:
+    """A local stream id or a site's qualified one, unchanged; else :class:`InvalidStreamId`."""
+    if not _ANY_STREAM_ID.fullmatch(stream_id):
+        raise InvalidStreamId(stream_id)
+    return stream_id
+
+
+def site_stream_id(site: str, stream_id: str) -> str:
+    """The id central gives stream ``stream_id`` of site ``site``: ``<site>.<stream_id>``."""
+    return f"{site}.{stream_id}"
+
+
+def site_of(stream_id: str) -> tuple[str, str] | None:
+    """``(site, stream_id at the site)`` of a site's stream at central; None for a local one."""
+    site, dot, local = stream_id.partition(".")
+    return (site, local) if dot else None
 
 
 def samples(stream_id: str) -> str:
@@ -46,15 +88,23 @@ def control(stream_id: str) -> str:
     return f"{PREFIX}.control.{check_stream_id(stream_id)}"
 
 
-SITE_PATTERN: Final = r"^[a-z0-9][a-z0-9_-]{0,31}$"  # a site id of a federation
-
-
 def site_control(site: str, stream_id: str) -> str:
     """At central: a command for a stream of site ``site``; the site sources it into its own
     ``vertac.control.<stream_id>`` (see services/federation.py)."""
     if not re.fullmatch(SITE_PATTERN, site):
         raise ValueError(f"site id {site!r} is not valid")
     return f"{PREFIX}.{site}.control.{check_stream_id(stream_id)}"
+
+
+def site_stream(site: str) -> str:
+    """At central: the JetStream stream of one site's data (it sources the site's streams)."""
+    return f"VERTAC_SITE_{site}"
+
+
+def site_data(site: str, kind: str, stream_id: str = "*") -> str:
+    """At central: a site's messages of ``kind`` (``*``: every kind) of one stream (``*``:
+    every stream), e.g. ``vertac.north.samples.press-1.>``."""
+    return f"{PREFIX}.{site}.{kind}.{stream_id}.>"
 
 
 def registry(stream_id: str) -> str:

@@ -129,9 +129,13 @@ _TABLE = re.compile(r"(<!-- catalogue:[^\n]*-->\n).*?(<!-- /catalogue -->)", re.
 def concepts_bus(page: str) -> str:
     """``page`` with its subject table made anew from the catalogue and the subscriptions."""
     from schemas import catalogue
+    from services.common.sites import SITE_IMPORTS
     from services.common.subscriptions import SUBSCRIPTIONS
 
-    table = catalogue.markdown_table([(row.kind, row.service) for row in SUBSCRIPTIONS])
+    table = catalogue.markdown_table(
+        [(row.kind, row.service) for row in SUBSCRIPTIONS]
+        + [("site", row.service) for row in SITE_IMPORTS]  # at central
+    )
     if not _TABLE.search(page):
         raise ValueError(f"{CONCEPTS_BUS} has no <!-- catalogue: --> ... <!-- /catalogue --> block")
     return _TABLE.sub(lambda m: m.group(1) + table + m.group(2), page, count=1)

@@ -64,7 +64,7 @@ def check_site(site: str) -> str:
 
 def site_stream(site: str) -> str:
     """Central's stream of one site's data."""
-    return f"VERTAC_SITE_{check_site(site)}"
+    return subjects.site_stream(check_site(site))
 
 
 def commands_stream(site: str) -> str:

@@ -31,6 +31,7 @@ from urllib.parse import quote
 from edge.client import inbox_prefix
 from schemas import catalogue, subjects
 from services.common.auth import read_secrets, write_secret
+from services.common.sites import imports_of
 from services.common.subscriptions import SUBSCRIPTIONS
 
 SERVICES = catalogue.SERVICES
@@ -132,9 +133,13 @@ def _edge_permissions(stream_id: str) -> dict[str, object]:
     }
 
 
-def _service_permissions(service: str) -> dict[str, object]:
+def _service_permissions(service: str, sites: tuple[str, ...] = ()) -> dict[str, object]:
     g = GRANTS[service]
     streams = {row.stream for row in SUBSCRIPTIONS if row.service == service} | set(g.reads)
+    if imports_of(service) or service == "gateway":
+        # central: the owner of a kind reads it from each site's stream; the gateway, what
+        # arrives of a stream that viewers watch live
+        streams |= {subjects.site_stream(site) for site in sites}
     allow = list(_LAYOUT) + catalogue.publishes(service)
     for stream in sorted(streams):
         allow += _reads(stream)
@@ -160,13 +165,14 @@ def _service_permissions(service: str) -> dict[str, object]:
     return permissions
 
 
-def server_config(passwords: Mapping[str, str]) -> str:
-    """The ``authorization`` block of nats-server for these users (JSON is valid NATS config)."""
+def server_config(passwords: Mapping[str, str], sites: tuple[str, ...] = ()) -> str:
+    """The ``authorization`` block of nats-server for these users (JSON is valid NATS config);
+    at a central VerTac the services may also read the streams of ``sites``."""
     users = []
     for user, password in sorted(passwords.items()):
         entry: dict[str, object] = {"user": user, "password": password}
         if user in SERVICES:
-            entry["permissions"] = _service_permissions(user)
+            entry["permissions"] = _service_permissions(user, sites)
         elif user.startswith("edge-"):
             entry["permissions"] = _edge_permissions(user.removeprefix("edge-"))
         elif user != ADMIN:
@@ -191,11 +197,21 @@ class BusUsers:
     def passwords(self) -> dict[str, str]:
         return read_secrets(self.secrets_file)
 
-    def ensure(self, *users: str) -> dict[str, str]:
-        """Passwords for ``users`` (made when missing), written with the config."""
+    @property
+    def sites_file(self) -> Path:
+        return self.secrets_file.with_name("nats.sites")
+
+    def ensure(self, *users: str, sites: tuple[str, ...] | None = None) -> dict[str, str]:
+        """Passwords for ``users`` (made when missing), written with the config; ``sites``
+        (central's, kept beside the secrets; None: those kept) are what its services read."""
         known = self.passwords()
         for user in (ADMIN, *SERVICES, *users):
             known.setdefault(user, secrets.token_urlsafe(24))
         write_secret(self.secrets_file, json.dumps(known))
-        write_secret(self.config_file, server_config(known))
+        if sites is None:
+            kept = self.sites_file.read_text().split() if self.sites_file.is_file() else []
+            sites = tuple(kept)
+        else:
+            self.sites_file.write_text("".join(f"{site}\n" for site in sites))
+        write_secret(self.config_file, server_config(known, sites))
         return known

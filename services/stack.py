@@ -128,6 +128,7 @@ class Stack:
             VERTAC_GATEWAY_PORT=str(self.options.gateway_port),
             VERTAC_GATEWAY_WORKERS=str(self.options.gateway_workers),
             VERTAC_SITE=self.options.site,
+            VERTAC_SITES=",".join(self.options.sites),
         )
         for i, name in enumerate(("INGEST", "CYCLES", "ANALYSIS", "ALERTS")):
             env[f"VERTAC_{name}_METRICS_PORT"] = str(self.options.metrics_base_port + i)
@@ -196,8 +197,8 @@ class Stack:
 
     def start_nats(self) -> None:
         """nats-server with its users (and, in a federation, its leaf nodes)."""
-        self.bus_users.ensure(edge_user("sim-01"))
         o = self.options
+        self.bus_users.ensure(edge_user("sim-01"), sites=o.sites)
         if o.sites:
             self.nats.leaf_users = self.leaf_users.ensure(o.sites)
         self.nats.start()

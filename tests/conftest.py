@@ -38,6 +38,7 @@ from services.embedded import (
     free_port,
     wait_for_port,
 )
+from services.federation import SiteLink, link_site
 from services.natsauth import ADMIN, SERVICES, BusUsers, url_for
 
 REPO = Path(__file__).resolve().parents[1]
@@ -95,9 +96,10 @@ class ClosedBus:
     permissions; test clients, the CLI and edges connect as ``admin``. At teardown the test
     fails if the server refused anything (a grant a service lacks shows up here)."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, sites: tuple[str, ...] = ()) -> None:
         self.users = BusUsers(root / "nats.secrets", root / "nats.users.conf")
-        self.passwords = self.users.ensure()
+        self.passwords = self.users.ensure(sites=sites)  # central's services read its sites'
+        self.sites = sites
 
     def admin_url(self, url: str) -> str:
         return url_for(url, ADMIN, self.passwords[ADMIN])
@@ -109,7 +111,10 @@ class ClosedBus:
         async def init() -> None:
             nc = await nats.connect(self.admin_url(url), name="vertac-test-layout")
             try:
-                await init_bus(nc.jetstream(timeout=10), CommonSettings(nats_url=url))
+                js = nc.jetstream(timeout=10)
+                await init_bus(js, CommonSettings(nats_url=url))
+                for site in self.sites:  # what vertac central declares at start
+                    await link_site(js, SiteLink(site))
             finally:
                 await nc.close()
 

@@ -11,7 +11,7 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from schemas.subjects import STREAM_ID_PATTERN
+from schemas.subjects import ANY_STREAM_ID_PATTERN
 
 DATASET_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 CYCLE_ID_PATTERN = r"^[A-Za-z0-9_.-]{1,128}$"  # <stream>-<start ms>, or <dataset>.<file key>
@@ -19,8 +19,9 @@ ALERT_ID_PATTERN = r"^[A-Za-z0-9_.-]{1,160}$"  # <stream>.<rule>.<n>
 StreamId = Annotated[
     str,
     Field(
-        pattern=STREAM_ID_PATTERN,
-        description="Stream id: letters, digits, '_' or '-', at most 64 characters.",
+        pattern=ANY_STREAM_ID_PATTERN,
+        description="Stream id: letters, digits, '_' or '-', at most 64 characters; at a "
+        "central VerTac a site's stream is '<site>.<stream id>'.",
         examples=["press-01"],
     ),
 ]

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Any
 
 from nats.aio.client import Client
 from nats.js import JetStreamContext
@@ -145,6 +144,14 @@ class Alerts:
                 subjects.HEADER_MSG_ID: dedup,
             },
         )
+        # a failure of either raises once both have finished: the caller tries both again
+        results = await asyncio.gather(published, self.store(event), return_exceptions=True)
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
+
+    async def store(self, event: AlertChanged) -> None:
+        """The rows of ``event`` only (idempotent): a site's alert at central."""
         row = {
             "alert_id": event.alert_id,
             "stream_id": event.stream_id,
@@ -163,13 +170,6 @@ class Alerts:
             "comment": event.comment,
             "at": event.at,
         }
-        # a failure of either raises once both have finished: the caller tries both again
-        results = await asyncio.gather(published, self._store(row), return_exceptions=True)
-        for result in results:
-            if isinstance(result, BaseException):
-                raise result
-
-    async def _store(self, row: dict[str, Any]) -> None:
         async with self.pool.connection() as conn, conn.transaction():
             await conn.execute(_UPSERT, row)
             await conn.execute(_HISTORY, row)

@@ -16,6 +16,7 @@ from services.common.consumer import DurableConsumer
 from services.common.partitions import Partitioned, PartitionLeases, after_previous_holder
 from services.common.responder import respond
 from services.common.runtime import open_service, run_process
+from services.common.sites import each, importers
 from services.common.subscriptions import subscription
 
 SERVICE = "alerts"
@@ -86,6 +87,10 @@ async def serve(settings: Settings, common: CommonSettings, stop: asyncio.Event)
         )
     for consumer in consumers:
         await consumer.declare()
+    consumers += await importers(
+        SERVICE, bus.js, settings.durable, common.site_ids, metrics,
+        {"alerts": each(engine.alerts.store)}, max_deliver=common.max_deliver,
+    )  # fmt: skip
 
     await respond(bus.nc, subjects.alert_requests(), SERVICE, engine.control, "alert")
     log.info("alerts running", extra={"consumers": [c.durable for c in consumers]})

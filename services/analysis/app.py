@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 
 from schemas import subjects
@@ -24,6 +25,7 @@ from services.analysis.trend import TrendParams
 from services.common.config import CommonSettings
 from services.common.responder import respond
 from services.common.runtime import open_service, run_process
+from services.common.sites import each, importers
 from services.common.subscriptions import subscription
 
 SERVICE = "analysis"
@@ -86,9 +88,15 @@ async def serve(settings: Settings, common: CommonSettings, stop: asyncio.Event)
         bus.js, settings.durable, handler, metrics, max_deliver=common.max_deliver, ack_wait=120
     )
     await consumer.declare()
+    results = Results(bus.js, pool)
+    sites = await importers(
+        SERVICE, bus.js, settings.durable, common.site_ids, metrics,
+        {"analysis": each(functools.partial(results.store, publish=False))},
+        max_deliver=common.max_deliver,
+    )  # fmt: skip
     log.info("analysis running", extra={"durable": settings.durable})
     try:
-        await consumer.run(stop)
+        await asyncio.gather(consumer.run(stop), *(c.run(stop) for c in sites))
     finally:
         await bus.close()
         await pool.close()

@@ -33,6 +33,12 @@ class CommonSettings(BusSettings):
         description="This plant's site id when it is a site of a central VerTac: its control "
         "stream then also takes central's commands for it.",
     )
+    sites: str = Field(
+        default="",
+        pattern=r"^$|^[a-z0-9][a-z0-9_-]{0,31}(,[a-z0-9][a-z0-9_-]{0,31})*$",
+        description="At a central VerTac: the ids of the sites whose data it stores and shows "
+        "(comma-separated; vertac central --site sets it).",
+    )
     samples_max_age_s: float = Field(
         default=7 * 86400, gt=0, description="Samples kept on the bus."
     )
@@ -71,6 +77,11 @@ class CommonSettings(BusSettings):
     auto_migrate: bool = Field(
         default=True, description="ingest and gateway apply pending migrations at start."
     )
+
+    @property
+    def site_ids(self) -> tuple[str, ...]:
+        """The sites of a central VerTac (none elsewhere)."""
+        return tuple(s for s in self.sites.split(",") if s)
 
     @model_validator(mode="after")
     def _embedded_password(self) -> CommonSettings:

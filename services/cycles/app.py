@@ -15,6 +15,7 @@ from services.common.consumer import DurableConsumer
 from services.common.partitions import Partitioned, PartitionLeases, after_previous_holder
 from services.common.responder import respond
 from services.common.runtime import open_service, run_process
+from services.common.sites import each, importers
 from services.common.subscriptions import subscription
 from services.cycles.adapters import (
     ConfigStore,
@@ -106,10 +107,18 @@ async def serve(settings: Settings, common: CommonSettings, stop: asyncio.Event)
     streams = await bus.js.key_value(subjects.KV_STREAMS)
     control = CycleControl(configs, functools.partial(lookup, streams))
     await respond(bus.nc, subjects.cycle_requests(), SERVICE, control.handle, "cycle")
+    rows = CycleRows(pool)
+    sites = await importers(
+        SERVICE, bus.js, settings.durable, common.site_ids, metrics,
+        {"cycles": each(lambda e: rows.upsert(e, e.reason if e.state == "running" else ""))},
+        max_deliver=common.max_deliver,
+    )  # fmt: skip
     log.info("cycles running", extra={"member": leases.member, "partitions": subjects.PARTITIONS})
     try:
         await asyncio.gather(
-            Partitioned(leases, partition).run(stop), engine.run_ticks(stop, settings.tick_s)
+            Partitioned(leases, partition).run(stop),
+            engine.run_ticks(stop, settings.tick_s),
+            *(c.run(stop) for c in sites),
         )
     finally:
         await bus.close()

@@ -138,8 +138,16 @@ class BusPort:
             delay = min(delay * 2, 2.0)
 
     async def publish_command(self, command: CycleCommand) -> PubAck:
+        """The command on the stream's control subject; at central, a site's stream's on the
+        site's (``vertac.<site>.control.<stream_id>``, with the id the site knows)."""
+        site = subjects.site_of(command.stream_id)
+        if site is None:
+            subject = subjects.control(command.stream_id)
+        else:
+            subject = subjects.site_control(*site)
+            command = command.model_copy(update={"stream_id": site[1]})
         return await self.bus.js.publish(
-            subjects.control(command.stream_id),
+            subject,
             command.model_dump_json().encode(),
             headers={subjects.HEADER_CONTENT_TYPE: "application/json"},
             timeout=5,
@@ -293,6 +301,18 @@ class CycleQueries:
         async with self.pool.connection() as conn:
             cur = await conn.execute(_CYCLE_LIST, params)
             return [_summary(r) for r in await cur.fetchall()]
+
+    async def state(self, stream_id: str) -> str:
+        """``running`` while the stream's newest stored cycle runs, else ``idle`` (what central
+        knows of a site's stream: the site's cycle events, stored as they came)."""
+        async with self.pool.connection() as conn:
+            cur = await conn.execute(
+                "SELECT state FROM live_cycles WHERE stream_id = %s"
+                " ORDER BY started_at DESC LIMIT 1",
+                (stream_id,),
+            )
+            row = await cur.fetchone()
+        return "running" if row is not None and row[0] == "running" else "idle"
 
     async def one(self, cycle_id: str) -> tuple[CycleDetail, str | None] | None:
         async with self.pool.connection() as conn:

@@ -13,6 +13,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from schemas import subjects
 from schemas.messages import (
     ErrorBody,
     ErrorDetail,
@@ -61,6 +62,13 @@ def install(app: FastAPI) -> None:
         details = [ErrorDetail(field=error_field(e["loc"]), message=e["msg"]) for e in exc.errors()]
         body = ErrorBody(error="request is not valid", details=details)
         return JSONResponse(status_code=422, content=body.model_dump())
+
+    @app.exception_handler(subjects.InvalidStreamId)
+    async def on_stream_id(_: Request, exc: subjects.InvalidStreamId) -> JSONResponse:
+        # a change to a site's stream at central (it is made at the site), or an id no subject
+        # can name
+        status = 409 if isinstance(exc, subjects.SiteStream) else 422
+        return error(status, str(exc), "stream_id")
 
     @app.exception_handler(ApiError)
     async def on_api_error(_: Request, exc: ApiError) -> JSONResponse:

@@ -20,6 +20,7 @@ from typing import Any
 import nats.errors
 from nats.aio.client import Client
 from nats.aio.msg import Msg
+from nats.js.api import DeliverPolicy
 from pydantic import BaseModel, ValidationError
 
 from schemas import subjects
@@ -32,6 +33,7 @@ from schemas.messages import (
     WsAnalysisResult,
     WsStateChange,
 )
+from services.common.sites import qualify
 from services.gateway.logic import Decimator, envelope
 from services.gateway.wsproto import FrameWriter, text_frame
 
@@ -79,8 +81,37 @@ class StreamFeed:
         self.viewers: set[Viewer] = set()
         self.subs: list[Any] = []
         self.ready = asyncio.Event()
+        # at central, a site's stream: (site, its id there)
+        self.site = subjects.site_of(stream_id)
+
+    async def _open_site(self, site: str, stream_id: str) -> None:
+        """A site's stream at central: its messages are in central's stream of the site only
+        (sourced, never published live at central), so the feed is an ordered consumer of
+        what arrives from now on, removed by the server once the feed closes."""
+        handlers = {"samples": self._on_samples, "cycles": self._on_cycle,
+                    "analysis": self._on_analysis, "alerts": self._on_alert}  # fmt: skip
+
+        async def on_msg(msg: Msg) -> None:
+            handle = handlers.get(msg.subject.split(".", 3)[2])
+            if handle is not None:
+                await handle(msg)
+
+        self.subs.append(
+            await self.nc.jetstream().subscribe(
+                subjects.site_data(site, "*", stream_id),
+                stream=subjects.site_stream(site),
+                cb=on_msg,
+                ordered_consumer=True,
+                deliver_policy=DeliverPolicy.NEW,
+                inactive_threshold=5.0,
+            )
+        )
+        self.ready.set()
 
     async def open(self) -> None:
+        if self.site is not None:
+            await self._open_site(*self.site)
+            return
         wanted = (
             (subjects.samples(self.stream_id), self._on_samples),
             (subjects.cycles_of(self.stream_id), self._on_cycle),
@@ -118,6 +149,8 @@ class StreamFeed:
             item = model.model_validate_json(msg.data)
         except ValidationError:
             return
+        if self.site is not None:
+            item = qualify(item, self.site[0])  # with the ids central gives it
         self.broadcast(envelope(wrap(item)))  # encoded once for every viewer
 
     async def _on_cycle(self, msg: Msg) -> None:

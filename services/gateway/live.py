@@ -30,7 +30,7 @@ from services.gateway.logic import (
 from services.gateway.state import (
     ApiError,
     Gateway,
-    valid_stream_id,
+    shown_stream_id,
 )
 from services.gateway.wsproto import EXTENSION
 
@@ -47,7 +47,7 @@ async def live(websocket: WebSocket, stream_id: str) -> None:
         who = await auth.principal(credential_of(websocket, query=True))
         if not who.allows("viewer"):
             raise ApiError(403, f"this needs role viewer; {who.name!r} has role {who.role}")
-        valid_stream_id(stream_id)
+        shown_stream_id(stream_id)  # at central, a site's stream is shown live too
     except ApiError as exc:
         await websocket.send_text(envelope(WsError(error=exc.message, field=exc.field)))
         await websocket.close(code=1008)

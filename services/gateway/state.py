@@ -59,10 +59,13 @@ CONFLICT: dict[int | str, dict[str, Any]] = {
     409: {"model": ErrorBody, "description": "The cycle has no recording yet (still running)."}
 }
 # path and query parameters, declared with the patterns the stores accept (the OpenAPI says so)
+_STREAM_ID_DOC = "Stream id (at a central VerTac, a site's stream is `<site>.<stream id>`)."
 StreamIdPath = Annotated[
-    str, PathParam(pattern=subjects.STREAM_ID_PATTERN, description="Stream id.")
+    str, PathParam(pattern=subjects.ANY_STREAM_ID_PATTERN, description=_STREAM_ID_DOC)
 ]
-StreamIdQuery = Annotated[str, Query(pattern=subjects.STREAM_ID_PATTERN, description="Stream id.")]
+StreamIdQuery = Annotated[
+    str, Query(pattern=subjects.ANY_STREAM_ID_PATTERN, description=_STREAM_ID_DOC)
+]
 CycleIdPath = Annotated[str, PathParam(pattern=CYCLE_ID_PATTERN, description="Cycle id.")]
 RuleIdPath = Annotated[str, PathParam(pattern=RULE_ID_PATTERN, description="Rule id.")]
 AlertIdPath = Annotated[str, PathParam(pattern=ALERT_ID_PATTERN, description="Alert id.")]
@@ -118,6 +121,15 @@ def _utc(moment: datetime) -> datetime:
 def valid_stream_id(stream_id: str, field: str = "stream_id") -> str:
     try:
         return subjects.check_stream_id(stream_id)
+    except subjects.InvalidStreamId as exc:
+        status = 409 if isinstance(exc, subjects.SiteStream) else 422
+        raise ApiError(status, str(exc), field) from exc
+
+
+def shown_stream_id(stream_id: str, field: str = "stream_id") -> str:
+    """A stream that can be shown: a local one, or at central a site's (``<site>.<id>``)."""
+    try:
+        return subjects.check_any_stream_id(stream_id)
     except subjects.InvalidStreamId as exc:
         raise ApiError(422, str(exc), field) from exc
 

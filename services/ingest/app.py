@@ -12,12 +12,14 @@ from schemas import subjects
 from services.common.config import CommonSettings
 from services.common.consumer import DurableConsumer
 from services.common.runtime import open_service, run_process
+from services.common.sites import imports_of
 from services.common.subscriptions import subscription
 from services.ingest import retention
 from services.ingest.adapters import InfluxSink, PgFrameStore
 from services.ingest.config import Settings
 from services.ingest.handlers import (
     DatasetIds,
+    ImportRegistrations,
     PersistFrames,
     PersistRegistrations,
     WriteInflux,
@@ -59,6 +61,22 @@ async def serve(settings: Settings, common: CommonSettings, stop: asyncio.Event)
             max_deliver=common.max_deliver,
         ),
     ]
+    streams = await bus.js.key_value(subjects.KV_STREAMS)
+    site_rows = imports_of(SERVICE)
+    for site in common.site_ids:  # central: each site's frames and registrations, stored
+        consumers += [
+            site_rows["frames"].consumer(
+                bus.js, settings.durable, site,
+                PersistFrames(store, metrics, settings.durable, settings.zstd_level,
+                              rollups=settings.rollups),
+                metrics, max_deliver=common.max_deliver, linger_s=settings.linger_s,
+                pipelined=True,
+            ),
+            site_rows["registry"].consumer(
+                bus.js, settings.durable, site, ImportRegistrations(store, streams), metrics,
+                max_deliver=common.max_deliver,
+            ),
+        ]  # fmt: skip
     sink = None
     if settings.influx_url:
         sink = InfluxSink(
@@ -82,11 +100,7 @@ async def serve(settings: Settings, common: CommonSettings, stop: asyncio.Event)
         )
     for consumer in consumers:
         await consumer.declare()
-    registry = RegistryResponder(
-        bus.js,
-        await bus.js.key_value(subjects.KV_STREAMS),
-        await bus.js.key_value(subjects.KV_SEQ),
-    )
+    registry = RegistryResponder(bus.js, streams, await bus.js.key_value(subjects.KV_SEQ))
     keep_days = retention.plan(common.raw_retention_days, common.rollup_retention_days)
     await retention.maintain_once(pool, keep_days)
     log.info("ingest running", extra={"influx": bool(sink), "metrics_port": settings.metrics_port})

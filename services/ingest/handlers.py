@@ -7,6 +7,7 @@ import time
 from collections.abc import Awaitable, Callable
 
 import zstandard
+from nats.js.kv import KeyValue
 
 from schemas.frames import Frame
 from schemas.messages import StreamRegistered
@@ -52,6 +53,21 @@ class PersistRegistrations:
         await self.store.upsert_streams([d.item for d in batch])
         for d in batch:
             log.info("stream registered", extra={"stream_id": d.item.stream_id})
+
+
+class ImportRegistrations:
+    """At central: a site's registrations, into ``live_streams`` and the registry (under the
+    id central gives the site's stream), so that history, REST and the dashboard list them."""
+
+    def __init__(self, store: FrameStore, streams: KeyValue) -> None:
+        self.store = store
+        self.streams = streams
+
+    async def __call__(self, batch: list[Delivery[StreamRegistered]]) -> None:
+        records = [d.item for d in batch]
+        await self.store.upsert_streams(records)
+        for record in records:  # in order: the newest registration of a stream is kept
+            await self.streams.put(record.stream_id, record.model_dump_json().encode())
 
 
 class DatasetIds:

@@ -104,11 +104,22 @@ def _tamper(frame: Frame, **changes: object) -> bytes:
 )
 def test_broken_binary_frames_name_the_field(payload: object, field: str) -> None:
     frame = Frame("s", 1, (Series("p", np.zeros(3), 0, 1),))
-    values = {"v": 2, "sensor0_dtype": "c16", "sensor0_n": 99, "seq": -1, "stream_id": "a.b"}
+    values = {"v": 2, "sensor0_dtype": "c16", "sensor0_n": 99, "seq": -1, "stream_id": "a b"}
     data = _tamper(frame, **{payload: values[payload]}) if isinstance(payload, str) else payload
     with pytest.raises(FrameError) as err:
         decode_binary(data)  # type: ignore[arg-type]
     assert err.value.field == field
+
+
+def test_a_frame_on_the_wire_names_a_local_stream() -> None:
+    """``<site>.<stream>`` is the id central gives a site's stream; no publisher may use it,
+    though central stores and reads its frames under it."""
+    frame = Frame("s", 1, (Series("p", np.zeros(3), 0, 1),))
+    data = _tamper(frame, stream_id="north.s")
+    assert decode_binary(data).stream_id == "north.s"  # as central stores it
+    with pytest.raises(FrameError, match="site 'north'") as err:
+        decode(data, None)
+    assert err.value.field == "stream_id"
 
 
 def test_trailing_bytes_are_rejected() -> None:

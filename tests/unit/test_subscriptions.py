@@ -62,10 +62,11 @@ def test_the_asyncapi_document_lists_every_subscription_with_its_payload() -> No
 
 
 def test_no_service_declares_a_consumer_of_its_own() -> None:
-    """Consumers come from the table only (services/common/subscriptions.py)."""
+    """Consumers come from the tables only (services/common/subscriptions.py, and at central
+    services/common/sites.py)."""
     offenders = []
     for path in (REPO / "services").rglob("*.py"):
-        if path.name in ("consumer.py", "subscriptions.py"):
+        if path.name in ("consumer.py", "subscriptions.py", "sites.py"):
             continue
         if re.search(r"\bDurableConsumer\(", path.read_text()):
             offenders.append(str(path.relative_to(REPO)))
@@ -159,8 +160,7 @@ def test_the_bus_users_permissions_are_the_catalogues_channels() -> None:
         subscribe = set(perms[service]["subscribe"]["allow"])
         for c in CHANNELS:
             sends = service in c.publishers
-            subject = subjects.dead_letter(service) if c.kind == "dlq" else subjects.all_of(c.kind)
-            assert (subject in publish) == sends, (service, c.kind)
+            assert (c.subject_for(service) in publish) == sends, (service, c.kind)
             listens = service in c.listeners or c.responder == service
             assert (subjects.all_of(c.kind) in subscribe) == listens, (service, c.kind)
         answers = any(c.responder == service for c in CHANNELS)
@@ -230,3 +230,22 @@ def test_every_bucket_and_object_store_has_one_writing_service() -> None:
         leases = [s for s in allowed if s.startswith(f"$KV.{subjects.KV_LEASES}.")]
         expected = [f"$KV.{subjects.KV_LEASES}.{service}.>"]
         assert leases == (expected if subjects.KV_LEASES in GRANTS[service].kv_writes else [])
+
+
+def test_at_central_the_owners_of_each_kind_read_the_sites_streams() -> None:
+    """``vertac central --site north``: every service makes consumers on
+    ``VERTAC_SITE_north`` (each owner takes its kinds from it; the gateway what viewers watch
+    live), none on a site central was not given."""
+    import json
+
+    from schemas.catalogue import SERVICES
+    from services.natsauth import ADMIN, server_config
+
+    users = {ADMIN: "a", **{s: "s" for s in SERVICES}}
+    config = json.loads(server_config(users, ("north",)).removeprefix("authorization "))
+    perms = {u["user"]: u.get("permissions", {}) for u in config["users"]}
+    for service in SERVICES:
+        publish = set(perms[service]["publish"]["allow"])
+        assert "$JS.API.CONSUMER.CREATE.VERTAC_SITE_north.>" in publish, service
+        assert not any("VERTAC_SITE_south" in s for s in publish)
+    assert "vertac.*.control.*" in perms["gateway"]["publish"]["allow"]  # commands to sites

@@ -96,7 +96,7 @@ async def delete_alert_rule(
 @router.get("/api/live/alerts")
 async def list_alerts(
     request: Request,
-    stream_id: Annotated[str | None, Query(pattern=subjects.STREAM_ID_PATTERN)] = None,
+    stream_id: Annotated[str | None, Query(pattern=subjects.ANY_STREAM_ID_PATTERN)] = None,
     state: Annotated[str | None, Query(pattern="^(raised|acknowledged|cleared)$")] = None,
     severity: Annotated[str | None, Query(pattern="^(info|warning|critical)$")] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,

@@ -56,8 +56,7 @@ async def cycle_command(
     request: Request, who: Principal, stream_id: str, command: str
 ) -> CommandAccepted:
     g = gw(request)
-    valid_stream_id(stream_id)
-    await g.registered(stream_id)
+    await g.registered(stream_id)  # at central, a site's stream: the command runs at the site
     seq = await g.command(who, stream_id, command, "rest")
     return CommandAccepted(stream_id=stream_id, command=command, stream_seq=seq)
 
@@ -75,16 +74,24 @@ async def cycle_stop(request: Request, stream_id: StreamIdQuery, who: Operator) 
 
 
 @router.get("/api/live/streams", response_model=list[StreamRegistered])
-async def list_streams(request: Request) -> list[StreamRegistered]:
-    """Every registered stream."""
-    return await gw(request).port.streams()
+async def list_streams(
+    request: Request,
+    site: Annotated[
+        str | None,
+        Query(pattern=subjects.SITE_PATTERN, description="At central: one site's streams only."),
+    ] = None,
+) -> list[StreamRegistered]:
+    """Every registered stream (at central, the sites' too, as ``<site>.<stream id>``)."""
+    streams = await gw(request).port.streams()
+    if site is None:
+        return streams
+    return [s for s in streams if s.stream_id.startswith(f"{site}.")]
 
 
 @router.get("/api/live/stream/{stream_id}/status", response_model=StreamStatus)
 async def stream_status(stream_id: StreamIdPath, request: Request) -> StreamStatus:
     """Registration, cycle state and what has been persisted of one stream."""
     g = gw(request)
-    valid_stream_id(stream_id)
     record = await lookup(g.port.kv_streams, stream_id)
     persisted = await g.db.persisted(stream_id)
     if record is None and persisted.frames == 0:
@@ -94,7 +101,10 @@ async def stream_status(stream_id: StreamIdPath, request: Request) -> StreamStat
         registered=record is not None,
         device_name=record.device_name if record else None,
         sensors=record.sensors if record else [],
-        cycle_state=await g.port.cycle_state(stream_id),
+        # a site's stream at central: its newest cycle row (the site's events, stored)
+        cycle_state=await g.port.cycle_state(stream_id)
+        if subjects.site_of(stream_id) is None
+        else await g.cycles.state(stream_id),
         frames_persisted=persisted.frames,
         samples_persisted=persisted.samples,
         last_seq=persisted.last_seq,
@@ -145,7 +155,6 @@ async def history(
     sensor: from raw frames (spans up to 10 min with buckets under 1 s), else from the 1 s or
     1 min rollups. JSON, or CSV / Parquet (one row per bucket) to download."""
     g = gw(request)
-    valid_stream_id(stream_id)
     end = _utc(end) if end is not None else datetime.now(UTC)
     start = _utc(start) if start is not None else end - timedelta(hours=1)
     if start >= end:
@@ -229,7 +238,6 @@ async def list_cycles(
 ) -> list[CycleSummary]:
     """Cycles, newest first, with their health score: a page of ``limit``, the next (older)
     one with ``cursor``, optionally only those started in ``start``..``end``."""
-    valid_stream_id(stream_id)
     after = _after(cursor) if cursor else None
     page = await gw(request).cycles.list(stream_id, limit + 1, start=start, end=end, after=after)
     if len(page) > limit:
