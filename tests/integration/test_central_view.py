@@ -1,13 +1,18 @@
-"""Central shows its sites: a site (its own bus and database, its real cycles, analysis and
-alerts services, a simulated machine) and a central VerTac (closed bus, its real ingest, cycles,
-analysis, alerts and gateway). Central stores every frame, registration, cycle, analysis and
-alert of the site once, under ``<site>.<stream_id>``, serves them over REST, and sends the
-site's stream cycle commands that the site carries out."""
+"""Central shows its sites: two sites (each its own bus and database, its real ingest, cycles,
+analysis and alerts services, a simulated machine running in real time) and a central VerTac
+(closed bus, its real ingest, cycles, analysis, alerts and gateway). One site's link is cut for
+``VERTAC_TEST_FEDERATION_OUTAGE_S`` seconds (5 by default; 600 is the done-when's ten minutes)
+while the machines run. Afterwards central has every frame, registration, cycle, analysis and
+alert of both sites once, under ``<site>.<stream_id>``, serves them over REST and live, and
+sends a site's stream cycle commands that the site carries out."""
 
 from __future__ import annotations
 
 import asyncio
 import json
+import math
+import os
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +23,7 @@ import psycopg
 import pytest
 import websockets
 
-from edge.run import SimulateOptions, simulate
+from edge.run import SimulateOptions, SimulateResult, simulate
 from edge.simulator import build_machine
 from schemas import subjects
 from schemas.messages import AlertRule, CycleConfig
@@ -39,53 +44,70 @@ from tests.conftest import (
     start_on_free_ports,
 )
 from tests.helpers import frame_count
+from tests.link import Link
 
 pytestmark = pytest.mark.integration
-SITE = "north"
-MACHINE = "press-1"
-AT_CENTRAL = f"{SITE}.{MACHINE}"
+SITES = ("north", "south")
+MACHINE = "press-1"  # at both sites: central tells them apart
+AT_CENTRAL = f"north.{MACHINE}"
+OUTAGE_S = float(os.environ.get("VERTAC_TEST_FEDERATION_OUTAGE_S", "5"))
+
+
+@dataclass
+class Site:
+    name: str
+    common: CommonSettings
+    link: Link
 
 
 @dataclass
 class Federation:
-    site: CommonSettings
+    sites: list[Site]
     central: CommonSettings
 
 
 @pytest.fixture
 async def federation(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, pg_cluster) -> AsyncIterator[Federation]:  # type: ignore[no-untyped-def]  # fmt: skip
-    closed = ClosedBus(tmp_path / "bus", sites=(SITE,))
+    closed = ClosedBus(tmp_path / "bus", sites=SITES)
     leaf_users = LeafUsers(tmp_path / "leaf.secrets")
     central = start_on_free_ports(lambda: NatsServer(
         tmp_path / "central", port=free_port(), monitor_port=free_port(),
         config=closed.users.config_file, domain=CENTRAL_DOMAIN, leaf_port=free_port(),
-        leaf_users=leaf_users.ensure((SITE,)),
+        leaf_users=leaf_users.ensure(SITES),
     ))  # fmt: skip
     closed.install(monkeypatch)
-    closed.declare(central.url)  # with central's stream of the site, as vertac central does
+    closed.declare(central.url)  # with central's streams of the sites, as vertac central does
     assert central.leaf_port is not None
-    remote = site_leaf_remote(leaf_users.url(SITE, "127.0.0.1", central.leaf_port))
-    site = start_on_free_ports(lambda: NatsServer(
-        tmp_path / SITE, port=free_port(), monitor_port=free_port(), domain=SITE,
-        leaf_remotes=(remote,),
-    ))  # fmt: skip
-    databases = []
-    for _ in range(2):
-        url = pg_cluster.new_database()
-        await migrate(url)
-        databases.append(url)
-    site_common = CommonSettings(nats_url=site.url, database_url=databases[0], site=SITE,
-                                 max_deliver=3)  # fmt: skip
-    nc = await nats.connect(site.url)
-    await init_bus(nc.jetstream(), site_common)
-    await nc.close()
-    central_common = CommonSettings(
-        nats_url=closed.admin_url(central.url), database_url=databases[1], sites=SITE, max_deliver=3
-    )
+    servers, sites = [], []
     try:
-        yield Federation(site_common, central_common)
+        for name in SITES:
+            link = await Link(central.leaf_port).start()  # the wide-area link, cut at will
+            remote = site_leaf_remote(leaf_users.url(name, "127.0.0.1", link.port))
+            server = start_on_free_ports(lambda n=name, r=remote: NatsServer(  # type: ignore[misc]
+                tmp_path / n, port=free_port(), monitor_port=free_port(), domain=n,
+                leaf_remotes=(r,),
+            ))  # fmt: skip
+            servers.append(server)
+            database = pg_cluster.new_database()
+            await migrate(database)
+            common = CommonSettings(nats_url=server.url, database_url=database, site=name,
+                                    max_deliver=3)  # fmt: skip
+            nc = await nats.connect(server.url)
+            await init_bus(nc.jetstream(), common)
+            await nc.close()
+            sites.append(Site(name, common, link))
+        database = pg_cluster.new_database()
+        await migrate(database)
+        central_common = CommonSettings(
+            nats_url=closed.admin_url(central.url), database_url=database, sites=",".join(SITES),
+            max_deliver=3,
+        )  # fmt: skip
+        yield Federation(sites, central_common)
     finally:
-        site.stop()
+        for site in sites:
+            await site.link.close()
+        for server in servers:
+            server.stop()
         central.stop()
     refused = refusals(central.store_dir / "nats-server.log")
     assert not refused, "central's bus refused a service something:\n" + "\n".join(refused[:20])
@@ -121,12 +143,9 @@ def start_services(running: Running, common: CommonSettings, names: tuple[str, .
         running.start(made[name]())
 
 
-@pytest.mark.timeout(300)
-async def test_central_stores_and_serves_a_sites_data_and_commands_it(
-    federation: Federation, running: Running
-) -> None:
-    site, central = federation.site, federation.central
-    bus = await open_bus(site, "vertac-test-site")
+async def prepare(site: Site) -> None:
+    """A machine whose cycles its signal marks, and a limit rule that fires at once."""
+    bus = await open_bus(site.common, "vertac-test-site")
     try:
         kv = await bus.js.key_value(subjects.KV_CYCLE_CONFIG)
         await kv.put(MACHINE, CycleConfig(trigger="signal", signal_sensor="cycle_active",
@@ -135,111 +154,170 @@ async def test_central_stores_and_serves_a_sites_data_and_commands_it(
                          hi=-1e9)  # fmt: skip
         rules = await bus.js.key_value(subjects.KV_ALERT_RULES)
         await rules.put(f"{MACHINE}.high", rule.model_dump_json().encode())
-        start_services(running, site, ("ingest", "cycles", "analysis", "alerts"))
-        start_services(running, central, ("ingest", "cycles", "analysis", "alerts"))
-        async with registry_service(site):
-            model = build_machine(stream_id=MACHINE, sensors=4, rate_hz=100, cycle_s=4,
-                                  active_signal=True)  # fmt: skip
-            # three whole machine cycles (active 0.4-3.2 s of each 4 s)
-            await simulate(bus, model, SimulateOptions(speed=0, frames=120))
-
-            async def site_done() -> bool:
-                done = await rows(site.database_url, "SELECT count(*) FROM live_deviations")
-                return done[0][0] >= 2
-
-            await eventually(site_done, timeout=120)
-
-        # what the site has, central has: once each, under the site's name
-        async def same() -> bool:
-            return not await _differences(site, central)
-
-        try:
-            await eventually(same, timeout=120)
-        except AssertionError:
-            raise AssertionError(await _differences(site, central)) from None
-        assert await frame_count(central.database_url, AT_CENTRAL) == 120
-        assert await frame_count(central.database_url, MACHINE) == 0
-        rollups = await rows(central.database_url, "SELECT count(*) FROM live_rollup_1s"
-                             " WHERE stream_id = %s", AT_CENTRAL)  # fmt: skip
-        assert rollups[0][0] >= 12
-
-        token = await admin_token(central.database_url)
-        async with (
-            serve_gateway(central) as base,
-            httpx.AsyncClient(
-                base_url=base, headers={"Authorization": f"Bearer {token}"}, timeout=30
-            ) as http,
-        ):
-            streams = (await http.get("/api/live/streams")).json()
-            assert AT_CENTRAL in [s["stream_id"] for s in streams]
-            one_site = (await http.get("/api/live/streams", params={"site": SITE})).json()
-            assert [s["stream_id"] for s in one_site] == [AT_CENTRAL]
-            status = (await http.get(f"/api/live/stream/{AT_CENTRAL}/status")).json()
-            assert status["registered"] is True
-            assert status["frames_persisted"] == 120
-            assert status["cycle_state"] == "idle"
-            cycles = (await http.get(f"/api/live/stream/{AT_CENTRAL}/cycles")).json()
-            assert len(cycles) == 3
-            assert all(c["cycle_id"].startswith(f"{AT_CENTRAL}-") for c in cycles)
-            assert sum(c["health_score"] is not None for c in cycles) >= 2
-            history = (await http.get(f"/api/live/stream/{AT_CENTRAL}/samples",
-                                      params={"start": "2000-01-01T00:00:00Z"})).json()  # fmt: skip
-            assert "pressure_1" in history["sensors"]
-            alerts = (await http.get("/api/live/alerts", params={"stream_id": AT_CENTRAL})).json()
-            assert [a["alert_id"] for a in alerts] == [f"{AT_CENTRAL}.high.1"]
-            # a setting of the site's stream is the site's: refused with the reason
-            put = await http.put(f"/api/live/stream/{AT_CENTRAL}/cycle-config",
-                                 json={"trigger": "manual"})  # fmt: skip
-            assert put.status_code == 409, put.text
-            assert "site 'north'" in put.json()["error"]
-            # a viewer at central watches the site's stream live
-            browser: list[dict] = []  # type: ignore[type-arg]
-
-            async def listen() -> None:
-                ws_url = base.replace("http", "ws") + f"/api/live/ws/stream/{AT_CENTRAL}"
-                async with websockets.connect(
-                    ws_url, max_size=None, additional_headers={"Authorization": f"Bearer {token}"}
-                ) as ws:
-                    async for text in ws:
-                        browser.append(json.loads(text))
-
-            listener = asyncio.ensure_future(listen())
-
-            async def ready() -> bool:
-                return any(m["type"] == "ready" for m in browser)
-
-            await eventually(ready)
-            # a cycle command is sent to the site, whose cycles service runs it
-            started = await http.post("/api/live/cycle/start", params={"stream_id": AT_CENTRAL})
-            assert started.status_code == 202, started.text
-
-            async def running_at_central() -> bool:
-                got = await http.get(f"/api/live/stream/{AT_CENTRAL}/status")
-                return bool(got.json()["cycle_state"] == "running")
-
-            await eventually(running_at_central, timeout=60)
-            async with registry_service(site):  # the machine runs on: frames arrive live
-                await simulate(bus, model, SimulateOptions(speed=5, frames=20))
-
-            def shown(kind: str) -> list[dict]:  # type: ignore[type-arg]
-                return [m["data"] for m in browser if m["type"] == kind]
-
-            async def live() -> bool:
-                return bool(shown("samples") and shown("state_change"))
-
-            await eventually(live, timeout=60)
-            listener.cancel()
-            assert {m["stream_id"] for m in shown("samples")} == {AT_CENTRAL}
-            assert "pressure_1" in shown("samples")[-1]["sensors"]
-            change = shown("state_change")[0]
-            assert change["stream_id"] == AT_CENTRAL
-            assert change["event"]["cycle_id"].startswith(f"{AT_CENTRAL}-")
-            assert change["event"]["state"] == "running"
-        at_site = await rows(site.database_url, "SELECT count(*) FROM live_cycles"
-                             " WHERE state = 'running' AND stream_id = %s", MACHINE)  # fmt: skip
-        assert at_site[0][0] == 1
     finally:
         await bus.close()
+
+
+async def run_machine(
+    site: Site, frames: int, speed: float, start_ns: int | None = None
+) -> SimulateResult:
+    """The site's machine, through its edge's path: registered, then frame by frame."""
+    bus = await open_bus(site.common, "vertac-test-site")
+    try:
+        async with registry_service(site.common):
+            model = build_machine(stream_id=MACHINE, sensors=4, rate_hz=100, cycle_s=4,
+                                  active_signal=True)  # fmt: skip
+            options = SimulateOptions(speed=speed, frames=frames, start_ns=start_ns)
+            return await simulate(bus, model, options)
+    finally:
+        await bus.close()
+
+
+@pytest.mark.timeout(OUTAGE_S * 2 + 300)
+async def test_central_has_every_site_record_once_after_a_cut_link_and_serves_them(
+    federation: Federation, running: Running
+) -> None:
+    sites, central = federation.sites, federation.central
+    north = sites[0]
+    for site in sites:
+        await prepare(site)
+        start_services(running, site.common, ("ingest", "cycles", "analysis", "alerts"))
+    start_services(running, central, ("ingest", "cycles", "analysis", "alerts"))
+    # one machine cycle (active 0.4-3.2 s of each 4 s) at once: the links are up
+    t0 = time.time_ns() // 10**9 * 10**9
+    for site in sites:
+        await run_machine(site, 40, speed=0, start_ns=t0)
+
+    async def arrived(site: Site, n: int) -> bool:
+        return await frame_count(central.database_url, f"{site.name}.{MACHINE}") >= n
+
+    for site in sites:
+        await eventually(lambda s=site: arrived(s, 40), timeout=120)
+    # then whole cycles in real time, past the outage
+    frames = 40 * math.ceil((OUTAGE_S + 8) / 4)
+    machines = [
+        asyncio.ensure_future(run_machine(site, frames, speed=1, start_ns=t0 + 4 * 10**9))
+        for site in sites
+    ]
+    await eventually(lambda: arrived(north, 45), timeout=60)
+    north.link.cut()
+    await asyncio.sleep(OUTAGE_S)
+    cut_off = await frame_count(central.database_url, AT_CENTRAL)
+    north.link.restore()
+    restored = time.monotonic()
+    sent = await asyncio.gather(*machines)
+    assert [r.frames for r in sent] == [frames, frames]
+    frames += 40
+
+    async def site_done(site: Site) -> bool:  # its last cycle analysed
+        done = await rows(site.common.database_url, "SELECT count(*) FROM live_deviations")
+        return done[0][0] >= frames // 40 - 1
+
+    async def site_has_all(site: Site) -> bool:  # the cut site lost nothing meanwhile
+        return await frame_count(site.common.database_url, MACHINE) == frames
+
+    for site in sites:
+        await eventually(lambda s=site: site_done(s), timeout=120)
+        await eventually(lambda s=site: site_has_all(s), timeout=60)
+
+    # what each site has, central has: once each, under the site's name
+    async def same() -> bool:
+        return not await _differences(sites, central)
+
+    try:
+        await eventually(same, timeout=OUTAGE_S + 120)
+    except AssertionError:
+        raise AssertionError(await _differences(sites, central)) from None
+    print(f"north: {frames - cut_off} frames behind after the outage; central had every record "
+          f"of both sites {time.monotonic() - restored:.1f} s after the link came back")  # fmt: skip
+    assert cut_off < frames, "central got north's frames through a cut link"
+    for site in sites:
+        assert await frame_count(central.database_url, f"{site.name}.{MACHINE}") == frames
+    assert await frame_count(central.database_url, MACHINE) == 0
+    rollups = await rows(central.database_url, "SELECT count(*) FROM live_rollup_1s"
+                         " WHERE stream_id = %s", AT_CENTRAL)  # fmt: skip
+    assert rollups[0][0] >= frames // 10
+    await serves_and_commands(north, central, frames)
+
+
+async def serves_and_commands(north: Site, central: CommonSettings, frames: int) -> None:
+    """Central's REST and live view show north's stream; a cycle start sent at central runs at
+    north; a change of north's settings is refused with the reason."""
+    token = await admin_token(central.database_url)
+    async with (
+        serve_gateway(central) as base,
+        httpx.AsyncClient(
+            base_url=base, headers={"Authorization": f"Bearer {token}"}, timeout=30
+        ) as http,
+    ):
+        streams = (await http.get("/api/live/streams")).json()
+        assert {f"{s}.{MACHINE}" for s in SITES} <= {s["stream_id"] for s in streams}
+        one_site = (await http.get("/api/live/streams", params={"site": "north"})).json()
+        assert [s["stream_id"] for s in one_site] == [AT_CENTRAL]
+        status = (await http.get(f"/api/live/stream/{AT_CENTRAL}/status")).json()
+        assert status["registered"] is True
+        assert status["frames_persisted"] == frames
+        assert status["cycle_state"] == "idle"
+        cycles = (await http.get(f"/api/live/stream/{AT_CENTRAL}/cycles",
+                                 params={"limit": 1000})).json()  # fmt: skip
+        assert len(cycles) == frames // 40
+        assert all(c["cycle_id"].startswith(f"{AT_CENTRAL}-") for c in cycles)
+        assert sum(c["health_score"] is not None for c in cycles) >= frames // 40 - 1
+        history = (await http.get(f"/api/live/stream/{AT_CENTRAL}/samples",
+                                  params={"start": "2000-01-01T00:00:00Z"})).json()  # fmt: skip
+        assert "pressure_1" in history["sensors"]
+        alerts = (await http.get("/api/live/alerts", params={"stream_id": AT_CENTRAL})).json()
+        assert [a["alert_id"] for a in alerts] == [f"{AT_CENTRAL}.high.1"]
+        # a setting of the site's stream is the site's: refused with the reason
+        put = await http.put(f"/api/live/stream/{AT_CENTRAL}/cycle-config",
+                             json={"trigger": "manual"})  # fmt: skip
+        assert put.status_code == 409, put.text
+        assert "site 'north'" in put.json()["error"]
+        # a viewer at central watches the site's stream live
+        browser: list[dict] = []  # type: ignore[type-arg]
+
+        async def listen() -> None:
+            ws_url = base.replace("http", "ws") + f"/api/live/ws/stream/{AT_CENTRAL}"
+            async with websockets.connect(
+                ws_url, max_size=None, additional_headers={"Authorization": f"Bearer {token}"}
+            ) as ws:
+                async for text in ws:
+                    browser.append(json.loads(text))
+
+        listener = asyncio.ensure_future(listen())
+
+        async def ready() -> bool:
+            return any(m["type"] == "ready" for m in browser)
+
+        await eventually(ready)
+        # a cycle command is sent to the site, whose cycles service runs it
+        started = await http.post("/api/live/cycle/start", params={"stream_id": AT_CENTRAL})
+        assert started.status_code == 202, started.text
+
+        async def running_at_central() -> bool:
+            got = await http.get(f"/api/live/stream/{AT_CENTRAL}/status")
+            return bool(got.json()["cycle_state"] == "running")
+
+        await eventually(running_at_central, timeout=60)
+        await run_machine(north, 20, speed=5)  # the machine runs on: frames arrive live
+
+        def shown(kind: str) -> list[dict]:  # type: ignore[type-arg]
+            return [m["data"] for m in browser if m["type"] == kind]
+
+        async def live() -> bool:
+            return bool(shown("samples") and shown("state_change"))
+
+        await eventually(live, timeout=60)
+        listener.cancel()
+        assert {m["stream_id"] for m in shown("samples")} == {AT_CENTRAL}
+        assert "pressure_1" in shown("samples")[-1]["sensors"]
+        change = shown("state_change")[0]
+        assert change["stream_id"] == AT_CENTRAL
+        assert change["event"]["cycle_id"].startswith(f"{AT_CENTRAL}-")
+        assert change["event"]["state"] == "running"
+    at_site = await rows(north.common.database_url, "SELECT count(*) FROM live_cycles"
+                         " WHERE state = 'running' AND stream_id = %s", MACHINE)  # fmt: skip
+    assert at_site[0][0] == 1
 
 
 _TABLES = {
@@ -252,18 +330,21 @@ _TABLES = {
 }
 
 
-async def _differences(site: CommonSettings, central: CommonSettings) -> list[str]:
-    """The site's tables whose rows are not all at central, each with its ids qualified by the
-    site (and nothing more)."""
+async def _differences(sites: list[Site], central: CommonSettings) -> list[str]:
+    """The sites' tables whose rows are not all at central, each with its ids qualified by
+    its site (and nothing more, nothing less)."""
     out = []
     for table, sql in _TABLES.items():
-        there = sorted(
-            tuple(f"{SITE}.{v}" if i < 2 and isinstance(v, str) and v.startswith(MACHINE) else v
-                  for i, v in enumerate(r))
-            for r in await rows(site.database_url, sql)
-        )  # fmt: skip
         here = sorted(await rows(central.database_url, sql))
-        if not there or here != there:
-            out.append(f"{table}: site {len(there)} rows, central {len(here)}: "
+        there = []
+        for site in sites:
+            there += [
+                tuple(f"{site.name}.{v}" if i < 2 and str(v).startswith(MACHINE) else v
+                      for i, v in enumerate(r))
+                for r in await rows(site.common.database_url, sql)
+            ]  # fmt: skip
+        there.sort()
+        if len(there) < len(sites) or here != there:
+            out.append(f"{table}: sites {len(there)} rows, central {len(here)}: "
                        f"{sorted(set(there) ^ set(here))[:3]}")  # fmt: skip
     return out
