@@ -42,6 +42,7 @@ from schemas.v1.api import (
     HistorySamples,
     HistoryTrace,
     OverlaySensor,
+    SiteLinkStatus,
     StreamStatus,
 )
 from schemas.v1.auth import (
@@ -165,6 +166,7 @@ EXPORTED: tuple[type[BaseModel], ...] = (
     ReferenceInfo,
     DryRunResult,
     StreamStatus,
+    SiteLinkStatus,
     HealthStatus,
     ErrorBody,
     WsSamples,
@@ -259,6 +261,7 @@ __all__ = [
     "SensorTable",
     "SeriesJson",
     "SignIn",
+    "SiteLinkStatus",
     "StreamId",
     "StreamRegistered",
     "StreamRegistration",

@@ -27,6 +27,7 @@ MODELS: tuple[type[BaseModel], ...] = (
     m.SensorSpec,
     m.StreamRegistered,
     m.StreamStatus,
+    m.SiteLinkStatus,
     m.CycleSummary,
     m.CycleDetail,
     m.AnalysisCompleted,

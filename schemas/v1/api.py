@@ -25,6 +25,31 @@ class StreamStatus(Contract):
     last_sample_at: datetime | None = None
 
 
+class SiteLinkStatus(Contract):
+    """One site of a central VerTac, in the answer of ``GET /api/sites``: how far central has
+    taken what the site keeps."""
+
+    site: str
+    state: Literal["linked", "catching_up", "cut_off", "not_linked"] = Field(
+        description="linked: central has all the site keeps (lag 0) and heard from it within "
+        "the last 5 s; catching_up: it hears from the site and takes what it missed; cut_off: "
+        "it has not heard from the site for 5 s or more, or the site's source reports an "
+        "error; not_linked: central has no stream of the site (vertac central --site)."
+    )
+    lag: int | None = Field(
+        default=None,
+        description="Messages the site keeps that central has not taken yet, as of the last "
+        "contact (summed over the site's streams); null: never in contact.",
+    )
+    last_contact_s: float | None = Field(
+        default=None,
+        description="Seconds since central last heard from the site's streams (the longest "
+        "of them); null: never.",
+    )
+    messages: int = Field(default=0, description="Messages central keeps of the site.")
+    error: str | None = Field(default=None, description="What a source of the site reports.")
+
+
 class HealthStatus(Contract):
     """Answer of ``GET /api/health``."""
 

@@ -32,6 +32,7 @@ from schemas.messages import (
     CycleSummary,
     DatasetEntry,
     DatasetInfo,
+    SiteLinkStatus,
     StreamRegistered,
     Trend,
 )
@@ -39,6 +40,8 @@ from services.common import directget
 from services.common.failures import is_transient
 from services.common.records import config_or_default, current_cycle
 from services.common.streams import read_frames
+
+SITE_SILENT_S = 5.0  # a site's streams not heard from this long (linked: under 1 s): cut off
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,6 +169,27 @@ class BusPort:
             subjects.KV_STREAMS, entries, StreamRegistered, lambda r: r.stream_id
         )
         return [valid[k] for k in sorted(valid)]
+
+    async def site_link(self, site: str) -> SiteLinkStatus:
+        """How far central has taken site ``site``'s streams (read from the stream's info: no
+        server state per read)."""
+        try:
+            info = await self.bus.js.stream_info(subjects.site_stream(site))
+        except NotFoundError:
+            return SiteLinkStatus(site=site, state="not_linked")
+        sources = info.sources or []
+        errors = [str((s.error or {}).get("description", s.error)) for s in sources if s.error]
+        contacts = [s.active for s in sources if s.active is not None and s.active >= 0]
+        last = max(contacts) / 1e9 if len(contacts) == len(sources) and contacts else None
+        lag = sum(s.lag or 0 for s in sources) if contacts else None
+        if errors or last is None or last >= SITE_SILENT_S:
+            state = "cut_off"
+        else:
+            state = "linked" if lag == 0 else "catching_up"
+        return SiteLinkStatus(
+            site=site, state=state, lag=lag, last_contact_s=last,
+            messages=info.state.messages, error="; ".join(errors) or None,
+        )  # fmt: skip
 
     async def healthy(self) -> str:
         if not self.bus.nc.is_connected:

@@ -113,6 +113,7 @@ def build_app(settings: Settings, common: CommonSettings) -> FastAPI:
             AuditLog(pool),
             TokenStore(pool),
         )
+        app.state.gw.sites = common.site_ids  # at central: the sites it shows
         app.state.auth = Authenticator(app.state.gw.tokens, common.auth == "on", oidc)
         app.state.bus = bus
         # compile the raw-history kernels in the background: the first query need not wait

@@ -159,6 +159,7 @@ class Gateway:
         tokens: TokenStore,
     ) -> None:
         self.settings = settings
+        self.sites: tuple[str, ...] = ()  # at a central VerTac: its sites
         self.port = port
         self.db = db
         self.cycles = cycles

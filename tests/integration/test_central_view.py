@@ -237,12 +237,14 @@ async def test_central_has_every_site_record_once_after_a_cut_link_and_serves_th
     rollups = await rows(central.database_url, "SELECT count(*) FROM live_rollup_1s"
                          " WHERE stream_id = %s", AT_CENTRAL)  # fmt: skip
     assert rollups[0][0] >= frames // 10
-    await serves_and_commands(north, central, frames)
+    await serves_and_commands(sites, central, frames)
 
 
-async def serves_and_commands(north: Site, central: CommonSettings, frames: int) -> None:
+async def serves_and_commands(sites: list[Site], central: CommonSettings, frames: int) -> None:
     """Central's REST and live view show north's stream; a cycle start sent at central runs at
-    north; a change of north's settings is refused with the reason."""
+    north; a change of north's settings is refused with the reason; each site's link state is
+    shown, a cut one within seconds."""
+    north, south = sites
     token = await admin_token(central.database_url)
     async with (
         serve_gateway(central) as base,
@@ -250,6 +252,24 @@ async def serves_and_commands(north: Site, central: CommonSettings, frames: int)
             base_url=base, headers={"Authorization": f"Bearer {token}"}, timeout=30
         ) as http,
     ):
+
+        async def links() -> dict[str, dict]:  # type: ignore[type-arg]
+            return {s["site"]: s for s in (await http.get("/api/sites")).json()}
+
+        async def linked() -> bool:
+            return all(s["state"] == "linked" and s["lag"] == 0 for s in (await links()).values())
+
+        await eventually(linked, timeout=30)
+        assert set(await links()) == set(SITES)
+        assert (await links())["north"]["messages"] >= frames
+        south.link.cut()
+
+        async def south_cut_off() -> bool:
+            return bool((await links())["south"]["state"] == "cut_off")
+
+        await eventually(south_cut_off, timeout=30)
+        assert (await links())["north"]["state"] == "linked"
+        south.link.restore()
         streams = (await http.get("/api/live/streams")).json()
         assert {f"{s}.{MACHINE}" for s in SITES} <= {s["stream_id"] for s in streams}
         one_site = (await http.get("/api/live/streams", params={"site": "north"})).json()

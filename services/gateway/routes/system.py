@@ -18,6 +18,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from schemas.asyncapi import document as asyncapi_document
 from schemas.messages import (
     HealthStatus,
+    SiteLinkStatus,
 )
 from services import __version__
 from services.gateway.auth import current_principal, role
@@ -61,6 +62,15 @@ async def health(request: Request) -> JSONResponse:
             database="ok" if db_state == "ok" else "error",
         )
     return JSONResponse(status_code=200 if ok else 503, content=body.model_dump())
+
+
+@router.get(
+    "/api/sites", response_model=list[SiteLinkStatus], dependencies=[Depends(role("viewer"))]
+)
+async def sites(request: Request) -> list[SiteLinkStatus]:
+    """At a central VerTac: each site's link state and lag (none elsewhere)."""
+    g = gw(request)
+    return list(await asyncio.gather(*(g.port.site_link(s) for s in g.sites)))
 
 
 @router.get("/api/asyncapi.json")

@@ -9,6 +9,7 @@ import type {
   DatasetEntry,
   HistorySamples,
   ReferenceInfo,
+  SiteLinkStatus,
   StreamRegistered,
   StreamStatus,
   WhoAmI,
@@ -32,6 +33,7 @@ export type {
   SensorDeviation,
   SensorSpec,
   SensorStats,
+  SiteLinkStatus,
   StreamRegistered,
   StreamStatus,
   WsEnvelope,
@@ -107,6 +109,7 @@ export const api = {
     call<WhoAmI>("/api/auth/session", { method: "POST", body: JSON.stringify({ token }) }),
   signOut: () => call<void>("/api/auth/session", { method: "DELETE" }),
   streams: () => call<StreamRegistered[]>("/api/live/streams"),
+  sites: () => call<SiteLinkStatus[]>("/api/sites"),
   status: (sid: string) => call<StreamStatus>(`/api/live/stream/${enc(sid)}/status`),
   cycles: (sid: string, limit = 100) =>
     call<CycleSummary[]>(`/api/live/stream/${enc(sid)}/cycles?limit=${limit}`),

@@ -335,6 +335,19 @@ export interface SensorStats {
   rms: number;
 }
 
+/**
+ * One site of a central VerTac, in the answer of ``GET /api/sites``: how far central has taken
+ * what the site keeps.
+ */
+export interface SiteLinkStatus {
+  site: string;
+  state: "linked" | "catching_up" | "cut_off" | "not_linked";
+  lag: number | null;
+  last_contact_s: number | null;
+  messages: number;
+  error: string | null;
+}
+
 /** Event on ``vertac.registry.<stream_id>``: a stream was registered or updated. */
 export interface StreamRegistered {
   version: 1;

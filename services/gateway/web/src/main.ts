@@ -1,7 +1,8 @@
 // Entry point: stream picker, hash routes (#/live/<stream>, #/history/<stream>, #/cycle/<id>),
 // connection indicator.
 import "./style.css";
-import { api, ApiError, type StreamRegistered, type WhoAmI } from "./api";
+import { api, ApiError, type SiteLinkStatus, type StreamRegistered, type WhoAmI } from "./api";
+import { siteLabel, siteOf } from "./sites";
 import { h, toast } from "./dom";
 import { mountHistory } from "./history";
 import { mountLive } from "./live";
@@ -15,6 +16,7 @@ const connection = document.getElementById("connection") as HTMLElement;
 const navLive = document.getElementById("nav-live") as HTMLAnchorElement;
 const navHistory = document.getElementById("nav-history") as HTMLAnchorElement;
 const who = document.getElementById("who") as HTMLElement;
+const sitesBar = document.getElementById("sites") as HTMLElement;
 let cleanup: (() => void) | null = null;
 let streams: StreamRegistered[] = [];
 
@@ -29,6 +31,39 @@ function setConnection(s: ConnectionState): void {
   connection.textContent = text;
   connection.className = `pill pill-${s.kind}`;
   connection.dataset.state = s.kind;
+}
+
+// At a central VerTac: each site's link, and its streams grouped by site in the picker
+// ("<site>.<stream id>"); elsewhere there are no sites and nothing changes.
+async function showSites(): Promise<void> {
+  let sites: SiteLinkStatus[] = [];
+  try {
+    sites = await api.sites();
+  } catch {
+    return; // not signed in yet, or the gateway is away: the connection pill says so
+  }
+  sitesBar.hidden = sites.length === 0;
+  sitesBar.replaceChildren(
+    ...sites.map((s) =>
+      h("span", { class: `site site-${s.state}`, "data-site": s.site, title: s.error ?? "" }, siteLabel(s)),
+    ),
+  );
+}
+
+function pickerOptions(): HTMLElement[] {
+  const option = (s: StreamRegistered) =>
+    h("option", { value: s.stream_id }, s.device_name ? `${s.device_name} (${s.stream_id})` : s.stream_id);
+  const local = streams.filter((s) => !siteOf(s.stream_id));
+  const bySite = new Map<string, StreamRegistered[]>();
+  for (const s of streams) {
+    const site = siteOf(s.stream_id);
+    if (site) bySite.set(site, [...(bySite.get(site) ?? []), s]);
+  }
+  if (bySite.size === 0) return local.map(option);
+  return [
+    ...(local.length ? [h("optgroup", { label: "This plant" }, ...local.map(option))] : []),
+    ...[...bySite].map(([site, list]) => h("optgroup", { label: `Site ${site}` }, ...list.map(option))),
+  ];
 }
 
 function currentStream(): string {
@@ -137,7 +172,9 @@ async function start(): Promise<void> {
   } catch (err) {
     toast(`Gateway unreachable: ${(err as Error).message}`, "error");
   }
-  picker.replaceChildren(...streams.map((s) => h("option", { value: s.stream_id }, s.device_name ? `${s.device_name} (${s.stream_id})` : s.stream_id)));
+  picker.replaceChildren(...pickerOptions());
+  void showSites();
+  setInterval(() => void showSites(), 5000);
   const wanted = localStorage.getItem("vertac.stream");
   if (wanted && streams.some((s) => s.stream_id === wanted)) picker.value = wanted;
   route();
