@@ -12,7 +12,7 @@ PEERDEP := $(PEERS)/node_modules/.installed
 APP    := services/gateway/static/app/index.html
 WEBSRC := $(wildcard $(WEB)/src/*) $(WEB)/index.html $(WEB)/vite.config.ts $(WEB)/tsconfig.json
 
-.PHONY: help install web run test test-unit test-web lint docs fmt bench bench-browser bench-viewers bench-plant bench-historian chaos schemas clean
+.PHONY: help install web run test test-unit test-web lint docs fmt bench bench-browser bench-viewers bench-plant bench-historian bench-federation chaos schemas clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -71,7 +71,7 @@ fmt: $(STAMP) ## Format and auto-fix the code
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
-bench: $(STAMP) $(APP) ## Benchmarks: ingest, analysis, alerts, edge, browser, viewers, a whole plant, historian, auth (prints figures)
+bench: $(STAMP) $(APP) ## Benchmarks: ingest, analysis, alerts, edge, browser, viewers, a whole plant, historian, sites and central, auth (prints figures)
 	$(BIN)/python -m tests.bench.ingest
 	$(BIN)/python -m tests.bench.analysis
 	$(BIN)/python -m tests.bench.alerts
@@ -80,7 +80,11 @@ bench: $(STAMP) $(APP) ## Benchmarks: ingest, analysis, alerts, edge, browser, v
 	$(BIN)/python -m tests.bench.viewers
 	$(BIN)/python -m tests.bench.plant
 	$(BIN)/python -m tests.bench.historian
+	$(BIN)/python -m tests.bench.federation
 	$(BIN)/python -m tests.bench.auth
+
+bench-federation: $(STAMP) ## Only the sites-and-central benchmark (catch-up after an outage, site frame to central viewer)
+	$(BIN)/python -m tests.bench.federation
 
 bench-viewers: $(STAMP) ## Only the viewer benchmark (1,000-10,000 WebSocket viewers; needs Node.js)
 	$(BIN)/python -m tests.bench.viewers
