@@ -135,6 +135,7 @@ class SiteLink:
             description=f"VerTac site {self.site}: its {', '.join(self.kinds)}, sourced",
             sources=sources,
             max_age=self.max_age_s,
+            allow_direct=True,  # the gateway reads a stream's last seconds message by message
         )
 
 

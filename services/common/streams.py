@@ -8,6 +8,7 @@ every publisher of a stream (edge, REST gateway replicas) draws from one monoton
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import datetime
 
 from nats.aio.client import Client
@@ -31,17 +32,24 @@ async def read_frames(
     Read with direct gets, which leave no consumer behind; frames that do not decode are
     skipped (ingest dead-letters them)."""
     frames: list[Frame] = []
+    site = subjects.site_of(stream_id)  # at central, a site's stream is in the site's stream
+    stream, subject = (
+        (subjects.SAMPLES.name, subjects.stored("samples", stream_id))
+        if site is None
+        else (subjects.site_stream(site[0]), subjects.site_data(site[0], "samples", site[1]))
+    )
     async for msg in directget.messages(
         nc,
-        subjects.SAMPLES.name,
-        subjects.stored("samples", stream_id),
+        stream,
+        subject,
         from_seq=from_seq,
         since=since,
         to_seq=to_seq,
         limit=limit,
     ):
         try:
-            frames.append(decode(msg.data, msg.headers))
+            frame = decode(msg.data, msg.headers)
         except FrameError:
             continue
+        frames.append(frame if site is None else replace(frame, stream_id=stream_id))
     return frames

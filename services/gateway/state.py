@@ -192,6 +192,14 @@ class Gateway:
         """The cycle and its recorded samples; 409 while it has none (still running)."""
         detail, name = await self.cycle(cycle_id)
         frame = await self.port.recording(name) if name else None
+        site = subjects.site_of(detail.cycle.stream_id)
+        if frame is None and site is not None:
+            raise ApiError(
+                409,
+                f"cycle {cycle_id!r} is site {site[0]!r}'s: its recording is kept at the site "
+                f"(central has its samples in the history of {detail.cycle.stream_id!r})",
+                "cycle_id",
+            )
         if frame is None:
             raise ApiError(
                 409, f"cycle {cycle_id!r} has no recording yet (still running?)", "cycle_id"

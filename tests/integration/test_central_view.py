@@ -283,6 +283,12 @@ async def serves_and_commands(sites: list[Site], central: CommonSettings, frames
         assert len(cycles) == frames // 40
         assert all(c["cycle_id"].startswith(f"{AT_CENTRAL}-") for c in cycles)
         assert sum(c["health_score"] is not None for c in cycles) >= frames // 40 - 1
+        recent = await http.get(f"/api/live/stream/{AT_CENTRAL}/recent",
+                                params={"seconds": 300})  # fmt: skip
+        assert "pressure_1" in recent.json()["sensors"], recent.text
+        overlay = await http.get(f"/api/live/cycles/{cycles[0]['cycle_id']}/overlay")
+        assert overlay.status_code == 409
+        assert "kept at the site" in overlay.json()["error"]
         history = (await http.get(f"/api/live/stream/{AT_CENTRAL}/samples",
                                   params={"start": "2000-01-01T00:00:00Z"})).json()  # fmt: skip
         assert "pressure_1" in history["sensors"]
