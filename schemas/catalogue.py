@@ -49,6 +49,8 @@ class Channel:
             return subjects.dead_letter(user)
         if self.kind == "site-control":  # at central: a command for any site's stream
             return f"{subjects.PREFIX}.*.control.*"
+        if self.kind == "site-alertctl":  # at central: an acknowledgement for a site
+            return f"{subjects.PREFIX}.*.alertctl.*.ack"
         return subjects.all_of(self.kind)
 
 
@@ -151,6 +153,18 @@ CHANNELS: Final[tuple[Channel, ...]] = (
             "service takes commands.",
             "VERTAC_SITE_<site>_COMMANDS", ("gateway",),
             also="CLI at central (vertac cycle ... --site)"),
+    Channel("site-alertctl", "site alert acknowledgements (at central)",
+            "vertac.{site}.alertctl.{stream_id}.ack", messages.AlertControlRequest,
+            "At a central VerTac: an acknowledgement of an alert of a site's stream (POST "
+            "/api/live/alerts/<site>.<alert id>/ack). The site's VERTAC_CONTROL sources it as "
+            "its own vertac.alertack.<stream_id>, where its alerts service carries it out.",
+            "VERTAC_SITE_<site>_COMMANDS", ("gateway",)),
+    Channel("alertack", "alert acknowledgements from central (at a site)",
+            "vertac.alertack.{stream_id}", messages.AlertControlRequest,
+            "At a site: an acknowledgement central sent, sourced from central's commands for "
+            "the site; the alerts service acknowledges the alert as if asked on "
+            "vertac.alertctl.<stream_id>.ack, and the acknowledged event goes back to central.",
+            subjects.CONTROL.name, also="central (JetStream sourcing)"),
     Channel("dlq", "dead-letter", "vertac.dlq.{service}", messages.DeadLetter,
             "Messages a service could not process, with the reason and the original payload.",
             subjects.DEAD_LETTER.name, ("ingest", "cycles", "analysis", "alerts"),

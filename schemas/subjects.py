@@ -107,6 +107,20 @@ def site_data(site: str, kind: str, stream_id: str = "*") -> str:
     return f"{PREFIX}.{site}.{kind}.{stream_id}.>"
 
 
+def site_alert_ack(site: str, stream_id: str) -> str:
+    """At central: an acknowledgement of an alert of a site's stream; the site sources it into
+    its own ``vertac.alertack.<stream_id>`` (see services/federation.py)."""
+    if not re.fullmatch(SITE_PATTERN, site):
+        raise ValueError(f"site id {site!r} is not valid")
+    return f"{PREFIX}.{site}.alertctl.{check_stream_id(stream_id)}.ack"
+
+
+def alert_ack(stream_id: str) -> str:
+    """At a site: an acknowledgement central sent for one of the stream's alerts (stored in
+    VERTAC_CONTROL; the alerts service carries it out)."""
+    return f"{PREFIX}.alertack.{check_stream_id(stream_id)}"
+
+
 def registry(stream_id: str) -> str:
     """Subject on which a stream's registration record is announced."""
     return f"{PREFIX}.registry.{check_stream_id(stream_id)}"
@@ -257,7 +271,9 @@ class JetStreamName:
 
 
 SAMPLES: Final = JetStreamName("VERTAC_SAMPLES", (all_of("samples"),))
-CONTROL: Final = JetStreamName("VERTAC_CONTROL", (all_of("control"), all_of("registry")))
+CONTROL: Final = JetStreamName(
+    "VERTAC_CONTROL", (all_of("control"), all_of("registry"), all_of("alertack"))
+)
 CYCLES: Final = JetStreamName("VERTAC_CYCLES", (all_of("cycles"),))
 ANALYSIS: Final = JetStreamName("VERTAC_ANALYSIS", (all_of("analysis"),))
 ALERTS: Final = JetStreamName("VERTAC_ALERTS", (all_of("alerts"),))

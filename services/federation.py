@@ -75,16 +75,19 @@ def commands_stream(site: str) -> str:
 def commands_source(site: str) -> StreamSource:
     """How a site's ``VERTAC_CONTROL`` takes central's commands for it: sourced through
     central's domain, each ``vertac.<site>.control.<stream_id>`` stored as the site's own
-    ``vertac.control.<stream_id>.<partition>``, where its cycles service reads commands."""
+    ``vertac.control.<stream_id>.<partition>``, where its cycles service reads commands, and
+    each ``vertac.<site>.alertctl.<stream_id>.ack`` as ``vertac.alertack.<stream_id>.<p>``,
+    where its alerts service reads acknowledgements."""
     return StreamSource(
         name=commands_stream(site),
         external=ExternalStream(api=f"$JS.{CENTRAL_DOMAIN}.API"),
         subject_transforms=[
             SubjectTransform(
-                src=f"{subjects.PREFIX}.{site}.control.*",
-                dest=f"{subjects.PREFIX}.control.{{{{wildcard(1)}}}}"
+                src=f"{subjects.PREFIX}.{site}.{kind}",
+                dest=f"{subjects.PREFIX}.{local}.{{{{wildcard(1)}}}}"
                 f".{{{{partition({subjects.PARTITIONS},1)}}}}",
             )
+            for kind, local in (("control.*", "control"), ("alertctl.*.ack", "alertack"))
         ],
     )
 
@@ -145,7 +148,10 @@ async def link_site(js: JetStreamContext, link: SiteLink) -> str:
     commands = StreamConfig(
         name=commands_stream(link.site),
         description=f"Commands central sends to site {link.site} (it sources them)",
-        subjects=[f"{subjects.PREFIX}.{link.site}.control.>"],
+        subjects=[
+            f"{subjects.PREFIX}.{link.site}.control.>",
+            f"{subjects.PREFIX}.{link.site}.alertctl.>",
+        ],
         max_age=COMMANDS_MAX_AGE_S,
         duplicate_window=120.0,
     )

@@ -69,6 +69,12 @@ async def serve(settings: Settings, common: CommonSettings, stop: asyncio.Event)
             bus.js, settings.durable, engine.on_cycles, metrics, max_deliver=common.max_deliver
         ),
     ]
+    if common.site:  # a site of a central VerTac: the acknowledgements central sends
+        consumers.append(
+            subscription(SERVICE, "acks").consumer(
+                bus.js, settings.durable, engine.on_acks, metrics, max_deliver=common.max_deliver
+            )
+        )
     channels = channels_of(settings)
     if channels:
         notifier = Notifier(

@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 
+from schemas import subjects
 from schemas.frames import Frame
 from schemas.messages import (
     AlertChanged,
@@ -191,6 +192,19 @@ class AlertEngine:
                             )  # fmt: skip
                     elif rule.kind in SAMPLE_KINDS:
                         await self._apply(rule, _unapplied(on_samples), messages, now, self.window)
+
+    async def on_acks(self, batch: list[Delivery[AlertControlRequest]]) -> None:
+        """At a site: acknowledgements central sent, carried out as if asked here; one that
+        cannot be (already acknowledged, no longer current, no such rule) is logged and
+        dropped: central sees the alert's state as the site has it."""
+        for d in batch:
+            stream_id = subjects.stream_of(d.msg.subject)
+            try:
+                await self.acknowledge(stream_id, d.item)
+            except RequestError as exc:
+                log.warning("acknowledgement from central not carried out",
+                            extra={"alert_id": d.item.alert_id, "status": exc.status,
+                                   "reason": exc.message})  # fmt: skip
 
     async def on_analyses(self, batch: list[Delivery[AnalysisCompleted]]) -> None:
         for d in batch:

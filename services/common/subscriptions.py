@@ -91,7 +91,8 @@ def _row(service: str, name: str, kind: str, payload: type[BaseModel], durable: 
          batch: int, description: str, partitioned: bool = False,
          ack_all: bool = False) -> Subscription:  # fmt: skip
     stream = {"samples": subjects.SAMPLES.name, "registry": subjects.CONTROL.name,
-              "control": subjects.CONTROL.name, "cycles": subjects.CYCLES.name,
+              "control": subjects.CONTROL.name, "alertack": subjects.CONTROL.name,
+              "cycles": subjects.CYCLES.name,
               "analysis": subjects.ANALYSIS.name, "alerts": subjects.ALERTS.name}[kind]  # fmt: skip
     return Subscription(service, name, stream, kind, payload, durable, batch, description,
                         partitioned, ack_all)  # fmt: skip
@@ -119,6 +120,8 @@ SUBSCRIPTIONS: tuple[Subscription, ...] = (
          "The health rule, on every analysis."),
     _row("alerts", "cycles", "cycles", messages.CycleStateChanged, "{durable}-cycles", 16,
          "Which cycle is running, for the envelope rule."),
+    _row("alerts", "acks", "alertack", messages.AlertControlRequest, "{durable}-acks", 16,
+         "At a site: acknowledgements central sent, carried out as if asked here."),
     _row("alerts", "notify", "alerts", messages.AlertChanged, "{durable}-notify", 50,
          "With a notification channel configured: e-mail, webhook or Slack messages."),
 )  # fmt: skip

@@ -156,6 +156,13 @@ class BusPort:
             timeout=5,
         )
 
+    async def publish_to_site(self, subject: str, body: bytes) -> PubAck:
+        """At central: a request for a site, kept in central's commands for the site (which
+        the site sources within the hour, link or no link)."""
+        return await self.bus.js.publish(
+            subject, body, headers={subjects.HEADER_CONTENT_TYPE: "application/json"}, timeout=5
+        )
+
     async def cycle_state(self, stream_id: str) -> str:
         """``running`` while the stream's newest cycle event says a cycle is under way, else
         ``idle`` (read from the cycles service's events, not its private state)."""

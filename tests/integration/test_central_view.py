@@ -294,6 +294,20 @@ async def serves_and_commands(sites: list[Site], central: CommonSettings, frames
         assert "pressure_1" in history["sensors"]
         alerts = (await http.get("/api/live/alerts", params={"stream_id": AT_CENTRAL})).json()
         assert [a["alert_id"] for a in alerts] == [f"{AT_CENTRAL}.high.1"]
+        # acknowledged at central: the site's alerts service does it, its event comes back
+        ack = await http.post(f"/api/live/alerts/{AT_CENTRAL}.high.1/ack",
+                              json={"comment": "seen at headquarters"})  # fmt: skip
+        assert ack.status_code == 202, ack.text
+
+        async def acknowledged() -> bool:
+            got = await http.get("/api/live/alerts", params={"stream_id": AT_CENTRAL})
+            return bool(got.json()[0]["state"] == "acknowledged")
+
+        await eventually(acknowledged, timeout=60)
+        at_north = await rows(north.common.database_url,
+                              "SELECT state FROM live_alerts WHERE alert_id = %s",
+                              f"{MACHINE}.high.1")  # fmt: skip
+        assert at_north == [("acknowledged",)]
         # a setting of the site's stream is the site's: refused with the reason
         put = await http.put(f"/api/live/stream/{AT_CENTRAL}/cycle-config",
                              json={"trigger": "manual"})  # fmt: skip

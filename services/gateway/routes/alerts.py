@@ -11,7 +11,7 @@ from fastapi import (
     Query,
     Request,
 )
-from fastapi.responses import Response
+from fastapi.responses import JSONResponse, Response
 from pydantic import ValidationError
 
 from schemas import subjects
@@ -120,6 +120,8 @@ async def alert_history(alert_id: AlertIdPath, request: Request) -> list[dict[st
 @router.post(
     "/api/live/alerts/{alert_id}/ack",
     responses={
+        202: {"description": "At a central VerTac, a site's alert: the acknowledgement was "
+              "sent to the site, whose acknowledged event comes back to central."},
         409: {"model": ErrorBody, "description": "The alert is already acknowledged, or no "
               "longer the rule's current one."},
         **ASKS_OWNER,
@@ -130,13 +132,29 @@ async def ack_alert(
 ) -> Response:
     """Acknowledge an alert, with why. The signed-in name is recorded as who acknowledged
     (``user`` of the body only counts with auth off, where it is required)."""
-    stream_id = alert_id.split(".", 1)[0]
     user = body.user if who.via == "anonymous" else who.name
     if not user:
         raise ApiError(422, "say who acknowledges (auth is off)", "body.user")
-    payload = AlertControlRequest(alert_id=alert_id, user=user, comment=body.comment)
-    subject = subjects.alert_control(valid_stream_id(stream_id, "alert_id"), "ack")
-    answer = await gw(request).ask("alerts", subject, payload.model_dump_json().encode())
     after = {"user": user, "comment": body.comment}
+    parts = alert_id.split(".")  # <stream>.<rule>.<n>, or at central <site>.<stream>.<rule>.<n>
+    if len(parts) == 4:  # a site's alert: the site acknowledges it, and its event comes back
+        site, local = parts[0], ".".join(parts[1:])
+        if site not in gw(request).sites:
+            raise ApiError(
+                404, f"alert {alert_id!r} is unknown (no site {site!r} here)", "alert_id"
+            )
+        payload = AlertControlRequest(alert_id=local, user=user, comment=body.comment)
+        try:
+            subject = subjects.site_alert_ack(site, valid_stream_id(parts[1], "alert_id"))
+        except ValueError as exc:
+            raise ApiError(422, str(exc), "alert_id") from exc
+        await gw(request).port.publish_to_site(subject, payload.model_dump_json().encode())
+        await gw(request).audit.record(who, "alert.ack", alert_id, None, {**after, "site": site})
+        return JSONResponse(
+            status_code=202, content={"alert_id": alert_id, "state": "sent", "site": site}
+        )
+    payload = AlertControlRequest(alert_id=alert_id, user=user, comment=body.comment)
+    subject = subjects.alert_control(valid_stream_id(parts[0], "alert_id"), "ack")
+    answer = await gw(request).ask("alerts", subject, payload.model_dump_json().encode())
     await gw(request).audit.record(who, "alert.ack", alert_id, None, after)
     return Response(answer, media_type="application/json")
