@@ -91,6 +91,8 @@ class NatsServer:
     leaf_port: int | None = None  # central: where sites' leaf nodes connect
     leaf_remotes: tuple[str, ...] = ()  # a site: leafnodes {...} remotes block entries
     leaf_users: dict[str, str] = field(default_factory=dict)  # central: the sites' sign-ins
+    leaf_tls_cert: Path | None = None  # central: TLS on the leaf port (with leaf_tls_key)
+    leaf_tls_key: Path | None = None
     proc: subprocess.Popen[bytes] | None = field(default=None, repr=False)
 
     @property
@@ -119,6 +121,11 @@ class NatsServer:
             leaf.append(f'  listen: "{self.host}:{self.leaf_port}"')
             # sites reach central by the address they are given (a proxy, a load balancer)
             leaf.append("  no_advertise: true")
+            if self.leaf_tls_cert and self.leaf_tls_key:
+                leaf.append(
+                    f"  tls {{ cert_file: {json.dumps(str(self.leaf_tls_cert))}, "
+                    f"key_file: {json.dumps(str(self.leaf_tls_key))} }}"
+                )
             if self.leaf_users:
                 users = ", ".join(
                     f"{{user: {json.dumps(u)}, password: {json.dumps(p)}}}"

@@ -97,10 +97,10 @@ def site_subject(site: str, kind: str) -> str:
     return f"{subjects.PREFIX}.{check_site(site)}.{kind}.>"
 
 
-def site_leaf_remote(url: str, credentials: str | None = None) -> str:
+def site_leaf_remote(url: str, credentials: str | None = None, ca: Path | None = None) -> str:
     """A site's ``leafnodes.remotes`` entry toward central at ``url`` (``nats-leaf://user:pass@
-    host:7422`` or ``tls://``): JetStream's API and deliveries cross it, no ``vertac.>``
-    subject does, either way."""
+    host:7422``, or ``tls://`` verifying central's certificate against ``ca``): JetStream's API
+    and deliveries cross it, no ``vertac.>`` subject does, either way."""
     entry: dict[str, object] = {
         "url": url,
         "deny_imports": [f"{subjects.PREFIX}.>"],
@@ -108,6 +108,8 @@ def site_leaf_remote(url: str, credentials: str | None = None) -> str:
     }
     if credentials:
         entry["credentials"] = credentials
+    if ca is not None:
+        entry["tls"] = {"ca_file": str(ca)}
     return json.dumps(entry)
 
 

@@ -59,6 +59,9 @@ class StackOptions:
     central_url: str = ""  # a site: central's leaf-node URL (nats-leaf://site-<id>:...@host:7422)
     leaf_port: int = 0  # central: where sites' leaf nodes connect
     sites: tuple[str, ...] = ()  # central: the sites whose data it takes
+    leaf_tls_cert: Path | None = None  # central: TLS on the leaf port (with leaf_tls_key)
+    leaf_tls_key: Path | None = None
+    central_ca: Path | None = None  # a site: the CA that signed central's leaf certificate
 
 
 @dataclass
@@ -110,7 +113,11 @@ class Stack:
             config=self.bus_users.config_file,
             domain=o.site or (CENTRAL_DOMAIN if o.leaf_port else None),
             leaf_port=o.leaf_port or None,
-            leaf_remotes=(site_leaf_remote(o.central_url),) if o.central_url else (),
+            leaf_remotes=(
+                (site_leaf_remote(o.central_url, ca=o.central_ca),) if o.central_url else ()
+            ),
+            leaf_tls_cert=o.leaf_tls_cert,
+            leaf_tls_key=o.leaf_tls_key,
         )  # fmt: skip
         self.pg = Postgres(root / "pg", self.options.pg_port, self.options.host)
 

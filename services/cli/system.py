@@ -50,16 +50,22 @@ def run(
     central: Annotated[
         str,
         typer.Option(
-            help="Central's leaf-node URL (nats-leaf://site-<id>:<password>@host:7422); "
-            "needs --site."
+            help="Central's leaf-node URL (nats-leaf://site-<id>:<password>@host:7422, or "
+            "tls://... with --central-ca); needs --site."
         ),
     ] = "",
+    central_ca: Annotated[
+        Path | None,
+        typer.Option(help="CA that signed central's leaf-port certificate (with tls://)."),
+    ] = None,
 ) -> None:
     """Run everything on this machine: nats-server, PostgreSQL, services, simulator, gateway."""
     from services.stack import StackOptions, run_stack
 
     if central and not site:
         raise fail("--central needs --site: the id central knows this plant by")
+    if central_ca is not None and not central_ca.is_file():
+        raise fail(f"--central-ca: {central_ca} is not a file")
     options = StackOptions(
         data_dir=data_dir,
         gateway_port=port,
@@ -73,6 +79,7 @@ def run(
         gateway_workers=gateway_workers,
         site="".join(_checked_sites([site] if site else [])),
         central_url=central,
+        central_ca=central_ca,
     )
     raise typer.Exit(run_stack(options))
 
@@ -101,12 +108,21 @@ def central(
     leaf_port: Annotated[int, typer.Option(help="Where the sites' leaf nodes connect.")] = 7422,
     pg_port: Annotated[int, typer.Option()] = 55432,
     metrics_base_port: Annotated[int, typer.Option()] = 9101,
+    leaf_tls_cert: Annotated[
+        Path | None, typer.Option(help="Certificate of the leaf port (TLS for the sites).")
+    ] = None,
+    leaf_tls_key: Annotated[Path | None, typer.Option(help="Its private key.")] = None,
 ) -> None:
     """Run a central VerTac: as ``vertac run`` without a simulated machine, taking each site's
     registrations, samples, cycles, analyses and alerts over its leaf node (JetStream
     sourcing, under ``vertac.<site>.>``)."""
     from services.stack import StackOptions, run_stack
 
+    for option, path in (("--leaf-tls-cert", leaf_tls_cert), ("--leaf-tls-key", leaf_tls_key)):
+        if path is not None and not path.is_file():
+            raise fail(f"{option}: {path} is not a file")
+    if (leaf_tls_cert is None) != (leaf_tls_key is None):
+        raise fail("--leaf-tls-cert and --leaf-tls-key go together")
     options = StackOptions(
         data_dir=data_dir,
         gateway_port=port,
@@ -117,6 +133,8 @@ def central(
         simulate=False,
         leaf_port=leaf_port,
         sites=_checked_sites(site),
+        leaf_tls_cert=leaf_tls_cert,
+        leaf_tls_key=leaf_tls_key,
     )
     raise typer.Exit(run_stack(options))
 

@@ -275,3 +275,63 @@ async def test_vertac_central_and_a_site_of_vertac_run_link_with_the_sites_own_s
         for site in sites:
             site.nats.stop()
         central.nats.stop()
+
+
+async def test_a_site_reaches_central_over_tls_and_checks_centrals_certificate(
+    tmp_path: Path,
+) -> None:
+    """``vertac central --leaf-tls-cert/--leaf-tls-key`` and ``vertac run --site --central
+    tls://... --central-ca``: the site's data arrives over TLS; a site that trusts another CA
+    does not link (central's certificate is refused)."""
+    from services.natsauth import ADMIN, url_for
+    from services.pki import make_ca, make_leaf, write_cert, write_key
+    from services.stack import Stack, StackOptions
+
+    ca, ca_key = make_ca("VerTac central CA", days=1)
+    cert, key = make_leaf("central", ca, ca_key, names=["localhost", "127.0.0.1"])
+    other, _ = make_ca("Somebody else's CA", days=1)
+    pki = tmp_path / "pki"
+    pki.mkdir()
+    ca_file, other_file = write_cert(ca, pki / "ca.pem"), write_cert(other, pki / "other.pem")
+
+    def options(name: str, **more: object) -> StackOptions:
+        return StackOptions(data_dir=tmp_path / name, nats_port=free_port(),
+                            nats_monitor_port=free_port(), pg_port=free_port(), simulate=False,
+                            **more)  # type: ignore[arg-type]  # fmt: skip
+
+    central = Stack(options("central", leaf_port=free_port(), sites=("north",),
+                            leaf_tls_cert=write_cert(cert, pki / "central.pem"),
+                            leaf_tls_key=write_key(key, pki / "central.key")))  # fmt: skip
+    central.start_nats()
+    sites: list[Stack] = []
+    try:
+        assert central.options.leaf_port
+        url = central.leaf_users.url("north", "127.0.0.1", central.options.leaf_port)
+        url = url.replace("nats-leaf://", "tls://")
+        for name, trusted in (("north", ca_file), ("fooled", other_file)):
+            site = Stack(options(name, site="north", central_url=url, central_ca=trusted))
+            site.start_nats()
+            sites.append(site)
+        admin = await nats.connect(
+            url_for(central.nats.url, ADMIN, central.bus_users.passwords()[ADMIN])
+        )
+        cjs = admin.jetstream()
+        site_admin = url_for(sites[0].nats.url, ADMIN, sites[0].bus_users.passwords()[ADMIN])
+        snc = await nats.connect(site_admin)
+        await init_bus(snc.jetstream(), CommonSettings(nats_url=site_admin))
+        await link_site(cjs, SiteLink("north"))
+        await snc.jetstream().publish(subjects.samples("sim-01"), b"frame",
+                                      headers={subjects.HEADER_MSG_ID: "sim-01:1"})  # fmt: skip
+
+        async def arrived() -> bool:
+            return (await cjs.stream_info(site_stream("north"))).state.messages == 1
+
+        await eventually(arrived, timeout=30)
+        fooled = (tmp_path / "fooled" / "nats" / "nats-server.log").read_text()
+        assert "certificate" in fooled.lower(), fooled[-2000:]
+        await snc.close()
+        await admin.close()
+    finally:
+        for site in sites:
+            site.nats.stop()
+        central.nats.stop()
