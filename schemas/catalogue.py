@@ -51,6 +51,8 @@ class Channel:
             return f"{subjects.PREFIX}.*.control.*"
         if self.kind == "site-alertctl":  # at central: an acknowledgement for a site
             return f"{subjects.PREFIX}.*.alertctl.*.ack"
+        if self.kind == "site-refctl":  # at central: a reference for a site
+            return f"{subjects.PREFIX}.*.refctl.*.create"
         return subjects.all_of(self.kind)
 
 
@@ -164,6 +166,18 @@ CHANNELS: Final[tuple[Channel, ...]] = (
             "At a site: an acknowledgement central sent, sourced from central's commands for "
             "the site; the alerts service acknowledges the alert as if asked on "
             "vertac.alertctl.<stream_id>.ack, and the acknowledged event goes back to central.",
+            subjects.CONTROL.name, also="central (JetStream sourcing)"),
+    Channel("site-refctl", "site references (at central)",
+            "vertac.{site}.refctl.{stream_id}.create", messages.CreateReference,
+            "At a central VerTac: a new reference for a site's stream, made at the site from "
+            "its cycles (POST /api/live/stream/<site>.<stream id>/references). The site's "
+            "VERTAC_CONTROL sources it as its own vertac.refpush.<stream_id>.",
+            "VERTAC_SITE_<site>_COMMANDS", ("gateway",)),
+    Channel("refpush", "references from central (at a site)",
+            "vertac.refpush.{stream_id}", messages.CreateReference,
+            "At a site: a reference central asked for, sourced from central's commands for the "
+            "site; the analysis service makes it as if asked on "
+            "vertac.references.<stream_id>.create, and the site's next analyses use it.",
             subjects.CONTROL.name, also="central (JetStream sourcing)"),
     Channel("dlq", "dead-letter", "vertac.dlq.{service}", messages.DeadLetter,
             "Messages a service could not process, with the reason and the original payload.",

@@ -115,6 +115,14 @@ def site_alert_ack(site: str, stream_id: str) -> str:
     return f"{PREFIX}.{site}.alertctl.{check_stream_id(stream_id)}.ack"
 
 
+def site_reference_push(site: str, stream_id: str) -> str:
+    """At central: a new reference for a site's stream (made at the site from its cycles); the
+    site sources it into its own ``vertac.refpush.<stream_id>``."""
+    if not re.fullmatch(SITE_PATTERN, site):
+        raise ValueError(f"site id {site!r} is not valid")
+    return f"{PREFIX}.{site}.refctl.{check_stream_id(stream_id)}.create"
+
+
 def alert_ack(stream_id: str) -> str:
     """At a site: an acknowledgement central sent for one of the stream's alerts (stored in
     VERTAC_CONTROL; the alerts service carries it out)."""
@@ -272,7 +280,8 @@ class JetStreamName:
 
 SAMPLES: Final = JetStreamName("VERTAC_SAMPLES", (all_of("samples"),))
 CONTROL: Final = JetStreamName(
-    "VERTAC_CONTROL", (all_of("control"), all_of("registry"), all_of("alertack"))
+    "VERTAC_CONTROL",
+    (all_of("control"), all_of("registry"), all_of("alertack"), all_of("refpush")),
 )
 CYCLES: Final = JetStreamName("VERTAC_CYCLES", (all_of("cycles"),))
 ANALYSIS: Final = JetStreamName("VERTAC_ANALYSIS", (all_of("analysis"),))

@@ -77,7 +77,9 @@ def commands_source(site: str) -> StreamSource:
     central's domain, each ``vertac.<site>.control.<stream_id>`` stored as the site's own
     ``vertac.control.<stream_id>.<partition>``, where its cycles service reads commands, and
     each ``vertac.<site>.alertctl.<stream_id>.ack`` as ``vertac.alertack.<stream_id>.<p>``,
-    where its alerts service reads acknowledgements."""
+    where its alerts service reads acknowledgements, and each
+    ``vertac.<site>.refctl.<stream_id>.create`` as ``vertac.refpush.<stream_id>.<p>``, where
+    its analysis service makes the reference."""
     return StreamSource(
         name=commands_stream(site),
         external=ExternalStream(api=f"$JS.{CENTRAL_DOMAIN}.API"),
@@ -87,7 +89,11 @@ def commands_source(site: str) -> StreamSource:
                 dest=f"{subjects.PREFIX}.{local}.{{{{wildcard(1)}}}}"
                 f".{{{{partition({subjects.PARTITIONS},1)}}}}",
             )
-            for kind, local in (("control.*", "control"), ("alertctl.*.ack", "alertack"))
+            for kind, local in (
+                ("control.*", "control"),
+                ("alertctl.*.ack", "alertack"),
+                ("refctl.*.create", "refpush"),
+            )
         ],
     )
 
@@ -153,6 +159,7 @@ async def link_site(js: JetStreamContext, link: SiteLink) -> str:
         subjects=[
             f"{subjects.PREFIX}.{link.site}.control.>",
             f"{subjects.PREFIX}.{link.site}.alertctl.>",
+            f"{subjects.PREFIX}.{link.site}.refctl.>",
         ],
         max_age=COMMANDS_MAX_AGE_S,
         duplicate_window=120.0,

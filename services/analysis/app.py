@@ -7,6 +7,7 @@ import functools
 import logging
 
 from schemas import subjects
+from schemas.messages import CreateReference
 from services.analysis.adapters import (
     Catalogue,
     History,
@@ -23,6 +24,8 @@ from services.analysis.logic import Params
 from services.analysis.requests import ReferenceService
 from services.analysis.trend import TrendParams
 from services.common.config import CommonSettings
+from services.common.consumer import BatchHandler, Delivery
+from services.common.failures import TransientError
 from services.common.responder import respond
 from services.common.runtime import open_service, run_process
 from services.common.sites import each, importers
@@ -88,6 +91,12 @@ async def serve(settings: Settings, common: CommonSettings, stop: asyncio.Event)
         bus.js, settings.durable, handler, metrics, max_deliver=common.max_deliver, ack_wait=120
     )
     await consumer.declare()
+    if common.site:  # a site of a central VerTac: the references central asks for
+        pushed = subscription(SERVICE, "refpush").consumer(
+            bus.js, settings.durable, references_from_central(service), metrics,
+            max_deliver=common.max_deliver, ack_wait=120,
+        )  # fmt: skip
+        await pushed.declare()
     results = Results(bus.js, pool)
     sites = await importers(
         SERVICE, bus.js, settings.durable, common.site_ids, metrics,
@@ -96,10 +105,30 @@ async def serve(settings: Settings, common: CommonSettings, stop: asyncio.Event)
     )  # fmt: skip
     log.info("analysis running", extra={"durable": settings.durable})
     try:
-        await asyncio.gather(consumer.run(stop), *(c.run(stop) for c in sites))
+        more = [pushed.run(stop)] if common.site else []
+        await asyncio.gather(consumer.run(stop), *more, *(c.run(stop) for c in sites))
     finally:
         await bus.close()
         await pool.close()
+
+
+def references_from_central(service: ReferenceService) -> BatchHandler[CreateReference]:
+    """At a site: each reference central asked for, made as if asked here; one that cannot be
+    made (unknown cycles, ...) is logged and dropped, one that failed for a while is retried."""
+
+    async def handle(batch: list[Delivery[CreateReference]]) -> None:
+        for d in batch:
+            status, body = await service.handle("create", d.item.model_dump_json().encode())
+            if status >= 500:
+                raise TransientError(f"reference from central not made yet: {body[:200]!r}")
+            if status >= 400:
+                log.warning("reference from central not made",
+                            extra={"stream_id": d.item.stream_id, "status": status,
+                                   "reason": body[:300].decode(errors="replace")})  # fmt: skip
+            else:
+                log.info("reference from central made", extra={"stream_id": d.item.stream_id})
+
+    return handle
 
 
 def main() -> None:

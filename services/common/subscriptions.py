@@ -92,6 +92,7 @@ def _row(service: str, name: str, kind: str, payload: type[BaseModel], durable: 
          ack_all: bool = False) -> Subscription:  # fmt: skip
     stream = {"samples": subjects.SAMPLES.name, "registry": subjects.CONTROL.name,
               "control": subjects.CONTROL.name, "alertack": subjects.CONTROL.name,
+              "refpush": subjects.CONTROL.name,
               "cycles": subjects.CYCLES.name,
               "analysis": subjects.ANALYSIS.name, "alerts": subjects.ALERTS.name}[kind]  # fmt: skip
     return Subscription(service, name, stream, kind, payload, durable, batch, description,
@@ -113,6 +114,8 @@ SUBSCRIPTIONS: tuple[Subscription, ...] = (
          "partition.", partitioned=True),
     _row("analysis", "cycles", "cycles", messages.CycleStateChanged, "{durable}", 8,
          "Compares each completed or aborted cycle with the stream's active reference."),
+    _row("analysis", "refpush", "refpush", messages.CreateReference, "{durable}-refpush", 4,
+         "At a site: references central asked for, made as if asked here."),
     _row("alerts", "frames", "samples", messages.FrameJson, "{durable}-p{p:02d}", 256,
          "Live rules (limit, rate, flatline, data gap, envelope), one durable per partition.",
          partitioned=True, ack_all=True),

@@ -308,6 +308,21 @@ async def serves_and_commands(sites: list[Site], central: CommonSettings, frames
                               "SELECT state FROM live_alerts WHERE alert_id = %s",
                               f"{MACHINE}.high.1")  # fmt: skip
         assert at_north == [("acknowledged",)]
+        # a reference from two of the site's cycles, asked at central, made at the site
+        chosen = [c["cycle_id"] for c in cycles[-3:-1]]
+        pushed = await http.post(f"/api/live/stream/{AT_CENTRAL}/references",
+                                 json={"cycle_ids": chosen, "activate": True,
+                                       "description": "from headquarters"})  # fmt: skip
+        assert pushed.status_code == 202, pushed.text
+
+        async def made_at_north() -> bool:
+            got = await rows(north.common.database_url,
+                             "SELECT source_cycles, active FROM live_references"
+                             " WHERE stream_id = %s AND description = %s",
+                             MACHINE, "from headquarters")  # fmt: skip
+            return got == [([c.removeprefix("north.") for c in chosen], True)]
+
+        await eventually(made_at_north, timeout=120)
         # a setting of the site's stream is the site's: refused with the reason
         put = await http.put(f"/api/live/stream/{AT_CENTRAL}/cycle-config",
                              json={"trigger": "manual"})  # fmt: skip

@@ -23,7 +23,7 @@ def test_every_service_reads_what_the_table_says() -> None:
         ("ingest", "frames"), ("ingest", "influx"), ("ingest", "registry"),
         ("cycles", "frames"), ("cycles", "commands"), ("analysis", "cycles"),
         ("alerts", "frames"), ("alerts", "analysis"), ("alerts", "cycles"), ("alerts", "notify"),
-        ("alerts", "acks"),
+        ("alerts", "acks"), ("analysis", "refpush"),
     }  # fmt: skip
 
 
@@ -136,7 +136,8 @@ def test_each_channel_is_stored_in_the_stream_that_captures_its_subjects() -> No
 
     captured = {s: stream.name for stream in subjects.ALL_STREAMS for s in stream.subjects}
     at_central = {"site": site_stream("x"), "site-control": commands_stream("x"),
-                  "site-alertctl": commands_stream("x")}  # fmt: skip
+                  "site-alertctl": commands_stream("x"),
+                  "site-refctl": commands_stream("x")}  # fmt: skip
     for c in CHANNELS:
         if c.kind in at_central:  # a central's stream per site (services/federation.py)
             assert c.address.startswith("vertac.{site}.")

@@ -11,9 +11,10 @@ from fastapi import (
     Depends,
     Request,
 )
-from fastapi.responses import Response
+from fastapi.responses import JSONResponse, Response
 from pydantic import ValidationError
 
+from schemas import subjects
 from schemas.messages import (
     ActivateReference,
     CreateReference,
@@ -24,6 +25,7 @@ from schemas.messages import (
     NewReferenceBody,
     ReferenceInfo,
 )
+from services.common.auth import Principal
 from services.gateway.auth import Admin, Operator, role
 from services.gateway.bodies import OffLoopJson
 from services.gateway.state import (
@@ -75,7 +77,12 @@ async def get_reference(
 async def create_reference(
     stream_id: StreamIdPath, body: NewReferenceBody, request: Request, who: Admin
 ) -> Response:
-    """A new reference version from one or more good cycles (DTW barycenter + envelope)."""
+    """A new reference version from one or more good cycles (DTW barycenter + envelope). At a
+    central VerTac, for a site's stream: sent to the site, which makes it from its cycles (202);
+    the site's next analyses use it."""
+    site = subjects.site_of(stream_id)
+    if site is not None:
+        return await push_reference(request, who, stream_id, site, body)
     req = CreateReference(stream_id=valid_stream_id(stream_id), **body.model_dump())
     answer = await ask_analysis(stream_id, "create", req.model_dump_json().encode(), request)
     if answer.status_code == 200:
@@ -86,6 +93,35 @@ async def create_reference(
         }
         await gw(request).audit.record(who, "reference.create", stream_id, None, after)
     return answer
+
+
+async def push_reference(
+    request: Request, who: Principal, stream_id: str, site: tuple[str, str], body: NewReferenceBody
+) -> Response:
+    g = gw(request)
+    name, local = site
+    if name not in g.sites:
+        raise ApiError(404, f"stream {stream_id!r} is unknown (no site {name!r} here)", "stream_id")
+    if body.dataset:
+        raise ApiError(422, "a site's reference is made from its cycles: give cycle_ids", "body")
+    theirs = f"{name}."
+    foreign = [c for c in body.cycle_ids if not c.startswith(f"{stream_id}-")]
+    if foreign:
+        raise ApiError(422, f"{foreign[0]!r} is not a cycle of {stream_id!r}", "body.cycle_ids")
+    req = CreateReference(
+        stream_id=local,
+        cycle_ids=[c.removeprefix(theirs) for c in body.cycle_ids],
+        activate=body.activate,
+        description=body.description,
+    )
+    await g.port.publish_to_site(
+        subjects.site_reference_push(name, local), req.model_dump_json().encode()
+    )
+    after = {"site": name, "source_cycles": body.cycle_ids}
+    await g.audit.record(who, "reference.create", stream_id, None, after)
+    return JSONResponse(
+        status_code=202, content={"stream_id": stream_id, "state": "sent", "site": name}
+    )
 
 
 @router.post(
