@@ -30,6 +30,8 @@ from services.federation import (
     site_leaf_remote,
     site_stream,
 )
+from services.natsauth import ADMIN, url_for
+from services.stack import Stack, StackOptions
 from tests.conftest import eventually
 from tests.link import Link
 
@@ -222,43 +224,25 @@ def test_a_site_id_is_a_token_and_a_domain() -> None:
             check_site(bad)
 
 
-async def test_vertac_central_and_a_site_of_vertac_run_link_with_the_sites_own_sign_in(
-    tmp_path: Path, capsys
-) -> None:  # type: ignore[no-untyped-def]
-    """The servers as ``vertac central --site north`` and ``vertac run --site north --central
-    URL`` start them: closed buses both, the site's leaf node signed in as ``site-north`` (a
-    wrong password is refused), central's stream of the site declared at start."""
-    from services.natsauth import ADMIN, url_for
-    from services.stack import Stack, StackOptions
+def stack_options(root: Path, name: str, **more: object) -> StackOptions:
+    """The options of a ``vertac central`` or ``vertac run --site`` under ``root`` on free
+    ports (only its nats-server is started by the tests)."""
+    return StackOptions(data_dir=root / name, nats_port=free_port(), nats_monitor_port=free_port(),
+                        pg_port=free_port(), simulate=False, **more)  # type: ignore[arg-type]  # fmt: skip
 
-    def options(name: str, **more: object) -> StackOptions:
-        return StackOptions(data_dir=tmp_path / name, nats_port=free_port(),
-                            nats_monitor_port=free_port(), pg_port=free_port(), simulate=False,
-                            **more)  # type: ignore[arg-type]  # fmt: skip
 
-    central = Stack(options("central", leaf_port=free_port(), sites=("north",)))
-    central.start_nats()
-    sites: list[Stack] = []
+async def a_site_frame_reaches_central(central: Stack, site: Stack) -> None:
+    """As the stacks' starts declare them: the site's layout, central's stream of site north;
+    one frame published at the site arrives in central's stream."""
+    admin = await nats.connect(
+        url_for(central.nats.url, ADMIN, central.bus_users.passwords()[ADMIN])
+    )
+    site_admin = url_for(site.nats.url, ADMIN, site.bus_users.passwords()[ADMIN])
+    snc = await nats.connect(site_admin)
     try:
-        assert central.options.leaf_port
-        good = central.leaf_users.url("north", "127.0.0.1", central.options.leaf_port)
-        wrong = good.replace(central.leaf_users.passwords()["site-north"], "guess")
-        for name, url in (("north", good), ("intruder", wrong)):
-            site = Stack(options(name, site="north", central_url=url))
-            site.start_nats()
-            sites.append(site)
-        said = capsys.readouterr().out
-        assert "site          north (JetStream domain), leaf node of nats-leaf://" in said
-        assert central.leaf_users.passwords()["site-north"] not in said
-        assert "site north    takes leaf nodes on" in said
-        admin = await nats.connect(
-            url_for(central.nats.url, ADMIN, central.bus_users.passwords()[ADMIN])
-        )
         cjs = admin.jetstream()
-        site_admin = url_for(sites[0].nats.url, ADMIN, sites[0].bus_users.passwords()[ADMIN])
-        snc = await nats.connect(site_admin)
         await init_bus(snc.jetstream(), CommonSettings(nats_url=site_admin))
-        await link_site(cjs, SiteLink("north"))  # what central's start declares
+        await link_site(cjs, SiteLink("north"))
         await snc.jetstream().publish(subjects.samples("sim-01"), b"frame",
                                       headers={subjects.HEADER_MSG_ID: "sim-01:1"})  # fmt: skip
 
@@ -266,11 +250,36 @@ async def test_vertac_central_and_a_site_of_vertac_run_link_with_the_sites_own_s
             return (await cjs.stream_info(site_stream("north"))).state.messages == 1
 
         await eventually(arrived, timeout=30)
+    finally:
+        await snc.close()
+        await admin.close()
+
+
+async def test_vertac_central_and_a_site_of_vertac_run_link_with_the_sites_own_sign_in(
+    tmp_path: Path, capsys
+) -> None:  # type: ignore[no-untyped-def]
+    """The servers as ``vertac central --site north`` and ``vertac run --site north --central
+    URL`` start them: closed buses both, the site's leaf node signed in as ``site-north`` (a
+    wrong password is refused), central's stream of the site declared at start."""
+    central = Stack(stack_options(tmp_path, "central", leaf_port=free_port(), sites=("north",)))
+    central.start_nats()
+    sites: list[Stack] = []
+    try:
+        assert central.options.leaf_port
+        good = central.leaf_users.url("north", "127.0.0.1", central.options.leaf_port)
+        wrong = good.replace(central.leaf_users.passwords()["site-north"], "guess")
+        for name, url in (("north", good), ("intruder", wrong)):
+            site = Stack(stack_options(tmp_path, name, site="north", central_url=url))
+            site.start_nats()
+            sites.append(site)
+        said = capsys.readouterr().out
+        assert "site          north (JetStream domain), leaf node of nats-leaf://" in said
+        assert central.leaf_users.passwords()["site-north"] not in said
+        assert "site north    takes leaf nodes on" in said
+        await a_site_frame_reaches_central(central, sites[0])
         log = (tmp_path / "central" / "nats" / "nats-server.log").read_text()
         assert "Leafnode connection created" in log
         assert "Leafnode connection closed: Authentication Failure" in log  # the wrong password
-        await snc.close()
-        await admin.close()
     finally:
         for site in sites:
             site.nats.stop()
@@ -283,9 +292,7 @@ async def test_a_site_reaches_central_over_tls_and_checks_centrals_certificate(
     """``vertac central --leaf-tls-cert/--leaf-tls-key`` and ``vertac run --site --central
     tls://... --central-ca``: the site's data arrives over TLS; a site that trusts another CA
     does not link (central's certificate is refused)."""
-    from services.natsauth import ADMIN, url_for
     from services.pki import make_ca, make_leaf, write_cert, write_key
-    from services.stack import Stack, StackOptions
 
     ca, ca_key = make_ca("VerTac central CA", days=1)
     cert, key = make_leaf("central", ca, ca_key, names=["localhost", "127.0.0.1"])
@@ -294,14 +301,9 @@ async def test_a_site_reaches_central_over_tls_and_checks_centrals_certificate(
     pki.mkdir()
     ca_file, other_file = write_cert(ca, pki / "ca.pem"), write_cert(other, pki / "other.pem")
 
-    def options(name: str, **more: object) -> StackOptions:
-        return StackOptions(data_dir=tmp_path / name, nats_port=free_port(),
-                            nats_monitor_port=free_port(), pg_port=free_port(), simulate=False,
-                            **more)  # type: ignore[arg-type]  # fmt: skip
-
-    central = Stack(options("central", leaf_port=free_port(), sites=("north",),
-                            leaf_tls_cert=write_cert(cert, pki / "central.pem"),
-                            leaf_tls_key=write_key(key, pki / "central.key")))  # fmt: skip
+    central = Stack(stack_options(tmp_path, "central", leaf_port=free_port(), sites=("north",),
+                                  leaf_tls_cert=write_cert(cert, pki / "central.pem"),
+                                  leaf_tls_key=write_key(key, pki / "central.key")))  # fmt: skip
     central.start_nats()
     sites: list[Stack] = []
     try:
@@ -309,28 +311,13 @@ async def test_a_site_reaches_central_over_tls_and_checks_centrals_certificate(
         url = central.leaf_users.url("north", "127.0.0.1", central.options.leaf_port)
         url = url.replace("nats-leaf://", "tls://")
         for name, trusted in (("north", ca_file), ("fooled", other_file)):
-            site = Stack(options(name, site="north", central_url=url, central_ca=trusted))
+            site = Stack(stack_options(tmp_path, name, site="north", central_url=url,
+                                       central_ca=trusted))  # fmt: skip
             site.start_nats()
             sites.append(site)
-        admin = await nats.connect(
-            url_for(central.nats.url, ADMIN, central.bus_users.passwords()[ADMIN])
-        )
-        cjs = admin.jetstream()
-        site_admin = url_for(sites[0].nats.url, ADMIN, sites[0].bus_users.passwords()[ADMIN])
-        snc = await nats.connect(site_admin)
-        await init_bus(snc.jetstream(), CommonSettings(nats_url=site_admin))
-        await link_site(cjs, SiteLink("north"))
-        await snc.jetstream().publish(subjects.samples("sim-01"), b"frame",
-                                      headers={subjects.HEADER_MSG_ID: "sim-01:1"})  # fmt: skip
-
-        async def arrived() -> bool:
-            return (await cjs.stream_info(site_stream("north"))).state.messages == 1
-
-        await eventually(arrived, timeout=30)
+        await a_site_frame_reaches_central(central, sites[0])
         fooled = (tmp_path / "fooled" / "nats" / "nats-server.log").read_text()
         assert "certificate" in fooled.lower(), fooled[-2000:]
-        await snc.close()
-        await admin.close()
     finally:
         for site in sites:
             site.nats.stop()
