@@ -136,6 +136,11 @@ def build_app(settings: Settings, common: CommonSettings) -> FastAPI:
             401: {"model": ErrorBody, "description": "No valid credential (sign in)."},
             403: {"model": ErrorBody, "description": "The role does not allow it."},
             404: {"model": ErrorBody},
+            409: {
+                "model": ErrorBody,
+                "description": "Not in the present state; at a central VerTac, a change to a "
+                "site's stream (<site>.<stream id>) is made at the site.",
+            },
             413: {"model": ErrorBody, "description": "The body is over the limit."},
             422: {"model": ErrorBody},
             503: {"model": ErrorBody, "description": "The bus or the database is unavailable."},

@@ -187,36 +187,6 @@ async def test_no_live_subject_crosses_the_leaf_link(plant) -> None:  # type: ig
     await cnc.close()
 
 
-async def test_a_cycle_command_sent_from_central_runs_at_the_site(plant, database_url) -> None:  # type: ignore[no-untyped-def]
-    """``vertac cycle start --site north press-1`` at central: north's cycles service starts
-    the cycle (south is not told), and central sees the cycle's event come back."""
-    from datetime import UTC, datetime
-
-    from schemas.messages import CycleCommand
-    from tests.conftest import cycles_service
-
-    _, cjs, (north, south) = plant
-    for site in (north, south):
-        await link_site(cjs, SiteLink(site.name))
-    common = CommonSettings(nats_url=north.server.url, database_url=database_url, site="north")
-    async with cycles_service(common):
-        command = CycleCommand(stream_id="press-1", command="cycle_start",
-                               issued_at=datetime.now(UTC), source="central", reason="test")  # fmt: skip
-        ack = await cjs.publish(subjects.site_control("north", "press-1"),
-                                command.model_dump_json().encode())  # fmt: skip
-        assert ack.stream == "VERTAC_SITE_north_COMMANDS"
-
-        async def started_at_central() -> bool:
-            got = await stored(cjs, site_stream("north"))
-            return any(s.startswith("vertac.north.cycles.press-1.started") for s, _ in got)
-
-        await eventually(started_at_central, timeout=60)
-    at_north = await stored(north.js, subjects.CONTROL.name)
-    assert [s.rsplit(".", 1)[0] for s, _ in at_north] == ["vertac.control.press-1"]
-    assert CycleCommand.model_validate_json(at_north[0][1]).source == "central"
-    assert (await south.js.stream_info(subjects.CONTROL.name)).state.messages == 0
-
-
 def test_a_site_id_is_a_token_and_a_domain() -> None:
     assert check_site("north-2") == "north-2"
     for bad in ("North", "a.b", "", "samples", "central", "x" * 33):

@@ -72,8 +72,14 @@ async def get_reference(
 
 
 @router.post(
-    "/api/live/stream/{stream_id}/references", status_code=201, response_model=ReferenceInfo
-)
+    "/api/live/stream/{stream_id}/references",
+    status_code=201,
+    response_model=ReferenceInfo,
+    responses={
+        202: {"description": "At a central VerTac, a site's stream: sent to the site, which "
+              "makes the reference from its cycles."}
+    },
+)  # fmt: skip
 async def create_reference(
     stream_id: StreamIdPath, body: NewReferenceBody, request: Request, who: Admin
 ) -> Response:
