@@ -125,13 +125,14 @@ export const api = {
   cycleAlerts: (cid: string) => call<CycleAlerts>(`/api/live/cycles/${enc(cid)}/alerts`),
   alerts: (params: Record<string, string>) =>
     call<AlertRow[]>(`/api/live/alerts?${new URLSearchParams(params).toString()}`),
+  // at a central VerTac, a site's alert or reference is sent to the site: {state: "sent", site}
   ack: (alertId: string, user: string, comment = "") =>
-    call<unknown>(`/api/live/alerts/${enc(alertId)}/ack`, {
+    call<{ state?: string; site?: string }>(`/api/live/alerts/${enc(alertId)}/ack`, {
       method: "POST",
       body: JSON.stringify({ user, comment }),
     }),
   useAsReference: (sid: string, cycleId: string, description: string) =>
-    call<ReferenceInfo>(`/api/live/stream/${enc(sid)}/references`, {
+    call<ReferenceInfo | { state: "sent"; site: string }>(`/api/live/stream/${enc(sid)}/references`, {
       method: "POST",
       body: JSON.stringify({ cycle_ids: [cycleId], activate: true, description }),
     }),

@@ -259,7 +259,12 @@ export function mountLive(root: HTMLElement, streamId: string, ctx: LiveContext)
     button.disabled = true;
     button.textContent = "Acknowledging\u2026";
     try {
-      await api.ack(a.alert_id, operator.value.trim() || "operator");
+      const answer = await api.ack(a.alert_id, operator.value.trim() || "operator");
+      if (answer?.state === "sent") {
+        // a site's alert: the site acknowledges it, and its event updates the ticker
+        button.textContent = `Sent to site ${answer.site ?? ""}`;
+        return;
+      }
       const now = alerts.get(a.alert_id) ?? a;
       upsertAlert({ ...now, state: "acknowledged" });
     } catch (err) {

@@ -154,6 +154,10 @@ async function useAsReference(detail: CycleDetail): Promise<void> {
   if (!window.confirm(`Make cycle ${c.cycle_no} the reference of ${c.stream_id}? New cycles will be compared with it.`)) return;
   try {
     const ref = await api.useAsReference(c.stream_id, c.cycle_id, `from cycle ${c.cycle_no}`);
+    if ("state" in ref) {
+      toast(`Sent to site ${ref.site}: it makes the reference from cycle ${c.cycle_no} and activates it.`);
+      return;
+    }
     toast(`Reference v${ref.reference_version} created from cycle ${c.cycle_no} and activated.`);
   } catch (err) {
     toast(`Use as reference failed: ${(err as Error).message}`, "error");
