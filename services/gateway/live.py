@@ -48,6 +48,7 @@ async def live(websocket: WebSocket, stream_id: str) -> None:
         if not who.allows("viewer"):
             raise ApiError(403, f"this needs role viewer; {who.name!r} has role {who.role}")
         shown_stream_id(stream_id)  # at central, a site's stream is shown live too
+        g.site_of(stream_id)
     except ApiError as exc:
         await websocket.send_text(envelope(WsError(error=exc.message, field=exc.field)))
         await websocket.close(code=1008)

@@ -188,6 +188,18 @@ class Gateway:
             raise ApiError(404, f"cycle {cycle_id!r} is unknown", field)
         return found
 
+    def site_of(self, stream_id: str) -> str | None:
+        """The site of a site's stream at this central VerTac (None for a local stream); 404
+        for a site this VerTac does not take."""
+        site = subjects.site_of(stream_id)
+        if site is None:
+            return None
+        if site[0] not in self.sites:
+            raise ApiError(
+                404, f"stream {stream_id!r} is unknown (no site {site[0]!r} here)", "stream_id"
+            )
+        return site[0]
+
     async def recorded(self, cycle_id: str) -> tuple[CycleDetail, Frame]:
         """The cycle and its recorded samples; 409 while it has none (still running)."""
         detail, name = await self.cycle(cycle_id)

@@ -121,6 +121,7 @@ async def recent_samples(
     """The last ``seconds`` of the stream's samples as the WebSocket sends them (min/max/mean
     buckets, same density), so a page shows a full window at once instead of filling it."""
     g = gw(request)
+    g.site_of(stream_id)  # a site's: one this central takes
     frames = await g.port.recent_frames(stream_id, seconds, limit=20_000)
     buckets = max(1, math.ceil(g.settings.ws_points_per_second * seconds))
     decimator = Decimator(stream_id, buckets)
