@@ -34,6 +34,16 @@ async def _count(js, subject: str) -> int:  # type: ignore[no-untyped-def]
     return sum((info.state.subjects or {}).values())
 
 
+REFUSED = (TimeoutError, nats.errors.TimeoutError, nats.errors.NoRespondersError)
+
+
+async def _all_refused(*calls) -> None:  # type: ignore[no-untyped-def]
+    """Each call is refused (times out, or no one answers); they wait side by side."""
+    results = await asyncio.gather(*calls, return_exceptions=True)
+    for i, result in enumerate(results):
+        assert isinstance(result, REFUSED), f"call {i} was not refused: {result!r}"
+
+
 async def test_an_edge_publishes_its_own_stream_only_and_strangers_stay_out(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -68,6 +78,7 @@ async def test_an_edge_publishes_its_own_stream_only_and_strangers_stay_out(
         with pytest.raises(RegistryRefused, match="not this subject's stream"):
             await registry_call(edge, "press-a", RegistryRequest(op="register", registration=spoof))
         # ... nor writes or reads a bucket itself (not even its own key)
+        calls = []
         for subject, body in (
             (f"$KV.{subjects.KV_STREAMS}.press-a", b"not json"),
             (f"$KV.{subjects.KV_SEQ}.press-a", b"0"),
@@ -77,21 +88,18 @@ async def test_an_edge_publishes_its_own_stream_only_and_strangers_stay_out(
              b'{"last_by_subj": "$KV.vertac_streams.sim-01"}'),
             (f"$JS.API.DIRECT.GET.KV_{subjects.KV_STREAMS}.$KV.{subjects.KV_STREAMS}.press-a", b""),
         ):  # fmt: skip
-            with pytest.raises(
-                (TimeoutError, nats.errors.TimeoutError, nats.errors.NoRespondersError)
-            ):
-                await edge.nc.request(subject, body, timeout=2)
+            calls.append(edge.nc.request(subject, body, timeout=2))
+        await _all_refused(*calls)
         record = await lookup(await admin.js.key_value(subjects.KV_STREAMS), "press-a")
         assert record is not None and record.stream_id == "press-a"
         stop_registry.set()
         await serving
         await registry_bus.close()
         # ... but not another stream's samples, nor commands
-        for subject in (subjects.samples("press-b"), subjects.control("press-a")):
-            with pytest.raises(
-                (TimeoutError, nats.errors.TimeoutError, nats.errors.NoRespondersError)
-            ):
-                await edge.js.publish(subject, b"forged", timeout=2)
+        await _all_refused(*(
+            edge.js.publish(subject, b"forged", timeout=2)
+            for subject in (subjects.samples("press-b"), subjects.control("press-a"))
+        ))  # fmt: skip
         assert await _count(admin.js, subjects.samples("press-b")) == 0
         # and the edge's log says why, once per refusal
         await eventually(lambda: asyncio.sleep(0, any(
@@ -118,13 +126,15 @@ async def test_an_edge_publishes_its_own_stream_only_and_strangers_stay_out(
         assert got == []
         await spy.close()
         # nor delete a stream; nor may a service
-        for user in ("edge-press-a", "ingest"):
-            bus = await open_client(as_user(user), f"vertac-test-{user}")
-            with pytest.raises(
-                (TimeoutError, nats.errors.TimeoutError, nats.errors.NoRespondersError)
-            ):
-                await asyncio.wait_for(bus.js.delete_stream("VERTAC_DLQ"), 5)
-            await bus.close()
+        deleters = [
+            await open_client(as_user(user), f"vertac-test-{user}")
+            for user in ("edge-press-a", "ingest")
+        ]
+        await _all_refused(
+            *(asyncio.wait_for(b.js.delete_stream("VERTAC_DLQ"), 5) for b in deleters)
+        )
+        for deleter in deleters:
+            await deleter.close()
         assert (await admin.js.stream_info("VERTAC_DLQ")).config.name == "VERTAC_DLQ"
         # each service its own subjects: the gateway sends commands; ingest may not, nor
         # write cycle events, another service's dead letters or a bucket it only reads
@@ -132,27 +142,25 @@ async def test_an_edge_publishes_its_own_stream_only_and_strangers_stay_out(
         ack = await gateway.js.publish(subjects.control("press-a"), b"{}")
         assert ack.stream == "VERTAC_CONTROL"
         # and asks the owners to change settings: it may not write their buckets itself
+        calls = []
         for subject in (
             f"$KV.{subjects.KV_ALERT_RULES}.press-a.r1",
             f"$KV.{subjects.KV_CYCLE_CONFIG}.press-a",
             f"$KV.{subjects.KV_STREAMS}.press-a",
         ):
-            with pytest.raises(
-                (TimeoutError, nats.errors.TimeoutError, nats.errors.NoRespondersError)
-            ):
-                await gateway.js.publish(subject, b"{}", timeout=2)
+            calls.append(gateway.js.publish(subject, b"{}", timeout=2))
+        await _all_refused(*calls)
         await gateway.close()
         ingest = await open_bus(as_user("ingest"), "vertac-test-ingest")
+        calls = []
         for subject in (
             subjects.control("press-a"),
             subjects.cycles("press-a", "started"),
             subjects.dead_letter("cycles"),
             f"$KV.{subjects.KV_ALERT_RULES}.press-a.r1",
         ):
-            with pytest.raises(
-                (TimeoutError, nats.errors.TimeoutError, nats.errors.NoRespondersError)
-            ):
-                await ingest.js.publish(subject, b"{}", timeout=2)
+            calls.append(ingest.js.publish(subject, b"{}", timeout=2))
+        await _all_refused(*calls)
         await ingest.close()
         # no one reads another's replies: only its own inbox is open to a user
         for user in ("ingest", "edge-press-a"):
