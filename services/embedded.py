@@ -90,7 +90,6 @@ class NatsServer:
     domain: str | None = None  # the JetStream domain (a site's id, or "central")
     leaf_port: int | None = None  # central: where sites' leaf nodes connect
     leaf_remotes: tuple[str, ...] = ()  # a site: leafnodes {...} remotes block entries
-    leaf_users: dict[str, str] = field(default_factory=dict)  # central: the sites' sign-ins
     leaf_tls_cert: Path | None = None  # central: TLS on the leaf port (with leaf_tls_key)
     leaf_tls_key: Path | None = None
     proc: subprocess.Popen[bytes] | None = field(default=None, repr=False)
@@ -126,12 +125,7 @@ class NatsServer:
                     f"  tls {{ cert_file: {json.dumps(str(self.leaf_tls_cert))}, "
                     f"key_file: {json.dumps(str(self.leaf_tls_key))} }}"
                 )
-            if self.leaf_users:
-                users = ", ".join(
-                    f"{{user: {json.dumps(u)}, password: {json.dumps(p)}}}"
-                    for u, p in sorted(self.leaf_users.items())
-                )
-                leaf.append(f"  authorization {{ users: [{users}] }}")
+            # the sites sign in as users of ``config``, each held to its own site's data
         if self.leaf_remotes:
             remotes = ",\n".join(f"    {r}" for r in self.leaf_remotes)
             leaf.append(f"  remotes: [\n{remotes}\n  ]")

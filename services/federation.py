@@ -11,7 +11,9 @@ a link outage central takes up where it stopped, in order, each message once.
 
 The leaf connection carries JetStream's API and deliveries only: no ``vertac.>`` subject crosses
 it (denied both ways), so a site's live traffic stays in the site, and central's own streams
-never capture a site's subjects.
+never capture a site's subjects. Central holds each site's leaf user to that site's own
+deliveries, domain and commands stream (:func:`leaf_permissions`), so a site cannot read
+another site's data through central, whatever its own configuration says.
 """
 
 from __future__ import annotations
@@ -72,6 +74,59 @@ def commands_stream(site: str) -> str:
     return f"VERTAC_SITE_{check_site(site)}_COMMANDS"
 
 
+def deliver_prefix(site: str, way: str) -> str:
+    """Where JetStream delivers what crosses a site's leaf link: ``data`` toward central,
+    ``commands`` toward the site; one prefix per site, so central's permissions hold each site
+    to its own."""
+    return f"vertac-site.{check_site(site)}.{way}"
+
+
+DATA_STREAMS: Final = tuple(dict.fromkeys(SHARED.values()))
+"""The site's streams central sources."""
+
+
+def leaf_permissions(site: str) -> dict[str, object]:
+    """What a site's leaf connection may do at central, enforced by central (whatever the
+    site's own configuration says). Seen from central: ``publish`` is what the site may send
+    in, ``subscribe`` what central sends out to it.
+
+    - In: its own data, delivered to ``vertac-site.<site>.data``; the JetStream API of its own
+      commands stream only (to take the commands, never to change the stream); the replies of
+      JetStream's own requests (``$JSC.R``) and flow control of its commands.
+    - Out: central's API requests to the site's domain, its commands, replies, and the flow
+      control of what it sends.
+
+    No ``vertac.>`` subject, no other site's domain, deliveries or streams, and nothing of
+    central's own JetStream API reaches it: a site reads nothing of another site at central.
+    """
+    commands = commands_stream(site)
+    api = f"$JS.{CENTRAL_DOMAIN}.API"
+    return {
+        "publish": {
+            "allow": [
+                f"{deliver_prefix(site, 'data')}.>",
+                f"{api}.CONSUMER.CREATE.{commands}",
+                f"{api}.CONSUMER.CREATE.{commands}.>",
+                f"{api}.CONSUMER.DELETE.{commands}.>",
+                f"{api}.CONSUMER.INFO.{commands}.>",
+                f"{api}.STREAM.INFO.{commands}",
+                f"$JS.FC.{commands}.>",
+                f"$JS.FC.{CENTRAL_DOMAIN}.*.{commands}.>",
+                "$JSC.R.>",
+            ]
+        },
+        "subscribe": {
+            "allow": [
+                f"$JS.{check_site(site)}.API.>",
+                f"{deliver_prefix(site, 'commands')}.>",
+                "$JSC.R.>",
+                *(f"$JS.FC.{stream}.>" for stream in DATA_STREAMS),
+                f"$JS.FC.{site}.*.>",
+            ]
+        },
+    }
+
+
 def commands_source(site: str) -> StreamSource:
     """How a site's ``VERTAC_CONTROL`` takes central's commands for it: sourced through
     central's domain, each ``vertac.<site>.control.<stream_id>`` stored as the site's own
@@ -82,7 +137,9 @@ def commands_source(site: str) -> StreamSource:
     its analysis service makes the reference."""
     return StreamSource(
         name=commands_stream(site),
-        external=ExternalStream(api=f"$JS.{CENTRAL_DOMAIN}.API"),
+        external=ExternalStream(
+            api=f"$JS.{CENTRAL_DOMAIN}.API", deliver=deliver_prefix(site, "commands")
+        ),
         subject_transforms=[
             SubjectTransform(
                 src=f"{subjects.PREFIX}.{site}.{kind}",
@@ -134,7 +191,10 @@ class SiteLink:
         sources = [
             StreamSource(
                 name=SHARED[kind],
-                external=ExternalStream(api=f"$JS.{check_site(self.site)}.API"),
+                external=ExternalStream(
+                    api=f"$JS.{check_site(self.site)}.API",
+                    deliver=deliver_prefix(self.site, "data"),
+                ),
                 subject_transforms=[
                     SubjectTransform(src=subjects.all_of(kind), dest=site_subject(self.site, kind))
                 ],
@@ -175,17 +235,28 @@ async def link_site(js: JetStreamContext, link: SiteLink) -> str:
     except NotFoundError:
         await js.add_stream(config)
         return "created"
-    have = sorted((s.name, str(s.subject_transforms)) for s in current.sources or [])
-    want = sorted((s.name, str(s.subject_transforms)) for s in config.sources or [])
+    have = sorted(source_key(s) for s in current.sources or [])
+    want = sorted(source_key(s) for s in config.sources or [])
     if have == want and current.max_age == config.max_age:
         return "unchanged"
     await js.update_stream(config)
     return "updated"
 
 
+def source_key(source: StreamSource) -> str:
+    """What makes two sources the same: stream, transforms and where they are delivered."""
+    ext = source.external
+    return f"{source.name} {source.subject_transforms} {ext.api if ext else ''} " + (
+        f"{ext.deliver if ext else ''}"
+    )
+
+
+LEAF_PREFIX: Final = "site-"
+
+
 def leaf_user(site: str) -> str:
     """The user a site's leaf node signs in to central with."""
-    return f"site-{check_site(site)}"
+    return f"{LEAF_PREFIX}{check_site(site)}"
 
 
 class LeafUsers:

@@ -33,6 +33,7 @@ from schemas import catalogue, subjects
 from services.common.auth import read_secrets, write_secret
 from services.common.sites import imports_of
 from services.common.subscriptions import SUBSCRIPTIONS
+from services.federation import LEAF_PREFIX, LeafUsers, leaf_permissions, leaf_user
 
 SERVICES = catalogue.SERVICES
 ADMIN = "admin"
@@ -175,6 +176,8 @@ def server_config(passwords: Mapping[str, str], sites: tuple[str, ...] = ()) -> 
             entry["permissions"] = _service_permissions(user, sites)
         elif user.startswith("edge-"):
             entry["permissions"] = _edge_permissions(user.removeprefix("edge-"))
+        elif user.startswith(LEAF_PREFIX):  # a site's leaf node, at central
+            entry["permissions"] = leaf_permissions(user.removeprefix(LEAF_PREFIX))
         elif user != ADMIN:
             raise ValueError(f"unknown bus user {user!r}")
         users.append(entry)
@@ -201,6 +204,11 @@ class BusUsers:
     def sites_file(self) -> Path:
         return self.secrets_file.with_name("nats.sites")
 
+    @property
+    def leaf_users(self) -> LeafUsers:
+        """The sites' leaf-node sign-ins at central, kept beside the secrets."""
+        return LeafUsers(self.secrets_file.with_name("leaf.secrets"))
+
     def ensure(self, *users: str, sites: tuple[str, ...] | None = None) -> dict[str, str]:
         """Passwords for ``users`` (made when missing), written with the config; ``sites``
         (central's, kept beside the secrets; None: those kept) are what its services read."""
@@ -213,5 +221,8 @@ class BusUsers:
             sites = tuple(kept)
         else:
             self.sites_file.write_text("".join(f"{site}\n" for site in sites))
-        write_secret(self.config_file, server_config(known, sites))
+        # each site's leaf node signs in as a user of its own, held to that site's data
+        leaves = self.leaf_users.ensure(sites) if sites else {}
+        leaves = {user: pw for user, pw in leaves.items() if user in map(leaf_user, sites)}
+        write_secret(self.config_file, server_config({**known, **leaves}, sites))
         return known

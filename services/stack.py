@@ -31,7 +31,6 @@ from services.common.runtime import open_bus
 from services.embedded import EmbeddedServerError, NatsServer, Postgres, wait_for_port
 from services.federation import (
     CENTRAL_DOMAIN,
-    LeafUsers,
     SiteLink,
     leaf_user,
     link_site,
@@ -107,7 +106,7 @@ class Stack:
         root = self.options.data_dir.resolve()
         self.bus_users = BusUsers(root / "nats.secrets", root / "nats.conf")
         o = self.options
-        self.leaf_users = LeafUsers(root / "leaf.secrets")
+        self.leaf_users = self.bus_users.leaf_users
         self.nats = NatsServer(
             root / "nats", o.nats_port, o.nats_monitor_port, o.host,
             config=self.bus_users.config_file,
@@ -206,8 +205,6 @@ class Stack:
         """nats-server with its users (and, in a federation, its leaf nodes)."""
         o = self.options
         self.bus_users.ensure(edge_user("sim-01"), sites=o.sites)
-        if o.sites:
-            self.nats.leaf_users = self.leaf_users.ensure(o.sites)
         self.nats.start()
         say(
             f"  nats-server   {self.nats.url}  (monitor http://{self.nats.host}:{self.nats.monitor_port})"

@@ -71,7 +71,9 @@ def _sources_of(stream: str, settings: CommonSettings) -> list[StreamSource] | N
 
 
 def _source_names(config: StreamConfig) -> list[str]:
-    return sorted(f"{s.name} {s.subject_transforms}" for s in config.sources or [])
+    from services.federation import source_key
+
+    return sorted(source_key(s) for s in config.sources or [])
 
 
 def stream_configs(settings: CommonSettings) -> list[StreamConfig]:

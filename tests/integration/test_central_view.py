@@ -33,7 +33,7 @@ from services.common.config import CommonSettings
 from services.common.db import migrate
 from services.common.runtime import open_bus
 from services.embedded import NatsServer, free_port
-from services.federation import CENTRAL_DOMAIN, LeafUsers, site_leaf_remote
+from services.federation import CENTRAL_DOMAIN, site_leaf_remote
 from tests.conftest import (
     ClosedBus,
     Running,
@@ -71,11 +71,10 @@ class Federation:
 @pytest.fixture
 async def federation(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, pg_cluster) -> AsyncIterator[Federation]:  # type: ignore[no-untyped-def]  # fmt: skip
     closed = ClosedBus(tmp_path / "bus", sites=SITES)
-    leaf_users = LeafUsers(tmp_path / "leaf.secrets")
+    leaf_users = closed.users.leaf_users  # each site signs in to central as its own user
     central = start_on_free_ports(lambda: NatsServer(
         tmp_path / "central", port=free_port(), monitor_port=free_port(),
         config=closed.users.config_file, domain=CENTRAL_DOMAIN, leaf_port=free_port(),
-        leaf_users=leaf_users.ensure(SITES),
     ))  # fmt: skip
     closed.install(monkeypatch)
     closed.declare(central.url)  # with central's streams of the sites, as vertac central does

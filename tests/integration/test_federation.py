@@ -8,12 +8,14 @@ minutes of a long outage)."""
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import nats
+import nats.errors
 import pytest
 from nats.js import JetStreamContext
 
@@ -291,4 +293,113 @@ async def test_a_site_reaches_central_over_tls_and_checks_centrals_certificate(
     finally:
         for site in sites:
             site.nats.stop()
+        central.nats.stop()
+
+
+REFUSED = (TimeoutError, nats.errors.TimeoutError, nats.errors.NoRespondersError)
+
+
+async def test_a_site_reads_nothing_of_another_site_through_central(tmp_path: Path) -> None:
+    """Central, not the site, holds each site to its own data. A site that signs in with its
+    own credentials but drops the deny rules of its configuration, and asks for everything,
+    gets its own commands and nothing of the other site: not its stream at central, not its
+    domain through central, not its deliveries, not central's subjects. Signed in to central's
+    client port with the same credentials, it gets no more."""
+    central = Stack(stack_options(tmp_path, "central", leaf_port=free_port(),
+                                  sites=("north", "south")))  # fmt: skip
+    central.start_nats()
+    port = central.options.leaf_port
+    assert port
+    south = Stack(stack_options(tmp_path, "south", site="south",
+                                central_url=central.leaf_users.url("south", "127.0.0.1", port)))  # fmt: skip
+    south.start_nats()
+    # north as a site could run it: its sign-in, none of the remote's deny rules
+    rogue_remote = json.dumps({"url": central.leaf_users.url("north", "127.0.0.1", port)})
+    rogue = NatsServer(tmp_path / "rogue", port=free_port(), monitor_port=free_port(),
+                       domain="north", leaf_remotes=(rogue_remote,)).start()  # fmt: skip
+    admin = await nats.connect(
+        url_for(central.nats.url, ADMIN, central.bus_users.passwords()[ADMIN])
+    )
+    south_url = url_for(south.nats.url, ADMIN, south.bus_users.passwords()[ADMIN])
+    snc = await nats.connect(south_url)
+    # replies under $JSC.R, which central does send to a site: a refusal is the permission's
+    rnc = await nats.connect(rogue.url, inbox_prefix=b"$JSC.R")
+    try:
+        cjs = admin.jetstream()
+        await init_bus(snc.jetstream(), CommonSettings(nats_url=south_url, site="south"))
+        await init_bus(rnc.jetstream(), CommonSettings(nats_url=rogue.url, site="north"))
+        for site in ("north", "south"):
+            await link_site(cjs, SiteLink(site))
+        seen: list[bytes] = []
+
+        async def spy(msg: nats.aio.msg.Msg) -> None:
+            seen.append(msg.subject.encode() + b" " + (msg.data or b""))
+
+        await rnc.subscribe(">", cb=spy)  # everything that reaches north's server
+        await rnc.flush()
+        refusals: list[str] = []
+
+        async def refused(exc: Exception) -> None:
+            refusals.append(str(exc))
+
+        direct = await nats.connect(url_for(central.nats.url, "site-north",
+                                            central.leaf_users.passwords()["site-north"]),
+                                    inbox_prefix=b"$JSC.R", error_cb=refused)  # fmt: skip
+        await direct.subscribe(">", cb=spy)  # and all it can get from central's client port
+        await direct.flush()
+        # its own traffic still flows: its data to central, central's commands to it
+        await rnc.jetstream().publish(subjects.cycles("m1", "completed"), b"north-own")
+        await admin.jetstream().publish("vertac.north.control.m1", b"north-command")
+        # south's data, a command for south and central's own traffic: none may reach north
+        await snc.jetstream().publish(subjects.cycles("m1", "completed"), b"south-secret")
+        await admin.jetstream().publish("vertac.south.control.m1", b"south-command-secret")
+        await admin.publish(subjects.samples("central-own"), b"central-secret")
+
+        async def arrived() -> bool:
+            north_in = (await cjs.stream_info(site_stream("north"))).state.messages
+            south_in = (await cjs.stream_info(site_stream("south"))).state.messages
+            commands = await rnc.jetstream().stream_info(
+                subjects.CONTROL.name, subjects_filter=f"{subjects.PREFIX}.control.>"
+            )
+            return min(north_in, south_in, commands.state.messages) >= 1
+
+        await eventually(arrived, timeout=30)
+        # asking: central's stream of south, south's domain, a consumer of south's stream
+        # delivered to north's own commands prefix, central's API from the client port
+        via_central = rnc.jetstream(domain=CENTRAL_DOMAIN, timeout=2)
+        # the path is open: its own commands stream at central answers
+        assert (await via_central.stream_info("VERTAC_SITE_north_COMMANDS")).state.messages == 1
+        steal = json.dumps({"stream_name": site_stream("south"), "config": {
+            "deliver_subject": "vertac-site.north.commands.steal", "ack_policy": "none"}})  # fmt: skip
+        probes = [
+            via_central.stream_info(site_stream("south")),
+            via_central.get_msg(site_stream("south"), 1),
+            via_central.get_last_msg(
+                site_stream("south"), "vertac.south.cycles.m1.completed", direct=True
+            ),
+            via_central.stream_info("VERTAC_SITE_south_COMMANDS"),
+            rnc.jetstream(domain="south", timeout=2).stream_info(subjects.CYCLES.name),
+            rnc.request(
+                f"$JS.{CENTRAL_DOMAIN}.API.CONSUMER.CREATE.{site_stream('south')}",
+                steal.encode(),
+                timeout=2,
+            ),
+            direct.jetstream(timeout=2).stream_info(site_stream("south")),
+            direct.jetstream(domain=CENTRAL_DOMAIN, timeout=2).get_msg(site_stream("south"), 1),
+            direct.jetstream(domain=CENTRAL_DOMAIN, timeout=2).stream_info("VERTAC_SAMPLES"),
+        ]
+        results = await asyncio.gather(*probes, return_exceptions=True)
+        for probe, result in enumerate(results):
+            assert isinstance(result, REFUSED), f"probe {probe} was answered: {result!r}"
+        await rnc.flush()
+        leaked = [m for m in seen if b"secret" in m]
+        assert leaked == [], leaked
+        assert any(b"north-command" in m for m in seen)  # the spy did see what is north's
+        assert any("permissions violation" in r.lower() for r in refusals), refusals
+        await direct.close()
+    finally:
+        for nc in (rnc, snc, admin):
+            await nc.close()
+        rogue.stop()
+        south.nats.stop()
         central.nats.stop()

@@ -12,6 +12,7 @@ import pytest
 
 from services.embedded import NatsServer
 from services.federation import site_leaf_remote
+from services.natsauth import BusUsers
 from tests.conftest import REPO
 
 
@@ -37,10 +38,16 @@ def test_a_site_and_central_are_configured_as_leaf_and_hub(tmp_path: Path) -> No
     text = site.config_text(tmp_path / "log")
     assert 'server_name: "vertac-north"' in text
     assert 'domain: "north"' in text and "remotes: [" in text and "site-north:pw@central" in text
-    hub = NatsServer(tmp_path / "c", domain="central", leaf_port=7422,
-                     leaf_users={"site-north": "pw"})  # fmt: skip
+    users = BusUsers(tmp_path / "nats.secrets", tmp_path / "nats.conf")
+    users.ensure(sites=("north",))
+    hub = NatsServer(tmp_path / "c", domain="central", leaf_port=7422, config=users.config_file)
     text = hub.config_text(tmp_path / "log")
     assert 'listen: "127.0.0.1:7422"' in text and "no_advertise: true" in text
-    assert '{user: "site-north", password: "pw"}' in text
+    # the site signs in as a user of the bus, held to its own site's data by central
+    conf = json.loads(users.config_file.read_text().removeprefix("authorization "))
+    north = next(u for u in conf["users"] if u["user"] == "site-north")
+    assert north["password"] == users.leaf_users.passwords()["site-north"]
+    assert "vertac-site.north.data.>" in north["permissions"]["publish"]["allow"]
+    assert not any("south" in s or s.startswith("vertac.") for s in json.dumps(north).split('"'))
     plain = NatsServer(tmp_path / "p").config_text(tmp_path / "log")
     assert "leafnodes" not in plain and "domain" not in plain
