@@ -323,3 +323,92 @@ async def test_alerts_killed_and_restarted_neither_duplicates_nor_loses_an_alert
     rows = await history()
     assert [state for _, state in rows] == ["raised", "cleared"]
     assert len({alert_id for alert_id, _ in rows}) == 1
+
+
+async def test_central_ingest_killed_while_it_takes_a_sites_frames_stores_each_once(
+    tmp_path: Path, pg_cluster, monkeypatch: pytest.MonkeyPatch, stream_id: str
+) -> None:  # type: ignore[no-untyped-def]
+    """At a central VerTac, ingest takes a site's frames from ``VERTAC_SITE_<site>`` with a
+    durable consumer of its own; killed -9 in the middle and started again, it has stored each
+    of the site's frames once, as the site sent it, under ``<site>.<stream id>``."""
+    import nats
+    import numpy as np
+
+    from edge.publisher import FramePublisher
+    from schemas.frames import Series
+    from services.common.bus import init_bus
+    from services.common.db import migrate
+    from services.federation import CENTRAL_DOMAIN, site_leaf_remote
+    from tests.conftest import ClosedBus, start_on_free_ports
+
+    closed = ClosedBus(tmp_path / "bus", sites=("north",))
+    central = start_on_free_ports(lambda: NatsServer(
+        tmp_path / "central", port=free_port(), monitor_port=free_port(),
+        config=closed.users.config_file, domain=CENTRAL_DOMAIN, leaf_port=free_port(),
+    ))  # fmt: skip
+    closed.declare(central.url)  # central's layout and its stream of site north
+    assert central.leaf_port
+    remote = site_leaf_remote(closed.users.leaf_users.url("north", "127.0.0.1", central.leaf_port))
+    site = start_on_free_ports(lambda: NatsServer(
+        tmp_path / "north", port=free_port(), monitor_port=free_port(), domain="north",
+        leaf_remotes=(remote,),
+    ))  # fmt: skip
+    database = pg_cluster.new_database()
+    await migrate(database)
+    env = service_env(CommonSettings(database_url=database),
+                      closed.service_url(central.url, "ingest"), VERTAC_SITES="north")  # fmt: skip
+    snc = await nats.connect(site.url)
+    ingest = None
+    total = 3000
+    t0 = time.time_ns() - total * 10**8  # within retention: stored, not dropped as too old
+    sent = [
+        Frame(stream_id, seq, (Series("p", np.arange(100, dtype="f8") + seq, t0 + seq * 10**8,
+                                      10**6),))
+        for seq in range(total)
+    ]  # fmt: skip
+    at_site = f"north.{stream_id}"
+    try:
+        await init_bus(snc.jetstream(), CommonSettings(nats_url=site.url, site="north"))
+        publisher = FramePublisher(snc.jetstream())
+
+        async def publish() -> None:  # the site's machine runs on meanwhile
+            for i in range(0, total, 100):
+                for frame in sent[i : i + 100]:
+                    await publisher.publish(frame)
+                await publisher.flush()
+                await asyncio.sleep(0.05)
+
+        publishing = asyncio.ensure_future(publish())
+        ingest = start_service("ingest", env, tmp_path)
+
+        async def some_stored() -> bool:
+            still_running(ingest, "ingest", tmp_path)
+            return await frame_count(database, at_site) > 50
+
+        await eventually(some_stored, timeout=60)
+        ingest.send_signal(signal.SIGKILL)
+        ingest.wait(10)
+        at_kill = await frame_count(database, at_site)
+        ingest = start_service("ingest", env, tmp_path)
+        await publishing
+
+        async def all_stored() -> bool:
+            still_running(ingest, "ingest", tmp_path)
+            return await frame_count(database, at_site) == total
+
+        await eventually(all_stored, timeout=120)
+    finally:
+        if ingest is not None:
+            ingest.terminate()
+            ingest.wait(10)
+        await snc.close()
+        site.stop()
+        central.stop()
+    assert 0 < at_kill < total
+    stored = await stored_frames(database, at_site)
+    assert [f.seq for f in stored] == list(range(total))
+    assert all(
+        np.array_equal(a.series[0].values, b.series[0].values)
+        for a, b in zip(stored, sent, strict=True)
+    )
+    assert await stats(database, at_site) == (total, total * 100)
