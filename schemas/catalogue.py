@@ -70,6 +70,13 @@ CHANNELS: Final[tuple[Channel, ...]] = (
     Channel("samples", "samples", "vertac.samples.{stream_id}", messages.FrameJson, _SAMPLES_DOC,
             subjects.SAMPLES.name, (EDGE, "gateway"), ("gateway",),
             payload_doc="frame (binary or JSON)"),
+    Channel("digest", "samples digest (at a site)", "vertac.digest.{stream_id}.{partition}",
+            messages.FrameJson,
+            "At a site, one frame per sample frame stored, with each sensor's lowest and highest "
+            "sample in the order they came (two points instead of all): what central takes of a "
+            "site whose samples are configured as 'digest', at a fraction of the bytes. Same "
+            "encoding, sequence number and Nats-Msg-Id as the frame it digests.",
+            subjects.DIGEST.name, ("ingest",), payload_doc="frame (binary)"),
     Channel("register", "register", "vertac.register.{stream_id}", messages.RegistryRequest,
             "Request-reply, answered by the ingest service (queue group ingest): register a "
             "stream, reserve or release frame numbers, or read the server's clock. The only way "

@@ -287,7 +287,8 @@ CYCLES: Final = JetStreamName("VERTAC_CYCLES", (all_of("cycles"),))
 ANALYSIS: Final = JetStreamName("VERTAC_ANALYSIS", (all_of("analysis"),))
 ALERTS: Final = JetStreamName("VERTAC_ALERTS", (all_of("alerts"),))
 DEAD_LETTER: Final = JetStreamName("VERTAC_DLQ", (all_of("dlq"),))
-ALL_STREAMS: Final = (SAMPLES, CONTROL, CYCLES, ANALYSIS, ALERTS, DEAD_LETTER)
+DIGEST: Final = JetStreamName("VERTAC_DIGEST", (all_of("digest"),))
+ALL_STREAMS: Final = (SAMPLES, CONTROL, CYCLES, ANALYSIS, ALERTS, DEAD_LETTER, DIGEST)
 
 # Per-stream work (cycle state machines, live alert rules) is split into PARTITIONS by stream id:
 # JetStream stores ``vertac.samples.<id>`` as ``vertac.samples.<id>.<p>`` (a stream subject
@@ -304,6 +305,12 @@ def partition_of(stream_id: str, partitions: int = PARTITIONS) -> int:
     for byte in stream_id.encode():
         h = ((h ^ byte) * 0x01000193) & 0xFFFFFFFF
     return h % partitions
+
+
+def digest(stream_id: str) -> str:
+    """Subject of the digest of one stream's frames at a site (what central may take instead
+    of every sample), with its partition token, as JetStream stores samples."""
+    return f"{PREFIX}.digest.{check_stream_id(stream_id)}.{partition_of(stream_id)}"
 
 
 def partition_subject(kind: str, partition: int) -> str:

@@ -81,7 +81,7 @@ def deliver_prefix(site: str, way: str) -> str:
     return f"vertac-site.{check_site(site)}.{way}"
 
 
-DATA_STREAMS: Final = tuple(dict.fromkeys(SHARED.values()))
+DATA_STREAMS: Final = (*dict.fromkeys(SHARED.values()), subjects.DIGEST.name)
 """The site's streams central sources."""
 
 
@@ -176,6 +176,11 @@ def site_leaf_remote(url: str, credentials: str | None = None, ca: Path | None =
     return json.dumps(entry)
 
 
+SAMPLE_MODES: Final = ("full", "digest", "none")
+"""What central takes of a site's samples: every frame, each frame's digest (each sensor's
+lowest and highest sample: a fraction of the bytes, peaks kept), or none."""
+
+
 @dataclass(frozen=True)
 class SiteLink:
     """What central takes from one site."""
@@ -183,27 +188,38 @@ class SiteLink:
     site: str
     kinds: tuple[str, ...] = tuple(SHARED)
     max_age_s: float = 7 * 86400.0  # what central keeps of it, as a site keeps its raw frames
+    samples: str = "full"  # one of SAMPLE_MODES
+
+    def _source(self, stream: str, kind: str, dest_kind: str) -> StreamSource:
+        return StreamSource(
+            name=stream,
+            external=ExternalStream(
+                api=f"$JS.{check_site(self.site)}.API",
+                deliver=deliver_prefix(self.site, "data"),
+            ),
+            subject_transforms=[
+                SubjectTransform(src=subjects.all_of(kind), dest=site_subject(self.site, dest_kind))
+            ],
+        )
 
     def stream_config(self) -> StreamConfig:
         unknown = set(self.kinds) - set(SHARED)
         if unknown:
             raise ValueError(f"unknown kinds {sorted(unknown)}; of {', '.join(SHARED)}")
-        sources = [
-            StreamSource(
-                name=SHARED[kind],
-                external=ExternalStream(
-                    api=f"$JS.{check_site(self.site)}.API",
-                    deliver=deliver_prefix(self.site, "data"),
-                ),
-                subject_transforms=[
-                    SubjectTransform(src=subjects.all_of(kind), dest=site_subject(self.site, kind))
-                ],
-            )
-            for kind in self.kinds
-        ]
+        if self.samples not in SAMPLE_MODES:
+            raise ValueError(f"samples {self.samples!r}: one of {', '.join(SAMPLE_MODES)}")
+        sources = []
+        for kind in self.kinds:
+            if kind != "samples":
+                sources.append(self._source(SHARED[kind], kind, kind))
+            elif self.samples == "full":
+                sources.append(self._source(subjects.SAMPLES.name, "samples", "samples"))
+            elif self.samples == "digest":  # stored at central as the site's samples
+                sources.append(self._source(subjects.DIGEST.name, "digest", "samples"))
+        taken = [k if k != "samples" else f"samples ({self.samples})" for k in self.kinds]
         return StreamConfig(
             name=site_stream(self.site),
-            description=f"VerTac site {self.site}: its {', '.join(self.kinds)}, sourced",
+            description=f"VerTac site {self.site}: its {', '.join(taken)}, sourced",
             sources=sources,
             max_age=self.max_age_s,
             allow_direct=True,  # the gateway reads a stream's last seconds message by message

@@ -58,6 +58,7 @@ class StackOptions:
     central_url: str = ""  # a site: central's leaf-node URL (nats-leaf://site-<id>:...@host:7422)
     leaf_port: int = 0  # central: where sites' leaf nodes connect
     sites: tuple[str, ...] = ()  # central: the sites whose data it takes
+    site_samples: tuple[tuple[str, str], ...] = ()  # central: (site, "digest"|"none"); else full
     leaf_tls_cert: Path | None = None  # central: TLS on the leaf port (with leaf_tls_key)
     leaf_tls_key: Path | None = None
     central_ca: Path | None = None  # a site: the CA that signed central's leaf certificate
@@ -188,8 +189,9 @@ class Stack:
             await pool.close()
         bus = await open_bus(common, "vertac-run")
         await init_bus(bus.js, common)
+        samples = dict(self.options.site_samples)
         for site in self.options.sites:  # central: a stream of each site's data, sourced
-            await link_site(bus.js, SiteLink(site))
+            await link_site(bus.js, SiteLink(site, samples=samples.get(site, "full")))
         if self.options.simulate:
             # the simulated machine has a digital cycle_active input: cycles start and stop on it
             kv = await bus.js.key_value(subjects.KV_CYCLE_CONFIG)

@@ -94,6 +94,21 @@ def _checked_sites(ids: list[str]) -> tuple[str, ...]:
         raise fail(f"--site: {exc}") from exc
 
 
+def _sample_modes(given: list[str], sites: list[str]) -> tuple[tuple[str, str], ...]:
+    """``SITE=MODE`` pairs, each naming a --site and a mode, or one line saying what is wrong."""
+    from services.federation import SAMPLE_MODES
+
+    modes = []
+    for item in given:
+        site, _, mode = item.partition("=")
+        if site not in sites:
+            raise fail(f"--site-samples {item!r}: {site!r} is not one of the --site ids")
+        if mode not in SAMPLE_MODES:
+            raise fail(f"--site-samples {item!r}: the mode is one of {', '.join(SAMPLE_MODES)}")
+        modes.append((site, mode))
+    return tuple(modes)
+
+
 @app.command()
 def central(
     site: Annotated[
@@ -112,6 +127,14 @@ def central(
         Path | None, typer.Option(help="Certificate of the leaf port (TLS for the sites).")
     ] = None,
     leaf_tls_key: Annotated[Path | None, typer.Option(help="Its private key.")] = None,
+    site_samples: Annotated[
+        list[str],
+        typer.Option(
+            help="SITE=MODE: what central takes of a site's samples: full (every frame, the "
+            "default), digest (each sensor's lowest and highest sample per frame) or none "
+            "(repeat for each site)."
+        ),
+    ] = [],  # noqa: B006 (typer reads the default, nobody mutates it)
 ) -> None:
     """Run a central VerTac: as ``vertac run`` without a simulated machine, taking each site's
     registrations, samples, cycles, analyses and alerts over its leaf node (JetStream
@@ -133,6 +156,7 @@ def central(
         simulate=False,
         leaf_port=leaf_port,
         sites=_checked_sites(site),
+        site_samples=_sample_modes(site_samples, site),
         leaf_tls_cert=leaf_tls_cert,
         leaf_tls_key=leaf_tls_key,
     )

@@ -87,6 +87,7 @@ def stream_configs(settings: CommonSettings) -> list[StreamConfig]:
         subjects.ANALYSIS.name: (events, "Post-cycle analysis results"),
         subjects.ALERTS.name: (events, "Alert events"),
         subjects.DEAD_LETTER.name: (events, "Messages no service could process, with the reason"),
+        subjects.DIGEST.name: (samples, "Digests of the sample frames (each sensor's extremes)"),
     }
     partitioned = {
         subjects.SAMPLES.name: SubjectTransform(

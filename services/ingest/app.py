@@ -20,6 +20,7 @@ from services.ingest.config import Settings
 from services.ingest.handlers import (
     DatasetIds,
     ImportRegistrations,
+    PersistAndDigest,
     PersistFrames,
     PersistRegistrations,
     WriteInflux,
@@ -36,12 +37,19 @@ async def serve(settings: Settings, common: CommonSettings, stop: asyncio.Event)
         SERVICE, common, settings.metrics_host, settings.metrics_port
     )
     store = PgFrameStore(pool)
+
+    def persist_frames(persist: PersistFrames) -> PersistFrames | PersistAndDigest:
+        # a site also publishes each frame's digest: what a central may take instead of samples
+        return PersistAndDigest(persist, bus.js) if common.site else persist
+
     consumers: list[DurableConsumer[Any]] = [
         subscription(SERVICE, "frames").consumer(
             bus.js,
             settings.durable,
-            PersistFrames(
-                store, metrics, settings.durable, settings.zstd_level, rollups=settings.rollups
+            persist_frames(
+                PersistFrames(
+                    store, metrics, settings.durable, settings.zstd_level, rollups=settings.rollups
+                )
             ),
             metrics,
             batch=settings.batch,

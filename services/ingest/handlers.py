@@ -2,19 +2,22 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
 
 import zstandard
+from nats.js import JetStreamContext
 from nats.js.kv import KeyValue
 
-from schemas.frames import Frame
+from schemas import subjects
+from schemas.frames import CONTENT_TYPE_BINARY, Frame, encode_binary
 from schemas.messages import StreamRegistered
 from services.common.consumer import Delivery
 from services.common.metrics import Metrics
 from services.ingest.adapters import FrameStore, LineSink
-from services.ingest.logic import influx_lines, to_row
+from services.ingest.logic import digest, influx_lines, to_row
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +46,31 @@ class PersistFrames:
         frames = [d.item for d in batch] if self.rollups else None
         stored = await self.store.write(rows, frames)
         self.metrics.samples.labels(self.metrics.service, self.durable).inc(stored)
+
+
+class PersistAndDigest:
+    """At a site: store each batch as :class:`PersistFrames` does, then publish each frame's
+    digest (``vertac.digest.<stream>.<p>``, for a central that takes digests); the batch is
+    acknowledged once both are done, and a digest sent again is dropped by its Nats-Msg-Id."""
+
+    def __init__(self, persist: PersistFrames, js: JetStreamContext) -> None:
+        self.persist = persist
+        self.js = js
+
+    async def __call__(self, batch: list[Delivery[Frame]]) -> None:
+        await self.persist(batch)
+        sends = []
+        for d in batch:
+            small = digest(d.item)
+            headers = {
+                subjects.HEADER_CONTENT_TYPE: CONTENT_TYPE_BINARY,
+                subjects.HEADER_MSG_ID: subjects.dedup_id(small.stream_id, small.seq),
+            }
+            sends.append(
+                self.js.publish(subjects.digest(small.stream_id), encode_binary(small),
+                                headers=headers)
+            )  # fmt: skip
+        await asyncio.gather(*sends)
 
 
 class PersistRegistrations:

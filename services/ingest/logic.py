@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 import zstandard
 
-from schemas.frames import Frame, encode_binary, unpack
+from schemas.frames import Frame, Series, encode_binary, unpack
 
 MEASUREMENT = "sensor_readings"
 
@@ -81,3 +81,29 @@ def influx_lines(
     if not parts:
         return b""
     return "\n".join(np.concatenate(parts).tolist()).encode()
+
+
+def digest(frame: Frame) -> Frame:
+    """The digest of ``frame``: per sensor its lowest and its highest sample, in the order they
+    came, with their own timestamps and qualities (one point when they are the same sample or
+    the sensor has one; none when it has none). Same stream, sequence number and send time, so
+    it is stored and deduplicated like the frame it stands for; peaks survive, shapes within a
+    frame do not."""
+    whole = frame.complete()
+    series = []
+    for s in whole.series:
+        if s.n == 0:
+            series.append(s)
+            continue
+        picks = np.unique(np.array([np.argmin(s.values), np.argmax(s.values)]))  # sorted
+        series.append(
+            Series(
+                s.sensor_id,
+                s.values[picks],
+                int(s.timestamps()[picks[0]]),
+                0,
+                timestamps_ns=s.timestamps()[picks],
+                quality=None if s.quality is None else s.quality[picks],
+            )
+        )
+    return Frame(whole.stream_id, whole.seq, tuple(series), sent_ns=whole.sent_ns)

@@ -4,7 +4,8 @@ and how late a site's frame reaches a viewer at central.
 One site and one central on this machine: two nats-servers (JetStream domains ``north`` and
 ``central``), the site a leaf node of central through a TCP link the benchmark cuts, and at
 central a PostgreSQL, its ingest service and its gateway (processes, default settings,
-``VERTAC_SITES=north``). The site's machines publish frames of 16 sensors at 100 Hz, 100 ms each
+``VERTAC_SITES=north``), on a closed bus as ``vertac central`` runs it: each service and the
+site's leaf node sign in as their own users, with their own permissions. The site's machines publish frames of 16 sensors at 100 Hz, 100 ms each
 (160 samples), straight into the site's JetStream as edges do.
 
 1. **Catch-up.** With the link cut, the site's machines publish ``VERTAC_BENCH_FED_FRAMES`` frames
@@ -41,6 +42,7 @@ from services.common.config import CommonSettings
 from services.common.db import migrate
 from services.embedded import NatsServer, Postgres, free_port
 from services.federation import CENTRAL_DOMAIN, SiteLink, link_site, site_leaf_remote, site_stream
+from services.natsauth import ADMIN, BusUsers, url_for
 from tests.bench.stack import Stack, percentile
 from tests.link import Link
 
@@ -117,27 +119,36 @@ async def viewer_latencies(base: str, token: str, stream_id: str, publish) -> li
 
 async def main() -> None:
     root = Path(tempfile.mkdtemp(prefix="vertac-bench-fed-"))
+    # central as `vertac central` runs it: a closed bus, the site signed in as its own user
+    users = BusUsers(root / "nats.secrets", root / "nats.conf")
+    passwords = users.ensure(sites=(SITE,))
     central = NatsServer(root / "central", port=free_port(), monitor_port=free_port(),
-                         domain=CENTRAL_DOMAIN, leaf_port=free_port()).start()  # fmt: skip
+                         domain=CENTRAL_DOMAIN, leaf_port=free_port(),
+                         config=users.config_file).start()  # fmt: skip
     assert central.leaf_port is not None
     link = await Link(central.leaf_port).start()
+    remote = site_leaf_remote(users.leaf_users.url(SITE, "127.0.0.1", link.port))
     site = NatsServer(root / SITE, port=free_port(), monitor_port=free_port(), domain=SITE,
-                      leaf_remotes=(site_leaf_remote(f"nats-leaf://127.0.0.1:{link.port}"),),
-                      ).start()  # fmt: skip
+                      leaf_remotes=(remote,)).start()  # fmt: skip
     pg = Postgres(root / "pg", port=free_port()).start()
     await migrate(pg.url)
-    common = CommonSettings(nats_url=central.url, database_url=pg.url, sites=SITE)
+
+    def as_user(user: str) -> str:
+        return url_for(central.url, user, passwords[user])
+
+    common = CommonSettings(nats_url=as_user(ADMIN), database_url=pg.url, sites=SITE)
     stack = Stack(root, common)
-    cnc, snc = await nats.connect(central.url), await nats.connect(site.url)
+    cnc, snc = await nats.connect(as_user(ADMIN)), await nats.connect(site.url)
     cjs, sjs = cnc.jetstream(timeout=30), snc.jetstream(timeout=30)
     try:
         await init_bus(cjs, common)
         await link_site(cjs, SiteLink(SITE))
         await init_bus(sjs, CommonSettings(nats_url=site.url, site=SITE))
         port = free_port()
-        stack.start("ingest", VERTAC_SITES=SITE)
+        stack.start("ingest", VERTAC_SITES=SITE, VERTAC_NATS_URL=as_user("ingest"))
         stack.start("gateway", VERTAC_SITES=SITE, VERTAC_GATEWAY_PORT=str(port),
-                    VERTAC_GATEWAY_HOST="127.0.0.1")  # fmt: skip
+                    VERTAC_GATEWAY_HOST="127.0.0.1",
+                    VERTAC_NATS_URL=as_user("gateway"))  # fmt: skip
         base, token = f"http://127.0.0.1:{port}", await stack.token()
 
         async def site_messages() -> int:

@@ -3,22 +3,36 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+import nats
+import numpy as np
 import pytest
 
+from edge.publisher import FramePublisher
 from edge.run import SimulateOptions, simulate
 from edge.simulator import build_machine
-from schemas.frames import Frame
+from schemas.frames import Frame, Series
 from services.common.config import CommonSettings
+from services.common.db import migrate
 from services.embedded import NatsServer, free_port, free_ports
-from tests.conftest import REPO, bus_url, eventually, refusals
+from tests.conftest import (
+    REPO,
+    ClosedBus,
+    bus_url,
+    eventually,
+    refusals,
+    start_on_free_ports,
+)
 from tests.helpers import frame_count, stats, stored_frames
 
 pytestmark = pytest.mark.e2e
@@ -325,51 +339,82 @@ async def test_alerts_killed_and_restarted_neither_duplicates_nor_loses_an_alert
     assert len({alert_id for alert_id, _ in rows}) == 1
 
 
-async def test_central_ingest_killed_while_it_takes_a_sites_frames_stores_each_once(
-    tmp_path: Path, pg_cluster, monkeypatch: pytest.MonkeyPatch, stream_id: str
-) -> None:  # type: ignore[no-untyped-def]
-    """At a central VerTac, ingest takes a site's frames from ``VERTAC_SITE_<site>`` with a
-    durable consumer of its own; killed -9 in the middle and started again, it has stored each
-    of the site's frames once, as the site sent it, under ``<site>.<stream id>``."""
-    import nats
-    import numpy as np
+@dataclass
+class SiteAndCentral:
+    """A site (its nats-server, open) and a central (closed bus, with its stream of the site)."""
 
-    from edge.publisher import FramePublisher
-    from schemas.frames import Series
+    central: NatsServer
+    site: NatsServer
+    closed: ClosedBus
+    database: str  # central's
+
+    def central_env(self, service: str) -> dict[str, str]:
+        """The environment of one of central's services, as its own bus user."""
+        return service_env(CommonSettings(database_url=self.database),
+                           self.closed.service_url(self.central.url, service),
+                           VERTAC_SITES="north")  # fmt: skip
+
+
+@contextlib.asynccontextmanager
+async def site_and_central(tmp_path: Path, pg_cluster) -> AsyncIterator[SiteAndCentral]:  # type: ignore[no-untyped-def]
+    """Site ``north`` a leaf node of a central on this machine, the site's layout declared."""
     from services.common.bus import init_bus
-    from services.common.db import migrate
     from services.federation import CENTRAL_DOMAIN, site_leaf_remote
-    from tests.conftest import ClosedBus, start_on_free_ports
 
     closed = ClosedBus(tmp_path / "bus", sites=("north",))
     central = start_on_free_ports(lambda: NatsServer(
         tmp_path / "central", port=free_port(), monitor_port=free_port(),
         config=closed.users.config_file, domain=CENTRAL_DOMAIN, leaf_port=free_port(),
     ))  # fmt: skip
-    closed.declare(central.url)  # central's layout and its stream of site north
-    assert central.leaf_port
-    remote = site_leaf_remote(closed.users.leaf_users.url("north", "127.0.0.1", central.leaf_port))
-    site = start_on_free_ports(lambda: NatsServer(
-        tmp_path / "north", port=free_port(), monitor_port=free_port(), domain="north",
-        leaf_remotes=(remote,),
-    ))  # fmt: skip
-    database = pg_cluster.new_database()
-    await migrate(database)
-    env = service_env(CommonSettings(database_url=database),
-                      closed.service_url(central.url, "ingest"), VERTAC_SITES="north")  # fmt: skip
-    snc = await nats.connect(site.url)
-    ingest = None
-    total = 3000
-    t0 = time.time_ns() - total * 10**8  # within retention: stored, not dropped as too old
-    sent = [
-        Frame(stream_id, seq, (Series("p", np.arange(100, dtype="f8") + seq, t0 + seq * 10**8,
-                                      10**6),))
+    site = None
+    try:
+        closed.declare(central.url)  # central's layout and its stream of site north
+        assert central.leaf_port
+        remote = site_leaf_remote(
+            closed.users.leaf_users.url("north", "127.0.0.1", central.leaf_port)
+        )
+        site = start_on_free_ports(lambda: NatsServer(
+            tmp_path / "north", port=free_port(), monitor_port=free_port(), domain="north",
+            leaf_remotes=(remote,),
+        ))  # fmt: skip
+        snc = await nats.connect(site.url)
+        await init_bus(snc.jetstream(), CommonSettings(nats_url=site.url, site="north"))
+        await snc.close()
+        database = pg_cluster.new_database()
+        await migrate(database)
+        yield SiteAndCentral(central, site, closed, database)
+    finally:
+        if site is not None:
+            site.stop()
+        central.stop()
+
+
+def recent_frames(stream_id: str, total: int, sensors: int = 1) -> list[Frame]:
+    """``total`` frames of 100 samples per sensor, 100 ms each, ending now (within retention)."""
+    t0 = time.time_ns() - total * 10**8
+    rng = np.random.default_rng(7)
+    return [
+        Frame(stream_id, seq, tuple(
+            Series(f"s{k}", rng.normal(size=100) + seq, t0 + seq * 10**8, 10**6)
+            for k in range(sensors)
+        ))
         for seq in range(total)
     ]  # fmt: skip
-    at_site = f"north.{stream_id}"
-    try:
-        await init_bus(snc.jetstream(), CommonSettings(nats_url=site.url, site="north"))
+
+
+async def test_central_ingest_killed_while_it_takes_a_sites_frames_stores_each_once(
+    tmp_path: Path, pg_cluster, stream_id: str
+) -> None:  # type: ignore[no-untyped-def]
+    """At a central VerTac, ingest takes a site's frames from ``VERTAC_SITE_<site>`` with a
+    durable consumer of its own; killed -9 in the middle and started again, it has stored each
+    of the site's frames once, as the site sent it, under ``<site>.<stream id>``."""
+    total = 3000
+    sent = recent_frames(stream_id, total)
+    at_central = f"north.{stream_id}"
+    async with site_and_central(tmp_path, pg_cluster) as fed:
+        snc = await nats.connect(fed.site.url)
         publisher = FramePublisher(snc.jetstream())
+        env = fed.central_env("ingest")
 
         async def publish() -> None:  # the site's machine runs on meanwhile
             for i in range(0, total, 100):
@@ -380,35 +425,91 @@ async def test_central_ingest_killed_while_it_takes_a_sites_frames_stores_each_o
 
         publishing = asyncio.ensure_future(publish())
         ingest = start_service("ingest", env, tmp_path)
+        try:
 
-        async def some_stored() -> bool:
-            still_running(ingest, "ingest", tmp_path)
-            return await frame_count(database, at_site) > 50
+            async def some_stored() -> bool:
+                still_running(ingest, "ingest", tmp_path)
+                return await frame_count(fed.database, at_central) > 50
 
-        await eventually(some_stored, timeout=60)
-        ingest.send_signal(signal.SIGKILL)
-        ingest.wait(10)
-        at_kill = await frame_count(database, at_site)
-        ingest = start_service("ingest", env, tmp_path)
-        await publishing
+            await eventually(some_stored, timeout=60)
+            ingest.send_signal(signal.SIGKILL)
+            ingest.wait(10)
+            at_kill = await frame_count(fed.database, at_central)
+            ingest = start_service("ingest", env, tmp_path)
+            await publishing
 
-        async def all_stored() -> bool:
-            still_running(ingest, "ingest", tmp_path)
-            return await frame_count(database, at_site) == total
+            async def all_stored() -> bool:
+                still_running(ingest, "ingest", tmp_path)
+                return await frame_count(fed.database, at_central) == total
 
-        await eventually(all_stored, timeout=120)
-    finally:
-        if ingest is not None:
+            await eventually(all_stored, timeout=120)
+        finally:
             ingest.terminate()
             ingest.wait(10)
-        await snc.close()
-        site.stop()
-        central.stop()
-    assert 0 < at_kill < total
-    stored = await stored_frames(database, at_site)
-    assert [f.seq for f in stored] == list(range(total))
-    assert all(
-        np.array_equal(a.series[0].values, b.series[0].values)
-        for a, b in zip(stored, sent, strict=True)
-    )
-    assert await stats(database, at_site) == (total, total * 100)
+            await snc.close()
+        assert 0 < at_kill < total
+        stored = await stored_frames(fed.database, at_central)
+        assert [f.seq for f in stored] == list(range(total))
+        assert all(
+            np.array_equal(a.series[0].values, b.series[0].values)
+            for a, b in zip(stored, sent, strict=True)
+        )
+        assert await stats(fed.database, at_central) == (total, total * 100)
+
+
+async def test_central_takes_a_sites_digest_instead_of_its_samples(
+    tmp_path: Path, pg_cluster, stream_id: str
+) -> None:  # type: ignore[no-untyped-def]
+    """``vertac central --site-samples north=digest``: the site's ingest stores every frame
+    and publishes each one's digest; central takes the digests in place of the samples and
+    stores them as the site's frames: every frame once, each sensor's lowest and highest
+    sample in the order they came, with their times."""
+    from services.federation import SiteLink, link_site
+    from services.ingest.logic import digest
+
+    total, sensors = 200, 4
+    sent = recent_frames(stream_id, total, sensors)
+    at_central = f"north.{stream_id}"
+    async with site_and_central(tmp_path, pg_cluster) as fed:
+        admin = await nats.connect(fed.closed.admin_url(fed.central.url))
+        changed = await link_site(admin.jetstream(), SiteLink("north", samples="digest"))
+        await admin.close()
+        assert changed == "updated"
+        site_db = pg_cluster.new_database()
+        await migrate(site_db)
+        site_env = service_env(CommonSettings(database_url=site_db), fed.site.url,
+                               VERTAC_SITE="north")  # fmt: skip
+        procs = [start_service("ingest", site_env, tmp_path),
+                 start_service("ingest", fed.central_env("ingest"), tmp_path)]  # fmt: skip
+        snc = await nats.connect(fed.site.url)
+        try:
+            publisher = FramePublisher(snc.jetstream())
+            for frame in sent:
+                await publisher.publish(frame)
+            await publisher.flush()
+
+            async def all_stored() -> bool:
+                for proc in procs:
+                    still_running(proc, "ingest", tmp_path)
+                return (await frame_count(site_db, stream_id),
+                        await frame_count(fed.database, at_central)) == (total, total)  # fmt: skip
+
+            await eventually(all_stored, timeout=120)
+        finally:
+            for proc in procs:
+                proc.terminate()
+                proc.wait(10)
+            await snc.close()
+        at_site = await stored_frames(site_db, stream_id)
+        assert all(a.equals(b) for a, b in zip(at_site, sent, strict=True))  # whole at the site
+        taken = await stored_frames(fed.database, at_central)
+        assert [f.seq for f in taken] == list(range(total))
+        for got, frame in zip(taken, sent, strict=True):
+            want = digest(frame)
+            for g, w, whole in zip(got.series, want.series, frame.series, strict=True):
+                assert np.array_equal(g.values, w.values) and 1 <= g.n <= 2
+                assert np.array_equal(g.timestamps(), w.timestamps())
+                assert g.values.min() == whole.values.min()
+                assert g.values.max() == whole.values.max()
+        samples = await stats(fed.database, at_central)
+        assert samples is not None and samples[1] <= total * sensors * 2

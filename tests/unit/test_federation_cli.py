@@ -22,6 +22,14 @@ from tests.conftest import REPO
         (["run", "--site", "Bad Id"], "--site: site id 'Bad Id' is not valid"),
         (["central", "--site", "samples"], "--site: site id 'samples' is reserved"),
         (["run", "--central", "nats-leaf://x:7422"], "--central needs --site"),
+        (
+            ["central", "--site", "north", "--site-samples", "south=digest"],
+            "'south' is not one of the --site ids",
+        ),
+        (
+            ["central", "--site", "north", "--site-samples", "north=half"],
+            "the mode is one of full, digest, none",
+        ),
     ],
 )
 def test_a_wrong_site_option_is_one_line_and_exit_2(args: list[str], said: str) -> None:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import zstandard
 
-from schemas.frames import Frame, Series
-from services.ingest.logic import from_payload, influx_lines, to_row
+from schemas.frames import Frame, Series, decode_binary, encode_binary
+from services.ingest.logic import digest, from_payload, influx_lines, to_row
 
 
 def test_rows_hold_the_frame_and_its_time_span() -> None:
@@ -33,3 +33,26 @@ def test_line_protocol_has_tags_fields_and_nanosecond_times() -> None:
         "sensor_readings,stream_id=press-1,cycle_id=c\\ 7,sensor_name=p\\,1 "
         "value=1.5,quality=64i,latency_ms=0.002 1000"
     ]  # NaN has no line-protocol form and is left to PostgreSQL
+
+
+def test_a_digest_keeps_each_sensors_extremes_in_the_order_they_came() -> None:
+    frame = Frame("press-1", 7, (
+        Series("p", np.array([3.0, 9.0, 1.0, 5.0]), 1_000, 10),
+        Series("flat", np.array([2.0, 2.0, 2.0]), 1_000, 10),
+        Series("t", np.array([4, 1], dtype="i4"), 0, 0, timestamps_ns=np.array([50, 70]),
+               quality=np.array([0, 2], dtype="u1")),
+        Series("none", np.array([], dtype="f8"), 1_000, 10),
+    ), sent_ns=99)  # fmt: skip
+    small = digest(frame)
+    assert (small.stream_id, small.seq, small.sent_ns) == ("press-1", 7, 99)
+    p, flat, t, none = small.series
+    assert p.values.tolist() == [9.0, 1.0] and p.timestamps().tolist() == [1_010, 1_020]
+    assert flat.values.tolist() == [2.0] and flat.timestamps().tolist() == [1_000]
+    assert t.values.tolist() == [4, 1] and t.values.dtype == np.int32
+    assert t.timestamps().tolist() == [50, 70] and t.qualities().tolist() == [0, 2]
+    assert none.n == 0
+    # it travels and is stored as any frame: encoded, decoded, the same
+    assert decode_binary(encode_binary(small, shuffled=True)).series[0].equals(p)
+    # a frame decoded for none of its sensors (as ingest reads it) gives the same digest
+    lazy = decode_binary(encode_binary(frame, shuffled=True), sensors=())
+    assert all(a.equals(b) for a, b in zip(digest(lazy).series, small.series, strict=True))
