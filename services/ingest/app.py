@@ -40,7 +40,7 @@ async def serve(settings: Settings, common: CommonSettings, stop: asyncio.Event)
 
     def persist_frames(persist: PersistFrames) -> PersistFrames | PersistAndDigest:
         # a site also publishes each frame's digest: what a central may take instead of samples
-        return PersistAndDigest(persist, bus.js) if common.site else persist
+        return PersistAndDigest(persist, bus.js) if common.site and settings.digest else persist
 
     consumers: list[DurableConsumer[Any]] = [
         subscription(SERVICE, "frames").consumer(

@@ -45,6 +45,12 @@ class Settings(BaseSettings):
     )
     influx_retry_delay_s: float = Field(default=3.0, gt=0)
     rollups: bool = Field(default=True, description="Write 1 s and 1 min rollups with the frames.")
+    digest: bool = Field(
+        default=True,
+        description="At a site of a central VerTac: publish each frame's digest (each sensor's "
+        "extremes) for a central that takes digests; off saves that work where central takes "
+        "the samples whole or none.",
+    )
     retention_check_s: float = Field(
         default=600,
         gt=0,

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 import zstandard
 
+from schemas.frame_regular import regular_of
 from schemas.frames import Frame, Series, encode_binary, unpack
 
 MEASUREMENT = "sensor_readings"
@@ -85,25 +86,41 @@ def influx_lines(
 
 def digest(frame: Frame) -> Frame:
     """The digest of ``frame``: per sensor its lowest and its highest sample, in the order they
-    came, with their own timestamps and qualities (one point when they are the same sample or
-    the sensor has one; none when it has none). Same stream, sequence number and send time, so
-    it is stored and deduplicated like the frame it stands for; peaks survive, shapes within a
-    frame do not."""
+    came. Same stream, sequence number and send time, so it is stored and deduplicated like the
+    frame it stands for; peaks survive, shapes within a frame do not.
+
+    A regular frame (every sensor on one clock, all good: what edges send) gives a regular
+    digest, two samples per sensor stamped at the frame's start and middle, reduced as one
+    matrix per dtype and sent compact. In another, each sensor on a clock of its own gets its
+    two on that clock, each with explicit timestamps keeps its extremes' own times; qualities
+    go with their samples, and a sensor of one sample or none is kept as it is."""
+    regular = regular_of(frame) if frame.raw is not None else None
+    if regular is not None and regular.n > 0:
+        half = max(regular.n * regular.period_ns // 2, 1)
+        ids = iter(regular.ids)
+        series = []
+        for run in regular.runs():  # sensors by samples, one dtype
+            lo, hi = run.argmin(axis=1), run.argmax(axis=1)
+            picks = np.stack([np.minimum(lo, hi), np.maximum(lo, hi)], axis=1)
+            two = np.take_along_axis(run, picks, axis=1)
+            series += [Series(next(ids), row, regular.t0_ns, half) for row in two]
+        return Frame(frame.stream_id, frame.seq, tuple(series), sent_ns=regular.sent_ns)
     whole = frame.complete()
-    series = []
-    for s in whole.series:
-        if s.n == 0:
-            series.append(s)
-            continue
-        picks = np.unique(np.array([np.argmin(s.values), np.argmax(s.values)]))  # sorted
-        series.append(
-            Series(
-                s.sensor_id,
-                s.values[picks],
-                int(s.timestamps()[picks[0]]),
-                0,
-                timestamps_ns=s.timestamps()[picks],
-                quality=None if s.quality is None else s.quality[picks],
-            )
-        )
-    return Frame(whole.stream_id, whole.seq, tuple(series), sent_ns=whole.sent_ns)
+    return Frame(whole.stream_id, whole.seq, tuple(map(_extremes, whole.series)),
+                 sent_ns=whole.sent_ns)  # fmt: skip
+
+
+def _extremes(s: Series) -> Series:
+    """One sensor's lowest and highest sample in the order they came: on its own clock (the
+    start and middle of its span) when it has one, at their own times when it has none."""
+    values = s.values
+    if len(values) <= 1:
+        return s
+    lo, hi = int(values.argmin()), int(values.argmax())
+    picks = [lo, hi] if lo <= hi else [hi, lo]
+    quality = None if s.quality is None else s.quality[picks]
+    if s.timestamps_ns is None:
+        half = max(len(values) * s.period_ns // 2, 1)
+        return Series(s.sensor_id, values[picks], s.t0_ns, half, quality=quality)
+    return Series(s.sensor_id, values[picks], int(s.timestamps_ns[picks[0]]), 0,
+                  timestamps_ns=s.timestamps_ns[picks], quality=quality)  # fmt: skip

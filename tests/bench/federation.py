@@ -13,6 +13,8 @@ site's leaf node sign in as their own users, with their own permissions. The sit
    how long until central's bus had the first and every one of them, and until central's ingest
    had stored them all, in samples/s, from the moment the link returned and from the first
    arrival (nats-server retries a source on an interval of its own, which the first excludes).
+   Also printed: the bytes a frame's digest takes over the link against the whole frame's, and
+   the CPU a site's ingest spends making one.
 2. **Latency.** A viewer at central watches a site's stream live while one machine publishes 10
    frames/s for ``VERTAC_BENCH_FED_MEASURE_S`` seconds (10). Printed: from a frame's
    publication at the site (its ``sent_ms``) to its arrival at the viewer's WebSocket, p50 and
@@ -36,12 +38,13 @@ import websockets
 
 from edge.publisher import frame_message
 from edge.simulator import Simulation, build_machine
-from schemas.frames import Frame
+from schemas.frames import Frame, decode_binary, encode_binary
 from services.common.bus import init_bus
 from services.common.config import CommonSettings
 from services.common.db import migrate
 from services.embedded import NatsServer, Postgres, free_port
 from services.federation import CENTRAL_DOMAIN, SiteLink, link_site, site_leaf_remote, site_stream
+from services.ingest.logic import digest
 from services.natsauth import ADMIN, BusUsers, url_for
 from tests.bench.stack import Stack, percentile
 from tests.link import Link
@@ -193,6 +196,19 @@ async def main() -> None:
         print(f"  catch-up rate into central's database: {samples / (in_pg - restored):,.0f} "
               f"samples/s from the link's return, {samples / transfer:,.0f} samples/s from "
               f"the first arrival")  # fmt: skip
+
+        # what a digest saves on the link, and what making it costs a site's ingest per frame
+        whole = [payload for _, payload, _ in batches[0]]
+        made, took = [], []
+        for payload in whole:
+            start = time.perf_counter()
+            made.append(encode_binary(digest(decode_binary(payload, sensors=()))))
+            took.append((time.perf_counter() - start) * 1e6)
+        full_b, digest_b = statistics.median(map(len, whole)), statistics.median(map(len, made))
+        print(f"  a digest instead of the samples (--site-samples SITE=digest): "
+              f"{digest_b:,.0f} bytes a frame against {full_b:,.0f} whole ({full_b / digest_b:.1f}x "
+              f"fewer over the link); making it costs a site's ingest "
+              f"{statistics.median(took):,.0f} us a frame (median of {len(took):,})")  # fmt: skip
 
         # 2. latency: a site's frame to a viewer at central, against a frame of central's own
         async def paced(js, stream_id: str) -> None:  # type: ignore[no-untyped-def]
