@@ -176,8 +176,9 @@ def server_config(passwords: Mapping[str, str], sites: tuple[str, ...] = ()) -> 
             entry["permissions"] = _service_permissions(user, sites)
         elif user.startswith("edge-"):
             entry["permissions"] = _edge_permissions(user.removeprefix("edge-"))
-        elif user.startswith(LEAF_PREFIX):  # a site's leaf node, at central
+        elif user.startswith(LEAF_PREFIX):  # a site's leaf node, at central: nothing else
             entry["permissions"] = leaf_permissions(user.removeprefix(LEAF_PREFIX))
+            entry["allowed_connection_types"] = ["LEAFNODE"]
         elif user != ADMIN:
             raise ValueError(f"unknown bus user {user!r}")
         users.append(entry)
