@@ -88,12 +88,17 @@ def control(stream_id: str) -> str:
     return f"{PREFIX}.control.{check_stream_id(stream_id)}"
 
 
+def _site(site: str) -> str:
+    """``site`` when it is a valid site id (a subject token); ValueError otherwise."""
+    if not re.fullmatch(SITE_PATTERN, site):
+        raise ValueError(f"site id {site!r} is not valid")
+    return site
+
+
 def site_control(site: str, stream_id: str) -> str:
     """At central: a command for a stream of site ``site``; the site sources it into its own
     ``vertac.control.<stream_id>`` (see services/federation.py)."""
-    if not re.fullmatch(SITE_PATTERN, site):
-        raise ValueError(f"site id {site!r} is not valid")
-    return f"{PREFIX}.{site}.control.{check_stream_id(stream_id)}"
+    return f"{PREFIX}.{_site(site)}.control.{check_stream_id(stream_id)}"
 
 
 def site_stream(site: str) -> str:
@@ -110,17 +115,13 @@ def site_data(site: str, kind: str, stream_id: str = "*") -> str:
 def site_alert_ack(site: str, stream_id: str) -> str:
     """At central: an acknowledgement of an alert of a site's stream; the site sources it into
     its own ``vertac.alertack.<stream_id>`` (see services/federation.py)."""
-    if not re.fullmatch(SITE_PATTERN, site):
-        raise ValueError(f"site id {site!r} is not valid")
-    return f"{PREFIX}.{site}.alertctl.{check_stream_id(stream_id)}.ack"
+    return f"{PREFIX}.{_site(site)}.alertctl.{check_stream_id(stream_id)}.ack"
 
 
 def site_reference_push(site: str, stream_id: str) -> str:
     """At central: a new reference for a site's stream (made at the site from its cycles); the
     site sources it into its own ``vertac.refpush.<stream_id>``."""
-    if not re.fullmatch(SITE_PATTERN, site):
-        raise ValueError(f"site id {site!r} is not valid")
-    return f"{PREFIX}.{site}.refctl.{check_stream_id(stream_id)}.create"
+    return f"{PREFIX}.{_site(site)}.refctl.{check_stream_id(stream_id)}.create"
 
 
 def alert_ack(stream_id: str) -> str:

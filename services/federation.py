@@ -261,10 +261,8 @@ async def link_site(js: JetStreamContext, link: SiteLink) -> str:
 
 def source_key(source: StreamSource) -> str:
     """What makes two sources the same: stream, transforms and where they are delivered."""
-    ext = source.external
-    return f"{source.name} {source.subject_transforms} {ext.api if ext else ''} " + (
-        f"{ext.deliver if ext else ''}"
-    )
+    ext = source.external or ExternalStream(api="", deliver="")
+    return f"{source.name} {source.subject_transforms} {ext.api} {ext.deliver}"
 
 
 LEAF_PREFIX: Final = "site-"

@@ -223,7 +223,7 @@ class BusUsers:
         else:
             self.sites_file.write_text("".join(f"{site}\n" for site in sites))
         # each site's leaf node signs in as a user of its own, held to that site's data
-        leaves = self.leaf_users.ensure(sites) if sites else {}
-        leaves = {user: pw for user, pw in leaves.items() if user in map(leaf_user, sites)}
+        signins = self.leaf_users.ensure(sites) if sites else {}  # with former sites
+        leaves = {leaf_user(site): signins[leaf_user(site)] for site in sites}
         write_secret(self.config_file, server_config({**known, **leaves}, sites))
         return known

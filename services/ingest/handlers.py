@@ -11,8 +11,9 @@ import zstandard
 from nats.js import JetStreamContext
 from nats.js.kv import KeyValue
 
+from edge.publisher import frame_message
 from schemas import subjects
-from schemas.frames import CONTENT_TYPE_BINARY, Frame, encode_binary
+from schemas.frames import Frame
 from schemas.messages import StreamRegistered
 from services.common.consumer import Delivery
 from services.common.metrics import Metrics
@@ -62,14 +63,10 @@ class PersistAndDigest:
         sends = []
         for d in batch:
             small = digest(d.item)
-            headers = {
-                subjects.HEADER_CONTENT_TYPE: CONTENT_TYPE_BINARY,
-                subjects.HEADER_MSG_ID: subjects.dedup_id(small.stream_id, small.seq),
-            }
+            _, payload, headers = frame_message(small)  # as a publisher sends a frame
             sends.append(
-                self.js.publish(subjects.digest(small.stream_id), encode_binary(small),
-                                headers=headers)
-            )  # fmt: skip
+                self.js.publish(subjects.digest(small.stream_id), payload, headers=headers)
+            )
         await asyncio.gather(*sends)
 
 

@@ -94,7 +94,7 @@ def digest(frame: Frame) -> Frame:
     matrix per dtype and sent compact. In another, each sensor on a clock of its own gets its
     two on that clock, each with explicit timestamps keeps its extremes' own times; qualities
     go with their samples, and a sensor of one sample or none is kept as it is."""
-    regular = regular_of(frame) if frame.raw is not None else None
+    regular = regular_of(frame)
     if regular is not None and regular.n > 0:
         half = max(regular.n * regular.period_ns // 2, 1)
         ids = iter(regular.ids)
