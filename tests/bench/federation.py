@@ -38,7 +38,7 @@ import websockets
 
 from edge.publisher import frame_message
 from edge.simulator import Simulation, build_machine
-from schemas.frames import Frame, decode_binary, encode_binary
+from schemas.frames import Frame, decode_binary
 from services.common.bus import init_bus
 from services.common.config import CommonSettings
 from services.common.db import migrate
@@ -202,7 +202,7 @@ async def main() -> None:
         made, took = [], []
         for payload in whole:
             start = time.perf_counter()
-            made.append(encode_binary(digest(decode_binary(payload, sensors=()))))
+            made.append(frame_message(digest(decode_binary(payload, sensors=())))[1])
             took.append((time.perf_counter() - start) * 1e6)
         full_b, digest_b = statistics.median(map(len, whole)), statistics.median(map(len, made))
         print(f"  a digest instead of the samples (--site-samples SITE=digest): "
